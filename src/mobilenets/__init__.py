@@ -1,0 +1,52 @@
+"""mobilenets: build, analyse, train, compress, export and benchmark MobileNet-family networks."""
+
+from .layers import (
+    ConvNormAct,
+    DepthwiseSeparableConv,
+    InvertedResidual,
+    NormConfig,
+    SqueezeExcite,
+    make_divisible,
+)
+from .models import (
+    MobileNet,
+    conv_mobilenet_v1,
+    conv_mobilenet_v2,
+    create_model,
+    efficientnet_lite0,
+    efficientnet_lite1,
+    efficientnet_lite2,
+    efficientnet_lite3,
+    efficientnet_lite4,
+    list_models,
+    mobilenet_v1,
+    mobilenet_v2,
+    mobilenet_v3_large,
+    mobilenet_v3_small,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConvNormAct",
+    "DepthwiseSeparableConv",
+    "InvertedResidual",
+    "MobileNet",
+    "NormConfig",
+    "SqueezeExcite",
+    "__version__",
+    "conv_mobilenet_v1",
+    "conv_mobilenet_v2",
+    "create_model",
+    "efficientnet_lite0",
+    "efficientnet_lite1",
+    "efficientnet_lite2",
+    "efficientnet_lite3",
+    "efficientnet_lite4",
+    "list_models",
+    "mobilenet_v1",
+    "mobilenet_v2",
+    "mobilenet_v3_large",
+    "mobilenet_v3_small",
+    "make_divisible",
+]

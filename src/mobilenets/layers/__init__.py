@@ -1,0 +1,25 @@
+"""Layers of depthwise-separable networks: public, documented, with named sub-modules."""
+
+from .activations import ACTIVATION_NAMES, create_activation
+from .channels import make_divisible
+from .conv_norm_act import ConvNormAct
+from .inverted_residual import InvertedResidual
+from .norm import NormConfig
+from .padding import PADDING_MODES, Conv2dSame, create_conv2d, tf_same_pads
+from .separable import DepthwiseSeparableConv
+from .squeeze_excite import SqueezeExcite
+
+__all__ = [
+    "ACTIVATION_NAMES",
+    "PADDING_MODES",
+    "Conv2dSame",
+    "ConvNormAct",
+    "DepthwiseSeparableConv",
+    "InvertedResidual",
+    "NormConfig",
+    "SqueezeExcite",
+    "create_activation",
+    "create_conv2d",
+    "make_divisible",
+    "tf_same_pads",
+]

@@ -1,0 +1,109 @@
+"""The inverted residual block with a linear bottleneck (MobileNet v2, v3 and EfficientNet-Lite)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.ops import StochasticDepth
+
+from .conv_norm_act import ConvNormAct
+from .norm import NormConfig
+from .squeeze_excite import SqueezeExcite
+
+
+class InvertedResidual(nn.Module):
+    """1×1 expand → K×K depthwise → [squeeze-excite] → 1×1 linear projection, plus a skip when shapes allow.
+
+    Sub-modules, in order: ``conv_pw`` (expansion to ``hidden_channels``; ``nn.Identity`` when there is
+    nothing to expand), ``conv_dw``, ``se`` (``nn.Identity`` without squeeze-excite), ``conv_pwl`` (the
+    projection: a norm but *no* activation, since a ReLU on the narrow bottleneck destroys information,
+    v2 paper §3.2) and ``drop_path`` (stochastic depth on the residual branch).
+
+    The residual is added iff ``stride == 1`` and ``in_channels == out_channels`` (``has_residual``).
+
+    With ``separable=False`` the depthwise K×K and the 1×1 projection are replaced by one dense K×K conv
+    from ``hidden_channels`` to ``out_channels`` (named ``conv_full``): the standard-convolution twin used
+    to measure what depthwise separability saves, as the v1 paper's Table 4 does for MobileNet v1.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        hidden_channels: int,
+        kernel_size: int = 3,
+        stride: int = 1,
+        dilation: int = 1,
+        activation: str = "relu6",
+        se_channels: int = 0,
+        se_gate: str = "hardsigmoid",
+        norm: NormConfig | None = None,
+        padding: str = "symmetric",
+        drop_path_rate: float = 0.0,
+        separable: bool = True,
+    ) -> None:
+        super().__init__()
+        if hidden_channels <= 0:
+            raise ValueError(f"hidden_channels must be positive, got {hidden_channels}")
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.hidden_channels = hidden_channels
+        self.stride = stride
+        self.has_residual = stride == 1 and in_channels == out_channels
+
+        self.conv_pw: nn.Module
+        if hidden_channels != in_channels:
+            self.conv_pw = ConvNormAct(
+                in_channels, hidden_channels, 1, activation=activation, norm=norm, padding=padding
+            )
+        else:
+            self.conv_pw = nn.Identity()
+        self.conv_dw: nn.Module
+        self.conv_pwl: nn.Module
+        self.conv_full: nn.Module
+        if separable:
+            self.conv_dw = ConvNormAct(
+                hidden_channels,
+                hidden_channels,
+                kernel_size,
+                stride=stride,
+                dilation=dilation,
+                groups=hidden_channels,
+                activation=activation,
+                norm=norm,
+                padding=padding,
+            )
+            self.se = (
+                SqueezeExcite(hidden_channels, se_channels, gate=se_gate) if se_channels else nn.Identity()
+            )
+            self.conv_pwl = ConvNormAct(
+                hidden_channels, out_channels, 1, activation=None, norm=norm, padding=padding
+            )
+        else:
+            if se_channels:
+                raise ValueError("the standard-convolution twin (separable=False) has no squeeze-excite")
+            self.conv_full = ConvNormAct(
+                hidden_channels,
+                out_channels,
+                kernel_size,
+                stride=stride,
+                dilation=dilation,
+                activation=None,
+                norm=norm,
+                padding=padding,
+            )
+        self.separable = separable
+        self.drop_path = StochasticDepth(drop_path_rate, "row") if drop_path_rate > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv_pw(x)
+        if self.separable:
+            out = self.conv_pwl(self.se(self.conv_dw(out)))
+        else:
+            out = self.conv_full(out)
+        if self.has_residual:
+            out = x + self.drop_path(out)
+        return out

@@ -1,0 +1,81 @@
+"""Convolution padding: PyTorch's symmetric padding, or TensorFlow's asymmetric ``SAME``.
+
+TensorFlow pads ``SAME`` convolutions so that ``out = ceil(in / stride)``, putting the odd pixel of
+padding on the bottom/right. For a stride-2 3×3 conv on a 224×224 input that is 0 rows on top and 1
+below, where PyTorch's symmetric padding uses 1 and 1: the sampling grid shifts by a pixel and a
+TensorFlow-trained checkpoint loses several points of accuracy. ``Conv2dSame`` reproduces it exactly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PADDING_MODES = ("symmetric", "tf_same")
+
+
+def symmetric_padding(kernel_size: int, dilation: int = 1) -> int:
+    """Padding that keeps the spatial size at stride 1: ``(k - 1) // 2 * dilation``."""
+    return (kernel_size - 1) // 2 * dilation
+
+
+def tf_same_pads(size: int, kernel_size: int, stride: int, dilation: int) -> tuple[int, int]:
+    """(before, after) padding of one spatial dimension under TensorFlow's ``SAME`` rule."""
+    effective = (kernel_size - 1) * dilation + 1
+    total = max((math.ceil(size / stride) - 1) * stride + effective - size, 0)
+    return total // 2, total - total // 2
+
+
+def needs_dynamic_padding(kernel_size: int, stride: int, dilation: int) -> bool:
+    """Whether TF ``SAME`` differs from symmetric padding for this conv (it does when strided or even)."""
+    return stride > 1 or ((kernel_size - 1) * dilation) % 2 == 1
+
+
+class Conv2dSame(nn.Conv2d):
+    """``nn.Conv2d`` with TensorFlow ``SAME`` padding computed from the input size at run time.
+
+    A subclass, so state_dict keys, fusing and quantization see an ordinary ``Conv2d``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kh, kw = self.kernel_size
+        sh, sw = self.stride
+        dh, dw = self.dilation
+        top, bottom = tf_same_pads(x.shape[-2], kh, sh, dh)
+        left, right = tf_same_pads(x.shape[-1], kw, sw, dw)
+        if top or bottom or left or right:
+            x = F.pad(x, (left, right, top, bottom))
+        return self._conv_forward(x, self.weight, self.bias)
+
+
+def create_conv2d(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int,
+    *,
+    stride: int = 1,
+    dilation: int = 1,
+    groups: int = 1,
+    bias: bool = False,
+    padding: str = "symmetric",
+) -> nn.Conv2d:
+    """A conv whose padding follows ``padding`` ("symmetric" or "tf_same")."""
+    if padding not in PADDING_MODES:
+        raise ValueError(f"unknown padding {padding!r}; expected one of {', '.join(PADDING_MODES)}")
+    if padding == "tf_same" and needs_dynamic_padding(kernel_size, stride, dilation):
+        return Conv2dSame(
+            in_channels, out_channels, kernel_size, stride, 0, dilation, groups=groups, bias=bias
+        )
+    return nn.Conv2d(
+        in_channels,
+        out_channels,
+        kernel_size,
+        stride,
+        symmetric_padding(kernel_size, dilation),
+        dilation,
+        groups=groups,
+        bias=bias,
+    )

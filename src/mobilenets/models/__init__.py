@@ -1,0 +1,43 @@
+"""MobileNet-family models: architecture tables, one builder, a registry."""
+
+from . import efficientnet_lite, mobilenet_v1, mobilenet_v2, mobilenet_v3  # noqa: F401  (registers models)
+from .builder import build_mobilenet, standard_conv_twin
+from .config import ArchSpec, BlockSpec
+from .efficientnet_lite import (
+    efficientnet_lite0,
+    efficientnet_lite1,
+    efficientnet_lite2,
+    efficientnet_lite3,
+    efficientnet_lite4,
+)
+from .mobilenet import FeatureInfo, MobileNet
+from .mobilenet_v1 import conv_mobilenet_v1, mobilenet_v1
+from .mobilenet_v2 import conv_mobilenet_v2, mobilenet_v2
+from .mobilenet_v3 import mobilenet_v3_large, mobilenet_v3_small
+from .options import BuildOptions
+from .registry import create_model, get_builder, list_models, register_model
+
+__all__ = [
+    "ArchSpec",
+    "BlockSpec",
+    "BuildOptions",
+    "FeatureInfo",
+    "MobileNet",
+    "build_mobilenet",
+    "conv_mobilenet_v1",
+    "conv_mobilenet_v2",
+    "create_model",
+    "efficientnet_lite0",
+    "efficientnet_lite1",
+    "efficientnet_lite2",
+    "efficientnet_lite3",
+    "efficientnet_lite4",
+    "get_builder",
+    "list_models",
+    "mobilenet_v1",
+    "mobilenet_v2",
+    "mobilenet_v3_large",
+    "mobilenet_v3_small",
+    "register_model",
+    "standard_conv_twin",
+]

@@ -1,0 +1,296 @@
+"""One builder turns an architecture table (:class:`ArchSpec`) and the user's knobs into a model."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import OrderedDict
+
+from torch import nn
+
+from ..layers.activations import check_activation, create_activation
+from ..layers.channels import make_divisible
+from ..layers.conv_norm_act import ConvNormAct
+from ..layers.inverted_residual import InvertedResidual
+from ..layers.norm import NormConfig
+from ..layers.padding import PADDING_MODES
+from ..layers.separable import DepthwiseSeparableConv
+from .config import ArchSpec, BlockSpec
+from .mobilenet import FeatureInfo, MobileNet
+
+OUTPUT_STRIDES = (8, 16, 32)
+
+
+def _check_options(
+    *,
+    width_mult: float,
+    num_classes: int,
+    in_channels: int,
+    dropout: float,
+    drop_path_rate: float,
+    output_stride: int,
+    padding: str,
+) -> None:
+    if not isinstance(width_mult, int | float) or isinstance(width_mult, bool) or not width_mult > 0:
+        raise ValueError(f"width_mult must be a positive number, got {width_mult!r}")
+    if width_mult > 10:
+        raise ValueError(f"width_mult={width_mult!r} is absurdly large; expected a value around 0.25–2.0")
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
+        raise ValueError(f"num_classes must be a non-negative integer, got {num_classes!r}")
+    if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels <= 0:
+        raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
+    if not isinstance(dropout, int | float) or not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+    if not isinstance(drop_path_rate, int | float) or not 0.0 <= drop_path_rate < 1.0:
+        raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate!r}")
+    if output_stride not in OUTPUT_STRIDES:
+        raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}")
+    if padding not in PADDING_MODES:
+        raise ValueError(f"unknown padding {padding!r}; expected one of {', '.join(PADDING_MODES)}")
+
+
+def _resolve_norm(norm: NormConfig | str | None, default: NormConfig) -> NormConfig:
+    if norm is None:
+        return default
+    if isinstance(norm, NormConfig):
+        return norm
+    if isinstance(norm, str):
+        return dataclasses.replace(default, kind=norm)
+    raise TypeError(f"norm must be a NormConfig, a norm kind name or None, got {type(norm).__name__}")
+
+
+def build_mobilenet(
+    arch: ArchSpec,
+    *,
+    width_mult: float = 1.0,
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    dropout: float | None = None,
+    drop_path_rate: float = 0.0,
+    output_stride: int = 32,
+    keep_last_wide: bool | None = None,
+    norm: NormConfig | str | None = None,
+    activation: str | None = None,
+    padding: str = "symmetric",
+    features_only: bool = False,
+    out_indices: tuple[int, ...] | None = None,
+) -> MobileNet:
+    """Build ``arch`` scaled by ``width_mult``.
+
+    Channels of every layer are ``make_divisible(channels × width_mult)``. ``output_stride`` 8 or 16 turns
+    the later stride-2 blocks into stride 1 and dilates the blocks after them, keeping the receptive field
+    (segmentation backbones). ``keep_last_wide`` (default: the architecture's choice) keeps the last
+    layer at its full width when ``width_mult < 1``, as the v2 paper does. ``activation`` replaces every
+    activation of the network; ``norm`` replaces its normalization ("batchnorm", "groupnorm", "none" or a
+    :class:`NormConfig`). ``padding="tf_same"`` reproduces TensorFlow's SAME padding for checkpoints
+    trained there. Stochastic depth grows linearly to ``drop_path_rate`` over the blocks.
+    """
+    dropout = arch.dropout if dropout is None else dropout
+    _check_options(
+        width_mult=width_mult,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        dropout=dropout,
+        drop_path_rate=drop_path_rate,
+        output_stride=output_stride,
+        padding=padding,
+    )
+    check_activation(activation)
+    keep_last_wide = arch.keep_last_wide if keep_last_wide is None else keep_last_wide
+    if keep_last_wide and arch.head_channels is None and arch.pre_logits_features is None:
+        if arch.head_ratio is None:
+            raise ValueError(f"{arch.name} has no separate last layer, so keep_last_wide cannot apply")
+    norm_config = _resolve_norm(norm, arch.norm)
+
+    def act(name: str) -> str:
+        return activation if activation is not None else name
+
+    def scale(channels: int) -> int:
+        return make_divisible(channels * width_mult)
+
+    def scale_last(channels: int) -> int:
+        if not arch.scale_last:
+            return channels
+        return make_divisible(channels * (max(1.0, width_mult) if keep_last_wide else width_mult))
+
+    stem_channels = scale(arch.stem_channels) if arch.scale_stem else arch.stem_channels
+    stem = ConvNormAct(
+        in_channels,
+        stem_channels,
+        arch.stem_kernel_size,
+        stride=arch.stem_stride,
+        activation=act(arch.stem_activation),
+        norm=norm_config,
+        padding=padding,
+    )
+
+    total_blocks = sum(spec.repeats for spec in arch.blocks)
+    raw_strides = [arch.stem_stride]  # stride of each position (stem, then blocks) as the table states it
+    reductions = [arch.stem_stride]  # stride to the input after each position, after dilation
+    names = ["stem"]
+    current_stride, dilation, block_index = arch.stem_stride, 1, 0
+    channels = stem_channels
+    stages: list[nn.Sequential] = []
+    for stage_index, spec in enumerate(arch.blocks):
+        out_channels = scale(spec.out_channels)
+        stage: list[nn.Module] = []
+        for repeat in range(spec.repeats):
+            stride = spec.stride if repeat == 0 else 1
+            raw_strides.append(stride)
+            block_dilation = dilation
+            if stride > 1:
+                if current_stride * stride > output_stride:
+                    dilation *= stride
+                    stride = 1
+                else:
+                    current_stride *= stride
+            stage.append(
+                _make_block(
+                    spec,
+                    channels,
+                    out_channels,
+                    stride=stride,
+                    dilation=block_dilation,
+                    width_mult=width_mult,
+                    activation=act(spec.activation),
+                    se_gate=arch.se_gate,
+                    norm=norm_config,
+                    padding=padding,
+                    drop_path_rate=drop_path_rate * block_index / total_blocks,
+                )
+            )
+            reductions.append(current_stride)
+            names.append(f"blocks.{stage_index}.{repeat}")
+            channels = out_channels
+            block_index += 1
+        stages.append(nn.Sequential(*stage))
+
+    position_channels = [stem_channels] + [
+        scale(spec.out_channels) for spec in arch.blocks for _ in range(spec.repeats)
+    ]
+    feature_info = [
+        FeatureInfo(module=names[p], num_chs=position_channels[p], reduction=reductions[p])
+        for p in range(len(names))
+        if p == len(names) - 1 or raw_strides[p + 1] > 1
+    ]
+
+    conv_head: nn.Module = nn.Identity()
+    pre_logits: nn.Module = nn.Identity()
+    num_features = channels
+    if not features_only:
+        has_pre_logits = arch.pre_logits_features is not None
+        if arch.head_ratio is not None or arch.head_channels is not None:
+            if arch.head_ratio is not None:
+                head_channels = arch.head_ratio * channels
+            elif has_pre_logits:
+                head_channels = scale(arch.head_channels or 0)
+            else:
+                head_channels = scale_last(arch.head_channels or 0)
+            conv_head = ConvNormAct(
+                channels, head_channels, 1, activation=act(arch.head_activation), norm=norm_config, padding=padding
+            )
+            num_features = head_channels
+        head_hidden_size = num_features
+        if arch.pre_logits_features is not None:
+            head_hidden_size = scale_last(arch.pre_logits_features)
+            pre_logits = nn.Sequential(
+                OrderedDict(
+                    fc=nn.Linear(num_features, head_hidden_size),
+                    act=create_activation(act(arch.pre_logits_activation)),
+                )
+            )
+    else:
+        num_classes, head_hidden_size = 0, channels
+
+    return MobileNet(
+        stem=stem,
+        blocks=nn.Sequential(*stages),
+        conv_head=conv_head,
+        pre_logits=pre_logits,
+        num_features=num_features,
+        head_hidden_size=head_hidden_size,
+        num_classes=num_classes,
+        dropout=dropout,
+        in_channels=in_channels,
+        feature_info=feature_info,
+        features_only=features_only,
+        out_indices=out_indices,
+    )
+
+
+def _make_block(
+    spec: BlockSpec,
+    in_channels: int,
+    out_channels: int,
+    *,
+    stride: int,
+    dilation: int,
+    width_mult: float,
+    activation: str,
+    se_gate: str,
+    norm: NormConfig,
+    padding: str,
+    drop_path_rate: float,
+) -> nn.Module:
+    if spec.kind == "conv":
+        return ConvNormAct(
+            in_channels,
+            out_channels,
+            spec.kernel_size,
+            stride=stride,
+            dilation=dilation,
+            activation=activation,
+            norm=norm,
+            padding=padding,
+        )
+    if spec.kind == "ds":
+        return DepthwiseSeparableConv(
+            in_channels,
+            out_channels,
+            kernel_size=spec.kernel_size,
+            stride=stride,
+            dilation=dilation,
+            activation=activation,
+            norm=norm,
+            padding=padding,
+        )
+    if spec.expanded_channels is not None:
+        hidden_channels = make_divisible(spec.expanded_channels * width_mult)
+    elif spec.expand_ratio == 1:
+        hidden_channels = in_channels
+    else:
+        hidden_channels = make_divisible(in_channels * spec.expand_ratio)
+    return InvertedResidual(
+        in_channels,
+        out_channels,
+        hidden_channels=hidden_channels,
+        kernel_size=spec.kernel_size,
+        stride=stride,
+        dilation=dilation,
+        activation=activation,
+        se_channels=make_divisible(hidden_channels / 4) if spec.se else 0,
+        se_gate=se_gate,
+        norm=norm,
+        padding=padding,
+        drop_path_rate=drop_path_rate,
+        separable=spec.separable,
+    )
+
+
+def standard_conv_twin(arch: ArchSpec) -> ArchSpec:
+    """The same network with every depthwise separable pair replaced by one dense K×K conv.
+
+    MobileNet v1: each depthwise + pointwise pair becomes a full K×K conv (the v1 paper's Table 4
+    "Conv MobileNet"). Inverted residuals: the depthwise K×K + 1×1 projection pair (itself a depthwise
+    separable conv) becomes one dense K×K conv from the expanded width to the output, linear as the
+    projection was; the expansion and the residual stay. Squeeze-excite, which sits inside the pair, is
+    dropped. The twin isolates exactly what depthwise separability saves.
+    """
+    twin_blocks = tuple(
+        dataclasses.replace(spec, kind="conv")
+        if spec.kind == "ds"
+        else dataclasses.replace(spec, separable=False, se=False)
+        if spec.kind == "ir"
+        else spec
+        for spec in arch.blocks
+    )
+    return dataclasses.replace(arch, name=f"conv_{arch.name}", blocks=twin_blocks)

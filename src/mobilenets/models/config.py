@@ -1,0 +1,104 @@
+"""Architectures as data: frozen dataclasses for one table row and for a whole network."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..layers.activations import check_activation
+from ..layers.norm import NormConfig
+
+BlockKind = Literal["conv", "ds", "ir"]
+BLOCK_KINDS: tuple[str, ...] = ("conv", "ds", "ir")
+
+
+def _check_positive_int(label: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{label} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    """One row of an architecture table: ``repeats`` blocks of one kind; only the first one strides.
+
+    kind: ``"conv"`` a standard K×K conv, ``"ds"`` a depthwise separable conv (v1), ``"ir"`` an inverted
+    residual (v2/v3/EfficientNet). For ``"ir"`` the hidden width is ``expand_ratio × in_channels`` (v2's
+    ``t``) or, when given, ``expanded_channels`` (v3's "exp size" column), scaled by ``width_mult``.
+    ``se`` adds squeeze-excite with ``make_divisible(hidden / 4)`` channels. ``separable=False`` makes an
+    ``"ir"`` block the standard-convolution twin (see :class:`InvertedResidual`).
+    """
+
+    kind: BlockKind
+    out_channels: int
+    repeats: int = 1
+    stride: int = 1
+    kernel_size: int = 3
+    expand_ratio: float = 1.0
+    expanded_channels: int | None = None
+    se: bool = False
+    activation: str = "relu6"
+    separable: bool = True
+
+    def __post_init__(self) -> None:
+        if self.kind not in BLOCK_KINDS:
+            raise ValueError(f"unknown block kind {self.kind!r}; expected one of {', '.join(BLOCK_KINDS)}")
+        _check_positive_int("out_channels", self.out_channels)
+        _check_positive_int("repeats", self.repeats)
+        _check_positive_int("kernel_size", self.kernel_size)
+        if self.stride not in (1, 2):
+            raise ValueError(f"stride must be 1 or 2, got {self.stride!r}")
+        if not isinstance(self.expand_ratio, int | float) or self.expand_ratio <= 0:
+            raise ValueError(f"expand_ratio must be positive, got {self.expand_ratio!r}")
+        if self.expanded_channels is not None:
+            _check_positive_int("expanded_channels", self.expanded_channels)
+        if not self.separable and (self.kind != "ir" or self.se):
+            raise ValueError("separable=False applies to 'ir' blocks without squeeze-excite only")
+        if self.se and self.kind != "ir":
+            raise ValueError(f"squeeze-excite is only supported in 'ir' blocks, not {self.kind!r}")
+        check_activation(self.activation)
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """A whole network: stem, block table, head and the scaling rules that set it apart.
+
+    ``head_channels``: the 1×1 conv after the blocks (v2: 1280, v3: 960), ``None`` for none (v1).
+    ``pre_logits_features``: a Linear + activation after pooling (v3: 1280), ``None`` for none.
+    The last of these two (or the last block when both are ``None``) is the network's *last layer*,
+    which ``keep_last_wide`` keeps at its full width below ``width_mult=1``.
+    ``scale_stem`` / ``scale_last``: whether those follow ``width_mult`` at all (EfficientNet-Lite: no).
+    ``head_ratio``: v3 states its head conv as a multiple (6×) of the last block's scaled width; when set,
+    it replaces ``head_channels``.
+    """
+
+    name: str
+    stem_channels: int
+    blocks: tuple[BlockSpec, ...]
+    stem_activation: str = "relu6"
+    stem_kernel_size: int = 3
+    stem_stride: int = 2
+    head_channels: int | None = None
+    head_activation: str = "relu6"
+    head_ratio: int | None = None
+    pre_logits_features: int | None = None
+    pre_logits_activation: str = "hardswish"
+    norm: NormConfig = field(default_factory=NormConfig)
+    scale_stem: bool = True
+    scale_last: bool = True
+    keep_last_wide: bool = False
+    se_gate: str = "hardsigmoid"
+    dropout: float = 0.2
+    default_resolution: int = 224
+
+    def __post_init__(self) -> None:
+        _check_positive_int("stem_channels", self.stem_channels)
+        if not self.blocks:
+            raise ValueError("an architecture needs at least one block")
+        for label in ("head_channels", "pre_logits_features", "head_ratio"):
+            value = getattr(self, label)
+            if value is not None:
+                _check_positive_int(label, value)
+        if self.stem_stride not in (1, 2):
+            raise ValueError(f"stem_stride must be 1 or 2, got {self.stem_stride!r}")
+        for act in (self.stem_activation, self.head_activation, self.pre_logits_activation, self.se_gate):
+            check_activation(act)

@@ -1,0 +1,159 @@
+"""The one network class every MobileNet-family builder returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+MIN_INPUT_SIZE = 32
+
+
+@dataclass(frozen=True)
+class FeatureInfo:
+    """One multi-scale feature level: where it is taken, its channels and its stride to the input."""
+
+    module: str
+    num_chs: int
+    reduction: int
+
+
+class MobileNet(nn.Module):
+    """stem → blocks (stages of blocks) → conv_head → pooling → pre_logits → dropout → classifier.
+
+    Every model in the package is this class, built from an architecture table by
+    :func:`mobilenets.models.builder.build_mobilenet`. The interface follows timm's:
+
+    - ``forward_features(x)``: the final spatial feature map (after ``conv_head``).
+    - ``forward_head(features, pre_logits=False)``: pooled logits, or the classifier's input.
+    - ``forward_intermediates(x)``: the feature maps at ``feature_info``'s levels (reductions 2..32),
+      for detection and segmentation backbones; ``features_only=True`` makes ``forward`` return them.
+    - ``reset_classifier(num_classes)``.
+    """
+
+    def __init__(
+        self,
+        *,
+        stem: nn.Module,
+        blocks: nn.Sequential,
+        conv_head: nn.Module,
+        pre_logits: nn.Module,
+        num_features: int,
+        head_hidden_size: int,
+        num_classes: int,
+        dropout: float,
+        in_channels: int,
+        feature_info: list[FeatureInfo],
+        features_only: bool = False,
+        out_indices: tuple[int, ...] | None = None,
+    ) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.num_features = num_features
+        self.head_hidden_size = head_hidden_size
+        self.feature_info = feature_info
+        self.stem = stem
+        self.blocks = blocks
+        self.conv_head = conv_head
+        self.global_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+        self.pre_logits = pre_logits
+        self.dropout = nn.Dropout(dropout)
+        self.num_classes = num_classes
+        self.classifier: nn.Module = nn.Linear(head_hidden_size, num_classes) if num_classes else nn.Identity()
+        self.features_only = features_only
+        self.out_indices = self._check_out_indices(out_indices)
+        sequence_names = ["stem"] + [f"blocks.{s}.{b}" for s, stage in enumerate(blocks) for b in range(len(stage))]
+        unknown = [f.module for f in feature_info if f.module not in sequence_names]
+        if unknown:
+            raise ValueError(f"feature_info names modules outside stem/blocks: {unknown}")
+        self._level_positions = [sequence_names.index(f.module) for f in feature_info]
+        self._init_weights()
+
+    def _check_out_indices(self, out_indices: tuple[int, ...] | None) -> tuple[int, ...]:
+        levels = len(self.feature_info)
+        if out_indices is None:
+            return tuple(range(levels))
+        indices = tuple(out_indices)
+        bad = [i for i in indices if not isinstance(i, int) or not -levels <= i < levels]
+        if bad or not indices:
+            raise ValueError(f"out_indices {out_indices!r} must be indices into the {levels} feature levels")
+        return tuple(sorted(i % levels for i in indices))
+
+    def _init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.BatchNorm2d | nn.GroupNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Linear):
+                nn.init.normal_(module.weight, 0.0, 0.01)
+                nn.init.zeros_(module.bias)
+
+    def check_input(self, x: torch.Tensor) -> None:
+        """Raise ``ValueError`` naming the expected shape unless ``x`` is (N, in_channels, H≥32, W≥32)."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 4:
+            raise ValueError(
+                f"expected a 4-D input of shape (N, {self.in_channels}, H, W), got {x.dim()}-D shape "
+                f"{tuple(x.shape)}"
+            )
+        if x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"expected {self.in_channels} input channels, shape (N, {self.in_channels}, H, W); got "
+                f"shape {tuple(x.shape)}"
+            )
+        if x.shape[2] < MIN_INPUT_SIZE or x.shape[3] < MIN_INPUT_SIZE:
+            raise ValueError(
+                f"input is {x.shape[2]}×{x.shape[3]}; MobileNets need at least "
+                f"{MIN_INPUT_SIZE}×{MIN_INPUT_SIZE}"
+            )
+
+    def _sequence(self) -> list[nn.Module]:
+        """Stem and every block in execution order: the positions ``feature_info`` refers to."""
+        return [self.stem, *(block for stage in self.blocks for block in stage)]
+
+    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Feature maps at the levels ``out_indices`` selects from ``feature_info``."""
+        self.check_input(x)
+        wanted = [self._level_positions[i] for i in self.out_indices]
+        outputs: list[torch.Tensor] = []
+        for position, module in enumerate(self._sequence()[: wanted[-1] + 1]):
+            x = module(x)
+            if position in wanted:
+                outputs.append(x)
+        return outputs
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The final spatial feature map, (N, num_features, H/32, W/32) at the default output stride."""
+        self.check_input(x)
+        return self.conv_head(self.blocks(self.stem(x)))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Pool the feature map and classify; ``pre_logits=True`` returns the classifier's input."""
+        x = self.pre_logits(self.global_pool(x))
+        if pre_logits:
+            return x
+        return self.classifier(self.dropout(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        if self.features_only:
+            return self.forward_intermediates(x)
+        return self.forward_head(self.forward_features(x))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier with a freshly initialised one for ``num_classes`` (0 removes it)."""
+        if not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(f"num_classes must be a non-negative integer, got {num_classes!r}")
+        self.num_classes = num_classes
+        if num_classes:
+            classifier = nn.Linear(self.head_hidden_size, num_classes)
+            nn.init.normal_(classifier.weight, 0.0, 0.01)
+            nn.init.zeros_(classifier.bias)
+            self.classifier = classifier
+        else:
+            self.classifier = nn.Identity()

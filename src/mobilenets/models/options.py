@@ -1,0 +1,23 @@
+"""The keyword options every model builder accepts besides ``width_mult`` (see ``build_mobilenet``)."""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+from ..layers.norm import NormConfig
+
+
+class BuildOptions(TypedDict, total=False):
+    """Options shared by every builder; :func:`~mobilenets.models.builder.build_mobilenet` documents them."""
+
+    num_classes: int
+    in_channels: int
+    dropout: float
+    drop_path_rate: float
+    output_stride: int
+    keep_last_wide: bool
+    norm: NormConfig | str
+    activation: str
+    padding: str
+    features_only: bool
+    out_indices: tuple[int, ...]
