@@ -150,7 +150,6 @@ def build_mobilenet(
                     out_channels,
                     stride=stride,
                     dilation=block_dilation,
-                    width_mult=width_mult,
                     activation=act(spec.activation),
                     se_gate=arch.se_gate,
                     norm=norm_config,
@@ -214,6 +213,7 @@ def build_mobilenet(
         feature_info=feature_info,
         features_only=features_only,
         out_indices=out_indices,
+        default_resolution=arch.default_resolution,
     )
 
 
@@ -224,7 +224,6 @@ def _make_block(
     *,
     stride: int,
     dilation: int,
-    width_mult: float,
     activation: str,
     se_gate: str,
     norm: NormConfig,
@@ -253,9 +252,7 @@ def _make_block(
             norm=norm,
             padding=padding,
         )
-    if spec.expanded_channels is not None:
-        hidden_channels = make_divisible(spec.expanded_channels * width_mult)
-    elif spec.expand_ratio == 1:
+    if spec.expand_ratio == 1:
         hidden_channels = in_channels
     else:
         hidden_channels = make_divisible(in_channels * spec.expand_ratio)

@@ -22,8 +22,8 @@ class BlockSpec:
     """One row of an architecture table: ``repeats`` blocks of one kind; only the first one strides.
 
     kind: ``"conv"`` a standard K×K conv, ``"ds"`` a depthwise separable conv (v1), ``"ir"`` an inverted
-    residual (v2/v3/EfficientNet). For ``"ir"`` the hidden width is ``expand_ratio × in_channels`` (v2's
-    ``t``) or, when given, ``expanded_channels`` (v3's "exp size" column), scaled by ``width_mult``.
+    residual (v2/v3/EfficientNet). For ``"ir"`` the hidden width is ``make_divisible(expand_ratio ×
+    in_channels)`` (v2's ``t``), the input being already scaled by ``width_mult``.
     ``se`` adds squeeze-excite with ``make_divisible(hidden / 4)`` channels. ``separable=False`` makes an
     ``"ir"`` block the standard-convolution twin (see :class:`InvertedResidual`).
     """
@@ -34,7 +34,6 @@ class BlockSpec:
     stride: int = 1
     kernel_size: int = 3
     expand_ratio: float = 1.0
-    expanded_channels: int | None = None
     se: bool = False
     activation: str = "relu6"
     separable: bool = True
@@ -49,8 +48,6 @@ class BlockSpec:
             raise ValueError(f"stride must be 1 or 2, got {self.stride!r}")
         if not isinstance(self.expand_ratio, int | float) or self.expand_ratio <= 0:
             raise ValueError(f"expand_ratio must be positive, got {self.expand_ratio!r}")
-        if self.expanded_channels is not None:
-            _check_positive_int("expanded_channels", self.expanded_channels)
         if not self.separable and (self.kind != "ir" or self.se):
             raise ValueError("separable=False applies to 'ir' blocks without squeeze-excite only")
         if self.se and self.kind != "ir":

@@ -47,9 +47,11 @@ class MobileNet(nn.Module):
         feature_info: list[FeatureInfo],
         features_only: bool = False,
         out_indices: tuple[int, ...] | None = None,
+        default_resolution: int = 224,
     ) -> None:
         super().__init__()
         self.in_channels = in_channels
+        self.default_resolution = default_resolution
         self.num_features = num_features
         self.head_hidden_size = head_hidden_size
         self.feature_info = feature_info

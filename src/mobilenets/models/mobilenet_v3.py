@@ -14,10 +14,14 @@ from .registry import register_model
 _ACT = {"RE": "relu", "HS": "hardswish"}
 
 
-def _rows(table: tuple[tuple[int, int, int, bool, str, int], ...]) -> tuple[BlockSpec, ...]:
+def _rows(table: tuple[tuple[int, int, int, bool, str, int], ...], stem: int) -> tuple[BlockSpec, ...]:
+    """Table rows as blocks. The paper gives expansion *sizes*; as in the authors' TF code (and timm),
+    they act as ratios of the block's input (184/80 = 2.3), so that at ``width_mult != 1`` the expansion
+    follows the scaled input. This reproduces the paper's Table 3 at 0.75 (155M / 4.0M for Large)."""
+    inputs = (stem, *(row[2] for row in table[:-1]))
     return tuple(
-        BlockSpec("ir", out, stride=s, kernel_size=k, expanded_channels=exp, se=se, activation=_ACT[nl])
-        for k, exp, out, se, nl, s in table
+        BlockSpec("ir", out, stride=s, kernel_size=k, expand_ratio=exp / c_in, se=se, activation=_ACT[nl])
+        for c_in, (k, exp, out, se, nl, s) in zip(inputs, table, strict=True)
     )
 
 
@@ -62,11 +66,13 @@ MOBILENET_V3_LARGE = ArchSpec(
     name="mobilenet_v3_large",
     stem_channels=16,
     stem_activation="hardswish",
-    blocks=_rows(_LARGE),
+    blocks=_rows(_LARGE, stem=16),
     head_ratio=6,
     head_activation="hardswish",
     pre_logits_features=1280,
     pre_logits_activation="hardswish",
+    # TF's "finegrain_classification_mode": the last layer stays at full width below width 1.
+    keep_last_wide=True,
     norm=_V3_NORM,
     dropout=0.2,
 )
@@ -74,11 +80,13 @@ MOBILENET_V3_SMALL = ArchSpec(
     name="mobilenet_v3_small",
     stem_channels=16,
     stem_activation="hardswish",
-    blocks=_rows(_SMALL),
+    blocks=_rows(_SMALL, stem=16),
     head_ratio=6,
     head_activation="hardswish",
     pre_logits_features=1024,
     pre_logits_activation="hardswish",
+    # TF's "finegrain_classification_mode": the last layer stays at full width below width 1.
+    keep_last_wide=True,
     norm=_V3_NORM,
     dropout=0.2,
 )

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from .mobilenet import MobileNet
+from .options import BuildOptions
 
 Builder = Callable[..., MobileNet]
 _B = TypeVar("_B", bound=Builder)
@@ -47,9 +48,10 @@ def create_model(name: str, **kwargs: object) -> MobileNet:
     An unknown keyword raises ``TypeError`` naming it and listing the accepted ones.
     """
     builder = get_builder(name)
-    accepted = [
-        p.name for p in inspect.signature(builder).parameters.values() if p.kind is p.KEYWORD_ONLY
-    ]
+    parameters = inspect.signature(builder).parameters.values()
+    accepted = [p.name for p in parameters if p.kind is p.KEYWORD_ONLY]
+    if any(p.kind is p.VAR_KEYWORD for p in parameters):
+        accepted += sorted(BuildOptions.__optional_keys__ | BuildOptions.__required_keys__)
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
         raise TypeError(

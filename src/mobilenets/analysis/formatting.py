@@ -1,0 +1,106 @@
+"""Render a :class:`ModelSummary` as a rich table, JSON or CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+from .summary import ModelSummary
+
+CSV_COLUMNS = (
+    "name",
+    "kind",
+    "output_shape",
+    "kernel_size",
+    "stride",
+    "groups",
+    "params",
+    "macs",
+    "activation_bytes",
+    "arithmetic_intensity",
+)
+
+
+def to_json(summary: ModelSummary) -> str:
+    return json.dumps(summary.to_dict(), indent=2)
+
+
+def to_csv(summary: ModelSummary) -> str:
+    """One row per layer, then a ``TOTAL`` row."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    for layer in summary.layers:
+        writer.writerow(
+            [
+                layer.name,
+                layer.kind,
+                "x".join(map(str, layer.output_shape)),
+                layer.kernel_size,
+                layer.stride,
+                layer.groups,
+                layer.params,
+                layer.macs,
+                layer.activation_bytes,
+                f"{layer.arithmetic_intensity:.3f}",
+            ]
+        )
+    writer.writerow(["TOTAL", "", "", "", "", "", summary.total_params, summary.total_macs, "", ""])
+    return buffer.getvalue()
+
+
+def _mega(value: float) -> str:
+    return f"{value / 1e6:,.2f}M"
+
+
+def print_table(summary: ModelSummary, console: Console | None = None) -> None:
+    """Per-layer table, totals, shares by kind and (if computed) separable-vs-standard ratios."""
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
+    shape = "×".join(map(str, summary.input_shape))
+    table = Table(title=f"{summary.model} @ {shape} ({summary.dtype})")
+    for column in ("layer", "kind", "output", "params", "mult-adds", "act. bytes", "FLOP/byte"):
+        table.add_column(column, justify="left" if column in ("layer", "kind") else "right")
+    for layer in summary.layers:
+        table.add_row(
+            layer.name,
+            layer.kind,
+            "×".join(map(str, layer.output_shape[1:])),
+            f"{layer.params:,}",
+            _mega(layer.macs),
+            f"{layer.activation_bytes:,}",
+            f"{layer.arithmetic_intensity:.1f}",
+        )
+    table.add_section()
+    table.add_row("total", "", "", f"{summary.total_params:,}", _mega(summary.total_macs), "", "")
+    console.print(table)
+
+    shares = Table(title="Share by layer kind (v1 paper, Table 2)")
+    for column in ("kind", "mult-adds", "parameters"):
+        shares.add_column(column, justify="left" if column == "kind" else "right")
+    for kind, share in summary.share_by_kind().items():
+        shares.add_row(kind, f"{share['macs']:.2%}", f"{share['params']:.2%}")
+    console.print(shares)
+    console.print(
+        f"Peak activation memory (plain schedule, {summary.dtype}): "
+        f"[bold]{summary.peak_activation_bytes:,} bytes[/bold] at {summary.peak_op}"
+    )
+    if summary.comparisons:
+        ratios = Table(title="Depthwise separable vs standard convolution (mult-adds)")
+        for column in ("depthwise", "C_in→C_out", "K", "separable", "standard", "1/C_out + 1/K²", "counted"):
+            ratios.add_column(column, justify="left" if column == "depthwise" else "right")
+        for c in summary.comparisons:
+            ratios.add_row(
+                c.depthwise,
+                f"{c.in_channels}→{c.out_channels}",
+                str(c.kernel_size),
+                _mega(c.separable_macs),
+                _mega(c.standard_macs),
+                f"{c.theoretical_ratio:.4f}",
+                f"{c.measured_ratio:.4f}",
+            )
+        console.print(ratios)

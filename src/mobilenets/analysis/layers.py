@@ -1,0 +1,138 @@
+"""Exact per-layer costs: parameters, mult-adds, activation bytes and arithmetic intensity.
+
+Counts are analytical (from module attributes and the shapes seen in one forward pass), so they are
+exact; tests cross-check them against ``torch.utils.flop_counter.FlopCounterMode``. As in the papers,
+mult-adds count convolutions and fully-connected layers; norms, activations, pooling and additions are
+cheap elementwise work and are not counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+LAYER_KINDS = ("standard", "depthwise", "pointwise", "se", "linear", "classifier")
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """The cost of one convolution or fully-connected layer (its norm's parameters included)."""
+
+    name: str
+    kind: str
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    kernel_size: int
+    stride: int
+    groups: int
+    params: int
+    macs: int
+    activation_bytes: int
+    arithmetic_intensity: float
+
+    @property
+    def in_channels(self) -> int:
+        return self.input_shape[1]
+
+    @property
+    def out_channels(self) -> int:
+        return self.output_shape[1]
+
+
+def _norm_owner(model: nn.Module) -> dict[str, str]:
+    """Map each norm layer's name to the conv/linear layer it follows, so its parameters are counted there."""
+    owner: dict[str, str] = {}
+    last_compute: str | None = None
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d | nn.Linear):
+            last_compute = name
+        elif isinstance(module, nn.BatchNorm2d | nn.GroupNorm | nn.LayerNorm) and last_compute is not None:
+            owner[name] = last_compute
+    return owner
+
+
+def _kind(name: str, module: nn.Module, se_names: set[str], classifier_name: str) -> str:
+    if isinstance(module, nn.Linear):
+        return "classifier" if name == classifier_name else "linear"
+    assert isinstance(module, nn.Conv2d)
+    if any(name.startswith(prefix + ".") for prefix in se_names):
+        return "se"
+    if module.groups > 1 and module.groups == module.in_channels:
+        return "depthwise"
+    kh, kw = module.kernel_size
+    return "pointwise" if kh == kw == 1 else "standard"
+
+
+def layer_costs(
+    model: nn.Module, example: torch.Tensor, *, bytes_per_element: int = 4
+) -> list[LayerCost]:
+    """Run ``model`` once on ``example`` and return the cost of every conv and linear layer, in order.
+
+    Shapes are those of ``example`` (MACs and bytes scale with its batch size); activation bytes are those
+    of each layer's output at ``bytes_per_element`` bytes per value.
+    """
+    from ..layers.squeeze_excite import SqueezeExcite
+
+    se_names = {name for name, m in model.named_modules() if isinstance(m, SqueezeExcite)}
+    linear_names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    classifier_name = linear_names[-1] if linear_names else ""
+    owner = _norm_owner(model)
+    norm_params: dict[str, int] = {}
+    modules = dict(model.named_modules())
+    for norm_name, layer_name in owner.items():
+        norm_params[layer_name] = norm_params.get(layer_name, 0) + sum(
+            p.numel() for p in modules[norm_name].parameters()
+        )
+
+    shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+    order: list[str] = []
+    handles = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Conv2d | nn.Linear):
+
+            def hook(mod: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor, name: str = name) -> None:
+                shapes[name] = (tuple(inputs[0].shape), tuple(output.shape))
+                order.append(name)
+
+            handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+    costs = []
+    for name in order:
+        module = modules[name]
+        in_shape, out_shape = shapes[name]
+        params = sum(p.numel() for p in module.parameters(recurse=False)) + norm_params.get(name, 0)
+        if isinstance(module, nn.Conv2d):
+            kh, kw = module.kernel_size
+            out_numel = int(torch.Size(out_shape).numel())
+            macs = out_numel * (module.in_channels // module.groups) * kh * kw
+            kernel, stride, groups = kh, module.stride[0], module.groups
+        else:
+            macs = int(torch.Size(out_shape).numel()) * module.in_features
+            kernel, stride, groups = 1, 1, 1
+        weight_bytes = sum(p.numel() for p in module.parameters(recurse=False)) * bytes_per_element
+        in_bytes = int(torch.Size(in_shape).numel()) * bytes_per_element
+        out_bytes = int(torch.Size(out_shape).numel()) * bytes_per_element
+        costs.append(
+            LayerCost(
+                name=name,
+                kind=_kind(name, module, se_names, classifier_name),
+                input_shape=in_shape,
+                output_shape=out_shape,
+                kernel_size=kernel,
+                stride=stride,
+                groups=groups,
+                params=params,
+                macs=macs,
+                activation_bytes=out_bytes,
+                arithmetic_intensity=2 * macs / (in_bytes + out_bytes + weight_bytes),
+            )
+        )
+    return costs

@@ -1,0 +1,107 @@
+"""Peak activation memory of one forward pass under the plain sequential schedule (v2 paper §5.1, eq. 2).
+
+The network is a sequence of operations (a fused conv-norm-act, a squeeze-excite, a residual addition,
+pooling, a fully-connected layer). Running them one after the other, the memory needed at an operation
+is the size of every tensor still alive then: its inputs, its output, and any tensor computed earlier
+and consumed later (the input of a residual block waits for the addition at its end). The peak is the
+largest such total. We find it by running the model once and recording which operation produced and
+which consumed each tensor, so skip connections of any shape are counted without special cases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..layers.conv_norm_act import ConvNormAct
+from ..layers.inverted_residual import InvertedResidual
+from ..layers.squeeze_excite import SqueezeExcite
+
+_OP_TYPES = (ConvNormAct, SqueezeExcite, nn.Conv2d, nn.Linear, nn.AdaptiveAvgPool2d)
+
+
+@dataclass(frozen=True)
+class OpMemory:
+    """One operation of the schedule and the bytes alive while it runs."""
+
+    name: str
+    live_bytes: int
+    output_shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class _Event:
+    name: str
+    inputs: tuple[torch.Tensor, ...]
+    output: torch.Tensor
+
+
+def _op_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Outermost operation modules: a ConvNormAct counts as one op, its conv is not counted again."""
+    ops: list[tuple[str, nn.Module]] = []
+    covered: list[str] = []
+    for name, module in model.named_modules():
+        if any(name.startswith(prefix + ".") for prefix in covered):
+            continue
+        if isinstance(module, _OP_TYPES):
+            ops.append((name, module))
+            covered.append(name)
+    return ops
+
+
+def _key(tensor: torch.Tensor) -> int:
+    return tensor.untyped_storage().data_ptr()
+
+
+def schedule_memory(
+    model: nn.Module, example: torch.Tensor, *, bytes_per_element: int = 4
+) -> list[OpMemory]:
+    """Live activation bytes at each operation of ``model``'s plain sequential schedule on ``example``."""
+    events: list[_Event] = []
+    handles = []
+    for name, module in _op_modules(model):
+
+        def record(mod: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor, name: str = name) -> None:
+            events.append(_Event(name, tuple(i for i in inputs if isinstance(i, torch.Tensor)), output))
+
+        handles.append(module.register_forward_hook(record))
+    for name, module in model.named_modules():
+        if isinstance(module, InvertedResidual) and module.has_residual:
+
+            def record_add(mod: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor, name: str = name) -> None:
+                # The addition joins the block's input (kept alive all along) and its last op's output.
+                events.append(_Event(f"{name}.add", (inputs[0], events[-1].output), output))
+
+            handles.append(module.register_forward_hook(record_add))
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+
+    sizes: dict[int, int] = {}
+    first: dict[int, int] = {}
+    last: dict[int, int] = {}
+    for index, event in enumerate(events):
+        for tensor in event.inputs:
+            key = _key(tensor)
+            sizes.setdefault(key, tensor.numel() * bytes_per_element)
+            first.setdefault(key, index)
+            last[key] = index
+        key = _key(event.output)
+        sizes[key] = max(sizes.get(key, 0), event.output.numel() * bytes_per_element)
+        first.setdefault(key, index)
+        last[key] = max(last.get(key, index), index)
+    result = []
+    for index, event in enumerate(events):
+        live = sum(size for key, size in sizes.items() if first[key] <= index <= last[key])
+        result.append(OpMemory(event.name, live, tuple(event.output.shape)))
+    return result
+
+
+def peak_activation_bytes(model: nn.Module, example: torch.Tensor, *, bytes_per_element: int = 4) -> int:
+    """The largest live activation total over the plain schedule (see the module docstring)."""
+    return max(op.live_bytes for op in schedule_memory(model, example, bytes_per_element=bytes_per_element))

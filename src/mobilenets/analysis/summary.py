@@ -1,0 +1,113 @@
+"""A model's whole cost report: per-layer rows, totals, shares by layer kind, peak activation memory."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .layers import LAYER_KINDS, LayerCost, layer_costs
+from .memory import OpMemory, schedule_memory
+from .separable import SeparableComparison, compare_with_standard
+
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
+
+
+@dataclass(frozen=True)
+class ModelSummary:
+    """Everything ``mobilenets summary`` reports about one model at one input size."""
+
+    model: str
+    input_shape: tuple[int, ...]
+    dtype: str
+    layers: list[LayerCost]
+    schedule: list[OpMemory]
+    total_params: int
+    comparisons: list[SeparableComparison]
+
+    @property
+    def total_macs(self) -> int:
+        return sum(layer.macs for layer in self.layers)
+
+    @property
+    def peak_activation_bytes(self) -> int:
+        return max(op.live_bytes for op in self.schedule)
+
+    @property
+    def peak_op(self) -> str:
+        return max(self.schedule, key=lambda op: op.live_bytes).name
+
+    def share_by_kind(self) -> dict[str, dict[str, float]]:
+        """Fraction of mult-adds and parameters in each layer kind (the v1 paper's Table 2)."""
+        total_macs, total_params = self.total_macs or 1, self.total_params or 1
+        shares = {}
+        for kind in LAYER_KINDS:
+            rows = [layer for layer in self.layers if layer.kind == kind]
+            if rows:
+                shares[kind] = {
+                    "macs": sum(r.macs for r in rows) / total_macs,
+                    "params": sum(r.params for r in rows) / total_params,
+                }
+        return shares
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: totals, ``peak_activation_bytes``, ``layers`` and the comparisons."""
+        return {
+            "model": self.model,
+            "input_shape": list(self.input_shape),
+            "dtype": self.dtype,
+            "total_params": self.total_params,
+            "total_macs": self.total_macs,
+            "peak_activation_bytes": self.peak_activation_bytes,
+            "peak_activation_op": self.peak_op,
+            "share_by_kind": self.share_by_kind(),
+            "layers": [dataclasses.asdict(layer) for layer in self.layers],
+            "separable_vs_standard": [
+                {
+                    **dataclasses.asdict(c),
+                    "theoretical_ratio": c.theoretical_ratio,
+                    "measured_ratio": c.measured_ratio,
+                }
+                for c in self.comparisons
+            ],
+        }
+
+
+def summarize(
+    model: nn.Module,
+    *,
+    resolution: int = 224,
+    batch_size: int = 1,
+    dtype: str = "float32",
+    name: str = "",
+    compare_standard: bool = False,
+) -> ModelSummary:
+    """Analyse ``model`` on a ``batch_size × C × resolution × resolution`` input (counts are per batch)."""
+    if dtype not in DTYPE_BYTES:
+        raise ValueError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPE_BYTES)}")
+    if not isinstance(resolution, int) or resolution < 32:
+        raise ValueError(f"resolution must be an integer of at least 32, got {resolution!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    in_channels = getattr(model, "in_channels", 3)
+    example = torch.zeros(batch_size, in_channels, resolution, resolution)
+    was_training = model.training
+    model.eval()
+    try:
+        per_element = DTYPE_BYTES[dtype]
+        layers = layer_costs(model, example, bytes_per_element=per_element)
+        schedule = schedule_memory(model, example, bytes_per_element=per_element)
+    finally:
+        model.train(was_training)
+    return ModelSummary(
+        model=name or type(model).__name__,
+        input_shape=tuple(example.shape),
+        dtype=dtype,
+        layers=layers,
+        schedule=schedule,
+        total_params=sum(p.numel() for p in model.parameters()),
+        comparisons=compare_with_standard(layers) if compare_standard else [],
+    )

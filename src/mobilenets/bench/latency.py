@@ -1,0 +1,72 @@
+"""Latency measured the way we report it: warm-up, then the median of repeated runs, variants interleaved.
+
+Interleaving (A, B, C, A, B, C, ...) rather than timing A fully then B spreads the noise of a shared
+machine evenly over the variants, so their ratios are fair even when absolute times drift.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    """Repeated timings of one variant, in milliseconds."""
+
+    name: str
+    times_ms: tuple[float, ...]
+
+    @property
+    def median_ms(self) -> float:
+        return statistics.median(self.times_ms)
+
+    @property
+    def spread_ms(self) -> float:
+        """Interquartile range: how noisy the median is."""
+        if len(self.times_ms) < 4:
+            return 0.0
+        q = statistics.quantiles(self.times_ms, n=4)
+        return q[2] - q[0]
+
+
+def prepare_for_inference(model: nn.Module, *, channels_last: bool = True) -> nn.Module:
+    """Eval mode, and channels_last memory format (depthwise convs run far faster in it on CPU)."""
+    model = model.eval()
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def measure_interleaved(
+    variants: dict[str, Callable[[], object]],
+    *,
+    repeats: int = 30,
+    warmup: int = 3,
+    threads: int | None = None,
+) -> dict[str, LatencyResult]:
+    """Time each zero-argument callable ``repeats`` times, interleaved, after ``warmup`` untimed rounds."""
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats} and {warmup}")
+    previous_threads = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            for _ in range(warmup):
+                for fn in variants.values():
+                    fn()
+            times: dict[str, list[float]] = {name: [] for name in variants}
+            for _ in range(repeats):
+                for name, fn in variants.items():
+                    start = time.perf_counter()
+                    fn()
+                    times[name].append((time.perf_counter() - start) * 1000)
+    finally:
+        torch.set_num_threads(previous_threads)
+    return {name: LatencyResult(name, tuple(values)) for name, values in times.items()}

@@ -1,0 +1,22 @@
+"""``mobilenets demo``: the report that measures what depthwise separable convolutions buy."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("demo", help="measure standard vs depthwise separable convs; write a report")
+    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="report folder")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for timing (default 2)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed runs per variant (median reported)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..demo import run_demo
+
+    report = run_demo(args.out, threads=args.threads, repeats=args.repeats)
+    print(f"report written to {report}")
+    return 0

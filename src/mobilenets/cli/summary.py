@@ -1,0 +1,43 @@
+"""``mobilenets summary MODEL``: exact per-layer costs, totals and peak activation memory."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..analysis.formatting import print_table, to_csv, to_json
+from ..analysis.summary import DTYPE_BYTES, summarize
+from .common import add_model_arguments, model_from_args
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("summary", help="per-layer parameters, mult-adds and activation memory")
+    add_model_arguments(parser)
+    parser.add_argument("--resolution", type=int, default=None, help="input size (default: the model's)")
+    parser.add_argument("--batch-size", type=int, default=1, help="batch size of the analysed input")
+    parser.add_argument("--dtype", choices=tuple(DTYPE_BYTES), default="float32", help="activation dtype")
+    parser.add_argument(
+        "--compare-standard",
+        action="store_true",
+        help="count a standard conv twin for every depthwise separable pair",
+    )
+    parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    model = model_from_args(args)
+    summary = summarize(
+        model,
+        resolution=args.resolution or model.default_resolution,
+        batch_size=args.batch_size,
+        dtype=args.dtype,
+        name=args.model,
+        compare_standard=args.compare_standard,
+    )
+    if args.format == "json":
+        print(to_json(summary))
+    elif args.format == "csv":
+        print(to_csv(summary), end="")
+    else:
+        print_table(summary)
+    return 0
