@@ -44,9 +44,9 @@ __all__ = [
     "efficientnet_lite3",
     "efficientnet_lite4",
     "list_models",
+    "make_divisible",
     "mobilenet_v1",
     "mobilenet_v2",
     "mobilenet_v3_large",
     "mobilenet_v3_small",
-    "make_divisible",
 ]

@@ -8,6 +8,7 @@ threads), and the theoretical ratio ``1/C_out + 1/K²`` beside every measured on
 
 from __future__ import annotations
 
+import functools
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +54,9 @@ def _measure(
     example = torch.randn(1, channels, resolution, resolution).contiguous(memory_format=torch.channels_last)
     prepared = {name: prepare_for_inference(module) for name, module in modules.items()}
     timings = measure_interleaved(
-        {name: (lambda m=m: m(example)) for name, m in prepared.items()}, repeats=repeats, threads=threads
+        {name: functools.partial(module, example) for name, module in prepared.items()},
+        repeats=repeats,
+        threads=threads,
     )
     rows = []
     for name, module in prepared.items():
@@ -179,9 +182,9 @@ def run_demo(out: Path, *, threads: int = 2, repeats: int = 20) -> Path:
                 "",
                 "![models](models.png)",
                 "",
-                "Mult-adds and parameters are exact counts (`mobilenets summary MODEL`); peak activations follow "
-                "the plain sequential schedule of the MobileNetV2 paper (§5.1). Latency is this machine's, and "
-                "ratios matter more than absolute times.",
+                "Mult-adds and parameters are exact counts (`mobilenets summary MODEL`); peak activations "
+                "follow the plain sequential schedule of the MobileNetV2 paper (§5.1). Latency is this "
+                "machine's, and ratios matter more than absolute times.",
                 "",
             ]
         )

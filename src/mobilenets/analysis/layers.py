@@ -65,9 +65,7 @@ def _kind(name: str, module: nn.Module, se_names: set[str], classifier_name: str
     return "pointwise" if kh == kw == 1 else "standard"
 
 
-def layer_costs(
-    model: nn.Module, example: torch.Tensor, *, bytes_per_element: int = 4
-) -> list[LayerCost]:
+def layer_costs(model: nn.Module, example: torch.Tensor, *, bytes_per_element: int = 4) -> list[LayerCost]:
     """Run ``model`` once on ``example`` and return the cost of every conv and linear layer, in order.
 
     Shapes are those of ``example`` (MACs and bytes scale with its batch size); activation bytes are those
@@ -92,7 +90,9 @@ def layer_costs(
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d | nn.Linear):
 
-            def hook(mod: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor, name: str = name) -> None:
+            def hook(
+                mod: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor, name: str = name
+            ) -> None:
                 shapes[name] = (tuple(inputs[0].shape), tuple(output.shape))
                 order.append(name)
 

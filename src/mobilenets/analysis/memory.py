@@ -55,22 +55,24 @@ def _key(tensor: torch.Tensor) -> int:
     return tensor.untyped_storage().data_ptr()
 
 
-def schedule_memory(
-    model: nn.Module, example: torch.Tensor, *, bytes_per_element: int = 4
-) -> list[OpMemory]:
+def schedule_memory(model: nn.Module, example: torch.Tensor, *, bytes_per_element: int = 4) -> list[OpMemory]:
     """Live activation bytes at each operation of ``model``'s plain sequential schedule on ``example``."""
     events: list[_Event] = []
     handles = []
     for name, module in _op_modules(model):
 
-        def record(mod: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor, name: str = name) -> None:
+        def record(
+            mod: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor, name: str = name
+        ) -> None:
             events.append(_Event(name, tuple(i for i in inputs if isinstance(i, torch.Tensor)), output))
 
         handles.append(module.register_forward_hook(record))
     for name, module in model.named_modules():
         if isinstance(module, InvertedResidual) and module.has_residual:
 
-            def record_add(mod: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor, name: str = name) -> None:
+            def record_add(
+                mod: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor, name: str = name
+            ) -> None:
                 # The addition joins the block's input (kept alive all along) and its last op's output.
                 events.append(_Event(f"{name}.add", (inputs[0], events[-1].output), output))
 

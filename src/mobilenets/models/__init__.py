@@ -1,6 +1,5 @@
 """MobileNet-family models: architecture tables, one builder, a registry."""
 
-from . import efficientnet_lite, mobilenet_v1, mobilenet_v2, mobilenet_v3  # noqa: F401  (registers models)
 from .builder import build_mobilenet, standard_conv_twin
 from .config import ArchSpec, BlockSpec
 from .efficientnet_lite import (

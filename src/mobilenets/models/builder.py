@@ -96,9 +96,11 @@ def build_mobilenet(
     )
     check_activation(activation)
     keep_last_wide = arch.keep_last_wide if keep_last_wide is None else keep_last_wide
-    if keep_last_wide and arch.head_channels is None and arch.pre_logits_features is None:
-        if arch.head_ratio is None:
-            raise ValueError(f"{arch.name} has no separate last layer, so keep_last_wide cannot apply")
+    has_last_layer = any(
+        value is not None for value in (arch.head_channels, arch.head_ratio, arch.pre_logits_features)
+    )
+    if keep_last_wide and not has_last_layer:
+        raise ValueError(f"{arch.name} has no separate last layer, so keep_last_wide cannot apply")
     norm_config = _resolve_norm(norm, arch.norm)
 
     def act(name: str) -> str:
@@ -185,7 +187,12 @@ def build_mobilenet(
             else:
                 head_channels = scale_last(arch.head_channels or 0)
             conv_head = ConvNormAct(
-                channels, head_channels, 1, activation=act(arch.head_activation), norm=norm_config, padding=padding
+                channels,
+                head_channels,
+                1,
+                activation=act(arch.head_activation),
+                norm=norm_config,
+                padding=padding,
             )
             num_features = head_channels
         head_hidden_size = num_features

@@ -13,7 +13,8 @@ from .mobilenet import MobileNet
 from .options import BuildOptions
 from .registry import register_model
 
-# EfficientNet paper (Tan & Le 2019) Table 1, stages 2..8: expansion, kernel, stride, output channels, repeats.
+# EfficientNet paper (Tan & Le 2019) Table 1, stages 2..8:
+# expansion, kernel, stride, output channels, repeats.
 _B0_TABLE = (
     # e, k, s, c, n
     (1, 3, 1, 16, 1),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -62,10 +63,12 @@ class MobileNet(nn.Module):
         self.pre_logits = pre_logits
         self.dropout = nn.Dropout(dropout)
         self.num_classes = num_classes
-        self.classifier: nn.Module = nn.Linear(head_hidden_size, num_classes) if num_classes else nn.Identity()
+        self.classifier: nn.Module = (
+            nn.Linear(head_hidden_size, num_classes) if num_classes else nn.Identity()
+        )
         self.features_only = features_only
         self.out_indices = self._check_out_indices(out_indices)
-        sequence_names = ["stem"] + [f"blocks.{s}.{b}" for s, stage in enumerate(blocks) for b in range(len(stage))]
+        sequence_names = ["stem"] + [name for name, _ in self.iter_blocks()]
         unknown = [f.module for f in feature_info if f.module not in sequence_names]
         if unknown:
             raise ValueError(f"feature_info names modules outside stem/blocks: {unknown}")
@@ -115,13 +118,20 @@ class MobileNet(nn.Module):
                 f"{MIN_INPUT_SIZE}×{MIN_INPUT_SIZE}"
             )
 
+    def iter_blocks(self) -> Iterator[tuple[str, nn.Module]]:
+        """Every block with its name (``blocks.STAGE.INDEX``), in execution order."""
+        for stage_index, stage in enumerate(self.blocks.children()):
+            for block_index, block in enumerate(stage.children()):
+                yield f"blocks.{stage_index}.{block_index}", block
+
     def _sequence(self) -> list[nn.Module]:
         """Stem and every block in execution order: the positions ``feature_info`` refers to."""
-        return [self.stem, *(block for stage in self.blocks for block in stage)]
+        return [self.stem, *(block for _, block in self.iter_blocks())]
 
     def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Feature maps at the levels ``out_indices`` selects from ``feature_info``."""
-        self.check_input(x)
+        if not torch.jit.is_tracing():
+            self.check_input(x)
         wanted = [self._level_positions[i] for i in self.out_indices]
         outputs: list[torch.Tensor] = []
         for position, module in enumerate(self._sequence()[: wanted[-1] + 1]):
@@ -132,7 +142,8 @@ class MobileNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The final spatial feature map, (N, num_features, H/32, W/32) at the default output stride."""
-        self.check_input(x)
+        if not torch.jit.is_tracing():  # a trace records tensor ops only; the check would warn
+            self.check_input(x)
         return self.conv_head(self.blocks(self.stem(x)))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:

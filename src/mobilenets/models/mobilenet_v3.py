@@ -25,7 +25,8 @@ def _rows(table: tuple[tuple[int, int, int, bool, str, int], ...], stem: int) ->
     )
 
 
-# Paper Table 1 (large) and Table 2 (small): kernel, expansion size, output channels, SE, nonlinearity, stride.
+# Paper Table 1 (large) and Table 2 (small):
+# kernel, expansion size, output channels, squeeze-excite, nonlinearity, stride.
 _LARGE = (
     # k, exp, out, SE, NL, s
     (3, 16, 16, False, "RE", 1),

@@ -36,9 +36,7 @@ def get_builder(name: str) -> Builder:
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(
-            f"unknown model {name!r}{hint} Available models: {', '.join(list_models())}"
-        )
+        raise ValueError(f"unknown model {name!r}{hint} Available models: {', '.join(list_models())}")
     return _REGISTRY[name]
 
 

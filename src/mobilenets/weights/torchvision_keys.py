@@ -35,23 +35,28 @@ def _conv_norm(ours: str, theirs: str) -> list[tuple[str, str]]:
 
 def torchvision_module_map(model: MobileNet) -> list[tuple[str, str]]:
     """(our module prefix, torchvision module prefix) pairs for a MobileNet v2 or v3 built here."""
-    blocks = [block for stage in model.blocks for block in stage]
+    named_blocks = list(model.iter_blocks())
+    blocks = [block for _, block in named_blocks]
     if not blocks or not all(isinstance(b, InvertedResidual) and b.separable for b in blocks):
         raise ValueError("torchvision's key layout exists for mobilenet_v2 and mobilenet_v3_* only")
     is_v3 = not isinstance(model.pre_logits, nn.Identity)
     pairs = _conv_norm("stem", "features.0")
-    for flat, (name, block) in enumerate(
-        ((f"blocks.{s}.{i}", b) for s, stage in enumerate(model.blocks) for i, b in enumerate(stage)), start=1
-    ):
+    for flat, (name, block) in enumerate(named_blocks, start=1):
         parent = f"features.{flat}.{'block' if is_v3 else 'conv'}"
         part = 0
         for sub in ("conv_pw", "conv_dw", "se", "conv_pwl"):
             module = getattr(block, sub)
             if isinstance(module, SqueezeExcite):
-                pairs += [(f"{name}.se.fc1", f"{parent}.{part}.fc1"), (f"{name}.se.fc2", f"{parent}.{part}.fc2")]
+                pairs += [
+                    (f"{name}.se.fc1", f"{parent}.{part}.fc1"),
+                    (f"{name}.se.fc2", f"{parent}.{part}.fc2"),
+                ]
             elif isinstance(module, ConvNormAct):
                 if sub == "conv_pwl" and not is_v3:  # v2 writes the projection as a bare conv then a BN
-                    pairs += [(f"{name}.conv_pwl.conv", f"{parent}.{part}"), (f"{name}.conv_pwl.bn", f"{parent}.{part + 1}")]
+                    pairs += [
+                        (f"{name}.conv_pwl.conv", f"{parent}.{part}"),
+                        (f"{name}.conv_pwl.bn", f"{parent}.{part + 1}"),
+                    ]
                 else:
                     pairs += _conv_norm(f"{name}.{sub}", f"{parent}.{part}")
             else:

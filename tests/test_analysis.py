@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import mobilenets
+from mobilenets.analysis import LAYER_KINDS, summarize
+from mobilenets.analysis.formatting import to_csv
+
+
+def test_v2_peak_is_the_expanded_tensor_of_the_second_block() -> None:
+    summary = summarize(mobilenets.mobilenet_v2())
+    # depthwise conv of block 2: input 96×112×112 + output 96×56×56, fp32
+    assert summary.peak_activation_bytes == (96 * 112 * 112 + 96 * 56 * 56) * 4
+    assert summary.peak_op == "blocks.1.0.conv_dw"
+    half = summarize(mobilenets.mobilenet_v2(), dtype="float16")
+    assert half.peak_activation_bytes * 2 == summary.peak_activation_bytes
+
+
+def test_residual_input_stays_alive_until_the_addition() -> None:
+    summary = summarize(mobilenets.mobilenet_v2())
+    by_name = {op.name: op.live_bytes for op in summary.schedule}
+    # blocks.1.1 has a residual: during its expansion, its 24×56×56 input is held for the final add.
+    block_input = 24 * 56 * 56 * 4
+    expanded = 144 * 56 * 56 * 4
+    assert by_name["blocks.1.1.conv_pw"] == block_input + expanded
+    # block 2.0 strides and has no residual: only its own input and output are alive.
+    assert by_name["blocks.2.0.conv_pw"] == (24 * 56 * 56 + 144 * 56 * 56) * 4
+    assert by_name["blocks.1.1.add"] == 3 * block_input
+
+
+def test_layer_kinds_and_shares() -> None:
+    summary = summarize(mobilenets.mobilenet_v3_large())
+    kinds = {layer.kind for layer in summary.layers}
+    assert kinds == set(LAYER_KINDS)
+    shares = summary.share_by_kind()
+    assert sum(s["macs"] for s in shares.values()) == pytest.approx(1.0)
+    assert sum(s["params"] for s in shares.values()) == pytest.approx(1.0)
+    v1 = summarize(mobilenets.mobilenet_v1()).share_by_kind()
+    # v1 paper Table 2: 1×1 convs carry 94.86% of the mult-adds, depthwise 3.06%.
+    assert round(v1["pointwise"]["macs"] * 100, 2) == 94.86
+    assert round(v1["depthwise"]["macs"] * 100, 2) == 3.06
+
+
+def test_compare_standard_ratios() -> None:
+    summary = summarize(mobilenets.mobilenet_v1(), compare_standard=True)
+    assert len(summary.comparisons) == 13
+    for c in summary.comparisons:
+        assert c.measured_ratio == pytest.approx(c.theoretical_ratio, rel=1e-9)
+        assert c.standard_macs > 8 * c.separable_macs * 0.9
+
+
+def test_json_and_csv_outputs() -> None:
+    summary = summarize(mobilenets.mobilenet_v3_small(), resolution=128, compare_standard=True)
+    data = json.loads(json.dumps(summary.to_dict()))
+    assert data["total_params"] == 2_542_856
+    assert data["total_macs"] == sum(layer["macs"] for layer in data["layers"])
+    assert data["peak_activation_bytes"] > 0
+    assert data["separable_vs_standard"]
+    rows = to_csv(summary).strip().splitlines()
+    assert rows[0].startswith("name,kind")
+    assert rows[-1].startswith("TOTAL") and str(summary.total_macs) in rows[-1]
+
+
+def test_summary_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="resolution"):
+        summarize(mobilenets.mobilenet_v2(), resolution=16)
+    with pytest.raises(ValueError, match="dtype"):
+        summarize(mobilenets.mobilenet_v2(), dtype="float64")

@@ -1,0 +1,92 @@
+"""The command line, run as a user runs it: in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mobilenets", *args], capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def test_list() -> None:
+    result = run_cli("list", "--names-only")
+    assert result.returncode == 0
+    assert "mobilenet_v2" in result.stdout.split()
+    table = run_cli("list", "efficientnet*")
+    assert table.returncode == 0 and "4,652,008" in table.stdout
+
+
+def test_summary_json() -> None:
+    result = run_cli("summary", "mobilenet_v2", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["total_params"] == 3_504_872
+    assert data["total_macs"] == 300_774_272
+    assert data["peak_activation_bytes"] == 6_021_120
+    assert len(data["layers"]) == 53
+
+
+def test_summary_options() -> None:
+    result = run_cli(
+        "summary",
+        "mobilenet_v1",
+        "--width-mult",
+        "0.5",
+        "--resolution",
+        "160",
+        "--num-classes",
+        "10",
+        "--format",
+        "json",
+        "--compare-standard",
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["input_shape"] == [1, 3, 160, 160]
+    assert data["layers"][-1]["output_shape"] == [1, 10]
+    assert len(data["separable_vs_standard"]) == 13
+
+
+def test_summary_table_and_csv() -> None:
+    table = run_cli("summary", "mobilenet_v3_small", "--compare-standard")
+    assert table.returncode == 0, table.stderr
+    assert "Peak activation memory" in table.stdout and "1/C_out + 1/K²" in table.stdout
+    csv = run_cli("summary", "mobilenet_v3_small", "--format", "csv")
+    assert csv.returncode == 0
+    assert csv.stdout.splitlines()[0].startswith("name,kind")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("summary", "mobilenet_v5"), "unknown model 'mobilenet_v5'"),
+        (("summary", "mobilenet_v2", "--width-mult", "-1"), "width_mult"),
+        (("summary", "mobilenet_v2", "--resolution", "8"), "resolution"),
+        (("list", "resnet*"), "no model matches"),
+    ],
+)
+def test_bad_input_exits_nonzero_with_message(args: tuple[str, ...], message: str) -> None:
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_demo_writes_report(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = run_cli("demo", "--out", str(out), "--repeats", "3")
+    assert result.returncode == 0, result.stderr
+    report = (out / "report.md").read_text()
+    assert "conv_mobilenet_v1" in report and "1/C_out + 1/K²" in report
+    assert "29,294,088" in report and "4,231,976" in report
+    for chart in ("layer_ratios.png", "models.png"):
+        assert (out / chart).read_bytes()[:4] == b"\x89PNG"

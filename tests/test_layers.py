@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mobilenets.layers import (
+    Conv2dSame,
+    ConvNormAct,
+    DepthwiseSeparableConv,
+    InvertedResidual,
+    NormConfig,
+    SqueezeExcite,
+    create_activation,
+    make_divisible,
+    tf_same_pads,
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(32, 32), (32 * 0.75, 24), (16 * 0.35, 8), (1280 * 1.4, 1792), (36, 40), (12, 16), (67.2, 64), (4, 8)],
+)
+def test_make_divisible(value: float, expected: int) -> None:
+    assert make_divisible(value) == expected
+
+
+def test_make_divisible_never_drops_more_than_ten_percent() -> None:
+    for value in range(8, 2000):
+        rounded = make_divisible(value * 0.35)
+        assert rounded % 8 == 0
+        assert rounded >= 0.9 * value * 0.35
+
+
+def test_make_divisible_rejects_bad_values() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        make_divisible(0)
+    with pytest.raises(ValueError, match="divisor"):
+        make_divisible(10, divisor=0)
+
+
+@pytest.mark.parametrize(("kernel", "dilation"), [(1, 1), (3, 1), (5, 1), (3, 2), (5, 4)])
+def test_conv_norm_act_keeps_size_and_drops_bias(kernel: int, dilation: int) -> None:
+    layer = ConvNormAct(8, 16, kernel, dilation=dilation)
+    assert layer.conv.bias is None
+    assert isinstance(layer.bn, nn.BatchNorm2d)
+    assert layer(torch.randn(2, 8, 17, 17)).shape == (2, 16, 17, 17)
+
+
+def test_conv_norm_act_without_norm_keeps_bias_and_linear_has_no_activation() -> None:
+    layer = ConvNormAct(4, 4, 3, norm=NormConfig(kind="none"), activation=None)
+    assert layer.conv.bias is not None
+    assert isinstance(layer.act, nn.Identity)
+    x = torch.randn(1, 4, 8, 8)
+    assert torch.allclose(layer(x), layer.conv(x))
+
+
+def test_conv_norm_act_rejects_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="in_channels"):
+        ConvNormAct(0, 4)
+    with pytest.raises(ValueError, match="groups"):
+        ConvNormAct(6, 4, groups=4)
+    with pytest.raises(ValueError, match="stride"):
+        ConvNormAct(4, 4, stride=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown activation 'gelu2'"):
+        ConvNormAct(4, 4, activation="gelu2")
+    with pytest.raises(ValueError, match="unknown padding"):
+        ConvNormAct(4, 4, padding="valid")
+
+
+def test_depthwise_separable_structure() -> None:
+    block = DepthwiseSeparableConv(16, 32, stride=2)
+    assert block.conv_dw.conv.groups == 16
+    assert block.conv_dw.conv.weight.shape == (16, 1, 3, 3)
+    assert block.conv_pw.conv.weight.shape == (32, 16, 1, 1)
+    assert block(torch.randn(1, 16, 20, 20)).shape == (1, 32, 10, 10)
+
+
+def test_inverted_residual_linear_bottleneck_and_residual() -> None:
+    block = InvertedResidual(24, 24, hidden_channels=144).eval()
+    assert block.has_residual
+    assert isinstance(block.conv_pwl.act, nn.Identity)  # no activation after the projection
+    assert isinstance(block.conv_pw.act, nn.ReLU6)
+    assert isinstance(block.conv_dw.act, nn.ReLU6)
+    x = torch.randn(2, 24, 14, 14)
+    branch = block.conv_pwl(block.conv_dw(block.conv_pw(x)))
+    assert torch.allclose(block(x), x + branch, atol=1e-6)
+    # The projection output can be negative: it really is linear.
+    assert (branch < 0).any()
+
+
+@pytest.mark.parametrize(("stride", "in_ch", "out_ch"), [(2, 24, 24), (1, 24, 32)])
+def test_inverted_residual_without_skip(stride: int, in_ch: int, out_ch: int) -> None:
+    block = InvertedResidual(in_ch, out_ch, hidden_channels=96, stride=stride).eval()
+    assert not block.has_residual
+    x = torch.randn(1, in_ch, 16, 16)
+    assert torch.allclose(block(x), block.conv_pwl(block.conv_dw(block.conv_pw(x))))
+
+
+def test_inverted_residual_without_expansion_has_no_expand_conv() -> None:
+    block = InvertedResidual(32, 16, hidden_channels=32)
+    assert isinstance(block.conv_pw, nn.Identity)
+    assert block.conv_dw.conv.groups == 32
+
+
+def test_inverted_residual_with_squeeze_excite() -> None:
+    block = InvertedResidual(
+        40, 40, hidden_channels=120, kernel_size=5, se_channels=32, activation="hardswish"
+    )
+    assert isinstance(block.se, SqueezeExcite)
+    assert block.se.fc1.out_channels == 32
+    assert isinstance(block.conv_dw.act, nn.Hardswish)
+    assert block(torch.randn(1, 40, 9, 9)).shape == (1, 40, 9, 9)
+
+
+def test_squeeze_excite_scales_channels_by_a_gate() -> None:
+    se = SqueezeExcite(8, 4)
+    x = torch.rand(2, 8, 5, 5) + 0.1
+    gate = F.hardsigmoid(se.fc2(F.relu(se.fc1(x.mean((2, 3), keepdim=True)))))
+    assert torch.allclose(se(x), x * gate)
+
+
+def test_activation_lookup() -> None:
+    assert isinstance(create_activation("hardswish"), nn.Hardswish)
+    assert isinstance(create_activation(None), nn.Identity)
+    with pytest.raises(ValueError, match="expected one of"):
+        create_activation("swishy")
+
+
+def _tf_same_reference(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow's documented SAME rule."""
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+@pytest.mark.parametrize("size", [7, 8, 15, 112, 224, 225])
+@pytest.mark.parametrize(("kernel", "stride"), [(3, 1), (3, 2), (5, 2), (1, 2)])
+def test_tf_same_padding_follows_tensorflow(size: int, kernel: int, stride: int) -> None:
+    assert tf_same_pads(size, kernel, stride, 1) == _tf_same_reference(size, kernel, stride)
+    conv = Conv2dSame(2, 2, kernel, stride, bias=False)
+    out = conv(torch.randn(1, 2, size, size))
+    assert out.shape[-1] == math.ceil(size / stride)
+
+
+def test_tf_same_differs_from_symmetric_on_even_input() -> None:
+    x = torch.randn(1, 3, 224, 224)
+    tf_layer = ConvNormAct(3, 8, 3, stride=2, padding="tf_same").eval()
+    sym_layer = ConvNormAct(3, 8, 3, stride=2, padding="symmetric").eval()
+    sym_layer.load_state_dict(tf_layer.state_dict())
+    assert isinstance(tf_layer.conv, Conv2dSame)
+    # TF pads 0 rows/columns before and 1 after; symmetric padding uses 1 and 1.
+    manual = F.conv2d(F.pad(x, (0, 1, 0, 1)), tf_layer.conv.weight, stride=2)
+    assert torch.allclose(tf_layer.conv(x), manual, atol=1e-6)
+    assert not torch.allclose(tf_layer.conv(x), sym_layer.conv(x), atol=1e-3)

@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import mobilenets
+from mobilenets import create_model, list_models
+from tests.conftest import ALL_MODELS, SMALL_RES
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_forward_shapes_and_interface(name: str) -> None:
+    model = create_model(name, num_classes=7).eval()
+    x = torch.randn(2, 3, SMALL_RES, SMALL_RES)
+    with torch.no_grad():
+        logits = model(x)
+        features = model.forward_features(x)
+        pre_logits = model.forward_head(features, pre_logits=True)
+    assert logits.shape == (2, 7)
+    assert features.shape == (2, model.num_features, SMALL_RES // 32, SMALL_RES // 32)
+    assert pre_logits.shape == (2, model.head_hidden_size)
+    model.reset_classifier(3)
+    with torch.no_grad():
+        assert model(x).shape == (2, 3)
+    model.reset_classifier(0)
+    with torch.no_grad():
+        assert model(x).shape == (2, model.head_hidden_size)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_feature_info_matches_real_features(name: str) -> None:
+    model = create_model(name).eval()
+    x = torch.randn(1, 3, SMALL_RES, SMALL_RES)
+    with torch.no_grad():
+        features = model.forward_intermediates(x)
+    assert [f.reduction for f in model.feature_info] == [2, 4, 8, 16, 32]
+    assert len(features) == len(model.feature_info)
+    for info, feature in zip(model.feature_info, features, strict=True):
+        assert feature.shape == (1, info.num_chs, SMALL_RES // info.reduction, SMALL_RES // info.reduction)
+
+
+def test_features_only_backbone() -> None:
+    backbone = create_model("mobilenet_v2", features_only=True, out_indices=(2, 3, 4)).eval()
+    with torch.no_grad():
+        features = backbone(torch.randn(1, 3, 96, 96))
+    assert [tuple(f.shape[1:]) for f in features] == [(32, 12, 12), (96, 6, 6), (320, 3, 3)]
+    assert not any(isinstance(m, nn.Linear) for m in backbone.modules())
+
+
+@pytest.mark.parametrize("output_stride", [8, 16])
+def test_output_stride_dilates_instead_of_striding(output_stride: int) -> None:
+    model = create_model("mobilenet_v2", output_stride=output_stride, features_only=True).eval()
+    with torch.no_grad():
+        features = model(torch.randn(1, 3, 64, 64))
+    assert features[-1].shape[-1] == 64 // output_stride
+    assert [f.reduction for f in model.feature_info][-1] == output_stride
+    dilations = [m.dilation[0] for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
+    assert max(dilations) == 32 // output_stride
+
+
+@pytest.mark.parametrize("resolution", [32, 57, 100, 224])
+def test_any_resolution(resolution: int) -> None:
+    model = mobilenets.mobilenet_v3_small(num_classes=5).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, resolution, resolution + 3)).shape == (1, 5)
+
+
+def test_width_mult_and_keep_last_wide() -> None:
+    narrow = mobilenets.mobilenet_v2(width_mult=0.5)
+    assert narrow.stem.out_channels == 16
+    assert narrow.num_features == 1280  # the paper keeps the last layer wide below width 1
+    thin_head = mobilenets.mobilenet_v2(width_mult=0.5, keep_last_wide=False)
+    assert thin_head.num_features == 640
+    assert mobilenets.mobilenet_v2(width_mult=1.4).num_features == 1792
+    with pytest.raises(ValueError, match="no separate last layer"):
+        mobilenets.mobilenet_v1(keep_last_wide=True)
+
+
+def test_efficientnet_lite_keeps_stem_and_head_fixed() -> None:
+    lite4 = mobilenets.efficientnet_lite4()
+    assert lite4.stem.out_channels == 32
+    assert lite4.num_features == 1280
+    assert lite4.default_resolution == 300
+    assert not any(isinstance(m, mobilenets.SqueezeExcite) for m in lite4.modules())
+    assert all(
+        isinstance(m, nn.ReLU6) for m in lite4.modules() if isinstance(m, nn.ReLU | nn.Hardswish | nn.ReLU6)
+    )
+
+
+def test_standard_conv_twin_has_no_depthwise_convs() -> None:
+    for name in ("conv_mobilenet_v1", "conv_mobilenet_v2"):
+        model = create_model(name)
+        assert not any(isinstance(m, nn.Conv2d) and m.groups > 1 for m in model.modules())
+
+
+def test_overrides_norm_activation_dropout_drop_path() -> None:
+    model = mobilenets.mobilenet_v2(norm="groupnorm", activation="hardswish", dropout=0.5, drop_path_rate=0.2)
+    assert any(isinstance(m, nn.GroupNorm) for m in model.modules())
+    assert not any(isinstance(m, nn.BatchNorm2d | nn.ReLU6) for m in model.modules())
+    assert model.dropout.p == 0.5
+    rates = [b.drop_path.p for _, b in model.iter_blocks() if not isinstance(b.drop_path, nn.Identity)]
+    assert rates == sorted(rates) and 0 < rates[-1] < 0.2
+    model.train()
+    out = model(torch.randn(2, 3, 32, 32))
+    assert out.shape == (2, 1000) and torch.isfinite(out).all()
+
+
+def test_registry_lists_and_filters() -> None:
+    assert list_models("mobilenet_v3*") == ["mobilenet_v3_large", "mobilenet_v3_small"]
+    assert {"mobilenet_v1", "mobilenet_v2", "efficientnet_lite0", "conv_mobilenet_v1"} <= set(list_models())
+
+
+def test_unknown_model_lists_close_matches() -> None:
+    with pytest.raises(ValueError, match="mobilenet_v2"):
+        create_model("mobilenetv2")
+
+
+def test_unknown_keyword_is_a_type_error_naming_it() -> None:
+    with pytest.raises(TypeError, match="'widht_mult'"):
+        create_model("mobilenet_v2", widht_mult=0.5)
+    with pytest.raises(TypeError):
+        mobilenets.mobilenet_v2(0.5)  # type: ignore[misc]  # builders are keyword-only
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"width_mult": 0}, "width_mult"),
+        ({"width_mult": -1.0}, "width_mult"),
+        ({"num_classes": -3}, "num_classes"),
+        ({"dropout": 1.5}, "dropout"),
+        ({"output_stride": 4}, "output_stride"),
+        ({"padding": "same"}, "padding"),
+        ({"activation": "relu7"}, "activation"),
+        ({"norm": "layernorm"}, "norm"),
+        ({"drop_path_rate": 1.0}, "drop_path_rate"),
+        ({"in_channels": 0}, "in_channels"),
+    ],
+)
+def test_bad_options_raise_clear_errors(kwargs: dict[str, object], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        create_model("mobilenet_v2", **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("shape", "match"),
+    [((1, 1, 64, 64), "3 input channels"), ((3, 64, 64), "4-D input"), ((1, 3, 16, 16), "at least 32")],
+)
+def test_bad_input_tensor_names_expected_shape(shape: tuple[int, ...], match: str) -> None:
+    model = mobilenets.mobilenet_v2()
+    with pytest.raises(ValueError, match=match):
+        model(torch.randn(*shape))
+
+
+def test_grayscale_model_accepts_one_channel() -> None:
+    model = mobilenets.mobilenet_v1(in_channels=1, num_classes=10).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 1, 32, 32)).shape == (1, 10)
