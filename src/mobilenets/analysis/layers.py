@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .trace import record_calls
+
 LAYER_KINDS = ("standard", "depthwise", "pointwise", "se", "linear", "classifier")
 
 
@@ -84,30 +86,11 @@ def layer_costs(model: nn.Module, example: torch.Tensor, *, bytes_per_element: i
             p.numel() for p in modules[norm_name].parameters()
         )
 
-    shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
-    order: list[str] = []
-    handles = []
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Conv2d | nn.Linear):
-
-            def hook(
-                mod: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor, name: str = name
-            ) -> None:
-                shapes[name] = (tuple(inputs[0].shape), tuple(output.shape))
-                order.append(name)
-
-            handles.append(module.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for handle in handles:
-            handle.remove()
-
+    calls = record_calls(model, example, lambda _, module: isinstance(module, nn.Conv2d | nn.Linear))
     costs = []
-    for name in order:
-        module = modules[name]
-        in_shape, out_shape = shapes[name]
+    for call in calls:
+        name, module = call.name, call.module
+        in_shape, out_shape = tuple(call.inputs[0].shape), tuple(call.output.shape)
         params = sum(p.numel() for p in module.parameters(recurse=False)) + norm_params.get(name, 0)
         if isinstance(module, nn.Conv2d):
             kh, kw = module.kernel_size
@@ -115,6 +98,7 @@ def layer_costs(model: nn.Module, example: torch.Tensor, *, bytes_per_element: i
             macs = out_numel * (module.in_channels // module.groups) * kh * kw
             kernel, stride, groups = kh, module.stride[0], module.groups
         else:
+            assert isinstance(module, nn.Linear)  # record_calls selected only these two types
             macs = int(torch.Size(out_shape).numel()) * module.in_features
             kernel, stride, groups = 1, 1, 1
         weight_bytes = sum(p.numel() for p in module.parameters(recurse=False)) * bytes_per_element

@@ -18,6 +18,7 @@ from torch import nn
 from ..layers.conv_norm_act import ConvNormAct
 from ..layers.inverted_residual import InvertedResidual
 from ..layers.squeeze_excite import SqueezeExcite
+from .trace import record_calls
 
 _OP_TYPES = (ConvNormAct, SqueezeExcite, nn.Conv2d, nn.Linear, nn.AdaptiveAvgPool2d)
 
@@ -57,32 +58,21 @@ def _key(tensor: torch.Tensor) -> int:
 
 def schedule_memory(model: nn.Module, example: torch.Tensor, *, bytes_per_element: int = 4) -> list[OpMemory]:
     """Live activation bytes at each operation of ``model``'s plain sequential schedule on ``example``."""
+    op_names = {name for name, _ in _op_modules(model)}
+    calls = record_calls(
+        model,
+        example,
+        lambda name, module: (
+            name in op_names or (isinstance(module, InvertedResidual) and module.has_residual)
+        ),
+    )
     events: list[_Event] = []
-    handles = []
-    for name, module in _op_modules(model):
-
-        def record(
-            mod: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor, name: str = name
-        ) -> None:
-            events.append(_Event(name, tuple(i for i in inputs if isinstance(i, torch.Tensor)), output))
-
-        handles.append(module.register_forward_hook(record))
-    for name, module in model.named_modules():
-        if isinstance(module, InvertedResidual) and module.has_residual:
-
-            def record_add(
-                mod: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor, name: str = name
-            ) -> None:
-                # The addition joins the block's input (kept alive all along) and its last op's output.
-                events.append(_Event(f"{name}.add", (inputs[0], events[-1].output), output))
-
-            handles.append(module.register_forward_hook(record_add))
-    try:
-        with torch.no_grad():
-            model(example)
-    finally:
-        for handle in handles:
-            handle.remove()
+    for call in calls:
+        if isinstance(call.module, InvertedResidual):
+            # The addition joins the block's input (kept alive all along) and its last op's output.
+            events.append(_Event(f"{call.name}.add", (call.inputs[0], events[-1].output), call.output))
+        else:
+            events.append(_Event(call.name, call.inputs, call.output))
 
     sizes: dict[int, int] = {}
     first: dict[int, int] = {}

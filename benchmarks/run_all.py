@@ -1,0 +1,23 @@
+"""`make bench`: run every benchmark in this folder, one after the other."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARKS = ("model_latency.py",)
+
+
+def main() -> int:
+    here = Path(__file__).parent
+    for script in BENCHMARKS:
+        print(f"== {script}", flush=True)
+        status = subprocess.call([sys.executable, str(here / script)])
+        if status:
+            return status
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
