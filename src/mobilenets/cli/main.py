@@ -6,9 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import demo, models, summary
+from . import demo, models, summary, train
 
-COMMANDS = (models, summary, demo)
+COMMANDS = (models, summary, demo, train)
 
 
 def build_parser() -> argparse.ArgumentParser:
