@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHMARKS = ("model_latency.py",)
+BENCHMARKS = ("model_latency.py", "train_throughput.py")
 
 
 def main() -> int:

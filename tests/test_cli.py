@@ -83,10 +83,29 @@ def test_bad_input_exits_nonzero_with_message(args: tuple[str, ...], message: st
 @pytest.mark.slow
 def test_demo_writes_report(tmp_path: Path) -> None:
     out = tmp_path / "demo"
-    result = run_cli("demo", "--out", str(out), "--repeats", "3")
+    result = run_cli("demo", "--out", str(out), "--repeats", "3", "--no-train")
     assert result.returncode == 0, result.stderr
     report = (out / "report.md").read_text()
     assert "conv_mobilenet_v1" in report and "1/C_out + 1/K²" in report
     assert "29,294,088" in report and "4,231,976" in report
+    assert "digits val top-1 |" in report and "not measured in this run (`--no-train`)" in report
+    assert not (out / "digits").exists()
     for chart in ("layer_ratios.png", "models.png"):
         assert (out / chart).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.slow
+def test_demo_training_fills_accuracy_column(tmp_path: Path) -> None:
+    """The demo's digits runs (here a 1-epoch recipe) land in their folders and in the table."""
+    from mobilenets.demo import DigitsRecipe, Row, _model_table, train_on_digits
+
+    recipe = DigitsRecipe(width_mult=0.25, epochs=1, batch_size=64, lr=0.05)
+    trained = train_on_digits(tmp_path, ("mobilenet_v1",), recipe=recipe, threads=1)
+    assert set(trained) == {"mobilenet_v1"} and 0.0 <= trained["mobilenet_v1"].top1 <= 1.0
+    assert (tmp_path / "mobilenet_v1" / "metrics.jsonl").is_file()
+    again = train_on_digits(tmp_path, ("mobilenet_v1",), recipe=recipe, threads=1)  # re-run replaces
+    assert again["mobilenet_v1"].top1 == trained["mobilenet_v1"].top1
+    rows = [Row("conv_mobilenet_v1", 1, 1, 1, 1.0), Row("mobilenet_v1", 1, 1, 1, 1.0)]
+    table = _model_table(rows, trained)
+    assert table.splitlines()[2].endswith("| — |")
+    assert table.splitlines()[3].endswith(f"| {100 * trained['mobilenet_v1'].top1:.1f}% |")

@@ -157,3 +157,16 @@ def test_grayscale_model_accepts_one_channel() -> None:
     model = mobilenets.mobilenet_v1(in_channels=1, num_classes=10).eval()
     with torch.no_grad():
         assert model(torch.randn(1, 1, 32, 32)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_small_input_keeps_32px_images_at_4x4(name: str) -> None:
+    """small_input drops the first two stride-2 steps: total reduction 8, not 32, same weights."""
+    small = create_model(name, num_classes=10, small_input=True).eval()
+    plain = create_model(name, num_classes=10)
+    assert [tuple(p.shape) for p in small.parameters()] == [tuple(p.shape) for p in plain.parameters()]
+    assert small.forward_features(torch.zeros(1, 3, 32, 32)).shape[-2:] == (4, 4)
+    assert [info.reduction for info in small.feature_info][-1] == 8
+    assert small(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(ValueError, match="small_input"):
+        create_model(name, small_input="yes")

@@ -1,8 +1,10 @@
-"""Training on scikit-learn's bundled digits: loss goes down, checkpoints load safely, resume continues."""
+"""The training loop on the built-in digits: it learns, checkpoints safely, and resumes exactly."""
 
 from __future__ import annotations
 
 import json
+import math
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,73 +14,105 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from mobilenets import create_model
-from mobilenets.training import TrainConfig, build_dataloaders, load_checkpoint, load_digits_dataset, train
+from mobilenets.training import TrainConfig, load_trained_model, load_training_state, train
+from mobilenets.training import engine as engine_module
+from mobilenets.training.engine import resolve_precision
+from mobilenets.training.optim import RMSPROP_ALPHA, build_ema, build_optimizer, lr_factor
 
-FAST = {"model": "mobilenet_v2", "width_mult": 0.35, "img_size": 32, "batch_size": 64}
+FAST: dict[str, Any] = {
+    "model": "mobilenet_v2",
+    "width_mult": 0.35,
+    "img_size": 32,
+    "batch_size": 64,
+    "progress": False,
+}
 
 
 def read_metrics(out: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+def weights_of(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(path)
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    first, second = weights_of(a), weights_of(b)
+    assert first.keys() == second.keys()
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+
+
 @pytest.fixture(scope="module")
 def two_epoch_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    """One 2-epoch digits run shared by the tests that only inspect its outputs."""
+    """One uninterrupted 2-epoch digits run; the resume tests must reproduce its weights bit for bit."""
     out = tmp_path_factory.mktemp("run")
     result = train(TrainConfig(**FAST, epochs=2, out=str(out)))
     return out, result
 
 
-def test_digits_dataset_shapes_and_split() -> None:
-    train_set, val_set = load_digits_dataset(32, seed=0)
-    assert len(train_set) + len(val_set) == 1797
-    images, labels = train_set.tensors
-    assert images.shape[1:] == (3, 32, 32)
-    assert float(images.min()) >= -1.0 and float(images.max()) <= 1.0
-    assert torch.equal(images[:, 0], images[:, 1])
-    assert set(labels.tolist()) == set(range(10)) == set(val_set.tensors[1].tolist())
-    again, _ = load_digits_dataset(32, seed=0)
-    assert torch.equal(again.tensors[1], labels)
-    other, _ = load_digits_dataset(32, seed=1)
-    assert not torch.equal(other.tensors[1], labels)
-
-
-def test_training_reduces_loss_and_writes_outputs(two_epoch_run: tuple[Path, dict[str, Any]]) -> None:
+def test_training_learns_and_writes_outputs(two_epoch_run: tuple[Path, dict[str, Any]]) -> None:
     out, result = two_epoch_run
     metrics = read_metrics(out)
     assert [m["epoch"] for m in metrics] == [1, 2]
-    assert set(metrics[0]) == {"epoch", "train_loss", "val_top1", "lr", "images_per_s"}
+    assert {"train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr", "images_per_s"} <= set(
+        metrics[0]
+    )
     assert metrics[1]["train_loss"] < metrics[0]["train_loss"]
+    assert metrics[1]["val_top1"] > 0.2  # 10 classes: chance is 0.1
     assert metrics[1]["lr"] < metrics[0]["lr"]
-    for name in ("last.safetensors", "best.safetensors", "last_state.pt", "best_state.pt"):
-        assert (out / name).is_file(), name
+    for name in ("last.safetensors", "best.safetensors", "last_state.pt", "best_state.pt", "loss.png"):
+        assert (out / name).stat().st_size > 0, name
     assert json.loads((out / "config.json").read_text())["epochs"] == 2
-    assert result["epochs_run"] == 2
+    assert result["epochs_run"] == 2 and not result["interrupted"]
     assert result["final_top1"] == metrics[-1]["val_top1"]
     assert result["best_top1"] == max(m["val_top1"] for m in metrics)
     assert not list(out.glob("*.tmp"))
 
 
-def test_checkpoints_load_safely(two_epoch_run: tuple[Path, dict[str, Any]]) -> None:
+def test_checkpoint_rebuilds_the_model_without_unpickling(two_epoch_run: tuple[Path, dict[str, Any]]) -> None:
     out, result = two_epoch_run
+    trained = load_trained_model(out / "best.safetensors")
+    assert trained.model_name == "mobilenet_v2" and trained.classes == tuple(str(d) for d in range(10))
+    assert trained.img_size == 32 and not trained.model.training
+    assert trained.model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    state = load_training_state(out)  # weights_only=True inside
+    assert state["epoch"] == 2 and state["next_epoch"] == 3 and state["next_step"] == 0
+    assert state["best_top1"] == result["best_top1"]
+    with pytest.raises(FileNotFoundError, match=r"nothing_state\.pt"):
+        load_training_state(out, "nothing")
+
+
+def test_checkpoint_errors_are_clear(tmp_path: Path, two_epoch_run: tuple[Path, dict[str, Any]]) -> None:
+    out, _ = two_epoch_run
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_trained_model(tmp_path / "missing.safetensors")
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"\x00" * 64)
+    with pytest.raises(ValueError, match="not a readable safetensors"):
+        load_trained_model(corrupt)
+    from safetensors.torch import save_file
+
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(1)}, foreign)
+    with pytest.raises(ValueError, match="not a mobilenets training checkpoint"):
+        load_trained_model(foreign)
     weights = load_file(out / "best.safetensors")
-    model = create_model("mobilenet_v2", width_mult=0.35, num_classes=10)
-    model.load_state_dict(weights)
-    state = torch.load(out / "last_state.pt", weights_only=True)
-    assert state["epoch"] == 2 and state["best_top1"] == result["best_top1"]
-    assert {"optimizer", "scheduler", "rng_state"} <= set(state)
+    from safetensors import safe_open
 
-    params = list(model.parameters())
-    groups = [{"params": [p for p in params if p.ndim > 1]}, {"params": [p for p in params if p.ndim <= 1]}]
-    optimizer = torch.optim.SGD(groups, lr=0.1)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=2)
-    assert load_checkpoint(out, model, optimizer, scheduler) == (2, result["best_top1"])
-    with pytest.raises(FileNotFoundError, match=r"nothing\.safetensors"):
-        load_checkpoint(out, model, optimizer, scheduler, name="nothing")
+    with safe_open(str(out / "best.safetensors"), framework="pt") as handle:
+        metadata = handle.metadata()
+    weights.pop("classifier.weight")
+    truncated = tmp_path / "truncated.safetensors"
+    save_file(weights, truncated, metadata=metadata)
+    with pytest.raises(ValueError, match=r"missing \['classifier.weight'\]"):
+        load_trained_model(truncated)
 
 
-def test_resume_continues_from_next_epoch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_resume_after_an_epoch_reproduces_the_uninterrupted_run(
+    tmp_path: Path, two_epoch_run: tuple[Path, dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    reference, _ = two_epoch_run
     first = train(TrainConfig(**FAST, epochs=1, out=str(tmp_path)))
     assert first["epochs_run"] == 1
     with pytest.raises(ValueError, match="--resume"):
@@ -88,13 +122,99 @@ def test_resume_continues_from_next_epoch(tmp_path: Path, capsys: pytest.Capture
     printed = capsys.readouterr().out
     assert second["epochs_run"] == 1
     assert "resuming" in printed and "epoch 1/" not in printed and "epoch 2/2" in printed
-    metrics = read_metrics(tmp_path)
-    assert [m["epoch"] for m in metrics] == [1, 2]
-    assert metrics[0]["lr"] == pytest.approx(0.05)
-    assert metrics[1]["lr"] == pytest.approx(0.025)  # on the 2-epoch cosine, not the finished 1-epoch one
-    assert torch.load(tmp_path / "last_state.pt", weights_only=True)["epoch"] == 2
+    # The 1-epoch run decayed its cosine to 0; the resumed run continues on the 2-epoch curve instead.
+    assert [m["epoch"] for m in read_metrics(tmp_path)] == [1, 2]
+    assert read_metrics(tmp_path)[1]["lr"] == pytest.approx(read_metrics(reference)[1]["lr"])
     with pytest.raises(ValueError, match="width_mult"):
         train(TrainConfig(**{**FAST, "width_mult": 0.5}, epochs=3, out=str(tmp_path), resume=True))
+
+
+def test_stop_mid_epoch_then_resume_is_exact(
+    tmp_path: Path, two_epoch_run: tuple[Path, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop request (what SIGINT/SIGTERM raise) mid-epoch saves the position; resume ends identically."""
+    reference, _ = two_epoch_run
+    calls = {"n": 0}
+
+    def stop_at_step_30(flag: bool, context: object) -> bool:
+        calls["n"] += 1
+        return calls["n"] == 30  # epoch 2 (25 steps per epoch), step 5
+
+    monkeypatch.setattr(engine_module, "any_process", stop_at_step_30)
+    stopped = train(TrainConfig(**FAST, epochs=2, out=str(tmp_path)))
+    assert stopped["interrupted"] and stopped["epochs_run"] == 1
+    state = load_training_state(tmp_path)
+    assert (state["next_epoch"], state["next_step"]) == (2, 5)
+    monkeypatch.undo()
+    resumed = train(TrainConfig(**FAST, epochs=2, out=str(tmp_path), resume=True))
+    assert resumed["epochs_run"] == 1 and not resumed["interrupted"]
+    assert_same_weights(reference / "last.safetensors", tmp_path / "last.safetensors")
+    ours, theirs = read_metrics(tmp_path), read_metrics(reference)
+    assert [m["epoch"] for m in ours] == [1, 2]
+    assert ours[1]["train_loss"] == pytest.approx(theirs[1]["train_loss"], rel=1e-12)
+    assert ours[1]["val_top1"] == theirs[1]["val_top1"]
+
+
+def test_lr_schedules_in_closed_form() -> None:
+    steps = 10
+    cosine = lr_factor(TrainConfig(epochs=4, warmup_epochs=1.0), steps)
+    assert cosine(0) == pytest.approx(1 / 11) and cosine(9) == pytest.approx(10 / 11)
+    assert (
+        cosine(10) == pytest.approx(1.0)
+        and cosine(25) == pytest.approx(0.5)
+        and cosine(40) == pytest.approx(0)
+    )
+    exponential = lr_factor(TrainConfig(epochs=4, schedule="exponential"), steps)
+    assert [exponential(s) for s in (0, 9, 10, 35)] == pytest.approx([1, 1, 0.98, 0.98**3])
+    step = lr_factor(TrainConfig(epochs=9, schedule="step", lr_step_epochs=3), steps)
+    assert [step(s) for s in (29, 30, 60)] == pytest.approx([1, 0.1, 0.01])
+
+
+def test_optimizers_follow_the_recipes() -> None:
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8))
+    rmsprop = build_optimizer(model, TrainConfig(optimizer="rmsprop", batch_size=96))
+    assert isinstance(rmsprop, torch.optim.RMSprop)
+    assert rmsprop.defaults["alpha"] == RMSPROP_ALPHA == 0.9 and rmsprop.defaults["momentum"] == 0.9
+    assert rmsprop.defaults["lr"] == pytest.approx(0.045)
+    sgd = build_optimizer(model, TrainConfig(batch_size=256, weight_decay=5e-4))
+    assert sgd.defaults["nesterov"] and sgd.defaults["lr"] == pytest.approx(0.2)
+    decays = [(len(g["params"]), g["weight_decay"]) for g in sgd.param_groups]
+    assert decays == [(1, 5e-4), (3, 0.0)]  # conv weight / conv bias, BN weight, BN bias
+
+
+def test_ema_warms_up_then_follows_slowly() -> None:
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    ema = build_ema(model, decay=0.99)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update_parameters(model)  # first update copies
+    assert ema.module.weight.item() == 1.0
+    with torch.no_grad():
+        model.weight.fill_(2.0)
+    ema.update_parameters(model)  # decay min(0.99, 2/11)
+    assert ema.module.weight.item() == pytest.approx(1.0 + (1 - 2 / 11))
+
+
+def test_ema_run_saves_the_average_as_the_model(tmp_path: Path) -> None:
+    result = train(TrainConfig(**FAST, epochs=1, ema_decay=0.9, grad_clip=1.0, out=str(tmp_path)))
+    state = load_training_state(tmp_path)
+    ema_weights, raw = load_file(tmp_path / "last.safetensors"), state["model"]
+    assert state["ema_updates"] == 25
+    assert not torch.equal(ema_weights["classifier.weight"], raw["classifier.weight"])
+    assert math.isfinite(result["final_top1"])
+
+
+def test_precision_choices() -> None:
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) is None and resolve_precision("bf16", cpu) is torch.bfloat16
+    with pytest.raises(ValueError, match=r"fp16.*CUDA"):
+        resolve_precision("fp16", cpu)
+
+
+def test_sync_bn_on_cpu_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="sync_bn needs CUDA"):
+        train(TrainConfig(**FAST, epochs=1, sync_bn=True, out=str(tmp_path)))
 
 
 @pytest.mark.parametrize(
@@ -102,25 +222,26 @@ def test_resume_continues_from_next_epoch(tmp_path: Path, capsys: pytest.Capture
     [
         ("model", "resnet50", "unknown model"),
         ("width_mult", 0.0, "width_mult"),
-        ("data", "nope", "unknown dataset"),
+        ("data", "nope:x", "nope"),
         ("epochs", 0, "epochs"),
         ("batch_size", 1, "batch_size"),
         ("img_size", 16, "img_size"),
         ("lr", float("nan"), "lr"),
         ("weight_decay", -1.0, "weight_decay"),
         ("optimizer", "lamb", "optimizer"),
+        ("schedule", "poly", "schedule"),
+        ("warmup_epochs", 5.0, "warmup_epochs"),
         ("label_smoothing", 1.0, "label_smoothing"),
+        ("ema_decay", 1.0, "ema_decay"),
+        ("precision", "int8", "precision"),
+        ("augment", "mixup", "augment"),
         ("seed", -1, "seed"),
+        ("small_input", "yes", "small_input"),
     ],
 )
 def test_bad_config_raises(field: str, value: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         TrainConfig(**{field: value})  # type: ignore[arg-type]
-
-
-def test_unknown_dataset_in_build_dataloaders() -> None:
-    with pytest.raises(ValueError, match="expected 'digits'"):
-        build_dataloaders("cifar10", 32, 64, 0)
 
 
 def test_nan_loss_names_epoch_and_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -134,7 +255,7 @@ def test_nan_loss_names_epoch_and_step(tmp_path: Path, monkeypatch: pytest.Monke
         train(TrainConfig(**FAST, epochs=1, out=str(tmp_path)))
 
 
-def test_cli_unknown_dataset_exits_2(tmp_path: Path) -> None:
+def test_cli_bad_data_exits_2(tmp_path: Path) -> None:
     result = subprocess.run(
         [
             sys.executable,
@@ -142,9 +263,7 @@ def test_cli_unknown_dataset_exits_2(tmp_path: Path) -> None:
             "mobilenets",
             "train",
             "--data",
-            "nope",
-            "--epochs",
-            "1",
+            str(tmp_path / "nope"),
             "--out",
             str(tmp_path),
         ],
@@ -154,5 +273,69 @@ def test_cli_unknown_dataset_exits_2(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 2
-    assert "unknown dataset 'nope'" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert "nope" in result.stderr and "Traceback" not in result.stderr
+
+
+def _cli(out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "mobilenets", "train", "--model", "mobilenet_v2", "--width-mult", "0.35",
+        "--img-size", "32", "--batch-size", "64", "--epochs", "2", "--no-progress", "--out", str(out), *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL])
+def test_signal_mid_run_then_resume_matches_the_uninterrupted_run(
+    tmp_path: Path, two_epoch_run: tuple[Path, dict[str, Any]], signum: signal.Signals
+) -> None:
+    """SIGINT (SIGTERM takes the same path) saves the position and exits 130; SIGKILL leaves epoch 1.
+
+    Either way ``--resume`` ends with the same weights as the run that was never stopped.
+    """
+    reference, _ = two_epoch_run
+    process = subprocess.Popen(_cli(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    for line in process.stdout:  # epoch 1 is checkpointed before its line is printed
+        if line.startswith("epoch 1/2"):
+            break
+    process.send_signal(signum)
+    stdout, stderr = process.communicate(timeout=120)
+    state = load_training_state(tmp_path)
+    if signum == signal.SIGKILL:
+        assert process.returncode == -signal.SIGKILL
+        assert (state["epoch"], state["next_epoch"], state["next_step"]) == (1, 2, 0)
+    else:
+        assert process.returncode == 130, stderr[-2000:]
+        assert f"stopped by {signum.name} at epoch 2" in stdout and "--resume" in stdout
+        assert state["next_epoch"] == 2 and 0 < state["next_step"] < 25
+    assert not list(tmp_path.glob("*.tmp"))
+    resumed = subprocess.run(
+        _cli(tmp_path, "--resume"), capture_output=True, text=True, timeout=300, check=False
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert_same_weights(reference / "last.safetensors", tmp_path / "last.safetensors")
+
+
+def test_image_folder_with_a_corrupt_file_trains_and_reports_it(tmp_path: Path) -> None:
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(0)
+    for split, count in (("train", 12), ("val", 4)):
+        for label, name in enumerate(("cats", "dogs")):
+            folder = tmp_path / "data" / split / name
+            folder.mkdir(parents=True)
+            for index in range(count):
+                pixels = (
+                    torch.randint(0, 128, (40, 40, 3), generator=generator, dtype=torch.uint8) + 100 * label
+                )
+                Image.fromarray(pixels.numpy()).save(folder / f"{index}.png")
+    (tmp_path / "data" / "train" / "dogs" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    with pytest.warns(UserWarning, match="broken.jpg"):
+        result = train(
+            TrainConfig(
+                **{**FAST, "batch_size": 8}, data=str(tmp_path / "data"), epochs=1, out=str(tmp_path / "run")
+            )
+        )
+    assert result["skipped_images"] == 1
+    trained = load_trained_model(tmp_path / "run" / "last.safetensors")
+    assert trained.classes == ("cats", "dogs") and trained.data == str(tmp_path / "data")

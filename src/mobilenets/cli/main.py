@@ -7,8 +7,9 @@ import sys
 from collections.abc import Sequence
 
 from . import demo, models, summary, train
+from . import eval as eval_command
 
-COMMANDS = (models, summary, demo, train)
+COMMANDS = (models, summary, demo, train, eval_command)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,3 +32,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"mobilenets {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
+        sys.stderr.close()
+        return 0

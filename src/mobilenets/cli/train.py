@@ -1,57 +1,126 @@
-"""``mobilenets train``: train a model on a small bundled dataset, with checkpoints and resume."""
+"""``mobilenets train``: train a model on digits, CIFAR-10 or an image folder; also under ``torchrun``."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 
-from ..training import DATASETS, TrainConfig, train
-from ..training.engine import OPTIMIZERS
+from ..training.config import NORMS, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
+from ..training.data import AUGMENTATIONS
 
 _DEFAULTS = TrainConfig()
 
 
+def _flag(parser: argparse.ArgumentParser, name: str, help_text: str) -> None:
+    """A --name / --no-name pair defaulting to the TrainConfig default."""
+    field = name.replace("-", "_")
+    parser.add_argument(
+        f"--{name}", action=argparse.BooleanOptionalAction, default=getattr(_DEFAULTS, field), help=help_text
+    )
+
+
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("train", help="train a model (checkpoints, metrics.jsonl, --resume)")
-    parser.add_argument("--model", default=_DEFAULTS.model, help=f"model name (default {_DEFAULTS.model})")
-    parser.add_argument("--width-mult", type=float, default=_DEFAULTS.width_mult, help="width multiplier α")
-    parser.add_argument(
-        "--data", default=_DEFAULTS.data, help=f"dataset: {', '.join(DATASETS)} (default {_DEFAULTS.data})"
+    parser = sub.add_parser(
+        "train",
+        help="train a model (progress, checkpoints, --resume, torchrun)",
+        description="Train a model. Under `torchrun --nproc-per-node N -m mobilenets train ...` the same "
+        "command runs DistributedDataParallel; --batch-size stays the global batch.",
     )
-    parser.add_argument("--epochs", type=int, default=_DEFAULTS.epochs, help="total epochs")
-    parser.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="training batch size")
-    parser.add_argument("--img-size", type=int, default=_DEFAULTS.img_size, help="input resolution (>= 32)")
-    parser.add_argument("--lr", type=float, default=_DEFAULTS.lr, help="peak learning rate (cosine decay)")
-    parser.add_argument(
-        "--weight-decay",
-        type=float,
-        default=_DEFAULTS.weight_decay,
-        help="weight decay (none on norms, biases)",
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", default=_DEFAULTS.model, help=f"model name (default {_DEFAULTS.model})")
+    model.add_argument("--width-mult", type=float, default=_DEFAULTS.width_mult, help="width multiplier α")
+    _flag(model, "small-input", "stride 1 in the stem and first stage, for 32×32 images (CIFAR)")
+    model.add_argument("--norm", choices=NORMS, default=_DEFAULTS.norm, help="normalization layers")
+    model.add_argument(
+        "--dropout", type=float, default=None, help="classifier dropout (default: the model's)"
     )
-    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=_DEFAULTS.optimizer)
-    parser.add_argument("--label-smoothing", type=float, default=_DEFAULTS.label_smoothing)
-    parser.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="seeds weights, split and shuffling")
-    parser.add_argument("--out", default=_DEFAULTS.out, help=f"output directory (default {_DEFAULTS.out})")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.safetensors if present")
+    model.add_argument(
+        "--drop-path", type=float, default=_DEFAULTS.drop_path_rate, help="stochastic depth rate"
+    )
+
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--data", default=_DEFAULTS.data, help="digits (built in), cifar10:PATH, or an image folder PATH"
+    )
+    data.add_argument("--val-split", type=float, default=_DEFAULTS.val_split, help="held-out fraction")
+    data.add_argument(
+        "--augment", choices=AUGMENTATIONS, default=_DEFAULTS.augment, help="extra augmentation"
+    )
+    data.add_argument("--img-size", type=int, default=_DEFAULTS.img_size, help="input resolution (>= 32)")
+    data.add_argument("--workers", type=int, default=_DEFAULTS.workers, help="loader processes (folders)")
+
+    recipe = parser.add_argument_group("recipe")
+    recipe.add_argument("--epochs", type=int, default=_DEFAULTS.epochs, help="total epochs")
+    recipe.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="global batch size")
+    recipe.add_argument("--optimizer", choices=OPTIMIZERS, default=_DEFAULTS.optimizer)
+    recipe.add_argument(
+        "--lr", type=float, default=None, help="peak LR (default: per optimizer, batch-scaled)"
+    )
+    recipe.add_argument("--momentum", type=float, default=_DEFAULTS.momentum)
+    recipe.add_argument(
+        "--weight-decay", type=float, default=_DEFAULTS.weight_decay, help="none on norms and biases"
+    )
+    recipe.add_argument("--schedule", choices=SCHEDULES, default=_DEFAULTS.schedule)
+    recipe.add_argument("--warmup-epochs", type=float, default=_DEFAULTS.warmup_epochs)
+    recipe.add_argument("--lr-step-epochs", type=int, default=_DEFAULTS.lr_step_epochs, help="step schedule")
+    recipe.add_argument("--lr-gamma", type=float, default=None, help="step: 0.1, exponential: 0.98 (default)")
+    recipe.add_argument("--label-smoothing", type=float, default=_DEFAULTS.label_smoothing)
+    recipe.add_argument("--ema-decay", type=float, default=_DEFAULTS.ema_decay, help="weight EMA (0: off)")
+    recipe.add_argument("--grad-clip", type=float, default=_DEFAULTS.grad_clip, help="max grad norm (0: off)")
+
+    run_group = parser.add_argument_group("run")
+    run_group.add_argument("--precision", choices=PRECISIONS, default=_DEFAULTS.precision, help="autocast")
+    _flag(run_group, "channels-last", "NHWC memory format (much faster depthwise convs on CPU)")
+    _flag(run_group, "compile", "torch.compile the training step")
+    _flag(run_group, "sync-bn", "SyncBatchNorm across processes (CUDA only)")
+    run_group.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="seeds weights, split, order")
+    _flag(run_group, "deterministic", "deterministic kernels only")
+    _flag(run_group, "progress", "live progress bar on a terminal")
+    run_group.add_argument("--out", default=_DEFAULTS.out, help=f"run directory (default {_DEFAULTS.out})")
+    run_group.add_argument("--resume", action="store_true", help="continue the run in --out")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..training import train
+
     config = TrainConfig(
         model=args.model,
         width_mult=args.width_mult,
+        small_input=args.small_input,
+        norm=args.norm,
+        dropout=args.dropout,
+        drop_path_rate=args.drop_path,
         data=args.data,
+        val_split=args.val_split,
+        augment=args.augment,
+        img_size=args.img_size,
+        workers=args.workers,
         epochs=args.epochs,
         batch_size=args.batch_size,
-        img_size=args.img_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
         optimizer=args.optimizer,
+        lr=args.lr,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        schedule=args.schedule,
+        warmup_epochs=args.warmup_epochs,
+        lr_step_epochs=args.lr_step_epochs,
+        lr_gamma=args.lr_gamma,
         label_smoothing=args.label_smoothing,
+        ema_decay=args.ema_decay,
+        grad_clip=args.grad_clip,
+        precision=args.precision,
+        channels_last=args.channels_last,
+        compile=args.compile,
+        sync_bn=args.sync_bn,
         seed=args.seed,
+        deterministic=args.deterministic,
+        progress=args.progress,
         out=args.out,
         resume=args.resume,
     )
     result = train(config)
-    print(json.dumps(result))
-    return 0
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one result line, from the main process
+        print(json.dumps(result))
+    return 130 if result["interrupted"] else 0

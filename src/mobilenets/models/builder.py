@@ -71,6 +71,7 @@ def build_mobilenet(
     norm: NormConfig | str | None = None,
     activation: str | None = None,
     padding: str = "symmetric",
+    small_input: bool = False,
     features_only: bool = False,
     out_indices: tuple[int, ...] | None = None,
 ) -> MobileNet:
@@ -83,6 +84,11 @@ def build_mobilenet(
     activation of the network; ``norm`` replaces its normalization ("batchnorm", "groupnorm", "none" or a
     :class:`NormConfig`). ``padding="tf_same"`` reproduces TensorFlow's SAME padding for checkpoints
     trained there. Stochastic depth grows linearly to ``drop_path_rate`` over the blocks.
+
+    ``small_input=True`` adapts the network to tiny images such as CIFAR's 32×32, as the CIFAR variants
+    of MobileNet do: the first two stride-2 layers (the stem and the first downsampling block) use
+    stride 1, so the network reduces its input 8× instead of 32× and a 32×32 image ends at 4×4, not 1×1.
+    Weights are unchanged in shape; only the cost per image grows (about 10× more mult-adds at 32×32).
     """
     dropout = arch.dropout if dropout is None else dropout
     _check_options(
@@ -95,6 +101,8 @@ def build_mobilenet(
         padding=padding,
     )
     check_activation(activation)
+    if not isinstance(small_input, bool):
+        raise ValueError(f"small_input must be True or False, got {small_input!r}")
     keep_last_wide = arch.keep_last_wide if keep_last_wide is None else keep_last_wide
     has_last_layer = any(
         value is not None for value in (arch.head_channels, arch.head_ratio, arch.pre_logits_features)
@@ -114,29 +122,40 @@ def build_mobilenet(
             return channels
         return make_divisible(channels * (max(1.0, width_mult) if keep_last_wide else width_mult))
 
+    # small_input: the first `strides_to_drop` stride-2 positions (stem first) keep full resolution.
+    strides_to_drop = 2 if small_input else 0
+
+    def table_stride(stride: int) -> int:
+        nonlocal strides_to_drop
+        if stride > 1 and strides_to_drop > 0:
+            strides_to_drop -= 1
+            return 1
+        return stride
+
+    stem_stride = table_stride(arch.stem_stride)
     stem_channels = scale(arch.stem_channels) if arch.scale_stem else arch.stem_channels
     stem = ConvNormAct(
         in_channels,
         stem_channels,
         arch.stem_kernel_size,
-        stride=arch.stem_stride,
+        stride=stem_stride,
         activation=act(arch.stem_activation),
         norm=norm_config,
         padding=padding,
     )
 
     total_blocks = sum(spec.repeats for spec in arch.blocks)
-    raw_strides = [arch.stem_stride]  # stride of each position (stem, then blocks) as the table states it
-    reductions = [arch.stem_stride]  # stride to the input after each position, after dilation
+    raw_strides = [stem_stride]  # stride of each position (stem, then blocks) before dilation
+    reductions = [stem_stride]  # stride to the input after each position, after dilation
     names = ["stem"]
-    current_stride, dilation, block_index = arch.stem_stride, 1, 0
+    current_stride, dilation, block_index = stem_stride, 1, 0
     channels = stem_channels
     stages: list[nn.Sequential] = []
     for stage_index, spec in enumerate(arch.blocks):
         out_channels = scale(spec.out_channels)
         stage: list[nn.Module] = []
         for repeat in range(spec.repeats):
-            stride = spec.stride if repeat == 0 else 1
+            stride = table_stride(spec.stride) if repeat == 0 else 1
             raw_strides.append(stride)
             block_dilation = dilation
             if stride > 1:

@@ -19,5 +19,6 @@ class BuildOptions(TypedDict, total=False):
     norm: NormConfig | str
     activation: str
     padding: str
+    small_input: bool
     features_only: bool
     out_indices: tuple[int, ...]

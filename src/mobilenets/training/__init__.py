@@ -1,17 +1,29 @@
-"""Training: small in-memory datasets, atomic checkpoints and the train/evaluate loop."""
+"""Training: data and loaders, the recipe (optimizer, schedule, EMA), the loop, checkpoints, evaluation."""
 
-from .checkpoint import load_checkpoint, save_atomic, save_checkpoint
-from .data import DATASETS, NUM_CLASSES, build_dataloaders, load_digits_dataset
-from .engine import TrainConfig, train
+from .checkpoint import ModelCard, TrainedModel, load_trained_model, load_training_state, save_atomic
+from .config import OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
+from .data import AUGMENTATIONS, DataSplits, build_loader, check_data_spec, load_eval_set, load_splits
+from .engine import train
+from .evaluate import evaluate
+from .metrics import ClassificationMetrics
 
 __all__ = [
-    "DATASETS",
-    "NUM_CLASSES",
+    "AUGMENTATIONS",
+    "OPTIMIZERS",
+    "PRECISIONS",
+    "SCHEDULES",
+    "ClassificationMetrics",
+    "DataSplits",
+    "ModelCard",
     "TrainConfig",
-    "build_dataloaders",
-    "load_checkpoint",
-    "load_digits_dataset",
+    "TrainedModel",
+    "build_loader",
+    "check_data_spec",
+    "evaluate",
+    "load_eval_set",
+    "load_splits",
+    "load_trained_model",
+    "load_training_state",
     "save_atomic",
-    "save_checkpoint",
     "train",
 ]

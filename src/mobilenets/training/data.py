@@ -1,42 +1,104 @@
-"""Datasets for training: scikit-learn's bundled 8×8 digits, upsampled so MobileNets accept them.
+"""The data layer's entry points: a ``--data`` spec to train/val datasets, plus reproducible loaders.
 
-The digits set ships inside scikit-learn, so training works offline and in CI with no download.
+Specs: ``"digits"`` (scikit-learn's bundled 8×8 digits: offline, no download), ``"cifar10:PATH"``
+(``PATH/train`` and ``PATH/test`` class folders; test serves as val) or an image-folder ``PATH``
+(``PATH/train`` + ``PATH/val`` or ``PATH/test``, or one folder of class folders split by ``val_split``,
+stratified and seeded). Classes are the sorted folder names (for CIFAR-10: airplane ... truck).
+
+Normalisation: digits 0.5 / 0.5, CIFAR-10 its own channel statistics, other folders ImageNet's.
+
+Caching: images are decoded once into a uint8 (N, 3, R, R) tensor when that takes at most
+:data:`CACHE_BUDGET_BYTES`. R is the images' common square side if a header probe finds one (capped at
+round(img_size / 0.875)), else round(img_size / 0.875) with each image resized and centre-cropped to
+it. Bigger folders are read lazily, image by image, in DataLoader workers. See :mod:`.transforms` for
+the augmentation rules and :mod:`.loader` for ordering, epochs and sharding.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
-DATASETS = ("digits",)
-NUM_CLASSES = 10
+from .datasets import CachedImages, FolderImages
+from .folders import Samples, check_val_split, folder_splits, resolve_layout, stratified_split
+from .images import decode_all, probe_size
+from .loader import Loader, build_loader
+from .transforms import AUGMENTATIONS, BatchTransform, SampleTransform, check_augment, eval_resize
+
+__all__ = [
+    "AUGMENTATIONS",
+    "CACHE_BUDGET_BYTES",
+    "DataSplits",
+    "ImageDataset",
+    "Loader",
+    "build_loader",
+    "check_data_spec",
+    "load_digits_dataset",
+    "load_eval_set",
+    "load_splits",
+]
+
+Triple = tuple[float, float, float]
+ImageDataset = CachedImages | FolderImages
+
+CACHE_BUDGET_BYTES = 2 * 1024**3
+MIN_IMG_SIZE = 8
+DIGITS_MEAN: Triple = (0.5, 0.5, 0.5)
+DIGITS_STD: Triple = (0.5, 0.5, 0.5)
+CIFAR10_MEAN: Triple = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD: Triple = (0.2470, 0.2435, 0.2616)
+IMAGENET_MEAN: Triple = (0.485, 0.456, 0.406)
+IMAGENET_STD: Triple = (0.229, 0.224, 0.225)
 
 
-def check_dataset_name(data: str) -> None:
-    """Raise ``ValueError`` unless ``data`` names a dataset :func:`build_dataloaders` knows."""
-    if data not in DATASETS:
-        raise ValueError(f"unknown dataset {data!r}; expected {' or '.join(map(repr, DATASETS))}")
+@dataclass(frozen=True)
+class DataSplits:
+    """Train and val datasets of one spec, their class names and the normalisation they use."""
+
+    train: ImageDataset
+    val: ImageDataset
+    classes: tuple[str, ...]
+    mean: Triple
+    std: Triple
+    skipped: tuple[str, ...]  # files left out while caching (lazy datasets report theirs per loader)
 
 
-def _stratified_split(
-    labels: torch.Tensor, val_fraction: float, seed: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Train and val indices holding ``val_fraction`` of every class, shuffled by ``seed``."""
-    generator = torch.Generator().manual_seed(seed)
-    train_parts: list[torch.Tensor] = []
-    val_parts: list[torch.Tensor] = []
-    for label in labels.unique(sorted=True):
-        members = (labels == label).nonzero(as_tuple=True)[0]
-        members = members[torch.randperm(len(members), generator=generator)]
-        n_val = round(len(members) * val_fraction)
-        val_parts.append(members[:n_val])
-        train_parts.append(members[n_val:])
-    train_idx, val_idx = torch.cat(train_parts), torch.cat(val_parts)
-    # Interleave classes so the datasets are not ordered by label.
-    train_idx = train_idx[torch.randperm(len(train_idx), generator=generator)]
-    val_idx = val_idx[torch.randperm(len(val_idx), generator=generator)]
-    return train_idx, val_idx
+def check_data_spec(spec: str) -> None:
+    """``ValueError`` unless ``spec`` is well-formed and its folders exist (no files are read)."""
+    resolve_layout(spec)
+
+
+def _check_img_size(img_size: int) -> None:
+    if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < MIN_IMG_SIZE:
+        raise ValueError(f"img_size must be an integer >= {MIN_IMG_SIZE}, got {img_size!r}")
+
+
+def _check_stats(name: str, values: Sequence[float], positive: bool) -> Triple:
+    """``values`` as a float triple; ``ValueError`` unless it has 3 finite (positive) numbers."""
+    try:
+        triple = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        triple = ()
+    if len(triple) != 3 or not all(v == v and abs(v) != float("inf") for v in triple):
+        raise ValueError(f"{name} must be 3 finite numbers (one per RGB channel), got {values!r}")
+    if positive and min(triple) <= 0:
+        raise ValueError(f"{name} must be positive, got {values!r}")
+    return triple[0], triple[1], triple[2]
+
+
+def _digits_images(img_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Digits in [0, 1], upsampled bilinearly to (N, 1, img_size, img_size), and their labels."""
+    from sklearn.datasets import load_digits  # imported lazily: scikit-learn is slow to import
+
+    digits = load_digits()
+    images = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    labels = torch.as_tensor(digits.target, dtype=torch.long)
+    images = F.interpolate(images, size=(img_size, img_size), mode="bilinear", align_corners=False)
+    return images.clamp(0.0, 1.0), labels
 
 
 def load_digits_dataset(
@@ -48,38 +110,142 @@ def load_digits_dataset(
     repeated to 3 channels and normalised with mean 0.5 / std 0.5. The split keeps ``val_fraction``
     of each class and depends only on ``seed``.
     """
-    if not isinstance(img_size, int) or img_size < 8:
-        raise ValueError(f"img_size must be an integer >= 8, got {img_size!r}")
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
-    from sklearn.datasets import load_digits  # imported lazily: scikit-learn is slow to import
-
-    digits = load_digits()
-    images = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    labels = torch.as_tensor(digits.target, dtype=torch.long)
-    images = F.interpolate(images, size=(img_size, img_size), mode="bilinear", align_corners=False)
-    images = ((images.clamp(0.0, 1.0) - 0.5) / 0.5).repeat(1, 3, 1, 1).contiguous()
-    train_idx, val_idx = _stratified_split(labels, val_fraction, seed)
+    _check_img_size(img_size)
+    check_val_split(val_fraction)
+    images, labels = _digits_images(img_size)
+    images = ((images - 0.5) / 0.5).repeat(1, 3, 1, 1).contiguous()
+    train_idx, val_idx = stratified_split(labels, val_fraction, seed)
     return (
         TensorDataset(images[train_idx], labels[train_idx]),
         TensorDataset(images[val_idx], labels[val_idx]),
     )
 
 
-def build_dataloaders(
-    data: str, img_size: int, batch_size: int, seed: int
-) -> tuple[DataLoader[tuple[torch.Tensor, ...]], DataLoader[tuple[torch.Tensor, ...]]]:
-    """(train, val) loaders for ``data``; the train loader shuffles with a ``seed``-derived generator.
-
-    The train loader drops the last partial batch so BatchNorm never sees a batch of one.
-    """
-    check_dataset_name(data)
-    train_set, val_set = load_digits_dataset(img_size, seed=seed)
-    if batch_size > len(train_set):
-        raise ValueError(f"batch_size {batch_size} exceeds the {len(train_set)} training images of {data!r}")
-    generator = torch.Generator().manual_seed(seed)
-    train_loader = DataLoader(
-        train_set, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator
+def _digits_splits(
+    img_size: int, val_split: float, seed: int, augment: str, mean: Triple, std: Triple
+) -> tuple[CachedImages, CachedImages]:
+    """Digits cached as uint8 at ``img_size``: train pad-crops without flipping (digits are not symmetric)."""
+    images, labels = _digits_images(img_size)
+    images = (images * 255).round().to(torch.uint8).repeat(1, 3, 1, 1).contiguous()
+    train_idx, val_idx = stratified_split(labels, val_split, seed)
+    train_tf = BatchTransform(img_size, img_size, mean, std, train=True, flip=False, augment=augment)
+    eval_tf = BatchTransform(img_size, img_size, mean, std, train=False)
+    return (
+        CachedImages(images[train_idx], labels[train_idx], train_tf),
+        CachedImages(images[val_idx], labels[val_idx], eval_tf),
     )
-    val_loader = DataLoader(val_set, batch_size=batch_size, shuffle=False)
-    return train_loader, val_loader
+
+
+def _cached(samples: Samples, transform: BatchTransform) -> CachedImages:
+    images, kept, skipped = decode_all([path for path, _ in samples], transform.source_size)
+    labels = torch.tensor([label for _, label in samples], dtype=torch.int64)[kept]
+    return CachedImages(images, labels, transform, skipped)
+
+
+def _folder_sets(
+    spec: str,
+    *,
+    img_size: int,
+    val_split: float,
+    seed: int,
+    augment: str,
+    stats: tuple[Triple, Triple] | None,
+    cache: bool | None,
+    with_train: bool,
+) -> tuple[ImageDataset | None, ImageDataset, tuple[str, ...], Triple, Triple]:
+    """(train or None, val, classes, mean, std) for a folder or CIFAR-10 spec."""
+    parsed, classes, train_samples, val_samples = folder_splits(spec, val_split, seed)
+    if stats is not None:
+        mean, std = stats
+    elif parsed.kind == "cifar10":
+        mean, std = CIFAR10_MEAN, CIFAR10_STD
+    else:
+        mean, std = IMAGENET_MEAN, IMAGENET_STD
+    # Decided from both splits and the train files alone, so load_eval_set matches load_splits.
+    size = probe_size([path for path, _ in train_samples], eval_resize(img_size))
+    if cache is None:
+        cache = (len(train_samples) + len(val_samples)) * 3 * size * size <= CACHE_BUDGET_BYTES
+    train: ImageDataset | None = None
+    if cache:
+        eval_tf = BatchTransform(size, img_size, mean, std, train=False)
+        val: ImageDataset = _cached(val_samples, eval_tf)
+        if with_train:
+            train = _cached(train_samples, BatchTransform(size, img_size, mean, std, True, augment=augment))
+    else:
+        val = FolderImages(val_samples, SampleTransform(img_size, mean, std, train=False))
+        if with_train:
+            train_tf = SampleTransform(img_size, mean, std, train=True, augment=augment)
+            train = FolderImages(train_samples, train_tf)
+    return train, val, classes, mean, std
+
+
+def load_splits(
+    spec: str,
+    *,
+    img_size: int,
+    val_split: float = 0.1,
+    augment: str = "none",
+    seed: int = 0,
+    cache: bool | None = None,
+) -> DataSplits:
+    """Train (augmented) and val (eval transforms) datasets for ``spec`` at ``img_size``.
+
+    ``val_split`` and ``seed`` only matter where a single folder (or digits) is split. ``cache``
+    forces (True) or forbids (False) the in-memory cache; None decides by :data:`CACHE_BUDGET_BYTES`.
+    Layout problems raise ``ValueError`` before any image is decoded.
+    """
+    _check_img_size(img_size)
+    check_val_split(val_split)
+    check_augment(augment)
+    parsed, _, _ = resolve_layout(spec)
+    if parsed.kind == "digits":
+        digits_train, digits_val = _digits_splits(img_size, val_split, seed, augment, DIGITS_MEAN, DIGITS_STD)
+        classes = tuple(str(i) for i in range(10))
+        return DataSplits(digits_train, digits_val, classes, DIGITS_MEAN, DIGITS_STD, ())
+    train_set, val, classes, mean, std = _folder_sets(
+        spec,
+        img_size=img_size,
+        val_split=val_split,
+        seed=seed,
+        augment=augment,
+        stats=None,
+        cache=cache,
+        with_train=True,
+    )
+    assert train_set is not None  # internal invariant: with_train=True always builds it
+    return DataSplits(train_set, val, classes, mean, std, train_set.skipped + val.skipped)
+
+
+def load_eval_set(
+    spec: str,
+    *,
+    img_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    val_split: float = 0.1,
+    seed: int = 0,
+    cache: bool | None = None,
+) -> tuple[ImageDataset, tuple[str, ...]]:
+    """The val (or test) split of ``spec`` with eval transforms and the given normalisation, and classes.
+
+    For the same ``val_split`` and ``seed`` it holds exactly the images of ``load_splits(...).val``;
+    only that split is decoded.
+    """
+    _check_img_size(img_size)
+    check_val_split(val_split)
+    stats = (_check_stats("mean", mean, positive=False), _check_stats("std", std, positive=True))
+    parsed, _, _ = resolve_layout(spec)
+    if parsed.kind == "digits":
+        _, val = _digits_splits(img_size, val_split, seed, "none", *stats)
+        return val, tuple(str(i) for i in range(10))
+    _, val_set, classes, _, _ = _folder_sets(
+        spec,
+        img_size=img_size,
+        val_split=val_split,
+        seed=seed,
+        augment="none",
+        stats=stats,
+        cache=cache,
+        with_train=False,
+    )
+    return val_set, classes

@@ -1,0 +1,172 @@
+"""``mobilenets eval``: a checkpoint's accuracy on its data's held-out split, plus a confusion plot."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+MAX_LISTED = 5  # class names quoted in a mismatch message
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("eval", help="evaluate a trained checkpoint: top-1/top-5, per-class, confusion")
+    parser.add_argument(
+        "--checkpoint", required=True, type=Path, help="weights file, e.g. runs/x/best.safetensors"
+    )
+    parser.add_argument(
+        "--data", default=None, help="digits, cifar10:PATH or a folder (default: the data it was trained on)"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    parser.add_argument("--batch-size", type=int, default=256, help="evaluation batch size (default 256)")
+    parser.add_argument("--workers", type=int, default=0, help="data-loading worker processes (default 0)")
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--val-split", type=float, default=None, help="held-out fraction (default: the checkpoint's)"
+    )
+    parser.add_argument("--split-seed", type=int, default=None, help="split seed (default: the checkpoint's)")
+    confusion = parser.add_mutually_exclusive_group()
+    confusion.add_argument(
+        "--confusion",
+        type=Path,
+        default=None,
+        help="confusion PNG (default: <checkpoint stem>_confusion.png)",
+    )
+    confusion.add_argument("--no-confusion", action="store_true", help="do not write a confusion PNG")
+    parser.set_defaults(run=run)
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.workers < 0:
+        raise ValueError(f"--workers must be >= 0, got {args.workers}")
+    if not args.checkpoint.is_file():
+        raise FileNotFoundError(f"checkpoint {str(args.checkpoint)!r} is not a file")
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a device; expected auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name!r} asks for CUDA, but no CUDA device is available")
+    return device
+
+
+def _quote(names: Sequence[str]) -> str:
+    shown = ", ".join(map(repr, names[:MAX_LISTED]))
+    return shown + (f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else "")
+
+
+def class_mismatch(trained: Sequence[str], found: Sequence[str]) -> str | None:
+    """Why the data's classes ``found`` differ from the checkpoint's ``trained``; None if they match."""
+    trained, found = list(trained), list(found)
+    if trained == found:
+        return None
+    missing = [name for name in trained if name not in found]
+    extra = [name for name in found if name not in trained]
+    parts = [f"the checkpoint has {len(trained)} classes, the data {len(found)}"]
+    if missing:
+        parts.append(f"not in the data: {_quote(missing)}")
+    if extra:
+        parts.append(f"not in the checkpoint: {_quote(extra)}")
+    if not missing and not extra:
+        parts = ["the data has the checkpoint's classes in a different order"]
+    return "; ".join(parts)
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def percent(value: float | None) -> str:
+        return "n/a" if value is None else f"{100 * value:.2f}%"
+
+    console = Console()
+    print(f"{report['model']} on {report['data']}")
+    summary = Table(show_header=False)
+    summary.add_column("metric")
+    summary.add_column("value", justify="right")
+    summary.add_row("top-1", percent(report["top1"]))
+    summary.add_row(f"top-{report['topk']}", percent(report["top5"]))
+    if report["loss"] is not None:
+        summary.add_row("loss", f"{report['loss']:.4f}")
+    summary.add_row("images", f"{report['num_images']:,}")
+    if report["skipped"]:
+        summary.add_row("skipped files", f"{report['skipped']:,}")
+    console.print(summary)
+    per_class = Table(title="per-class accuracy")
+    per_class.add_column("class")
+    per_class.add_column("images", justify="right")
+    per_class.add_column("accuracy", justify="right")
+    for name, accuracy in report["per_class"].items():
+        per_class.add_row(name, f"{report['per_class_images'][name]:,}", percent(accuracy))
+    console.print(per_class)
+    print(f"checkpoint: {report['checkpoint']}")
+    if report["confusion_png"]:
+        print(f"confusion matrix: {report['confusion_png']}")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training.checkpoint import load_trained_model
+    from ..training.data import build_loader, load_eval_set
+    from ..training.evaluate import evaluate
+    from ..training.plots import plot_confusion_matrix
+
+    _check_args(args)
+    device = _device(args.device)
+    trained = load_trained_model(args.checkpoint)
+    data = args.data if args.data is not None else trained.data
+    dataset, classes = load_eval_set(
+        data,
+        img_size=trained.img_size,
+        mean=trained.mean,
+        std=trained.std,
+        val_split=trained.val_split if args.val_split is None else args.val_split,
+        seed=trained.seed if args.split_seed is None else args.split_seed,
+    )
+    mismatch = class_mismatch(trained.classes, classes)
+    if mismatch:
+        raise ValueError(f"data {data!r} does not match checkpoint {str(args.checkpoint)!r}: {mismatch}")
+    loader = build_loader(
+        dataset, batch_size=args.batch_size, train=False, seed=trained.seed, workers=args.workers
+    )
+    model = trained.model.to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+    metrics = evaluate(model, loader, device=device, criterion=torch.nn.CrossEntropyLoss())
+    skipped = [str(path) for path in loader.skipped]
+    if skipped:
+        print(f"warning: skipped {len(skipped)} unreadable file(s), e.g. {skipped[0]}", file=sys.stderr)
+
+    confusion_png: Path | None = None
+    if not args.no_confusion:
+        target = args.confusion or args.checkpoint.with_name(f"{args.checkpoint.stem}_confusion.png")
+        try:
+            confusion_png = plot_confusion_matrix(metrics.confusion, classes, target)
+        except OSError as error:
+            raise ValueError(
+                f"cannot write the confusion plot {str(target)!r}: {error.strerror or error}"
+            ) from None
+
+    report = {
+        **metrics.to_dict(classes),
+        "model": trained.model_name,
+        "checkpoint": str(args.checkpoint),
+        "data": data,
+        "skipped": len(skipped),
+        "skipped_files": skipped,
+        "confusion_png": None if confusion_png is None else str(confusion_png),
+    }
+    if args.json:
+        print(json.dumps(report))
+    else:
+        _print_report(report)
+    return 0

@@ -1,0 +1,189 @@
+"""Data specs and image folders: which files, which classes, which train/val split.
+
+Only directory listings happen here (no decoding), so every layout problem is reported up front.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+SPEC_FORMS = "'digits', 'cifar10:PATH' (PATH/train and PATH/test class folders) or an image-folder PATH"
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+# A word followed by ':' that is not an existing path reads as a mistyped spec, not a folder name.
+_PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9_-]+")
+
+Samples = list[tuple[str, int]]
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """A parsed ``--data`` string: its kind and, for files on disk, the root folder."""
+
+    kind: Literal["digits", "cifar10", "folder"]
+    path: Path | None = None
+
+
+def parse_data_spec(spec: str) -> DataSpec:
+    """Parse ``spec`` (syntax only); ``ValueError`` naming it and the accepted forms if malformed."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise ValueError(f"data spec must be a non-empty string, got {spec!r}; expected {SPEC_FORMS}")
+    if spec == "digits":
+        return DataSpec("digits")
+    prefix, colon, rest = spec.partition(":")
+    if colon and prefix == "cifar10":
+        if not rest.strip():
+            raise ValueError(f"data spec {spec!r} names no folder after 'cifar10:'; expected {SPEC_FORMS}")
+        return DataSpec("cifar10", Path(rest).expanduser())
+    if colon and _PREFIX.fullmatch(prefix) and not Path(spec).expanduser().exists():
+        raise ValueError(f"unknown data spec {spec!r} (prefix {prefix!r}); expected {SPEC_FORMS}")
+    return DataSpec("folder", Path(spec).expanduser())
+
+
+def _require_dir(path: Path, spec: str, what: str) -> None:
+    if not path.exists():
+        raise ValueError(f"data spec {spec!r}: {what} {path} does not exist; expected {SPEC_FORMS}")
+    if not path.is_dir():
+        raise ValueError(f"data spec {spec!r}: {what} {path} is not a directory; expected {SPEC_FORMS}")
+
+
+def resolve_layout(spec: str) -> tuple[DataSpec, Path | None, Path | None]:
+    """(parsed spec, train folder, val folder); val is None for a single folder to split.
+
+    Folder specs accept ``ROOT/train`` plus ``ROOT/val`` (preferred) or ``ROOT/test``, or a ROOT that
+    directly holds class folders. Both folders are None for ``digits``. Checks existence only.
+    """
+    parsed = parse_data_spec(spec)
+    if parsed.path is None:
+        return parsed, None, None
+    root = parsed.path
+    _require_dir(root, spec, "folder")
+    if parsed.kind == "cifar10":
+        _require_dir(root / "train", spec, "CIFAR-10 train folder")
+        _require_dir(root / "test", spec, "CIFAR-10 test folder")
+        return parsed, root / "train", root / "test"
+    if (root / "train").is_dir():
+        for name in ("val", "test"):
+            if (root / name).is_dir():
+                return parsed, root / "train", root / name
+        raise ValueError(
+            f"data spec {spec!r}: {root} has a train/ folder but no val/ or test/ folder beside it; "
+            "expected ROOT/train and ROOT/val (or ROOT/test), or ROOT holding one folder per class"
+        )
+    return parsed, root, None
+
+
+def scan_folder(directory: Path, classes: tuple[str, ...] | None = None) -> tuple[tuple[str, ...], Samples]:
+    """Class names and (path, label) samples of an ImageFolder-style ``directory``.
+
+    ``classes``, when given, must match the folder's own classes (a val folder against its train
+    folder). An empty class folder or a folder with no images raises ``ValueError`` naming it.
+    """
+    try:
+        found, class_to_idx = find_classes(directory)
+    except FileNotFoundError as err:
+        raise ValueError(
+            f"{directory} holds no class folders; expected one sub-folder of images per class"
+        ) from err
+    if classes is not None and tuple(found) != classes:
+        missing = sorted(set(classes) - set(found))
+        extra = sorted(set(found) - set(classes))
+        raise ValueError(
+            f"class folders of {directory} differ from the training classes: "
+            f"missing {missing or 'none'}, unexpected {extra or 'none'}"
+        )
+    samples = make_dataset(directory, class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
+    if not samples:
+        raise ValueError(
+            f"no images in the class folders of {directory}; expected files ending in "
+            f"{', '.join(IMG_EXTENSIONS)}"
+        )
+    counts = Counter(label for _, label in samples)
+    empty = [str(directory / name) for name in found if counts[class_to_idx[name]] == 0]
+    if empty:
+        raise ValueError(
+            f"empty class folder(s) with no images: {', '.join(empty)}; every class needs at least one "
+            f"image ({', '.join(IMG_EXTENSIONS)})"
+        )
+    return tuple(found), samples
+
+
+def check_val_split(val_split: float) -> None:
+    """``ValueError`` unless ``val_split`` is a number strictly between 0 and 1."""
+    if isinstance(val_split, bool) or not isinstance(val_split, int | float) or not 0.0 < val_split < 1.0:
+        raise ValueError(f"val_split must be a number in (0, 1), got {val_split!r}")
+
+
+def stratified_split(
+    labels: torch.Tensor, val_fraction: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Train and val indices holding ``val_fraction`` of every class, shuffled by ``seed``.
+
+    Each class gives ``round(n * val_fraction)`` images to val, at least 1 and at most n - 1 when it
+    has two or more, so tiny folders still get a val set and keep every class in training.
+    """
+    check_val_split(val_fraction)
+    generator = torch.Generator().manual_seed(seed)
+    train_parts: list[torch.Tensor] = []
+    val_parts: list[torch.Tensor] = []
+    for label in labels.unique(sorted=True):
+        members = (labels == label).nonzero(as_tuple=True)[0]
+        members = members[torch.randperm(len(members), generator=generator)]
+        n_val = round(len(members) * val_fraction)
+        if len(members) >= 2:
+            n_val = min(max(n_val, 1), len(members) - 1)
+        val_parts.append(members[:n_val])
+        train_parts.append(members[n_val:])
+    train_idx, val_idx = torch.cat(train_parts), torch.cat(val_parts)
+    # Interleave classes so the datasets are not ordered by label.
+    train_idx = train_idx[torch.randperm(len(train_idx), generator=generator)]
+    val_idx = val_idx[torch.randperm(len(val_idx), generator=generator)]
+    return train_idx, val_idx
+
+
+def folder_splits(
+    spec: str, val_split: float, seed: int
+) -> tuple[DataSpec, tuple[str, ...], Samples, Samples]:
+    """(parsed spec, classes, train samples, val samples) for a folder or ``cifar10:`` spec."""
+    parsed, train_dir, val_dir = resolve_layout(spec)
+    if train_dir is None:
+        raise ValueError(f"data spec {spec!r} is not a folder spec; expected {SPEC_FORMS}")
+    classes, samples = scan_folder(train_dir)
+    if parsed.kind == "cifar10" and classes != CIFAR10_CLASSES:
+        raise ValueError(
+            f"data spec {spec!r}: {train_dir} has classes {list(classes)}; "
+            f"CIFAR-10 has {list(CIFAR10_CLASSES)}"
+        )
+    if val_dir is not None:
+        _, val_samples = scan_folder(val_dir, classes)
+        return parsed, classes, samples, val_samples
+    labels = torch.tensor([label for _, label in samples], dtype=torch.long)
+    train_idx, val_idx = stratified_split(labels, val_split, seed)
+    if len(val_idx) == 0:
+        raise ValueError(
+            f"data spec {spec!r}: no class folder of {train_dir} has 2+ images, so val_split {val_split} "
+            "leaves no validation images; add images or use ROOT/train and ROOT/val folders"
+        )
+    return (
+        parsed,
+        classes,
+        [samples[i] for i in train_idx.tolist()],
+        [samples[i] for i in val_idx.tolist()],
+    )

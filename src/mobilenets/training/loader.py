@@ -1,0 +1,203 @@
+"""Batches for training and evaluation, reproducible per (seed, epoch) and shardable across ranks.
+
+Every epoch draws, from a generator seeded only by (seed, epoch): the sample order (train loaders
+shuffle, eval loaders keep dataset order) and one set of random transform parameters per *position*
+in that order. Rank ``r`` of ``w`` reads positions ``r::w`` (train: padded by wrapping around so all
+ranks get the same count, like ``DistributedSampler``; eval: not padded, so every image counts once).
+Hence with world_size 1 and batch B versus world_size w and batch B / w, the union of the w ranks'
+step-k batches is exactly the single-process step-k batch, augmented pixels included, for every step
+the single-process loader has (when N is not a multiple of w, ranks may get one extra padded step).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import warnings
+from collections.abc import Iterator, Sized
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, default_collate
+
+from .datasets import CachedImages, FolderImages, Skipped
+
+_RawBatch = tuple[torch.Tensor | None, torch.Tensor | None, list[tuple[str, str]]]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A CPU generator seeded by a hash of (seed, epoch), so nearby pairs give unrelated streams."""
+    digest = hashlib.blake2b(f"{seed}:{epoch}".encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
+
+
+def _collate_skipping(items: list[Any]) -> _RawBatch:
+    """Stack the readable items; report the :class:`Skipped` ones as (path, reason)."""
+    skipped = [(item.path, item.reason) for item in items if isinstance(item, Skipped)]
+    kept = [item for item in items if not isinstance(item, Skipped)]
+    if not kept:
+        return None, None, skipped
+    images, labels = default_collate(kept)
+    return images, torch.as_tensor(labels, dtype=torch.int64), skipped
+
+
+class _Batches:
+    """The batch sampler handed to DataLoader; :class:`Loader` refills it every epoch."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[Any]] = []
+
+    def __iter__(self) -> Iterator[list[Any]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class Loader:
+    """Iterable of ``(images float32 (B, 3, S, S) normalised, labels int64 (B,))`` for one rank.
+
+    Cached datasets are batched and augmented in the calling process (vectorised; ``workers`` is
+    ignored). Other datasets go through a DataLoader with ``workers`` processes; their unreadable
+    files are dropped from the batch, warned about once and listed in :attr:`skipped`. A train batch
+    left with fewer than 2 images that way is dropped, so ``len()`` is then an upper bound.
+    Call :meth:`set_epoch` before each epoch: iterating twice at one epoch repeats the same batches.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset[Any],
+        *,
+        batch_size: int,
+        train: bool,
+        seed: int,
+        workers: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        if not isinstance(dataset, Sized):
+            raise TypeError(f"dataset must have a length, got {type(dataset).__name__}")
+        if not _is_int(batch_size) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if not _is_int(seed):
+            raise ValueError(f"seed must be an integer, got {seed!r}")
+        if not _is_int(workers) or workers < 0:
+            raise ValueError(f"workers must be an integer >= 0, got {workers!r}")
+        if not _is_int(world_size) or world_size < 1:
+            raise ValueError(f"world_size must be an integer >= 1, got {world_size!r}")
+        if not _is_int(rank) or not 0 <= rank < world_size:
+            raise ValueError(f"rank must be an integer in [0, {world_size}), got {rank!r}")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.train = bool(train)
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        self.start_step = 0
+        self.skipped: list[str] = list(getattr(dataset, "skipped", ()))
+        self._seen = set(self.skipped)
+        n = len(dataset)
+        if self.train:
+            total = math.ceil(n / world_size) * world_size
+            self._slots = (torch.arange(total) % max(n, 1))[rank::world_size]
+        else:
+            self._slots = torch.arange(n)[rank::world_size]
+        self.num_samples = len(self._slots)
+        if self.train and batch_size > self.num_samples:
+            where = f" per rank ({world_size} ranks)" if world_size > 1 else ""
+            raise ValueError(
+                f"batch_size {batch_size} exceeds the {self.num_samples} training images{where}; "
+                "lower batch_size or add images"
+            )
+        self._batches = _Batches()
+        self._dataloader: DataLoader[Any] | None = None
+        if not isinstance(dataset, CachedImages):
+            self._dataloader = DataLoader(
+                dataset,
+                batch_sampler=self._batches,
+                num_workers=workers,
+                collate_fn=_collate_skipping,
+                persistent_workers=workers > 0,
+            )
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        """Make passes use the order and augmentation of ``epoch`` and begin at batch ``start_step``.
+
+        Batches before ``start_step`` are not built (nor decoded), and the rest are exactly those of a
+        full pass: a run resumed mid-epoch continues where it stopped. ``len()`` stays the full count.
+        """
+        if not _is_int(epoch) or epoch < 0:
+            raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
+        if not _is_int(start_step) or not 0 <= start_step <= len(self):
+            raise ValueError(f"start_step must be an integer in [0, {len(self)}], got {start_step!r}")
+        self.epoch = epoch
+        self.start_step = start_step
+
+    def __len__(self) -> int:
+        """Batches per epoch: train drops the last partial batch, eval keeps it."""
+        if self.train:
+            return self.num_samples // self.batch_size
+        return math.ceil(self.num_samples / self.batch_size)
+
+    def _slot_batches(self) -> list[torch.Tensor]:
+        size = self.batch_size
+        return [self._slots[k * size : (k + 1) * size] for k in range(self.start_step, len(self))]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.dataset)
+        generator = epoch_generator(self.seed, self.epoch)
+        order = torch.randperm(n, generator=generator) if self.train else torch.arange(n)
+        if isinstance(self.dataset, CachedImages):
+            params = self.dataset.transform.draw(n, generator)
+            for slots in self._slot_batches():
+                yield self.dataset.batch(order[slots], params.take(slots))
+            return
+        if self.train and isinstance(self.dataset, FolderImages):
+            seeds = torch.randint(0, 2**62, (n,), generator=generator)
+            self._batches.batches = [
+                list(zip(order[slots].tolist(), seeds[slots].tolist(), strict=True))
+                for slots in self._slot_batches()
+            ]
+        else:
+            self._batches.batches = [order[slots].tolist() for slots in self._slot_batches()]
+        assert self._dataloader is not None  # internal invariant: built for every non-cached dataset
+        minimum = min(2, self.batch_size) if self.train else 1
+        for images, labels, skipped in self._dataloader:
+            self._note_skipped(skipped)
+            if images is None or labels is None or len(images) < minimum:
+                continue
+            yield images, labels
+
+    def _note_skipped(self, skipped: list[tuple[str, str]]) -> None:
+        for path, reason in skipped:
+            if path not in self._seen:
+                self._seen.add(path)
+                self.skipped.append(path)
+                warnings.warn(f"skipping unreadable image: {reason}", stacklevel=3)
+
+
+def build_loader(
+    dataset: Dataset[Any],
+    *,
+    batch_size: int,
+    train: bool,
+    seed: int,
+    workers: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Loader:
+    """A :class:`Loader` over ``dataset`` for one rank; see the module docstring for the guarantees."""
+    return Loader(
+        dataset,
+        batch_size=batch_size,
+        train=train,
+        seed=seed,
+        workers=workers,
+        rank=rank,
+        world_size=world_size,
+    )

@@ -1,0 +1,97 @@
+"""Optimizers, learning-rate schedules and the weight EMA of a training recipe."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+
+from .config import TrainConfig
+
+# torch's RMSprop adds eps outside the square root, TF's inside; eps = sqrt(1e-3) makes the two agree where
+# the squared-gradient average is small, the regime TF's recipe tuned eps for (as timm's RMSpropTF notes).
+RMSPROP_EPS = 1e-3**0.5
+RMSPROP_ALPHA = 0.9  # the v2 paper's "decay 0.9"
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, object]]:
+    """Two groups: weights with decay, and norm scales/shifts and biases (ndim <= 1) without."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum, RMSProp with the v2 paper's settings, or AdamW."""
+    groups = parameter_groups(model, config.weight_decay)
+    lr = config.peak_lr
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, nesterov=config.momentum > 0)
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(
+            groups, lr=lr, alpha=RMSPROP_ALPHA, eps=RMSPROP_EPS, momentum=config.momentum
+        )
+    return torch.optim.AdamW(groups, lr=lr)
+
+
+def lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """The LR multiplier after ``step`` optimizer steps, in closed form.
+
+    Linear warm-up over ``warmup_epochs``, then cosine to zero at the end of training, ×gamma every
+    ``lr_step_epochs`` (step), or ×gamma per epoch (exponential, the paper's 0.98). A closed form, not
+    a recursive update, so a resumed run with more epochs lands on the new curve.
+    """
+    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+    total_steps = config.epochs * steps_per_epoch
+    gamma = config.gamma
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        if config.schedule == "cosine":
+            progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        epoch = (step - warmup_steps) // steps_per_epoch
+        if config.schedule == "step":
+            return float(gamma ** (epoch // config.lr_step_epochs))
+        return float(gamma**epoch)
+
+    return factor
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-step scheduler following :func:`lr_factor`."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config, steps_per_epoch))
+
+
+def build_ema(model: nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of ``model``'s weights and BatchNorm statistics.
+
+    The decay warms up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates (TensorFlow's
+    ``num_updates`` rule), so short runs are not dominated by the random initial weights.
+    """
+
+    @torch.no_grad()
+    def update(
+        averaged: list[torch.Tensor] | tuple[torch.Tensor, ...],
+        current: list[torch.Tensor] | tuple[torch.Tensor, ...],
+        num_averaged: torch.Tensor | int,
+    ) -> None:
+        updates = int(num_averaged)
+        step_decay = min(decay, (1 + updates) / (10 + updates))
+        floats = [(a, c) for a, c in zip(averaged, current, strict=True) if a.is_floating_point()]
+        if floats:
+            torch._foreach_lerp_([a for a, _ in floats], [c for _, c in floats], 1.0 - step_decay)
+        for a, c in zip(averaged, current, strict=True):
+            if not a.is_floating_point():
+                a.copy_(c)  # BatchNorm's num_batches_tracked
+
+    return AveragedModel(model, multi_avg_fn=update, use_buffers=True)

@@ -1,0 +1,424 @@
+"""The data layer: specs, folder layouts, caching, bad files, transforms, epochs and rank sharding."""
+
+from __future__ import annotations
+
+import os
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mobilenets.training.data import (
+    AUGMENTATIONS,
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    DataSplits,
+    build_loader,
+    check_data_spec,
+    load_digits_dataset,
+    load_eval_set,
+    load_splits,
+)
+from mobilenets.training.datasets import CachedImages, FolderImages
+from mobilenets.training.transforms import BatchTransform
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CIFAR10_ROOT = Path(os.environ.get("MOBILENETS_SHARED", REPO_ROOT.parent / "shared")) / "data" / "cifar10"
+CIFAR10_ORDER = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def _write_images(folder: Path, count: int, size: int | tuple[int, int], seed: int, ext: str = "png") -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    width, height = (size, size) if isinstance(size, int) else size
+    for i in range(count):
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"img{i:03d}.{ext}")
+
+
+def make_folder(
+    root: Path, classes: dict[str, int], size: int | tuple[int, int] = 20, ext: str = "png"
+) -> Path:
+    """ImageFolder at ``root``: ``classes`` maps class name to image count."""
+    for k, (name, count) in enumerate(sorted(classes.items())):
+        _write_images(root / name, count, size, seed=zlib.crc32(str(root).encode()) + k, ext=ext)
+    return root
+
+
+def collect(loader: object) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(images.clone(), labels.clone()) for images, labels in loader]  # type: ignore[attr-defined]
+
+
+# --- specs and layouts ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "match"),
+    [
+        ("", "non-empty"),
+        ("imagenet:/data/x", "unknown data spec 'imagenet:/data/x'"),
+        ("cifar10:", "names no folder"),
+        ("cifar10:/no/such/dir", "does not exist"),
+        ("/no/such/dir", "does not exist"),
+    ],
+)
+def test_bad_specs_raise_naming_the_spec_and_forms(spec: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match) as info:
+        check_data_spec(spec)
+    assert "cifar10:PATH" in str(info.value)
+    with pytest.raises(ValueError):
+        load_splits(spec, img_size=16)
+
+
+def test_spec_that_is_a_file_or_lacks_val_folder(tmp_path: Path) -> None:
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(ValueError, match="not a directory"):
+        check_data_spec(str(tmp_path / "file.txt"))
+    make_folder(tmp_path / "only" / "train", {"a": 2})
+    with pytest.raises(ValueError, match="no val/ or test/"):
+        check_data_spec(str(tmp_path / "only"))
+    check_data_spec("digits")
+
+
+def test_train_val_layout(tmp_path: Path) -> None:
+    make_folder(tmp_path / "train", {"cat": 5, "dog": 4, "emu": 3})
+    make_folder(tmp_path / "val", {"cat": 2, "dog": 2, "emu": 1})
+    splits = load_splits(str(tmp_path), img_size=16)
+    assert isinstance(splits, DataSplits)
+    assert splits.classes == ("cat", "dog", "emu")
+    assert (len(splits.train), len(splits.val)) == (12, 5)
+    assert (splits.mean, splits.std) == (IMAGENET_MEAN, IMAGENET_STD)
+    assert splits.skipped == ()
+    images, labels = next(iter(build_loader(splits.val, batch_size=8, train=False, seed=0)))
+    assert images.shape == (5, 3, 16, 16) and images.dtype == torch.float32
+    assert labels.tolist() == [0, 0, 1, 1, 2]
+    images, labels = next(iter(build_loader(splits.train, batch_size=4, train=True, seed=0)))
+    assert images.shape == (4, 3, 16, 16) and labels.dtype == torch.int64
+
+
+def test_test_folder_serves_as_val_and_classes_must_match(tmp_path: Path) -> None:
+    make_folder(tmp_path / "train", {"a": 3, "b": 3})
+    make_folder(tmp_path / "test", {"a": 1, "b": 1})
+    assert len(load_splits(str(tmp_path), img_size=16).val) == 2
+    make_folder(tmp_path / "val", {"a": 1, "c": 1})
+    with pytest.raises(ValueError, match=r"missing \['b'\], unexpected \['c'\]"):
+        load_splits(str(tmp_path), img_size=16)
+
+
+def test_single_folder_split_is_stratified_seeded_and_matches_eval_set(tmp_path: Path) -> None:
+    make_folder(tmp_path, {"a": 10, "b": 10, "c": 5})
+    splits = load_splits(str(tmp_path), img_size=16, val_split=0.2, seed=3)
+    assert isinstance(splits.val, CachedImages) and isinstance(splits.train, CachedImages)
+    assert torch.bincount(splits.val.labels).tolist() == [2, 2, 1]
+    assert len(splits.train) + len(splits.val) == 25
+    again = load_splits(str(tmp_path), img_size=16, val_split=0.2, seed=3).val
+    other = load_splits(str(tmp_path), img_size=16, val_split=0.2, seed=4).val
+    assert isinstance(again, CachedImages) and isinstance(other, CachedImages)
+    assert torch.equal(again.images, splits.val.images)
+    assert not torch.equal(other.images, splits.val.images)
+
+    val, classes = load_eval_set(
+        str(tmp_path), img_size=16, mean=splits.mean, std=list(splits.std), val_split=0.2, seed=3
+    )
+    assert classes == ("a", "b", "c")
+    assert isinstance(val, CachedImages)
+    assert torch.equal(val.images, splits.val.images) and torch.equal(val.labels, splits.val.labels)
+    mine = collect(build_loader(val, batch_size=4, train=False, seed=0))
+    theirs = collect(build_loader(splits.val, batch_size=4, train=False, seed=9))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(mine, theirs, strict=True))
+
+
+def test_tiny_classes_still_get_a_val_image(tmp_path: Path) -> None:
+    make_folder(tmp_path, {"a": 2, "b": 3, "c": 1})
+    splits = load_splits(str(tmp_path), img_size=16, val_split=0.1)
+    assert isinstance(splits.val, CachedImages)
+    assert torch.bincount(splits.val.labels, minlength=3).tolist() == [1, 1, 0]
+
+
+# --- bad data -----------------------------------------------------------------------------------------
+
+
+def test_empty_class_folder_is_named(tmp_path: Path) -> None:
+    make_folder(tmp_path, {"a": 3, "b": 3})
+    (tmp_path / "zebra").mkdir()
+    with pytest.raises(ValueError, match=r"empty class folder.*zebra"):
+        load_splits(str(tmp_path), img_size=16)
+
+
+def test_no_images_at_all(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "notes.txt").write_text("not an image")
+    with pytest.raises(ValueError, match=f"no images in the class folders of {tmp_path}"):
+        load_splits(str(tmp_path), img_size=16)
+    with pytest.raises(ValueError, match="holds no class folders"):
+        load_splits(str(tmp_path / "a"), img_size=16)
+
+
+def _folder_with_corrupt_file(root: Path) -> Path:
+    make_folder(root / "train", {"a": 4, "b": 4}, ext="jpg")
+    make_folder(root / "val", {"a": 2, "b": 2}, ext="jpg")
+    bad = root / "train" / "b" / "broken.jpg"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 256, 300, dtype=np.uint8).tobytes())
+    return bad
+
+
+def test_corrupt_file_is_skipped_when_caching(tmp_path: Path) -> None:
+    bad = _folder_with_corrupt_file(tmp_path)
+    with pytest.warns(UserWarning, match="broken.jpg"):
+        splits = load_splits(str(tmp_path), img_size=16)
+    assert splits.skipped == (str(bad),)
+    assert len(splits.train) == 8
+    loader = build_loader(splits.train, batch_size=4, train=True, seed=0)
+    assert loader.skipped == [str(bad)]
+    assert sum(len(labels) for _, labels in loader) == 8
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_corrupt_file_is_skipped_when_lazy(tmp_path: Path, workers: int) -> None:
+    bad = _folder_with_corrupt_file(tmp_path)
+    splits = load_splits(str(tmp_path), img_size=16, cache=False)
+    assert isinstance(splits.train, FolderImages) and len(splits.train) == 9
+    loader = build_loader(splits.train, batch_size=9, train=True, seed=0, workers=workers)
+    with pytest.warns(UserWarning, match="broken.jpg"):
+        batches = collect(loader)
+    assert loader.skipped == [str(bad)]
+    assert [len(labels) for _, labels in batches] == [8]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same file is not warned about twice
+        collect(loader)
+    assert loader.skipped == [str(bad)]
+
+
+# --- transforms and normalisation ----------------------------------------------------------------------
+
+
+def test_normalisation_of_a_constant_image(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            Image.new("RGB", (16, 16), (255, 0, 128)).save(tmp_path / name / f"{i}.png")
+    splits = load_splits(str(tmp_path), img_size=16, val_split=0.5)
+    images, _ = next(iter(build_loader(splits.val, batch_size=2, train=False, seed=0)))
+    expected = [(v / 255 - m) / s for v, m, s in zip((255, 0, 128), IMAGENET_MEAN, IMAGENET_STD, strict=True)]
+    torch.testing.assert_close(images.mean(dim=(0, 2, 3)), torch.tensor(expected), rtol=0, atol=1e-5)
+    torch.testing.assert_close(images.std(dim=(0, 2, 3)), torch.zeros(3), rtol=0, atol=1e-5)
+
+
+def test_cached_and_lazy_eval_agree_and_resized_crop_shapes(tmp_path: Path) -> None:
+    make_folder(tmp_path / "train", {"a": 3, "b": 3}, size=24)
+    make_folder(tmp_path / "val", {"a": 2, "b": 2}, size=(30, 22))
+    cached = load_splits(str(tmp_path), img_size=16, augment="randaugment")
+    lazy = load_splits(str(tmp_path), img_size=16, cache=False)
+    assert isinstance(cached.val, CachedImages) and cached.val.images.shape[-1] == 18  # round(16 / 0.875)
+    assert isinstance(lazy.val, FolderImages)
+    a = collect(build_loader(cached.val, batch_size=4, train=False, seed=0))
+    b = collect(build_loader(lazy.val, batch_size=4, train=False, seed=0))
+    torch.testing.assert_close(a[0][0], b[0][0], rtol=0, atol=0.05)
+    for splits in (cached, lazy):
+        images, _ = next(iter(build_loader(splits.train, batch_size=3, train=True, seed=0)))
+        assert images.shape == (3, 3, 16, 16)
+
+
+def test_pad_crop_is_a_shifted_flipped_window() -> None:
+    images = torch.arange(2 * 3 * 8 * 8, dtype=torch.int64).remainder(251).to(torch.uint8).view(2, 3, 8, 8)
+    transform = BatchTransform(8, 8, (0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255), train=True)
+    params = transform.draw(2, torch.Generator().manual_seed(0))
+    params.crop[:, :2] = torch.tensor([[1.0, 2.0], [2.0, 0.0]])  # padding is 1: (x, y) offsets in [0, 2]
+    params.flip[:] = torch.tensor([False, True])
+    out = transform(images, params)  # mean 0, std 1/255: pixel values come out unchanged
+    expected = torch.zeros(2, 3, 8, 8)
+    expected[0, :, :7] = images[0, :, 1:].float()  # (x, y) = (1, 2): one row up, last row is padding
+    shifted = torch.nn.functional.pad(images[1].float(), (0, 1))[:, :, 1:]  # x = 2: one column left
+    expected[1] = torch.nn.functional.pad(shifted, (0, 0, 1, 0))[:, :8].flip(-1)  # y = 0: one row down
+    torch.testing.assert_close(out, expected)
+
+
+def test_resized_crop_selects_the_drawn_window() -> None:
+    images = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    transform = BatchTransform(8, 4, (0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255), train=True)
+    params = transform.draw(2, torch.Generator().manual_seed(0))
+    params.crop[:] = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 0.5, 0.5]])  # (x0, y0, w, h)
+    params.flip[:] = torch.tensor([False, True])
+    out = transform(images, params)
+    torch.testing.assert_close(out[0], images[0, :, :4, :4].float())  # top-left quarter, pixel-exact
+    torch.testing.assert_close(out[1], images[1, :, 4:, 4:].float().flip(-1))  # bottom-right, flipped
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="augment must be one of none, trivialaugment, randaugment"):
+        load_splits("digits", img_size=16, augment="autoaugment")
+    with pytest.raises(ValueError, match="img_size must be an integer >= 8, got 4"):
+        load_splits("digits", img_size=4)
+    with pytest.raises(ValueError, match="val_split must be a number in"):
+        load_splits("digits", img_size=16, val_split=1.0)
+    with pytest.raises(ValueError, match="std must be positive"):
+        load_eval_set("digits", img_size=16, mean=(0, 0, 0), std=(1, 0, 1))
+    assert AUGMENTATIONS == ("none", "trivialaugment", "randaugment")
+
+
+# --- loader: epochs, lengths, sharding ----------------------------------------------------------------
+
+
+def _indexed_set(n: int, size: int = 8, augment: str = "none", train: bool = True) -> CachedImages:
+    """Random images whose label is their index, so batches reveal which images they hold."""
+    images = torch.randint(0, 256, (n, 3, size, size), generator=torch.Generator().manual_seed(n))
+    transform = BatchTransform(size, size, (0.5,) * 3, (0.5,) * 3, train=train, augment=augment)
+    return CachedImages(images.to(torch.uint8), torch.arange(n), transform)
+
+
+@pytest.mark.parametrize("augment", ["none", "trivialaugment"])
+def test_set_epoch_fixes_order_and_augmentation(augment: str) -> None:
+    dataset = _indexed_set(40, augment=augment)
+    loader = build_loader(dataset, batch_size=8, train=True, seed=1)
+    loader.set_epoch(3)
+    first = collect(loader)
+    resumed = build_loader(dataset, batch_size=8, train=True, seed=1)
+    resumed.set_epoch(3)
+    for (xa, ya), (xb, yb) in zip(first, collect(resumed), strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    loader.set_epoch(4)
+    second = collect(loader)
+    assert not torch.equal(first[0][1], second[0][1])
+    other_seed = build_loader(dataset, batch_size=8, train=True, seed=2)
+    other_seed.set_epoch(3)
+    assert not torch.equal(first[0][1], collect(other_seed)[0][1])
+    # The same images come out augmented differently at another epoch.
+    at_3 = {int(y): x for images, labels in first for x, y in zip(images, labels, strict=True)}
+    at_4 = {int(y): x for images, labels in second for x, y in zip(images, labels, strict=True)}
+    common = at_3.keys() & at_4.keys()
+    assert common and any(not torch.equal(at_3[i], at_4[i]) for i in common)
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_start_step_resumes_mid_epoch(tmp_path: Path, lazy: bool) -> None:
+    if lazy:
+        make_folder(tmp_path, {"a": 6, "b": 6}, size=20)
+        dataset = load_splits(str(tmp_path), img_size=16, val_split=0.25, cache=False).train
+    else:
+        dataset = _indexed_set(40)
+    loader = build_loader(dataset, batch_size=3, train=True, seed=0)
+    loader.set_epoch(2)
+    full = collect(loader)
+    loader.set_epoch(2, start_step=2)
+    resumed = collect(loader)
+    assert len(resumed) == len(full) - 2 and len(loader) == len(full)
+    for (xa, ya), (xb, yb) in zip(full[2:], resumed, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    with pytest.raises(ValueError, match="start_step must be an integer in"):
+        loader.set_epoch(2, start_step=len(loader) + 1)
+
+
+def test_lengths_drop_last_and_batch_size_check() -> None:
+    dataset = _indexed_set(10)
+    train = build_loader(dataset, batch_size=4, train=True, seed=0)
+    assert (len(train), train.num_samples) == (2, 10)
+    assert [len(y) for _, y in train] == [4, 4]
+    evaluation = build_loader(_indexed_set(10, train=False), batch_size=4, train=False, seed=0)
+    assert len(evaluation) == 3
+    assert torch.cat([y for _, y in evaluation]).tolist() == list(range(10))
+    with pytest.raises(ValueError, match="batch_size 11 exceeds the 10 training images"):
+        build_loader(dataset, batch_size=11, train=True, seed=0)
+    with pytest.raises(ValueError, match="rank must be an integer in"):
+        build_loader(dataset, batch_size=2, train=True, seed=0, rank=2, world_size=2)
+
+
+def test_rank_shards_are_disjoint_cover_and_union_to_single_process_batches() -> None:
+    dataset = _indexed_set(48, augment="trivialaugment")
+    single = build_loader(dataset, batch_size=8, train=True, seed=5)
+    ranks = [build_loader(dataset, batch_size=4, train=True, seed=5, rank=r, world_size=2) for r in range(2)]
+    for loader in (single, *ranks):
+        loader.set_epoch(2)
+    single_batches = collect(single)
+    rank_batches = [collect(loader) for loader in ranks]
+    seen = [torch.cat([y for _, y in batches]) for batches in rank_batches]
+    assert not set(seen[0].tolist()) & set(seen[1].tolist())
+    assert sorted(seen[0].tolist() + seen[1].tolist()) == list(range(48))
+    for k, (images, labels) in enumerate(single_batches):
+        union_images = torch.cat([rank_batches[r][k][0] for r in range(2)])
+        union_labels = torch.cat([rank_batches[r][k][1] for r in range(2)])
+        assert sorted(union_labels.tolist()) == sorted(labels.tolist())
+        torch.testing.assert_close(union_images[union_labels.argsort()], images[labels.argsort()])
+
+
+def test_uneven_shards_pad_train_but_not_eval() -> None:
+    train = [
+        build_loader(_indexed_set(7), batch_size=2, train=True, seed=0, rank=r, world_size=2) for r in (0, 1)
+    ]
+    assert [loader.num_samples for loader in train] == [4, 4]
+    evaluation = [
+        build_loader(_indexed_set(7, train=False), batch_size=2, train=False, seed=0, rank=r, world_size=2)
+        for r in (0, 1)
+    ]
+    labels = [torch.cat([y for _, y in loader]).tolist() for loader in evaluation]
+    assert labels == [[0, 2, 4, 6], [1, 3, 5]]
+
+
+def test_lazy_loader_is_deterministic_across_worker_counts(tmp_path: Path) -> None:
+    make_folder(tmp_path, {"a": 6, "b": 6}, size=20)
+    splits = load_splits(str(tmp_path), img_size=16, val_split=0.25, cache=False, augment="trivialaugment")
+    runs = []
+    for workers in (0, 2):
+        loader = build_loader(splits.train, batch_size=3, train=True, seed=0, workers=workers)
+        loader.set_epoch(1)
+        runs.append(collect(loader))
+    for (xa, ya), (xb, yb) in zip(*runs, strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+# --- datasets ------------------------------------------------------------------------------------------
+
+
+def test_digits() -> None:
+    splits = load_splits("digits", img_size=16, val_split=0.2, seed=0)
+    assert splits.classes == tuple(str(i) for i in range(10))
+    assert (splits.mean, splits.std) == ((0.5,) * 3, (0.5,) * 3)
+    assert len(splits.train) + len(splits.val) == 1797
+    old_train, old_val = load_digits_dataset(16, val_fraction=0.2, seed=0)
+    assert (len(old_train), len(old_val)) == (len(splits.train), len(splits.val))
+    assert old_train[0][0].shape == (3, 16, 16)
+    assert isinstance(splits.val, CachedImages)
+    assert torch.equal(splits.val.labels, old_val.tensors[1])
+    images, _ = next(iter(build_loader(splits.val, batch_size=len(old_val), train=False, seed=0)))
+    torch.testing.assert_close(images, old_val.tensors[0], rtol=0, atol=2 / 255 + 1e-6)  # uint8 cache
+    images, labels = next(iter(build_loader(splits.train, batch_size=32, train=True, seed=0)))
+    assert images.shape == (32, 3, 16, 16) and labels.shape == (32,)
+
+
+def _cifar10_root() -> Path:
+    if not (CIFAR10_ROOT / "test").is_dir():
+        message = f"CIFAR-10 not found at {CIFAR10_ROOT} (set MOBILENETS_SHARED)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return CIFAR10_ROOT
+
+
+def test_cifar10_test_split() -> None:
+    root = _cifar10_root()
+    val, classes = load_eval_set(f"cifar10:{root}", img_size=32, mean=CIFAR10_MEAN, std=CIFAR10_STD)
+    assert classes == CIFAR10_ORDER
+    assert isinstance(val, CachedImages)
+    assert val.images.shape == (10_000, 3, 32, 32) and val.skipped == ()
+    assert torch.bincount(val.labels).tolist() == [1000] * 10
+    images, labels = next(iter(build_loader(val, batch_size=256, train=False, seed=0)))
+    assert images.shape == (256, 3, 32, 32) and labels.shape == (256,)
+    channel_means = (val.images.float() / 255).mean(dim=(0, 2, 3))
+    torch.testing.assert_close(channel_means, torch.tensor(CIFAR10_MEAN), rtol=0, atol=0.02)
+
+
+@pytest.mark.slow
+def test_cifar10_full_cache() -> None:
+    root = _cifar10_root()
+    splits = load_splits(f"cifar10:{root}", img_size=32)
+    assert (splits.mean, splits.std) == (CIFAR10_MEAN, CIFAR10_STD)
+    assert isinstance(splits.train, CachedImages) and splits.train.images.shape == (50_000, 3, 32, 32)
+    assert len(splits.val) == 10_000 and splits.skipped == ()
+    loader = build_loader(splits.train, batch_size=128, train=True, seed=0)
+    assert len(loader) == 390
