@@ -22,17 +22,17 @@ from pathlib import Path
 SHARED = Path(os.environ.get("MOBILENETS_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
 RECIPES: dict[str, list[str]] = {
-    # Built-in digits (1,617 train / 180 val images): goal >= 97% in under 2 minutes.
+    # Built-in digits (1,618 train / 179 val images): goal >= 97% in under 2 minutes. This is the demo's
+    # recipe (92.2% in 32 s on 2 cores); lr 0.1 at batch 64 reached only 86% after 15 epochs.
     "digits": [
         "--model", "mobilenet_v2", "--width-mult", "0.5", "--data", "digits", "--img-size", "32",
-        "--epochs", "15", "--batch-size", "64", "--lr", "0.1", "--warmup-epochs", "1",
-        "--weight-decay", "5e-4", "--label-smoothing", "0.1",
+        "--epochs", "6", "--batch-size", "32", "--lr", "0.02",
     ],
     # CIFAR-10 at 32x32 with the small-input model option: goal >= 90% top-1 within 60 minutes.
     "cifar10": [
         "--model", "mobilenet_v2", "--width-mult", "0.5", "--small-input",
         "--data", f"cifar10:{SHARED / 'data' / 'cifar10'}", "--img-size", "32",
-        "--epochs", "12", "--batch-size", "128", "--lr", "0.2", "--warmup-epochs", "1",
+        "--epochs", "9", "--batch-size", "128", "--lr", "0.1", "--warmup-epochs", "1",
         "--weight-decay", "5e-4", "--label-smoothing", "0.1",
     ],
 }  # fmt: skip

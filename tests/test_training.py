@@ -138,13 +138,13 @@ def test_stop_mid_epoch_then_resume_is_exact(
 
     def stop_at_step_30(flag: bool, context: object) -> bool:
         calls["n"] += 1
-        return calls["n"] == 30  # epoch 2 (25 steps per epoch), step 5
+        return calls["n"] == 30  # asked at each epoch's start and after each of its 25 steps: epoch 2, step 3
 
     monkeypatch.setattr(engine_module, "any_process", stop_at_step_30)
     stopped = train(TrainConfig(**FAST, epochs=2, out=str(tmp_path)))
     assert stopped["interrupted"] and stopped["epochs_run"] == 1
     state = load_training_state(tmp_path)
-    assert (state["next_epoch"], state["next_step"]) == (2, 5)
+    assert (state["next_epoch"], state["next_step"]) == (2, 3)
     monkeypatch.undo()
     resumed = train(TrainConfig(**FAST, epochs=2, out=str(tmp_path), resume=True))
     assert resumed["epochs_run"] == 1 and not resumed["interrupted"]
@@ -307,7 +307,8 @@ def test_signal_mid_run_then_resume_matches_the_uninterrupted_run(
     else:
         assert process.returncode == 130, stderr[-2000:]
         assert f"stopped by {signum.name} at epoch 2" in stdout and "--resume" in stdout
-        assert state["next_epoch"] == 2 and 0 < state["next_step"] < 25
+        # Usually a few steps into epoch 2; step 0 if the signal beat the first step.
+        assert state["next_epoch"] == 2 and 0 <= state["next_step"] < 25
     assert not list(tmp_path.glob("*.tmp"))
     resumed = subprocess.run(
         _cli(tmp_path, "--resume"), capture_output=True, text=True, timeout=300, check=False

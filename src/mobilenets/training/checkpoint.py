@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -160,17 +160,23 @@ class ModelCard:
 
 @dataclass(frozen=True)
 class TrainedModel:
-    """A model restored from a training checkpoint, in eval mode on the CPU, with its card's facts."""
+    """A model restored from a training checkpoint, in eval mode on the CPU, with its card."""
 
     model: MobileNet
-    model_name: str
-    classes: tuple[str, ...]
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    img_size: int
-    data: str
-    val_split: float
-    seed: int
+    card: ModelCard
+
+    def __getattr__(self, name: str) -> Any:
+        # The card's facts read as the trained model's own: trained.classes, trained.img_size, ...
+        if name in _CARD_FIELDS:
+            return getattr(self.card, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def model_name(self) -> str:
+        return self.card.model
+
+
+_CARD_FIELDS = frozenset(f.name for f in fields(ModelCard)) - {"model"}
 
 
 def load_trained_model(weights_path: str | os.PathLike[str]) -> TrainedModel:
@@ -194,17 +200,7 @@ def load_trained_model(weights_path: str | os.PathLike[str]) -> TrainedModel:
         )
     model.load_state_dict(weights)
     model.eval()
-    return TrainedModel(
-        model=model,
-        model_name=card.model,
-        classes=card.classes,
-        mean=card.mean,
-        std=card.std,
-        img_size=card.img_size,
-        data=card.data,
-        val_split=card.val_split,
-        seed=card.seed,
-    )
+    return TrainedModel(model=model, card=card)
 
 
 def _key_differences(

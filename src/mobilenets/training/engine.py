@@ -335,7 +335,10 @@ class Trainer:
 
         final_top1, epochs_run, interrupted = self.best_top1, 0, False
         with StopRequest() as stop, EpochProgress(enabled=config.progress and context.is_main) as progress:
-            while self.epoch <= config.epochs and not interrupted:
+            while self.epoch <= config.epochs:
+                if any_process(stop.requested, context):  # signalled while evaluating: epoch is saved
+                    interrupted = True
+                    break
                 lr = self.optimizer.param_groups[0]["lr"]
                 progress.start_epoch(
                     f"epoch {self.epoch}/{config.epochs}", self.steps_per_epoch, self.step_in_epoch
@@ -362,16 +365,16 @@ class Trainer:
                 self.partial.seconds += time.perf_counter() - started
                 if interrupted:
                     self._save("last", completed_epoch=self.epoch - 1)
-                    if context.is_main:
-                        print(
-                            f"stopped by {stop.signal_name or 'request'} at epoch {self.epoch}, step "
-                            f"{self.step_in_epoch}/{self.steps_per_epoch}; saved "
-                            f"{self.out / 'last.safetensors'} — continue with --resume",
-                            flush=True,
-                        )
                     break
                 final_top1 = self._finish_epoch(lr, metrics_path)
                 epochs_run += 1
+        if interrupted and context.is_main:
+            print(
+                f"stopped by {stop.signal_name or 'request'} at epoch {self.epoch}, step "
+                f"{self.step_in_epoch}/{self.steps_per_epoch}; saved "
+                f"{self.out / 'last.safetensors'} — continue with --resume",
+                flush=True,
+            )
         skipped = sorted(set(self.train_loader.skipped) | set(self.val_loader.skipped))
         if context.is_main and skipped:
             print(f"skipped {len(skipped)} unreadable image(s); the warnings name them", flush=True)
