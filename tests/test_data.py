@@ -78,8 +78,10 @@ def test_bad_specs_raise_naming_the_spec_and_forms(spec: str, match: str) -> Non
 
 def test_spec_that_is_a_file_or_lacks_val_folder(tmp_path: Path) -> None:
     (tmp_path / "file.txt").write_text("x")
-    with pytest.raises(ValueError, match="not a directory"):
+    with pytest.raises(ValueError, match="labelled list file: it can be evaluated, not trained on"):
         check_data_spec(str(tmp_path / "file.txt"))
+    with pytest.raises(ValueError, match="not a directory"):
+        check_data_spec(f"cifar10:{tmp_path / 'file.txt'}")
     make_folder(tmp_path / "only" / "train", {"a": 2})
     with pytest.raises(ValueError, match="no val/ or test/"):
         check_data_spec(str(tmp_path / "only"))

@@ -8,7 +8,6 @@ import json
 import math
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,12 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from mobilenets import create_model
 from mobilenets.cli import eval as eval_cli
-from mobilenets.training import checkpoint as checkpoint_module
 from mobilenets.training import data as data_module
 from mobilenets.training.evaluate import evaluate
 from mobilenets.training.metrics import ClassificationMetrics
 from mobilenets.training.plots import plot_confusion_matrix, plot_training_curves, read_metrics_log
+from mobilenets.weights.card import ModelCard
+from mobilenets.weights.files import write_safetensors
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -283,21 +283,6 @@ def run_eval(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, 
 DIGITS = tuple(str(i) for i in range(10))
 
 
-@dataclass(frozen=True)
-class FakeTrainedModel:
-    """Stands in for checkpoint.TrainedModel while the real loader is written."""
-
-    model: nn.Module
-    model_name: str = "mobilenet_v3_small"
-    classes: tuple[str, ...] = DIGITS
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    img_size: int = 32
-    data: str = "digits"
-    val_split: float = 0.1
-    seed: int = 0
-
-
 class FakeLoader:
     def __init__(self, dataset: TensorDataset, batch_size: int) -> None:
         self.inner = DataLoader(dataset, batch_size=batch_size)
@@ -308,18 +293,23 @@ class FakeLoader:
 
 
 @pytest.fixture
-def fake_checkpoint(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """A checkpoint path that exists, with load_trained_model faked to give an untrained tiny model."""
+def fake_checkpoint(tmp_path: Path) -> Path:
+    """A real checkpoint file of an untrained tiny model, with a card saying it was trained on digits."""
     checkpoint = tmp_path / "run" / "best.safetensors"
-    checkpoint.parent.mkdir()
-    checkpoint.write_bytes(b"fake")
-    model = create_model("mobilenet_v3_small", width_mult=0.35, num_classes=10).eval()
-
-    def load_trained_model(path: object) -> FakeTrainedModel:
-        assert Path(str(path)) == checkpoint
-        return FakeTrainedModel(model)
-
-    monkeypatch.setattr(checkpoint_module, "load_trained_model", load_trained_model, raising=False)
+    kwargs = {"width_mult": 0.35, "num_classes": 10}
+    model = create_model("mobilenet_v3_small", **kwargs).eval()
+    card = ModelCard(
+        model="mobilenet_v3_small",
+        model_kwargs=kwargs,
+        classes=DIGITS,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        img_size=32,
+        data="digits",
+        val_split=0.1,
+        seed=0,
+    )
+    write_safetensors(checkpoint, model.state_dict(), card.to_metadata())
     return checkpoint
 
 

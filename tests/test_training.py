@@ -73,8 +73,8 @@ def test_training_learns_and_writes_outputs(two_epoch_run: tuple[Path, dict[str,
 def test_checkpoint_rebuilds_the_model_without_unpickling(two_epoch_run: tuple[Path, dict[str, Any]]) -> None:
     out, result = two_epoch_run
     trained = load_trained_model(out / "best.safetensors")
-    assert trained.model_name == "mobilenet_v2" and trained.classes == tuple(str(d) for d in range(10))
-    assert trained.img_size == 32 and not trained.model.training
+    assert trained.card.model == "mobilenet_v2" and trained.card.classes == tuple(str(d) for d in range(10))
+    assert trained.card.img_size == 32 and not trained.model.training
     assert trained.model(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
     state = load_training_state(out)  # weights_only=True inside
     assert state["epoch"] == 2 and state["next_epoch"] == 3 and state["next_step"] == 0
@@ -89,13 +89,13 @@ def test_checkpoint_errors_are_clear(tmp_path: Path, two_epoch_run: tuple[Path, 
         load_trained_model(tmp_path / "missing.safetensors")
     corrupt = tmp_path / "corrupt.safetensors"
     corrupt.write_bytes(b"\x00" * 64)
-    with pytest.raises(ValueError, match="not a readable safetensors"):
+    with pytest.raises(ValueError, match="neither a safetensors nor a PyTorch weights file"):
         load_trained_model(corrupt)
     from safetensors.torch import save_file
 
     foreign = tmp_path / "foreign.safetensors"
     save_file({"w": torch.zeros(1)}, foreign)
-    with pytest.raises(ValueError, match="not a mobilenets training checkpoint"):
+    with pytest.raises(ValueError, match="carries no mobilenets model card"):
         load_trained_model(foreign)
     weights = load_file(out / "best.safetensors")
     from safetensors import safe_open
@@ -339,4 +339,4 @@ def test_image_folder_with_a_corrupt_file_trains_and_reports_it(tmp_path: Path) 
         )
     assert result["skipped_images"] == 1
     trained = load_trained_model(tmp_path / "run" / "last.safetensors")
-    assert trained.classes == ("cats", "dogs") and trained.data == str(tmp_path / "data")
+    assert trained.card.classes == ("cats", "dogs") and trained.card.data == str(tmp_path / "data")

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..models import MobileNet, create_model
+
+if TYPE_CHECKING:
+    from ..weights.card import TrainedModel
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,3 +25,50 @@ def model_from_args(args: argparse.Namespace) -> MobileNet:
     return create_model(
         args.model, width_mult=args.width_mult, num_classes=args.num_classes, padding=args.padding
     )
+
+
+def add_weights_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    """``--weights`` (alias ``--checkpoint``) and what bare weights from another project need."""
+    from ..weights.presets import PRESETS
+    from ..weights.sources import SOURCE_CHOICES
+
+    parser.add_argument(
+        "--weights",
+        "--checkpoint",
+        dest="weights",
+        type=Path,
+        required=required,
+        help="weights file: ours (training checkpoint, `mobilenets convert` output) or another project's "
+        ".pth/.safetensors (then give --model)",
+    )
+    parser.add_argument("--model", default=None, help="architecture, for weights without a model card")
+    parser.add_argument(
+        "--source",
+        choices=SOURCE_CHOICES,
+        default="auto",
+        help="project the weights come from (default: detect)",
+    )
+    parser.add_argument(
+        "--preset", choices=tuple(PRESETS), default=None, help="preprocessing (default: the source's)"
+    )
+    parser.add_argument("--width-mult", type=float, default=None, help="width multiplier of the architecture")
+    parser.add_argument(
+        "--padding",
+        choices=("symmetric", "tf_same"),
+        default=None,
+        help="conv padding (default: the source's)",
+    )
+
+
+def load_from_args(args: argparse.Namespace) -> TrainedModel:
+    """The model and card named by :func:`add_weights_arguments`' options."""
+    from ..weights.load import load_pretrained
+
+    if not args.weights.is_file():
+        raise FileNotFoundError(f"weights file {str(args.weights)!r} does not exist")
+    kwargs = {
+        key: value
+        for key, value in (("width_mult", args.width_mult), ("padding", args.padding))
+        if value is not None
+    }
+    return load_pretrained(args.weights, model=args.model, source=args.source, preset=args.preset, **kwargs)

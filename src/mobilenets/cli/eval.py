@@ -1,4 +1,8 @@
-"""``mobilenets eval``: a checkpoint's accuracy on its data's held-out split, plus a confusion plot."""
+"""``mobilenets eval``: accuracy of a checkpoint or of converted/foreign weights, plus a confusion plot.
+
+Checkpoints trained here are evaluated on their data's held-out split with the training run's own
+validation transform; other weights (and labelled list files) go through the weights' preset.
+"""
 
 from __future__ import annotations
 
@@ -10,20 +14,29 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import Dataset
+
+from ..weights.card import ModelCard
+from .common import add_weights_arguments, load_from_args
 
 MAX_LISTED = 5  # class names quoted in a mismatch message
+MAX_CONFUSION_CLASSES = 100  # beyond this a confusion plot (and its JSON matrix) is not worth its size
+MAX_TABLE_CLASSES = 30  # per-class rows printed in the text report
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("eval", help="evaluate a trained checkpoint: top-1/top-5, per-class, confusion")
-    parser.add_argument(
-        "--checkpoint", required=True, type=Path, help="weights file, e.g. runs/x/best.safetensors"
+    parser = sub.add_parser(
+        "eval", help="evaluate weights (ours or converted/foreign): top-1/top-5, per-class, confusion"
     )
+    add_weights_arguments(parser)
     parser.add_argument(
-        "--data", default=None, help="digits, cifar10:PATH or a folder (default: the data it was trained on)"
+        "--data",
+        default=None,
+        help="digits, cifar10:PATH, a folder, or a labelled list file ('IMAGE_PATH, LABEL' lines) "
+        "(default: the data the checkpoint was trained on)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
-    parser.add_argument("--batch-size", type=int, default=256, help="evaluation batch size (default 256)")
+    parser.add_argument("--batch-size", type=int, default=64, help="evaluation batch size (default 64)")
     parser.add_argument("--workers", type=int, default=0, help="data-loading worker processes (default 0)")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     parser.add_argument(
@@ -35,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--confusion",
         type=Path,
         default=None,
-        help="confusion PNG (default: <checkpoint stem>_confusion.png)",
+        help=f"confusion PNG (default: <weights stem>_confusion.png, up to {MAX_CONFUSION_CLASSES} classes)",
     )
     confusion.add_argument("--no-confusion", action="store_true", help="do not write a confusion PNG")
     parser.set_defaults(run=run)
@@ -46,8 +59,6 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.workers < 0:
         raise ValueError(f"--workers must be >= 0, got {args.workers}")
-    if not args.checkpoint.is_file():
-        raise FileNotFoundError(f"checkpoint {str(args.checkpoint)!r} is not a file")
 
 
 def _device(name: str) -> torch.device:
@@ -104,41 +115,69 @@ def _print_report(report: dict[str, Any]) -> None:
     if report["skipped"]:
         summary.add_row("skipped files", f"{report['skipped']:,}")
     console.print(summary)
-    per_class = Table(title="per-class accuracy")
-    per_class.add_column("class")
-    per_class.add_column("images", justify="right")
-    per_class.add_column("accuracy", justify="right")
-    for name, accuracy in report["per_class"].items():
-        per_class.add_row(name, f"{report['per_class_images'][name]:,}", percent(accuracy))
-    console.print(per_class)
+    if len(report["per_class"]) <= MAX_TABLE_CLASSES:
+        per_class = Table(title="per-class accuracy")
+        per_class.add_column("class")
+        per_class.add_column("images", justify="right")
+        per_class.add_column("accuracy", justify="right")
+        for name, accuracy in report["per_class"].items():
+            per_class.add_row(name, f"{report['per_class_images'][name]:,}", percent(accuracy))
+        console.print(per_class)
+    else:
+        print(f"per-class accuracy of {len(report['per_class'])} classes: see --json")
     print(f"checkpoint: {report['checkpoint']}")
     if report["confusion_png"]:
         print(f"confusion matrix: {report['confusion_png']}")
 
 
+def _eval_set(args: argparse.Namespace, card: ModelCard, data: str) -> tuple[Dataset[Any], tuple[str, ...]]:
+    """The evaluation images of ``data`` prepared as ``card`` says, and their class names."""
+    from ..training.data import load_eval_set, load_preprocessed_eval_set
+    from ..training.folders import parse_data_spec
+
+    val_split = card.val_split if args.val_split is None else args.val_split
+    seed = card.seed if args.split_seed is None else args.split_seed
+    if card.source == "mobilenets" and parse_data_spec(data).kind != "list":
+        # Trained here: exactly the training run's own validation transform (and its cache).
+        dataset, classes = load_eval_set(
+            data, img_size=card.img_size, mean=card.mean, std=card.std, val_split=val_split, seed=seed
+        )
+    else:
+        lazy, found = load_preprocessed_eval_set(
+            data, card.preprocess.transform(), val_split=val_split, seed=seed
+        )
+        dataset, classes = lazy, card.classes if found is None else found
+        if found is None:
+            labels = lazy.labels
+            if int(labels.max()) >= len(card.classes):
+                raise ValueError(
+                    f"data {data!r} has label {int(labels.max())}, but the model has {len(card.classes)} "
+                    f"classes (labels must be 0..{len(card.classes) - 1})"
+                )
+    mismatch = class_mismatch(card.classes, classes)
+    if mismatch:
+        raise ValueError(f"data {data!r} does not match the weights {str(args.weights)!r}: {mismatch}")
+    return dataset, classes
+
+
 def run(args: argparse.Namespace) -> int:
-    from ..training.checkpoint import load_trained_model
-    from ..training.data import build_loader, load_eval_set
+    from ..training.data import build_loader
     from ..training.evaluate import evaluate
     from ..training.plots import plot_confusion_matrix
 
     _check_args(args)
     device = _device(args.device)
-    trained = load_trained_model(args.checkpoint)
-    data = args.data if args.data is not None else trained.data
-    dataset, classes = load_eval_set(
-        data,
-        img_size=trained.img_size,
-        mean=trained.mean,
-        std=trained.std,
-        val_split=trained.val_split if args.val_split is None else args.val_split,
-        seed=trained.seed if args.split_seed is None else args.split_seed,
-    )
-    mismatch = class_mismatch(trained.classes, classes)
-    if mismatch:
-        raise ValueError(f"data {data!r} does not match checkpoint {str(args.checkpoint)!r}: {mismatch}")
+    trained = load_from_args(args)
+    card = trained.card
+    data = args.data if args.data is not None else card.data
+    if not data:
+        raise ValueError(
+            f"{str(args.weights)!r} does not say what data it was trained on; give --data (a folder or a "
+            "labelled list file)"
+        )
+    dataset, classes = _eval_set(args, card, data)
     loader = build_loader(
-        dataset, batch_size=args.batch_size, train=False, seed=trained.seed, workers=args.workers
+        dataset, batch_size=args.batch_size, train=False, seed=card.seed, workers=args.workers
     )
     model = trained.model.to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     metrics = evaluate(model, loader, device=device, criterion=torch.nn.CrossEntropyLoss())
@@ -147,8 +186,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: skipped {len(skipped)} unreadable file(s), e.g. {skipped[0]}", file=sys.stderr)
 
     confusion_png: Path | None = None
-    if not args.no_confusion:
-        target = args.confusion or args.checkpoint.with_name(f"{args.checkpoint.stem}_confusion.png")
+    wants_plot = args.confusion is not None or len(classes) <= MAX_CONFUSION_CLASSES
+    if not args.no_confusion and wants_plot:
+        target = args.confusion or args.weights.with_name(f"{args.weights.stem}_confusion.png")
         try:
             confusion_png = plot_confusion_matrix(metrics.confusion, classes, target)
         except OSError as error:
@@ -158,13 +198,16 @@ def run(args: argparse.Namespace) -> int:
 
     report = {
         **metrics.to_dict(classes),
-        "model": trained.model_name,
-        "checkpoint": str(args.checkpoint),
+        "model": card.model,
+        "checkpoint": str(args.weights),
+        "source": card.source,
         "data": data,
         "skipped": len(skipped),
         "skipped_files": skipped,
         "confusion_png": None if confusion_png is None else str(confusion_png),
     }
+    if len(classes) > MAX_CONFUSION_CLASSES:
+        report["confusion"] = None  # a million numbers for ImageNet: see the PNG (--confusion) instead
     if args.json:
         print(json.dumps(report))
     else:

@@ -6,10 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import demo, models, summary, train
+from . import convert, demo, models, predict, summary, train
 from . import eval as eval_command
 
-COMMANDS = (models, summary, demo, train, eval_command)
+COMMANDS = (models, summary, demo, train, eval_command, convert, predict)
 
 
 def build_parser() -> argparse.ArgumentParser:

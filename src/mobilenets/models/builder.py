@@ -69,6 +69,7 @@ def build_mobilenet(
     output_stride: int = 32,
     keep_last_wide: bool | None = None,
     norm: NormConfig | str | None = None,
+    norm_eps: float | None = None,
     activation: str | None = None,
     padding: str = "symmetric",
     small_input: bool = False,
@@ -82,8 +83,10 @@ def build_mobilenet(
     (segmentation backbones). ``keep_last_wide`` (default: the architecture's choice) keeps the last
     layer at its full width when ``width_mult < 1``, as the v2 paper does. ``activation`` replaces every
     activation of the network; ``norm`` replaces its normalization ("batchnorm", "groupnorm", "none" or a
-    :class:`NormConfig`). ``padding="tf_same"`` reproduces TensorFlow's SAME padding for checkpoints
-    trained there. Stochastic depth grows linearly to ``drop_path_rate`` over the blocks.
+    :class:`NormConfig`); ``norm_eps`` overrides its epsilon alone (timm's PyTorch-trained ports of TF
+    models use 1e-5 where the TF originals use 1e-3). ``padding="tf_same"`` reproduces TensorFlow's SAME
+    padding for checkpoints trained there. Stochastic depth grows linearly to ``drop_path_rate`` over the
+    blocks.
 
     ``small_input=True`` adapts the network to tiny images such as CIFAR's 32×32, as the CIFAR variants
     of MobileNet do: the first two stride-2 layers (the stem and the first downsampling block) use
@@ -110,6 +113,10 @@ def build_mobilenet(
     if keep_last_wide and not has_last_layer:
         raise ValueError(f"{arch.name} has no separate last layer, so keep_last_wide cannot apply")
     norm_config = _resolve_norm(norm, arch.norm)
+    if norm_eps is not None:
+        if isinstance(norm_eps, bool) or not isinstance(norm_eps, int | float) or not norm_eps > 0:
+            raise ValueError(f"norm_eps must be a positive number, got {norm_eps!r}")
+        norm_config = dataclasses.replace(norm_config, eps=float(norm_eps))
 
     def act(name: str) -> str:
         return activation if activation is not None else name

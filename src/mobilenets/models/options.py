@@ -17,6 +17,7 @@ class BuildOptions(TypedDict, total=False):
     output_stride: int
     keep_last_wide: bool
     norm: NormConfig | str
+    norm_eps: float
     activation: str
     padding: str
     small_input: bool

@@ -16,7 +16,7 @@ the augmentation rules and :mod:`.loader` for ordering, epochs and sharding.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -24,7 +24,14 @@ import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
 from .datasets import CachedImages, FolderImages
-from .folders import Samples, check_val_split, folder_splits, resolve_layout, stratified_split
+from .folders import (
+    Samples,
+    check_val_split,
+    folder_splits,
+    read_labelled_list,
+    resolve_layout,
+    stratified_split,
+)
 from .images import decode_all, probe_size
 from .loader import Loader, build_loader
 from .transforms import AUGMENTATIONS, BatchTransform, SampleTransform, check_augment, eval_resize
@@ -39,6 +46,7 @@ __all__ = [
     "check_data_spec",
     "load_digits_dataset",
     "load_eval_set",
+    "load_preprocessed_eval_set",
     "load_splits",
 ]
 
@@ -46,6 +54,10 @@ Triple = tuple[float, float, float]
 ImageDataset = CachedImages | FolderImages
 
 CACHE_BUDGET_BYTES = 2 * 1024**3
+_LIST_NOT_TRAINABLE = (
+    "data {spec!r} is a labelled list file: it can be evaluated, not trained on; expected an image "
+    "folder, 'cifar10:PATH' or 'digits' for training"
+)
 MIN_IMG_SIZE = 8
 DIGITS_MEAN: Triple = (0.5, 0.5, 0.5)
 DIGITS_STD: Triple = (0.5, 0.5, 0.5)
@@ -68,8 +80,10 @@ class DataSplits:
 
 
 def check_data_spec(spec: str) -> None:
-    """``ValueError`` unless ``spec`` is well-formed and its folders exist (no files are read)."""
-    resolve_layout(spec)
+    """``ValueError`` unless ``spec`` is well-formed training data whose folders exist (no image is read)."""
+    parsed, _, _ = resolve_layout(spec)
+    if parsed.kind == "list":
+        raise ValueError(_LIST_NOT_TRAINABLE.format(spec=spec))
 
 
 def _check_img_size(img_size: int) -> None:
@@ -198,6 +212,8 @@ def load_splits(
     check_val_split(val_split)
     check_augment(augment)
     parsed, _, _ = resolve_layout(spec)
+    if parsed.kind == "list":
+        raise ValueError(_LIST_NOT_TRAINABLE.format(spec=spec))
     if parsed.kind == "digits":
         digits_train, digits_val = _digits_splits(img_size, val_split, seed, augment, DIGITS_MEAN, DIGITS_STD)
         classes = tuple(str(i) for i in range(10))
@@ -235,6 +251,10 @@ def load_eval_set(
     check_val_split(val_split)
     stats = (_check_stats("mean", mean, positive=False), _check_stats("std", std, positive=True))
     parsed, _, _ = resolve_layout(spec)
+    if parsed.kind == "list":
+        raise ValueError(
+            f"data {spec!r} is a labelled list file; evaluate it with load_preprocessed_eval_set"
+        )
     if parsed.kind == "digits":
         _, val = _digits_splits(img_size, val_split, seed, "none", *stats)
         return val, tuple(str(i) for i in range(10))
@@ -249,3 +269,28 @@ def load_eval_set(
         with_train=False,
     )
     return val_set, classes
+
+
+def load_preprocessed_eval_set(
+    spec: str,
+    transform: Callable[[torch.Tensor], torch.Tensor],
+    *,
+    val_split: float = 0.1,
+    seed: int = 0,
+) -> tuple[FolderImages, tuple[str, ...] | None]:
+    """Images of ``spec`` decoded on demand through ``transform`` (a weights preset), and class names.
+
+    For weights trained elsewhere, which must see exactly their own preprocessing (e.g. bicubic
+    resizing). ``spec`` is an image folder (its val or test split; ``val_split``/``seed`` split a single
+    folder as training does) or a labelled list file, whose labels are class indices: its class
+    names are then None (the model's own).
+    """
+    parsed, _, _ = resolve_layout(spec)
+    if parsed.kind == "digits":
+        raise ValueError("digits is a built-in training set, not a set of photos for pretrained weights")
+    if parsed.kind == "list":
+        assert parsed.path is not None  # internal invariant: a list spec always has its file
+        return FolderImages(read_labelled_list(parsed.path), transform), None
+    check_val_split(val_split)
+    _, classes, _, val_samples = folder_splits(spec, val_split, seed)
+    return FolderImages(val_samples, transform), classes

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch.utils.data import Dataset
 
 from .images import ImageDecodeError, decode_image_file
-from .transforms import BatchParams, BatchTransform, SampleTransform
+from .transforms import BatchParams, BatchTransform
 
 
 class CachedImages(Dataset[tuple[torch.Tensor, int]]):
@@ -66,7 +66,11 @@ class FolderImages(Dataset["tuple[torch.Tensor, int] | Skipped"]):
     result does not depend on which worker process decodes it). Unreadable files give :class:`Skipped`.
     """
 
-    def __init__(self, samples: Sequence[tuple[str, int]], transform: SampleTransform) -> None:
+    def __init__(
+        self,
+        samples: Sequence[tuple[str, int]],
+        transform: Callable[[torch.Tensor], torch.Tensor],
+    ) -> None:
         self.samples = list(samples)
         self.transform = transform
         self.skipped: tuple[str, ...] = ()  # nothing is decoded up front

@@ -14,7 +14,10 @@ from typing import Literal
 import torch
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-SPEC_FORMS = "'digits', 'cifar10:PATH' (PATH/train and PATH/test class folders) or an image-folder PATH"
+SPEC_FORMS = (
+    "'digits', 'cifar10:PATH' (PATH/train and PATH/test class folders), an image-folder PATH, or (to "
+    "evaluate) a labelled list FILE with one 'IMAGE_PATH, LABEL' per line"
+)
 CIFAR10_CLASSES = (
     "airplane",
     "automobile",
@@ -35,9 +38,9 @@ Samples = list[tuple[str, int]]
 
 @dataclass(frozen=True)
 class DataSpec:
-    """A parsed ``--data`` string: its kind and, for files on disk, the root folder."""
+    """A parsed ``--data`` string: its kind and, for files on disk, the root folder (or list file)."""
 
-    kind: Literal["digits", "cifar10", "folder"]
+    kind: Literal["digits", "cifar10", "folder", "list"]
     path: Path | None = None
 
 
@@ -54,7 +57,8 @@ def parse_data_spec(spec: str) -> DataSpec:
         return DataSpec("cifar10", Path(rest).expanduser())
     if colon and _PREFIX.fullmatch(prefix) and not Path(spec).expanduser().exists():
         raise ValueError(f"unknown data spec {spec!r} (prefix {prefix!r}); expected {SPEC_FORMS}")
-    return DataSpec("folder", Path(spec).expanduser())
+    path = Path(spec).expanduser()
+    return DataSpec("list" if path.is_file() else "folder", path)
 
 
 def _require_dir(path: Path, spec: str, what: str) -> None:
@@ -71,7 +75,7 @@ def resolve_layout(spec: str) -> tuple[DataSpec, Path | None, Path | None]:
     directly holds class folders. Both folders are None for ``digits``. Checks existence only.
     """
     parsed = parse_data_spec(spec)
-    if parsed.path is None:
+    if parsed.path is None or parsed.kind == "list":
         return parsed, None, None
     root = parsed.path
     _require_dir(root, spec, "folder")
@@ -187,3 +191,33 @@ def folder_splits(
         [samples[i] for i in train_idx.tolist()],
         [samples[i] for i in val_idx.tolist()],
     )
+
+
+def read_labelled_list(path: Path) -> Samples:
+    """(image path, label) samples of a list file: one ``IMAGE_PATH, LABEL`` per line.
+
+    This is the ``dataset.txt`` format of ImageNet validation subsets: paths are relative to the list
+    file's folder, labels are 0-based class indices; blank lines and ``#`` comments are ignored. A
+    malformed line or a listed file that does not exist raises ``ValueError`` naming it.
+    """
+    samples: Samples = []
+    missing: list[str] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        name, comma, label = text.rpartition(",")
+        if not comma or not name.strip() or not label.strip().isdigit():
+            raise ValueError(
+                f"{path}:{number}: {text!r} is not 'IMAGE_PATH, LABEL' (LABEL a 0-based class index)"
+            )
+        image = path.parent / name.strip()
+        if not image.is_file():
+            missing.append(str(image))
+        samples.append((str(image), int(label)))
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise ValueError(f"{path} lists image files that do not exist: {', '.join(missing[:3])}{more}")
+    if not samples:
+        raise ValueError(f"{path} lists no images; expected one 'IMAGE_PATH, LABEL' per line")
+    return samples

@@ -23,46 +23,30 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..layers.conv_norm_act import ConvNormAct
 from ..layers.inverted_residual import InvertedResidual
-from ..layers.squeeze_excite import SqueezeExcite
 from ..models.mobilenet import MobileNet
+from .keymap import ModulePairs, block_parts, conv_norm, expand, squeeze_excite
 
 
-def _conv_norm(ours: str, theirs: str) -> list[tuple[str, str]]:
-    return [(f"{ours}.conv", f"{theirs}.0"), (f"{ours}.bn", f"{theirs}.1")]
-
-
-def torchvision_module_map(model: MobileNet) -> list[tuple[str, str]]:
+def torchvision_module_map(model: MobileNet) -> ModulePairs:
     """(our module prefix, torchvision module prefix) pairs for a MobileNet v2 or v3 built here."""
     named_blocks = list(model.iter_blocks())
-    blocks = [block for _, block in named_blocks]
-    if not blocks or not all(isinstance(b, InvertedResidual) and b.separable for b in blocks):
+    if not named_blocks or not all(isinstance(b, InvertedResidual) and b.separable for _, b in named_blocks):
         raise ValueError("torchvision's key layout exists for mobilenet_v2 and mobilenet_v3_* only")
     is_v3 = not isinstance(model.pre_logits, nn.Identity)
-    pairs = _conv_norm("stem", "features.0")
+    pairs = conv_norm("stem", "features.0.0", "features.0.1")
     for flat, (name, block) in enumerate(named_blocks, start=1):
         parent = f"features.{flat}.{'block' if is_v3 else 'conv'}"
-        part = 0
-        for sub in ("conv_pw", "conv_dw", "se", "conv_pwl"):
-            module = getattr(block, sub)
-            if isinstance(module, SqueezeExcite):
-                pairs += [
-                    (f"{name}.se.fc1", f"{parent}.{part}.fc1"),
-                    (f"{name}.se.fc2", f"{parent}.{part}.fc2"),
-                ]
-            elif isinstance(module, ConvNormAct):
-                if sub == "conv_pwl" and not is_v3:  # v2 writes the projection as a bare conv then a BN
-                    pairs += [
-                        (f"{name}.conv_pwl.conv", f"{parent}.{part}"),
-                        (f"{name}.conv_pwl.bn", f"{parent}.{part + 1}"),
-                    ]
-                else:
-                    pairs += _conv_norm(f"{name}.{sub}", f"{parent}.{part}")
+        for part, sub in enumerate(block_parts(block)):
+            theirs = f"{parent}.{part}"
+            if sub == "se":
+                pairs += squeeze_excite(f"{name}.se", f"{theirs}.fc1", f"{theirs}.fc2")
+            elif sub == "conv_pwl" and not is_v3:  # v2 writes the projection as a bare conv then a BN
+                pairs += conv_norm(f"{name}.conv_pwl", theirs, f"{parent}.{part + 1}")
             else:
-                continue
-            part += 1
-    pairs += _conv_norm("conv_head", f"features.{len(blocks) + 1}")
+                pairs += conv_norm(f"{name}.{sub}", f"{theirs}.0", f"{theirs}.1")
+    last = f"features.{len(named_blocks) + 1}"
+    pairs += conv_norm("conv_head", f"{last}.0", f"{last}.1")
     if is_v3:
         pairs += [("pre_logits.fc", "classifier.0"), ("classifier", "classifier.3")]
     else:
@@ -72,10 +56,4 @@ def torchvision_module_map(model: MobileNet) -> list[tuple[str, str]]:
 
 def torchvision_key_map(model: MobileNet) -> dict[str, str]:
     """torchvision state_dict key → our state_dict key, for every tensor of ``model``."""
-    ours_keys = list(model.state_dict())
-    mapping: dict[str, str] = {}
-    for ours, theirs in torchvision_module_map(model):
-        for key in ours_keys:
-            if key.startswith(ours + ".") and key.count(".") == ours.count(".") + 1:
-                mapping[theirs + key[len(ours) :]] = key
-    return mapping
+    return expand(model, torchvision_module_map(model))

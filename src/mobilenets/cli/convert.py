@@ -1,0 +1,80 @@
+"""``mobilenets convert SRC --model NAME --out W.safetensors``: another project's weights → ours."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..weights.presets import PRESETS
+from ..weights.sources import SOURCE_CHOICES
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "convert",
+        help="convert torchvision/timm/EfficientNet-PyTorch weights to safetensors with a model card",
+    )
+    parser.add_argument(
+        "src", type=Path, help="weights file (.pth/.pt read with weights_only=True, .safetensors)"
+    )
+    parser.add_argument("--model", required=True, help="our architecture the weights are for")
+    parser.add_argument("--out", required=True, type=Path, help="output .safetensors file")
+    parser.add_argument(
+        "--source",
+        choices=SOURCE_CHOICES,
+        default="auto",
+        help="project the weights come from (default: detect)",
+    )
+    parser.add_argument(
+        "--preset",
+        choices=tuple(PRESETS),
+        default=None,
+        help="preprocessing to record (default: the source's)",
+    )
+    parser.add_argument("--width-mult", type=float, default=None, help="width multiplier of the architecture")
+    parser.add_argument(
+        "--padding",
+        choices=("symmetric", "tf_same"),
+        default=None,
+        help="conv padding (default: the source's)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object describing the result")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..weights.load import convert
+
+    kwargs = {
+        key: value
+        for key, value in (("width_mult", args.width_mult), ("padding", args.padding))
+        if value is not None
+    }
+    trained = convert(args.src, args.out, model=args.model, source=args.source, preset=args.preset, **kwargs)
+    card = trained.card
+    result = {
+        "out": str(args.out),
+        "model": card.model,
+        "model_kwargs": dict(card.model_kwargs),
+        "source": card.source,
+        "parameters": sum(p.numel() for p in trained.model.parameters()),
+        "num_classes": len(card.classes),
+        "preprocess": {
+            "resize_size": card.preprocess.resize_size,
+            "crop_size": card.preprocess.crop_size,
+            "interpolation": card.preprocess.interpolation,
+            "mean": list(card.mean),
+            "std": list(card.std),
+        },
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"wrote {args.out}: {card.model}({json.dumps(dict(card.model_kwargs))}) from {card.source} "
+            f"weights, {result['parameters']:,} parameters, {len(card.classes)} classes, preprocessing "
+            f"resize {card.preprocess.resize_size} {card.preprocess.interpolation} → crop "
+            f"{card.preprocess.crop_size}"
+        )
+    return 0

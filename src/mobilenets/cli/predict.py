@@ -1,0 +1,71 @@
+"""``mobilenets predict --weights W IMAGE...``: top-k classes with probabilities for each image."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .common import add_weights_arguments, load_from_args
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("predict", help="classify images: top-k class names and probabilities")
+    add_weights_arguments(parser)
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
+    parser.add_argument("--top", type=int, default=5, help="classes shown per image (default 5)")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(run=run)
+
+
+def _predictions(args: argparse.Namespace) -> list[dict[str, Any]]:
+    from ..training.images import decode_image_file
+
+    trained = load_from_args(args)
+    classes = trained.card.classes
+    top = min(args.top, len(classes))
+    transform = trained.card.preprocess.transform()
+    model = trained.model.to(memory_format=torch.channels_last)
+    results: list[dict[str, Any]] = []
+    for start in range(0, len(args.images), args.batch_size):
+        paths = args.images[start : start + args.batch_size]
+        batch = torch.stack([transform(decode_image_file(path)) for path in paths])
+        with torch.inference_mode():
+            probabilities = model(batch.contiguous(memory_format=torch.channels_last)).softmax(dim=1)
+        values, indices = probabilities.topk(top, dim=1)
+        for path, probs, idx in zip(paths, values.tolist(), indices.tolist(), strict=True):
+            results.append(
+                {
+                    "image": str(path),
+                    "top": [
+                        {"class": classes[i], "index": i, "probability": p}
+                        for p, i in zip(probs, idx, strict=True)
+                    ],
+                }
+            )
+    return results
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.top < 1:
+        raise ValueError(f"--top must be >= 1, got {args.top}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    missing = [str(path) for path in args.images if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"image file(s) not found: {', '.join(missing)}")
+    results = _predictions(args)
+    if args.json:
+        print(json.dumps({"predictions": results}))
+        return 0
+    for result in results:
+        print(result["image"])
+        for rank, entry in enumerate(result["top"], start=1):
+            print(
+                f"  {rank}. {entry['class']:<40} {100 * entry['probability']:6.2f}%  (class {entry['index']})"
+            )
+    return 0

