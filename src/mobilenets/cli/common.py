@@ -27,12 +27,17 @@ def model_from_args(args: argparse.Namespace) -> MobileNet:
     )
 
 
-def add_weights_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
-    """``--weights`` (alias ``--checkpoint``) and what bare weights from another project need."""
+def add_weights_arguments(
+    parser: argparse.ArgumentParser, *, required: bool = True, group: argparse._ActionsContainer | None = None
+) -> None:
+    """``--weights`` (alias ``--checkpoint``) and what bare weights from another project need.
+
+    ``group`` (e.g. a mutually exclusive group) receives ``--weights`` instead of ``parser``.
+    """
     from ..weights.presets import PRESETS
     from ..weights.sources import SOURCE_CHOICES
 
-    parser.add_argument(
+    (group or parser).add_argument(
         "--weights",
         "--checkpoint",
         dest="weights",

@@ -14,9 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
 
-from ..weights.card import ModelCard
 from .common import add_weights_arguments, load_from_args
 
 MAX_LISTED = 5  # class names quoted in a mismatch message
@@ -28,7 +26,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "eval", help="evaluate weights (ours or converted/foreign): top-1/top-5, per-class, confusion"
     )
-    add_weights_arguments(parser)
+    what = parser.add_mutually_exclusive_group(required=True)
+    add_weights_arguments(parser, required=False, group=what)
+    what.add_argument("--onnx", type=Path, default=None, help="an ONNX file we exported, run in ONNX Runtime")
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
     parser.add_argument(
         "--data",
         default=None,
@@ -130,56 +131,39 @@ def _print_report(report: dict[str, Any]) -> None:
         print(f"confusion matrix: {report['confusion_png']}")
 
 
-def _eval_set(args: argparse.Namespace, card: ModelCard, data: str) -> tuple[Dataset[Any], tuple[str, ...]]:
-    """The evaluation images of ``data`` prepared as ``card`` says, and their class names."""
-    from ..training.data import load_eval_set, load_preprocessed_eval_set
-    from ..training.folders import parse_data_spec
-
-    val_split = card.val_split if args.val_split is None else args.val_split
-    seed = card.seed if args.split_seed is None else args.split_seed
-    if card.source == "mobilenets" and parse_data_spec(data).kind != "list":
-        # Trained here: exactly the training run's own validation transform (and its cache).
-        dataset, classes = load_eval_set(
-            data, img_size=card.img_size, mean=card.mean, std=card.std, val_split=val_split, seed=seed
-        )
-    else:
-        lazy, found = load_preprocessed_eval_set(
-            data, card.preprocess.transform(), val_split=val_split, seed=seed
-        )
-        dataset, classes = lazy, card.classes if found is None else found
-        if found is None:
-            labels = lazy.labels
-            if int(labels.max()) >= len(card.classes):
-                raise ValueError(
-                    f"data {data!r} has label {int(labels.max())}, but the model has {len(card.classes)} "
-                    f"classes (labels must be 0..{len(card.classes) - 1})"
-                )
-    mismatch = class_mismatch(card.classes, classes)
-    if mismatch:
-        raise ValueError(f"data {data!r} does not match the weights {str(args.weights)!r}: {mismatch}")
-    return dataset, classes
-
-
 def run(args: argparse.Namespace) -> int:
+    from ..training.card_data import card_eval_set
     from ..training.data import build_loader
     from ..training.evaluate import evaluate
     from ..training.plots import plot_confusion_matrix
 
     _check_args(args)
     device = _device(args.device)
-    trained = load_from_args(args)
-    card = trained.card
+    network: torch.nn.Module
+    if args.onnx is not None:
+        from ..deploy.onnx_export import OnnxClassifier, read_card
+
+        if not args.onnx.is_file():
+            raise FileNotFoundError(f"ONNX file {str(args.onnx)!r} does not exist")
+        card, network = read_card(args.onnx), OnnxClassifier(args.onnx, threads=args.threads)
+        device, source_file = torch.device("cpu"), args.onnx  # ONNX Runtime runs on the CPU here
+    else:
+        trained = load_from_args(args)
+        card, network, source_file = trained.card, trained.model, args.weights
     data = args.data if args.data is not None else card.data
     if not data:
         raise ValueError(
-            f"{str(args.weights)!r} does not say what data it was trained on; give --data (a folder or a "
+            f"{str(source_file)!r} does not say what data it was trained on; give --data (a folder or a "
             "labelled list file)"
         )
-    dataset, classes = _eval_set(args, card, data)
+    dataset, classes = card_eval_set(card, data, val_split=args.val_split, seed=args.split_seed)
+    mismatch = class_mismatch(card.classes, classes)
+    if mismatch:
+        raise ValueError(f"data {data!r} does not match the weights {str(source_file)!r}: {mismatch}")
     loader = build_loader(
         dataset, batch_size=args.batch_size, train=False, seed=card.seed, workers=args.workers
     )
-    model = trained.model.to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]
+    model = network.to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     metrics = evaluate(model, loader, device=device, criterion=torch.nn.CrossEntropyLoss())
     skipped = [str(path) for path in loader.skipped]
     if skipped:
@@ -188,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     confusion_png: Path | None = None
     wants_plot = args.confusion is not None or len(classes) <= MAX_CONFUSION_CLASSES
     if not args.no_confusion and wants_plot:
-        target = args.confusion or args.weights.with_name(f"{args.weights.stem}_confusion.png")
+        target = args.confusion or source_file.with_name(f"{source_file.stem}_confusion.png")
         try:
             confusion_png = plot_confusion_matrix(metrics.confusion, classes, target)
         except OSError as error:
@@ -199,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
     report = {
         **metrics.to_dict(classes),
         "model": card.model,
-        "checkpoint": str(args.weights),
+        "checkpoint": str(source_file),
         "source": card.source,
         "data": data,
         "skipped": len(skipped),

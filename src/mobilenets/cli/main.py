@@ -6,10 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import convert, demo, models, predict, summary, train
+from . import bench, convert, demo, export, models, predict, summary, train
 from . import eval as eval_command
 
-COMMANDS = (models, summary, demo, train, eval_command, convert, predict)
+COMMANDS = (models, summary, demo, train, eval_command, convert, predict, export, bench)
 
 
 def build_parser() -> argparse.ArgumentParser:

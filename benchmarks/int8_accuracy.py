@@ -1,0 +1,110 @@
+"""int8 against fp32 on real photos, for both pretrained models of the weights issue.
+
+Protocol: calibrate on the first 300 photos of ``imagenet-val-1300/dataset.txt``, evaluate fp32 and
+int8 (both in ONNX Runtime) on the other 1,000. Each row is ``mobilenets export --int8`` then two
+``mobilenets eval --onnx``; extra rows show what the settings are worth (int8 instead of uint8
+weights, min-max instead of percentile calibration). Writes ``runs/bench/int8/result.json`` and a
+Markdown table.
+
+    python benchmarks/int8_accuracy.py             # ~10 minutes on 2 cores
+    python benchmarks/int8_accuracy.py --quick     # the default settings only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from mobilenets.weights import packaged_weights
+
+SHARED = Path(os.environ.get("MOBILENETS_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+PHOTOS = SHARED / "data" / "imagenet-val-1300" / "dataset.txt"
+OUT = Path("runs/bench/int8")
+CALIBRATION = 300
+
+# (weights, label, extra export options)
+ROWS = (
+    ("torchvision_mobilenet_v2", "default (percentile, uint8 weights)", []),
+    ("efficientnet_lite0", "default (percentile, uint8 weights)", []),
+)
+ABLATIONS = (
+    ("torchvision_mobilenet_v2", "int8 weights (u8s8 saturates without VNNI)", ["--weight-dtype", "int8"]),
+    ("torchvision_mobilenet_v2", "min-max calibration", ["--calib-method", "minmax"]),
+    ("torchvision_mobilenet_v2", "int8 weights, stem + classifier float",
+     ["--weight-dtype", "int8", "--keep-float", "stem,classifier"]),
+)  # fmt: skip
+
+
+def _cli(*args: str) -> dict[str, object]:
+    done = subprocess.run(
+        [sys.executable, "-m", "mobilenets", *args], check=True, capture_output=True, text=True
+    )
+    result: dict[str, object] = json.loads(done.stdout)
+    return result
+
+
+def held_out_list() -> Path:
+    """The photos after the calibration ones, as a list file with absolute paths (nothing is copied)."""
+    lines = [line for line in PHOTOS.read_text().splitlines() if line.strip()]
+    target = OUT / "eval1000.txt"
+    entries = (line.split(",") for line in lines[CALIBRATION:])
+    target.write_text(
+        "".join(f"{PHOTOS.parent / path.strip()}, {label.strip()}\n" for path, label in entries)
+    )
+    return target
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="default settings only, no ablations")
+    args = parser.parse_args()
+    if not PHOTOS.is_file():
+        print(f"ImageNet photos not found at {PHOTOS} (set MOBILENETS_SHARED)", file=sys.stderr)
+        return 1
+    OUT.mkdir(parents=True, exist_ok=True)
+    held_out = held_out_list()
+    results: list[dict[str, Any]] = []
+    for index, (key, label, options) in enumerate(ROWS + (() if args.quick else ABLATIONS)):
+        entry = packaged_weights(key)
+        out = OUT / f"{key}_{index}.onnx"
+        start = time.perf_counter()
+        exported = _cli(
+            "export", "--weights", str(entry.path()), "--model", entry.model, "--out", str(out),
+            "--dynamic-batch", "--int8", "--calib", str(PHOTOS), "--calib-images", str(CALIBRATION), "--json",
+            *options,
+        )  # fmt: skip
+        seconds = time.perf_counter() - start
+        fp32 = _cli("eval", "--onnx", str(out.with_suffix(".fp32.onnx")), "--data", str(held_out), "--json")
+        int8 = _cli("eval", "--onnx", str(out), "--data", str(held_out), "--json")
+        row = {
+            "weights": key,
+            "settings": label,
+            "fp32_top1": fp32["top1"],
+            "int8_top1": int8["top1"],
+            "drop_points": round(100 * (fp32["top1"] - int8["top1"]), 2),
+            "fp32_mb": round(exported["fp32_bytes"] / 1e6, 1),
+            "int8_mb": round(exported["int8_bytes"] / 1e6, 1),
+            "export_seconds": round(seconds, 1),
+            "options": " ".join(options),
+        }
+        results.append(row)
+        print(json.dumps(row), flush=True)
+    (OUT / "result.json").write_text(json.dumps(results, indent=2) + "\n")
+    print("\n| weights | settings | fp32 top-1 | int8 top-1 | drop (points) | fp32 MB | int8 MB |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for row in results:
+        print(
+            f"| {row['weights']} | {row['settings']} | {100 * row['fp32_top1']:.1f}% "
+            f"| {100 * row['int8_top1']:.1f}% | {row['drop_points']} | {row['fp32_mb']} | {row['int8_mb']} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

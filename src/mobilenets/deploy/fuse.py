@@ -1,0 +1,40 @@
+"""Fold every BatchNorm into the convolution before it, for inference.
+
+In eval mode ``bn(conv(x)) = γ (W x + b − μ) / √(σ² + ε) + β`` is itself a convolution with weight
+``W γ / √(σ² + ε)`` and bias ``β + (b − μ) γ / √(σ² + ε)``. Folding removes a full pass over every
+activation tensor, and is what runtimes and quantizers expect (a conv's int8 scale must cover the
+folded weight).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TypeVar
+
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from ..layers.conv_norm_act import ConvNormAct
+
+M = TypeVar("M", bound=nn.Module)
+
+
+def fuse(model: M, *, inplace: bool = False) -> M:
+    """``model`` with the BatchNorm of every ``ConvNormAct`` folded into its conv (``bn`` → Identity).
+
+    Returns a fused copy in eval mode unless ``inplace``. Outputs equal the unfused model's in eval
+    mode to float rounding. Units with another norm (GroupNorm) or none are left as they are. Module
+    names do not change, so hooks and key maps by name still find ``conv``.
+    """
+    fused = model if inplace else copy.deepcopy(model)
+    fused.eval()
+    for module in fused.modules():
+        if isinstance(module, ConvNormAct) and isinstance(module.bn, nn.BatchNorm2d):
+            module.conv = fuse_conv_bn_eval(module.conv, module.bn)
+            module.bn = nn.Identity()
+    return fused
+
+
+def count_batchnorms(model: nn.Module) -> int:
+    """How many BatchNorm layers ``model`` still has (0 after :func:`fuse` for BatchNorm models)."""
+    return sum(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in model.modules())

@@ -1,0 +1,157 @@
+"""Static int8 post-training quantization of an exported ONNX model with ONNX Runtime's QDQ quantizer.
+
+Weights are quantized per output channel (a depthwise filter's range varies by orders of magnitude
+from channel to channel, which per-tensor scales cannot represent); activations are uint8 with ranges
+calibrated on real images: min-max, percentile or entropy (KL) observers. ``exclude`` keeps the
+named modules (``stem``, ``blocks.1.0.conv_dw``, ``classifier``) in float.
+
+Weights default to *uint8* (zero point 128). On x86 CPUs without VNNI, ONNX Runtime multiplies
+uint8 activations by int8 weights with ``vpmaddubsw``, whose 16-bit sums saturate: measured on
+MobileNetV2 (1,000 ImageNet photos, percentile calibration), int8 weights lost 2.0 points and uint8
+weights none. ``weight_dtype="int8"`` suits CPUs with VNNI and ARM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .onnx_export import read_metadata, save_onnx
+
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+CALIBRATION_BATCH = 10
+WEIGHT_DTYPES = ("uint8", "int8")
+
+
+class _Reader:
+    """ONNX Runtime's CalibrationDataReader over a tensor of preprocessed images, one batch per range.
+
+    With ``CalibStridedMinMax`` = 1 the quantizer calls ``set_range`` batch by batch and folds each
+    batch into its histograms, so calibration memory stays at one batch of activations instead of
+    all of them (about 60 MB an image for MobileNetV2 at 224: 18 GB for 300 images).
+    """
+
+    def __init__(self, images: torch.Tensor, input_name: str) -> None:
+        self._batches = [
+            {input_name: images[i : i + CALIBRATION_BATCH].contiguous().numpy()}
+            for i in range(0, len(images), CALIBRATION_BATCH)
+        ]
+        self._pending: Iterator[dict[str, Any]] = iter(self._batches)
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._pending = iter(self._batches[start_index:end_index])
+
+    def get_next(self) -> dict[str, Any] | None:
+        return next(self._pending, None)
+
+
+@contextlib.contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def nodes_in_modules(model_proto: Any, modules: Sequence[str]) -> list[str]:
+    """Names of the nodes that belong to any of ``modules`` (a module path or a parent of it).
+
+    Node names are ``<module path>/<op>`` (see ``name_nodes_by_module``). A module that matches no
+    node raises ``ValueError`` listing some valid names, so a typo cannot silently quantize a layer.
+    """
+    names = [node.name for node in model_proto.graph.node]
+    selected: list[str] = []
+    for module in modules:
+        matched = [name for name in names if name.split("/")[0] == module or name.startswith(module + ".")]
+        if not matched:
+            paths = sorted({name.split("/")[0].rsplit(".", 1)[0] for name in names})
+            raise ValueError(
+                f"no layer of the model is in module {module!r}; modules include {', '.join(paths[:8])}"
+            )
+        selected += matched
+    return selected
+
+
+def quantize_onnx(
+    fp32_path: str | os.PathLike[str],
+    out_path: str | os.PathLike[str],
+    calibration: torch.Tensor,
+    *,
+    method: str = "percentile",
+    percentile: float = 99.999,
+    exclude: Sequence[str] = (),
+    weight_dtype: str = "uint8",
+    reduce_range: bool = False,
+) -> Path:
+    """Quantize ``fp32_path`` to 8 bits (QDQ) at ``out_path``, calibrated on ``calibration`` images.
+
+    ``calibration`` is a float (N, 3, H, W) batch prepared as the model expects (its preset).
+    ``exclude`` lists module paths whose nodes stay float; ``reduce_range`` uses 7-bit weights (the
+    other cure for saturation). The fp32 file's metadata is carried over, with the settings added.
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(
+            f"unknown calibration method {method!r}; expected one of {', '.join(CALIBRATION_METHODS)}"
+        )
+    if weight_dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"unknown weight dtype {weight_dtype!r}; expected one of {', '.join(WEIGHT_DTYPES)}")
+    if calibration.ndim != 4 or calibration.shape[1] != 3 or len(calibration) == 0:
+        raise ValueError(
+            f"calibration images must be a non-empty (N, 3, H, W) batch, got shape {tuple(calibration.shape)}"
+        )
+    metadata = read_metadata(fp32_path)
+    calibrate = {
+        "minmax": CalibrationMethod.MinMax,
+        "percentile": CalibrationMethod.Percentile,
+        "entropy": CalibrationMethod.Entropy,
+    }[method]
+    extra: dict[str, Any] = {"ActivationSymmetric": False, "WeightSymmetric": True, "CalibStridedMinMax": 1}
+    if method == "percentile":
+        extra["CalibPercentile"] = percentile
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quantized = Path(tmp) / "int8.onnx"
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        # ORT prints calibration progress on stdout and warns through the root logger; keep both quiet
+        # so stdout stays the caller's (e.g. one JSON object). Bias overflow warnings are expected:
+        # ORT widens those channels' weight scales to fit the bias, as intended.
+        with contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger():
+            quantize_static(
+                str(prepared),
+                str(quantized),
+                _Reader(calibration.float(), metadata.get("input_name", "input")),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                reduce_range=reduce_range,
+                activation_type=QuantType.QUInt8,
+                weight_type={"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}[weight_dtype],
+                calibrate_method=calibrate,
+                nodes_to_exclude=nodes_in_modules(onnx.load(str(prepared)), exclude),
+                extra_options=extra,
+            )
+        model_proto = onnx.load(str(quantized))
+    settings = (
+        f"QDQ, per-channel {weight_dtype} weights{' (7-bit)' if reduce_range else ''}, uint8 activations, "
+        f"{method} calibration on {len(calibration)} images"
+    )
+    if exclude:
+        settings += f", float modules: {', '.join(exclude)}"
+    return save_onnx(model_proto, out_path, {**metadata, "quantization": settings})

@@ -1,0 +1,56 @@
+"""The images of a data spec, prepared the way a model card says its model expects them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset, Subset
+
+from ..weights.card import ModelCard
+from .data import build_loader, load_eval_set, load_preprocessed_eval_set
+from .folders import parse_data_spec
+
+
+def card_eval_set(
+    card: ModelCard, data: str, *, val_split: float | None = None, seed: int | None = None
+) -> tuple[Dataset[Any], tuple[str, ...]]:
+    """The evaluation images of ``data`` prepared as ``card`` says, and their class names.
+
+    Checkpoints trained here get exactly their training run's validation transform (and its cache);
+    other weights, and labelled list files, go through the card's preset. Labels of a list file must
+    be valid class indices of the model.
+    """
+    val_split = card.val_split if val_split is None else val_split
+    seed = card.seed if seed is None else seed
+    if card.source == "mobilenets" and parse_data_spec(data).kind != "list":
+        dataset, classes = load_eval_set(
+            data, img_size=card.img_size, mean=card.mean, std=card.std, val_split=val_split, seed=seed
+        )
+        return dataset, classes
+    lazy, found = load_preprocessed_eval_set(
+        data, card.preprocess.transform(), val_split=val_split, seed=seed
+    )
+    if found is not None:
+        return lazy, found
+    labels = lazy.labels
+    if int(labels.max()) >= len(card.classes) or int(labels.min()) < 0:
+        raise ValueError(
+            f"data {data!r} has label {int(labels.max())}, but the model has {len(card.classes)} classes "
+            f"(labels must be 0..{len(card.classes) - 1})"
+        )
+    return lazy, card.classes
+
+
+def first_images(dataset: Dataset[Any], count: int, *, offset: int = 0, workers: int = 0) -> torch.Tensor:
+    """Images ``offset .. offset + count`` of ``dataset`` (in its order), prepared, as one float batch.
+
+    Unreadable files are skipped (and warned about by the loader), so fewer may come back.
+    """
+    total = len(dataset)  # type: ignore[arg-type]
+    if offset >= total:
+        raise ValueError(f"the data has {total} images; cannot start at image {offset}")
+    indices: Sequence[int] = range(offset, min(total, offset + count))
+    loader = build_loader(Subset(dataset, indices), batch_size=64, train=False, seed=0, workers=workers)
+    return torch.cat([images for images, _ in loader])

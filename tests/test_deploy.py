@@ -1,0 +1,231 @@
+"""Deployment: BatchNorm folding, ONNX export checked in ONNX Runtime, int8 quantization, eval --onnx."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+
+import mobilenets
+from mobilenets.cli import main as run_main
+from mobilenets.deploy import (
+    OnnxClassifier,
+    count_batchnorms,
+    export_onnx,
+    fuse,
+    quantize_onnx,
+    read_card,
+)
+from mobilenets.deploy.quantize import nodes_in_modules
+from mobilenets.weights import ModelCard, get_preset, packaged_weights
+from mobilenets.weights.files import write_safetensors
+
+from .conftest import ALL_MODELS, randomize_norm_stats
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MOBILENETS_SHARED", REPO_ROOT.parent / "shared"))
+IMAGENET = SHARED / "data" / "imagenet-val-1300"
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = run_main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def imagenet_photos() -> Path:
+    if not (IMAGENET / "dataset.txt").is_file():
+        message = f"ImageNet photos not found at {IMAGENET} (set MOBILENETS_SHARED)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return IMAGENET / "dataset.txt"
+
+
+# --- fuse ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+def test_fuse_folds_every_batchnorm_and_keeps_outputs(name: str) -> None:
+    model = mobilenets.create_model(name, width_mult=0.5).eval()
+    randomize_norm_stats(model)
+    fused = fuse(model)
+    assert count_batchnorms(fused) == 0 and count_batchnorms(model) > 0  # the original is untouched
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), model(x), atol=1e-4, rtol=1e-4)
+    assert set(dict(fused.named_modules())) == set(dict(model.named_modules()))  # names survive
+
+
+def test_fuse_leaves_groupnorm_alone_and_works_in_place() -> None:
+    model = mobilenets.mobilenet_v2(width_mult=0.35, norm="groupnorm")
+    assert count_batchnorms(fuse(model)) == 0
+    assert sum(isinstance(m, torch.nn.GroupNorm) for m in fuse(model).modules()) > 0
+    plain = mobilenets.mobilenet_v3_small(width_mult=0.35).train()
+    assert fuse(plain, inplace=True) is plain and not plain.training and count_batchnorms(plain) == 0
+
+
+# --- ONNX export ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs"),
+    [
+        ("mobilenet_v2", {"width_mult": 0.5}),
+        ("mobilenet_v3_small", {}),
+        ("efficientnet_lite0", {"padding": "tf_same"}),
+        ("mobilenet_v1", {"width_mult": 0.25}),
+    ],
+)
+def test_onnx_export_matches_pytorch_in_onnx_runtime(
+    name: str, kwargs: dict[str, object], tmp_path: Path
+) -> None:
+    model = mobilenets.create_model(name, **kwargs).eval()
+    randomize_norm_stats(model)
+    card = ModelCard.for_weights(name, kwargs, get_preset("imagenet"), "test", model.num_classes)
+    path = export_onnx(model, tmp_path / "m.onnx", resolution=96, card=card, dynamic_batch=True)
+    proto = onnx.load(str(path))
+    onnx.checker.check_model(proto, full_check=True)
+    assert [i.name for i in proto.graph.input] == ["input"] and [o.name for o in proto.graph.output] == [
+        "logits"
+    ]
+    metadata = {p.key: p.value for p in proto.metadata_props}
+    assert metadata["input_layout"] == "NCHW" and json.loads(metadata["classes"])[:2] == ["tench", "goldfish"]
+    assert read_card(path) == card
+    names = [node.name for node in proto.graph.node]
+    assert "stem.conv/Conv" in names and not any(n.startswith("node_") for n in names)
+    assert not any(p.key.endswith("stack_trace") for node in proto.graph.node for p in node.metadata_props)
+    runtime = OnnxClassifier(path)
+    x = torch.randn(3, 3, 96, 96)  # another batch size than the export's
+    with torch.no_grad():
+        difference = (runtime(x) - model(x)).abs().max().item()
+    assert difference <= 1e-4
+
+
+def test_onnx_files_without_our_card_are_named(tmp_path: Path) -> None:
+    path = export_onnx(mobilenets.mobilenet_v3_small(width_mult=0.35), tmp_path / "m.onnx", resolution=64)
+    with pytest.raises(ValueError, match="no mobilenets model card"):
+        read_card(path)
+
+
+# --- int8 ------------------------------------------------------------------------------------------------
+
+
+def test_quantize_keeps_named_modules_in_float(tmp_path: Path) -> None:
+    model = mobilenets.mobilenet_v2(width_mult=0.35).eval()
+    randomize_norm_stats(model)
+    fp32 = export_onnx(model, tmp_path / "fp32.onnx", resolution=64, dynamic_batch=True)
+    calibration = torch.randn(20, 3, 64, 64)
+    int8 = quantize_onnx(
+        fp32, tmp_path / "int8.onnx", calibration, method="minmax", exclude=["stem", "classifier"]
+    )
+    proto = onnx.load(str(int8))
+    onnx.checker.check_model(proto)
+    producers = {out: node for node in proto.graph.node for out in node.output}
+
+    def weight_is_quantized(node_name: str) -> bool:
+        node = next(n for n in proto.graph.node if n.name == node_name)
+        return node.input[1] in producers and producers[node.input[1]].op_type == "DequantizeLinear"
+
+    assert not weight_is_quantized("stem.conv/Conv") and not weight_is_quantized("classifier/Gemm")
+    assert weight_is_quantized("blocks.1.0.conv_dw.conv/Conv")
+    assert "uint8 weights" in {p.key: p.value for p in proto.metadata_props}["quantization"]
+    assert int8.stat().st_size < fp32.stat().st_size  # the float classifier dominates both
+    with torch.no_grad():
+        logits = OnnxClassifier(int8)(calibration[:4])
+    assert logits.shape == (4, 1000) and torch.isfinite(logits).all()
+    with pytest.raises(ValueError, match="no layer of the model is in module 'stemm'"):
+        nodes_in_modules(onnx.load(str(fp32)), ["stemm"])
+    with pytest.raises(ValueError, match="unknown calibration method 'mse'"):
+        quantize_onnx(fp32, tmp_path / "x.onnx", calibration, method="mse")
+    with pytest.raises(ValueError, match=r"non-empty \(N, 3, H, W\) batch"):
+        quantize_onnx(fp32, tmp_path / "x.onnx", torch.randn(3, 64, 64))
+
+
+# --- CLI ---------------------------------------------------------------------------------------------
+
+
+def test_export_cli_json_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "v3s.onnx"
+    code, stdout, err = run_cli(
+        ["export", "mobilenet_v3_small", "--out", str(out), "--json", "--resolution", "96"], capsys
+    )
+    assert code == 0, err
+    result = json.loads(stdout)  # exactly one JSON object: exporter chatter stays off stdout
+    assert result["fp32_max_abs_diff"] <= 1e-4 and "random inputs" in result["verified_on"] and out.is_file()
+    for argv, message in (
+        (["export", "--out", str(out)], "either a MODEL name or --checkpoint"),
+        (["export", "mobilenet_v2", "--out", str(out), "--int8"], "--int8 needs --calib"),
+        (["export", "mobilenet_v2", "--out", str(tmp_path / "x.bin")], "must end in .onnx"),
+    ):
+        code, _, err = run_cli(argv, capsys)
+        assert code == 2 and message in err, err
+
+
+def test_exported_checkpoint_evaluates_like_the_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoint = tmp_path / "best.safetensors"
+    kwargs = {"width_mult": 0.35, "num_classes": 10}
+    model = mobilenets.mobilenet_v3_small(**kwargs).eval()
+    randomize_norm_stats(model)
+    digits = tuple(str(i) for i in range(10))
+    card = ModelCard("mobilenet_v3_small", kwargs, digits, (0.5,) * 3, (0.5,) * 3, 32, "digits", 0.1, 0)
+    write_safetensors(checkpoint, model.state_dict(), card.to_metadata())
+    onnx_path = tmp_path / "digits.onnx"
+    code, stdout, err = run_cli(
+        ["export", "--checkpoint", str(checkpoint), "--out", str(onnx_path), "--json"], capsys
+    )
+    assert code == 0, err
+    assert "images of digits" in json.loads(stdout)["verified_on"]  # real images from the checkpoint's data
+    reports = []
+    for what in (["--checkpoint", str(checkpoint)], ["--onnx", str(onnx_path)]):
+        code, stdout, err = run_cli(["eval", *what, "--json", "--no-confusion"], capsys)
+        assert code == 0, err
+        reports.append(json.loads(stdout))
+    assert reports[0]["num_images"] == reports[1]["num_images"] == 179
+    assert reports[0]["top1"] == reports[1]["top1"] and reports[0]["top5"] == reports[1]["top5"]
+    assert abs(reports[0]["loss"] - reports[1]["loss"]) < 1e-4
+
+
+# --- int8 accuracy on real photos -----------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("weights", ["torchvision_mobilenet_v2", "efficientnet_lite0"])
+def test_int8_within_one_point_of_fp32_on_imagenet_photos(
+    weights: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    listing = imagenet_photos()
+    entry = packaged_weights(weights)
+    held_out = tmp_path / "eval1000.txt"  # the 1,000 photos after the 300 that calibrate
+    lines = [line for line in listing.read_text().splitlines() if line.strip()]
+    held_out.write_text(
+        "".join(
+            f"{listing.parent / path.strip()}, {label}\n"
+            for path, label in (line.split(",") for line in lines[300:])
+        )
+    )
+    out = tmp_path / "int8.onnx"
+    argv = ["export", "--weights", str(entry.path()), "--model", entry.model, "--out", str(out)]
+    code, stdout, err = run_cli(
+        [*argv, "--int8", "--calib", str(listing), "--dynamic-batch", "--json"], capsys
+    )
+    assert code == 0, err
+    exported = json.loads(stdout)
+    assert exported["calibration_images"] == 300 and exported["fp32_max_abs_diff"] <= 1e-4
+    top1 = {}
+    for name in ("int8.onnx", "int8.fp32.onnx"):
+        code, stdout, err = run_cli(
+            ["eval", "--onnx", str(tmp_path / name), "--data", str(held_out), "--json"], capsys
+        )
+        assert code == 0, err
+        report = json.loads(stdout)
+        assert report["num_images"] == 1000
+        top1[name] = report["top1"]
+    assert top1["int8.fp32.onnx"] > 0.78
+    assert top1["int8.onnx"] >= top1["int8.fp32.onnx"] - 0.01, top1
