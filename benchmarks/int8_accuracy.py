@@ -38,6 +38,9 @@ ABLATIONS = (
     ("torchvision_mobilenet_v2", "min-max calibration", ["--calib-method", "minmax"]),
     ("torchvision_mobilenet_v2", "int8 weights, stem + classifier float",
      ["--weight-dtype", "int8", "--keep-float", "stem,classifier"]),
+    ("efficientnet_lite0", "int8 weights", ["--weight-dtype", "int8"]),
+    ("efficientnet_lite0", "int8 weights, stem + classifier float",
+     ["--weight-dtype", "int8", "--keep-float", "stem,classifier"]),
 )  # fmt: skip
 
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHMARKS = ("model_latency.py", "train_throughput.py")
+BENCHMARKS = ("model_latency.py", "train_throughput.py", "inference_latency.py")
 
 
 def main() -> int:

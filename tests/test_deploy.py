@@ -11,15 +11,19 @@ import pytest
 import torch
 
 import mobilenets
+from mobilenets.analysis import summarize
+from mobilenets.bench.inference import run_bench
 from mobilenets.cli import main as run_main
 from mobilenets.deploy import (
     OnnxClassifier,
     count_batchnorms,
     export_onnx,
     fuse,
+    optimize,
     quantize_onnx,
     read_card,
 )
+from mobilenets.deploy.memory_efficient import ChunkedInvertedResidual, memory_efficient
 from mobilenets.deploy.quantize import nodes_in_modules
 from mobilenets.weights import ModelCard, get_preset, packaged_weights
 from mobilenets.weights.files import write_safetensors
@@ -229,3 +233,147 @@ def test_int8_within_one_point_of_fp32_on_imagenet_photos(
         top1[name] = report["top1"]
     assert top1["int8.fp32.onnx"] > 0.78
     assert top1["int8.onnx"] >= top1["int8.fp32.onnx"] - 0.01, top1
+
+
+# --- optimize and bench ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["eager", "jit"])
+@pytest.mark.parametrize(
+    ("name", "kwargs"), [("mobilenet_v3_small", {}), ("efficientnet_lite0", {"padding": "tf_same"})]
+)
+def test_optimize_keeps_outputs(mode: str, name: str, kwargs: dict[str, object]) -> None:
+    model = mobilenets.create_model(name, **kwargs).eval()
+    randomize_norm_stats(model)
+    fast = optimize(model, resolution=96, mode=mode)  # type: ignore[arg-type]
+    x = torch.randn(3, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="unknown optimize mode 'tensorrt'"):
+        optimize(model, mode="tensorrt")  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_optimize_compile_mode_keeps_outputs() -> None:
+    model = mobilenets.mobilenet_v2(width_mult=0.5).eval()
+    randomize_norm_stats(model)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            optimize(model, resolution=64, mode="compile")(x), model(x), atol=1e-4, rtol=1e-4
+        )
+
+
+def test_bench_times_every_requested_variant_and_skips_what_cannot_run() -> None:
+    only = ("torchvision_eager", "torchvision_ort_fp32", "ours_eager", "ours_optimize", "ours_int8")
+    result = run_bench("mobilenet_v3_small", batch=2, resolution=64, repeats=2, warmup=1, only=only)
+    report = result.to_dict()
+    for name in only:
+        assert report[name]["median_ms"] > 0 and len(result.results[name].times_ms) == 2
+    assert report["torchvision_eager"]["speedup_vs_torchvision_eager"] == pytest.approx(1.0)
+    lite = run_bench(
+        "efficientnet_lite0", resolution=64, repeats=1, warmup=0, only=("torchvision_eager", "ours_eager")
+    )
+    assert "torchvision has no efficientnet_lite0" in lite.skipped["torchvision_eager"]
+    assert lite.to_dict()["ours_eager"]["speedup_vs_torchvision_eager"] is None
+    with pytest.raises(ValueError, match="unknown bench variant"):
+        run_bench("mobilenet_v2", only=("tflite",))
+
+
+def test_bench_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["bench", "--model", "mobilenet_v3_small", "--resolution", "64", "--repeats", "2", "--warmup", "1"]
+    code, stdout, err = run_cli([*argv, "--variants", "torchvision_eager,ours_optimize", "--json"], capsys)
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert set(report) >= {"torchvision_eager", "ours_optimize", "allocator", "threads", "batch"}
+    assert "M_MMAP_THRESHOLD" in report["allocator"]  # the CLI applies the allocator setting
+    code, _, err = run_cli([*argv, "--variants", "nope"], capsys)
+    assert code == 2 and "unknown bench variant(s) nope" in err
+
+
+def test_demo_deploy_step_measures_every_form(tmp_path: Path) -> None:
+    from mobilenets.deploy.digits_report import deploy_report, deploy_table
+    from mobilenets.training import TrainConfig, train
+
+    run = tmp_path / "run"
+    config = TrainConfig(
+        model="mobilenet_v2", width_mult=0.35, data="digits", img_size=32, epochs=2, batch_size=32, lr=0.02,
+        progress=False, out=str(run),
+    )  # fmt: skip
+    result = train(config)
+    rows = deploy_report(run / "last.safetensors", tmp_path / "deploy", repeats=3)
+    assert [row.name.split(" (")[0] for row in rows] == [
+        "PyTorch",
+        "PyTorch optimize",
+        "ONNX Runtime fp32",
+        "ONNX Runtime int8",
+    ]
+    as_trained, optimized, fp32, int8 = rows
+    assert as_trained.top1 == pytest.approx(result["final_top1"], abs=1e-6)
+    assert optimized.top1 == pytest.approx(as_trained.top1, abs=0.006)  # at most one of 179 images flips
+    assert fp32.top1 == pytest.approx(as_trained.top1, abs=0.006)
+    assert int8.size_bytes < fp32.size_bytes and all(row.latency_ms > 0 for row in rows)
+    assert (tmp_path / "deploy" / "model.int8.onnx").is_file()
+    assert "| ONNX Runtime int8 |" in deploy_table(rows)
+
+
+# --- memory-efficient inference ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("chunks", [1, 3, "channel"])
+def test_memory_efficient_equals_the_plain_forward(name: str, chunks: int | str) -> None:
+    kwargs = {"padding": "tf_same"} if name.startswith("efficientnet") else {}
+    model = mobilenets.create_model(name, width_mult=0.35, **kwargs).eval()
+    randomize_norm_stats(model)
+    chunked = memory_efficient(model, chunks)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(chunked(x), model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_memory_efficient_chunks_the_stem_and_rejects_bad_chunks() -> None:
+    chunked = memory_efficient(mobilenets.mobilenet_v2(), 4)
+    assert isinstance(chunked.stem, torch.nn.Identity)  # the stem became block 0's expansion
+    assert isinstance(chunked.blocks[0][0], ChunkedInvertedResidual)
+    assert len(chunked.blocks[1][0].bounds) == 4  # type: ignore[union-attr]
+    v3 = memory_efficient(mobilenets.mobilenet_v3_large(), 2)  # first block has a residual: stem stays
+    assert not isinstance(v3.stem, torch.nn.Identity)
+    with pytest.raises(ValueError, match="chunks must be a positive integer or 'channel'"):
+        memory_efficient(mobilenets.mobilenet_v2(), 0)
+
+
+def test_chunked_schedule_peak_meets_the_papers_goals() -> None:
+    """mobilenet_v2 at 224, batch 1: ≥ 2× lower peak at k = 4, ≥ 3.5× at one channel per chunk."""
+    model = mobilenets.mobilenet_v2()
+    plain = summarize(model).peak_activation_bytes
+    assert plain == 4 * (96 * 112 * 112 + 96 * 56 * 56)  # block 1's expansion and depthwise output: 6.02 MB
+    peaks = {k: summarize(model, memory_efficient=k).peak_activation_bytes for k in (1, 2, 4, 16, "channel")}
+    assert peaks[1] > plain  # one chunk keeps the block input alive beside the whole expansion
+    assert peaks[2] > peaks[4] > peaks[16] > peaks["channel"]
+    assert plain / peaks[4] >= 2.0 and plain / peaks["channel"] >= 3.5
+    # The smallest peak is the stem + first block with one channel per chunk: image + output + 2 planes.
+    assert peaks["channel"] == 4 * (3 * 224 * 224 + 16 * 112 * 112 + 2 * 112 * 112)
+
+
+def test_summary_cli_memory_efficient(capsys: pytest.CaptureFixture[str]) -> None:
+    code, stdout, err = run_cli(
+        ["summary", "mobilenet_v2", "--memory-efficient", "channel", "--format", "json"], capsys
+    )
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["memory_efficient_chunks"] == "channel" and report["peak_activation_bytes"] < 1_600_000
+    assert report["total_macs"] == summarize(mobilenets.mobilenet_v2()).total_macs
+    code, _, err = run_cli(["summary", "mobilenet_v2", "--memory-efficient", "two"], capsys)
+    assert code == 2 and "--memory-efficient must be a positive integer or 'channel'" in err
+
+
+@pytest.mark.slow
+def test_measured_forward_memory_falls_with_chunking() -> None:
+    from mobilenets.bench.memory import forward_rss_growth
+
+    model = mobilenets.mobilenet_v2().eval()
+    x = torch.randn(1, 3, 224, 224)
+    plain = min(forward_rss_growth(fuse(model).to(memory_format=torch.channels_last), x) for _ in range(2))
+    chunked = min(forward_rss_growth(memory_efficient(model, 16), x) for _ in range(2))
+    assert chunked < plain / 2, (plain, chunked)

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from mobilenets import create_model
 from mobilenets.cli import eval as eval_cli
+from mobilenets.training import card_data as card_data_module
 from mobilenets.training import data as data_module
 from mobilenets.training.evaluate import evaluate
 from mobilenets.training.metrics import ClassificationMetrics
@@ -329,7 +330,7 @@ def fake_contracts(monkeypatch: pytest.MonkeyPatch, fake_checkpoint: Path) -> Pa
         assert not train and workers == 0
         return FakeLoader(dataset, batch_size)
 
-    monkeypatch.setattr(data_module, "load_eval_set", load_eval_set, raising=False)
+    monkeypatch.setattr(card_data_module, "load_eval_set", load_eval_set)
     monkeypatch.setattr(data_module, "build_loader", build_loader, raising=False)
     return fake_checkpoint
 

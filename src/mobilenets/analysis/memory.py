@@ -6,6 +6,8 @@ is the size of every tensor still alive then: its inputs, its output, and any te
 and consumed later (the input of a residual block waits for the addition at its end). The peak is the
 largest such total. We find it by running the model once and recording which operation produced and
 which consumed each tensor, so skip connections of any shape are counted without special cases.
+A module with a ``scratch_bytes(input, bytes_per_element)`` method (the chunked blocks of
+:mod:`mobilenets.deploy.memory_efficient`) is one op whose own transient tensors add to its total.
 """
 
 from __future__ import annotations
@@ -37,6 +39,12 @@ class _Event:
     name: str
     inputs: tuple[torch.Tensor, ...]
     output: torch.Tensor
+    scratch: int = 0  # bytes alive only inside the op (a chunked block's current chunk)
+
+
+def _is_op(module: nn.Module) -> bool:
+    # Modules that know their own transient memory (chunked blocks) are single ops of the schedule.
+    return isinstance(module, _OP_TYPES) or hasattr(module, "scratch_bytes")
 
 
 def _op_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -46,7 +54,7 @@ def _op_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     for name, module in model.named_modules():
         if any(name.startswith(prefix + ".") for prefix in covered):
             continue
-        if isinstance(module, _OP_TYPES):
+        if _is_op(module):
             ops.append((name, module))
             covered.append(name)
     return ops
@@ -72,7 +80,9 @@ def schedule_memory(model: nn.Module, example: torch.Tensor, *, bytes_per_elemen
             # The addition joins the block's input (kept alive all along) and its last op's output.
             events.append(_Event(f"{call.name}.add", (call.inputs[0], events[-1].output), call.output))
         else:
-            events.append(_Event(call.name, call.inputs, call.output))
+            scratch_fn = getattr(call.module, "scratch_bytes", None)
+            scratch = scratch_fn(call.inputs[0], bytes_per_element) if scratch_fn is not None else 0
+            events.append(_Event(call.name, call.inputs, call.output, scratch))
 
     sizes: dict[int, int] = {}
     first: dict[int, int] = {}
@@ -89,7 +99,7 @@ def schedule_memory(model: nn.Module, example: torch.Tensor, *, bytes_per_elemen
         last[key] = max(last.get(key, index), index)
     result = []
     for index, event in enumerate(events):
-        live = sum(size for key, size in sizes.items() if first[key] <= index <= last[key])
+        live = event.scratch + sum(size for key, size in sizes.items() if first[key] <= index <= last[key])
         result.append(OpMemory(event.name, live, tuple(event.output.shape)))
     return result
 

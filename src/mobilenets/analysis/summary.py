@@ -27,6 +27,7 @@ class ModelSummary:
     schedule: list[OpMemory]
     total_params: int
     comparisons: list[SeparableComparison]
+    memory_efficient: int | str | None = None
 
     @property
     def total_macs(self) -> int:
@@ -63,6 +64,7 @@ class ModelSummary:
             "total_macs": self.total_macs,
             "peak_activation_bytes": self.peak_activation_bytes,
             "peak_activation_op": self.peak_op,
+            "memory_efficient_chunks": self.memory_efficient,
             "share_by_kind": self.share_by_kind(),
             "layers": [dataclasses.asdict(layer) for layer in self.layers],
             "separable_vs_standard": [
@@ -84,8 +86,13 @@ def summarize(
     dtype: str = "float32",
     name: str = "",
     compare_standard: bool = False,
+    memory_efficient: int | str | None = None,
 ) -> ModelSummary:
-    """Analyse ``model`` on a ``batch_size × C × resolution × resolution`` input (counts are per batch)."""
+    """Analyse ``model`` on a ``batch_size × C × resolution × resolution`` input (counts are per batch).
+
+    ``memory_efficient`` (k chunks, or "channel") reports the peak activation memory under the chunked
+    schedule of :func:`mobilenets.deploy.memory_efficient.memory_efficient`; counts are unchanged.
+    """
     if dtype not in DTYPE_BYTES:
         raise ValueError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPE_BYTES)}")
     if not isinstance(resolution, int) or resolution < 32:
@@ -99,7 +106,12 @@ def summarize(
     try:
         per_element = DTYPE_BYTES[dtype]
         layers = layer_costs(model, example, bytes_per_element=per_element)
-        schedule = schedule_memory(model, example, bytes_per_element=per_element)
+        scheduled = model
+        if memory_efficient is not None:
+            from ..deploy.memory_efficient import memory_efficient as chunked
+
+            scheduled = chunked(model, memory_efficient)  # type: ignore[arg-type]
+        schedule = schedule_memory(scheduled, example, bytes_per_element=per_element)
     finally:
         model.train(was_training)
     return ModelSummary(
@@ -110,4 +122,5 @@ def summarize(
         schedule=schedule,
         total_params=sum(p.numel() for p in model.parameters()),
         comparisons=compare_with_standard(layers) if compare_standard else [],
+        memory_efficient=memory_efficient,
     )

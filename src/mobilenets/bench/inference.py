@@ -3,9 +3,14 @@
 Every variant classifies the same input batch; all are timed interleaved in one process with the
 same threads and allocator setting (see :mod:`.allocator`), and reported as ratios to
 ``torchvision_eager`` (torchvision's model, eager, NCHW: what most people run). The torchvision and
-our variants carry the same weights. int8 variants are calibrated on random inputs: their *speed*
+our variants carry the same weights. ``torchvision_ort_int8`` is ONNX Runtime's usual recipe (QDQ,
+uint8 activations, int8 per-channel weights); ``ours_int8`` is ``mobilenets export --int8``'s default
+(uint8 weights, which avoid u8×s8 saturation on CPUs without VNNI; see :mod:`mobilenets.deploy.quantize`).
+int8 variants are calibrated on random inputs: their *speed*
 does not depend on the ranges (accuracy is measured by ``benchmarks/int8_accuracy.py``). ONNX
-Runtime sessions run without thread spinning, so they do not steal the cores of the next variant.
+Runtime sessions keep their default settings (worker threads spin between operators); since the
+runtimes' spinning thread pools slow whichever variant runs next, variants take turns in blocks of
+5 timed calls, each after 2 untimed ones.
 """
 
 from __future__ import annotations
@@ -81,7 +86,6 @@ def _ort(path: Path, threads: int) -> Callable[[torch.Tensor], Any]:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
 
@@ -155,8 +159,9 @@ def build_variants(
             path = fp32
             if name.endswith("int8"):
                 path = fp32.with_suffix(".int8.onnx")
-                if not path.exists():
-                    quantize_onnx(fp32, path, calibration, method="minmax")
+                if not path.exists():  # ONNX Runtime's usual s8 weights for theirs; our uint8 default
+                    weights = "int8" if side == "torchvision" else "uint8"
+                    quantize_onnx(fp32, path, calibration, method="minmax", weight_dtype=weights)
             variants[name] = functools.partial(_ort(path, threads), x)
     return variants, skipped
 
@@ -194,7 +199,9 @@ def run_bench(
                 workdir=Path(workdir) if workdir else Path(tmp),
                 only=only,
             )
-            results = measure_interleaved(variants, repeats=repeats, warmup=warmup, threads=threads)
+            results = measure_interleaved(
+                variants, repeats=repeats, warmup=warmup, threads=threads, settle=2, block=5
+            )
     finally:
         torch.set_num_threads(previous)
     return BenchResult(model_name, batch, resolution, threads, allocator, results, skipped)

@@ -49,10 +49,21 @@ def measure_interleaved(
     repeats: int = 30,
     warmup: int = 3,
     threads: int | None = None,
+    settle: int = 0,
+    block: int = 1,
 ) -> dict[str, LatencyResult]:
-    """Time each zero-argument callable ``repeats`` times, interleaved, after ``warmup`` untimed rounds."""
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats} and {warmup}")
+    """Time each zero-argument callable ``repeats`` times, interleaved, after ``warmup`` untimed rounds.
+
+    Variants take turns in blocks of ``block`` consecutive timed calls, each block preceded by
+    ``settle`` untimed calls. When variants come from different runtimes (PyTorch's OpenMP pool, each
+    ONNX Runtime session's pool), the threads of the one that just ran keep spinning for a while and
+    slow the next one down; settling calls and blocks keep that out of the medians.
+    """
+    if repeats < 1 or warmup < 0 or settle < 0 or block < 1:
+        raise ValueError(
+            f"repeats and block must be >= 1, warmup and settle >= 0; got {repeats}, {block}, {warmup} "
+            f"and {settle}"
+        )
     previous_threads = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -62,11 +73,14 @@ def measure_interleaved(
                 for fn in variants.values():
                     fn()
             times: dict[str, list[float]] = {name: [] for name in variants}
-            for _ in range(repeats):
+            for first in range(0, repeats, block):
                 for name, fn in variants.items():
-                    start = time.perf_counter()
-                    fn()
-                    times[name].append((time.perf_counter() - start) * 1000)
+                    for _ in range(settle):
+                        fn()
+                    for _ in range(min(block, repeats - first)):
+                        start = time.perf_counter()
+                        fn()
+                        times[name].append((time.perf_counter() - start) * 1000)
     finally:
         torch.set_num_threads(previous_threads)
     return {name: LatencyResult(name, tuple(values)) for name, values in times.items()}

@@ -20,8 +20,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="count a standard conv twin for every depthwise separable pair",
     )
+    parser.add_argument(
+        "--memory-efficient",
+        default=None,
+        metavar="K",
+        help="peak memory when inverted residuals run in K channel chunks (an integer, or 'channel')",
+    )
     parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
     parser.set_defaults(run=run)
+
+
+def _chunks(value: str | None) -> int | str | None:
+    if value is None or value == "channel":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(
+            f"--memory-efficient must be a positive integer or 'channel', got {value!r}"
+        ) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         name=args.model,
         compare_standard=args.compare_standard,
+        memory_efficient=_chunks(args.memory_efficient),
     )
     if args.format == "json":
         print(to_json(summary))

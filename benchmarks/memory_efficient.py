@@ -1,0 +1,92 @@
+"""Memory-efficient inference (MobileNetV2 paper §5.1): peak memory and latency over the chunk count k.
+
+For mobilenet_v2 at 224×224, batch 1, fp32: the analysed peak activation memory of the chunked schedule
+(`mobilenets summary mobilenet_v2 --memory-efficient K --format json`), the measured growth of the
+resident set during one forward pass (each k in a fresh process; see ``mobilenets.bench.memory``) and
+the batch-1 latency, all variants interleaved in one process, against the plain schedule run the same
+way (BatchNorm folded, channels_last, eager). Writes ``runs/bench/memory_efficient/result.json``.
+
+    python benchmarks/memory_efficient.py        # ~3 minutes on 2 cores
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import mobilenets
+from mobilenets.analysis import summarize
+from mobilenets.bench.allocator import reuse_freed_memory
+from mobilenets.bench.latency import measure_interleaved
+from mobilenets.deploy import fuse
+from mobilenets.deploy.memory_efficient import memory_efficient
+
+CHUNKS: tuple[int | str, ...] = (1, 2, 4, 8, 16, "channel")
+OUT = Path("runs/bench/memory_efficient")
+_MEASURE = """
+import sys, torch, mobilenets
+from mobilenets.bench.memory import forward_rss_growth
+from mobilenets.deploy import fuse
+from mobilenets.deploy.memory_efficient import memory_efficient
+torch.set_num_threads(2)
+k = sys.argv[1]
+model = mobilenets.mobilenet_v2().eval()
+model = fuse(model).to(memory_format=torch.channels_last) if k == "plain" else memory_efficient(
+    model, k if k == "channel" else int(k))
+x = torch.randn(1, 3, 224, 224)
+print(min(forward_rss_growth(model, x) for _ in range(3)))
+"""
+
+
+def measured_growth(chunks: int | str) -> int:
+    done = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(chunks)], check=True, capture_output=True, text=True
+    )
+    return int(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    torch.manual_seed(0)
+    model = mobilenets.mobilenet_v2().eval()
+    plain_peak = summarize(model).peak_activation_bytes
+    variants: dict[str, Any] = {"plain": fuse(model).to(memory_format=torch.channels_last)}
+    variants.update({f"k={k}": memory_efficient(model, k) for k in CHUNKS})
+    x = torch.randn(1, 3, 224, 224)
+    reuse_freed_memory()
+    timings = measure_interleaved(
+        {name: (lambda m=m: m(x)) for name, m in variants.items()}, repeats=30, warmup=3, threads=2, block=5
+    )
+    plain_ms = timings["plain"].median_ms
+    plain_rss = measured_growth("plain")
+    rows: list[dict[str, Any]] = [
+        {"chunks": "plain", "peak_bytes": plain_peak, "measured_bytes": plain_rss, "median_ms": plain_ms}
+    ]
+    for k in CHUNKS:
+        rows.append(
+            {
+                "chunks": k,
+                "peak_bytes": summarize(model, memory_efficient=k).peak_activation_bytes,
+                "measured_bytes": measured_growth(k),
+                "median_ms": timings[f"k={k}"].median_ms,
+            }
+        )
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "result.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print("| k | analysed peak | × lower | measured RSS growth | × lower | latency ms | cost |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        print(
+            f"| {row['chunks']} | {row['peak_bytes'] / 1e6:.2f} MB | {plain_peak / row['peak_bytes']:.2f} "
+            f"| {row['measured_bytes'] / 1e6:.2f} MB | {plain_rss / row['measured_bytes']:.2f} "
+            f"| {row['median_ms']:.2f} | {100 * (row['median_ms'] / plain_ms - 1):+.0f}% |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,171 @@
+"""Memory-efficient inference for inverted residual blocks (MobileNetV2 paper, §5.1).
+
+A block computes ``F(x) = A(N(B(x)))``: ``B`` expands to t·C channels (1×1 conv + activation), ``N`` is
+the per-channel depthwise conv + activation, ``A`` the linear 1×1 projection. ``B`` and ``N`` act on
+each expanded channel separately and ``A`` is linear, so splitting the expanded channels into k chunks
+gives ``F(x) = Σᵢ (Aᵢ ∘ N ∘ Bᵢ)(x)``: only one chunk of the expanded tensor ever exists. Each partial
+projection is accumulated in place (``addmm_`` on the channels_last output), so no second
+output-sized tensor appears either. As in the paper's Table 3 footnote, the stem conv and the first
+(t = 1) block are treated the same way, the stem playing ``B``; otherwise their 112×112 tensors would
+stay the peak. Blocks with squeeze-excite (whose gate needs every channel) run unchanged.
+
+Works on a BatchNorm-folded copy; outputs equal the plain model's to float rounding.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..layers.conv_norm_act import ConvNormAct
+from ..layers.inverted_residual import InvertedResidual
+from ..layers.padding import Conv2dSame, tf_same_pads
+from ..models.mobilenet import MobileNet
+from .fuse import fuse
+
+Chunks = int | Literal["channel"]
+
+
+def _inplace_activation(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``module``'s activation applied in place where PyTorch has an in-place form (no extra tensor)."""
+    if isinstance(module, nn.ReLU6):
+        return lambda t: F.hardtanh_(t, 0.0, 6.0)
+    if isinstance(module, nn.ReLU):
+        return F.relu_
+    if isinstance(module, nn.Hardswish):
+        return lambda t: F.hardswish(t, inplace=True)
+    if isinstance(module, nn.Identity):
+        return lambda t: t
+    return module
+
+
+class _ConvPart(nn.Module):
+    """One folded conv (weight, bias, geometry) of a block, applied to a slice of its output channels."""
+
+    def __init__(self, unit: ConvNormAct) -> None:
+        super().__init__()
+        if not isinstance(unit.bn, nn.Identity):
+            raise ValueError("memory-efficient blocks need BatchNorm folded first (mobilenets.deploy.fuse)")
+        conv = unit.conv
+        self.weight = nn.Parameter(conv.weight.detach(), requires_grad=False)
+        bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
+        self.bias = nn.Parameter(bias.detach(), requires_grad=False)
+        self.stride = conv.stride
+        self.dilation = conv.dilation
+        self.padding = conv.padding
+        self.same = isinstance(conv, Conv2dSame)
+        self.depthwise = conv.groups == conv.in_channels and conv.groups > 1
+        self.activation = _inplace_activation(unit.act)
+
+    def forward(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+        """Output channels ``start:stop`` (a depthwise conv takes just those input channels)."""
+        weight, bias = self.weight[start:stop], self.bias[start:stop]
+        if self.same:
+            (kh, kw), (sh, sw), (dh, dw) = weight.shape[-2:], self.stride, self.dilation
+            top, bottom = tf_same_pads(x.shape[-2], kh, sh, dh)
+            left, right = tf_same_pads(x.shape[-1], kw, sw, dw)
+            x = F.pad(x, (left, right, top, bottom))
+            padding: tuple[int, ...] | str | int = 0
+        else:
+            padding = self.padding
+        groups = stop - start if self.depthwise else 1
+        out = F.conv2d(x, weight, bias, self.stride, padding, self.dilation, groups)
+        return self.activation(out)
+
+
+class ChunkedInvertedResidual(nn.Module):
+    """An inverted residual (optionally with the stem as its expansion) evaluated in channel chunks.
+
+    ``expand`` is the expansion unit (a block's ``conv_pw`` or the network's stem), or None when the
+    block does not expand (its depthwise conv then reads input channel slices directly).
+    """
+
+    def __init__(self, block: InvertedResidual, chunks: Chunks, expand: ConvNormAct | None = None) -> None:
+        super().__init__()
+        if expand is None and isinstance(block.conv_pw, ConvNormAct):
+            expand = block.conv_pw
+        self.expand = _ConvPart(expand) if expand is not None else None
+        if not isinstance(block.conv_dw, ConvNormAct) or not isinstance(block.conv_pwl, ConvNormAct):
+            raise ValueError("only depthwise-separable inverted residual blocks can be chunked")
+        self.depthwise = _ConvPart(block.conv_dw)
+        pwl = _ConvPart(block.conv_pwl)
+        self.project_weight = nn.Parameter(pwl.weight[:, :, 0, 0].t().contiguous(), requires_grad=False)
+        self.project_bias = pwl.bias
+        self.has_residual = block.has_residual
+        self.hidden = block.hidden_channels
+        self.out_channels = block.out_channels
+        count = self.hidden if chunks == "channel" else int(chunks)
+        if count < 1:
+            raise ValueError(f"chunks must be a positive integer or 'channel', got {chunks!r}")
+        count = min(count, self.hidden)
+        edges = [round(i * self.hidden / count) for i in range(count + 1)]
+        self.bounds = list(itertools.pairwise(edges))
+
+    def scratch_bytes(self, x: torch.Tensor, bytes_per_element: int = 4) -> int:
+        """Bytes alive inside the block besides its input and output: the largest chunk's two tensors."""
+        n, _, h, w = x.shape
+        stride_b = self.expand.stride[0] if self.expand is not None else 1
+        h_b, w_b = -(-h // stride_b), -(-w // stride_b)
+        stride_n = self.depthwise.stride[0]
+        h_n, w_n = -(-h_b // stride_n), -(-w_b // stride_n)
+        widest = max(stop - start for start, stop in self.bounds)
+        expanded = widest * h_b * w_b if self.expand is not None else 0
+        return n * (expanded + widest * h_n * w_n) * bytes_per_element
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous(memory_format=torch.channels_last)
+        out: torch.Tensor | None = None
+        flat: torch.Tensor | None = None
+        for start, stop in self.bounds:
+            hidden = self.expand(x, start, stop) if self.expand is not None else x[:, start:stop]
+            mixed = self.depthwise(hidden, start, stop).contiguous(memory_format=torch.channels_last)
+            del hidden
+            n, c, h, w = mixed.shape
+            rows = mixed.permute(0, 2, 3, 1).reshape(n * h * w, c)  # a view of the channels_last tensor
+            if flat is None:
+                flat = torch.addmm(self.project_bias, rows, self.project_weight[start:stop])
+                out = flat.view(n, h, w, self.out_channels).permute(0, 3, 1, 2)
+            else:
+                flat.addmm_(rows, self.project_weight[start:stop])
+            del mixed, rows
+        assert out is not None  # internal invariant: there is at least one chunk
+        if self.has_residual:
+            out.add_(x)
+        return out
+
+
+def memory_efficient(model: MobileNet, chunks: Chunks = 4) -> MobileNet:
+    """A copy of ``model`` whose inverted residual blocks run in ``chunks`` chunks (or one per channel).
+
+    BatchNorm is folded; blocks with squeeze-excite are kept as they are. When the first block does
+    not expand and has neither squeeze-excite nor a residual (MobileNetV2, EfficientNet-Lite), the
+    stem becomes its expansion, so the stem's full-resolution output is chunked too.
+    """
+    fused = fuse(copy.deepcopy(model))
+    named = list(fused.iter_blocks())
+    if not named:
+        raise ValueError("the model has no blocks to chunk")
+    for index, (name, block) in enumerate(named):
+        if (
+            not isinstance(block, InvertedResidual)
+            or not block.separable
+            or not isinstance(block.se, nn.Identity)
+        ):
+            continue
+        expand: ConvNormAct | None = None
+        stem = fused.stem
+        first_fits = index == 0 and not block.has_residual and not isinstance(block.conv_pw, ConvNormAct)
+        if first_fits and isinstance(stem, ConvNormAct):
+            expand = stem
+            fused.stem = nn.Identity()
+        stage, position = name.split(".")[1:]
+        stage_module = fused.blocks[int(stage)]
+        assert isinstance(stage_module, nn.Sequential)  # internal invariant: blocks.S is a stage
+        stage_module[int(position)] = ChunkedInvertedResidual(block, chunks, expand)
+    return fused
