@@ -26,7 +26,7 @@ from mobilenets.bench.latency import measure_interleaved
 from mobilenets.deploy import fuse
 from mobilenets.deploy.memory_efficient import memory_efficient
 
-CHUNKS: tuple[int | str, ...] = (1, 2, 4, 8, 16, "channel")
+CHUNKS: tuple[int | str, ...] = (1, 2, 3, 4, 8, 16, "channel")
 OUT = Path("runs/bench/memory_efficient")
 _MEASURE = """
 import sys, torch, mobilenets

@@ -6,7 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHMARKS = ("model_latency.py", "train_throughput.py", "inference_latency.py")
+BENCHMARKS = (
+    "model_latency.py",
+    "train_throughput.py",
+    "inference_latency.py",
+    "memory_efficient.py",
+    "pretrained_accuracy.py",
+)
 
 
 def main() -> int:

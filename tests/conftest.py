@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
 import mobilenets
+from mobilenets.cli import main as run_main
 
 ALL_MODELS = mobilenets.list_models()
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MOBILENETS_SHARED", REPO_ROOT.parent / "shared"))
 SMALL_RES = 64
 
 
@@ -24,3 +30,21 @@ def randomize_norm_stats(model: torch.nn.Module) -> None:
             module.running_var.uniform_(0.5, 2.0)
             module.weight.data.uniform_(0.5, 1.5)
             module.bias.data.uniform_(-0.5, 0.5)
+
+
+def imagenet_list() -> Path:
+    """The labelled list of the shared ImageNet photos; fails in CI, skips elsewhere, when missing."""
+    listing = SHARED / "data" / "imagenet-val-1300" / "dataset.txt"
+    if not listing.is_file():
+        message = f"ImageNet photos not found at {listing} (set MOBILENETS_SHARED)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return listing
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """``mobilenets ARGV`` in-process: (exit status, stdout, stderr)."""
+    code = run_main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

@@ -13,7 +13,6 @@ import torch
 from safetensors.torch import save_file
 
 import mobilenets
-from mobilenets.cli import main as run_main
 from mobilenets.layers.padding import Conv2dSame
 from mobilenets.weights import (
     ModelCard,
@@ -29,11 +28,7 @@ from mobilenets.weights import (
     read_weights,
 )
 
-from .conftest import randomize_norm_stats
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("MOBILENETS_SHARED", REPO_ROOT.parent / "shared"))
-IMAGENET_LIST = SHARED / "data" / "imagenet-val-1300" / "dataset.txt"
+from .conftest import imagenet_list, randomize_norm_stats, run_cli
 
 
 def torchvision_v2_weights() -> Path:
@@ -42,21 +37,6 @@ def torchvision_v2_weights() -> Path:
 
 def lite0_weights() -> Path:
     return packaged_weights("efficientnet_lite0").path()
-
-
-def imagenet_list() -> Path:
-    if not IMAGENET_LIST.is_file():
-        message = f"ImageNet photos not found at {IMAGENET_LIST} (set MOBILENETS_SHARED)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return IMAGENET_LIST
-
-
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = run_main(argv)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 # --- key maps: equal logits ------------------------------------------------------------------------
@@ -147,7 +127,7 @@ def test_strict_load_names_the_first_offending_keys_with_both_shapes() -> None:
     assert torch.equal(model.state_dict()["stem.conv.weight"], before)  # nothing was loaded
 
 
-def test_other_architecture_is_refused_by_block_count() -> None:
+def test_other_architectures_weights_are_refused() -> None:
     import torchvision
 
     with pytest.raises(ValueError, match=r"missing from the file: .*unexpected in the file: features"):

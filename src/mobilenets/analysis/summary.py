@@ -110,7 +110,7 @@ def summarize(
         if memory_efficient is not None:
             from ..deploy.memory_efficient import memory_efficient as chunked
 
-            scheduled = chunked(model, memory_efficient)  # type: ignore[arg-type]
+            scheduled = chunked(model, memory_efficient, resolution=resolution)  # type: ignore[arg-type]
         schedule = schedule_memory(scheduled, example, bytes_per_element=per_element)
     finally:
         model.train(was_training)

@@ -34,9 +34,6 @@ def add_weights_arguments(
 
     ``group`` (e.g. a mutually exclusive group) receives ``--weights`` instead of ``parser``.
     """
-    from ..weights.presets import PRESETS
-    from ..weights.sources import SOURCE_CHOICES
-
     (group or parser).add_argument(
         "--weights",
         "--checkpoint",
@@ -47,6 +44,14 @@ def add_weights_arguments(
         ".pth/.safetensors (then give --model)",
     )
     parser.add_argument("--model", default=None, help="architecture, for weights without a model card")
+    add_foreign_weight_options(parser)
+
+
+def add_foreign_weight_options(parser: argparse.ArgumentParser) -> None:
+    """What bare weights from another project need: their source, preset and build options."""
+    from ..weights.presets import PRESETS
+    from ..weights.sources import SOURCE_CHOICES
+
     parser.add_argument(
         "--source",
         choices=SOURCE_CHOICES,
@@ -65,15 +70,17 @@ def add_weights_arguments(
     )
 
 
+def foreign_model_kwargs(args: argparse.Namespace) -> dict[str, object]:
+    """The build options given by :func:`add_foreign_weight_options` (only those set)."""
+    pairs = (("width_mult", args.width_mult), ("padding", args.padding))
+    return {key: value for key, value in pairs if value is not None}
+
+
 def load_from_args(args: argparse.Namespace) -> TrainedModel:
     """The model and card named by :func:`add_weights_arguments`' options."""
     from ..weights.load import load_pretrained
 
     if not args.weights.is_file():
         raise FileNotFoundError(f"weights file {str(args.weights)!r} does not exist")
-    kwargs = {
-        key: value
-        for key, value in (("width_mult", args.width_mult), ("padding", args.padding))
-        if value is not None
-    }
+    kwargs = foreign_model_kwargs(args)
     return load_pretrained(args.weights, model=args.model, source=args.source, preset=args.preset, **kwargs)

@@ -6,8 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..weights.presets import PRESETS
-from ..weights.sources import SOURCE_CHOICES
+from .common import add_foreign_weight_options, foreign_model_kwargs
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,25 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--model", required=True, help="our architecture the weights are for")
     parser.add_argument("--out", required=True, type=Path, help="output .safetensors file")
-    parser.add_argument(
-        "--source",
-        choices=SOURCE_CHOICES,
-        default="auto",
-        help="project the weights come from (default: detect)",
-    )
-    parser.add_argument(
-        "--preset",
-        choices=tuple(PRESETS),
-        default=None,
-        help="preprocessing to record (default: the source's)",
-    )
-    parser.add_argument("--width-mult", type=float, default=None, help="width multiplier of the architecture")
-    parser.add_argument(
-        "--padding",
-        choices=("symmetric", "tf_same"),
-        default=None,
-        help="conv padding (default: the source's)",
-    )
+    add_foreign_weight_options(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object describing the result")
     parser.set_defaults(run=run)
 
@@ -46,11 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..weights.load import convert
 
-    kwargs = {
-        key: value
-        for key, value in (("width_mult", args.width_mult), ("padding", args.padding))
-        if value is not None
-    }
+    kwargs = foreign_model_kwargs(args)
     trained = convert(args.src, args.out, model=args.model, source=args.source, preset=args.preset, **kwargs)
     card = trained.card
     result = {

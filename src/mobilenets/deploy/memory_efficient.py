@@ -140,18 +140,10 @@ class ChunkedInvertedResidual(nn.Module):
         return out
 
 
-def memory_efficient(model: MobileNet, chunks: Chunks = 4) -> MobileNet:
-    """A copy of ``model`` whose inverted residual blocks run in ``chunks`` chunks (or one per channel).
-
-    BatchNorm is folded; blocks with squeeze-excite are kept as they are. When the first block does
-    not expand and has neither squeeze-excite nor a residual (MobileNetV2, EfficientNet-Lite), the
-    stem becomes its expansion, so the stem's full-resolution output is chunked too.
-    """
-    fused = fuse(copy.deepcopy(model))
-    named = list(fused.iter_blocks())
-    if not named:
-        raise ValueError("the model has no blocks to chunk")
-    for index, (name, block) in enumerate(named):
+def _chunk_all(fused: MobileNet, chunks: Chunks) -> dict[str, tuple[nn.Module, nn.Module]]:
+    """Replace every chunkable block of ``fused`` in place; ``{block name: (plain, chunked)}``."""
+    replaced: dict[str, tuple[nn.Module, nn.Module]] = {}
+    for index, (name, block) in enumerate(list(fused.iter_blocks())):
         if (
             not isinstance(block, InvertedResidual)
             or not block.separable
@@ -159,13 +151,57 @@ def memory_efficient(model: MobileNet, chunks: Chunks = 4) -> MobileNet:
         ):
             continue
         expand: ConvNormAct | None = None
-        stem = fused.stem
         first_fits = index == 0 and not block.has_residual and not isinstance(block.conv_pw, ConvNormAct)
-        if first_fits and isinstance(stem, ConvNormAct):
-            expand = stem
+        if first_fits and isinstance(fused.stem, ConvNormAct):
+            expand = fused.stem
             fused.stem = nn.Identity()
-        stage, position = name.split(".")[1:]
-        stage_module = fused.blocks[int(stage)]
-        assert isinstance(stage_module, nn.Sequential)  # internal invariant: blocks.S is a stage
-        stage_module[int(position)] = ChunkedInvertedResidual(block, chunks, expand)
+        chunked = ChunkedInvertedResidual(block, chunks, expand)
+        _set_block(fused, name, chunked)
+        replaced[name] = (block, chunked)
+    return replaced
+
+
+def _set_block(model: MobileNet, name: str, module: nn.Module) -> None:
+    stage, position = name.split(".")[1:]
+    stage_module = model.blocks[int(stage)]
+    assert isinstance(stage_module, nn.Sequential)  # internal invariant: blocks.S is a stage
+    stage_module[int(position)] = module
+
+
+def memory_efficient(
+    model: MobileNet, chunks: Chunks = 4, *, resolution: int | None = None, only_where_needed: bool = True
+) -> MobileNet:
+    """A copy of ``model`` whose inverted residual blocks run in ``chunks`` chunks (or one per channel).
+
+    BatchNorm is folded; blocks with squeeze-excite are kept as they are. When the first block does
+    not expand and has neither squeeze-excite nor a residual (MobileNetV2, EfficientNet-Lite), the
+    stem becomes its expansion, so the stem's full-resolution output is chunked too.
+
+    ``only_where_needed`` (default) then puts back the plain version of every block whose plain
+    schedule needs no more memory than the chunked network's peak at ``resolution`` (default: the
+    model's): chunking the small late blocks would cost time and save nothing at the analysed peak.
+    """
+    from ..analysis.memory import schedule_memory
+
+    fused = fuse(copy.deepcopy(model))
+    if not list(fused.iter_blocks()):
+        raise ValueError("the model has no blocks to chunk")
+    replaced = _chunk_all(fused, chunks)
+    if not only_where_needed or not replaced:
+        return fused
+    size = resolution or fused.default_resolution
+    example = torch.zeros(1, fused.in_channels, size, size)
+    peak = max(op.live_bytes for op in schedule_memory(fused, example))
+    plain_live: dict[str, int] = {}
+    for op in schedule_memory(fuse(copy.deepcopy(model)), example):
+        block = ".".join(op.name.split(".")[:3])
+        plain_live[block] = max(plain_live.get(block, 0), op.live_bytes)
+    for name, (plain, chunked) in replaced.items():
+        keeps_stem = (
+            chunked.expand is not None
+            and name == next(iter(replaced))
+            and isinstance(fused.stem, nn.Identity)
+        )
+        if plain_live.get(name, peak + 1) <= peak and not keeps_stem:
+            _set_block(fused, name, plain)
     return fused

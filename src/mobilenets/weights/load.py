@@ -12,7 +12,7 @@ import torch
 
 from ..models import MobileNet, create_model
 from .card import CARD_FORMAT, ModelCard, TrainedModel, load_trained_model
-from .files import read_weights
+from .files import read_weights, write_safetensors
 from .presets import get_preset
 from .sources import Source, get_source
 
@@ -185,8 +185,6 @@ def convert(
     The output carries a :class:`ModelCard` (model, its kwargs, preset, classes, source), so every
     command that takes ``--checkpoint`` accepts it. The write is atomic.
     """
-    from .files import write_safetensors
-
     target = Path(out)
     if target.suffix != ".safetensors":
         raise ValueError(f"--out {str(target)!r} must end in .safetensors (convert writes safetensors only)")
