@@ -167,12 +167,19 @@ def export_onnx(
     return save_onnx(model_proto, path, card_metadata(card, resolution=str(resolution)))
 
 
-def ort_session(path: str | os.PathLike[str], threads: int | None = None) -> Any:
-    """An ONNX Runtime CPU session with all graph optimizations and ``threads`` intra-op threads."""
+def ort_session(path: str | os.PathLike[str], threads: int | None = None, *, spinning: bool = False) -> Any:
+    """An ONNX Runtime CPU session with all graph optimizations and ``threads`` intra-op threads.
+
+    Worker threads do not spin between operators unless ``spinning``: spinning buys a little latency
+    on an idle machine but, next to PyTorch's threads or other processes, it starves everyone (an
+    evaluation slowed more than tenfold on 2 busy cores). ``mobilenets bench`` times ORT's default.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
