@@ -81,12 +81,9 @@ class BenchResult:
 
 
 def _ort(path: Path, threads: int) -> Callable[[torch.Tensor], Any]:
-    import onnxruntime as ort
+    from ..deploy.onnx_export import ort_session
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = ort_session(path, threads, spinning=True)  # ONNX Runtime as people run it: spinning on
     name = session.get_inputs()[0].name
 
     def run(x: torch.Tensor) -> Any:
