@@ -28,7 +28,7 @@ from mobilenets.weights import (
     read_weights,
 )
 
-from .conftest import imagenet_list, randomize_norm_stats, run_cli
+from .conftest import CodePayload, imagenet_list, randomize_norm_stats, run_cli
 
 
 def torchvision_v2_weights() -> Path:
@@ -167,21 +167,11 @@ def test_unknown_layout_and_source_are_clear_errors() -> None:
 # --- reading files safely ---------------------------------------------------------------------------------
 
 
-class _Payload:
-    """Unpickling this runs ``open(marker, "w")``: what a malicious checkpoint would do."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[object, tuple[str, str]]:
-        return (open, (str(self.marker), "w"))
-
-
 @pytest.mark.parametrize("legacy", [False, True])
 def test_pickle_with_a_code_payload_is_refused_and_nothing_runs(tmp_path: Path, legacy: bool) -> None:
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pth"
-    state = {"stem.conv.weight": torch.zeros(1), "payload": _Payload(marker)}
+    state = {"stem.conv.weight": torch.zeros(1), "payload": CodePayload(marker)}
     torch.save(state, path, _use_new_zipfile_serialization=not legacy)
     assert not marker.exists()
     with pytest.raises(UnsafeWeightsError, match=r"refused to load .*evil.pth.*could run code"):
@@ -190,7 +180,7 @@ def test_pickle_with_a_code_payload_is_refused_and_nothing_runs(tmp_path: Path, 
         load_pretrained(path, model="mobilenet_v2")
     assert not marker.exists()
     # Sanity check that the payload is real: a plain unpickle would have run it.
-    pickle.loads(pickle.dumps(_Payload(marker)))
+    pickle.loads(pickle.dumps(CodePayload(marker)))
     assert marker.exists()
 
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from ..errors import TrainingError
 from . import bench, convert, demo, export, models, predict, summary, train
 from . import eval as eval_command
 
@@ -32,6 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"mobilenets {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except TrainingError as error:
+        print(f"mobilenets {args.command}: error: {error}", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
         sys.stderr.close()
         return 0

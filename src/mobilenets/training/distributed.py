@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from ..errors import TrainingError
 
 
 @dataclass(frozen=True)
@@ -77,3 +80,22 @@ def any_process(flag: bool, context: DistContext) -> bool:
 def barrier(context: DistContext) -> None:
     if context.distributed:
         dist.barrier()
+
+
+def is_lost_peer(error: BaseException) -> bool:
+    """Whether ``error`` is a collective failing because another process died or hung."""
+    text = str(error)
+    return isinstance(error, dist.DistError) or any(
+        marker in text for marker in ("gloo", "NCCL", "Connection reset", "Connection closed", "timed out")
+    )
+
+
+def lost_peer_error(error: BaseException, context: DistContext) -> TrainingError:
+    """The error a process raises when the process group broke under it, saying what to do next."""
+    text = re.sub(r"^\[[^\]]*\]\s*", "", str(error).strip())  # drop gloo's "[source/file.cc:561]"
+    first_line = text.splitlines()[0].split(". ")[0] if text else type(error).__name__
+    return TrainingError(
+        f"process {context.rank} of {context.world_size} lost contact with the others ({first_line[:160]}); "
+        f"another process probably died: torchrun's summary names it and its exit code. The run stopped "
+        f"without writing; continue from the last checkpoint with the same command plus --resume"
+    )

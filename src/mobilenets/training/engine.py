@@ -23,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..errors import TrainingError
 from ..models import MobileNet, create_model
 from .checkpoint import ModelCard, checkpoint_paths, load_training_state, save_atomic, save_checkpoint
 from .config import RESUME_MUST_MATCH, TrainConfig
@@ -33,14 +34,21 @@ from .distributed import (
     any_process,
     barrier,
     init_distributed,
+    is_lost_peer,
+    lost_peer_error,
     shutdown_distributed,
 )
 from .evaluate import evaluate
 from .optim import build_ema, build_optimizer, build_scheduler
 from .progress import EpochProgress
 from .stop import StopRequest
+from .storage import check_free_space, check_writable, checkpoint_bytes, remove_stale_temp_files
 
 EVAL_BATCH_SIZE = 256
+
+
+def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {key: value.detach().cpu() for key, value in module.state_dict().items()}
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
@@ -104,6 +112,22 @@ def _write_json(path: Path, value: object) -> None:
     save_atomic(path, lambda handle: handle.write(text.encode()))
 
 
+def _keep_metrics_before(path: Path, next_epoch: int) -> None:
+    """Drop records a resumed run will write again (and a line torn by a crash) from ``path``."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and int(record.get("epoch", next_epoch)) < next_epoch:
+            kept.append(line + "\n")
+    text = "".join(kept)
+    save_atomic(path, lambda handle: handle.write(text.encode()))
+
+
 def _append_metrics(path: Path, record: dict[str, Any]) -> None:
     with path.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(record) + "\n")
@@ -125,14 +149,16 @@ class Trainer:
                 f"batch_size {config.batch_size} must divide evenly over {world} processes "
                 f"(it is the global batch)"
             )
-        weights_path, _ = checkpoint_paths(self.out, "last")
-        if weights_path.is_file() and not config.resume:
+        weights_path, state_path = checkpoint_paths(self.out, "last")
+        if (weights_path.is_file() or state_path.is_file()) and not config.resume:
             raise ValueError(
                 f"{str(self.out)!r} already holds a run; pass --resume to continue it or choose another --out"
             )
-        self.resuming = config.resume and weights_path.is_file()
+        self.resuming = config.resume and state_path.is_file()
         if self.resuming:
             _check_resume_config(self.out, config)
+        if context.is_main:  # before the data is read: a bad --out fails in the first second
+            check_writable(self.out)
         if config.sync_bn and self.device.type != "cuda":
             raise ValueError("sync_bn needs CUDA (torch's SyncBatchNorm has no CPU kernel); drop --sync-bn")
         self.amp_dtype = resolve_precision(config.precision, self.device)
@@ -177,6 +203,8 @@ class Trainer:
             self.train_module = DistributedDataParallel(self.model, device_ids=device_ids)
         if config.compile:
             self.train_module = torch.compile(self.train_module)  # type: ignore[assignment]
+        if context.is_main:
+            check_free_space(self.out, checkpoint_bytes(self.model, config.optimizer, self.ema is not None))
         self.optimizer = build_optimizer(self.model, config)
         self.scheduler = build_scheduler(self.optimizer, config, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
@@ -218,39 +246,50 @@ class Trainer:
         }
         if self.device.type == "cuda":
             state["cuda_rng_state"] = torch.cuda.get_rng_state(self.device)
+        # The weights travel in the state file too, so it alone restores the run: a crash between
+        # writing it and the weights file cannot pair one epoch's state with another epoch's weights.
+        state["model"] = _cpu_state(self.model)
         if self.ema is not None:
-            state["model"] = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+            state["ema"] = _cpu_state(self.ema.module)
             state["ema_updates"] = int(self.ema.n_averaged)
         return state
+
+    @contextlib.contextmanager
+    def _writing(self, what: str) -> Iterator[None]:
+        """Turn a failed write of ``what`` (disk full, directory gone) into a clear :class:`TrainingError`."""
+        try:
+            yield
+        except OSError as err:
+            raise TrainingError(
+                f"cannot write {what} in {str(self.out)!r} ({err.strerror or err}); a failed write never "
+                f"replaces a file. {self._kept_checkpoint()} Free some space or fix the directory, then "
+                f"continue with --resume"
+            ) from err
 
     def _save(self, name: str, completed_epoch: int) -> None:
         if not self.context.is_main:
             return
-        save_checkpoint(
-            self.out,
-            name,
-            weights=self.eval_model.state_dict(),
-            card=self.card,
-            state=self._training_state(completed_epoch),
-        )
+        with self._writing(f"checkpoint {name!r} after epoch {completed_epoch}"):
+            save_checkpoint(
+                self.out,
+                name,
+                weights=self.eval_model.state_dict(),
+                card=self.card,
+                state=self._training_state(completed_epoch),
+            )
 
     def _restore(self) -> None:
-        from safetensors.torch import load_file
-
         state = load_training_state(self.out, "last")
-        weights = load_file(checkpoint_paths(self.out, "last")[0], device=str(self.device))
         if state.get("world_size", 1) != self.context.world_size:
             warnings.warn(
                 f"resuming a run saved with {state.get('world_size', 1)} processes on "
                 f"{self.context.world_size}; the global batch is the same, the RNG streams are not",
                 stacklevel=2,
             )
+        self.model.load_state_dict(state["model"])
         if self.ema is not None:
-            self.model.load_state_dict(state["model"])
-            self.ema.module.load_state_dict(weights)
+            self.ema.module.load_state_dict(state["ema"])
             self.ema.n_averaged.fill_(state["ema_updates"])
-        else:
-            self.model.load_state_dict(weights)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         # The LR of the next step on this run's curve (it differs from the saved one if epochs changed).
@@ -284,9 +323,10 @@ class Trainer:
         loss = self.criterion(logits.float(), labels)
         loss_value = float(loss.detach())
         if not math.isfinite(loss_value):
-            raise RuntimeError(
+            raise TrainingError(
                 f"loss became {loss_value} at epoch {self.epoch}, step {self.step_in_epoch + 1}; "
-                f"try a lower --lr (now {self.config.peak_lr:g}) or --grad-clip"
+                f"try a lower --lr (now {self.config.peak_lr:g}), --grad-clip 1.0 or --precision fp32. "
+                f"{self._kept_checkpoint()}"
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -300,6 +340,22 @@ class Trainer:
             self.ema.update_parameters(self.model)
         correct = int((logits.detach().argmax(dim=1) == labels).sum())
         return loss_value * labels.numel(), correct
+
+    def _kept_checkpoint(self) -> str:
+        """Where the last good checkpoint is, for error messages."""
+        if checkpoint_paths(self.out, "last")[1].is_file():
+            return f"The last good checkpoint in {str(self.out)!r} is unchanged."
+        return "No checkpoint was written yet."
+
+    def _check_finite_weights(self) -> None:
+        """Refuse to checkpoint weights that became NaN/inf (the loss of the last step was still finite)."""
+        bad = [name for name, value in self.model.state_dict().items() if not bool(value.isfinite().all())]
+        if bad:
+            raise TrainingError(
+                f"weights became non-finite during epoch {self.epoch} (first: {bad[0]!r}, {len(bad)} "
+                f"tensors); try a lower --lr (now {self.config.peak_lr:g}) or --grad-clip 1.0. "
+                f"{self._kept_checkpoint()}"
+            )
 
     def _epoch_summary(self) -> dict[str, float]:
         totals = torch.tensor(
@@ -321,16 +377,19 @@ class Trainer:
         if self.resuming:
             self._restore()
             if context.is_main:
+                remove_stale_temp_files(self.out)
+                _keep_metrics_before(metrics_path, self.epoch)
                 print(
                     f"resuming {self.out} at epoch {self.epoch}, step {self.step_in_epoch} "
                     f"(best val top-1 {100 * max(self.best_top1, 0):.2f}%)",
                     flush=True,
                 )
         elif context.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
+            remove_stale_temp_files(self.out)  # a run killed before its first checkpoint
             metrics_path.write_text("")
         if context.is_main:
-            _write_json(self.out / "config.json", config.to_dict())
+            with self._writing("config.json"):
+                _write_json(self.out / "config.json", config.to_dict())
         barrier(context)
 
         final_top1, epochs_run, interrupted = self.best_top1, 0, False
@@ -392,6 +451,7 @@ class Trainer:
 
     def _finish_epoch(self, lr: float, metrics_path: Path) -> float:
         """Evaluate, log and checkpoint the epoch just trained; returns its val top-1."""
+        self._check_finite_weights()
         summary = self._epoch_summary()
         epoch = self.epoch
         val_top1 = float("nan")
@@ -415,14 +475,15 @@ class Trainer:
                 "lr": lr,
                 "eval_seconds": time.perf_counter() - started,
             }
-            _append_metrics(metrics_path, record)
+            with self._writing(f"the metrics of epoch {epoch}"):
+                _append_metrics(metrics_path, record)
         improved = self.context.is_main and val_top1 > self.best_top1
         if improved:
             self.best_top1 = val_top1
         self.epoch, self.step_in_epoch, self.partial = epoch + 1, 0, EpochSums()
-        self._save("last", completed_epoch=epoch)
-        if improved:
+        if improved:  # best first: a crash between the two repeats this epoch, which rewrites both
             self._save("best", completed_epoch=epoch)
+        self._save("last", completed_epoch=epoch)
         if self.context.is_main:
             print(
                 f"epoch {epoch}/{self.config.epochs}  loss {summary['train_loss']:.4f}  "
@@ -436,7 +497,8 @@ class Trainer:
     def _plot(self, metrics_path: Path) -> None:
         from .plots import plot_training_curves
 
-        with contextlib.suppress(ValueError):  # nothing to plot yet (e.g. interrupted in epoch 1)
+        # ValueError: nothing to plot yet (e.g. interrupted in epoch 1).
+        with contextlib.suppress(ValueError), self._writing("the training plots"):
             plot_training_curves(metrics_path, self.out)
 
 
@@ -449,5 +511,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
     context = init_distributed()
     try:
         return Trainer(config, context).run()
+    except RuntimeError as error:
+        if context.distributed and not isinstance(error, TrainingError) and is_lost_peer(error):
+            raise lost_peer_error(error, context) from error
+        raise
     finally:
         shutdown_distributed(context)

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..atomic import save_atomic
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
@@ -76,8 +78,8 @@ def _new_figure(width: float, height: float) -> Figure:
 
 
 def _save(figure: Figure, path: Path, dpi: int = 100) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=dpi)
+    """Write ``figure`` as a PNG atomically (a crash while plotting leaves the old image, not half of one)."""
+    save_atomic(path, lambda handle: figure.savefig(handle, dpi=dpi, format="png"))
     return path
 
 

@@ -103,6 +103,8 @@ def read_weights(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor],
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"weights file {str(file)!r} does not exist")
+    if file.stat().st_size == 0:
+        raise ValueError(f"weights file {str(file)!r} is empty (0 bytes): an interrupted copy or download?")
     kind = _kind(file)
     if kind == "safetensors":
         return _read_safetensors(file)

@@ -1,0 +1,221 @@
+"""Kill a training run again and again at random points, resume it each time, and account for it all.
+
+Each round starts ``mobilenets train --resume`` under :mod:`.faults` with a SIGKILL planted at a random
+event (forward, backward, optimizer step, a checkpoint or log write, a rename) or sent from outside
+after a random delay. After every kill the run directory is inspected: each checkpoint file must load
+(safetensors header and tensors; training state through ``weights_only=True``) and the completed epochs
+must not go backwards. At the end the run is resumed to completion and its weights compared with an
+uninterrupted run of the same deterministic recipe. ``benchmarks/fault_injection.py`` prints the table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from ..training.checkpoint import checkpoint_paths, load_training_state
+from .faults import EVENTS
+
+# SIGKILL sent by this process after a random delay, besides the events of .faults.
+EXTERNAL = "external"
+PHASES = (*EVENTS, EXTERNAL)
+# Plant faults within this fraction of the events left, so nearly every round is killed before its end.
+REACH = 0.85
+
+
+@dataclass
+class Round:
+    """One process started on the run: the fault planted and what was found afterwards."""
+
+    fault: str
+    killed: bool
+    epochs_before: int
+    epochs_after: int
+    checkpoints_intact: bool
+    problem: str = ""
+
+    @property
+    def lost_epochs(self) -> int:
+        """Completed epochs that disappeared (must be 0: a kill loses only the epoch in progress)."""
+        return max(self.epochs_before - self.epochs_after, 0)
+
+
+@dataclass
+class CampaignReport:
+    rounds: list[Round] = field(default_factory=list)
+    # Runs resumed to completion, and the problems found comparing each with the reference run.
+    finished: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def kills(self) -> int:
+        return sum(r.killed for r in self.rounds)
+
+    def table(self) -> list[dict[str, object]]:
+        """Per phase: faults injected, survived (checkpoints intact, nothing lost), epochs lost."""
+        rows = []
+        for phase in PHASES:
+            rounds = [r for r in self.rounds if r.killed and r.fault.split(":")[1] == phase]
+            survived = [r for r in rounds if r.checkpoints_intact and r.lost_epochs == 0]
+            rows.append(
+                {
+                    "phase": phase,
+                    "injected": len(rounds),
+                    "survived": len(survived),
+                    "epochs_lost": sum(r.lost_epochs for r in rounds),
+                }
+            )
+        return rows
+
+
+def _completed_epochs(out: Path) -> int:
+    _, state_path = checkpoint_paths(out, "last")
+    return int(load_training_state(out, "last")["epoch"]) if state_path.is_file() else 0
+
+
+def check_run_directory(out: Path) -> str:
+    """'' when every checkpoint file in ``out`` loads completely, else what is wrong."""
+    for name in ("last", "best"):
+        weights_path, state_path = checkpoint_paths(out, name)
+        try:
+            if weights_path.exists():
+                load_file(weights_path)
+            if state_path.exists():
+                load_training_state(out, name)
+        except Exception as err:
+            return f"{name}: {type(err).__name__}: {err}"
+    return ""
+
+
+def compare_with_reference(out: Path, reference: Path, epochs: int) -> list[str]:
+    """What differs between the finished run ``out`` and the uninterrupted ``reference`` (nothing: [])."""
+    problems = []
+    first, second = load_file(reference / "last.safetensors"), load_file(out / "last.safetensors")
+    if first.keys() != second.keys() or not all(torch.equal(first[k], second[k]) for k in first):
+        problems.append(f"{out}: final weights differ from the uninterrupted run's")
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    logged = [json.loads(line)["epoch"] for line in lines]
+    if logged != list(range(1, epochs + 1)):
+        problems.append(f"{out}: metrics.jsonl logs epochs {logged}, expected 1..{epochs} once each")
+    leftovers = sorted(path.name for path in out.glob("*.tmp")) + sorted(p.name for p in out.glob(".*.tmp"))
+    if leftovers:
+        problems.append(f"{out}: temp files left behind: {leftovers}")
+    return problems
+
+
+def _command(fault: str | None, train_args: Sequence[str], out: Path, count: Path | None = None) -> list[str]:
+    command = [sys.executable, "-m", "mobilenets.testing.faults"]
+    if fault is not None:
+        command += ["--fault", fault]
+    if count is not None:
+        command += ["--count", str(count)]
+    return [*command, "--", "train", *train_args, "--no-progress", "--resume", "--out", str(out)]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+
+
+def _run(command: list[str], timeout: float, kill_after: float | None = None) -> tuple[int, str]:
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env()
+    )
+    if kill_after is not None:
+        try:
+            output, _ = process.communicate(timeout=kill_after)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate(timeout=timeout)
+        return process.returncode, output
+    output, _ = process.communicate(timeout=timeout)
+    return process.returncode, output
+
+
+@dataclass(frozen=True)
+class Reference:
+    """An uninterrupted deterministic run: its directory, wall time and event counts (see .faults)."""
+
+    train_args: tuple[str, ...]
+    out: Path
+    seconds: float
+    counts: dict[str, int]
+
+    @property
+    def epochs(self) -> int:
+        return int(self.train_args[self.train_args.index("--epochs") + 1])
+
+
+def reference_run(train_args: Sequence[str], out: Path, timeout: float = 600.0) -> Reference:
+    """Train ``train_args`` (``--deterministic`` added) into ``out`` without faults, counting events."""
+    args = (*train_args, *(() if "--deterministic" in train_args else ("--deterministic",)))
+    if "--epochs" not in args:
+        raise ValueError("the campaign's training arguments must give --epochs")
+    counts_path = out.with_name(out.name + "-counts.json")
+    started = time.perf_counter()
+    code, output = _run(_command(None, args, out, counts_path), timeout)
+    if code != 0:
+        raise RuntimeError(f"the reference run failed ({code}):\n{output[-3000:]}")
+    seconds = time.perf_counter() - started
+    return Reference(args, out, seconds, json.loads(counts_path.read_text()))
+
+
+def run_campaign(
+    reference: Reference, workdir: Path, *, kills: int = 20, seed: int = 0, timeout: float = 600.0
+) -> CampaignReport:
+    """Kill runs of the ``reference`` recipe ``kills`` times, resuming each time; see the module doc.
+
+    Phases take turns in a shuffled order, so every one is hit. A round whose fault lies past the end
+    of the run finishes it; that run is compared with the reference and a new one begins.
+    """
+    args, epochs = list(reference.train_args), reference.epochs
+    rng = random.Random(seed)
+    report = CampaignReport()
+    chain = 0
+    out = workdir / f"run{chain}"
+    turns: list[str] = []
+
+    def finished(out: Path) -> None:
+        report.finished.append(str(out))
+        report.problems.extend(compare_with_reference(out, reference.out, epochs))
+
+    while report.kills < kills:
+        before = _completed_epochs(out)
+        left = (epochs - before) / epochs
+        if not turns:
+            turns = rng.sample(PHASES, len(PHASES))
+        phase = turns.pop()
+        kill_after = None
+        if phase == EXTERNAL:
+            kill_after = rng.uniform(0.1, REACH * reference.seconds * max(left, 0.2))
+            fault = f"kill:{EXTERNAL}:{kill_after:.2f}s"
+            command = _command(None, args, out)
+        else:
+            n = rng.randint(1, max(1, int(REACH * reference.counts.get(phase, 1) * left)))
+            fault = f"kill:{phase}:{n}"
+            command = _command(fault, args, out)
+        code, output = _run(command, timeout, kill_after)
+        killed = code == -9
+        if not killed and code != 0:
+            raise RuntimeError(f"round {fault} on {out} failed ({code}):\n{output[-3000:]}")
+        problem = check_run_directory(out)
+        after = _completed_epochs(out) if not problem else -1
+        report.rounds.append(Round(fault, killed, before, after, not problem, problem))
+        if not killed:  # the fault lay beyond the end: this run is complete
+            finished(out)
+            chain += 1
+            out = workdir / f"run{chain}"
+    code, output = _run(_command(None, args, out), timeout)
+    if code != 0:
+        raise RuntimeError(f"the final resume of {out} failed ({code}):\n{output[-3000:]}")
+    finished(out)
+    return report
