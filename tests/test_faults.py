@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 from mobilenets.errors import TrainingError
 from mobilenets.testing.campaign import (
     PHASES,
+    RECIPE,
     Reference,
     check_run_directory,
     compare_with_reference,
@@ -36,11 +37,6 @@ from mobilenets.training.checkpoint import checkpoint_paths
 
 from .conftest import CodePayload, run_cli
 
-# Tiny and deterministic: 3 epochs of 12 steps; each process lives ~5 s.
-RECIPE = (
-    "--model", "mobilenet_v1", "--width-mult", "0.25", "--data", "digits", "--epochs", "3",
-    "--batch-size", "128", "--img-size", "32",
-)  # fmt: skip
 FAST: dict[str, Any] = {"model": "mobilenet_v1", "width_mult": 0.25, "batch_size": 128, "progress": False}
 
 
@@ -61,10 +57,10 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Reference:
 def test_twenty_kills_lose_nothing_and_end_on_the_uninterrupted_weights(
     reference: Reference, tmp_path: Path
 ) -> None:
-    report = run_campaign(reference, tmp_path, kills=20, seed=0)
+    report = run_campaign(reference, tmp_path, kills=20, seed=0, parallel=2)
     assert report.kills >= 20
     for row in report.table():
-        assert row["injected"] >= 3, row  # every phase, each several times
+        assert row["injected"] >= 2, row  # every phase, each more than once
         assert row["survived"] == row["injected"] and row["epochs_lost"] == 0, row
     assert [r for r in report.rounds if not r.checkpoints_intact] == []
     assert report.finished and report.problems == []

@@ -23,7 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _predictions(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from ..training.images import decode_image_file
+    """Top-k entries per image; ``ValueError`` naming every unreadable image (none is classified then)."""
+    from ..training.images import ImageDecodeError, decode_image_file
 
     trained = load_from_args(args)
     classes = trained.card.classes
@@ -31,9 +32,18 @@ def _predictions(args: argparse.Namespace) -> list[dict[str, Any]]:
     transform = trained.card.preprocess.transform()
     model = trained.model.to(memory_format=torch.channels_last)
     results: list[dict[str, Any]] = []
+    unreadable: list[str] = []
     for start in range(0, len(args.images), args.batch_size):
         paths = args.images[start : start + args.batch_size]
-        batch = torch.stack([transform(decode_image_file(path)) for path in paths])
+        images: list[torch.Tensor] = []
+        for path in paths:
+            try:
+                images.append(transform(decode_image_file(path)))
+            except ImageDecodeError as error:
+                unreadable.append(str(error))
+        if unreadable:
+            continue  # the command fails: still check the remaining files, but skip the model
+        batch = torch.stack(images)
         with torch.inference_mode():
             probabilities = model(batch.contiguous(memory_format=torch.channels_last)).softmax(dim=1)
         values, indices = probabilities.topk(top, dim=1)
@@ -47,6 +57,10 @@ def _predictions(args: argparse.Namespace) -> list[dict[str, Any]]:
                     ],
                 }
             )
+    if unreadable:
+        raise ValueError(
+            f"cannot classify {len(unreadable)} of {len(args.images)} image(s): " + "; ".join(unreadable)
+        )
     return results
 
 
@@ -55,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--top must be >= 1, got {args.top}")
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    folders = [str(path) for path in args.images if path.is_dir()]
+    if folders:
+        raise ValueError(f"expected image files, got folder(s): {', '.join(folders)}")
     missing = [str(path) for path in args.images if not path.is_file()]
     if missing:
         raise FileNotFoundError(f"image file(s) not found: {', '.join(missing)}")

@@ -2,10 +2,12 @@
 
 Each round starts ``mobilenets train --resume`` under :mod:`.faults` with a SIGKILL planted at a random
 event (forward, backward, optimizer step, a checkpoint or log write, a rename) or sent from outside
-after a random delay. After every kill the run directory is inspected: each checkpoint file must load
-(safetensors header and tensors; training state through ``weights_only=True``) and the completed epochs
-must not go backwards. At the end the run is resumed to completion and its weights compared with an
-uninterrupted run of the same deterministic recipe. ``benchmarks/fault_injection.py`` prints the table.
+after a random delay; some rounds instead fail one write with "No space left on device", which must
+end the run with a one-line error. After every round the run directory is inspected: each checkpoint
+file must load (safetensors header and tensors; training state through ``weights_only=True``) and the
+completed epochs must not go backwards. At the end the run is resumed to completion and its weights
+compared with an uninterrupted run of the same deterministic recipe.
+``benchmarks/fault_injection.py`` prints the table.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +31,15 @@ from .faults import EVENTS
 
 # SIGKILL sent by this process after a random delay, besides the events of .faults.
 EXTERNAL = "external"
-PHASES = (*EVENTS, EXTERNAL)
+# A write failing with "No space left on device" at a random fsync: the run must stop with a clear
+# message (exit status 1, or 2 when the pre-flight write test hits it) and resume later.
+DISK_FULL = "disk_full"
+PHASES = (*EVENTS, EXTERNAL, DISK_FULL)
+# The campaign's default training: tiny and deterministic, 3 epochs of 12 steps; a process lives ~5 s.
+RECIPE = (
+    "--model", "mobilenet_v1", "--width-mult", "0.25", "--data", "digits", "--epochs", "3",
+    "--batch-size", "128", "--img-size", "32",
+)  # fmt: skip
 # Plant faults within this fraction of the events left, so nearly every round is killed before its end.
 REACH = 0.85
 
@@ -43,6 +54,8 @@ class Round:
     epochs_after: int
     checkpoints_intact: bool
     problem: str = ""
+    clear_error: bool = True  # a disk-full round ended with a one-line message, not a traceback
+    fired: bool = True  # False when the fault lay past the end of the run (it then completed)
 
     @property
     def lost_epochs(self) -> int:
@@ -61,12 +74,16 @@ class CampaignReport:
     def kills(self) -> int:
         return sum(r.killed for r in self.rounds)
 
+    @staticmethod
+    def phase_of(round_: Round) -> str:
+        return DISK_FULL if round_.fault.startswith("enospc") else round_.fault.split(":")[1]
+
     def table(self) -> list[dict[str, object]]:
         """Per phase: faults injected, survived (checkpoints intact, nothing lost), epochs lost."""
         rows = []
         for phase in PHASES:
-            rounds = [r for r in self.rounds if r.killed and r.fault.split(":")[1] == phase]
-            survived = [r for r in rounds if r.checkpoints_intact and r.lost_epochs == 0]
+            rounds = [r for r in self.rounds if r.fired and self.phase_of(r) == phase]
+            survived = [r for r in rounds if r.checkpoints_intact and r.lost_epochs == 0 and r.clear_error]
             rows.append(
                 {
                     "phase": phase,
@@ -170,18 +187,44 @@ def reference_run(train_args: Sequence[str], out: Path, timeout: float = 600.0) 
 
 
 def run_campaign(
-    reference: Reference, workdir: Path, *, kills: int = 20, seed: int = 0, timeout: float = 600.0
+    reference: Reference,
+    workdir: Path,
+    *,
+    kills: int = 20,
+    seed: int = 0,
+    parallel: int = 1,
+    timeout: float = 600.0,
 ) -> CampaignReport:
     """Kill runs of the ``reference`` recipe ``kills`` times, resuming each time; see the module doc.
 
-    Phases take turns in a shuffled order, so every one is hit. A round whose fault lies past the end
-    of the run finishes it; that run is compared with the reference and a new one begins.
+    ``parallel`` independent sequences of runs share the kills (one process each at a time; use as
+    many as there are cores). Within one, phases take turns in a shuffled order, so every phase is
+    hit. A round whose fault lies past the end of the run finishes it; that run is compared with the
+    reference and a new one begins.
     """
+    shares = [kills // parallel + (i < kills % parallel) for i in range(parallel)]
+    with ThreadPoolExecutor(parallel) as pool:
+        parts = list(
+            pool.map(
+                lambda i: _kill_sequence(reference, workdir / f"seq{i}", shares[i], seed + i, timeout),
+                range(parallel),
+            )
+        )
+    return CampaignReport(
+        rounds=[r for part in parts for r in part.rounds],
+        finished=[f for part in parts for f in part.finished],
+        problems=[p for part in parts for p in part.problems],
+    )
+
+
+def _kill_sequence(
+    reference: Reference, workdir: Path, kills: int, seed: int, timeout: float
+) -> CampaignReport:
     args, epochs = list(reference.train_args), reference.epochs
     rng = random.Random(seed)
     report = CampaignReport()
-    chain = 0
-    out = workdir / f"run{chain}"
+    runs = 0
+    out = workdir / f"run{runs}"
     turns: list[str] = []
 
     def finished(out: Path) -> None:
@@ -195,7 +238,11 @@ def run_campaign(
             turns = rng.sample(PHASES, len(PHASES))
         phase = turns.pop()
         kill_after = None
-        if phase == EXTERNAL:
+        if phase == DISK_FULL:
+            n = rng.randint(1, max(1, int(REACH * reference.counts.get("fsync", 1) * left)))
+            fault = f"enospc:fsync:{n}"
+            command = _command(fault, args, out)
+        elif phase == EXTERNAL:
             kill_after = rng.uniform(0.1, REACH * reference.seconds * max(left, 0.2))
             fault = f"kill:{EXTERNAL}:{kill_after:.2f}s"
             command = _command(None, args, out)
@@ -204,16 +251,19 @@ def run_campaign(
             fault = f"kill:{phase}:{n}"
             command = _command(fault, args, out)
         code, output = _run(command, timeout, kill_after)
-        killed = code == -9
-        if not killed and code != 0:
+        killed, disk_full = code == -9, "No space left on device" in output
+        clear = not disk_full or (code in (1, 2) and "Traceback" not in output)
+        if not killed and code != 0 and not disk_full:
             raise RuntimeError(f"round {fault} on {out} failed ({code}):\n{output[-3000:]}")
         problem = check_run_directory(out)
         after = _completed_epochs(out) if not problem else -1
-        report.rounds.append(Round(fault, killed, before, after, not problem, problem))
-        if not killed:  # the fault lay beyond the end: this run is complete
+        report.rounds.append(
+            Round(fault, killed, before, after, not problem, problem, clear, killed or disk_full)
+        )
+        if code == 0:  # the fault lay beyond the end (or was a directory sync): this run is complete
             finished(out)
-            chain += 1
-            out = workdir / f"run{chain}"
+            runs += 1
+            out = workdir / f"run{runs}"
     code, output = _run(_command(None, args, out), timeout)
     if code != 0:
         raise RuntimeError(f"the final resume of {out} failed ({code}):\n{output[-3000:]}")

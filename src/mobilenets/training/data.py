@@ -150,8 +150,14 @@ def _digits_splits(
     )
 
 
-def _cached(samples: Samples, transform: BatchTransform) -> CachedImages:
+def _cached(samples: Samples, transform: BatchTransform, split: str) -> CachedImages:
+    """``samples`` decoded into a cache; unreadable files are left out (warned about by ``decode_all``)."""
     images, kept, skipped = decode_all([path for path, _ in samples], transform.source_size)
+    if skipped and len(kept) == 0:
+        raise ValueError(
+            f"none of the {len(samples)} {split} image files could be read (e.g. {skipped[0]}); "
+            "the warnings say why each was skipped"
+        )
     labels = torch.tensor([label for _, label in samples], dtype=torch.int64)[kept]
     return CachedImages(images, labels, transform, skipped)
 
@@ -182,9 +188,10 @@ def _folder_sets(
     train: ImageDataset | None = None
     if cache:
         eval_tf = BatchTransform(size, img_size, mean, std, train=False)
-        val: ImageDataset = _cached(val_samples, eval_tf)
+        val: ImageDataset = _cached(val_samples, eval_tf, "validation")
         if with_train:
-            train = _cached(train_samples, BatchTransform(size, img_size, mean, std, True, augment=augment))
+            augmented = BatchTransform(size, img_size, mean, std, True, augment=augment)
+            train = _cached(train_samples, augmented, "training")
     else:
         val = FolderImages(val_samples, SampleTransform(img_size, mean, std, train=False))
         if with_train:

@@ -1,21 +1,39 @@
 """Image files to uint8 tensors: one file at a time, or a whole list into an in-memory cache.
 
-Decoding uses ``torchvision.io`` (libjpeg-turbo/libpng: about 2.5× faster than PIL on 32×32 JPEGs) and
-falls back to PIL for the formats it lacks (BMP, TIFF, PPM, ...). torchvision 0.29 deprecates its
-decoders in favour of TorchCodec; the warning is silenced here and PIL alone would still work.
+Every file comes out as uint8 (3, H, W) RGB, or raises :class:`ImageDecodeError` naming the file and
+why (callers skip and report it). What happens to unusual files:
+
+* JPEGs decode with ``torchvision.io`` (libjpeg-turbo: about 2.5× faster than PIL on 32×32 JPEGs;
+  grayscale and CMYK become RGB). Everything else, and JPEGs it rejects, goes through PIL: its PNG
+  decoder segfaults on a corrupt PNG (any libpng error, e.g. one flipped byte failing a CRC), which
+  would kill the process or DataLoader worker instead of raising, and its GIF decoder returns every
+  frame of an animation.
+* Images over :data:`MAX_IMAGE_PIXELS` are refused from their header, before either decoder allocates
+  anything (``torchvision.io`` has no such limit; a 30000×30000 solid PNG is 2.7 GB decoded).
+* Alpha is dropped (the stored colour is kept, as PIL's and torchvision's RGB modes do), palettes
+  are expanded, 1-bit becomes 0/255, 16-bit values are scaled to 8 bits (``v >> 8``, not clipped),
+  32-bit float images are refused (no standard range), and animations give their first frame.
+* EXIF orientation is *not* applied: pixels are used as stored, as torchvision's ``ImageFolder``
+  and the published ImageNet accuracies of pretrained weights do, in training and prediction alike.
+* Empty, truncated, unidentifiable and unreadable files (a directory, a dangling symlink) raise.
+
+torchvision 0.29 deprecates its decoders in favour of TorchCodec; the warning is silenced here and PIL
+alone would still work.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import struct
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
@@ -24,44 +42,136 @@ from torchvision.transforms.v2 import functional as TF
 _PARALLEL_MIN_FILES = 1024
 _CHUNK = 256
 
+# Largest image decoded, in pixels: PIL's default decompression-bomb limit (1024**3 // 4 // 3, a
+# 256 MiB RGB image). Checked from the header, before decoding, for every format.
+MAX_IMAGE_PIXELS = 89_478_485
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# Start-of-frame markers (they carry the size); C4 (DHT), C8 (JPG) and CC (DAC) are not frames.
+_JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
 
 class ImageDecodeError(ValueError):
-    """A file that no decoder could read as an image."""
+    """A file that no decoder could read as an image, or one refused (too big, no 8-bit scaling)."""
 
 
-def _decode_pil(data: bytes) -> torch.Tensor:
-    with Image.open(io.BytesIO(data)) as image:
-        rgb = image.convert("RGB")
-    return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1).contiguous()
+@contextlib.contextmanager
+def _quiet_decoders() -> Iterator[None]:
+    """Silence torchvision's decoder deprecation and PIL's bomb warning (the size check reports it)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's frame header, walking the markers; None if there is none."""
+    i = 2
+    while i + 9 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+        elif marker in _JPEG_SOF:
+            height, width = struct.unpack_from(">HH", data, i + 5)
+            return (width, height) if height else None  # height 0: set later by a DNL marker
+        elif marker == 0x01 or 0xD0 <= marker <= 0xD9:  # markers without a length
+            i += 2
+        else:
+            i += 2 + struct.unpack_from(">H", data, i + 2)[0]
+    return None
+
+
+def _header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a JPEG or PNG read from its header alone; None for other formats."""
+    if data.startswith(_JPEG_MAGIC):
+        return _jpeg_size(data)
+    if data.startswith(_PNG_MAGIC) and data[12:16] == b"IHDR" and len(data) >= 24:
+        width, height = struct.unpack_from(">II", data, 16)
+        return width, height
+    return None
+
+
+def _check_size(path: str | Path, size: tuple[int, int]) -> None:
+    """``ImageDecodeError`` if a ``size`` = (width, height) image is over :data:`MAX_IMAGE_PIXELS`."""
+    width, height = size
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageDecodeError(
+            f"{path} is {width}×{height} = {width * height:,} pixels, over MAX_IMAGE_PIXELS = "
+            f"{MAX_IMAGE_PIXELS:,} (mobilenets.training.images: a guard against decompression bombs)"
+        )
+
+
+def _pil_pixels(image: Image.Image, path: str | Path) -> np.ndarray:
+    """The current frame of ``image`` as uint8 (H, W, 3), converting its mode as the module says."""
+    mode = image.mode
+    if mode == "F":
+        raise ImageDecodeError(
+            f"{path} has 32-bit float pixels (PIL mode F), which have no standard 8-bit scaling; "
+            "expected an 8- or 16-bit image"
+        )
+    if mode == "I" or mode.startswith("I;16"):  # 16-bit (mode I: 32-bit ints, taken as 16-bit)
+        values = np.asarray(image).astype(np.int32, copy=False)
+        gray = (np.clip(values, 0, 65535) >> 8).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode in ("P", "PA"):
+        image = image.convert("RGBA")  # palette transparency: straight to RGB warns for byte tables
+    return np.array(image.convert("RGB"), dtype=np.uint8)
+
+
+def _decode_pil(data: bytes, path: str | Path) -> torch.Tensor:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            _check_size(path, image.size)
+            pixels = _pil_pixels(image, path)
+    except ImageDecodeError:
+        raise
+    except Image.DecompressionBombError as err:  # beyond twice PIL's own limit: refused in open()
+        raise ImageDecodeError(
+            f"{path} is over MAX_IMAGE_PIXELS = {MAX_IMAGE_PIXELS:,} (mobilenets.training.images: "
+            f"a guard against decompression bombs): {err}"
+        ) from err
+    except UnidentifiedImageError as err:
+        raise ImageDecodeError(
+            f"{path} is not an image file PIL or torchvision.io can read (it starts with {data[:12]!r})"
+        ) from err
+    except Exception as err:  # PIL raises many types (OSError, SyntaxError, struct.error, ...)
+        raise ImageDecodeError(f"{path} is not a readable image ({type(err).__name__}: {err})") from err
+    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
 
 
 def decode_image_file(path: str | Path) -> torch.Tensor:
     """The image at ``path`` as a uint8 (3, H, W) RGB tensor; ``ImageDecodeError`` if unreadable."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with _quiet_decoders():
         return _decode(path)
 
 
 def _decode(path: str | Path) -> torch.Tensor:
-    """:func:`decode_image_file` minus the warning filter, which callers set once per many files."""
+    """:func:`decode_image_file` minus the warning filters, which callers set once per many files."""
     try:
         with open(path, "rb") as file:
             data = file.read()
     except OSError as err:
-        raise ImageDecodeError(f"cannot read {path}: {err}") from err
+        raise ImageDecodeError(f"cannot read {path}: {err.strerror or err}") from err
+    if not data:
+        raise ImageDecodeError(f"{path} is empty (0 bytes); expected an image file")
+    size = _header_size(data)
+    if size is not None:
+        _check_size(path, size)
     image: torch.Tensor | None = None
-    if data:
+    if size is not None and data.startswith(_JPEG_MAGIC):  # only a JPEG whose size was checked
         try:
             image = decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), ImageReadMode.RGB)
         except (RuntimeError, ValueError):
-            image = None  # corrupt, or a format torchvision.io lacks: let PIL decide
+            image = None  # corrupt, or a JPEG flavour libjpeg-turbo lacks: let PIL decide
     if image is None:
-        try:
-            image = _decode_pil(data)
-        except Exception as err:  # PIL raises many types (OSError, SyntaxError, struct.error, ...)
-            raise ImageDecodeError(f"{path} is not a readable image ({type(err).__name__}: {err})") from err
-    if image.dtype != torch.uint8:  # e.g. 16-bit PNG
+        image = _decode_pil(data, path)
+    if image.dtype != torch.uint8:  # not expected from either path; cheap insurance for the cache
         image = TF.to_dtype(image, torch.uint8, scale=True)
+    if image.ndim != 3 or image.shape[0] != 3 or image.numel() == 0:
+        raise ImageDecodeError(f"{path} decoded to shape {tuple(image.shape)}; expected (3, H, W), H, W ≥ 1")
     return image
 
 
@@ -82,12 +192,13 @@ def probe_size(paths: Sequence[str], fallback: int, probes: int = 16) -> int:
         return fallback
     step = max(1, len(paths) // probes)
     sizes: set[tuple[int, int]] = set()
-    for path in paths[::step][:probes]:
-        try:
-            with Image.open(path) as image:
-                sizes.add(image.size)
-        except Exception:  # unreadable: the cache builder reports it
-            continue
+    with _quiet_decoders():
+        for path in paths[::step][:probes]:
+            try:
+                with Image.open(path) as image:
+                    sizes.add(image.size)
+            except Exception:  # unreadable or too big: the cache builder reports it
+                continue
     if len(sizes) != 1:
         return fallback
     width, height = sizes.pop()
@@ -110,8 +221,7 @@ class _Chunks(Dataset[tuple[torch.Tensor, torch.Tensor, list[str]]]):
         images: list[torch.Tensor] = []  # stacked at the end: cheaper than writing rows one by one
         ok: list[bool] = []
         errors: list[str] = []
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
+        with _quiet_decoders():
             for path in chunk:
                 try:
                     images.append(fit_square(_decode(path), self.size))
