@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
+from torch.func import functional_call
 
+from ..models.mobilenet import MAX_INPUT_SIZE, MIN_INPUT_SIZE
 from .layers import LAYER_KINDS, LayerCost, layer_costs
 from .memory import OpMemory, schedule_memory
 from .separable import SeparableComparison, compare_with_standard
 
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
+# The analysis keeps every layer's output of its float32 forward passes alive; past this total (measured
+# before anything is allocated) a too large resolution or batch fails with a clear error instead.
+ANALYSIS_BUDGET_BYTES = 2 * 1024**3
+# Inputs up to this many values (one 104×104 RGB image, ten CIFAR ones) skip that measurement (a few
+# tenths of a second): even the widest model here, with small_input, stays within the budget on them.
+UNCHECKED_INPUT_VALUES = 2**15
 
 
 @dataclass(frozen=True)
@@ -95,15 +104,27 @@ def summarize(
     """
     if dtype not in DTYPE_BYTES:
         raise ValueError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPE_BYTES)}")
-    if not isinstance(resolution, int) or resolution < 32:
-        raise ValueError(f"resolution must be an integer of at least 32, got {resolution!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
+    if not _is_int(resolution) or not MIN_INPUT_SIZE <= resolution <= MAX_INPUT_SIZE:
+        raise ValueError(
+            f"resolution must be an integer from {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE}, got {resolution!r}"
+        )
+    if not _is_int(batch_size) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     in_channels = getattr(model, "in_channels", 3)
-    example = torch.zeros(batch_size, in_channels, resolution, resolution)
+    shape = (batch_size, in_channels, resolution, resolution)
     was_training = model.training
     model.eval()
     try:
+        needed = None
+        if math.prod(shape) > UNCHECKED_INPUT_VALUES:
+            needed = estimated_activation_bytes(model, shape)
+        if needed is not None and needed > ANALYSIS_BUDGET_BYTES:
+            raise ValueError(
+                f"analysing a {'×'.join(map(str, shape))} input would hold about {needed / 1024**3:,.1f} GiB "
+                f"of activations (at most {ANALYSIS_BUDGET_BYTES / 1024**3:g} GiB); lower the resolution "
+                "or batch_size"
+            )
+        example = torch.zeros(shape)
         per_element = DTYPE_BYTES[dtype]
         layers = layer_costs(model, example, bytes_per_element=per_element)
         scheduled = model
@@ -124,3 +145,35 @@ def summarize(
         comparisons=compare_with_standard(layers) if compare_standard else [],
         memory_efficient=memory_efficient,
     )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def estimated_activation_bytes(model: nn.Module, shape: tuple[int, ...]) -> int | None:
+    """Bytes of every conv and linear output of one float32 forward pass on a ``shape`` input.
+
+    Runs on the meta device (shapes only, nothing allocated); ``None`` when the model cannot run there.
+    """
+    total = 0
+
+    def count(module: nn.Module, inputs: tuple[object, ...], output: object) -> None:
+        nonlocal total
+        if isinstance(output, torch.Tensor):
+            total += output.numel() * 4
+
+    tensors = {name: torch.empty_like(t, device="meta") for name, t in model.named_parameters()}
+    tensors.update({name: torch.empty_like(t, device="meta") for name, t in model.named_buffers()})
+    handles = [
+        m.register_forward_hook(count) for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)
+    ]
+    try:
+        with torch.no_grad():
+            functional_call(model, tensors, (torch.empty(shape, device="meta"),))
+    except (RuntimeError, NotImplementedError):  # an op without a meta kernel, or a tensor not registered
+        return None
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total

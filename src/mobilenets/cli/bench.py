@@ -6,6 +6,7 @@ import argparse
 import json
 
 from ..bench.inference import REFERENCE, VARIANTS
+from .common import check_resolution
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_bench(
         args.model,
         batch=args.batch,
-        resolution=args.resolution,
+        resolution=check_resolution(args.resolution),
         threads=args.threads,
         repeats=args.repeats,
         warmup=args.warmup,

@@ -7,9 +7,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..models import MobileNet, create_model
+from ..models.mobilenet import MAX_INPUT_SIZE, MIN_INPUT_SIZE
 
 if TYPE_CHECKING:
     from ..weights.card import TrainedModel
+
+
+def check_resolution(value: int, flag: str = "--resolution") -> int:
+    """``value`` if it is an input side the models take, else a ``ValueError`` naming ``flag``."""
+    if not MIN_INPUT_SIZE <= value <= MAX_INPUT_SIZE:
+        raise ValueError(f"{flag} must be from {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE} pixels, got {value}")
+    return value
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:

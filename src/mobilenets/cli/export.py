@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from ..deploy.quantize import CALIBRATION_METHODS, WEIGHT_DTYPES
-from .common import add_weights_arguments, load_from_args
+from .common import add_weights_arguments, check_resolution, load_from_args
 
 DEFAULT_TOLERANCE = 1e-4
 
@@ -77,7 +77,7 @@ def _verification_images(args: argparse.Namespace, card: Any) -> tuple[torch.Ten
     data = args.verify_data or args.calib or card.data
     if not data:
         generator = torch.Generator().manual_seed(0)
-        size = args.resolution or card.img_size
+        size = card.img_size if args.resolution is None else args.resolution
         return torch.randn(
             args.verify_images, 3, size, size, generator=generator
         ), "random inputs (no data given)"
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     _check_args(args)
     trained = _trained(args)
     card, model = trained.card, trained.model.eval()
-    resolution = args.resolution or card.img_size
+    resolution = check_resolution(card.img_size if args.resolution is None else args.resolution)
     fp32_path = args.out.with_suffix(".fp32.onnx") if args.int8 else args.out
     export_onnx(model, fp32_path, resolution=resolution, card=card, dynamic_batch=args.dynamic_batch)
     images, described = _verification_images(args, card)

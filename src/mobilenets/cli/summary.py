@@ -34,18 +34,20 @@ def _chunks(value: str | None) -> int | str | None:
     if value is None or value == "channel":
         return value
     try:
-        return int(value)
+        chunks = int(value)
     except ValueError:
-        raise ValueError(
-            f"--memory-efficient must be a positive integer or 'channel', got {value!r}"
-        ) from None
+        chunks = 0
+    if chunks < 1:
+        raise ValueError(f"--memory-efficient must be a positive integer or 'channel', got {value!r}")
+    return chunks
 
 
 def run(args: argparse.Namespace) -> int:
     model = model_from_args(args)
     summary = summarize(
         model,
-        resolution=args.resolution or model.default_resolution,
+        # `is None`, not `or`: --resolution 0 is an error to report, not a request for the default.
+        resolution=model.default_resolution if args.resolution is None else args.resolution,
         batch_size=args.batch_size,
         dtype=args.dtype,
         name=args.model,

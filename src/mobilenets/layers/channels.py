@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+from typing import TypeGuard
+
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
     """Round a channel count to the nearest multiple of ``divisor``, never dropping more than 10%.
@@ -10,13 +14,26 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     (and of torchvision and timm): hardware kernels prefer multiples of 8, and the 10% guard stops a
     small width multiplier from rounding a layer away. Every model here uses this one function for
     ``width_mult`` scaling, so widths agree with published checkpoints at every multiplier.
+    ``min_value`` (default: ``divisor``) is the smallest result.
     """
-    if divisor <= 0:
-        raise ValueError(f"divisor must be a positive integer, got {divisor}")
-    if value <= 0:
-        raise ValueError(f"channel count must be positive, got {value}")
+    if not is_positive_int(divisor):
+        raise ValueError(f"divisor must be a positive integer, got {divisor!r}")
+    if min_value is not None and not is_positive_int(min_value):
+        raise ValueError(f"min_value must be a positive integer or None, got {min_value!r}")
+    if not is_real(value) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"channel count must be a positive finite number, got {value!r}")
     min_value = divisor if min_value is None else min_value
     rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
     if rounded < 0.9 * value:
         rounded += divisor
     return rounded
+
+
+def is_positive_int(value: object) -> TypeGuard[int]:
+    """Whether ``value`` is an ``int`` (not a ``bool``) greater than zero."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def is_real(value: object) -> TypeGuard[float]:
+    """Whether ``value`` is a real number (int, float, NumPy scalars; not a bool), NaN included."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)

@@ -6,16 +6,18 @@ import torch
 from torch import nn
 
 from .activations import create_activation
+from .channels import is_positive_int
 from .norm import NormConfig
-from .padding import create_conv2d
+from .padding import PADDING_MODES, create_conv2d
 
 
 class ConvNormAct(nn.Module):
     """Conv2d → norm → activation, with sub-modules named ``conv``, ``bn`` and ``act``.
 
-    Padding is derived from kernel size and dilation (or TF ``SAME``). The conv has no bias when a norm
-    follows it (the norm's shift replaces it). ``activation=None`` makes the unit linear, as the
-    projection of a linear bottleneck needs.
+    Padding is derived from kernel size and dilation (or TF ``SAME``), so the spatial size only changes by
+    the stride; symmetric padding therefore needs an odd ``kernel_size`` (TF ``SAME`` takes any). The conv
+    has no bias when a norm follows it (the norm's shift replaces it). ``activation=None`` makes the unit
+    linear, as the projection of a linear bottleneck needs.
     """
 
     def __init__(
@@ -32,17 +34,29 @@ class ConvNormAct(nn.Module):
         padding: str = "symmetric",
     ) -> None:
         super().__init__()
-        for label, value in (("in_channels", in_channels), ("out_channels", out_channels)):
-            if not isinstance(value, int) or value <= 0:
+        for label, value in (
+            ("in_channels", in_channels),
+            ("out_channels", out_channels),
+            ("kernel_size", kernel_size),
+            ("stride", stride),
+            ("dilation", dilation),
+        ):
+            if not is_positive_int(value):
                 raise ValueError(f"{label} must be a positive integer, got {value!r}")
-        for label, value in (("kernel_size", kernel_size), ("stride", stride), ("dilation", dilation)):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{label} must be a positive integer, got {value!r}")
-        if not isinstance(groups, int) or groups <= 0 or in_channels % groups or out_channels % groups:
+        if not is_positive_int(groups) or in_channels % groups or out_channels % groups:
             raise ValueError(
                 f"groups={groups!r} must be a positive integer dividing in_channels={in_channels} "
                 f"and out_channels={out_channels}"
             )
+        if padding not in PADDING_MODES:
+            raise ValueError(f"unknown padding {padding!r}; expected one of {', '.join(PADDING_MODES)}")
+        if padding == "symmetric" and kernel_size % 2 == 0:
+            raise ValueError(
+                f"kernel_size must be odd with symmetric padding, got {kernel_size}; "
+                "even kernels need padding='tf_same'"
+            )
+        if norm is not None and not isinstance(norm, NormConfig):
+            raise TypeError(f"norm must be a NormConfig or None, got {type(norm).__name__}")
         norm = NormConfig() if norm is None else norm
         self.conv = create_conv2d(
             in_channels,

@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torchvision.ops import StochasticDepth
 
+from .activations import check_activation
+from .channels import is_positive_int, is_real
 from .conv_norm_act import ConvNormAct
 from .norm import NormConfig
 from .squeeze_excite import SqueezeExcite
@@ -44,10 +46,22 @@ class InvertedResidual(nn.Module):
         separable: bool = True,
     ) -> None:
         super().__init__()
-        if hidden_channels <= 0:
-            raise ValueError(f"hidden_channels must be positive, got {hidden_channels}")
-        if not 0.0 <= drop_path_rate < 1.0:
-            raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
+        for label, value in (
+            ("in_channels", in_channels),
+            ("out_channels", out_channels),
+            ("hidden_channels", hidden_channels),
+        ):
+            if not is_positive_int(value):
+                raise ValueError(f"{label} must be a positive integer, got {value!r}")
+        if not (is_positive_int(se_channels) or (type(se_channels) is int and se_channels == 0)):
+            raise ValueError(
+                f"se_channels must be a non-negative integer (0: no squeeze-excite), got {se_channels!r}"
+            )
+        if not is_real(drop_path_rate) or not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate!r}")
+        if not isinstance(separable, bool):
+            raise ValueError(f"separable must be True or False, got {separable!r}")
+        check_activation(se_gate)
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.hidden_channels = hidden_channels

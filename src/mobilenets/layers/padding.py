@@ -18,8 +18,12 @@ PADDING_MODES = ("symmetric", "tf_same")
 
 
 def symmetric_padding(kernel_size: int, dilation: int = 1) -> int:
-    """Padding that keeps the spatial size at stride 1: ``(k - 1) // 2 * dilation``."""
-    return (kernel_size - 1) // 2 * dilation
+    """Padding that keeps the spatial size at stride 1 when the dilated kernel's extent is odd.
+
+    ``(k - 1) * dilation // 2``: for an even ``k`` with an even dilation the extent is odd too (k=2, d=2
+    spans 3 pixels and needs 1 on each side, where ``(k - 1) // 2 * d`` gave 0 and shrank the map).
+    """
+    return (kernel_size - 1) * dilation // 2
 
 
 def tf_same_pads(size: int, kernel_size: int, stride: int, dilation: int) -> tuple[int, int]:

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from .activations import create_activation
+from .channels import is_positive_int
 
 
 class SqueezeExcite(nn.Module):
@@ -24,10 +25,10 @@ class SqueezeExcite(nn.Module):
         gate: str = "hardsigmoid",
     ) -> None:
         super().__init__()
-        if channels <= 0 or squeeze_channels <= 0:
+        if not is_positive_int(channels) or not is_positive_int(squeeze_channels):
             raise ValueError(
-                f"SqueezeExcite needs positive channel counts, got channels={channels}, "
-                f"squeeze_channels={squeeze_channels}"
+                f"SqueezeExcite needs positive integer channel counts, got channels={channels!r}, "
+                f"squeeze_channels={squeeze_channels!r}"
             )
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc1 = nn.Conv2d(channels, squeeze_channels, 1)

@@ -3,21 +3,40 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import OrderedDict
 
 from torch import nn
 
 from ..layers.activations import check_activation, create_activation
-from ..layers.channels import make_divisible
+from ..layers.channels import is_real, make_divisible
 from ..layers.conv_norm_act import ConvNormAct
 from ..layers.inverted_residual import InvertedResidual
 from ..layers.norm import NormConfig
 from ..layers.padding import PADDING_MODES
 from ..layers.separable import DepthwiseSeparableConv
 from .config import ArchSpec, BlockSpec
-from .mobilenet import FeatureInfo, MobileNet
+from .mobilenet import FeatureInfo, MobileNet, check_num_classes
 
 OUTPUT_STRIDES = (8, 16, 32)
+MAX_WIDTH_MULT = 10.0
+# Hyperspectral images have a few hundred bands; more input channels than this is a mistake.
+MAX_IN_CHANNELS = 1024
+
+
+def check_width_mult(width_mult: object, *, limit: float = MAX_WIDTH_MULT) -> None:
+    """Raise ``ValueError`` unless ``width_mult`` is a number in (0, ``limit``]."""
+    if not is_real(width_mult) or not width_mult > 0:
+        raise ValueError(f"width_mult must be a positive number, got {width_mult!r}")
+    if width_mult > limit:
+        raise ValueError(
+            f"width_mult={width_mult!r} is absurdly large; expected at most {limit:g} (usually 0.25–2.0)"
+        )
+
+
+def _check_rate(label: str, value: object) -> None:
+    if not is_real(value) or not 0.0 <= value < 1.0:
+        raise ValueError(f"{label} must be in [0, 1), got {value!r}")
 
 
 def _check_options(
@@ -30,19 +49,15 @@ def _check_options(
     output_stride: int,
     padding: str,
 ) -> None:
-    if not isinstance(width_mult, int | float) or isinstance(width_mult, bool) or not width_mult > 0:
-        raise ValueError(f"width_mult must be a positive number, got {width_mult!r}")
-    if width_mult > 10:
-        raise ValueError(f"width_mult={width_mult!r} is absurdly large; expected a value around 0.25–2.0")
-    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
-        raise ValueError(f"num_classes must be a non-negative integer, got {num_classes!r}")
+    check_width_mult(width_mult)
+    check_num_classes(num_classes)
     if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels <= 0:
         raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
-    if not isinstance(dropout, int | float) or not 0.0 <= dropout < 1.0:
-        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
-    if not isinstance(drop_path_rate, int | float) or not 0.0 <= drop_path_rate < 1.0:
-        raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate!r}")
-    if output_stride not in OUTPUT_STRIDES:
+    if in_channels > MAX_IN_CHANNELS:
+        raise ValueError(f"in_channels={in_channels} is absurdly large; expected at most {MAX_IN_CHANNELS}")
+    _check_rate("dropout", dropout)
+    _check_rate("drop_path_rate", drop_path_rate)
+    if type(output_stride) is not int or output_stride not in OUTPUT_STRIDES:
         raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}")
     if padding not in PADDING_MODES:
         raise ValueError(f"unknown padding {padding!r}; expected one of {', '.join(PADDING_MODES)}")
@@ -104,8 +119,11 @@ def build_mobilenet(
         padding=padding,
     )
     check_activation(activation)
-    if not isinstance(small_input, bool):
-        raise ValueError(f"small_input must be True or False, got {small_input!r}")
+    for label, flag in (("small_input", small_input), ("features_only", features_only)):
+        if not isinstance(flag, bool):
+            raise ValueError(f"{label} must be True or False, got {flag!r}")
+    if keep_last_wide is not None and not isinstance(keep_last_wide, bool):
+        raise ValueError(f"keep_last_wide must be True, False or None, got {keep_last_wide!r}")
     keep_last_wide = arch.keep_last_wide if keep_last_wide is None else keep_last_wide
     has_last_layer = any(
         value is not None for value in (arch.head_channels, arch.head_ratio, arch.pre_logits_features)
@@ -114,8 +132,10 @@ def build_mobilenet(
         raise ValueError(f"{arch.name} has no separate last layer, so keep_last_wide cannot apply")
     norm_config = _resolve_norm(norm, arch.norm)
     if norm_eps is not None:
-        if isinstance(norm_eps, bool) or not isinstance(norm_eps, int | float) or not norm_eps > 0:
-            raise ValueError(f"norm_eps must be a positive number, got {norm_eps!r}")
+        if not is_real(norm_eps) or not math.isfinite(norm_eps) or not norm_eps > 0:
+            raise ValueError(
+                f"norm_eps must be a positive number, got {norm_eps!r} (finite: 1e-5, 1e-3, ...)"
+            )
         norm_config = dataclasses.replace(norm_config, eps=float(norm_eps))
 
     def act(name: str) -> str:

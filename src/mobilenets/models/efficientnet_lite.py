@@ -7,7 +7,7 @@ import math
 from typing_extensions import Unpack
 
 from ..layers.norm import NormConfig
-from .builder import build_mobilenet
+from .builder import MAX_WIDTH_MULT, build_mobilenet, check_width_mult
 from .config import ArchSpec, BlockSpec
 from .mobilenet import MobileNet
 from .options import BuildOptions
@@ -71,6 +71,8 @@ def _lite_arch(name: str) -> tuple[ArchSpec, float]:
 
 def _build_lite(name: str, width_mult: float, options: BuildOptions) -> MobileNet:
     arch, width = _lite_arch(name)
+    # Checked before scaling, so errors quote the caller's value and the scaled width stays in bounds.
+    check_width_mult(width_mult, limit=MAX_WIDTH_MULT / width)
     return build_mobilenet(arch, width_mult=width * width_mult, **options)
 
 

@@ -9,6 +9,26 @@ import torch
 from torch import nn
 
 MIN_INPUT_SIZE = 32
+# Largest input side that analysis (``summarize``) and training accept: beyond it the activations of
+# one image alone run into gigabytes, and an absurd value must fail clearly, not try to allocate them.
+MAX_INPUT_SIZE = 4096
+# Largest classifier: ImageNet-21k has 21,841 classes; 100,000 × 1,280 features is already 0.5 GB.
+MAX_NUM_CLASSES = 100_000
+
+
+def check_num_classes(num_classes: object) -> None:
+    """``ValueError`` unless ``num_classes`` is an integer in [0, MAX_NUM_CLASSES] (0: no classifier)."""
+    if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
+        raise ValueError(f"num_classes must be a non-negative integer, got {num_classes!r}")
+    if num_classes > MAX_NUM_CLASSES:
+        raise ValueError(f"num_classes={num_classes} is absurdly large; expected at most {MAX_NUM_CLASSES:,}")
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:  # a device type autocast does not know (meta)
+        return False
 
 
 @dataclass(frozen=True)
@@ -79,8 +99,13 @@ class MobileNet(nn.Module):
         levels = len(self.feature_info)
         if out_indices is None:
             return tuple(range(levels))
+        if not isinstance(out_indices, tuple | list):
+            raise ValueError(
+                f"out_indices must be a tuple of indices into the {levels} feature levels, "
+                f"got {out_indices!r}"
+            )
         indices = tuple(out_indices)
-        bad = [i for i in indices if not isinstance(i, int) or not -levels <= i < levels]
+        bad = [i for i in indices if type(i) is not int or not -levels <= i < levels]
         if bad or not indices:
             raise ValueError(f"out_indices {out_indices!r} must be indices into the {levels} feature levels")
         return tuple(sorted(i % levels for i in indices))
@@ -99,9 +124,26 @@ class MobileNet(nn.Module):
                 nn.init.zeros_(module.bias)
 
     def check_input(self, x: torch.Tensor) -> None:
-        """Raise ``ValueError`` naming the expected shape unless ``x`` is (N, in_channels, H≥32, W≥32)."""
+        """Raise ``ValueError`` naming what was expected unless ``x`` is a floating-point tensor of shape
+        (N, in_channels, H≥32, W≥32) in the dtype of the model's parameters (any, under autocast)."""
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
+        if not x.is_floating_point():
+            raise ValueError(
+                f"expected a floating-point input (e.g. images scaled and normalised as float32), "
+                f"got dtype {x.dtype}"
+            )
+        weight = next(self.parameters(), None)
+        if (
+            weight is not None
+            and weight.is_floating_point()
+            and x.dtype != weight.dtype
+            and not _autocast_enabled(x.device.type)
+        ):
+            raise ValueError(
+                f"input dtype {x.dtype} does not match the model's {weight.dtype}; convert one of them "
+                f"(x.to({weight.dtype}) or model.to({x.dtype})) or run under torch.autocast"
+            )
         if x.dim() != 4:
             raise ValueError(
                 f"expected a 4-D input of shape (N, {self.in_channels}, H, W), got {x.dim()}-D shape "
@@ -160,8 +202,7 @@ class MobileNet(nn.Module):
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier with a freshly initialised one for ``num_classes`` (0 removes it)."""
-        if not isinstance(num_classes, int) or num_classes < 0:
-            raise ValueError(f"num_classes must be a non-negative integer, got {num_classes!r}")
+        check_num_classes(num_classes)
         self.num_classes = num_classes
         if num_classes:
             classifier = nn.Linear(self.head_hidden_size, num_classes)

@@ -28,11 +28,15 @@ def register_model(builder: _B) -> _B:
 
 def list_models(pattern: str = "*") -> list[str]:
     """Registered model names matching a shell-style ``pattern`` (e.g. ``"mobilenet_v3*"``), sorted."""
+    if not isinstance(pattern, str):
+        raise TypeError(f"pattern must be a string such as 'mobilenet_v3*', got {type(pattern).__name__}")
     return sorted(name for name in _REGISTRY if fnmatch.fnmatch(name, pattern))
 
 
 def get_builder(name: str) -> Builder:
     """The builder registered as ``name``; an unknown name raises ``ValueError`` listing close matches."""
+    if not isinstance(name, str):
+        raise TypeError(f"model name must be a string, got {type(name).__name__}; see list_models()")
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""

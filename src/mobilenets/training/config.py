@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..models import list_models
-from ..models.mobilenet import MIN_INPUT_SIZE
+from ..models.builder import MAX_WIDTH_MULT
+from ..models.mobilenet import MAX_INPUT_SIZE, MIN_INPUT_SIZE
 from .data import AUGMENTATIONS, check_data_spec
 
 OPTIMIZERS = ("sgd", "rmsprop", "adamw")
@@ -25,6 +26,10 @@ DEFAULT_LR = {"sgd": 0.1, "rmsprop": 0.045, "adamw": 1e-3}
 REFERENCE_BATCH = {"sgd": 128, "rmsprop": 96, "adamw": 0}
 # Per-epoch decay of the step and exponential schedules when --lr-gamma is not given (paper: ×0.98).
 DEFAULT_GAMMA = {"cosine": 1.0, "step": 0.1, "exponential": 0.98}
+# The 1,797 digits are upsampled once and held in memory (float32 while resizing): 1.9 GB at 512 px.
+MAX_DIGITS_IMG_SIZE = 512
+# More loader processes than this is a typo, not a setting (each one is a full Python process).
+MAX_WORKERS = 256
 
 
 def _is_int(value: object) -> bool:
@@ -92,6 +97,10 @@ class TrainConfig:
             _is_number(self.width_mult) and self.width_mult > 0,
             f"width_mult must be a positive number, got {self.width_mult!r}",
         )
+        _check(
+            self.width_mult <= MAX_WIDTH_MULT,
+            f"width_mult={self.width_mult!r} is absurdly large; expected at most {MAX_WIDTH_MULT:g}",
+        )
         _check(self.norm in NORMS, f"norm must be one of {', '.join(NORMS)}; got {self.norm!r}")
         _check(
             self.dropout is None or (_is_number(self.dropout) and 0 <= self.dropout < 1),
@@ -120,6 +129,15 @@ class TrainConfig:
         _check(
             _is_int(self.img_size) and self.img_size >= MIN_INPUT_SIZE,
             f"img_size must be an integer >= {MIN_INPUT_SIZE}, got {self.img_size!r}",
+        )
+        _check(
+            self.img_size <= MAX_INPUT_SIZE,
+            f"img_size={self.img_size} is absurdly large; expected at most {MAX_INPUT_SIZE}",
+        )
+        _check(
+            self.data != "digits" or self.img_size <= MAX_DIGITS_IMG_SIZE,
+            f"img_size={self.img_size} is too large for 'digits' (8×8 images, all held in memory once "
+            f"upsampled); expected at most {MAX_DIGITS_IMG_SIZE}",
         )
         _check(
             self.optimizer in OPTIMIZERS,
@@ -169,9 +187,13 @@ class TrainConfig:
             self.precision in PRECISIONS,
             f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}",
         )
-        _check(_is_int(self.workers) and self.workers >= 0, f"workers must be >= 0, got {self.workers!r}")
         _check(
-            _is_int(self.seed) and self.seed >= 0, f"seed must be a non-negative integer, got {self.seed!r}"
+            _is_int(self.workers) and 0 <= self.workers <= MAX_WORKERS,
+            f"workers must be an integer from 0 to {MAX_WORKERS}, got {self.workers!r}",
+        )
+        _check(
+            _is_int(self.seed) and 0 <= self.seed < 2**63,
+            f"seed must be a non-negative integer below 2**63, got {self.seed!r}",
         )
         _check(bool(str(self.out)), "out must name a directory")
         for flag in (
