@@ -60,7 +60,7 @@ def test_twenty_kills_lose_nothing_and_end_on_the_uninterrupted_weights(
     report = run_campaign(reference, tmp_path, kills=20, seed=0, parallel=2)
     assert report.kills >= 20
     for row in report.table():
-        assert row["injected"] >= 2, row  # every phase, each more than once
+        assert row["injected"] >= 1, row  # every phase (each takes a turn in both sequences)
         assert row["survived"] == row["injected"] and row["epochs_lost"] == 0, row
     assert [r for r in report.rounds if not r.checkpoints_intact] == []
     assert report.finished and report.problems == []
@@ -88,6 +88,10 @@ def test_disk_full_at_a_checkpoint_write_keeps_the_last_good_one(
     assert "Traceback" not in failed.stderr
     assert check_run_directory(out) == "" and load_training_state(out)["epoch"] == 1
     assert not list(out.glob(".*.tmp"))
+    # The disk is still full when the resume rewrites metrics.jsonl (dropping epoch 2's line).
+    again = _faulted("enospc:fsync:1:metrics.jsonl", out, "--resume")
+    assert again.returncode == 1 and "Traceback" not in again.stderr, again.stderr[-2000:]
+    assert "cannot write metrics.jsonl" in again.stderr and "No space left on device" in again.stderr
     resumed = _faulted("kill:fsync:999999", out, "--resume")  # a fault that never fires
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert compare_with_reference(out, reference.out, reference.epochs) == []

@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file
 
 from ..training.checkpoint import checkpoint_paths, load_training_state
-from .faults import EVENTS
+from .faults import EVENTS, FILE_FSYNC
 
 # SIGKILL sent by this process after a random delay, besides the events of .faults.
 EXTERNAL = "external"
@@ -239,7 +239,7 @@ def _kill_sequence(
         phase = turns.pop()
         kill_after = None
         if phase == DISK_FULL:
-            n = rng.randint(1, max(1, int(REACH * reference.counts.get("fsync", 1) * left)))
+            n = rng.randint(1, max(1, int(REACH * reference.counts.get(FILE_FSYNC, 1) * left)))
             fault = f"enospc:fsync:{n}"
             command = _command(fault, args, out)
         elif phase == EXTERNAL:

@@ -377,16 +377,18 @@ class Trainer:
         if self.resuming:
             self._restore()
             if context.is_main:
-                remove_stale_temp_files(self.out)
-                _keep_metrics_before(metrics_path, self.epoch)
+                with self._writing("metrics.jsonl"):
+                    remove_stale_temp_files(self.out)
+                    _keep_metrics_before(metrics_path, self.epoch)
                 print(
                     f"resuming {self.out} at epoch {self.epoch}, step {self.step_in_epoch} "
                     f"(best val top-1 {100 * max(self.best_top1, 0):.2f}%)",
                     flush=True,
                 )
         elif context.is_main:
-            remove_stale_temp_files(self.out)  # a run killed before its first checkpoint
-            metrics_path.write_text("")
+            with self._writing("metrics.jsonl"):
+                remove_stale_temp_files(self.out)  # a run killed before its first checkpoint
+                metrics_path.write_text("")
         if context.is_main:
             with self._writing("config.json"):
                 _write_json(self.out / "config.json", config.to_dict())
