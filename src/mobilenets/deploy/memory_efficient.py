@@ -173,6 +173,9 @@ def memory_efficient(
 ) -> MobileNet:
     """A copy of ``model`` whose inverted residual blocks run in ``chunks`` chunks (or one per channel).
 
+    A block with fewer expanded channels than ``chunks`` runs one chunk per channel (a chunk cannot be
+    smaller than a channel).
+
     BatchNorm is folded; blocks with squeeze-excite are kept as they are. When the first block does
     not expand and has neither squeeze-excite nor a residual (MobileNetV2, EfficientNet-Lite), the
     stem becomes its expansion, so the stem's full-resolution output is chunked too.

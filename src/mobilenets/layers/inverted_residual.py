@@ -24,8 +24,9 @@ class InvertedResidual(nn.Module):
     The residual is added iff ``stride == 1`` and ``in_channels == out_channels`` (``has_residual``).
 
     With ``separable=False`` the depthwise K×K and the 1×1 projection are replaced by one dense K×K conv
-    from ``hidden_channels`` to ``out_channels`` (named ``conv_full``): the standard-convolution twin used
-    to measure what depthwise separability saves, as the v1 paper's Table 4 does for MobileNet v1.
+    from ``hidden_channels`` to ``out_channels`` (named ``conv_full``; no ``conv_dw``, ``se`` or
+    ``conv_pwl``): the standard-convolution twin used to measure what depthwise separability saves, as
+    the v1 paper's Table 4 does for MobileNet v1.
     """
 
     def __init__(
