@@ -115,7 +115,7 @@ def test_quantize_keeps_named_modules_in_float(tmp_path: Path) -> None:
 
     assert not weight_is_quantized("stem.conv/Conv") and not weight_is_quantized("classifier/Gemm")
     assert weight_is_quantized("blocks.1.0.conv_dw.conv/Conv")
-    assert "uint8 weights" in {p.key: p.value for p in proto.metadata_props}["quantization"]
+    assert "int7 weights" in {p.key: p.value for p in proto.metadata_props}["quantization"]
     assert int8.stat().st_size < fp32.stat().st_size  # the float classifier dominates both
     with torch.no_grad():
         logits = OnnxClassifier(int8)(calibration[:4])
@@ -355,3 +355,16 @@ def test_measured_forward_memory_falls_with_chunking() -> None:
     plain = min(forward_rss_growth(fuse(model).to(memory_format=torch.channels_last), x) for _ in range(2))
     chunked = min(forward_rss_growth(memory_efficient(model, 16), x) for _ in range(2))
     assert chunked < plain / 2, (plain, chunked)
+
+
+def test_peak_rss_of_a_variant_grows_with_its_batch() -> None:
+    from mobilenets.bench.rss import peak_rss
+
+    small, large = (
+        peak_rss("mobilenet_v2", ("ours_eager",), batch=batch, resolution=128, threads=1, runs=1)["ours_eager"]
+        for batch in (1, 8)
+    )
+    for row in (small, large):
+        assert row["peak_rss_mb"] >= row["rss_mb"] > 50, row  # the interpreter and torch alone are more
+    # batch 8 at 128×128: the 96-channel 64×64 expansion alone is 12.6 MB, and it is live with its input
+    assert large["peak_rss_mb"] - large["rss_mb"] > small["peak_rss_mb"] - small["rss_mb"] + 10

@@ -1,12 +1,19 @@
-"""Models work with channels_last, torch.jit.trace, torch.export and torch.compile."""
+"""Models work with channels_last, torch.jit.trace, torch.export and torch.compile; `mobilenets export`
+writes TorchScript and torch.export files that reload, match PyTorch and carry the model card."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 import torch
 
 import mobilenets
-from tests.conftest import randomize_norm_stats
+from mobilenets.deploy import export_program, export_torchscript, read_torch_card, read_torch_metadata
+from mobilenets.weights import ModelCard
+from mobilenets.weights.files import write_safetensors
+from tests.conftest import randomize_norm_stats, run_cli
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v3_small", "efficientnet_lite0"])
@@ -45,3 +52,124 @@ def test_torch_compile() -> None:
     compiled = torch.compile(model)
     with torch.no_grad():
         assert torch.allclose(compiled(x), model(x), atol=1e-4)
+
+
+# --- `mobilenets export --format torchscript|exported-program` ------------------------------------------
+
+DIGITS = tuple(str(i) for i in range(10))
+KWARGS = {"width_mult": 0.35, "num_classes": 10, "padding": "tf_same"}  # TF SAME pads: baked in at export
+
+
+@pytest.fixture(scope="module")
+def digits_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module, ModelCard]:
+    """A small checkpoint whose card names real images (digits, 32 px) to verify exports on."""
+    torch.manual_seed(0)
+    model = mobilenets.mobilenet_v2(**KWARGS).eval()
+    randomize_norm_stats(model)
+    card = ModelCard("mobilenet_v2", KWARGS, DIGITS, (0.5,) * 3, (0.5,) * 3, 32, "digits", 0.1, 0)
+    path = tmp_path_factory.mktemp("digits") / "best.safetensors"
+    write_safetensors(path, model.state_dict(), card.to_metadata())
+    return path, model, card
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
+@pytest.mark.parametrize(
+    ("file_format", "suffix", "dynamic"),
+    [("torchscript", ".pt", False), ("exported-program", ".pt2", True), ("exported-program", ".pt2", False)],
+)
+def test_export_torch_formats_reload_match_and_carry_the_card(
+    file_format: str,
+    suffix: str,
+    dynamic: bool,
+    digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    checkpoint, model, card = digits_checkpoint
+    out = tmp_path / f"m{suffix}"
+    argv = ["export", "--checkpoint", str(checkpoint), "--format", file_format, "--out", str(out), "--json"]
+    argv += ["--verify-images", "8", *(["--dynamic-batch"] if dynamic else [])]
+    code, stdout, err = run_cli(argv, capsys)
+    assert code == 0, err
+    result = json.loads(stdout)  # exactly one JSON object
+    assert result["format"] == file_format and result["max_abs_diff"] <= 1e-4
+    assert "8 images of digits" in result["verified_on"]  # the checkpoint's real images, like ONNX
+    fixed_batch = file_format == "exported-program" and not dynamic  # TorchScript takes any batch
+    assert result["verified_batch_sizes"] == ([1] if fixed_batch else [1, 7])
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]  # written atomically: no temp file left
+
+    extra = {"mobilenets.json": ""}
+    if file_format == "torchscript":
+        module = torch.jit.load(str(out), _extra_files=extra)
+    else:
+        module = torch.export.load(str(out), extra_files=extra).module()
+    metadata = json.loads(extra["mobilenets.json"])
+    assert metadata == read_torch_metadata(out)
+    assert metadata["input_layout"] == "NCHW" and metadata["resolution"] == 32
+    assert metadata["dynamic_batch"] is not fixed_batch and metadata["classes"] == list(DIGITS)
+    assert metadata["preprocess"]["mean"] == [0.5] * 3 and metadata["preprocess"]["crop_size"] == 32
+    assert ModelCard.from_metadata(metadata["card"], str(out)) == card == read_torch_card(out)
+
+    with torch.inference_mode():
+        for batch in (1, 5):
+            x = torch.randn(batch, 3, 32, 32)
+            if fixed_batch and batch != 1:
+                with pytest.raises(AssertionError, match=r"x\.size\(\)\[0\] == 1"):
+                    module(x)
+            else:
+                assert (module(x) - model(x)).abs().max().item() <= 1e-4
+        # The TF SAME pads are those of 32 px: another size is refused, never silently wrong.
+        with pytest.raises((torch.jit.Error, AssertionError), match=r"\(N, 3, 32, 32\)|size\(\)\[2\] == 32"):
+            module(torch.randn(1, 3, 64, 64))
+
+
+def test_export_torch_formats_without_a_card(tmp_path: Path) -> None:
+    model = mobilenets.mobilenet_v3_small(width_mult=0.35).eval()
+    for path in (
+        export_torchscript(model, tmp_path / "m.pt", resolution=64),
+        export_program(model, tmp_path / "m.pt2", resolution=64, dynamic_batch=True),
+    ):
+        assert read_torch_metadata(path)["input_shape"][1:] == [3, 64, 64]
+        with pytest.raises(ValueError, match="no mobilenets model card"):
+            read_torch_card(path)
+    with pytest.raises(ValueError, match=r"not a TorchScript or torch\.export file"):
+        read_torch_metadata(Path(__file__))
+
+
+def test_export_torch_formats_refuse_onnx_options_and_bad_arguments(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for file_format, suffix in (("torchscript", ".pt"), ("exported-program", ".pt2")):
+        base = ["export", "mobilenet_v2", "--width-mult", "0.35", "--resolution", "96"]
+        base += ["--format", file_format]
+        out = tmp_path / f"m{suffix}"
+        for extra, message in (
+            (["--int8", "--calib", "data"], "--int8, --calib: only for --format onnx"),
+            (["--int8"], "--int8: only for --format onnx"),
+            (["--keep-float", "stem"], "--keep-float: only for --format onnx"),
+            (["--weight-dtype", "int8"], "--weight-dtype: only for --format onnx"),
+            (["--calib-method", "minmax"], "--calib-method: only for --format onnx"),
+            (["--calib-images", "10"], "--calib-images: only for --format onnx"),
+            (["--tolerance", "nan"], "--tolerance must be a finite number"),
+            (["--out", str(tmp_path / "m.onnx")], f"must end in {suffix} for --format {file_format}"),
+        ):
+            code, _, err = run_cli([*base, "--out", str(out), *extra], capsys)
+            assert code == 2 and message in err, err
+        assert not list(tmp_path.iterdir())
+    # A model name honours --width-mult (and --padding) in the model and its card.
+    code, stdout, err = run_cli([*base, "--out", str(out), "--verify-images", "2", "--json"], capsys)
+    assert code == 0 and json.loads(stdout)["verified_batch_sizes"] == [1], err
+    assert read_torch_card(out).model_kwargs == {"width_mult": 0.35}
+    assert read_torch_metadata(out)["input_shape"] == [1, 3, 96, 96]
+
+
+def test_export_torch_formats_fail_above_the_tolerance(
+    digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    checkpoint, _, _ = digits_checkpoint
+    out = tmp_path / "m.pt"
+    argv = ["export", "--checkpoint", str(checkpoint), "--format", "torchscript", "--out", str(out)]
+    code, _, err = run_cli([*argv, "--tolerance", "1e-12", "--verify-images", "4"], capsys)
+    assert code == 2 and "torch.jit.load output differs from PyTorch" in err and "not trustworthy" in err, err

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 
 # mallopt parameters from glibc's <malloc.h>.
@@ -43,3 +44,13 @@ def reuse_freed_memory() -> str | None:
         return None
     _applied = "glibc mallopt: M_MMAP_THRESHOLD=1 GiB, M_TRIM_THRESHOLD=2 GiB (freed memory reused)"
     return _applied
+
+
+def current_setting() -> str:
+    """What this process's allocator does with freed memory, for benchmark reports."""
+    if _applied is not None:
+        return _applied
+    tuned = [name for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_") if name in os.environ]
+    if tuned:
+        return "glibc with " + ", ".join(f"{name}={os.environ[name]}" for name in tuned)
+    return "system malloc (glibc defaults)"

@@ -5,7 +5,7 @@ same threads and allocator setting (see :mod:`.allocator`), and reported as rati
 ``torchvision_eager`` (torchvision's model, eager, NCHW: what most people run). The torchvision and
 our variants carry the same weights. ``torchvision_ort_int8`` is ONNX Runtime's usual recipe (QDQ,
 uint8 activations, int8 per-channel weights); ``ours_int8`` is ``mobilenets export --int8``'s default
-(uint8 weights, which avoid u8×s8 saturation on CPUs without VNNI; see :mod:`mobilenets.deploy.quantize`).
+(7-bit weights, which avoid u8×s8 saturation on CPUs without VNNI; see :mod:`mobilenets.deploy.quantize`).
 int8 variants are calibrated on random inputs: their *speed*
 does not depend on the ranges (accuracy is measured by ``benchmarks/int8_accuracy.py``). ONNX
 Runtime sessions keep their default settings (worker threads spin between operators); since the
@@ -20,7 +20,7 @@ import functools
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,7 @@ class BenchResult:
     allocator: str
     results: dict[str, LatencyResult]
     skipped: dict[str, str]
+    memory: dict[str, dict[str, Any]] = field(default_factory=dict)  # see :mod:`.rss`
 
     def to_dict(self) -> dict[str, Any]:
         reference = self.results.get(REFERENCE)
@@ -67,6 +68,7 @@ class BenchResult:
                 "speedup_vs_torchvision_eager": None
                 if reference is None
                 else reference.median_ms / result.median_ms,
+                **self.memory.get(name, {}),
             }
         return {
             "model": self.model,
@@ -156,8 +158,8 @@ def build_variants(
             path = fp32
             if name.endswith("int8"):
                 path = fp32.with_suffix(".int8.onnx")
-                if not path.exists():  # ONNX Runtime's usual s8 weights for theirs; our uint8 default
-                    weights = "int8" if side == "torchvision" else "uint8"
+                if not path.exists():  # ONNX Runtime's usual s8 weights for theirs; our int7 default
+                    weights = "int8" if side == "torchvision" else "int7"
                     quantize_onnx(fp32, path, calibration, method="minmax", weight_dtype=weights)
             variants[name] = functools.partial(_ort(path, threads), x)
     return variants, skipped

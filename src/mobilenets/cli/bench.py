@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 
 from ..bench.inference import REFERENCE, VARIANTS
-from .common import check_resolution
+from .common import add_allocator_argument, apply_allocator, check_resolution
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,10 +24,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {', '.join(VARIANTS)}"
     )
     parser.add_argument(
-        "--system-malloc",
+        "--peak-rss",
         action="store_true",
-        help="leave glibc's default allocator thresholds (freed memory returned to the OS each pass)",
+        help="also measure each variant's resident memory, alone in a fresh process (slower)",
     )
+    add_allocator_argument(parser)
     parser.add_argument(
         "--json", action="store_true", help="print one JSON object mapping variant → median_ms"
     )
@@ -34,12 +36,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bench.allocator import reuse_freed_memory
     from ..bench.inference import run_bench
 
-    allocator = "system malloc (glibc defaults)"
-    if not args.system_malloc:
-        allocator = reuse_freed_memory() or allocator
+    allocator = apply_allocator(args)
     only = tuple(name.strip() for name in args.variants.split(",") if name.strip())
     result = run_bench(
         args.model,
@@ -51,6 +50,18 @@ def run(args: argparse.Namespace) -> int:
         only=only,
         allocator=allocator,
     )
+    if args.peak_rss:
+        from ..bench.rss import peak_rss
+
+        memory = peak_rss(
+            result.model,
+            tuple(result.results),
+            batch=result.batch,
+            resolution=result.resolution,
+            threads=result.threads,
+            system_malloc=args.system_malloc,
+        )
+        result = dataclasses.replace(result, memory=memory)
     report = result.to_dict()
     if args.json:
         print(json.dumps(report))
@@ -60,14 +71,22 @@ def run(args: argparse.Namespace) -> int:
         f"{result.threads} threads, median of {report['repeats']} interleaved runs; "
         f"allocator: {result.allocator}"
     )
-    print(f"{'variant':<22} {'median ms':>10} {'IQR ms':>8} {'ms/image':>9} {'vs ' + REFERENCE:>24}")
+    memory_header = f" {'peak RSS MB':>12}" if args.peak_rss else ""
+    print(
+        f"{'variant':<22} {'median ms':>10} {'IQR ms':>8} {'ms/image':>9} {'vs ' + REFERENCE:>24}"
+        + memory_header
+    )
     for name in VARIANTS:
         if name in result.results:
             row = report[name]
             speedup = row["speedup_vs_torchvision_eager"]
             ratio = "n/a" if speedup is None else f"{speedup:.2f}× faster"
             times = f"{row['median_ms']:>10.2f} {row['iqr_ms']:>8.2f} {row['per_image_ms']:>9.2f}"
-            print(f"{name:<22} {times} {ratio:>24}")
+            memory_cell = ""
+            if args.peak_rss:
+                peak = row.get("peak_rss_mb")
+                memory_cell = f" {peak:>12.0f}" if peak is not None else f" {'n/a':>12}"
+            print(f"{name:<22} {times} {ratio:>24}{memory_cell}")
         elif name in result.skipped:
             print(f"{name:<22} skipped: {result.skipped[name]}")
     return 0

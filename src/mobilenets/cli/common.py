@@ -20,6 +20,29 @@ def check_resolution(value: int, flag: str = "--resolution") -> int:
     return value
 
 
+def add_allocator_argument(parser: argparse._ActionsContainer) -> None:
+    """``--system-malloc``: opt out of :func:`apply_allocator`'s setting."""
+    parser.add_argument(
+        "--system-malloc",
+        action="store_true",
+        help="keep glibc's default allocator thresholds (freed activation memory goes back to the OS and "
+        "is page-faulted in afresh on every pass: slower)",
+    )
+
+
+def apply_allocator(args: argparse.Namespace) -> str:
+    """Keep freed memory for reuse (see :mod:`mobilenets.bench.allocator`) unless ``--system-malloc``.
+
+    Commands that run many forward (and backward) passes call this first: on Linux it saves the
+    page faults of re-mapping every large activation tensor. Returns a description for reports.
+    """
+    from ..bench.allocator import reuse_freed_memory
+
+    if args.system_malloc:
+        return "system malloc (glibc defaults)"
+    return reuse_freed_memory() or "system malloc (no mallopt on this platform)"
+
+
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="model name (see `mobilenets list`)")
     parser.add_argument("--width-mult", type=float, default=1.0, help="width multiplier α (default 1.0)")

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .common import add_weights_arguments, load_from_args
+from .common import add_allocator_argument, add_weights_arguments, apply_allocator, load_from_args
 
 MAX_LISTED = 5  # class names quoted in a mismatch message
 MAX_CONFUSION_CLASSES = 100  # beyond this a confusion plot (and its JSON matrix) is not worth its size
@@ -52,6 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help=f"confusion PNG (default: <weights stem>_confusion.png, up to {MAX_CONFUSION_CLASSES} classes)",
     )
     confusion.add_argument("--no-confusion", action="store_true", help="do not write a confusion PNG")
+    add_allocator_argument(parser)
     parser.set_defaults(run=run)
 
 
@@ -138,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training.plots import plot_confusion_matrix
 
     _check_args(args)
+    apply_allocator(args)
     device = _device(args.device)
     network: torch.nn.Module
     if args.onnx is not None:

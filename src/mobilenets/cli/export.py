@@ -1,52 +1,91 @@
-"""``mobilenets export``: a model or weights file → a checked ONNX file (fp32, or int8 calibrated).
+"""``mobilenets export``: a model or weights file → a checked ONNX (fp32, or int8 calibrated),
+TorchScript (``.pt``) or torch.export (``.pt2``) file.
 
-Before it declares success, the command runs the file in ONNX Runtime on real images (the calibration
-or verification data, else the checkpoint's own data) and compares with PyTorch: fp32 must agree to
-``--tolerance`` (default 1e-4, max abs difference of the logits), int8 reports its top-1 agreement.
+Before it declares success, the command reloads the file (ONNX Runtime, ``torch.jit.load`` or
+``torch.export.load``), runs it on real images (the calibration or verification data, else the
+checkpoint's own data) and compares with PyTorch: fp32 must agree to ``--tolerance`` (default 1e-4, max
+abs difference of the logits), int8 reports its top-1 agreement.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..deploy.quantize import CALIBRATION_METHODS, WEIGHT_DTYPES
-from .common import add_weights_arguments, check_resolution, load_from_args
+from .common import add_weights_arguments, check_resolution, foreign_model_kwargs, load_from_args
 
 DEFAULT_TOLERANCE = 1e-4
+FORMATS = ("onnx", "torchscript", "exported-program")
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
+# Options of int8 quantization in ONNX Runtime: None (unset) unless given, so other formats can refuse them.
+ONNX_ONLY = {
+    "int8": "--int8",
+    "calib": "--calib",
+    "calib_images": "--calib-images",
+    "calib_method": "--calib-method",
+    "weight_dtype": "--weight-dtype",
+    "keep_float": "--keep-float",
+}
+DEFAULT_CALIB_IMAGES = 300
+DEFAULT_CALIB_METHOD = "percentile"
+DEFAULT_WEIGHT_DTYPE = "int7"
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("export", help="export to ONNX (fp32 or int8), verified in ONNX Runtime")
+    parser = sub.add_parser(
+        "export", help="export to ONNX (fp32 or int8), TorchScript or torch.export, verified on reload"
+    )
     parser.add_argument(
         "model_name", nargs="?", default=None, metavar="MODEL", help="a model name, untrained"
     )
     add_weights_arguments(parser, required=False)
-    parser.add_argument("--format", choices=("onnx",), default="onnx", help="output format (default onnx)")
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="onnx",
+        help="onnx (.onnx), torchscript (traced, frozen: .pt) or exported-program (torch.export: .pt2); "
+        "default onnx",
+    )
     parser.add_argument("--out", required=True, type=Path, help="output file (the int8 model with --int8)")
     parser.add_argument("--resolution", type=int, default=None, help="input size (default: the weights')")
-    parser.add_argument("--dynamic-batch", action="store_true", help="leave the batch dimension free")
-    parser.add_argument("--int8", action="store_true", help="quantize (the fp32 file goes to OUT.fp32.onnx)")
-    parser.add_argument("--calib", default=None, help="calibration images: a folder or labelled list file")
     parser.add_argument(
-        "--calib-images", type=int, default=300, help="first N images calibrate (default 300)"
+        "--dynamic-batch",
+        action="store_true",
+        help="leave the batch dimension free (otherwise 1; TorchScript takes any batch either way)",
     )
-    parser.add_argument(
-        "--calib-method", choices=CALIBRATION_METHODS, default="percentile", help="activation ranges"
+    onnx_only = parser.add_argument_group("int8 quantization (--format onnx only)")
+    onnx_only.add_argument(
+        "--int8", action="store_true", default=None, help="quantize (the fp32 file goes to OUT.fp32.onnx)"
     )
-    parser.add_argument(
+    onnx_only.add_argument("--calib", default=None, help="calibration images: a folder or labelled list file")
+    onnx_only.add_argument(
+        "--calib-images",
+        type=int,
+        default=None,
+        help=f"first N images calibrate (default {DEFAULT_CALIB_IMAGES})",
+    )
+    onnx_only.add_argument(
+        "--calib-method",
+        choices=CALIBRATION_METHODS,
+        default=None,
+        help=f"activation ranges (default {DEFAULT_CALIB_METHOD})",
+    )
+    onnx_only.add_argument(
         "--weight-dtype",
         choices=WEIGHT_DTYPES,
-        default="uint8",
-        help="int8 weight type (see docs; default uint8)",
+        default=None,
+        help=f"weights: int7 = 7-bit values in int8, no u8×s8 saturation (default {DEFAULT_WEIGHT_DTYPE})",
     )
-    parser.add_argument(
-        "--keep-float", default="", help="comma-separated modules left in float, e.g. stem,classifier"
+    onnx_only.add_argument(
+        "--keep-float", default=None, help="comma-separated modules left in float, e.g. stem,classifier"
     )
     parser.add_argument(
         "--verify-data", default=None, help="images to verify on (default: --calib, else the data)"
@@ -66,8 +105,10 @@ def _trained(args: argparse.Namespace) -> Any:
         raise ValueError("give either a MODEL name or --checkpoint/--weights W (exactly one)")
     if args.weights is not None:
         return load_from_args(args)
-    model = create_model(args.model_name).eval()
-    card = ModelCard.for_weights(args.model_name, {}, get_preset("imagenet"), "untrained", model.num_classes)
+    kwargs = foreign_model_kwargs(args)  # --width-mult, --padding
+    model = create_model(args.model_name, **kwargs).eval()
+    preset = get_preset(args.preset or "imagenet")
+    card = ModelCard.for_weights(args.model_name, kwargs, preset, "untrained", model.num_classes)
     return TrainedModel(model=model, card=card)
 
 
@@ -86,13 +127,77 @@ def _verification_images(args: argparse.Namespace, card: Any) -> tuple[torch.Ten
 
 
 def _check_args(args: argparse.Namespace) -> None:
+    if args.format != "onnx":
+        given = [flag for name, flag in ONNX_ONLY.items() if getattr(args, name) is not None]
+        if given:
+            hint = "; images to verify on go to --verify-data" if args.calib is not None else ""
+            raise ValueError(
+                f"{', '.join(given)}: only for --format onnx (int8 quantization runs in ONNX Runtime), "
+                f"not --format {args.format}{hint}"
+            )
     if args.int8 and not args.calib:
         raise ValueError("--int8 needs --calib DATA: real images to calibrate activation ranges on")
     for name in ("calib_images", "verify_images"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.out.suffix != ".onnx":
-        raise ValueError(f"--out {str(args.out)!r} must end in .onnx")
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if not math.isfinite(args.tolerance) or args.tolerance < 0:
+        raise ValueError(f"--tolerance must be a finite number >= 0, got {args.tolerance}")
+    suffix = SUFFIXES[args.format]
+    if args.out.suffix != suffix:
+        raise ValueError(f"--out {str(args.out)!r} must end in {suffix} for --format {args.format}")
+
+
+def _torch_batches(images: torch.Tensor, *, fixed_batch: bool) -> list[torch.Tensor]:
+    """Single images for a fixed batch of 1, else batches of 1 and of the rest (two batch sizes)."""
+    if fixed_batch:
+        return [images[i : i + 1] for i in range(len(images))]
+    return [images[:1], images[1:]] if len(images) > 1 else [images]
+
+
+def _run_torch(args: argparse.Namespace, model: Any, card: Any, resolution: int) -> int:
+    """Export to TorchScript or torch.export, reload the file and check it against ``model``."""
+    from ..deploy import export_program, export_torchscript, load_exported, max_abs_difference
+
+    started = time.perf_counter()
+    if args.format == "torchscript":
+        path = export_torchscript(model, args.out, resolution=resolution, card=card)
+    else:
+        path = export_program(
+            model, args.out, resolution=resolution, card=card, dynamic_batch=args.dynamic_batch
+        )
+    export_seconds = time.perf_counter() - started
+    loaded, metadata = load_exported(path)
+    images, described = _verification_images(args, card)
+    batches = _torch_batches(images, fixed_batch=not metadata["dynamic_batch"])
+    diff = max_abs_difference(model, loaded, batches)
+    loader = "torch.jit.load" if args.format == "torchscript" else "torch.export.load"
+    result: dict[str, Any] = {
+        "model": card.model,
+        "format": args.format,
+        "path": str(path),
+        "bytes": path.stat().st_size,
+        "dynamic_batch": metadata["dynamic_batch"],
+        "verified_on": described,
+        "verified_batch_sizes": sorted({len(b) for b in batches}),
+        "max_abs_diff": diff,
+        "tolerance": args.tolerance,
+        "export_seconds": round(export_seconds, 3),
+    }
+    if diff > args.tolerance:
+        raise ValueError(
+            f"{loader} output differs from PyTorch by {diff:.3g} (> {args.tolerance:g}) on {described}; "
+            f"the exported file {path} is not trustworthy"
+        )
+    if args.json:
+        print(json.dumps(result))
+    else:
+        sizes = " and ".join(str(size) for size in result["verified_batch_sizes"])
+        print(
+            f"{path}: {args.format}, {result['bytes'] / 1e6:.1f} MB, {loader} vs PyTorch max |Δ| "
+            f"{diff:.2e} on {described}, batch sizes {sizes} (tolerance {args.tolerance:g})"
+        )
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -103,6 +208,8 @@ def run(args: argparse.Namespace) -> int:
     trained = _trained(args)
     card, model = trained.card, trained.model.eval()
     resolution = check_resolution(card.img_size if args.resolution is None else args.resolution)
+    if args.format != "onnx":
+        return _run_torch(args, model, card, resolution)
     fp32_path = args.out.with_suffix(".fp32.onnx") if args.int8 else args.out
     export_onnx(model, fp32_path, resolution=resolution, card=card, dynamic_batch=args.dynamic_batch)
     images, described = _verification_images(args, card)
@@ -110,6 +217,7 @@ def run(args: argparse.Namespace) -> int:
     fp32_diff = max_abs_difference(model, OnnxClassifier(fp32_path), batches)
     result: dict[str, Any] = {
         "model": card.model,
+        "format": "onnx",
         "fp32_onnx": str(fp32_path),
         "fp32_bytes": fp32_path.stat().st_size,
         "verified_on": described,
@@ -123,15 +231,15 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.int8:
         dataset, _ = card_eval_set(card, args.calib)
-        calibration = first_images(dataset, args.calib_images)
-        keep_float = [name.strip() for name in args.keep_float.split(",") if name.strip()]
+        calibration = first_images(dataset, args.calib_images or DEFAULT_CALIB_IMAGES)
+        keep_float = [name.strip() for name in (args.keep_float or "").split(",") if name.strip()]
         quantize_onnx(
             fp32_path,
             args.out,
             calibration,
-            method=args.calib_method,
+            method=args.calib_method or DEFAULT_CALIB_METHOD,
             exclude=keep_float,
-            weight_dtype=args.weight_dtype,
+            weight_dtype=args.weight_dtype or DEFAULT_WEIGHT_DTYPE,
         )
         int8 = OnnxClassifier(args.out)
         with torch.inference_mode():

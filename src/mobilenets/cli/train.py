@@ -8,6 +8,7 @@ import os
 
 from ..training.config import NORMS, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
 from ..training.data import AUGMENTATIONS
+from .common import add_allocator_argument, apply_allocator
 
 _DEFAULTS = TrainConfig()
 
@@ -79,12 +80,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _flag(run_group, "progress", "live progress bar on a terminal")
     run_group.add_argument("--out", default=_DEFAULTS.out, help=f"run directory (default {_DEFAULTS.out})")
     run_group.add_argument("--resume", action="store_true", help="continue the run in --out")
+    add_allocator_argument(run_group)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..training import train
 
+    apply_allocator(args)
     config = TrainConfig(
         model=args.model,
         width_mult=args.width_mult,

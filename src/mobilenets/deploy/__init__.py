@@ -1,9 +1,16 @@
-"""Deployment: BatchNorm folding, ONNX export checked in ONNX Runtime, int8 post-training quantization."""
+"""Deployment: BatchNorm folding; ONNX (checked in ONNX Runtime, int8), TorchScript and torch.export files."""
 
 from .fuse import count_batchnorms, fuse
 from .onnx_export import OnnxClassifier, export_onnx, max_abs_difference, read_card, read_metadata
 from .optimize import OPTIMIZE_MODES, optimize
 from .quantize import CALIBRATION_METHODS, WEIGHT_DTYPES, quantize_onnx
+from .torch_export import (
+    export_program,
+    export_torchscript,
+    load_exported,
+    read_torch_card,
+    read_torch_metadata,
+)
 
 __all__ = [
     "CALIBRATION_METHODS",
@@ -12,10 +19,15 @@ __all__ = [
     "OnnxClassifier",
     "count_batchnorms",
     "export_onnx",
+    "export_program",
+    "export_torchscript",
     "fuse",
+    "load_exported",
     "max_abs_difference",
     "optimize",
     "quantize_onnx",
     "read_card",
     "read_metadata",
+    "read_torch_card",
+    "read_torch_metadata",
 ]
