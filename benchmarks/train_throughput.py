@@ -210,10 +210,15 @@ def child_main(variant: str, reuse: bool, batch_size: int, resolution: int, thre
     print(json.dumps(timed.images_per_s))
 
 
-def allocator_variants(batch_size: int, resolution: int, threads: int, rounds: int) -> list[Variant]:
-    """The allocator rows, each run in ``rounds`` fresh processes taking turns with the others."""
+def allocator_variants(
+    batch_size: int, resolution: int, threads: int, rounds: int, macs: dict[str, int]
+) -> list[Variant]:
+    """The allocator rows, each run in ``rounds`` fresh processes taking turns with the others.
+
+    ``macs`` maps ``"torchvision"`` and ``"ours"`` to their forward mult-adds per image.
+    """
     variants = [
-        Variant(name, None, 0, baseline=baseline, error=None) for name, _, _, baseline in ALLOCATOR_ROWS
+        Variant(name, None, macs[kind], baseline=baseline) for name, kind, _, baseline in ALLOCATOR_ROWS
     ]
     for _ in range(rounds):
         for variant, (_, kind, reuse, _) in zip(variants, ALLOCATOR_ROWS, strict=True):
@@ -342,7 +347,9 @@ def main() -> None:
     if not args.no_allocator:
         child_rounds = max(1, math.ceil(args.rounds / CHILD_STEPS))
         print(f"timing the allocator rows ({child_rounds} fresh processes each, in turns) ...", flush=True)
-        settings[f"{res}×{res}, per process"] = allocator_variants(batch, res, args.threads, child_rounds)
+        macs = {"torchvision": main_variants[0].macs_per_image, "ours": main_variants[1].macs_per_image}
+        rows = allocator_variants(batch, res, args.threads, child_rounds, macs)
+        settings[f"{res}×{res}, per process"] = rows
     total = time.perf_counter() - started
 
     autocast = "fp32 (no autocast)" if precision is None else f"autocast {precision}"
