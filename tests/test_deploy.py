@@ -361,8 +361,8 @@ def test_peak_rss_of_a_variant_grows_with_its_batch() -> None:
     from mobilenets.bench.rss import peak_rss
 
     small, large = (
-        peak_rss("mobilenet_v2", ("ours_eager",), batch=batch, resolution=128, threads=1, runs=1)["ours_eager"]
-        for batch in (1, 8)
+        peak_rss("mobilenet_v2", ("ours_eager",), batch=b, resolution=128, threads=1, runs=1)["ours_eager"]
+        for b in (1, 8)
     )
     for row in (small, large):
         assert row["peak_rss_mb"] >= row["rss_mb"] > 50, row  # the interpreter and torch alone are more
