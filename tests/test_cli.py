@@ -109,3 +109,18 @@ def test_demo_training_fills_accuracy_column(tmp_path: Path) -> None:
     table = _model_table(rows, trained)
     assert table.splitlines()[2].endswith("| — |")
     assert table.splitlines()[3].endswith(f"| {100 * trained['mobilenet_v1'].top1:.1f}% |")
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "bench"])
+def test_long_running_commands_reuse_freed_memory_unless_told_not_to(command: str) -> None:
+    from mobilenets.cli.common import apply_allocator
+    from mobilenets.cli.main import build_parser
+
+    required = {"train": [], "eval": ["--checkpoint", "w.safetensors", "--data", "digits"], "bench": []}
+    parser = build_parser()
+    opted_out = parser.parse_args([command, *required[command], "--system-malloc"])
+    assert apply_allocator(opted_out) == "system malloc (glibc defaults)"
+    default = parser.parse_args([command, *required[command]])
+    assert default.system_malloc is False
+    if sys.platform.startswith("linux"):  # glibc's mallopt
+        assert "M_MMAP_THRESHOLD" in apply_allocator(default)
