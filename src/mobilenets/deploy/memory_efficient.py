@@ -63,7 +63,7 @@ class _ConvPart(nn.Module):
         self.depthwise = conv.groups == conv.in_channels and conv.groups > 1
         self.activation = _inplace_activation(unit.act)
         # A 1×1, stride-1 dense conv on a channels_last tensor is one matrix product over its pixels:
-        # ``addmm`` on a column slice of (C_in, C_out) is about twice as fast as a conv call on a chunk.
+        # ``addmm`` on a column slice of (C_in, C_out) beats a oneDNN conv call on a small batch-1 chunk.
         pointwise = conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.groups == 1
         self.matrix: torch.Tensor | None = None
         if pointwise and (self.same or conv.padding in ((0, 0), "valid")):
