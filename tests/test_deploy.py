@@ -11,6 +11,7 @@ import torch
 
 import mobilenets
 from mobilenets.analysis import summarize
+from mobilenets.analysis.memory import schedule_memory
 from mobilenets.bench.inference import run_bench
 from mobilenets.deploy import (
     OnnxClassifier,
@@ -354,7 +355,24 @@ def test_measured_forward_memory_falls_with_chunking() -> None:
     x = torch.randn(1, 3, 224, 224)
     plain = min(forward_rss_growth(fuse(model).to(memory_format=torch.channels_last), x) for _ in range(2))
     chunked = min(forward_rss_growth(memory_efficient(model, 16), x) for _ in range(2))
-    assert chunked < plain / 2, (plain, chunked)
+    # The resident set also holds oneDNN's buffers and allocator slack: 1.8–2.7× lower in benchmarks
+    # (3.75× analysed), so only a clear fall is asserted; the exact check is the allocation test below.
+    assert chunked * 1.5 < plain, (plain, chunked)
+
+
+def test_allocated_forward_memory_confirms_the_chunked_analysis() -> None:
+    from mobilenets.bench.memory import forward_peak_allocated
+
+    model = mobilenets.mobilenet_v2().eval()
+    x = torch.randn(1, 3, 224, 224)
+    analysed_plain = summarize(model).peak_activation_bytes
+    chunked = memory_efficient(model, 4)
+    analysed = max(op.live_bytes for op in schedule_memory(chunked, x))
+    plain = forward_peak_allocated(fuse(model).to(memory_format=torch.channels_last), x)
+    measured = forward_peak_allocated(chunked, x)
+    assert plain >= analysed_plain  # the real pass holds at least what the ideal schedule does
+    assert abs(measured - analysed) < 0.1 * analysed, (measured, analysed)
+    assert measured * 2 < analysed_plain < plain, (measured, analysed_plain, plain)
 
 
 def test_peak_rss_of_a_variant_grows_with_its_batch() -> None:

@@ -40,6 +40,11 @@ VARIANTS = (
     "ours_ort_fp32",
     "ours_int8",
 )
+# On request only (``--variants``): int8 in PyTorch itself (torchao's PT2E flow, Inductor-compiled;
+# calibrated on random inputs: speed only, accuracy in ``benchmarks/int8_pt2e.py``). Its compile on the
+# first call (10-15 s per batch size on 2 cores) falls in the warm-up.
+EXTRA_VARIANTS = ("ours_pt2e_int8",)
+ALL_VARIANTS = VARIANTS + EXTRA_VARIANTS
 REFERENCE = "torchvision_eager"
 CALIBRATION_IMAGES = 8
 
@@ -150,6 +155,11 @@ def build_variants(
         elif name == "ours_optimize":
             fast = optimize(source, resolution=resolution)
             variants[name] = functools.partial(_eager, fast, x, channels_last=False)
+        elif name == "ours_pt2e_int8":
+            from ..deploy.pt2e import compile_int8, quantize_pt2e
+
+            int8 = quantize_pt2e(source, [calibration], resolution=resolution)
+            variants[name] = functools.partial(compile_int8(int8), x)
         else:  # ONNX Runtime: fp32, or int8 quantized from it
             side = name.split("_")[0]
             fp32 = workdir / f"{side}_{model_name}_{resolution}.onnx"
@@ -178,10 +188,10 @@ def run_bench(
     workdir: str | os.PathLike[str] | None = None,
 ) -> BenchResult:
     """Build the variants and time them interleaved (medians of ``repeats`` after ``warmup``)."""
-    unknown = sorted(set(only) - set(VARIANTS))
+    unknown = sorted(set(only) - set(ALL_VARIANTS))
     if unknown:
         raise ValueError(
-            f"unknown bench variant(s) {', '.join(unknown)}; expected from {', '.join(VARIANTS)}"
+            f"unknown bench variant(s) {', '.join(unknown)}; expected from {', '.join(ALL_VARIANTS)}"
         )
     for label, value, low in (("batch", batch, 1), ("threads", threads, 1), ("repeats", repeats, 1)):
         if value < low:

@@ -1,9 +1,14 @@
-"""Real memory of one forward pass: how much the process's resident set grows while it runs.
+"""Real memory of one forward pass, measured two ways.
 
-Linux only. The kernel's high-water mark (``VmHWM``) is reset through ``/proc/self/clear_refs``
-just before the pass and read after it; free heap memory is first handed back (``malloc_trim``) so the
-pass must fault in the pages it uses. This counts everything the pass allocates (activations, oneDNN
-reorders and scratch buffers), so it is larger than the activation-only analysis but moves with it.
+- ``forward_peak_allocated``: the most bytes that the pass's own tensor allocations hold at once,
+  from every allocation and free that PyTorch's CPU allocator reports to the profiler (activations,
+  temporaries of the ops, the output; not what existed before the pass). Exact and repeatable: this is
+  what the activation-memory analysis predicts.
+- ``forward_rss_growth`` (Linux only): how much the process's resident set grows. The kernel's
+  high-water mark (``VmHWM``) is reset through ``/proc/self/clear_refs`` just before the pass and read
+  after it; free heap memory is first handed back (``malloc_trim``) so the pass must fault in the pages
+  it uses. This also counts what bypasses PyTorch's allocator (oneDNN's own buffers) and allocator
+  slack, so it is larger and noisier, but it moves with the analysis.
 """
 
 from __future__ import annotations
@@ -25,6 +30,23 @@ def _status_bytes(key: str) -> int:
         if line.startswith(key):
             return int(line.split()[1]) * 1024
     raise ValueError(f"{key} missing from {_STATUS}")
+
+
+def forward_peak_allocated(model: nn.Module, x: torch.Tensor) -> int:
+    """Peak bytes held by tensors allocated during ``model(x)`` (after one warm-up pass)."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    with torch.inference_mode():
+        model(x)  # lazy initialisation and kernel selection happen here, not in the measured pass
+        with torch.profiler.profile(activities=activities, profile_memory=True) as profile:
+            model(x)
+    events = [e for e in profile.profiler.kineto_results.events() if e.name() == "[memory]"]
+    if not events:
+        raise ValueError("the profiler reported no allocations for the forward pass")
+    live = peak = 0
+    for event in sorted(events, key=lambda e: e.start_ns()):
+        live += event.nbytes()  # positive for an allocation, negative for a free
+        peak = max(peak, live)
+    return peak
 
 
 def forward_rss_growth(model: nn.Module, x: torch.Tensor) -> int:

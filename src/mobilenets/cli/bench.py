@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import json
 
-from ..bench.inference import REFERENCE, VARIANTS
+from ..bench.inference import ALL_VARIANTS, EXTRA_VARIANTS, REFERENCE, VARIANTS
 from .common import add_allocator_argument, apply_allocator, check_resolution
 
 
@@ -21,7 +21,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--repeats", type=int, default=30, help="timed runs per variant (default 30)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed runs first (default 5)")
     parser.add_argument(
-        "--variants", default=",".join(VARIANTS), help=f"comma-separated subset of {', '.join(VARIANTS)}"
+        "--variants",
+        default=",".join(VARIANTS),
+        help=f"comma-separated subset of {', '.join(ALL_VARIANTS)} "
+        f"(default: all but {', '.join(EXTRA_VARIANTS)})",
     )
     parser.add_argument(
         "--peak-rss",
@@ -76,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         f"{'variant':<22} {'median ms':>10} {'IQR ms':>8} {'ms/image':>9} {'vs ' + REFERENCE:>24}"
         + memory_header
     )
-    for name in VARIANTS:
+    for name in ALL_VARIANTS:
         if name in result.results:
             row = report[name]
             speedup = row["speedup_vs_torchvision_eager"]

@@ -28,16 +28,22 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, ob
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD with Nesterov momentum, RMSProp with the v2 paper's settings, or AdamW."""
+    """SGD with Nesterov momentum, RMSProp with the v2 paper's settings, or AdamW.
+
+    SGD and AdamW use torch's fused kernels, RMSProp its multi-tensor (foreach) update: one call for
+    all parameters instead of several per parameter, which torch does not pick by itself on CPU.
+    """
     groups = parameter_groups(model, config.weight_decay)
     lr = config.peak_lr
     if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=config.momentum, nesterov=config.momentum > 0)
+        return torch.optim.SGD(
+            groups, lr=lr, momentum=config.momentum, nesterov=config.momentum > 0, fused=True
+        )
     if config.optimizer == "rmsprop":
         return torch.optim.RMSprop(
-            groups, lr=lr, alpha=RMSPROP_ALPHA, eps=RMSPROP_EPS, momentum=config.momentum
+            groups, lr=lr, alpha=RMSPROP_ALPHA, eps=RMSPROP_EPS, momentum=config.momentum, foreach=True
         )
-    return torch.optim.AdamW(groups, lr=lr)
+    return torch.optim.AdamW(groups, lr=lr, fused=True)
 
 
 def lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:

@@ -1,0 +1,141 @@
+"""int8 in PyTorch (torchao's PT2E flow) against fp32 on real photos, for both pretrained models.
+
+The protocol of ``benchmarks/int8_accuracy.py``: calibrate on the first 300 photos of
+``imagenet-val-1300/dataset.txt``, evaluate on the other 1,000, but all in PyTorch: fp32, the int8
+graph run as it is (quantize / dequantize simulated around float convolutions) and the same graph
+compiled by Inductor into int8 kernels (``compile_int8``), the form that runs fast. The two int8
+columns differ where the int8 kernels saturate (x86 without VNNI, 8-bit activations). Extra rows
+show the settings' worth (8-bit activations, the x86 default; float stem and classifier).
+Writes ``runs/bench/int8_pt2e/result.json`` and a Markdown table.
+
+    python benchmarks/int8_pt2e.py                 # ~7 minutes on 2 cores
+    python benchmarks/int8_pt2e.py --quick         # the default settings only
+    python benchmarks/int8_pt2e.py --no-compile    # simulated int8 only
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Subset
+
+from mobilenets.bench.allocator import reuse_freed_memory
+from mobilenets.deploy.pt2e import compile_int8, quantize_pt2e
+from mobilenets.training.card_data import card_eval_set
+from mobilenets.training.data import build_loader
+from mobilenets.weights import TrainedModel, load_pretrained, packaged_weights
+
+SHARED = Path(os.environ.get("MOBILENETS_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+PHOTOS = SHARED / "data" / "imagenet-val-1300" / "dataset.txt"
+OUT = Path("runs/bench/int8_pt2e")
+CALIBRATION = 300
+BATCH = 50
+
+# (weights, label, quantize_pt2e options)
+ROWS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("torchvision_mobilenet_v2", "default (7-bit activations)", {}),
+    ("efficientnet_lite0", "default (7-bit activations)", {}),
+)
+ABLATIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("torchvision_mobilenet_v2", "8-bit activations (x86 default)", {"reduce_range": False}),
+    ("torchvision_mobilenet_v2", "8-bit activations, stem + classifier float",
+     {"reduce_range": False, "keep_float": ["stem", "classifier"]}),
+    ("efficientnet_lite0", "8-bit activations (x86 default)", {"reduce_range": False}),
+)  # fmt: skip
+
+
+def photos(trained: TrainedModel) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The calibration images (the first 300), then the held-out images and their labels, prepared."""
+    dataset, _ = card_eval_set(trained.card, str(PHOTOS))
+
+    def load(indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        loader = build_loader(Subset(dataset, indices), batch_size=100, train=False, seed=0)
+        images, labels = zip(*loader, strict=True)
+        return torch.cat(images), torch.cat(labels)
+
+    calibration, _ = load(range(CALIBRATION))
+    held_out, labels = load(range(CALIBRATION, len(dataset)))  # type: ignore[arg-type]
+    return calibration, held_out, labels
+
+
+def top1(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    correct = 0
+    with torch.inference_mode():
+        for batch, target in zip(images.split(BATCH), labels.split(BATCH), strict=True):
+            correct += int((model(batch).argmax(1) == target).sum())
+    return correct / len(labels)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="default settings only, no ablations")
+    parser.add_argument("--no-compile", action="store_true", help="skip the Inductor-compiled int8 column")
+    args = parser.parse_args()
+    if not PHOTOS.is_file():
+        print(f"ImageNet photos not found at {PHOTOS} (set MOBILENETS_SHARED)", file=sys.stderr)
+        return 1
+    reuse_freed_memory()  # eager int8 runs ~7x slower with glibc's default of unmapping freed memory
+    OUT.mkdir(parents=True, exist_ok=True)
+    results: list[dict[str, Any]] = []
+    loaded: dict[str, tuple[TrainedModel, tuple[torch.Tensor, torch.Tensor, torch.Tensor], float]] = {}
+    for key, label, options in ROWS + (() if args.quick else ABLATIONS):
+        if key not in loaded:
+            entry = packaged_weights(key)
+            trained = load_pretrained(entry.path(), model=entry.model, **entry.model_kwargs)
+            data = photos(trained)
+            loaded[key] = trained, data, top1(trained.model, data[1], data[2])
+        trained, (calibration, held_out, labels), fp32 = loaded[key]
+        start = time.perf_counter()
+        int8 = quantize_pt2e(
+            trained.model, calibration.split(BATCH), resolution=trained.card.img_size, **options
+        )
+        quantize_seconds = time.perf_counter() - start
+        simulated = top1(int8, held_out, labels)
+        compiled = compile_seconds = None
+        if not args.no_compile:
+            fast = compile_int8(int8)
+            start = time.perf_counter()
+            with torch.inference_mode():
+                fast(held_out[:BATCH])  # compiles for the batch shape (and grad mode) used below
+            compile_seconds = round(time.perf_counter() - start, 1)
+            compiled = top1(fast, held_out, labels)
+        row: dict[str, Any] = {
+            "weights": key,
+            "settings": label,
+            "images": len(labels),
+            "calibration_images": len(calibration),
+            "fp32_top1": fp32,
+            "int8_eager_top1": simulated,
+            "int8_compiled_top1": compiled,
+            "drop_points": round(100 * (fp32 - (simulated if compiled is None else compiled)), 2),
+            "quantize_seconds": round(quantize_seconds, 1),
+            "compile_seconds": compile_seconds,
+            "options": dict(options),
+        }
+        results.append(row)
+        print(json.dumps(row), flush=True)
+    (OUT / "result.json").write_text(json.dumps(results, indent=2) + "\n")
+    print("\n| weights | settings | fp32 top-1 | int8 top-1, eager | int8 top-1, compiled | drop (points) |")
+    print("|---|---|---:|---:|---:|---:|")
+    for row in results:
+        compiled = row["int8_compiled_top1"]
+        compiled_cell = "—" if compiled is None else f"{100 * compiled:.1f}%"
+        print(
+            f"| {row['weights']} | {row['settings']} | {100 * row['fp32_top1']:.1f}% "
+            f"| {100 * row['int8_eager_top1']:.1f}% | {compiled_cell} | {row['drop_points']} |"
+        )
+    print("\ndrop: fp32 minus the compiled int8 top-1 (the eager one with --no-compile)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,196 @@
+"""Static int8 post-training quantization in PyTorch itself: the PT2E flow of the ``torchao`` package.
+
+``torch.export`` captures the model, torchao's ``X86InductorQuantizer`` annotates it (per-channel
+int8 weights, uint8 activations from histogram observers; BatchNorm is folded into the convolutions
+by the flow itself), calibration batches set the activation ranges and ``convert_pt2e`` leaves a
+graph of quantize / dequantize ops around float convolutions. Run as it is, that graph simulates
+int8 and is slower than fp32; :func:`compile_int8` lets Inductor (with ``freezing``) replace the
+patterns by oneDNN int8 kernels, the fast form.
+
+Activations default to 7-bit ranges (``reduce_range``). On x86 CPUs without VNNI the int8 kernels
+sum pairs of u8×s8 products in 16 bits, which saturate for full 8-bit activations (255 · 127 · 2
+> 32767) but not for 7-bit ones. Measured (``benchmarks/int8_pt2e.py``, 1,000 ImageNet photos, an
+AVX2 CPU without VNNI), compiled, MobileNetV2 lost 5.6 points with 8-bit activations and 0.3 with
+7-bit ones; EfficientNet-Lite0 0.9 and none. The simulated (uncompiled) graph does not show the
+saturation (0.3 and none). Keeping the stem and classifier in float (``keep_float``) also avoids it
+(MobileNetV2: 0.2 with 8-bit activations).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..models.mobilenet import MAX_INPUT_SIZE, MIN_INPUT_SIZE
+from .torch_export import MAX_BATCH
+
+TORCHAO_REQUIREMENT = "torchao==0.18.0"  # the version this module is tested with
+
+
+@dataclass(frozen=True)
+class _Torchao:
+    """The few torchao entry points the flow needs, imported on first use."""
+
+    prepare_pt2e: Any
+    convert_pt2e: Any
+    quantizer: Any
+    default_config: Any
+
+
+def _torchao() -> _Torchao:
+    """torchao's PT2E API; ``ValueError`` saying what to install when torchao is missing or too old."""
+    try:
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
+            X86InductorQuantizer,
+            get_default_x86_inductor_quantization_config,
+        )
+    except ImportError as error:
+        raise ValueError(
+            f"PT2E int8 quantization needs the torchao package, which could not be imported ({error}); "
+            f"install it with `pip install {TORCHAO_REQUIREMENT}`"
+        ) from error
+    return _Torchao(
+        prepare_pt2e,
+        convert_pt2e,
+        X86InductorQuantizer,
+        get_default_x86_inductor_quantization_config,
+    )
+
+
+def _check_batch(batch: object, index: int, resolution: int) -> torch.Tensor:
+    if not isinstance(batch, torch.Tensor):
+        raise TypeError(f"calibration batch {index} is a {type(batch).__name__}, not a tensor")
+    expected = (3, resolution, resolution)
+    if batch.ndim != 4 or tuple(batch.shape[1:]) != expected or len(batch) == 0:
+        raise ValueError(
+            f"calibration batch {index} must be a non-empty (N, 3, {resolution}, {resolution}) batch, "
+            f"got shape {tuple(batch.shape)}"
+        )
+    if not batch.is_floating_point():
+        raise ValueError(f"calibration batch {index} must hold float images, got {batch.dtype}")
+    return batch.float()
+
+
+def _check_modules(model: nn.Module, keep_float: Sequence[str]) -> None:
+    names = {name for name, _ in model.named_modules() if name}
+    for name in keep_float:
+        if name not in names:
+            children = ", ".join(name for name, _ in model.named_children())
+            raise ValueError(
+                f"keep_float: the model has no module {name!r}; its top-level modules are {children}"
+            )
+
+
+class Int8Model(nn.Module):
+    """The graph :func:`quantize_pt2e` converts, as an inference-only module.
+
+    ``graph_module`` is torchao's converted ``torch.fx.GraphModule`` (quantize / dequantize ops around
+    float ops), captured in eval mode. torchao makes its ``train()``/``eval()`` raise; here ``eval()``
+    works (and returns the module, so ``evaluate`` and ``.eval()`` chains do), ``train()`` refuses.
+    """
+
+    def __init__(self, graph_module: torch.fx.GraphModule) -> None:
+        super().__init__()
+        self.graph_module = graph_module
+        self.training = False
+
+    def train(self, mode: bool = True) -> Int8Model:
+        if mode:
+            raise ValueError("an int8 PT2E model is for inference only; train the float model instead")
+        self.training = False  # the graph was captured in eval mode: nothing below changes
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.graph_module(x)
+        return out
+
+
+def quantize_pt2e(
+    model: nn.Module,
+    calibration_batches: Iterable[torch.Tensor],
+    *,
+    resolution: int,
+    reduce_range: bool = True,
+    keep_float: Sequence[str] = (),
+) -> Int8Model:
+    """``model`` quantized to int8 by torchao's PT2E flow, calibrated on ``calibration_batches``.
+
+    Each batch is a float (N, 3, ``resolution``, ``resolution``) tensor prepared as the model expects
+    (its preset); a few hundred images in batches of ~50 are enough. ``reduce_range`` keeps
+    activations to 7 bits (see the module notes); ``keep_float`` names modules (e.g. ``stem``) left
+    in float. ``model`` is not changed. The result takes any batch of 1 to 4096 NCHW float images at
+    ``resolution``. Run it as it is to check accuracy, or through :func:`compile_int8` for speed.
+    """
+    if isinstance(calibration_batches, torch.Tensor):
+        raise TypeError(
+            "calibration_batches must be an iterable of (N, 3, H, W) batches, not one tensor; "
+            "pass e.g. images.split(50)"
+        )
+    if not MIN_INPUT_SIZE <= resolution <= MAX_INPUT_SIZE:
+        raise ValueError(
+            f"resolution must be from {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE} pixels, got {resolution}"
+        )
+    if isinstance(keep_float, str):
+        raise TypeError(f"keep_float must be a sequence of module names, e.g. [{keep_float!r}], not a string")
+    _check_modules(model, keep_float)
+    ao = _torchao()
+    batches = iter(calibration_batches)
+    first = next(batches, None)
+    if first is None:
+        raise ValueError("no calibration batch was given; activation ranges need real images")
+    first = _check_batch(first, 0, resolution)
+    quantizer = ao.quantizer().set_global(ao.default_config(reduce_range=reduce_range))
+    for name in keep_float:
+        quantizer.set_module_name_qconfig(name, None)
+    example = torch.zeros(2, 3, resolution, resolution)
+    dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},)
+    was_training = model.training
+    with torch.inference_mode(False), torch.no_grad():
+        model.eval()
+        try:
+            captured = torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes).module()
+        finally:
+            model.train(was_training)
+        prepared = ao.prepare_pt2e(captured, quantizer)
+        prepared(first)
+        for index, batch in enumerate(batches, start=1):
+            prepared(_check_batch(batch, index, resolution))
+        converted = ao.convert_pt2e(prepared)
+    return Int8Model(converted)
+
+
+class _FrozenCompiled(nn.Module):
+    """Calls ``torch.compile(module)`` with Inductor's ``freezing`` on, under ``torch.no_grad``.
+
+    Freezing (weights as constants) is what lets Inductor fold the quantize / dequantize patterns into
+    prepacked oneDNN int8 kernels; without it they are not used (compiled accuracy then equals the
+    simulated graph's, and compiling took 4× longer here). It is switched on only
+    while this module runs (``torch.compile(options={"freezing": True})`` fails on these graphs in
+    torch 2.14), so other compiled modules of the process are unaffected.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.compiled = torch.compile(module)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from torch._inductor import config as inductor_config
+
+        with inductor_config.patch(freezing=True), torch.no_grad():
+            out: torch.Tensor = self.compiled(x)
+        return out
+
+
+def compile_int8(model: nn.Module) -> nn.Module:
+    """The fast form of a :func:`quantize_pt2e` result: Inductor-compiled with frozen weights.
+
+    Compiles on the first call (10–15 s for MobileNetV2 at 224 on 2 cores) and again for each new
+    input shape. Inference only: the weights are captured when it compiles. On CPUs without VNNI
+    keep ``reduce_range`` on when quantizing (see the module notes).
+    """
+    return _FrozenCompiled(model)
