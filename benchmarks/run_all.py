@@ -1,4 +1,8 @@
-"""`make bench`: run every benchmark in this folder, one after the other."""
+"""`make bench`: run the benchmarks of this folder one after the other (about an hour on 2 cores).
+
+Left to run by hand: ``train_accuracy.py`` (CIFAR-10 for an hour) and ``fault_injection.py``.
+The int8 accuracy ones read ImageNet photos from ``../shared/data`` (``MOBILENETS_SHARED``).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ BENCHMARKS = (
     "inference_latency.py",
     "memory_efficient.py",
     "pretrained_accuracy.py",
+    "int8_accuracy.py",
+    "int8_pt2e.py",
 )
 
 
