@@ -1,4 +1,4 @@
-"""`make bench`: run the benchmarks of this folder one after the other (about an hour on 2 cores).
+"""`make bench`: run the benchmarks of this folder one after the other.
 
 Left to run by hand: ``train_accuracy.py`` (CIFAR-10 for an hour) and ``fault_injection.py``.
 The int8 accuracy ones read ImageNet photos from ``../shared/data`` (``MOBILENETS_SHARED``).
