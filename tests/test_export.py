@@ -11,6 +11,7 @@ import torch
 
 import mobilenets
 from mobilenets.deploy import export_program, export_torchscript, read_torch_card, read_torch_metadata
+from mobilenets.layers.padding import Conv2dSame
 from mobilenets.weights import ModelCard
 from mobilenets.weights.files import write_safetensors
 from tests.conftest import randomize_norm_stats, run_cli
@@ -139,17 +140,29 @@ def test_export_torch_formats_without_a_card(tmp_path: Path) -> None:
 def test_export_torch_formats_refuse_onnx_options_and_bad_arguments(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    torchscript_int8 = "only for --format onnx or exported-program (int8), not --format torchscript"
+    program_onnx = "only for --format onnx (ONNX Runtime's quantizer); --format exported-program quantizes"
+    refusals = {
+        "torchscript": (
+            (["--int8", "--calib", "data"], f"--int8, --calib: {torchscript_int8}"),
+            (["--int8"], f"--int8: {torchscript_int8}"),
+            (["--keep-float", "stem"], f"--keep-float: {torchscript_int8}"),
+            (["--weight-dtype", "int8"], f"--weight-dtype: {torchscript_int8}"),
+            (["--calib-images", "10"], f"--calib-images: {torchscript_int8}"),
+        ),
+        "exported-program": (
+            (["--int8"], "--int8 needs --calib DATA"),
+            (["--int8", "--calib", "d", "--weight-dtype", "int8"], f"--weight-dtype: {program_onnx}"),
+            (["--int8", "--calib", "d", "--calib-method", "minmax"], f"--calib-method: {program_onnx}"),
+            (["--keep-float", "stem"], "--keep-float: only with --int8"),
+        ),
+    }
     for file_format, suffix in (("torchscript", ".pt"), ("exported-program", ".pt2")):
         base = ["export", "mobilenet_v2", "--width-mult", "0.35", "--resolution", "96"]
         base += ["--format", file_format]
         out = tmp_path / f"m{suffix}"
         for extra, message in (
-            (["--int8", "--calib", "data"], "--int8, --calib: only for --format onnx"),
-            (["--int8"], "--int8: only for --format onnx"),
-            (["--keep-float", "stem"], "--keep-float: only for --format onnx"),
-            (["--weight-dtype", "int8"], "--weight-dtype: only for --format onnx"),
-            (["--calib-method", "minmax"], "--calib-method: only for --format onnx"),
-            (["--calib-images", "10"], "--calib-images: only for --format onnx"),
+            *refusals[file_format],
             (["--tolerance", "nan"], "--tolerance must be a finite number"),
             (["--out", str(tmp_path / "m.onnx")], f"must end in {suffix} for --format {file_format}"),
         ):
@@ -161,6 +174,37 @@ def test_export_torch_formats_refuse_onnx_options_and_bad_arguments(
     assert code == 0 and json.loads(stdout)["verified_batch_sizes"] == [1], err
     assert read_torch_card(out).model_kwargs == {"width_mult": 0.35}
     assert read_torch_metadata(out)["input_shape"] == [1, 3, 96, 96]
+
+
+def test_export_int8_program_through_pt2e(
+    digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from mobilenets.deploy import load_exported
+
+    checkpoint, model, _ = digits_checkpoint
+    argv = ["export", "--checkpoint", str(checkpoint), "--format", "exported-program", "--dynamic-batch"]
+    fp32, int8 = tmp_path / "fp32.pt2", tmp_path / "int8.pt2"
+    code, _, err = run_cli([*argv, "--out", str(fp32), "--verify-images", "2"], capsys)
+    assert code == 0, err
+    int8_argv = ["--int8", "--calib", "digits", "--calib-images", "40", "--verify-images", "8", "--json"]
+    code, stdout, err = run_cli([*argv, "--out", str(int8), *int8_argv], capsys)
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["int8"] == "pt2e" and result["calibration_images"] == 40
+    assert result["verified_batch_sizes"] == [1, 7] and 0.0 <= result["int8_top1_agreement"] <= 1.0
+    # int8 weights only: the float weights convert_pt2e replaced are not in the file
+    assert result["bytes"] < 0.6 * fp32.stat().st_size, (result["bytes"], fp32.stat().st_size)
+    loaded, metadata = load_exported(int8)
+    assert metadata["int8"] == "pt2e" and read_torch_card(int8).model == "mobilenet_v2"
+    weights = [n for n in loaded.graph.nodes if "dequantize_per_channel" in str(n.target)]
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    # torchao's x86 quantizer leaves a conv float behind an explicit pad: TF SAME at stride 2 (5 here)
+    behind_pads = [m for m in layers if isinstance(m, Conv2dSame) and m.stride != (1, 1)]
+    assert len(behind_pads) == 5 and len(weights) == len(layers) - len(behind_pads)
+    with torch.no_grad():
+        assert loaded(torch.randn(3, 3, 32, 32)).shape == (3, 10)
 
 
 def test_export_torch_formats_fail_above_the_tolerance(

@@ -1,5 +1,5 @@
 """``mobilenets export``: a model or weights file → a checked ONNX (fp32, or int8 calibrated),
-TorchScript (``.pt``) or torch.export (``.pt2``) file.
+TorchScript (``.pt``) or torch.export (``.pt2``, fp32 or PT2E int8) file.
 
 Before it declares success, the command reloads the file (ONNX Runtime, ``torch.jit.load`` or
 ``torch.export.load``), runs it on real images (the calibration or verification data, else the
@@ -25,15 +25,16 @@ from .common import add_weights_arguments, check_resolution, foreign_model_kwarg
 DEFAULT_TOLERANCE = 1e-4
 FORMATS = ("onnx", "torchscript", "exported-program")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
-# Options of int8 quantization in ONNX Runtime: None (unset) unless given, so other formats can refuse them.
-ONNX_ONLY = {
+# int8 options: None (unset) unless given, so formats without them can refuse them. ONNX quantizes in
+# ONNX Runtime; an exported program through torchao's PT2E flow, which has no method or weight choice.
+INT8_OPTIONS = {
     "int8": "--int8",
     "calib": "--calib",
     "calib_images": "--calib-images",
-    "calib_method": "--calib-method",
-    "weight_dtype": "--weight-dtype",
     "keep_float": "--keep-float",
 }
+ONNX_ONLY = {"calib_method": "--calib-method", "weight_dtype": "--weight-dtype"}
+INT8_FORMATS = ("onnx", "exported-program")
 DEFAULT_CALIB_IMAGES = 300
 DEFAULT_CALIB_METHOD = "percentile"
 DEFAULT_WEIGHT_DTYPE = "int7"
@@ -61,17 +62,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="leave the batch dimension free (otherwise 1; TorchScript takes any batch either way)",
     )
-    onnx_only = parser.add_argument_group("int8 quantization (--format onnx only)")
-    onnx_only.add_argument(
-        "--int8", action="store_true", default=None, help="quantize (the fp32 file goes to OUT.fp32.onnx)"
+    int8 = parser.add_argument_group(
+        "int8 quantization (--format onnx: ONNX Runtime; exported-program: torchao PT2E)"
     )
-    onnx_only.add_argument("--calib", default=None, help="calibration images: a folder or labelled list file")
-    onnx_only.add_argument(
+    int8.add_argument(
+        "--int8",
+        action="store_true",
+        default=None,
+        help="quantize (ONNX: the fp32 file goes to OUT.fp32.onnx)",
+    )
+    int8.add_argument("--calib", default=None, help="calibration images: a folder or labelled list file")
+    int8.add_argument(
         "--calib-images",
         type=int,
         default=None,
         help=f"first N images calibrate (default {DEFAULT_CALIB_IMAGES})",
     )
+    onnx_only = parser.add_argument_group("ONNX Runtime int8 only")
     onnx_only.add_argument(
         "--calib-method",
         choices=CALIBRATION_METHODS,
@@ -84,7 +91,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help=f"weights: int7 = 7-bit values in int8, no u8×s8 saturation (default {DEFAULT_WEIGHT_DTYPE})",
     )
-    onnx_only.add_argument(
+    int8.add_argument(
         "--keep-float", default=None, help="comma-separated modules left in float, e.g. stem,classifier"
     )
     parser.add_argument(
@@ -127,14 +134,30 @@ def _verification_images(args: argparse.Namespace, card: Any) -> tuple[torch.Ten
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    if args.format != "onnx":
-        given = [flag for name, flag in ONNX_ONLY.items() if getattr(args, name) is not None]
+    if args.format not in INT8_FORMATS:
+        given = [
+            flag for name, flag in {**INT8_OPTIONS, **ONNX_ONLY}.items() if getattr(args, name) is not None
+        ]
         if given:
             hint = "; images to verify on go to --verify-data" if args.calib is not None else ""
             raise ValueError(
-                f"{', '.join(given)}: only for --format onnx (int8 quantization runs in ONNX Runtime), "
+                f"{', '.join(given)}: only for --format {' or '.join(INT8_FORMATS)} (int8), "
                 f"not --format {args.format}{hint}"
             )
+    if args.format != "onnx":
+        given = [flag for name, flag in ONNX_ONLY.items() if getattr(args, name) is not None]
+        if given:
+            raise ValueError(
+                f"{', '.join(given)}: only for --format onnx (ONNX Runtime's quantizer); "
+                f"--format {args.format} quantizes with torchao's PT2E flow"
+            )
+    without = [
+        flag
+        for name, flag in {**INT8_OPTIONS, **ONNX_ONLY}.items()
+        if name not in ("int8", "calib") and getattr(args, name) is not None
+    ]
+    if without and not args.int8:
+        raise ValueError(f"{', '.join(without)}: only with --int8")
     if args.int8 and not args.calib:
         raise ValueError("--int8 needs --calib DATA: real images to calibrate activation ranges on")
     for name in ("calib_images", "verify_images"):
@@ -146,6 +169,26 @@ def _check_args(args: argparse.Namespace) -> None:
     suffix = SUFFIXES[args.format]
     if args.out.suffix != suffix:
         raise ValueError(f"--out {str(args.out)!r} must end in {suffix} for --format {args.format}")
+
+
+def _calibration(args: argparse.Namespace, card: Any) -> tuple[torch.Tensor, list[str]]:
+    """The first ``--calib-images`` images of ``--calib``, and the ``--keep-float`` module names."""
+    from ..training.card_data import card_eval_set, first_images
+
+    dataset, _ = card_eval_set(card, args.calib)
+    images = first_images(dataset, args.calib_images or DEFAULT_CALIB_IMAGES)
+    return images, [name.strip() for name in (args.keep_float or "").split(",") if name.strip()]
+
+
+def _int8_agreement(model: Any, int8: Any, batches: list[torch.Tensor]) -> dict[str, float]:
+    """How an int8 model's logits compare with the float model's on the verification batches."""
+    with torch.inference_mode():
+        reference = torch.cat([model(b) for b in batches])
+        quantized = torch.cat([int8(b) for b in batches])
+    return {
+        "int8_top1_agreement": (reference.argmax(1) == quantized.argmax(1)).float().mean().item(),
+        "int8_max_abs_diff": (reference - quantized).abs().max().item(),
+    }
 
 
 def _torch_batches(images: torch.Tensor, *, fixed_batch: bool) -> list[torch.Tensor]:
@@ -160,8 +203,18 @@ def _run_torch(args: argparse.Namespace, model: Any, card: Any, resolution: int)
     from ..deploy import export_program, export_torchscript, load_exported, max_abs_difference
 
     started = time.perf_counter()
+    extra: dict[str, Any] = {}
     if args.format == "torchscript":
         path = export_torchscript(model, args.out, resolution=resolution, card=card)
+    elif args.int8:
+        from ..deploy.pt2e import quantize_pt2e
+
+        calibration, keep_float = _calibration(args, card)
+        int8 = quantize_pt2e(model, calibration.split(50), resolution=resolution, keep_float=keep_float)
+        path = export_program(
+            int8, args.out, resolution=resolution, card=card, dynamic_batch=args.dynamic_batch, int8=True
+        )
+        extra.update(model=card.model, calibration_images=len(calibration))
     else:
         path = export_program(
             model, args.out, resolution=resolution, card=card, dynamic_batch=args.dynamic_batch
@@ -170,8 +223,10 @@ def _run_torch(args: argparse.Namespace, model: Any, card: Any, resolution: int)
     loaded, metadata = load_exported(path)
     images, described = _verification_images(args, card)
     batches = _torch_batches(images, fixed_batch=not metadata["dynamic_batch"])
-    diff = max_abs_difference(model, loaded, batches)
     loader = "torch.jit.load" if args.format == "torchscript" else "torch.export.load"
+    if args.int8:
+        return _report_int8_program(args, model, loaded, batches, path, described, extra)
+    diff = max_abs_difference(model, loaded, batches)
     result: dict[str, Any] = {
         "model": card.model,
         "format": args.format,
@@ -200,9 +255,39 @@ def _run_torch(args: argparse.Namespace, model: Any, card: Any, resolution: int)
     return 0
 
 
+def _report_int8_program(
+    args: argparse.Namespace,
+    model: Any,
+    loaded: Any,
+    batches: list[torch.Tensor],
+    path: Path,
+    described: str,
+    extra: dict[str, Any],
+) -> int:
+    """Report a PT2E int8 program reloaded by ``torch.export.load``: its agreement with the float model."""
+    result: dict[str, Any] = {
+        "format": args.format,
+        "int8": "pt2e",
+        "path": str(path),
+        "bytes": path.stat().st_size,
+        "verified_on": described,
+        "verified_batch_sizes": sorted({len(b) for b in batches}),
+        **extra,
+        **_int8_agreement(model, loaded, batches),
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(
+            f"{path}: int8 (PT2E) exported program, {result['bytes'] / 1e6:.1f} MB, torch.export.load: "
+            f"top-1 agrees with PyTorch on {100 * result['int8_top1_agreement']:.1f}% of {described} "
+            "(compile it with mobilenets.deploy.pt2e.compile_int8 for int8 speed)"
+        )
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from ..deploy import OnnxClassifier, export_onnx, max_abs_difference, quantize_onnx
-    from ..training.card_data import card_eval_set, first_images
 
     _check_args(args)
     trained = _trained(args)
@@ -230,9 +315,7 @@ def run(args: argparse.Namespace) -> int:
             f"{described}; the exported file {fp32_path} is not trustworthy"
         )
     if args.int8:
-        dataset, _ = card_eval_set(card, args.calib)
-        calibration = first_images(dataset, args.calib_images or DEFAULT_CALIB_IMAGES)
-        keep_float = [name.strip() for name in (args.keep_float or "").split(",") if name.strip()]
+        calibration, keep_float = _calibration(args, card)
         quantize_onnx(
             fp32_path,
             args.out,
@@ -241,16 +324,11 @@ def run(args: argparse.Namespace) -> int:
             exclude=keep_float,
             weight_dtype=args.weight_dtype or DEFAULT_WEIGHT_DTYPE,
         )
-        int8 = OnnxClassifier(args.out)
-        with torch.inference_mode():
-            reference = torch.cat([model(b) for b in batches])
-            quantized = torch.cat([int8(b) for b in batches])
         result.update(
             int8_onnx=str(args.out),
             int8_bytes=args.out.stat().st_size,
             calibration_images=len(calibration),
-            int8_top1_agreement=(reference.argmax(1) == quantized.argmax(1)).float().mean().item(),
-            int8_max_abs_diff=(reference - quantized).abs().max().item(),
+            **_int8_agreement(model, OnnxClassifier(args.out), batches),
         )
     if args.json:
         print(json.dumps(result))

@@ -1,8 +1,10 @@
-"""Deployment: BatchNorm folding; ONNX (checked in ONNX Runtime, int8), TorchScript and torch.export files."""
+"""Deployment: BatchNorm folding; ONNX (checked in ONNX Runtime, int8), TorchScript and torch.export files;
+int8 in PyTorch through torchao's PT2E flow."""
 
 from .fuse import count_batchnorms, fuse
 from .onnx_export import OnnxClassifier, export_onnx, max_abs_difference, read_card, read_metadata
 from .optimize import OPTIMIZE_MODES, optimize
+from .pt2e import Int8Model, compile_int8, quantize_pt2e
 from .quantize import CALIBRATION_METHODS, WEIGHT_DTYPES, quantize_onnx
 from .torch_export import (
     export_program,
@@ -16,7 +18,9 @@ __all__ = [
     "CALIBRATION_METHODS",
     "OPTIMIZE_MODES",
     "WEIGHT_DTYPES",
+    "Int8Model",
     "OnnxClassifier",
+    "compile_int8",
     "count_batchnorms",
     "export_onnx",
     "export_program",
@@ -26,6 +30,7 @@ __all__ = [
     "max_abs_difference",
     "optimize",
     "quantize_onnx",
+    "quantize_pt2e",
     "read_card",
     "read_metadata",
     "read_torch_card",

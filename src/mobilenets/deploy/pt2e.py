@@ -14,6 +14,10 @@ AVX2 CPU without VNNI), compiled, MobileNetV2 lost 5.6 points with 8-bit activat
 7-bit ones; EfficientNet-Lite0 0.9 and none. The simulated (uncompiled) graph does not show the
 saturation (0.3 and none). Keeping the stem and classifier in float (``keep_float``) also avoids it
 (MobileNetV2: 0.2 with 8-bit activations).
+
+torchao's x86 quantizer leaves a convolution in float when an explicit pad feeds it: with TF ``SAME``
+padding (``padding="tf_same"``, e.g. EfficientNet-Lite0's EfficientNet-PyTorch weights) that is every
+stride-2 conv.
 """
 
 from __future__ import annotations
@@ -60,6 +64,11 @@ def _torchao() -> _Torchao:
         X86InductorQuantizer,
         get_default_x86_inductor_quantization_config,
     )
+
+
+def torchao_ops() -> None:
+    """Import torchao's PT2E module, which registers the quantize / dequantize ops int8 graphs call."""
+    _torchao()
 
 
 def _check_batch(batch: object, index: int, resolution: int) -> torch.Tensor:
@@ -161,7 +170,20 @@ def quantize_pt2e(
         for index, batch in enumerate(batches, start=1):
             prepared(_check_batch(batch, index, resolution))
         converted = ao.convert_pt2e(prepared)
+    _drop_unused_tensors(converted)
     return Int8Model(converted)
+
+
+def _drop_unused_tensors(graph_module: torch.fx.GraphModule) -> None:
+    """Delete the float weights ``convert_pt2e`` replaced by int8 constants but left as attributes.
+
+    The graph no longer reads them; kept, they would double the memory and every exported file.
+    """
+    used = {str(node.target) for node in graph_module.graph.nodes if node.op == "get_attr"}
+    named = [*graph_module.named_parameters(), *graph_module.named_buffers()]
+    for name in [name for name, _ in named if name not in used]:
+        owner, _, leaf = name.rpartition(".")
+        delattr(graph_module.get_submodule(owner), leaf)
 
 
 class _FrozenCompiled(nn.Module):

@@ -26,6 +26,7 @@ METADATA_FILE = "mobilenets.json"
 TORCHSCRIPT_FORMAT = "mobilenets-torchscript/1"
 EXPORTED_PROGRAM_FORMAT = "mobilenets-exported-program/1"
 MAX_BATCH = 4096
+PT2E_INT8 = "pt2e"  # metadata "int8" of a quantized program: its ops are torchao's
 _JSON_FIELDS = ("card", "classes", "preprocess")
 
 
@@ -99,14 +100,17 @@ def export_program(
     resolution: int,
     card: ModelCard | None = None,
     dynamic_batch: bool = False,
+    int8: bool = False,
 ) -> Path:
     """Write ``torch.export.export`` of ``model`` (BatchNorm folded, eval mode, CPU) as a ``.pt2`` file.
 
     The program takes one (N, 3, resolution, resolution) float32 NCHW tensor; ``dynamic_batch`` leaves
     N free (1..4096), otherwise N is 1 (the program's guards refuse other shapes). Load it with
-    ``torch.export.load``; the card is the extra file ``mobilenets.json``.
+    ``torch.export.load``; the card is the extra file ``mobilenets.json``. ``int8=True`` takes a
+    :func:`~mobilenets.deploy.pt2e.quantize_pt2e` result (exported as it is; loading it needs torchao,
+    which :func:`load_exported` imports, and ``compile_int8`` makes it fast).
     """
-    fused = fuse(model).float().cpu()
+    fused = model.cpu() if int8 else fuse(model).float().cpu()
     # An example batch of 2: export specializes dimensions whose example size is 1.
     example = torch.zeros(2 if dynamic_batch else 1, 3, resolution, resolution)
     dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},) if dynamic_batch else None
@@ -119,6 +123,8 @@ def export_program(
         dynamic_batch=dynamic_batch,
         input_name=program.graph_signature.user_inputs[0],
     )
+    if int8:
+        metadata["int8"] = PT2E_INT8
     extra = {METADATA_FILE: json.dumps(metadata, sort_keys=True)}
     save_atomic(path, lambda handle: torch.export.save(program, handle, extra_files=extra))
     return Path(path)
@@ -173,6 +179,10 @@ def load_exported(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, An
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
             return torch.jit.load(str(path), map_location="cpu"), metadata
     if file_format == EXPORTED_PROGRAM_FORMAT:
+        if metadata.get("int8") == PT2E_INT8:
+            from .pt2e import torchao_ops
+
+            torchao_ops()  # registers the quantize / dequantize ops the program calls
         return torch.export.load(str(path)).module(), metadata
     raise ValueError(
         f"{str(path)!r} has metadata format {file_format!r}; expected {TORCHSCRIPT_FORMAT!r} or "
