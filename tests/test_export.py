@@ -176,6 +176,7 @@ def test_export_torch_formats_refuse_onnx_options_and_bad_arguments(
     assert read_torch_metadata(out)["input_shape"] == [1, 3, 96, 96]
 
 
+@pytest.mark.slow
 def test_export_int8_program_through_pt2e(
     digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard],
     tmp_path: Path,
@@ -205,6 +206,17 @@ def test_export_int8_program_through_pt2e(
     assert len(behind_pads) == 5 and len(weights) == len(layers) - len(behind_pads)
     with torch.no_grad():
         assert loaded(torch.randn(3, 3, 32, 32)).shape == (3, 10)
+    # `eval --program` scores exported files like the checkpoint (the int8 one compiled to int8 kernels)
+    reports = {}
+    for name, path in (("checkpoint", checkpoint), ("fp32", fp32), ("int8", int8)):
+        source = ["--checkpoint", str(path)] if name == "checkpoint" else ["--program", str(path)]
+        code, stdout, err = run_cli(["eval", *source, "--json", "--no-confusion"], capsys)
+        assert code == 0, err
+        reports[name] = json.loads(stdout)
+    images = reports["checkpoint"]["num_images"]
+    assert images > 100 and all(r["num_images"] == images for r in reports.values())
+    assert abs(reports["fp32"]["top1"] - reports["checkpoint"]["top1"]) <= 1 / images
+    assert reports["int8"]["model"] == "mobilenet_v2" and 0.0 <= reports["int8"]["top1"] <= 1.0
 
 
 def test_export_torch_formats_fail_above_the_tolerance(

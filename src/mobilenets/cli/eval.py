@@ -29,6 +29,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     what = parser.add_mutually_exclusive_group(required=True)
     add_weights_arguments(parser, required=False, group=what)
     what.add_argument("--onnx", type=Path, default=None, help="an ONNX file we exported, run in ONNX Runtime")
+    what.add_argument(
+        "--program",
+        type=Path,
+        default=None,
+        help="a TorchScript (.pt) or torch.export (.pt2, fp32 or int8) file we exported, run on the CPU",
+    )
     parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
     parser.add_argument(
         "--data",
@@ -149,6 +155,19 @@ def run(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"ONNX file {str(args.onnx)!r} does not exist")
         card, network = read_card(args.onnx), OnnxClassifier(args.onnx, threads=args.threads)
         device, source_file = torch.device("cpu"), args.onnx  # ONNX Runtime runs on the CPU here
+    elif args.program is not None:
+        from ..deploy.torch_export import load_for_inference, read_torch_card
+
+        if not args.program.is_file():
+            raise FileNotFoundError(f"exported file {str(args.program)!r} does not exist")
+        card = read_torch_card(args.program)
+        network, metadata = load_for_inference(args.program)
+        device, source_file = torch.device("cpu"), args.program
+        if not metadata["dynamic_batch"] and args.batch_size != 1:
+            print(
+                f"note: {args.program} takes batch 1 only (exported without --dynamic-batch)", file=sys.stderr
+            )
+            args.batch_size = 1
     else:
         trained = load_from_args(args)
         card, network, source_file = trained.card, trained.model, args.weights

@@ -188,3 +188,40 @@ def load_exported(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, An
         f"{str(path)!r} has metadata format {file_format!r}; expected {TORCHSCRIPT_FORMAT!r} or "
         f"{EXPORTED_PROGRAM_FORMAT!r}"
     )
+
+
+class ExportedClassifier(nn.Module):
+    """A reloaded ``.pt`` / ``.pt2`` file as an inference module that ``.eval()`` chains accept.
+
+    ``torch.export`` programs raise on ``train()``/``eval()``; a file we exported was captured in eval
+    mode, so ``eval()`` is a no-op here and ``train()`` refuses.
+    """
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.training = False
+
+    def train(self, mode: bool = True) -> ExportedClassifier:
+        if mode:
+            raise ValueError("an exported file is for inference only; train from its weights instead")
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.inner(x)
+        return out
+
+
+def load_for_inference(path: str | os.PathLike[str]) -> tuple[ExportedClassifier, dict[str, Any]]:
+    """A ``.pt`` / ``.pt2`` file we exported, ready to evaluate, and its metadata.
+
+    A PT2E int8 program is compiled (:func:`~mobilenets.deploy.pt2e.compile_int8`: its first call per
+    batch size takes seconds), so it runs, and is scored, with the int8 kernels a deployment uses;
+    run as it is, the graph only simulates int8 and can differ (see ``mobilenets.deploy.pt2e``).
+    """
+    module, metadata = load_exported(path)
+    if metadata.get("int8") == PT2E_INT8:
+        from .pt2e import compile_int8
+
+        module = compile_int8(module)
+    return ExportedClassifier(module), metadata
