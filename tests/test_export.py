@@ -147,7 +147,10 @@ def test_export_torch_formats_refuse_onnx_options_and_bad_arguments(
             (["--int8", "--calib", "data"], f"--int8, --calib: {torchscript_int8}"),
             (["--int8"], f"--int8: {torchscript_int8}"),
             (["--keep-float", "stem"], f"--keep-float: {torchscript_int8}"),
-            (["--weight-dtype", "int8"], f"--weight-dtype: {torchscript_int8}"),
+            (
+                ["--weight-dtype", "int8"],
+                "--weight-dtype: only for --format onnx (int8), not --format torchscript",
+            ),
             (["--calib-images", "10"], f"--calib-images: {torchscript_int8}"),
         ),
         "exported-program": (

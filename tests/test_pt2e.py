@@ -100,7 +100,11 @@ def test_keep_float_and_argument_errors() -> None:
         ({"keep_float": "stem"}, TypeError, "sequence of module names"),
         ({"calibration_batches": []}, ValueError, "no calibration batch"),
         ({"calibration_batches": images}, TypeError, r"not one tensor; pass e.g. images.split\(50\)"),
-        ({"calibration_batches": [images[:, :, :32]]}, ValueError, r"\(N, 3, 64, 64\) batch, got shape"),
+        (
+            {"calibration_batches": [images[:, :, :32]]},
+            ValueError,
+            r"\(N, 3, 64, 64\) batch with N from 1 to 4096, got shape",
+        ),
         ({"calibration_batches": [images.to(torch.uint8)]}, ValueError, "must hold float images"),
         ({"resolution": 8}, ValueError, "resolution must be from 32"),
     ]

@@ -39,6 +39,7 @@ def forward_peak_allocated(model: nn.Module, x: torch.Tensor) -> int:
         model(x)  # lazy initialisation and kernel selection happen here, not in the measured pass
         with torch.profiler.profile(activities=activities, profile_memory=True) as profile:
             model(x)
+    # The raw event list (a private attribute, stable since torch 2.0): memory events with signed sizes.
     events = [e for e in profile.profiler.kineto_results.events() if e.name() == "[memory]"]
     if not events:
         raise ValueError("the profiler reported no allocations for the forward pass")

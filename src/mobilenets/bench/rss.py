@@ -73,7 +73,7 @@ def peak_rss(
         reason = "peak RSS needs Linux's /proc/self/clear_refs and VmHWM"
         return {variant: {"skipped": reason} for variant in variants}
     results: dict[str, dict[str, Any]] = {}
-    onnx_variants = ",".join(variant for variant in variants if "ort" in variant or "int8" in variant)
+    onnx_variants = ",".join(variant for variant in variants if "ort" in variant or variant == "ours_int8")
     with tempfile.TemporaryDirectory() as tmp:  # exported ONNX files are shared between the children
         for variant in ([f"prepare:{onnx_variants}"] if onnx_variants else []) + list(variants):
             command = [sys.executable, "-m", "mobilenets.bench.rss", model_name, variant, "--workdir", tmp]

@@ -7,6 +7,7 @@ validation transform; other weights (and labelled list files) go through the wei
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ import torch
 
 from .common import add_allocator_argument, add_weights_arguments, apply_allocator, load_from_args
 
+DEFAULT_BATCH_SIZE = 64
 MAX_LISTED = 5  # class names quoted in a mismatch message
 MAX_CONFUSION_CLASSES = 100  # beyond this a confusion plot (and its JSON matrix) is not worth its size
 MAX_TABLE_CLASSES = 30  # per-class rows printed in the text report
@@ -35,7 +37,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="a TorchScript (.pt) or torch.export (.pt2, fp32 or int8) file we exported, run on the CPU",
     )
-    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads (default: all cores)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU threads for --onnx / --program (default: all cores)"
+    )
     parser.add_argument(
         "--data",
         default=None,
@@ -43,7 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(default: the data the checkpoint was trained on)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
-    parser.add_argument("--batch-size", type=int, default=64, help="evaluation batch size (default 64)")
+    parser.add_argument("--batch-size", type=int, default=None, help="evaluation batch size (default 64)")
     parser.add_argument("--workers", type=int, default=0, help="data-loading worker processes (default 0)")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     parser.add_argument(
@@ -63,8 +67,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    if args.batch_size < 1:
+    if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.threads is not None and args.threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {args.threads}")
     if args.workers < 0:
         raise ValueError(f"--workers must be >= 0, got {args.workers}")
 
@@ -159,14 +165,20 @@ def run(args: argparse.Namespace) -> int:
         from ..deploy.torch_export import load_for_inference, read_torch_card
 
         if not args.program.is_file():
-            raise FileNotFoundError(f"exported file {str(args.program)!r} does not exist")
+            raise FileNotFoundError(f"exported file {str(args.program)!r} does not exist or is not a file")
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
         card = read_torch_card(args.program)
         network, metadata = load_for_inference(args.program)
         device, source_file = torch.device("cpu"), args.program
-        if not metadata["dynamic_batch"] and args.batch_size != 1:
-            print(
-                f"note: {args.program} takes batch 1 only (exported without --dynamic-batch)", file=sys.stderr
-            )
+        # Preprocess to the size the program was exported at (it may differ from the weights' own).
+        card = dataclasses.replace(card, img_size=int(metadata["resolution"]))
+        if not metadata["dynamic_batch"]:
+            if args.batch_size not in (None, 1):
+                print(
+                    f"note: {args.program} takes batch 1 only (exported without --dynamic-batch)",
+                    file=sys.stderr,
+                )
             args.batch_size = 1
     else:
         trained = load_from_args(args)
@@ -182,7 +194,11 @@ def run(args: argparse.Namespace) -> int:
     if mismatch:
         raise ValueError(f"data {data!r} does not match the weights {str(source_file)!r}: {mismatch}")
     loader = build_loader(
-        dataset, batch_size=args.batch_size, train=False, seed=card.seed, workers=args.workers
+        dataset,
+        batch_size=args.batch_size or DEFAULT_BATCH_SIZE,
+        train=False,
+        seed=card.seed,
+        workers=args.workers,
     )
     model = network.to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     metrics = evaluate(model, loader, device=device, criterion=torch.nn.CrossEntropyLoss())

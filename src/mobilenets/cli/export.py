@@ -15,12 +15,16 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from torch import nn
 
 from ..deploy.quantize import CALIBRATION_METHODS, WEIGHT_DTYPES
 from .common import add_weights_arguments, check_resolution, foreign_model_kwargs, load_from_args
+
+if TYPE_CHECKING:
+    from ..weights.card import ModelCard
 
 DEFAULT_TOLERANCE = 1e-4
 FORMATS = ("onnx", "torchscript", "exported-program")
@@ -135,15 +139,12 @@ def _verification_images(args: argparse.Namespace, card: Any) -> tuple[torch.Ten
 
 def _check_args(args: argparse.Namespace) -> None:
     if args.format not in INT8_FORMATS:
-        given = [
-            flag for name, flag in {**INT8_OPTIONS, **ONNX_ONLY}.items() if getattr(args, name) is not None
-        ]
-        if given:
+        given = [flag for name, flag in INT8_OPTIONS.items() if getattr(args, name) is not None]
+        onnx = [flag for name, flag in ONNX_ONLY.items() if getattr(args, name) is not None]
+        if given or onnx:
             hint = "; images to verify on go to --verify-data" if args.calib is not None else ""
-            raise ValueError(
-                f"{', '.join(given)}: only for --format {' or '.join(INT8_FORMATS)} (int8), "
-                f"not --format {args.format}{hint}"
-            )
+            where = f"--format {' or '.join(INT8_FORMATS)} (int8)" if given else "--format onnx (int8)"
+            raise ValueError(f"{', '.join(given + onnx)}: only for {where}, not --format {args.format}{hint}")
     if args.format != "onnx":
         given = [flag for name, flag in ONNX_ONLY.items() if getattr(args, name) is not None]
         if given:
@@ -171,7 +172,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--out {str(args.out)!r} must end in {suffix} for --format {args.format}")
 
 
-def _calibration(args: argparse.Namespace, card: Any) -> tuple[torch.Tensor, list[str]]:
+def _calibration(args: argparse.Namespace, card: ModelCard) -> tuple[torch.Tensor, list[str]]:
     """The first ``--calib-images`` images of ``--calib``, and the ``--keep-float`` module names."""
     from ..training.card_data import card_eval_set, first_images
 
@@ -180,7 +181,7 @@ def _calibration(args: argparse.Namespace, card: Any) -> tuple[torch.Tensor, lis
     return images, [name.strip() for name in (args.keep_float or "").split(",") if name.strip()]
 
 
-def _int8_agreement(model: Any, int8: Any, batches: list[torch.Tensor]) -> dict[str, float]:
+def _int8_agreement(model: nn.Module, int8: nn.Module, batches: list[torch.Tensor]) -> dict[str, float]:
     """How an int8 model's logits compare with the float model's on the verification batches."""
     with torch.inference_mode():
         reference = torch.cat([model(b) for b in batches])
@@ -198,9 +199,10 @@ def _torch_batches(images: torch.Tensor, *, fixed_batch: bool) -> list[torch.Ten
     return [images[:1], images[1:]] if len(images) > 1 else [images]
 
 
-def _run_torch(args: argparse.Namespace, model: Any, card: Any, resolution: int) -> int:
-    """Export to TorchScript or torch.export, reload the file and check it against ``model``."""
-    from ..deploy import export_program, export_torchscript, load_exported, max_abs_difference
+def _run_torch(args: argparse.Namespace, model: nn.Module, card: ModelCard, resolution: int) -> int:
+    """Export to TorchScript or torch.export (fp32 or PT2E int8), reload the file and check it."""
+    from ..deploy import export_program, export_torchscript, max_abs_difference
+    from ..deploy.torch_export import load_for_inference
 
     started = time.perf_counter()
     extra: dict[str, Any] = {}
@@ -212,21 +214,18 @@ def _run_torch(args: argparse.Namespace, model: Any, card: Any, resolution: int)
         calibration, keep_float = _calibration(args, card)
         int8 = quantize_pt2e(model, calibration.split(50), resolution=resolution, keep_float=keep_float)
         path = export_program(
-            int8, args.out, resolution=resolution, card=card, dynamic_batch=args.dynamic_batch, int8=True
+            int8, args.out, resolution=resolution, card=card, dynamic_batch=args.dynamic_batch
         )
-        extra.update(model=card.model, calibration_images=len(calibration))
+        extra.update(int8="pt2e", calibration_images=len(calibration))
     else:
         path = export_program(
             model, args.out, resolution=resolution, card=card, dynamic_batch=args.dynamic_batch
         )
     export_seconds = time.perf_counter() - started
-    loaded, metadata = load_exported(path)
+    loaded, metadata = load_for_inference(path)  # int8: compiled to its int8 kernels, as deployed
     images, described = _verification_images(args, card)
     batches = _torch_batches(images, fixed_batch=not metadata["dynamic_batch"])
     loader = "torch.jit.load" if args.format == "torchscript" else "torch.export.load"
-    if args.int8:
-        return _report_int8_program(args, model, loaded, batches, path, described, extra)
-    diff = max_abs_difference(model, loaded, batches)
     result: dict[str, Any] = {
         "model": card.model,
         "format": args.format,
@@ -235,54 +234,30 @@ def _run_torch(args: argparse.Namespace, model: Any, card: Any, resolution: int)
         "dynamic_batch": metadata["dynamic_batch"],
         "verified_on": described,
         "verified_batch_sizes": sorted({len(b) for b in batches}),
-        "max_abs_diff": diff,
-        "tolerance": args.tolerance,
         "export_seconds": round(export_seconds, 3),
+        **extra,
     }
-    if diff > args.tolerance:
-        raise ValueError(
-            f"{loader} output differs from PyTorch by {diff:.3g} (> {args.tolerance:g}) on {described}; "
-            f"the exported file {path} is not trustworthy"
+    sizes = " and ".join(str(size) for size in result["verified_batch_sizes"])
+    if args.int8:
+        result.update(_int8_agreement(model, loaded, batches))
+        message = (
+            f"{path}: int8 (PT2E) exported program, {result['bytes'] / 1e6:.1f} MB, {loader} + "
+            f"compile_int8: top-1 agrees with PyTorch on {100 * result['int8_top1_agreement']:.1f}% of "
+            f"{described}, batch sizes {sizes}"
         )
-    if args.json:
-        print(json.dumps(result))
     else:
-        sizes = " and ".join(str(size) for size in result["verified_batch_sizes"])
-        print(
+        diff = max_abs_difference(model, loaded, batches)
+        result.update(max_abs_diff=diff, tolerance=args.tolerance)
+        if diff > args.tolerance:
+            raise ValueError(
+                f"{loader} output differs from PyTorch by {diff:.3g} (> {args.tolerance:g}) on "
+                f"{described}; the exported file {path} is not trustworthy"
+            )
+        message = (
             f"{path}: {args.format}, {result['bytes'] / 1e6:.1f} MB, {loader} vs PyTorch max |Δ| "
             f"{diff:.2e} on {described}, batch sizes {sizes} (tolerance {args.tolerance:g})"
         )
-    return 0
-
-
-def _report_int8_program(
-    args: argparse.Namespace,
-    model: Any,
-    loaded: Any,
-    batches: list[torch.Tensor],
-    path: Path,
-    described: str,
-    extra: dict[str, Any],
-) -> int:
-    """Report a PT2E int8 program reloaded by ``torch.export.load``: its agreement with the float model."""
-    result: dict[str, Any] = {
-        "format": args.format,
-        "int8": "pt2e",
-        "path": str(path),
-        "bytes": path.stat().st_size,
-        "verified_on": described,
-        "verified_batch_sizes": sorted({len(b) for b in batches}),
-        **extra,
-        **_int8_agreement(model, loaded, batches),
-    }
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(
-            f"{path}: int8 (PT2E) exported program, {result['bytes'] / 1e6:.1f} MB, torch.export.load: "
-            f"top-1 agrees with PyTorch on {100 * result['int8_top1_agreement']:.1f}% of {described} "
-            "(compile it with mobilenets.deploy.pt2e.compile_int8 for int8 speed)"
-        )
+    print(json.dumps(result) if args.json else message)
     return 0
 
 

@@ -75,10 +75,10 @@ def _check_batch(batch: object, index: int, resolution: int) -> torch.Tensor:
     if not isinstance(batch, torch.Tensor):
         raise TypeError(f"calibration batch {index} is a {type(batch).__name__}, not a tensor")
     expected = (3, resolution, resolution)
-    if batch.ndim != 4 or tuple(batch.shape[1:]) != expected or len(batch) == 0:
+    if batch.ndim != 4 or tuple(batch.shape[1:]) != expected or not 0 < len(batch) <= MAX_BATCH:
         raise ValueError(
-            f"calibration batch {index} must be a non-empty (N, 3, {resolution}, {resolution}) batch, "
-            f"got shape {tuple(batch.shape)}"
+            f"calibration batch {index} must be a (N, 3, {resolution}, {resolution}) batch with N from 1 "
+            f"to {MAX_BATCH}, got shape {tuple(batch.shape)}"
         )
     if not batch.is_floating_point():
         raise ValueError(f"calibration batch {index} must hold float images, got {batch.dtype}")

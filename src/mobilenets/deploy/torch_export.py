@@ -100,16 +100,18 @@ def export_program(
     resolution: int,
     card: ModelCard | None = None,
     dynamic_batch: bool = False,
-    int8: bool = False,
 ) -> Path:
     """Write ``torch.export.export`` of ``model`` (BatchNorm folded, eval mode, CPU) as a ``.pt2`` file.
 
     The program takes one (N, 3, resolution, resolution) float32 NCHW tensor; ``dynamic_batch`` leaves
     N free (1..4096), otherwise N is 1 (the program's guards refuse other shapes). Load it with
-    ``torch.export.load``; the card is the extra file ``mobilenets.json``. ``int8=True`` takes a
-    :func:`~mobilenets.deploy.pt2e.quantize_pt2e` result (exported as it is; loading it needs torchao,
-    which :func:`load_exported` imports, and ``compile_int8`` makes it fast).
+    ``torch.export.load``; the card is the extra file ``mobilenets.json``. A
+    :func:`~mobilenets.deploy.pt2e.quantize_pt2e` result is exported as it is and marked int8 in the
+    metadata (loading it needs torchao, which :func:`load_exported` imports).
     """
+    from .pt2e import Int8Model
+
+    int8 = isinstance(model, Int8Model)
     fused = model.cpu() if int8 else fuse(model).float().cpu()
     # An example batch of 2: export specializes dimensions whose example size is 1.
     example = torch.zeros(2 if dynamic_batch else 1, 3, resolution, resolution)
