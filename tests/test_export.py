@@ -216,6 +216,14 @@ def test_export_int8_program_through_pt2e(
         code, stdout, err = run_cli(["eval", *source, "--json", "--no-confusion"], capsys)
         assert code == 0, err
         reports[name] = json.loads(stdout)
+    # Exported at another size than the weights' 32 px: the card and the checks follow the file's size
+    resized = tmp_path / "48.pt2"
+    code, _, err = run_cli(
+        [*argv, "--out", str(resized), "--resolution", "48", "--verify-data", "digits"], capsys
+    )
+    assert code == 0 and read_torch_card(resized).img_size == 48, err
+    code, stdout, err = run_cli(["eval", "--program", str(resized), "--json", "--no-confusion"], capsys)
+    assert code == 0 and json.loads(stdout)["num_images"] == reports["checkpoint"]["num_images"], err
     images = reports["checkpoint"]["num_images"]
     assert images > 100 and all(r["num_images"] == images for r in reports.values())
     assert abs(reports["fp32"]["top1"] - reports["checkpoint"]["top1"]) <= 1 / images

@@ -10,6 +10,7 @@ abs difference of the logits), int8 reports its top-1 agreement.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -268,6 +269,8 @@ def run(args: argparse.Namespace) -> int:
     trained = _trained(args)
     card, model = trained.card, trained.model.eval()
     resolution = check_resolution(card.img_size if args.resolution is None else args.resolution)
+    # The file's card (and the images it is checked on) use the exported size, not the weights' own.
+    card = dataclasses.replace(card, img_size=resolution)
     if args.format != "onnx":
         return _run_torch(args, model, card, resolution)
     fp32_path = args.out.with_suffix(".fp32.onnx") if args.int8 else args.out
