@@ -22,6 +22,7 @@ stride-2 conv.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +31,7 @@ import torch
 from torch import nn
 
 from ..models.mobilenet import MAX_INPUT_SIZE, MIN_INPUT_SIZE
-from .torch_export import MAX_BATCH
+from .torch_export import MAX_BATCH, ExportedClassifier
 
 TORCHAO_REQUIREMENT = "torchao==0.18.0"  # the version this module is tested with
 
@@ -47,6 +48,11 @@ class _Torchao:
 
 def _torchao() -> _Torchao:
     """torchao's PT2E API; ``ValueError`` saying what to install when torchao is missing or too old."""
+    # torchao registers an Enum with torch's pytree at import, which torch 2.14 logs as deprecated: noise
+    # on every command that quantizes or loads an int8 program, and nothing a user can act on.
+    pytree_log = logging.getLogger("torch.utils._pytree")
+    level = pytree_log.level
+    pytree_log.setLevel(logging.ERROR)
     try:
         from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
         from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
@@ -58,6 +64,8 @@ def _torchao() -> _Torchao:
             f"PT2E int8 quantization needs the torchao package, which could not be imported ({error}); "
             f"install it with `pip install {TORCHAO_REQUIREMENT}`"
         ) from error
+    finally:
+        pytree_log.setLevel(level)
     return _Torchao(
         prepare_pt2e,
         convert_pt2e,
@@ -95,7 +103,7 @@ def _check_modules(model: nn.Module, keep_float: Sequence[str]) -> None:
             )
 
 
-class Int8Model(nn.Module):
+class Int8Model(ExportedClassifier):
     """The graph :func:`quantize_pt2e` converts, as an inference-only module.
 
     ``graph_module`` is torchao's converted ``torch.fx.GraphModule`` (quantize / dequantize ops around
@@ -104,19 +112,14 @@ class Int8Model(nn.Module):
     """
 
     def __init__(self, graph_module: torch.fx.GraphModule) -> None:
-        super().__init__()
-        self.graph_module = graph_module
-        self.training = False
+        super().__init__(graph_module)
 
-    def train(self, mode: bool = True) -> Int8Model:
-        if mode:
-            raise ValueError("an int8 PT2E model is for inference only; train the float model instead")
-        self.training = False  # the graph was captured in eval mode: nothing below changes
-        return self
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.graph_module(x)
-        return out
+    @property
+    def graph_module(self) -> torch.fx.GraphModule:
+        inner = self.inner
+        if not isinstance(inner, torch.fx.GraphModule):  # internal invariant: set in __init__
+            raise TypeError(f"Int8Model wraps a GraphModule, not a {type(inner).__name__}")
+        return inner
 
 
 def quantize_pt2e(

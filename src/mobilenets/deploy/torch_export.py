@@ -193,9 +193,9 @@ def load_exported(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, An
 
 
 class ExportedClassifier(nn.Module):
-    """A reloaded ``.pt`` / ``.pt2`` file as an inference module that ``.eval()`` chains accept.
+    """A captured model (a reloaded ``.pt`` / ``.pt2`` file, an int8 graph) that ``.eval()`` chains accept.
 
-    ``torch.export`` programs raise on ``train()``/``eval()``; a file we exported was captured in eval
+    ``torch.export`` programs raise on ``train()``/``eval()``; what we capture is captured in eval
     mode, so ``eval()`` is a no-op here and ``train()`` refuses.
     """
 
@@ -206,7 +206,7 @@ class ExportedClassifier(nn.Module):
 
     def train(self, mode: bool = True) -> ExportedClassifier:
         if mode:
-            raise ValueError("an exported file is for inference only; train from its weights instead")
+            raise ValueError("an exported or int8 model is for inference only; train the float model instead")
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
