@@ -32,7 +32,7 @@ RECIPES: dict[str, list[str]] = {
     "cifar10": [
         "--model", "mobilenet_v2", "--width-mult", "0.5", "--small-input",
         "--data", f"cifar10:{SHARED / 'data' / 'cifar10'}", "--img-size", "32",
-        "--epochs", "9", "--batch-size", "128", "--lr", "0.1", "--warmup-epochs", "1",
+        "--epochs", "11", "--batch-size", "128", "--lr", "0.1", "--warmup-epochs", "1",
         "--weight-decay", "5e-4", "--label-smoothing", "0.1",
     ],
 }  # fmt: skip

@@ -23,6 +23,7 @@ from mobilenets.deploy import (
     read_card,
 )
 from mobilenets.deploy.memory_efficient import ChunkedInvertedResidual, memory_efficient
+from mobilenets.deploy.onednn_graph import OneDNNGraph
 from mobilenets.deploy.quantize import nodes_in_modules
 from mobilenets.weights import ModelCard, get_preset, packaged_weights
 from mobilenets.weights.files import write_safetensors
@@ -217,7 +218,7 @@ def test_int8_within_one_point_of_fp32_on_imagenet_photos(
 # --- optimize and bench ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", ["eager", "jit"])
+@pytest.mark.parametrize("mode", ["onednn", "eager", "jit"])
 @pytest.mark.parametrize(
     ("name", "kwargs"), [("mobilenet_v3_small", {}), ("efficientnet_lite0", {"padding": "tf_same"})]
 )
@@ -230,6 +231,28 @@ def test_optimize_keeps_outputs(mode: str, name: str, kwargs: dict[str, object])
         torch.testing.assert_close(fast(x), model(x), atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match="unknown optimize mode 'tensorrt'"):
         optimize(model, mode="tensorrt")  # type: ignore[arg-type]
+
+
+def test_onednn_graph_fuses_and_builds_one_graph_per_input_shape() -> None:
+    model = mobilenets.mobilenet_v2(width_mult=0.5).eval()
+    randomize_norm_stats(model)
+    fast = optimize(model, resolution=64)
+    assert isinstance(fast, OneDNNGraph) and fast.shapes == [(1, 3, 64, 64)]
+    previous = torch.jit.onednn_fusion_enabled()
+    with torch.no_grad():
+        for batch in (2, 1, 3):
+            x = torch.randn(batch, 3, 64, 64).contiguous(memory_format=torch.channels_last)
+            torch.testing.assert_close(fast(x), model(x), atol=1e-4, rtol=1e-4)
+    # the conv + activation chains ran as oneDNN partitions, and the process-wide switch is restored
+    assert "oneDNNFusion" in str(torch.jit.last_executed_optimized_graph())
+    assert torch.jit.onednn_fusion_enabled() == previous
+    assert fast.shapes == [(2, 3, 64, 64), (1, 3, 64, 64), (3, 3, 64, 64)]
+    small = OneDNNGraph(model, max_shapes=2)
+    for batch in (1, 2, 3):
+        small(torch.randn(batch, 3, 32, 32))
+    assert small.shapes == [(2, 3, 32, 32), (3, 3, 32, 32)]  # least recently used dropped
+    with pytest.raises(ValueError, match="max_shapes must be at least 1"):
+        OneDNNGraph(model, max_shapes=0)
 
 
 @pytest.mark.slow

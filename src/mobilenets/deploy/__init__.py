@@ -1,7 +1,8 @@
-"""Deployment: BatchNorm folding; ONNX (checked in ONNX Runtime, int8), TorchScript and torch.export files;
-int8 in PyTorch through torchao's PT2E flow."""
+"""Deployment: BatchNorm folding; fast PyTorch inference (oneDNN Graph); ONNX (checked in ONNX Runtime,
+int8), TorchScript and torch.export files; int8 in PyTorch through torchao's PT2E flow."""
 
 from .fuse import count_batchnorms, fuse
+from .onednn_graph import OneDNNGraph
 from .onnx_export import OnnxClassifier, export_onnx, max_abs_difference, read_card, read_metadata
 from .optimize import OPTIMIZE_MODES, optimize
 from .pt2e import Int8Model, compile_int8, quantize_pt2e
@@ -19,6 +20,7 @@ __all__ = [
     "OPTIMIZE_MODES",
     "WEIGHT_DTYPES",
     "Int8Model",
+    "OneDNNGraph",
     "OnnxClassifier",
     "compile_int8",
     "count_batchnorms",
