@@ -5,11 +5,14 @@ The protocol of ``benchmarks/int8_accuracy.py``: calibrate on the first 300 phot
 graph run as it is (quantize / dequantize simulated around float convolutions) and the same graph
 compiled by Inductor into int8 kernels (``compile_int8``), the form that runs fast. The two int8
 columns differ where the int8 kernels saturate (x86 without VNNI, 8-bit activations). Extra rows
-show the settings' worth (8-bit activations, the x86 default; float stem and classifier).
-Writes ``runs/bench/int8_pt2e/result.json`` and a Markdown table.
+show the settings' worth (8-bit activations, the x86 default; float stem and classifier). The QAT
+rows fine-tune with fake quantization (``quantize_qat_pt2e``) on the 300 calibration photos and
+their labels instead of calibrating only. Writes ``runs/bench/int8_pt2e/result.json`` (with
+``--qat``: ``result_qat.json``) and a Markdown table.
 
     python benchmarks/int8_pt2e.py                 # ~7 minutes on 2 cores
     python benchmarks/int8_pt2e.py --quick         # the default settings only
+    python benchmarks/int8_pt2e.py --qat           # the QAT rows only (~10 minutes)
     python benchmarks/int8_pt2e.py --no-compile    # simulated int8 only
 """
 
@@ -30,6 +33,7 @@ from torch.utils.data import Subset
 
 from mobilenets.bench.allocator import reuse_freed_memory
 from mobilenets.deploy.pt2e import compile_int8, quantize_pt2e
+from mobilenets.deploy.pt2e_qat import quantize_qat_pt2e
 from mobilenets.training.card_data import card_eval_set
 from mobilenets.training.data import build_loader
 from mobilenets.weights import TrainedModel, load_pretrained, packaged_weights
@@ -39,6 +43,7 @@ PHOTOS = SHARED / "data" / "imagenet-val-1300" / "dataset.txt"
 OUT = Path("runs/bench/int8_pt2e")
 CALIBRATION = 300
 BATCH = 50
+QAT_BATCH = 32
 
 # (weights, label, quantize_pt2e options)
 ROWS: tuple[tuple[str, str, dict[str, Any]], ...] = (
@@ -51,10 +56,18 @@ ABLATIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
      {"reduce_range": False, "keep_float": ["stem", "classifier"]}),
     ("efficientnet_lite0", "8-bit activations (x86 default)", {"reduce_range": False}),
 )  # fmt: skip
+QAT_ROWS: tuple[tuple[str, str, dict[str, Any]], ...] = (
+    ("torchvision_mobilenet_v2", "QAT, 2 epochs (7-bit activations)", {"qat_epochs": 2}),
+    ("torchvision_mobilenet_v2", "QAT, 2 epochs, 8-bit activations",
+     {"qat_epochs": 2, "reduce_range": False}),
+)  # fmt: skip
 
 
-def photos(trained: TrainedModel) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The calibration images (the first 300), then the held-out images and their labels, prepared."""
+Photos = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+def photos(trained: TrainedModel) -> Photos:
+    """The calibration images (the first 300) and labels, then the held-out images and labels, prepared."""
     dataset, _ = card_eval_set(trained.card, str(PHOTOS))
 
     def load(indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,9 +75,21 @@ def photos(trained: TrainedModel) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
         images, labels = zip(*loader, strict=True)
         return torch.cat(images), torch.cat(labels)
 
-    calibration, _ = load(range(CALIBRATION))
+    calibration, calibration_labels = load(range(CALIBRATION))
     held_out, labels = load(range(CALIBRATION, len(dataset)))  # type: ignore[arg-type]
-    return calibration, held_out, labels
+    return calibration, calibration_labels, held_out, labels
+
+
+def quantize(trained: TrainedModel, data: Photos, options: dict[str, Any]) -> nn.Module:
+    """Post-training int8 calibrated on the calibration photos, or QAT on them with ``qat_epochs``."""
+    calibration, calibration_labels, _, _ = data
+    options = dict(options)
+    epochs = options.pop("qat_epochs", None)
+    resolution = trained.card.img_size
+    if epochs is None:
+        return quantize_pt2e(trained.model, calibration.split(BATCH), resolution=resolution, **options)
+    batches = list(zip(calibration.split(QAT_BATCH), calibration_labels.split(QAT_BATCH), strict=True))
+    return quantize_qat_pt2e(trained.model, batches, resolution=resolution, epochs=epochs, **options)
 
 
 def top1(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
@@ -78,6 +103,7 @@ def top1(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="default settings only, no ablations")
+    parser.add_argument("--qat", action="store_true", help="only the quantization-aware fine-tuning rows")
     parser.add_argument("--no-compile", action="store_true", help="skip the Inductor-compiled int8 column")
     args = parser.parse_args()
     if not PHOTOS.is_file():
@@ -86,18 +112,18 @@ def main() -> int:
     reuse_freed_memory()  # eager int8 runs ~7x slower with glibc's default of unmapping freed memory
     OUT.mkdir(parents=True, exist_ok=True)
     results: list[dict[str, Any]] = []
-    loaded: dict[str, tuple[TrainedModel, tuple[torch.Tensor, torch.Tensor, torch.Tensor], float]] = {}
-    for key, label, options in ROWS + (() if args.quick else ABLATIONS):
+    loaded: dict[str, tuple[TrainedModel, Photos, float]] = {}
+    rows = QAT_ROWS if args.qat else ROWS + (() if args.quick else ABLATIONS)
+    for key, label, options in rows:
         if key not in loaded:
             entry = packaged_weights(key)
             trained = load_pretrained(entry.path(), model=entry.model, **entry.model_kwargs)
             data = photos(trained)
-            loaded[key] = trained, data, top1(trained.model, data[1], data[2])
-        trained, (calibration, held_out, labels), fp32 = loaded[key]
+            loaded[key] = trained, data, top1(trained.model, data[2], data[3])
+        trained, data, fp32 = loaded[key]
+        calibration, _, held_out, labels = data
         start = time.perf_counter()
-        int8 = quantize_pt2e(
-            trained.model, calibration.split(BATCH), resolution=trained.card.img_size, **options
-        )
+        int8 = quantize(trained, data, options)
         quantize_seconds = time.perf_counter() - start
         simulated = top1(int8, held_out, labels)
         compiled = compile_seconds = None
@@ -123,7 +149,8 @@ def main() -> int:
         }
         results.append(row)
         print(json.dumps(row), flush=True)
-    (OUT / "result.json").write_text(json.dumps(results, indent=2) + "\n")
+    result_file = OUT / ("result_qat.json" if args.qat else "result.json")
+    result_file.write_text(json.dumps(results, indent=2) + "\n")
     print("\n| weights | settings | fp32 top-1 | int8 top-1, eager | int8 top-1, compiled | drop (points) |")
     print("|---|---|---:|---:|---:|---:|")
     for row in results:

@@ -55,6 +55,22 @@ def test_summary_options() -> None:
     assert len(data["separable_vs_standard"]) == 13
 
 
+def test_summary_of_the_small_input_network_defaults_to_32px() -> None:
+    from mobilenets import create_model
+    from mobilenets.analysis import summarize
+
+    args = ("summary", "mobilenet_v2", "--width-mult", "0.5", "--num-classes", "10", "--format", "json")
+    result = run_cli(*args, "--small-input")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["input_shape"] == [1, 3, 32, 32]
+    assert data["layers"][0]["output_shape"] == [1, 16, 32, 32]  # the stem keeps full resolution
+    model = create_model("mobilenet_v2", width_mult=0.5, num_classes=10, small_input=True)
+    assert data["total_macs"] == summarize(model, resolution=32).total_macs
+    plain = json.loads(run_cli(*args, "--resolution", "32").stdout)
+    assert data["total_macs"] > 5 * plain["total_macs"]
+
+
 def test_summary_table_and_csv() -> None:
     table = run_cli("summary", "mobilenet_v3_small", "--compare-standard")
     assert table.returncode == 0, table.stderr

@@ -186,6 +186,23 @@ def test_evaluate_autocast_and_plain_layout() -> None:
     assert 0.0 <= metrics.top1 <= metrics.top5 <= 1.0
 
 
+def test_evaluate_flip_tta_scores_the_mean_of_image_and_mirror() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4))  # not mirror-symmetric
+    dataset = _tiny_set(n=60, size=8, classes=4)
+    images, labels = dataset.tensors
+    with torch.no_grad():
+        plain, mirrored = model(images), model(images.flip(-1))
+    loader = DataLoader(dataset, batch_size=16)
+    loss = nn.CrossEntropyLoss()
+    tta = evaluate(model, loader, device="cpu", criterion=loss, flip_tta=True)
+    single = evaluate(model, loader, device="cpu", criterion=loss)
+    mean = (plain + mirrored) / 2
+    assert tta.top1 == pytest.approx(float((mean.argmax(1) == labels).float().mean()))
+    assert tta.mean_loss == pytest.approx(float(nn.functional.cross_entropy(mean, labels)), rel=1e-5)
+    assert single.mean_loss == pytest.approx(float(nn.functional.cross_entropy(plain, labels)), rel=1e-5)
+
+
 def test_evaluate_rejects_empty_loader_and_wrong_device() -> None:
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
     with pytest.raises(ValueError, match="no images"):
@@ -346,6 +363,7 @@ def test_eval_cli_json(fake_contracts: Path, tmp_path: Path, capsys: pytest.Capt
     assert report["num_images"] == 30 and 0.0 <= report["top1"] <= report["top5"] <= 1.0
     assert set(report["per_class"]) == set(DIGITS)
     assert report["checkpoint"] == str(fake_contracts) and report["data"] == "digits"
+    assert report["flip_tta"] is False
     assert report["skipped"] == 1 and "skipped 1" in err
     assert report["confusion_png"] == str(confusion) and is_png(confusion)
 
@@ -356,7 +374,11 @@ def test_eval_cli_table_and_default_confusion_path(
     code, out, err = run_eval(["--checkpoint", str(fake_contracts), "--data", "digits"], capsys)
     assert code == 0, err
     assert "top-1" in out and "top-5" in out and "per-class accuracy" in out
+    assert "test-time augmentation" not in out
     assert is_png(fake_contracts.with_name("best_confusion.png"))
+    code, out, err = run_eval(["--checkpoint", str(fake_contracts), "--flip-tta"], capsys)
+    assert code == 0, err
+    assert "test-time augmentation" in out and "mean of image and mirror" in out
 
 
 def test_eval_cli_failures(fake_contracts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

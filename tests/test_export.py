@@ -152,12 +152,16 @@ def test_export_torch_formats_refuse_onnx_options_and_bad_arguments(
                 "--weight-dtype: only for --format onnx (int8), not --format torchscript",
             ),
             (["--calib-images", "10"], f"--calib-images: {torchscript_int8}"),
+            (["--qat-epochs", "1"], "--qat-epochs: only for --format exported-program --int8 (torchao PT2E)"),
         ),
         "exported-program": (
             (["--int8"], "--int8 needs --calib DATA"),
             (["--int8", "--calib", "d", "--weight-dtype", "int8"], f"--weight-dtype: {program_onnx}"),
             (["--int8", "--calib", "d", "--calib-method", "minmax"], f"--calib-method: {program_onnx}"),
             (["--keep-float", "stem"], "--keep-float: only with --int8"),
+            (["--qat-epochs", "2", "--qat-lr", "0.1"], "--qat-epochs, --qat-lr: only with --int8"),
+            (["--int8", "--calib", "d", "--qat-epochs", "0"], "--qat-epochs must be >= 1, got 0"),
+            (["--int8", "--calib", "d", "--qat-lr", "-1"], "--qat-lr must be a positive number"),
         ),
     }
     for file_format, suffix in (("torchscript", ".pt"), ("exported-program", ".pt2")):
@@ -198,6 +202,13 @@ def test_export_int8_program_through_pt2e(
     result = json.loads(stdout)
     assert result["int8"] == "pt2e" and result["calibration_images"] == 40
     assert result["verified_batch_sizes"] == [1, 7] and 0.0 <= result["int8_top1_agreement"] <= 1.0
+    assert "qat_epochs" not in result
+    qat = tmp_path / "qat.pt2"
+    code, stdout, err = run_cli([*argv, "--out", str(qat), *int8_argv, "--qat-epochs", "1"], capsys)
+    assert code == 0, err
+    qat_result = json.loads(stdout)
+    assert qat_result["int8"] == "pt2e" and qat_result["qat_epochs"] == 1 and qat_result["qat_lr"] == 1e-4
+    assert qat_result["int8_top1_agreement"] >= 0.75, qat_result  # fine-tuned on the digits' labels
     # int8 weights only: the float weights convert_pt2e replaced are not in the file
     assert result["bytes"] < 0.6 * fp32.stat().st_size, (result["bytes"], fp32.stat().st_size)
     loaded, metadata = load_exported(int8)

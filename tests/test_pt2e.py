@@ -11,6 +11,7 @@ from torch import nn
 
 import mobilenets
 from mobilenets.deploy.pt2e import TORCHAO_REQUIREMENT, Int8Model, compile_int8, quantize_pt2e
+from mobilenets.deploy.pt2e_qat import quantize_qat_pt2e
 from mobilenets.training.card_data import card_eval_set, first_images
 from mobilenets.training.evaluate import evaluate
 from mobilenets.weights import TrainedModel, load_pretrained, packaged_weights
@@ -112,6 +113,52 @@ def test_keep_float_and_argument_errors() -> None:
         kwargs: dict[str, object] = {"calibration_batches": [images], "resolution": SMALL_RES, **overrides}
         with pytest.raises(error, match=message):
             quantize_pt2e(model, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_quantization_aware_fine_tune_keeps_real_photo_agreement(
+    pretrained: TrainedModel, photos: tuple[torch.Tensor, torch.Tensor]
+) -> None:
+    model = pretrained.model
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    with torch.no_grad():
+        targets = model(photos[0]).argmax(1)  # the float model's own predictions as labels
+    batches = list(zip(photos[0].split(16), targets.split(16), strict=True))
+    int8 = quantize_qat_pt2e(model, batches, resolution=RESOLUTION, epochs=2)
+    same, cosine = agreement(model, int8.eval(), photos[1])
+    print(f"QAT int8 vs fp32: top-1 agreement {same:.3f}, cosine {cosine:.4f}")
+    assert same >= 0.8 and cosine >= 0.95, (same, cosine)
+    assert quantized_weights(int8) == weight_layers(model)
+    after = model.state_dict()
+    assert all(torch.equal(before[name], after[name]) for name in before)  # the float model is untouched
+
+
+def test_quantization_aware_fine_tune_learns_and_checks_its_input() -> None:
+    model = mobilenets.create_model("mobilenet_v2", width_mult=0.35, num_classes=10).eval()
+    images = torch.randn(32, 3, SMALL_RES, SMALL_RES)
+    labels = torch.randint(0, 10, (32,))
+    batches = [(images[:16], labels[:16]), (images[16:], labels[16:])]
+    int8 = quantize_qat_pt2e(model, batches, resolution=SMALL_RES, epochs=12, lr=0.05)
+    with torch.no_grad():
+        float_hits = int((model(images).argmax(1) == labels).sum())
+        int8_hits = int((int8(images).argmax(1) == labels).sum())
+    print(f"random labels memorised: float {float_hits}/32, after QAT int8 {int8_hits}/32")
+    assert int8_hits >= float_hits + 8  # the fine-tune trained the weights the int8 model uses
+    cases: list[tuple[dict[str, object], type[Exception], str]] = [
+        ({"batches": iter(batches)}, TypeError, "re-iterable"),
+        ({"batches": []}, ValueError, "no training batch"),
+        ({"batches": [(images, labels.float())]}, ValueError, r"int64 tensor of shape \(32,\)"),
+        ({"batches": [(images, labels[:5])]}, ValueError, r"got \(5,\)"),
+        ({"batches": [(images[:, :, :32], labels)]}, ValueError, "training batch 0 must be"),
+        ({"epochs": 0}, ValueError, "epochs must be a positive integer"),
+        ({"lr": float("nan")}, ValueError, "lr must be a positive number"),
+        ({"keep_float": ["head"]}, ValueError, "no module 'head'"),
+        ({"lr": 1e30}, ValueError, "loss became"),
+    ]
+    for overrides, error, message in cases:
+        kwargs: dict[str, object] = {"batches": batches, "resolution": SMALL_RES, **overrides}
+        with pytest.raises(error, match=message):
+            quantize_qat_pt2e(model, **kwargs)  # type: ignore[arg-type]
 
 
 def test_missing_torchao_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:

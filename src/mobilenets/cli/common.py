@@ -50,11 +50,20 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--padding", choices=("symmetric", "tf_same"), default="symmetric", help="conv padding rule"
     )
+    parser.add_argument(
+        "--small-input",
+        action="store_true",
+        help="stride 1 in the stem and first downsampling block, for 32×32 images (CIFAR)",
+    )
 
 
 def model_from_args(args: argparse.Namespace) -> MobileNet:
     return create_model(
-        args.model, width_mult=args.width_mult, num_classes=args.num_classes, padding=args.padding
+        args.model,
+        width_mult=args.width_mult,
+        num_classes=args.num_classes,
+        padding=args.padding,
+        small_input=args.small_input,
     )
 
 

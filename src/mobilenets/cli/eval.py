@@ -47,6 +47,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(default: the data the checkpoint was trained on)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    parser.add_argument(
+        "--flip-tta",
+        action="store_true",
+        help="score the mean logits of each image and its mirror image (test-time augmentation, 2x the "
+        "compute; for data trained with horizontal flips, not digits)",
+    )
     parser.add_argument("--batch-size", type=int, default=None, help="evaluation batch size (default 64)")
     parser.add_argument("--workers", type=int, default=0, help="data-loading worker processes (default 0)")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
@@ -126,6 +132,8 @@ def _print_report(report: dict[str, Any]) -> None:
     if report["loss"] is not None:
         summary.add_row("loss", f"{report['loss']:.4f}")
     summary.add_row("images", f"{report['num_images']:,}")
+    if report["flip_tta"]:
+        summary.add_row("test-time augmentation", "mean of image and mirror")
     if report["skipped"]:
         summary.add_row("skipped files", f"{report['skipped']:,}")
     console.print(summary)
@@ -201,7 +209,9 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
     )
     model = network.to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]
-    metrics = evaluate(model, loader, device=device, criterion=torch.nn.CrossEntropyLoss())
+    metrics = evaluate(
+        model, loader, device=device, criterion=torch.nn.CrossEntropyLoss(), flip_tta=args.flip_tta
+    )
     skipped = [str(path) for path in loader.skipped]
     if skipped:
         print(f"warning: skipped {len(skipped)} unreadable file(s), e.g. {skipped[0]}", file=sys.stderr)
@@ -223,6 +233,7 @@ def run(args: argparse.Namespace) -> int:
         "checkpoint": str(source_file),
         "source": card.source,
         "data": data,
+        "flip_tta": args.flip_tta,
         "skipped": len(skipped),
         "skipped_files": skipped,
         "confusion_png": None if confusion_png is None else str(confusion_png),

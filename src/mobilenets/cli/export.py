@@ -1,5 +1,6 @@
 """``mobilenets export``: a model or weights file → a checked ONNX (fp32, or int8 calibrated),
-TorchScript (``.pt``) or torch.export (``.pt2``, fp32 or PT2E int8) file.
+TorchScript (``.pt``) or torch.export (``.pt2``, fp32 or PT2E int8, calibrated or quantization-aware
+fine-tuned) file.
 
 Before it declares success, the command reloads the file (ONNX Runtime, ``torch.jit.load`` or
 ``torch.export.load``), runs it on real images (the calibration or verification data, else the
@@ -39,10 +40,13 @@ INT8_OPTIONS = {
     "keep_float": "--keep-float",
 }
 ONNX_ONLY = {"calib_method": "--calib-method", "weight_dtype": "--weight-dtype"}
+QAT_OPTIONS = {"qat_epochs": "--qat-epochs", "qat_lr": "--qat-lr"}  # PT2E (exported-program) int8 only
 INT8_FORMATS = ("onnx", "exported-program")
 DEFAULT_CALIB_IMAGES = 300
 DEFAULT_CALIB_METHOD = "percentile"
 DEFAULT_WEIGHT_DTYPE = "int7"
+DEFAULT_QAT_LR = 1e-4
+QAT_BATCH = 32
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -99,6 +103,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     int8.add_argument(
         "--keep-float", default=None, help="comma-separated modules left in float, e.g. stem,classifier"
     )
+    qat = parser.add_argument_group("quantization-aware fine-tuning (--format exported-program --int8 only)")
+    qat.add_argument(
+        "--qat-epochs",
+        type=int,
+        default=None,
+        help="fine-tune with int8 fake quantization for N epochs over the --calib images and their labels "
+        "(when post-training int8 loses too much)",
+    )
+    qat.add_argument(
+        "--qat-lr",
+        type=float,
+        default=None,
+        help=f"SGD learning rate of the fine-tune (default {DEFAULT_QAT_LR:g})",
+    )
     parser.add_argument(
         "--verify-data", default=None, help="images to verify on (default: --calib, else the data)"
     )
@@ -153,13 +171,20 @@ def _check_args(args: argparse.Namespace) -> None:
                 f"{', '.join(given)}: only for --format onnx (ONNX Runtime's quantizer); "
                 f"--format {args.format} quantizes with torchao's PT2E flow"
             )
+    qat = [flag for name, flag in QAT_OPTIONS.items() if getattr(args, name) is not None]
+    if qat and args.format != "exported-program":
+        raise ValueError(f"{', '.join(qat)}: only for --format exported-program --int8 (torchao PT2E)")
     without = [
         flag
-        for name, flag in {**INT8_OPTIONS, **ONNX_ONLY}.items()
+        for name, flag in {**INT8_OPTIONS, **ONNX_ONLY, **QAT_OPTIONS}.items()
         if name not in ("int8", "calib") and getattr(args, name) is not None
     ]
     if without and not args.int8:
         raise ValueError(f"{', '.join(without)}: only with --int8")
+    if args.qat_epochs is not None and args.qat_epochs < 1:
+        raise ValueError(f"--qat-epochs must be >= 1, got {args.qat_epochs}")
+    if args.qat_lr is not None and not (math.isfinite(args.qat_lr) and args.qat_lr > 0):
+        raise ValueError(f"--qat-lr must be a positive number, got {args.qat_lr}")
     if args.int8 and not args.calib:
         raise ValueError("--int8 needs --calib DATA: real images to calibrate activation ranges on")
     for name in ("calib_images", "verify_images"):
@@ -173,13 +198,46 @@ def _check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--out {str(args.out)!r} must end in {suffix} for --format {args.format}")
 
 
-def _calibration(args: argparse.Namespace, card: ModelCard) -> tuple[torch.Tensor, list[str]]:
-    """The first ``--calib-images`` images of ``--calib``, and the ``--keep-float`` module names."""
+def _calibration(args: argparse.Namespace, card: ModelCard) -> torch.Tensor:
+    """The first ``--calib-images`` images of ``--calib``."""
     from ..training.card_data import card_eval_set, first_images
 
     dataset, _ = card_eval_set(card, args.calib)
-    images = first_images(dataset, args.calib_images or DEFAULT_CALIB_IMAGES)
-    return images, [name.strip() for name in (args.keep_float or "").split(",") if name.strip()]
+    return first_images(dataset, args.calib_images or DEFAULT_CALIB_IMAGES)
+
+
+def _keep_float(args: argparse.Namespace) -> list[str]:
+    """The ``--keep-float`` module names."""
+    return [name.strip() for name in (args.keep_float or "").split(",") if name.strip()]
+
+
+def _pt2e_int8(
+    args: argparse.Namespace, model: nn.Module, card: ModelCard, resolution: int
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The PT2E int8 model: calibrated on ``--calib``, or fine-tuned on it with ``--qat-epochs``."""
+    from ..deploy.pt2e import quantize_pt2e
+
+    keep_float = _keep_float(args)
+    if args.qat_epochs is None:
+        calibration = _calibration(args, card)
+        int8 = quantize_pt2e(model, calibration.split(50), resolution=resolution, keep_float=keep_float)
+        return int8, {"int8": "pt2e", "calibration_images": len(calibration)}
+    from ..deploy.pt2e_qat import quantize_qat_pt2e
+    from ..training.card_data import card_eval_set, first_labelled
+    from .eval import class_mismatch
+
+    dataset, classes = card_eval_set(card, args.calib)
+    mismatch = class_mismatch(card.classes, classes)
+    if mismatch:
+        raise ValueError(f"--qat-epochs trains on the labels of --calib {args.calib!r}, but {mismatch}")
+    images, labels = first_labelled(dataset, args.calib_images or DEFAULT_CALIB_IMAGES)
+    lr = DEFAULT_QAT_LR if args.qat_lr is None else args.qat_lr
+    batches = list(zip(images.split(QAT_BATCH), labels.split(QAT_BATCH), strict=True))
+    int8 = quantize_qat_pt2e(
+        model, batches, resolution=resolution, epochs=args.qat_epochs, lr=lr, keep_float=keep_float
+    )
+    extra = {"int8": "pt2e", "calibration_images": len(images), "qat_epochs": args.qat_epochs, "qat_lr": lr}
+    return int8, extra
 
 
 def _int8_agreement(model: nn.Module, int8: nn.Module, batches: list[torch.Tensor]) -> dict[str, float]:
@@ -210,14 +268,10 @@ def _run_torch(args: argparse.Namespace, model: nn.Module, card: ModelCard, reso
     if args.format == "torchscript":
         path = export_torchscript(model, args.out, resolution=resolution, card=card)
     elif args.int8:
-        from ..deploy.pt2e import quantize_pt2e
-
-        calibration, keep_float = _calibration(args, card)
-        int8 = quantize_pt2e(model, calibration.split(50), resolution=resolution, keep_float=keep_float)
+        int8, extra = _pt2e_int8(args, model, card, resolution)
         path = export_program(
             int8, args.out, resolution=resolution, card=card, dynamic_batch=args.dynamic_batch
         )
-        extra.update(int8="pt2e", calibration_images=len(calibration))
     else:
         path = export_program(
             model, args.out, resolution=resolution, card=card, dynamic_batch=args.dynamic_batch
@@ -293,7 +347,7 @@ def run(args: argparse.Namespace) -> int:
             f"{described}; the exported file {fp32_path} is not trustworthy"
         )
     if args.int8:
-        calibration, keep_float = _calibration(args, card)
+        calibration, keep_float = _calibration(args, card), _keep_float(args)
         quantize_onnx(
             fp32_path,
             args.out,

@@ -8,11 +8,18 @@ from ..analysis.formatting import print_table, to_csv, to_json
 from ..analysis.summary import DTYPE_BYTES, summarize
 from .common import add_model_arguments, model_from_args
 
+SMALL_INPUT_RESOLUTION = 32  # CIFAR's size, what --small-input networks are made for
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("summary", help="per-layer parameters, mult-adds and activation memory")
     add_model_arguments(parser)
-    parser.add_argument("--resolution", type=int, default=None, help="input size (default: the model's)")
+    parser.add_argument(
+        "--resolution",
+        type=int,
+        default=None,
+        help=f"input size (default: the model's; {SMALL_INPUT_RESOLUTION} with --small-input)",
+    )
     parser.add_argument("--batch-size", type=int, default=1, help="batch size of the analysed input")
     parser.add_argument("--dtype", choices=tuple(DTYPE_BYTES), default="float32", help="activation dtype")
     parser.add_argument(
@@ -44,10 +51,12 @@ def _chunks(value: str | None) -> int | str | None:
 
 def run(args: argparse.Namespace) -> int:
     model = model_from_args(args)
+    resolution = args.resolution
+    if resolution is None:  # `is None`, not `or`: --resolution 0 is an error to report, not the default
+        resolution = SMALL_INPUT_RESOLUTION if args.small_input else model.default_resolution
     summary = summarize(
         model,
-        # `is None`, not `or`: --resolution 0 is an error to report, not a request for the default.
-        resolution=model.default_resolution if args.resolution is None else args.resolution,
+        resolution=resolution,
         batch_size=args.batch_size,
         dtype=args.dtype,
         name=args.model,

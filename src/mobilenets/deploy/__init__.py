@@ -6,6 +6,7 @@ from .onednn_graph import OneDNNGraph
 from .onnx_export import OnnxClassifier, export_onnx, max_abs_difference, read_card, read_metadata
 from .optimize import OPTIMIZE_MODES, optimize
 from .pt2e import Int8Model, compile_int8, quantize_pt2e
+from .pt2e_qat import quantize_qat_pt2e
 from .quantize import CALIBRATION_METHODS, WEIGHT_DTYPES, quantize_onnx
 from .torch_export import (
     export_program,
@@ -33,6 +34,7 @@ __all__ = [
     "optimize",
     "quantize_onnx",
     "quantize_pt2e",
+    "quantize_qat_pt2e",
     "read_card",
     "read_metadata",
     "read_torch_card",

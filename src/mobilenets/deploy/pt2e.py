@@ -37,16 +37,18 @@ TORCHAO_REQUIREMENT = "torchao==0.18.0"  # the version this module is tested wit
 
 
 @dataclass(frozen=True)
-class _Torchao:
+class TorchaoAPI:
     """The few torchao entry points the flow needs, imported on first use."""
 
     prepare_pt2e: Any
+    prepare_qat_pt2e: Any
     convert_pt2e: Any
+    move_to_eval: Any
     quantizer: Any
     default_config: Any
 
 
-def _torchao() -> _Torchao:
+def torchao_api() -> TorchaoAPI:
     """torchao's PT2E API; ``ValueError`` saying what to install when torchao is missing or too old."""
     # torchao registers an Enum with torch's pytree at import, which torch 2.14 logs as deprecated: noise
     # on every command that quantizes or loads an int8 program, and nothing a user can act on.
@@ -54,7 +56,8 @@ def _torchao() -> _Torchao:
     level = pytree_log.level
     pytree_log.setLevel(logging.ERROR)
     try:
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+        from torchao.quantization.pt2e import move_exported_model_to_eval
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e, prepare_qat_pt2e
         from torchao.quantization.pt2e.quantizer.x86_inductor_quantizer import (
             X86InductorQuantizer,
             get_default_x86_inductor_quantization_config,
@@ -66,9 +69,11 @@ def _torchao() -> _Torchao:
         ) from error
     finally:
         pytree_log.setLevel(level)
-    return _Torchao(
+    return TorchaoAPI(
         prepare_pt2e,
+        prepare_qat_pt2e,
         convert_pt2e,
+        move_exported_model_to_eval,
         X86InductorQuantizer,
         get_default_x86_inductor_quantization_config,
     )
@@ -76,24 +81,32 @@ def _torchao() -> _Torchao:
 
 def torchao_ops() -> None:
     """Import torchao's PT2E module, which registers the quantize / dequantize ops int8 graphs call."""
-    _torchao()
+    torchao_api()
 
 
-def _check_batch(batch: object, index: int, resolution: int) -> torch.Tensor:
+def check_batch(batch: object, index: int, resolution: int, what: str = "calibration") -> torch.Tensor:
+    """``batch`` as float32 if it is a float (N, 3, resolution, resolution) tensor, else a clear error."""
     if not isinstance(batch, torch.Tensor):
-        raise TypeError(f"calibration batch {index} is a {type(batch).__name__}, not a tensor")
+        raise TypeError(f"{what} batch {index} is a {type(batch).__name__}, not a tensor")
     expected = (3, resolution, resolution)
     if batch.ndim != 4 or tuple(batch.shape[1:]) != expected or not 0 < len(batch) <= MAX_BATCH:
         raise ValueError(
-            f"calibration batch {index} must be a (N, 3, {resolution}, {resolution}) batch with N from 1 "
+            f"{what} batch {index} must be a (N, 3, {resolution}, {resolution}) batch with N from 1 "
             f"to {MAX_BATCH}, got shape {tuple(batch.shape)}"
         )
     if not batch.is_floating_point():
-        raise ValueError(f"calibration batch {index} must hold float images, got {batch.dtype}")
+        raise ValueError(f"{what} batch {index} must hold float images, got {batch.dtype}")
     return batch.float()
 
 
-def _check_modules(model: nn.Module, keep_float: Sequence[str]) -> None:
+def check_options(model: nn.Module, resolution: int, keep_float: Sequence[str]) -> None:
+    """A clear error for a resolution out of range or a ``keep_float`` module ``model`` lacks."""
+    if not MIN_INPUT_SIZE <= resolution <= MAX_INPUT_SIZE:
+        raise ValueError(
+            f"resolution must be from {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE} pixels, got {resolution}"
+        )
+    if isinstance(keep_float, str):
+        raise TypeError(f"keep_float must be a sequence of module names, e.g. [{keep_float!r}], not a string")
     names = {name for name, _ in model.named_modules() if name}
     for name in keep_float:
         if name not in names:
@@ -101,6 +114,27 @@ def _check_modules(model: nn.Module, keep_float: Sequence[str]) -> None:
             raise ValueError(
                 f"keep_float: the model has no module {name!r}; its top-level modules are {children}"
             )
+
+
+def x86_quantizer(ao: TorchaoAPI, *, reduce_range: bool, keep_float: Sequence[str], qat: bool = False) -> Any:
+    """torchao's x86 quantizer: per-channel int8 weights, uint8 activations; ``keep_float`` left alone."""
+    quantizer = ao.quantizer().set_global(ao.default_config(is_qat=qat, reduce_range=reduce_range))
+    for name in keep_float:
+        quantizer.set_module_name_qconfig(name, None)
+    return quantizer
+
+
+def capture(model: nn.Module, resolution: int, *, train: bool) -> torch.fx.GraphModule:
+    """``torch.export`` of ``model`` in train or eval mode, batch 1 to 4096; ``model``'s mode is restored."""
+    example = torch.zeros(2, 3, resolution, resolution)
+    dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},)
+    was_training = model.training
+    model.train(train)
+    try:
+        with torch.inference_mode(False):
+            return torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes).module()
+    finally:
+        model.train(was_training)
 
 
 class Int8Model(ExportedClassifier):
@@ -143,41 +177,25 @@ def quantize_pt2e(
             "calibration_batches must be an iterable of (N, 3, H, W) batches, not one tensor; "
             "pass e.g. images.split(50)"
         )
-    if not MIN_INPUT_SIZE <= resolution <= MAX_INPUT_SIZE:
-        raise ValueError(
-            f"resolution must be from {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE} pixels, got {resolution}"
-        )
-    if isinstance(keep_float, str):
-        raise TypeError(f"keep_float must be a sequence of module names, e.g. [{keep_float!r}], not a string")
-    _check_modules(model, keep_float)
-    ao = _torchao()
+    check_options(model, resolution, keep_float)
+    ao = torchao_api()
     batches = iter(calibration_batches)
     first = next(batches, None)
     if first is None:
         raise ValueError("no calibration batch was given; activation ranges need real images")
-    first = _check_batch(first, 0, resolution)
-    quantizer = ao.quantizer().set_global(ao.default_config(reduce_range=reduce_range))
-    for name in keep_float:
-        quantizer.set_module_name_qconfig(name, None)
-    example = torch.zeros(2, 3, resolution, resolution)
-    dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},)
-    was_training = model.training
+    first = check_batch(first, 0, resolution)
+    quantizer = x86_quantizer(ao, reduce_range=reduce_range, keep_float=keep_float)
     with torch.inference_mode(False), torch.no_grad():
-        model.eval()
-        try:
-            captured = torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes).module()
-        finally:
-            model.train(was_training)
-        prepared = ao.prepare_pt2e(captured, quantizer)
+        prepared = ao.prepare_pt2e(capture(model, resolution, train=False), quantizer)
         prepared(first)
         for index, batch in enumerate(batches, start=1):
-            prepared(_check_batch(batch, index, resolution))
+            prepared(check_batch(batch, index, resolution))
         converted = ao.convert_pt2e(prepared)
-    _drop_unused_tensors(converted)
+    drop_unused_tensors(converted)
     return Int8Model(converted)
 
 
-def _drop_unused_tensors(graph_module: torch.fx.GraphModule) -> None:
+def drop_unused_tensors(graph_module: torch.fx.GraphModule) -> None:
     """Delete the float weights ``convert_pt2e`` replaced by int8 constants but left as attributes.
 
     The graph no longer reads them; kept, they would double the memory and every exported file.

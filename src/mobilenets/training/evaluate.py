@@ -34,12 +34,15 @@ def evaluate(
     channels_last: bool = True,
     autocast_dtype: torch.dtype | None = None,
     criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    flip_tta: bool = False,
 ) -> ClassificationMetrics:
     """Metrics of ``model`` (already on ``device``) over every ``(images, labels)`` batch of ``loader``.
 
     Runs in eval mode under ``torch.inference_mode()`` and restores the model's train/eval mode after.
     ``autocast_dtype`` (e.g. ``torch.bfloat16``) enables autocast for the forward pass; logits are cast
-    to float32 before the metrics and ``criterion`` (mean or per-image loss) see them.
+    to float32 before the metrics and ``criterion`` (mean or per-image loss) see them. ``flip_tta``
+    scores the mean logits of each image and its mirror image (test-time augmentation, twice the
+    compute; only for data whose training used horizontal flips).
     The number of classes is the logits' width. Raises ``ValueError`` if the loader yields no image.
     """
     device = torch.device(device)
@@ -58,6 +61,11 @@ def evaluate(
                     device_type=device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
                 ):
                     output = model(images)
+                    if flip_tta and isinstance(output, torch.Tensor):
+                        mirrored = images.flip(-1)
+                        if channels_last and mirrored.ndim == 4:
+                            mirrored = mirrored.contiguous(memory_format=torch.channels_last)
+                        output = (output.float() + model(mirrored).float()) / 2
                 if not isinstance(output, torch.Tensor):
                     raise ValueError(
                         f"model returned {type(output).__name__}, expected a logits tensor "
