@@ -6,8 +6,8 @@ graph run as it is (quantize / dequantize simulated around float convolutions) a
 compiled by Inductor into int8 kernels (``compile_int8``), the form that runs fast. The two int8
 columns differ where the int8 kernels saturate (x86 without VNNI, 8-bit activations). Extra rows
 show the settings' worth (8-bit activations, the x86 default; float stem and classifier). The QAT
-rows fine-tune with fake quantization (``quantize_qat_pt2e``) on the 300 calibration photos and
-their labels instead of calibrating only. Writes ``runs/bench/int8_pt2e/result.json`` (with
+rows fine-tune with fake quantization (``quantize_qat_pt2e``: distilling the float model, no labels)
+on the 300 calibration photos instead of calibrating only. Writes ``runs/bench/int8_pt2e/result.json`` (with
 ``--qat``: ``result_qat.json``) and a Markdown table.
 
     python benchmarks/int8_pt2e.py                 # ~7 minutes on 2 cores
@@ -63,11 +63,11 @@ QAT_ROWS: tuple[tuple[str, str, dict[str, Any]], ...] = (
 )  # fmt: skip
 
 
-Photos = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+Photos = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def photos(trained: TrainedModel) -> Photos:
-    """The calibration images (the first 300) and labels, then the held-out images and labels, prepared."""
+    """The calibration images (the first 300), then the held-out images and their labels, prepared."""
     dataset, _ = card_eval_set(trained.card, str(PHOTOS))
 
     def load(indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,20 +75,20 @@ def photos(trained: TrainedModel) -> Photos:
         images, labels = zip(*loader, strict=True)
         return torch.cat(images), torch.cat(labels)
 
-    calibration, calibration_labels = load(range(CALIBRATION))
+    calibration, _ = load(range(CALIBRATION))
     held_out, labels = load(range(CALIBRATION, len(dataset)))  # type: ignore[arg-type]
-    return calibration, calibration_labels, held_out, labels
+    return calibration, held_out, labels
 
 
 def quantize(trained: TrainedModel, data: Photos, options: dict[str, Any]) -> nn.Module:
-    """Post-training int8 calibrated on the calibration photos, or QAT on them with ``qat_epochs``."""
-    calibration, calibration_labels, _, _ = data
+    """Post-training int8 calibrated on the calibration photos, or fine-tuned on them (``qat_epochs``)."""
+    calibration = data[0]
     options = dict(options)
     epochs = options.pop("qat_epochs", None)
     resolution = trained.card.img_size
     if epochs is None:
         return quantize_pt2e(trained.model, calibration.split(BATCH), resolution=resolution, **options)
-    batches = list(zip(calibration.split(QAT_BATCH), calibration_labels.split(QAT_BATCH), strict=True))
+    batches = calibration.split(QAT_BATCH)
     return quantize_qat_pt2e(trained.model, batches, resolution=resolution, epochs=epochs, **options)
 
 
@@ -119,9 +119,9 @@ def main() -> int:
             entry = packaged_weights(key)
             trained = load_pretrained(entry.path(), model=entry.model, **entry.model_kwargs)
             data = photos(trained)
-            loaded[key] = trained, data, top1(trained.model, data[2], data[3])
+            loaded[key] = trained, data, top1(trained.model, data[1], data[2])
         trained, data, fp32 = loaded[key]
-        calibration, _, held_out, labels = data
+        calibration, held_out, labels = data
         start = time.perf_counter()
         int8 = quantize(trained, data, options)
         quantize_seconds = time.perf_counter() - start

@@ -207,8 +207,8 @@ def test_export_int8_program_through_pt2e(
     code, stdout, err = run_cli([*argv, "--out", str(qat), *int8_argv, "--qat-epochs", "1"], capsys)
     assert code == 0, err
     qat_result = json.loads(stdout)
-    assert qat_result["int8"] == "pt2e" and qat_result["qat_epochs"] == 1 and qat_result["qat_lr"] == 1e-4
-    assert qat_result["int8_top1_agreement"] >= 0.75, qat_result  # fine-tuned on the digits' labels
+    assert qat_result["int8"] == "pt2e" and qat_result["qat_epochs"] == 1 and qat_result["qat_lr"] == 1e-5
+    assert qat_result["int8_top1_agreement"] >= result["int8_top1_agreement"] - 0.25, (qat_result, result)
     # int8 weights only: the float weights convert_pt2e replaced are not in the file
     assert result["bytes"] < 0.6 * fp32.stat().st_size, (result["bytes"], fp32.stat().st_size)
     loaded, metadata = load_exported(int8)

@@ -107,6 +107,7 @@ def test_keep_float_and_argument_errors() -> None:
             r"\(N, 3, 64, 64\) batch with N from 1 to 4096, got shape",
         ),
         ({"calibration_batches": [images.to(torch.uint8)]}, ValueError, "must hold float images"),
+        ({"calibration_batches": [images / 0]}, ValueError, "batch 0 holds NaN or infinite values"),
         ({"resolution": 8}, ValueError, "resolution must be from 32"),
     ]
     for overrides, error, message in cases:
@@ -116,47 +117,42 @@ def test_keep_float_and_argument_errors() -> None:
 
 
 @pytest.mark.slow
-def test_quantization_aware_fine_tune_keeps_real_photo_agreement(
+def test_quantization_aware_fine_tune_agrees_with_fp32_on_real_photos(
     pretrained: TrainedModel, photos: tuple[torch.Tensor, torch.Tensor]
 ) -> None:
     model = pretrained.model
     before = {name: value.clone() for name, value in model.state_dict().items()}
-    with torch.no_grad():
-        targets = model(photos[0]).argmax(1)  # the float model's own predictions as labels
-    batches = list(zip(photos[0].split(16), targets.split(16), strict=True))
-    int8 = quantize_qat_pt2e(model, batches, resolution=RESOLUTION, epochs=2)
+    int8 = quantize_qat_pt2e(model, photos[0].split(16), resolution=RESOLUTION, epochs=6)
+    # Measured: 98% agreement, cosine 0.966 (post-training int8 on the same photos: 92%, 0.965;
+    # cross-entropy on the float model's top-1 instead of distillation: 79%, 0.886).
     same, cosine = agreement(model, int8.eval(), photos[1])
     print(f"QAT int8 vs fp32: top-1 agreement {same:.3f}, cosine {cosine:.4f}")
-    assert same >= 0.8 and cosine >= 0.95, (same, cosine)
+    assert same >= 0.85 and cosine >= 0.95, (same, cosine)
     assert quantized_weights(int8) == weight_layers(model)
     after = model.state_dict()
     assert all(torch.equal(before[name], after[name]) for name in before)  # the float model is untouched
 
 
-def test_quantization_aware_fine_tune_learns_and_checks_its_input() -> None:
+@pytest.mark.slow
+def test_quantization_aware_fine_tune_checks_its_input() -> None:
     model = mobilenets.create_model("mobilenet_v2", width_mult=0.35, num_classes=10).eval()
-    images = torch.randn(32, 3, SMALL_RES, SMALL_RES)
-    labels = torch.randint(0, 10, (32,))
-    batches = [(images[:16], labels[:16]), (images[16:], labels[16:])]
-    int8 = quantize_qat_pt2e(model, batches, resolution=SMALL_RES, epochs=12, lr=0.05)
+    images = torch.randn(8, 3, SMALL_RES, SMALL_RES)
+    int8 = quantize_qat_pt2e(model, images.split(4), resolution=SMALL_RES, keep_float=["classifier"])
+    assert quantized_weights(int8) == weight_layers(model) - 1
     with torch.no_grad():
-        float_hits = int((model(images).argmax(1) == labels).sum())
-        int8_hits = int((int8(images).argmax(1) == labels).sum())
-    print(f"random labels memorised: float {float_hits}/32, after QAT int8 {int8_hits}/32")
-    assert int8_hits >= float_hits + 8  # the fine-tune trained the weights the int8 model uses
+        assert int8(images[:3]).shape == (3, 10) and torch.isfinite(int8(images)).all()
     cases: list[tuple[dict[str, object], type[Exception], str]] = [
-        ({"batches": iter(batches)}, TypeError, "re-iterable"),
+        ({"batches": iter(images.split(4))}, TypeError, "re-iterable"),
+        ({"batches": images}, TypeError, "re-iterable"),
         ({"batches": []}, ValueError, "no training batch"),
-        ({"batches": [(images, labels.float())]}, ValueError, r"int64 tensor of shape \(32,\)"),
-        ({"batches": [(images, labels[:5])]}, ValueError, r"got \(5,\)"),
-        ({"batches": [(images[:, :, :32], labels)]}, ValueError, "training batch 0 must be"),
+        ({"batches": [images[:, :, :32]]}, ValueError, "training batch 0 must be a"),
         ({"epochs": 0}, ValueError, "epochs must be a positive integer"),
         ({"lr": float("nan")}, ValueError, "lr must be a positive number"),
         ({"keep_float": ["head"]}, ValueError, "no module 'head'"),
-        ({"lr": 1e30}, ValueError, "loss became"),
+        ({"batches": [torch.full_like(images, float("nan"))]}, ValueError, "holds NaN or infinite"),
     ]
     for overrides, error, message in cases:
-        kwargs: dict[str, object] = {"batches": batches, "resolution": SMALL_RES, **overrides}
+        kwargs: dict[str, object] = {"batches": images.split(4), "resolution": SMALL_RES, **overrides}
         with pytest.raises(error, match=message):
             quantize_qat_pt2e(model, **kwargs)  # type: ignore[arg-type]
 

@@ -45,7 +45,6 @@ INT8_FORMATS = ("onnx", "exported-program")
 DEFAULT_CALIB_IMAGES = 300
 DEFAULT_CALIB_METHOD = "percentile"
 DEFAULT_WEIGHT_DTYPE = "int7"
-DEFAULT_QAT_LR = 1e-4
 QAT_BATCH = 32
 
 
@@ -108,14 +107,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--qat-epochs",
         type=int,
         default=None,
-        help="fine-tune with int8 fake quantization for N epochs over the --calib images and their labels "
-        "(when post-training int8 loses too much)",
+        help="fine-tune with int8 fake quantization for N epochs over the --calib images, distilling the "
+        "float model (when post-training int8 loses too much)",
     )
     qat.add_argument(
         "--qat-lr",
         type=float,
         default=None,
-        help=f"SGD learning rate of the fine-tune (default {DEFAULT_QAT_LR:g})",
+        help="SGD learning rate of the fine-tune (default 1e-5)",
     )
     parser.add_argument(
         "--verify-data", default=None, help="images to verify on (default: --calib, else the data)"
@@ -216,28 +215,23 @@ def _pt2e_int8(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The PT2E int8 model: calibrated on ``--calib``, or fine-tuned on it with ``--qat-epochs``."""
     from ..deploy.pt2e import quantize_pt2e
+    from ..deploy.pt2e_qat import DEFAULT_LR, quantize_qat_pt2e
 
-    keep_float = _keep_float(args)
+    images, keep_float = _calibration(args, card), _keep_float(args)
+    extra: dict[str, Any] = {"int8": "pt2e", "calibration_images": len(images)}
     if args.qat_epochs is None:
-        calibration = _calibration(args, card)
-        int8 = quantize_pt2e(model, calibration.split(50), resolution=resolution, keep_float=keep_float)
-        return int8, {"int8": "pt2e", "calibration_images": len(calibration)}
-    from ..deploy.pt2e_qat import quantize_qat_pt2e
-    from ..training.card_data import card_eval_set, first_labelled
-    from .eval import class_mismatch
-
-    dataset, classes = card_eval_set(card, args.calib)
-    mismatch = class_mismatch(card.classes, classes)
-    if mismatch:
-        raise ValueError(f"--qat-epochs trains on the labels of --calib {args.calib!r}, but {mismatch}")
-    images, labels = first_labelled(dataset, args.calib_images or DEFAULT_CALIB_IMAGES)
-    lr = DEFAULT_QAT_LR if args.qat_lr is None else args.qat_lr
-    batches = list(zip(images.split(QAT_BATCH), labels.split(QAT_BATCH), strict=True))
+        int8 = quantize_pt2e(model, images.split(50), resolution=resolution, keep_float=keep_float)
+        return int8, extra
+    lr = DEFAULT_LR if args.qat_lr is None else args.qat_lr
     int8 = quantize_qat_pt2e(
-        model, batches, resolution=resolution, epochs=args.qat_epochs, lr=lr, keep_float=keep_float
+        model,
+        images.split(QAT_BATCH),
+        resolution=resolution,
+        epochs=args.qat_epochs,
+        lr=lr,
+        keep_float=keep_float,
     )
-    extra = {"int8": "pt2e", "calibration_images": len(images), "qat_epochs": args.qat_epochs, "qat_lr": lr}
-    return int8, extra
+    return int8, {**extra, "qat_epochs": args.qat_epochs, "qat_lr": lr}
 
 
 def _int8_agreement(model: nn.Module, int8: nn.Module, batches: list[torch.Tensor]) -> dict[str, float]:

@@ -96,6 +96,8 @@ def check_batch(batch: object, index: int, resolution: int, what: str = "calibra
         )
     if not batch.is_floating_point():
         raise ValueError(f"{what} batch {index} must hold float images, got {batch.dtype}")
+    if not bool(batch.isfinite().all()):
+        raise ValueError(f"{what} batch {index} holds NaN or infinite values")
     return batch.float()
 
 

@@ -48,17 +48,9 @@ def first_images(dataset: Dataset[Any], count: int, *, offset: int = 0, workers:
 
     Unreadable files are skipped (and warned about by the loader), so fewer may come back.
     """
-    return first_labelled(dataset, count, offset=offset, workers=workers)[0]
-
-
-def first_labelled(
-    dataset: Dataset[Any], count: int, *, offset: int = 0, workers: int = 0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`first_images` and their int64 labels."""
     total = len(dataset)  # type: ignore[arg-type]
     if offset >= total:
         raise ValueError(f"the data has {total} images; cannot start at image {offset}")
     indices: Sequence[int] = range(offset, min(total, offset + count))
     loader = build_loader(Subset(dataset, indices), batch_size=64, train=False, seed=0, workers=workers)
-    images, labels = zip(*loader, strict=True)
-    return torch.cat(images), torch.cat(labels)
+    return torch.cat([images for images, _ in loader])
