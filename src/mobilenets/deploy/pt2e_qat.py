@@ -11,8 +11,9 @@ from the float model's class distribution, so any images of the right kind will 
 one-off trial on 48 ImageNet photos, cross-entropy with hard labels instead drifted from the float
 model the longer it ran (top-1 agreement below the post-training result), while distillation at a
 small learning rate raised the agreement above it (scored on 1,000 held-out photos, it did not beat
-post-training int8 for MobileNetV2: ``benchmarks/int8_pt2e.py --qat``). Then ``convert_pt2e`` gives the same int8 graph as
-post-training quantization (:class:`~.pt2e.Int8Model`; :func:`~.pt2e.compile_int8` for speed).
+post-training int8 for MobileNetV2: ``benchmarks/int8_pt2e.py --qat``). Then ``convert_pt2e`` gives
+the same int8 graph as post-training quantization (:class:`~.pt2e.Int8Model`;
+:func:`~.pt2e.compile_int8` for speed).
 """
 
 from __future__ import annotations
