@@ -16,6 +16,7 @@ from mobilenets.layers import (
     SqueezeExcite,
     create_activation,
     make_divisible,
+    set_inplace_activations,
     tf_same_pads,
 )
 
@@ -156,3 +157,24 @@ def test_tf_same_differs_from_symmetric_on_even_input() -> None:
     manual = F.conv2d(F.pad(x, (0, 1, 0, 1)), tf_layer.conv.weight, stride=2)
     assert torch.allclose(tf_layer.conv(x), manual, atol=1e-6)
     assert not torch.allclose(tf_layer.conv(x), sym_layer.conv(x), atol=1e-3)
+
+
+def test_out_of_place_activations_train_without_clones() -> None:
+    from torch.profiler import profile
+
+    import mobilenets
+
+    model = mobilenets.create_model("mobilenet_v3_small", num_classes=10).train()
+    images = torch.randn(2, 3, 64, 64)
+
+    def clones() -> int:  # of feature maps (the linear layer's backward clones tiny matrices)
+        with profile(record_shapes=True) as prof:
+            model(images).sum().backward()
+        return sum(e.name == "aten::clone" and len(e.input_shapes[0]) == 4 for e in prof.events())
+
+    assert clones() > 0  # in place (the default): autograd saves a copy of each activation's input
+    kinds = (nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.SiLU)
+    expected = sum(isinstance(m, kinds) for m in model.modules())
+    assert set_inplace_activations(model, False) == expected > 20
+    assert clones() == 0
+    assert set_inplace_activations(model, True) == expected and clones() > 0

@@ -1,6 +1,6 @@
 """Layers of depthwise-separable networks: public, documented, with named sub-modules."""
 
-from .activations import ACTIVATION_NAMES, create_activation
+from .activations import ACTIVATION_NAMES, create_activation, set_inplace_activations
 from .channels import make_divisible
 from .conv_norm_act import ConvNormAct
 from .inverted_residual import InvertedResidual
@@ -21,5 +21,6 @@ __all__ = [
     "create_activation",
     "create_conv2d",
     "make_divisible",
+    "set_inplace_activations",
     "tf_same_pads",
 ]
