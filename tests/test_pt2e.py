@@ -8,6 +8,7 @@ from collections import Counter
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 import mobilenets
 from mobilenets.deploy.pt2e import TORCHAO_REQUIREMENT, Int8Model, compile_int8, quantize_pt2e
@@ -133,14 +134,10 @@ def test_quantization_aware_fine_tune_agrees_with_fp32_on_real_photos(
     assert all(torch.equal(before[name], after[name]) for name in before)  # the float model is untouched
 
 
-@pytest.mark.slow
 def test_quantization_aware_fine_tune_checks_its_input() -> None:
+    """Every check runs before the slow capture (a fine-tune with keep_float runs in test_export)."""
     model = mobilenets.create_model("mobilenet_v2", width_mult=0.35, num_classes=10).eval()
     images = torch.randn(8, 3, SMALL_RES, SMALL_RES)
-    int8 = quantize_qat_pt2e(model, images.split(4), resolution=SMALL_RES, keep_float=["classifier"])
-    assert quantized_weights(int8) == weight_layers(model) - 1
-    with torch.no_grad():
-        assert int8(images[:3]).shape == (3, 10) and torch.isfinite(int8(images)).all()
     cases: list[tuple[dict[str, object], type[Exception], str]] = [
         ({"batches": iter(images.split(4))}, TypeError, "re-iterable"),
         ({"batches": images}, TypeError, "re-iterable"),
@@ -172,3 +169,24 @@ def test_bench_times_the_pt2e_variant_on_request_only() -> None:
     assert "ours_pt2e_int8" not in VARIANTS  # its compile would slow every default bench run
     result = run_bench(resolution=SMALL_RES, repeats=2, warmup=1, only=("ours_pt2e_int8", "ours_eager"))
     assert not result.skipped and result.results["ours_pt2e_int8"].median_ms > 0
+
+
+def test_qat_convert_folds_only_the_convolution_kinds_present(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torchao.quantization.pt2e.qat_utils as qat_utils
+
+    from mobilenets.deploy.pt2e_qat import _fold_only_present_convolutions
+
+    calls: list[str] = []
+
+    def helper(graph_module: torch.fx.GraphModule, conv_fn: object, *args: object, **kwargs: object) -> str:
+        calls.append(conv_fn.__name__)  # type: ignore[attr-defined]
+        return "folded"
+
+    monkeypatch.setattr(qat_utils, "_fold_conv_bn_qat_helper", helper)
+    conv = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+    graph = torch.export.export(conv, (torch.randn(1, 3, 8, 8),)).module()
+    with _fold_only_present_convolutions():
+        fold = qat_utils._fold_conv_bn_qat_helper
+        results = [fold(graph, fn, (), False) for fn in (F.conv1d, F.conv2d, F.conv_transpose2d)]
+    assert results == [graph, "folded", graph] and calls == ["conv2d"]  # absent kinds: graph unchanged
+    assert qat_utils._fold_conv_bn_qat_helper is helper  # restored
