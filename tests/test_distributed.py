@@ -49,6 +49,7 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path: Path) -> N
         sys.executable,
         "-m",
         "torch.distributed.run",
+        "--standalone",  # a free port: other tests may run torchrun at the same time
         "--nproc-per-node",
         "2",
         "-m",

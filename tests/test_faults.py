@@ -239,7 +239,7 @@ def test_a_killed_torchrun_worker_stops_the_run_clearly_and_it_resumes(tmp_path:
         "train", "--model", "mobilenet_v1", "--width-mult", "0.25", "--norm", "groupnorm", "--data", "digits",
         "--epochs", "2", "--batch-size", "64", "--img-size", "32", "--no-progress", "--out", str(tmp_path),
     ]  # fmt: skip
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
     def launch(*command: str) -> subprocess.CompletedProcess[str]:
