@@ -50,6 +50,7 @@ import torchvision
 from torch import nn
 
 from mobilenets.analysis.layers import layer_costs
+from mobilenets.layers import set_inplace_activations
 from mobilenets.training.config import TrainConfig
 from mobilenets.training.distributed import DistContext
 from mobilenets.training.engine import Trainer, resolve_precision
@@ -129,9 +130,14 @@ def ours_variant(
     channels_last: bool = True,
     small_input: bool = False,
     compile_model: bool = False,
+    inplace_activations: bool = False,
     baseline: str | None = None,
 ) -> Variant:
-    """A real Trainer (engine defaults otherwise) whose ``_step`` runs on a fixed synthetic batch."""
+    """A real Trainer (engine defaults otherwise) whose ``_step`` runs on a fixed synthetic batch.
+
+    ``inplace_activations`` switches the model's ReLU6 back to in place (the engine runs them out of
+    place), to measure what that choice is worth.
+    """
     config = TrainConfig(
         model="mobilenet_v2",
         small_input=small_input,
@@ -146,6 +152,8 @@ def ours_variant(
     )
     context = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
     trainer = Trainer(config, context)
+    if inplace_activations:
+        set_inplace_activations(trainer.model, True)
     macs = _forward_macs(trainer.model, resolution, channels_last)
     trainer.train_module.train()
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -315,6 +323,14 @@ def main() -> None:
             torchvision_variant(tv, batch, res),
             ours_variant("ours channels_last", batch, res, workdir, baseline=tv),
             ours_variant("ours NCHW", batch, res, workdir, channels_last=False, baseline=tv),
+            ours_variant(
+                "ours channels_last, in-place ReLU6",
+                batch,
+                res,
+                workdir,
+                inplace_activations=True,
+                baseline="ours channels_last",
+            ),
         ]
         if args.compile:
             print("compiling our step (torch.compile warm-up, not timed) ...", flush=True)

@@ -48,8 +48,8 @@ def _fold_only_present_convolutions() -> Iterator[None]:
     """Skip torchao's conv-BN folding for the convolution kinds the graph does not hold.
 
     ``convert_pt2e`` folds BatchNorm for conv1d, conv2d, conv_transpose1d and conv_transpose2d in turn,
-    each time tracing 24 small patterns with ``torch.export`` (about 0.6 s each on 2 cores): a minute
-    per conversion, three quarters of it for kinds a MobileNet never has. A helper call for an absent
+    each time tracing 24 small patterns with ``torch.export``: most of a conversion's time, three
+    quarters of it for kinds a MobileNet never has. A helper call for an absent
     kind finds nothing to replace, so skipping it leaves the same graph. When torchao's internals differ
     from what this expects (another version), nothing is patched.
     """
