@@ -40,8 +40,9 @@ def set_inplace_activations(model: nn.Module, inplace: bool) -> int:
 
     In place saves memory at inference. In training it costs time: the backward of these needs their
     input, so autograd clones it before each in-place call (ReLU's backward uses its output: no clone,
-    left alone). The trainer runs them out of place: 3-4% faster per MobileNetV2 step on 2 cores, for
-    one more saved tensor per activation; the checkpoint is the same either way.
+    left alone). The trainer runs them out of place: about 3% faster per MobileNetV2 step on 2 cores
+    (``benchmarks/train_throughput.py``), for one more saved tensor per activation; the checkpoint is
+    the same either way.
     """
     switched = 0
     for module in model.modules():
