@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from ..deploy.pt2e_qat import DEFAULT_LR as DEFAULT_QAT_LR
 from ..deploy.quantize import CALIBRATION_METHODS, WEIGHT_DTYPES
 from .common import add_weights_arguments, check_resolution, foreign_model_kwargs, load_from_args
 
@@ -114,7 +115,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--qat-lr",
         type=float,
         default=None,
-        help="SGD learning rate of the fine-tune (default 1e-5)",
+        help=f"SGD learning rate of the fine-tune (default {DEFAULT_QAT_LR:g})",
     )
     parser.add_argument(
         "--verify-data", default=None, help="images to verify on (default: --calib, else the data)"
@@ -215,14 +216,14 @@ def _pt2e_int8(
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The PT2E int8 model: calibrated on ``--calib``, or fine-tuned on it with ``--qat-epochs``."""
     from ..deploy.pt2e import quantize_pt2e
-    from ..deploy.pt2e_qat import DEFAULT_LR, quantize_qat_pt2e
+    from ..deploy.pt2e_qat import quantize_qat_pt2e
 
     images, keep_float = _calibration(args, card), _keep_float(args)
     extra: dict[str, Any] = {"int8": "pt2e", "calibration_images": len(images)}
     if args.qat_epochs is None:
         int8 = quantize_pt2e(model, images.split(50), resolution=resolution, keep_float=keep_float)
         return int8, extra
-    lr = DEFAULT_LR if args.qat_lr is None else args.qat_lr
+    lr = DEFAULT_QAT_LR if args.qat_lr is None else args.qat_lr
     int8 = quantize_qat_pt2e(
         model,
         images.split(QAT_BATCH),
