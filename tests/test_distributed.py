@@ -68,6 +68,8 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path: Path) -> N
     metrics = [json.loads((tmp_path / name / "metrics.jsonl").read_text()) for name in ("one", "two")]
     assert metrics[0]["train_loss"] == pytest.approx(metrics[1]["train_loss"], abs=TOLERANCE)
     assert single["final_top1"] == pytest.approx(double["final_top1"], abs=0.02)
+    # Each process scored its half of the validation set; together they counted every image once.
+    assert metrics[1]["val_images"] == metrics[0]["val_images"] > 0
     # Only rank 0 wrote files.
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(
         p.name for p in (tmp_path / "one").iterdir()

@@ -234,9 +234,11 @@ def test_damaged_or_mismatched_weights_are_refused_by_eval(
 
 # ----------------------------------------------------------------------------- multi-process
 @pytest.mark.slow
-def test_a_killed_torchrun_worker_stops_the_run_clearly_and_it_resumes(tmp_path: Path) -> None:
+def test_a_killed_torchrun_worker_stops_the_run_clearly_and_it_resumes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     recipe = [
-        "train", "--model", "mobilenet_v1", "--width-mult", "0.25", "--norm", "groupnorm", "--data", "digits",
+        "train", "--model", "mobilenet_v1", "--width-mult", "0.25", "--data", "digits",
         "--epochs", "2", "--batch-size", "64", "--img-size", "32", "--no-progress", "--out", str(tmp_path),
     ]  # fmt: skip
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m"]
@@ -259,3 +261,14 @@ def test_a_killed_torchrun_worker_stops_the_run_clearly_and_it_resumes(tmp_path:
     assert "resuming" in resumed.stdout and "at epoch 2, step 0" in resumed.stdout
     logged = [json.loads(line)["epoch"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert logged == [1, 2] and load_training_state(tmp_path)["epoch"] == 2
+    # Both processes scored half of the validation images each, with rank 0's BatchNorm statistics:
+    # the logged score is the saved model's, as one process scores it.
+    last = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    code, stdout, stderr = run_cli(
+        ["eval", "--checkpoint", str(tmp_path / "last.safetensors"), "--json", "--no-confusion"], capsys
+    )
+    assert code == 0, stderr
+    scored = json.loads(stdout)
+    assert last["val_images"] == scored["num_images"] > 0
+    assert last["val_top1"] == scored["top1"]
+    assert last["val_loss"] == pytest.approx(scored["loss"], rel=1e-5)

@@ -68,6 +68,17 @@ def all_reduce_sum(tensor: torch.Tensor, context: DistContext) -> torch.Tensor:
     return tensor
 
 
+def broadcast_buffers(module: torch.nn.Module, context: DistContext) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) into ``module`` in every process.
+
+    Each process updates them from its own batches, so they differ between processes; parameters
+    do not (DistributedDataParallel keeps them equal). A no-op when alone.
+    """
+    if context.distributed:
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
+
+
 def any_process(flag: bool, context: DistContext) -> bool:
     """True if ``flag`` is true in any process, so all of them stop at the same step."""
     if not context.distributed:

@@ -34,12 +34,14 @@ from .distributed import (
     all_reduce_sum,
     any_process,
     barrier,
+    broadcast_buffers,
     init_distributed,
     is_lost_peer,
     lost_peer_error,
     shutdown_distributed,
 )
 from .evaluate import evaluate
+from .metrics import ClassificationMetrics
 from .optim import build_ema, build_optimizer, build_scheduler
 from .progress import EpochProgress
 from .stop import StopRequest
@@ -182,8 +184,14 @@ class Trainer:
             rank=context.rank,
             world_size=world,
         )
-        self.val_loader = build_loader(
-            splits.val, batch_size=EVAL_BATCH_SIZE, train=False, seed=config.seed, workers=config.workers
+        self.val_loader = build_loader(  # each process scores its shard; see _evaluate
+            splits.val,
+            batch_size=EVAL_BATCH_SIZE,
+            train=False,
+            seed=config.seed,
+            workers=config.workers,
+            rank=context.rank,
+            world_size=world,
         )
         self.steps_per_epoch = len(self.train_loader)
         if self.steps_per_epoch == 0:
@@ -458,24 +466,17 @@ class Trainer:
         self._check_finite_weights()
         summary = self._epoch_summary()
         epoch = self.epoch
-        val_top1 = float("nan")
+        started = time.perf_counter()
+        result = self._evaluate()
+        val_top1 = result.top1
         if self.context.is_main:
-            started = time.perf_counter()
-            result = evaluate(
-                self.eval_model,
-                self.val_loader,
-                device=self.device,
-                channels_last=self.config.channels_last,
-                autocast_dtype=self.amp_dtype,
-                criterion=nn.CrossEntropyLoss(),
-            )
-            val_top1 = result.top1
             record = {
                 "epoch": epoch,
                 **summary,
                 "val_loss": result.mean_loss,
                 "val_top1": val_top1,
                 "val_top5": result.top5,
+                "val_images": result.num_images,
                 "lr": lr,
                 "eval_seconds": time.perf_counter() - started,
             }
@@ -497,6 +498,30 @@ class Trainer:
             )
         barrier(self.context)
         return val_top1
+
+    def _evaluate(self) -> ClassificationMetrics:
+        """The eval model's metrics over the whole validation set, returned in every process.
+
+        Under ``torchrun`` each process scores its shard (split, not padded: every image counts once)
+        and the counts are summed, so evaluation runs on all the processes' cores. Rank 0's BatchNorm
+        statistics, the ones it saves, are copied to the others first: the score is the saved model's.
+        """
+        model = self.eval_model
+        broadcast_buffers(model, self.context)
+        metrics = evaluate(
+            model,
+            self.val_loader,
+            device=self.device,
+            channels_last=self.config.channels_last,
+            autocast_dtype=self.amp_dtype,
+            criterion=nn.CrossEntropyLoss(),
+            into=ClassificationMetrics(len(self.classes)),
+        )
+        if self.context.distributed:
+            metrics.load_state_tensor(all_reduce_sum(metrics.state_tensor(self.device), self.context))
+        if metrics.num_images == 0:
+            raise ValueError("the validation set yielded no readable image; expected at least one")
+        return metrics
 
     def _plot(self, metrics_path: Path) -> None:
         from .plots import plot_training_curves

@@ -35,6 +35,7 @@ def evaluate(
     autocast_dtype: torch.dtype | None = None,
     criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     flip_tta: bool = False,
+    into: ClassificationMetrics | None = None,
 ) -> ClassificationMetrics:
     """Metrics of ``model`` (already on ``device``) over every ``(images, labels)`` batch of ``loader``.
 
@@ -43,13 +44,15 @@ def evaluate(
     to float32 before the metrics and ``criterion`` (mean or per-image loss) see them. ``flip_tta``
     scores the mean logits of each image and its mirror image (test-time augmentation, twice the
     compute; only for data whose training used horizontal flips).
-    The number of classes is the logits' width. Raises ``ValueError`` if the loader yields no image.
+    The number of classes is the logits' width. Raises ``ValueError`` if the loader yields no image,
+    unless ``into`` is given: the batches are then added to ``into`` (returned), which may stay empty,
+    as one process's shard of a distributed evaluation can.
     """
     device = torch.device(device)
     _check_model_device(model, device)
     was_training = model.training
     model.eval()
-    metrics: ClassificationMetrics | None = None
+    metrics = into
     try:
         with torch.inference_mode():
             for images, labels in loader:
@@ -82,6 +85,8 @@ def evaluate(
                 metrics.update(logits, labels, loss)
     finally:
         model.train(was_training)
+    if into is not None:
+        return into
     if metrics is None or metrics.num_images == 0:
         raise ValueError("the loader yielded no images; expected at least one batch to evaluate")
     return metrics
