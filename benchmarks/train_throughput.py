@@ -6,7 +6,8 @@
 ``torchvision.models.mobilenet_v2(num_classes=10)`` in NCHW fp32 with SGD(momentum 0.9) and
 CrossEntropyLoss: zero_grad, forward, loss, backward, step. All variants of one input setting run in
 the same process with the same threads, one step each per round, interleaved (A, B, C, A, B, C, ...),
-after one untimed warm-up step; we report the median images/s and ratios of medians.
+after one untimed warm-up step; we report the median images/s and ratios of medians. "Kept for
+backward" is what autograd saves during one forward (distinct storages): a step's activation memory.
 
 Two settings: ``--resolution`` (default 96) with the standard networks, and a CIFAR-style 32×32 one,
 where our ``small_input=True`` network keeps two more stride-2 positions at full resolution and so
@@ -50,7 +51,7 @@ import torchvision
 from torch import nn
 
 from mobilenets.analysis.layers import layer_costs
-from mobilenets.layers import set_inplace_activations
+from mobilenets.layers import ReLU6
 from mobilenets.training.config import TrainConfig
 from mobilenets.training.distributed import DistContext
 from mobilenets.training.engine import Trainer, resolve_precision
@@ -72,6 +73,7 @@ class Variant:
     setup_seconds: float = 0.0
     error: str | None = None
     images_per_s: list[float] = field(default_factory=list)
+    kept_bytes: int | None = None  # what autograd keeps for the backward of one step's forward
 
     @property
     def median(self) -> float:
@@ -103,6 +105,19 @@ def _forward_macs(model: nn.Module, resolution: int, channels_last: bool) -> int
     return sum(layer.macs for layer in costs)
 
 
+def _kept_for_backward(model: nn.Module, images: torch.Tensor) -> int:
+    """Bytes of the distinct tensors autograd saves in one forward pass: training's activation memory."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        model(images)
+    return sum(storages.values())
+
+
 def torchvision_variant(name: str, batch_size: int, resolution: int) -> Variant:
     """torchvision's mobilenet_v2 in the plain NCHW fp32 loop."""
     model = torchvision.models.mobilenet_v2(num_classes=NUM_CLASSES)
@@ -118,7 +133,7 @@ def torchvision_variant(name: str, batch_size: int, resolution: int) -> Variant:
         loss.backward()
         optimizer.step()
 
-    return Variant(name, step, macs)
+    return Variant(name, step, macs, kept_bytes=_kept_for_backward(model, images))
 
 
 def ours_variant(
@@ -130,13 +145,13 @@ def ours_variant(
     channels_last: bool = True,
     small_input: bool = False,
     compile_model: bool = False,
-    inplace_activations: bool = False,
+    relu6_out_of_place: bool = False,
     baseline: str | None = None,
 ) -> Variant:
     """A real Trainer (engine defaults otherwise) whose ``_step`` runs on a fixed synthetic batch.
 
-    ``inplace_activations`` switches the model's ReLU6 back to in place (the engine runs them out of
-    place), to measure what that choice is worth.
+    ``relu6_out_of_place`` runs the model's ReLU6 out of place (what the engine did before
+    :class:`~mobilenets.layers.ReLU6` clamped in place keeping its output), to measure that choice.
     """
     config = TrainConfig(
         model="mobilenet_v2",
@@ -152,8 +167,10 @@ def ours_variant(
     )
     context = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
     trainer = Trainer(config, context)
-    if inplace_activations:
-        set_inplace_activations(trainer.model, True)
+    if relu6_out_of_place:
+        for module in trainer.model.modules():
+            if isinstance(module, ReLU6):
+                module.inplace = False
     macs = _forward_macs(trainer.model, resolution, channels_last)
     trainer.train_module.train()
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
@@ -164,6 +181,8 @@ def ours_variant(
         trainer._step(images, labels)
 
     variant = Variant(name, step, macs, baseline=baseline)
+    if not compile_model:
+        variant.kept_bytes = _kept_for_backward(trainer.train_module, images)
     if compile_model:
         started = time.perf_counter()
         try:
@@ -263,28 +282,32 @@ def _variant_record(variant: Variant, variants: list[Variant]) -> dict[str, obje
         "baseline": variant.baseline,
         "ratio": ratio,
         "compile_seconds": variant.setup_seconds or None,
+        "kept_for_backward_bytes": variant.kept_bytes,
         "error": variant.error,
     }
 
 
 def markdown_table(settings: dict[str, list[Variant]]) -> str:
-    """One row per variant: forward cost, median and IQR of images/s, ratio against its baseline."""
+    """One row per variant: forward cost, memory kept for the backward, median and IQR of images/s,
+    ratio against its baseline."""
     lines = [
-        "| input | variant | fwd mult-adds/img | images/s (median) | IQR | ratio | against |",
-        "|---|---|---:|---:|---:|---:|---|",
+        "| input | variant | fwd mult-adds/img | kept for backward | images/s (median) | IQR | ratio "
+        "| against |",
+        "|---|---|---:|---:|---:|---:|---:|---|",
     ]
     for setting, variants in settings.items():
         by_name = {variant.name: variant for variant in variants}
         for variant in variants:
+            kept = "" if variant.kept_bytes is None else f"{variant.kept_bytes / 1e6:.0f} MB"
             if variant.error is not None:
                 lines.append(
-                    f"| {setting} | {variant.name} | {variant.macs_per_image / 1e6:.1f}M | failed: "
-                    f"{variant.error} | | | |"
+                    f"| {setting} | {variant.name} | {variant.macs_per_image / 1e6:.1f}M | {kept} | "
+                    f"failed: {variant.error} | | | |"
                 )
                 continue
             ratio, against = _ratio(variant, by_name)
             lines.append(
-                f"| {setting} | {variant.name} | {variant.macs_per_image / 1e6:.1f}M | "
+                f"| {setting} | {variant.name} | {variant.macs_per_image / 1e6:.1f}M | {kept} | "
                 f"{variant.median:.1f} | {_number(variant.iqr)} | {ratio} | {against} |"
             )
     return "\n".join(lines)
@@ -324,11 +347,11 @@ def main() -> None:
             ours_variant("ours channels_last", batch, res, workdir, baseline=tv),
             ours_variant("ours NCHW", batch, res, workdir, channels_last=False, baseline=tv),
             ours_variant(
-                "ours channels_last, in-place ReLU6",
+                "ours channels_last, ReLU6 out of place",
                 batch,
                 res,
                 workdir,
-                inplace_activations=True,
+                relu6_out_of_place=True,
                 baseline="ours channels_last",
             ),
         ]

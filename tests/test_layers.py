@@ -13,6 +13,7 @@ from mobilenets.layers import (
     DepthwiseSeparableConv,
     InvertedResidual,
     NormConfig,
+    ReLU6,
     SqueezeExcite,
     create_activation,
     make_divisible,
@@ -159,22 +160,90 @@ def test_tf_same_differs_from_symmetric_on_even_input() -> None:
     assert not torch.allclose(tf_layer.conv(x), sym_layer.conv(x), atol=1e-3)
 
 
-def test_out_of_place_activations_train_without_clones() -> None:
+def _feature_map_clones(model: nn.Module, images: torch.Tensor) -> int:
+    """Clones of 4-D tensors in a forward + backward (the linear layer's backward clones tiny matrices)."""
     from torch.profiler import profile
 
+    with profile(record_shapes=True) as prof:
+        model(images).sum().backward()
+    return sum(e.name == "aten::clone" and len(e.input_shapes[0]) == 4 for e in prof.events())
+
+
+def _saved_bytes(model: nn.Module, images: torch.Tensor) -> int:
+    """Bytes autograd keeps for the backward of one forward (distinct storages)."""
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        model(images)
+    return sum(storages.values())
+
+
+def test_out_of_place_activations_train_without_clones() -> None:
     import mobilenets
 
     model = mobilenets.create_model("mobilenet_v3_small", num_classes=10).train()
     images = torch.randn(2, 3, 64, 64)
-
-    def clones() -> int:  # of feature maps (the linear layer's backward clones tiny matrices)
-        with profile(record_shapes=True) as prof:
-            model(images).sum().backward()
-        return sum(e.name == "aten::clone" and len(e.input_shapes[0]) == 4 for e in prof.events())
-
-    assert clones() > 0  # in place (the default): autograd saves a copy of each activation's input
+    # in place (the default): autograd saves a copy of each hard-swish's input
+    assert _feature_map_clones(model, images) > 0
     kinds = (nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.SiLU)
-    expected = sum(isinstance(m, kinds) for m in model.modules())
+    expected = sum(isinstance(m, kinds) and not isinstance(m, ReLU6) for m in model.modules())
     assert set_inplace_activations(model, False) == expected > 20
-    assert clones() == 0
-    assert set_inplace_activations(model, True) == expected and clones() > 0
+    assert _feature_map_clones(model, images) == 0
+    assert set_inplace_activations(model, True) == expected and _feature_map_clones(model, images) > 0
+
+
+def test_relu6_trains_in_place_without_copies_and_computes_what_torch_does() -> None:
+    import copy
+
+    import mobilenets
+
+    torch.manual_seed(0)
+    ours = mobilenets.create_model("mobilenet_v2", num_classes=10, width_mult=0.35, dropout=0.0).train()
+    relu6s = [m for m in ours.modules() if isinstance(m, ReLU6)]
+    assert len(relu6s) == 35 and all(m.inplace for m in relu6s)
+    reference = copy.deepcopy(ours)  # torch's ReLU6, out of place: what the trainer ran before
+    for parent in list(reference.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, ReLU6):
+                setattr(parent, name, nn.ReLU6(inplace=False))
+    images = torch.randn(2, 3, 64, 64)
+    outputs = [model(images) for model in (ours, reference)]
+    for output in outputs:
+        output.square().sum().backward()
+    assert torch.equal(outputs[0], outputs[1])
+    for (name, a), b in zip(ours.named_parameters(), reference.parameters(), strict=True):
+        assert a.grad is not None and b.grad is not None and torch.equal(a.grad, b.grad), name
+    assert _feature_map_clones(ours, images) == 0
+    # One activation tensor fewer per ReLU6 than out of place: the output it clamped in place, which
+    # the next layer keeps anyway (except after the head's: average pooling keeps only a shape).
+    sizes: list[int] = []
+    hooks = [m.register_forward_hook(lambda m, i, o: sizes.append(o.nbytes)) for m in relu6s]
+    saved = _saved_bytes(ours, images)
+    for hook in hooks:
+        hook.remove()
+    assert saved == _saved_bytes(reference, images) - sum(sizes[:-1]) > 0
+
+
+def test_relu6_elsewhere_behaves_like_torchs() -> None:
+    x = torch.randn(4, 6, 5, 5) * 5
+    with torch.no_grad():  # inference: plain in-place clamp
+        y = x.clone()
+        assert ReLU6(inplace=True)(y) is y and torch.equal(y, x.clamp(0, 6))
+    # In place on a view of a tensor that needs gradients, and out of place
+    for inplace in (True, False):
+        leaf = x.clone().requires_grad_()
+        base = leaf * 1.0
+        out = ReLU6(inplace=inplace)(base[:, 1:4])
+        out.sum().backward()
+        assert leaf.grad is not None
+        expected = torch.zeros_like(x)
+        expected[:, 1:4] = ((x[:, 1:4] > 0) & (x[:, 1:4] < 6)).float()
+        assert torch.equal(leaf.grad, expected), inplace
+    # Export (here in training mode, as quantization-aware training exports) sees torch's op
+    block = ConvNormAct(3, 8, 3).train()
+    graph = torch.export.export(block, (torch.randn(2, 3, 8, 8),)).graph
+    assert any("hardtanh" in str(node.target) for node in graph.nodes)

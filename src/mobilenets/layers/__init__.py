@@ -1,6 +1,6 @@
 """Layers of depthwise-separable networks: public, documented, with named sub-modules."""
 
-from .activations import ACTIVATION_NAMES, create_activation, set_inplace_activations
+from .activations import ACTIVATION_NAMES, ReLU6, create_activation, set_inplace_activations
 from .channels import make_divisible
 from .conv_norm_act import ConvNormAct
 from .inverted_residual import InvertedResidual
@@ -17,6 +17,7 @@ __all__ = [
     "DepthwiseSeparableConv",
     "InvertedResidual",
     "NormConfig",
+    "ReLU6",
     "SqueezeExcite",
     "create_activation",
     "create_conv2d",

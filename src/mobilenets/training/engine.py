@@ -199,7 +199,7 @@ class Trainer:
 
         model_kwargs = config.model_kwargs(len(self.classes))
         model: MobileNet = create_model(config.model, **model_kwargs)
-        set_inplace_activations(model, False)  # faster backward; see its docstring
+        set_inplace_activations(model, False)  # hard-swish & co: faster backward; see its docstring
         memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         self.model: nn.Module = model.to(device=self.device, memory_format=memory_format)  # type: ignore[call-overload]
         if config.sync_bn:
