@@ -50,6 +50,7 @@ import torch
 import torchvision
 from torch import nn
 
+from mobilenets.analysis import saved_for_backward_bytes
 from mobilenets.analysis.layers import layer_costs
 from mobilenets.layers import ReLU6
 from mobilenets.training.config import TrainConfig
@@ -105,19 +106,6 @@ def _forward_macs(model: nn.Module, resolution: int, channels_last: bool) -> int
     return sum(layer.macs for layer in costs)
 
 
-def _kept_for_backward(model: nn.Module, images: torch.Tensor) -> int:
-    """Bytes of the distinct tensors autograd saves in one forward pass: training's activation memory."""
-    storages: dict[int, int] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        model(images)
-    return sum(storages.values())
-
-
 def torchvision_variant(name: str, batch_size: int, resolution: int) -> Variant:
     """torchvision's mobilenet_v2 in the plain NCHW fp32 loop."""
     model = torchvision.models.mobilenet_v2(num_classes=NUM_CLASSES)
@@ -133,7 +121,7 @@ def torchvision_variant(name: str, batch_size: int, resolution: int) -> Variant:
         loss.backward()
         optimizer.step()
 
-    return Variant(name, step, macs, kept_bytes=_kept_for_backward(model, images))
+    return Variant(name, step, macs, kept_bytes=saved_for_backward_bytes(model, images))
 
 
 def ours_variant(
@@ -182,7 +170,7 @@ def ours_variant(
 
     variant = Variant(name, step, macs, baseline=baseline)
     if not compile_model:
-        variant.kept_bytes = _kept_for_backward(trainer.train_module, images)
+        variant.kept_bytes = saved_for_backward_bytes(trainer.train_module, images)
     if compile_model:
         started = time.perf_counter()
         try:

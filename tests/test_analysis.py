@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 import mobilenets
 from mobilenets.analysis import LAYER_KINDS, summarize
@@ -68,3 +69,16 @@ def test_summary_rejects_bad_arguments() -> None:
         summarize(mobilenets.mobilenet_v2(), resolution=16)
     with pytest.raises(ValueError, match="dtype"):
         summarize(mobilenets.mobilenet_v2(), dtype="float64")
+
+
+def test_saved_for_backward_bytes_counts_each_saved_storage_once() -> None:
+    from mobilenets.analysis import saved_for_backward_bytes
+
+    x = torch.randn(4, 8, requires_grad=True)
+    # x * x saves x twice (one storage); relu saves its output; the sum saves nothing but a shape
+    assert saved_for_backward_bytes(lambda t: (t * t).sum(), x) == x.nbytes
+    assert saved_for_backward_bytes(lambda t: torch.relu(t * 2), x) == x.nbytes
+    assert saved_for_backward_bytes(lambda t: torch.relu(t * t), x) == 2 * x.nbytes
+    with torch.no_grad():  # gradients are switched on for the measurement
+        assert saved_for_backward_bytes(lambda t: t * t, x) == x.nbytes
+    assert saved_for_backward_bytes(lambda t: t * t, x.detach()) == 0  # nothing needs gradients

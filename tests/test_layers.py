@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mobilenets.analysis import saved_for_backward_bytes
 from mobilenets.layers import (
     Conv2dSame,
     ConvNormAct,
@@ -16,6 +17,7 @@ from mobilenets.layers import (
     ReLU6,
     SqueezeExcite,
     create_activation,
+    keep_relu6_outputs,
     make_divisible,
     set_inplace_activations,
     tf_same_pads,
@@ -169,19 +171,6 @@ def _feature_map_clones(model: nn.Module, images: torch.Tensor) -> int:
     return sum(e.name == "aten::clone" and len(e.input_shapes[0]) == 4 for e in prof.events())
 
 
-def _saved_bytes(model: nn.Module, images: torch.Tensor) -> int:
-    """Bytes autograd keeps for the backward of one forward (distinct storages)."""
-    storages: dict[int, int] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        model(images)
-    return sum(storages.values())
-
-
 def test_out_of_place_activations_train_without_clones() -> None:
     import mobilenets
 
@@ -203,13 +192,11 @@ def test_relu6_trains_in_place_without_copies_and_computes_what_torch_does() -> 
 
     torch.manual_seed(0)
     ours = mobilenets.create_model("mobilenet_v2", num_classes=10, width_mult=0.35, dropout=0.0).train()
-    relu6s = [m for m in ours.modules() if isinstance(m, ReLU6)]
-    assert len(relu6s) == 35 and all(m.inplace for m in relu6s)
     reference = copy.deepcopy(ours)  # torch's ReLU6, out of place: what the trainer ran before
-    for parent in list(reference.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, ReLU6):
-                setattr(parent, name, nn.ReLU6(inplace=False))
+    assert set_inplace_activations(reference, False) == 35
+    assert keep_relu6_outputs(ours) == 35
+    relu6s = [m for m in ours.modules() if isinstance(m, nn.ReLU6)]
+    assert len(relu6s) == 35 and all(isinstance(m, ReLU6) and m.inplace for m in relu6s)
     images = torch.randn(2, 3, 64, 64)
     outputs = [model(images) for model in (ours, reference)]
     for output in outputs:
@@ -222,10 +209,10 @@ def test_relu6_trains_in_place_without_copies_and_computes_what_torch_does() -> 
     # the next layer keeps anyway (except after the head's: average pooling keeps only a shape).
     sizes: list[int] = []
     hooks = [m.register_forward_hook(lambda m, i, o: sizes.append(o.nbytes)) for m in relu6s]
-    saved = _saved_bytes(ours, images)
+    saved = saved_for_backward_bytes(ours, images)
     for hook in hooks:
         hook.remove()
-    assert saved == _saved_bytes(reference, images) - sum(sizes[:-1]) > 0
+    assert saved == saved_for_backward_bytes(reference, images) - sum(sizes[:-1]) > 0
 
 
 def test_relu6_elsewhere_behaves_like_torchs() -> None:
@@ -245,5 +232,20 @@ def test_relu6_elsewhere_behaves_like_torchs() -> None:
         assert torch.equal(leaf.grad, expected), inplace
     # Export (here in training mode, as quantization-aware training exports) sees torch's op
     block = ConvNormAct(3, 8, 3).train()
+    assert keep_relu6_outputs(block) == 1 and isinstance(block.act, ReLU6)
     graph = torch.export.export(block, (torch.randn(2, 3, 8, 8),)).graph
     assert any("hardtanh" in str(node.target) for node in graph.nodes)
+    assert keep_relu6_outputs(block, enabled=False) == 1 and type(block.act) is nn.ReLU6
+
+
+def test_quantization_captures_torchs_relu6_from_a_model_set_up_for_training() -> None:
+    """torchao's x86 quantizer matches conv-BatchNorm-ReLU6 by torch's module type."""
+    from mobilenets.deploy.pt2e import capture
+
+    block = nn.Sequential(ConvNormAct(3, 8, 3))
+    keep_relu6_outputs(block)
+    graph = capture(block, 32, train=True).graph
+    types = {kind for node in graph.nodes for _, kind in node.meta.get("nn_module_stack", {}).values()}
+    assert "torch.nn.modules.activation.ReLU6" in types
+    assert not [kind for kind in types if kind.startswith("mobilenets.layers.activations")]
+    assert isinstance(block[0].act, ReLU6)  # the model itself keeps its training ReLU6

@@ -4,6 +4,7 @@ from .layers import LAYER_KINDS, LayerCost, layer_costs
 from .memory import OpMemory, peak_activation_bytes, schedule_memory
 from .separable import SeparableComparison, compare_with_standard, separable_pairs
 from .summary import DTYPE_BYTES, ModelSummary, summarize
+from .training_memory import saved_for_backward_bytes
 
 __all__ = [
     "DTYPE_BYTES",
@@ -15,6 +16,7 @@ __all__ = [
     "compare_with_standard",
     "layer_costs",
     "peak_activation_bytes",
+    "saved_for_backward_bytes",
     "schedule_memory",
     "separable_pairs",
     "summarize",

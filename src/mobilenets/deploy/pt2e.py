@@ -22,6 +22,7 @@ stride-2 conv.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..layers.activations import ReLU6, keep_relu6_outputs
 from ..models.mobilenet import MAX_INPUT_SIZE, MIN_INPUT_SIZE
 from .torch_export import MAX_BATCH, ExportedClassifier
 
@@ -127,7 +129,14 @@ def x86_quantizer(ao: TorchaoAPI, *, reduce_range: bool, keep_float: Sequence[st
 
 
 def capture(model: nn.Module, resolution: int, *, train: bool) -> torch.fx.GraphModule:
-    """``torch.export`` of ``model`` in train or eval mode, batch 1 to 4096; ``model``'s mode is restored."""
+    """``torch.export`` of ``model`` in train or eval mode, batch 1 to 4096; ``model``'s mode is restored.
+
+    A model whose ReLU6 were swapped for training (:func:`~mobilenets.layers.keep_relu6_outputs`) is
+    captured from a copy with torch's ReLU6 back in place.
+    """
+    if any(isinstance(module, ReLU6) for module in model.modules()):
+        model = copy.deepcopy(model)  # torchao matches conv-BatchNorm-ReLU6 by torch's module type
+        keep_relu6_outputs(model, enabled=False)
     example = torch.zeros(2, 3, resolution, resolution)
     dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},)
     was_training = model.training

@@ -1,6 +1,12 @@
 """Layers of depthwise-separable networks: public, documented, with named sub-modules."""
 
-from .activations import ACTIVATION_NAMES, ReLU6, create_activation, set_inplace_activations
+from .activations import (
+    ACTIVATION_NAMES,
+    ReLU6,
+    create_activation,
+    keep_relu6_outputs,
+    set_inplace_activations,
+)
 from .channels import make_divisible
 from .conv_norm_act import ConvNormAct
 from .inverted_residual import InvertedResidual
@@ -21,6 +27,7 @@ __all__ = [
     "SqueezeExcite",
     "create_activation",
     "create_conv2d",
+    "keep_relu6_outputs",
     "make_divisible",
     "set_inplace_activations",
     "tf_same_pads",

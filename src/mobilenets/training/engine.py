@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..errors import TrainingError
-from ..layers import set_inplace_activations
+from ..layers import keep_relu6_outputs, set_inplace_activations
 from ..models import MobileNet, create_model
 from .checkpoint import ModelCard, checkpoint_paths, load_training_state, save_atomic, save_checkpoint
 from .config import RESUME_MUST_MATCH, TrainConfig
@@ -199,6 +199,7 @@ class Trainer:
 
         model_kwargs = config.model_kwargs(len(self.classes))
         model: MobileNet = create_model(config.model, **model_kwargs)
+        keep_relu6_outputs(model)  # no copy of each ReLU6's input for the backward
         set_inplace_activations(model, False)  # hard-swish & co: faster backward; see its docstring
         memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         self.model: nn.Module = model.to(device=self.device, memory_format=memory_format)  # type: ignore[call-overload]
