@@ -171,7 +171,7 @@ def ours_variant(
     variant = Variant(name, step, macs, baseline=baseline)
     if not compile_model:
         variant.kept_bytes = saved_for_backward_bytes(trainer.train_module, images)
-    if compile_model:
+    else:
         started = time.perf_counter()
         try:
             step()  # compiles forward and backward graphs
