@@ -8,6 +8,8 @@ CrossEntropyLoss: zero_grad, forward, loss, backward, step. All variants of one 
 the same process with the same threads, one step each per round, interleaved (A, B, C, A, B, C, ...),
 after one untimed warm-up step; we report the median images/s and ratios of medians. "Kept for
 backward" is what autograd saves during one forward (distinct storages): a step's activation memory.
+The rows ending in ", bf16" (or ", fp32" where ``precision='auto'`` picks bf16) time the precision
+that ``auto`` did not pick, against the one it did.
 
 Two settings: ``--resolution`` (default 96) with the standard networks, and a CIFAR-style 32×32 one,
 where our ``small_input=True`` network keeps two more stride-2 positions at full resolution and so
@@ -134,12 +136,14 @@ def ours_variant(
     small_input: bool = False,
     compile_model: bool = False,
     relu6_out_of_place: bool = False,
+    precision: str = "auto",
     baseline: str | None = None,
 ) -> Variant:
     """A real Trainer (engine defaults otherwise) whose ``_step`` runs on a fixed synthetic batch.
 
     ``relu6_out_of_place`` runs the model's ReLU6 out of place (what the engine did before
-    :class:`~mobilenets.layers.ReLU6` clamped in place keeping its output), to measure that choice.
+    :class:`~mobilenets.layers.ReLU6` clamped in place keeping its output), to measure that choice;
+    ``precision`` likewise measures what ``precision='auto'`` chose against the alternative.
     """
     config = TrainConfig(
         model="mobilenet_v2",
@@ -149,6 +153,7 @@ def ours_variant(
         batch_size=batch_size,
         channels_last=channels_last,
         compile=compile_model,
+        precision=precision,
         workers=0,
         progress=False,
         out=str(workdir / name.replace(" ", "_").replace(",", "")),
@@ -330,6 +335,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         tv = "torchvision NCHW"
+        # What precision="auto" did not choose, against what it chose (the rows named "ours channels_last").
+        other = "bf16" if precision is None else "fp32"
         main_variants = [
             torchvision_variant(tv, batch, res),
             ours_variant("ours channels_last", batch, res, workdir, baseline=tv),
@@ -340,6 +347,14 @@ def main() -> None:
                 res,
                 workdir,
                 relu6_out_of_place=True,
+                baseline="ours channels_last",
+            ),
+            ours_variant(
+                f"ours channels_last, {other}",
+                batch,
+                res,
+                workdir,
+                precision=other,
                 baseline="ours channels_last",
             ),
         ]
@@ -366,6 +381,15 @@ def main() -> None:
                 ),
                 ours_variant(
                     "ours small_input NCHW", batch, r, workdir, small_input=True, channels_last=False
+                ),
+                ours_variant(
+                    f"ours small_input channels_last, {other}",
+                    batch,
+                    r,
+                    workdir,
+                    small_input=True,
+                    precision=other,
+                    baseline="ours small_input channels_last",
                 ),
             ]
         for setting, variants in settings.items():

@@ -205,9 +205,15 @@ def test_ema_run_saves_the_average_as_the_model(tmp_path: Path) -> None:
     assert math.isfinite(result["final_top1"])
 
 
-def test_precision_choices() -> None:
+def test_precision_choices(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu) is None and resolve_precision("bf16", cpu) is torch.bfloat16
+    # auto: bf16 only where AMX makes it pay; AVX512-BF16 alone trains slower than fp32.
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert resolve_precision("auto", cpu) is None
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert resolve_precision("auto", cpu) is torch.bfloat16
     with pytest.raises(ValueError, match=r"fp16.*CUDA"):
         resolve_precision("fp16", cpu)
 
