@@ -20,16 +20,17 @@ NCHW run and against our standard network at 32×32, never against torchvision's
 warm-up (minutes on 2 cores when torchinductor's on-disk cache is cold, seconds when warm) is timed
 separately and excluded; a failure is reported, not raised. Off by default to keep the run short.
 
-All of the above share one process, so they share its allocator setting: glibc's defaults unless
-the environment says otherwise. ``mobilenets train`` keeps freed memory for reuse
-(:func:`mobilenets.bench.allocator.reuse_freed_memory`, opt out with ``--system-malloc``), which a
-plain script does not get: every large activation and gradient tensor is page-faulted in afresh on
-every step. The allocator rows measure that at the process level: each row runs in fresh processes
-(``--child``), rows take turns, and the median is over all their steps: torchvision's plain loop as a
-user's script runs it (glibc defaults), ours as ``mobilenets train`` runs it, and torchvision's loop
-with the same setting as ours (like with like). ``--no-allocator`` skips them.
+All of the above share one process, so they share its allocator setting: glibc's defaults unless the
+environment says otherwise, or ``--reuse`` applies ``mobilenets train``'s. ``mobilenets train``
+keeps freed memory for reuse (:func:`mobilenets.bench.allocator.reuse_freed_memory`, opt out with
+``--system-malloc``), which a plain script does not get: every large activation and gradient tensor
+is page-faulted in afresh on every step. The allocator rows measure that at the process level: each
+row runs in fresh processes (``--child``), rows take turns, and the median is over all their steps:
+torchvision's plain loop as a user's script runs it (glibc defaults), ours as ``mobilenets train``
+runs it, and torchvision's loop with the same setting as ours (like with like). ``--no-allocator``
+skips them.
 
-Usage: python benchmarks/train_throughput.py [--resolution 96] [--batch-size 64] [--rounds 8]
+Usage: python benchmarks/train_throughput.py [--resolution 96] [--batch-size 64] [--rounds 8] [--reuse]
 [--threads 2] [--compile] [--no-cifar] [--no-allocator] [--json PATH]
 """
 
@@ -38,7 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import statistics
 import subprocess
 import sys
@@ -54,6 +54,7 @@ from torch import nn
 
 from mobilenets.analysis import saved_for_backward_bytes
 from mobilenets.analysis.layers import layer_costs
+from mobilenets.bench.machine import cpu_description
 from mobilenets.layers import ReLU6
 from mobilenets.training.config import TrainConfig
 from mobilenets.training.distributed import DistContext
@@ -317,6 +318,9 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also time our step under torch.compile")
     parser.add_argument("--no-cifar", action="store_true", help="skip the 32×32 small-input setting")
     parser.add_argument("--no-allocator", action="store_true", help="skip the process-level allocator rows")
+    parser.add_argument(
+        "--reuse", action="store_true", help="in-process rows keep freed memory, as `mobilenets train` does"
+    )
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write results here")
     parser.add_argument("--child", choices=("torchvision", "ours"), help=argparse.SUPPRESS)
     parser.add_argument("--child-reuse", action="store_true", help=argparse.SUPPRESS)
@@ -327,6 +331,10 @@ def main() -> None:
     if args.rounds < 1 or args.threads < 1 or args.batch_size < 2 or args.resolution < 32:
         parser.error("need --rounds >= 1, --threads >= 1, --batch-size >= 2 and --resolution >= 32")
 
+    if args.reuse:
+        from mobilenets.bench.allocator import reuse_freed_memory
+
+        reuse_freed_memory()
     torch.set_num_threads(args.threads)
     batch, res = args.batch_size, args.resolution
     precision = resolve_precision("auto", torch.device("cpu"))
@@ -408,7 +416,7 @@ def main() -> None:
     from mobilenets.bench.allocator import current_setting
 
     print(
-        f"Training throughput, batch {batch}, {args.threads} threads, {platform.machine()}, torch "
+        f"Training throughput, batch {batch}, {args.threads} threads, {cpu_description()}, torch "
         f"{torch.__version__}; ours: Trainer._step with engine defaults ({autocast} from precision=auto, "
         f"SGD nesterov), torchvision: plain NCHW fp32 SGD-momentum loop; median of {args.rounds} "
         f"interleaved steps after 1 warm-up ({total:.0f} s total). In-process rows: "
@@ -449,6 +457,7 @@ def main() -> None:
             "threads": args.threads,
             "rounds": args.rounds,
             "torch": torch.__version__,
+            "cpu": cpu_description(),
             "autocast": None if precision is None else str(precision),
             "total_seconds": total,
             "settings": {

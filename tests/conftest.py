@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from pathlib import Path
 
@@ -43,11 +45,18 @@ def imagenet_list() -> Path:
     return listing
 
 
-def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """``mobilenets ARGV`` in-process: (exit status, stdout, stderr)."""
-    code = run_main(argv)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
+def run_cli(argv: list[str]) -> tuple[int, str, str]:
+    """``mobilenets ARGV`` in this process: (exit status, stdout, stderr).
+
+    argparse's ``SystemExit`` becomes the status; any other exception propagates and fails the test.
+    """
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = run_main(argv)
+        except SystemExit as exit_:
+            code = exit_.code if isinstance(exit_.code, int) else 1
+    return code, out.getvalue(), err.getvalue()
 
 
 class CodePayload:

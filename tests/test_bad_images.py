@@ -522,13 +522,11 @@ def test_cli_train_reports_skipped_files(
 def test_cli_eval_reports_skipped_files(
     bad_folder: BadFolder,
     trained_on_bad_folder: tuple[Path, dict[str, object], list[str]],
-    capsys: pytest.CaptureFixture[str],
     recorded: list[warnings.WarningMessage],
 ) -> None:
     checkpoint, _, _ = trained_on_bad_folder
     code, out, err = run_cli(
-        ["eval", "--checkpoint", str(checkpoint), "--data", str(bad_folder.root), "--json", "--no-confusion"],
-        capsys,
+        ["eval", "--checkpoint", str(checkpoint), "--data", str(bad_folder.root), "--json", "--no-confusion"]
     )
     assert code == 0, err
     report = json.loads(out)
@@ -542,27 +540,22 @@ def test_cli_eval_reports_skipped_files(
 def test_cli_predict_converts_unusual_images_and_names_bad_ones(
     bad_folder: BadFolder,
     trained_on_bad_folder: tuple[Path, dict[str, object], list[str]],
-    capsys: pytest.CaptureFixture[str],
 ) -> None:
     checkpoint, _, _ = trained_on_bad_folder
     unusual = [str(bad_folder.paths[name]) for name in ("cmyk.jpg", "gray16.png", "animated.gif", "rgba.png")]
-    code, out, err = run_cli(["predict", "--weights", str(checkpoint), "--json", *unusual], capsys)
+    code, out, err = run_cli(["predict", "--weights", str(checkpoint), "--json", *unusual])
     assert code == 0, err
     assert [entry["image"] for entry in json.loads(out)["predictions"]] == unusual
 
     bad = [str(bad_folder.paths[name]) for name in ("truncated.jpg", "bomb.png")]
-    code, out, err = run_cli(["predict", "--weights", str(checkpoint), unusual[0], *bad], capsys)
+    code, out, err = run_cli(["predict", "--weights", str(checkpoint), unusual[0], *bad])
     assert code == 2 and out == ""
     assert err.startswith("mobilenets predict: error: cannot classify 2 of 3 image(s): ")
     assert f"{bad[0]} is not a readable image" in err and f"{bad[1]} is 10000×10000" in err
 
-    code, _, err = run_cli(
-        ["predict", "--weights", str(checkpoint), str(bad_folder.paths["folder.jpg"])], capsys
-    )
+    code, _, err = run_cli(["predict", "--weights", str(checkpoint), str(bad_folder.paths["folder.jpg"])])
     assert code == 2 and "expected image files, got folder(s)" in err and "folder.jpg" in err
-    code, _, err = run_cli(
-        ["predict", "--weights", str(checkpoint), str(bad_folder.paths["dangling.jpg"])], capsys
-    )
+    code, _, err = run_cli(["predict", "--weights", str(checkpoint), str(bad_folder.paths["dangling.jpg"])])
     assert code == 2 and "not found" in err and "dangling.jpg" in err
 
 

@@ -6,8 +6,6 @@ console entry point itself and the demo run in a subprocess, exactly as a user s
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import subprocess
 import sys
@@ -15,18 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from mobilenets.cli import main
+from .conftest import run_cli as run_cli_argv
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """``mobilenets ARGS`` in this process; argparse's ``SystemExit`` becomes the exit status."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else 1
-    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+    """``mobilenets ARGS`` in this process, as a ``CompletedProcess`` like :func:`run_cli_process`'s."""
+    return subprocess.CompletedProcess(list(args), *run_cli_argv(list(args)))
 
 
 def run_cli_process(*args: str) -> subprocess.CompletedProcess[str]:

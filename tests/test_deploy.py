@@ -133,10 +133,10 @@ def test_quantize_keeps_named_modules_in_float(tmp_path: Path) -> None:
 # --- CLI ---------------------------------------------------------------------------------------------
 
 
-def test_export_cli_json_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_export_cli_json_and_errors(tmp_path: Path) -> None:
     out = tmp_path / "v3s.onnx"
     code, stdout, err = run_cli(
-        ["export", "mobilenet_v3_small", "--out", str(out), "--json", "--resolution", "96"], capsys
+        ["export", "mobilenet_v3_small", "--out", str(out), "--json", "--resolution", "96"]
     )
     assert code == 0, err
     result = json.loads(stdout)  # exactly one JSON object: exporter chatter stays off stdout
@@ -146,13 +146,11 @@ def test_export_cli_json_and_errors(tmp_path: Path, capsys: pytest.CaptureFixtur
         (["export", "mobilenet_v2", "--out", str(out), "--int8"], "--int8 needs --calib"),
         (["export", "mobilenet_v2", "--out", str(tmp_path / "x.bin")], "must end in .onnx"),
     ):
-        code, _, err = run_cli(argv, capsys)
+        code, _, err = run_cli(argv)
         assert code == 2 and message in err, err
 
 
-def test_exported_checkpoint_evaluates_like_the_checkpoint(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_exported_checkpoint_evaluates_like_the_checkpoint(tmp_path: Path) -> None:
     checkpoint = tmp_path / "best.safetensors"
     kwargs = {"width_mult": 0.35, "num_classes": 10}
     model = mobilenets.mobilenet_v3_small(**kwargs).eval()
@@ -162,13 +160,13 @@ def test_exported_checkpoint_evaluates_like_the_checkpoint(
     write_safetensors(checkpoint, model.state_dict(), card.to_metadata())
     onnx_path = tmp_path / "digits.onnx"
     code, stdout, err = run_cli(
-        ["export", "--checkpoint", str(checkpoint), "--out", str(onnx_path), "--json"], capsys
+        ["export", "--checkpoint", str(checkpoint), "--out", str(onnx_path), "--json"]
     )
     assert code == 0, err
     assert "images of digits" in json.loads(stdout)["verified_on"]  # real images from the checkpoint's data
     reports = []
     for what in (["--checkpoint", str(checkpoint)], ["--onnx", str(onnx_path)]):
-        code, stdout, err = run_cli(["eval", *what, "--json", "--no-confusion"], capsys)
+        code, stdout, err = run_cli(["eval", *what, "--json", "--no-confusion"])
         assert code == 0, err
         reports.append(json.loads(stdout))
     assert reports[0]["num_images"] == reports[1]["num_images"] == 179
@@ -181,9 +179,7 @@ def test_exported_checkpoint_evaluates_like_the_checkpoint(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("weights", ["torchvision_mobilenet_v2", "efficientnet_lite0"])
-def test_int8_within_one_point_of_fp32_on_imagenet_photos(
-    weights: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_int8_within_one_point_of_fp32_on_imagenet_photos(weights: str, tmp_path: Path) -> None:
     listing = imagenet_list()
     entry = packaged_weights(weights)
     held_out = tmp_path / "eval1000.txt"  # the 1,000 photos after the 300 that calibrate
@@ -196,16 +192,14 @@ def test_int8_within_one_point_of_fp32_on_imagenet_photos(
     )
     out = tmp_path / "int8.onnx"
     argv = ["export", "--weights", str(entry.path()), "--model", entry.model, "--out", str(out)]
-    code, stdout, err = run_cli(
-        [*argv, "--int8", "--calib", str(listing), "--dynamic-batch", "--json"], capsys
-    )
+    code, stdout, err = run_cli([*argv, "--int8", "--calib", str(listing), "--dynamic-batch", "--json"])
     assert code == 0, err
     exported = json.loads(stdout)
     assert exported["calibration_images"] == 300 and exported["fp32_max_abs_diff"] <= 1e-4
     top1 = {}
     for name in ("int8.onnx", "int8.fp32.onnx"):
         code, stdout, err = run_cli(
-            ["eval", "--onnx", str(tmp_path / name), "--data", str(held_out), "--json"], capsys
+            ["eval", "--onnx", str(tmp_path / name), "--data", str(held_out), "--json"]
         )
         assert code == 0, err
         report = json.loads(stdout)
@@ -283,14 +277,15 @@ def test_bench_times_every_requested_variant_and_skips_what_cannot_run() -> None
         run_bench("mobilenet_v2", only=("tflite",))
 
 
-def test_bench_cli_json(capsys: pytest.CaptureFixture[str]) -> None:
+def test_bench_cli_json() -> None:
     argv = ["bench", "--model", "mobilenet_v3_small", "--resolution", "64", "--repeats", "2", "--warmup", "1"]
-    code, stdout, err = run_cli([*argv, "--variants", "torchvision_eager,ours_optimize", "--json"], capsys)
+    code, stdout, err = run_cli([*argv, "--variants", "torchvision_eager,ours_optimize", "--json"])
     assert code == 0, err
     report = json.loads(stdout)
     assert set(report) >= {"torchvision_eager", "ours_optimize", "allocator", "threads", "batch"}
     assert "M_MMAP_THRESHOLD" in report["allocator"]  # the CLI applies the allocator setting
-    code, _, err = run_cli([*argv, "--variants", "nope"], capsys)
+    assert f"torch kernels {torch.backends.cpu.get_cpu_capability()}" in report["cpu"]
+    code, _, err = run_cli([*argv, "--variants", "nope"])
     assert code == 2 and "unknown bench variant(s) nope" in err
 
 
@@ -359,15 +354,15 @@ def test_chunked_schedule_peak_meets_the_papers_goals() -> None:
     assert peaks["channel"] == 4 * (3 * 224 * 224 + 16 * 112 * 112 + 2 * 112 * 112)
 
 
-def test_summary_cli_memory_efficient(capsys: pytest.CaptureFixture[str]) -> None:
+def test_summary_cli_memory_efficient() -> None:
     code, stdout, err = run_cli(
-        ["summary", "mobilenet_v2", "--memory-efficient", "channel", "--format", "json"], capsys
+        ["summary", "mobilenet_v2", "--memory-efficient", "channel", "--format", "json"]
     )
     assert code == 0, err
     report = json.loads(stdout)
     assert report["memory_efficient_chunks"] == "channel" and report["peak_activation_bytes"] < 1_600_000
     assert report["total_macs"] == summarize(mobilenets.mobilenet_v2()).total_macs
-    code, _, err = run_cli(["summary", "mobilenet_v2", "--memory-efficient", "two"], capsys)
+    code, _, err = run_cli(["summary", "mobilenet_v2", "--memory-efficient", "two"])
     assert code == 2 and "--memory-efficient must be a positive integer or 'channel'" in err
 
 

@@ -84,13 +84,12 @@ def test_export_torch_formats_reload_match_and_carry_the_card(
     dynamic: bool,
     digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard],
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
 ) -> None:
     checkpoint, model, card = digits_checkpoint
     out = tmp_path / f"m{suffix}"
     argv = ["export", "--checkpoint", str(checkpoint), "--format", file_format, "--out", str(out), "--json"]
     argv += ["--verify-images", "8", *(["--dynamic-batch"] if dynamic else [])]
-    code, stdout, err = run_cli(argv, capsys)
+    code, stdout, err = run_cli(argv)
     assert code == 0, err
     result = json.loads(stdout)  # exactly one JSON object
     assert result["format"] == file_format and result["max_abs_diff"] <= 1e-4
@@ -137,9 +136,7 @@ def test_export_torch_formats_without_a_card(tmp_path: Path) -> None:
         read_torch_metadata(Path(__file__))
 
 
-def test_export_torch_formats_refuse_onnx_options_and_bad_arguments(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_export_torch_formats_refuse_onnx_options_and_bad_arguments(tmp_path: Path) -> None:
     torchscript_int8 = "only for --format onnx or exported-program (int8), not --format torchscript"
     program_onnx = "only for --format onnx (ONNX Runtime's quantizer); --format exported-program quantizes"
     refusals = {
@@ -173,11 +170,11 @@ def test_export_torch_formats_refuse_onnx_options_and_bad_arguments(
             (["--tolerance", "nan"], "--tolerance must be a finite number"),
             (["--out", str(tmp_path / "m.onnx")], f"must end in {suffix} for --format {file_format}"),
         ):
-            code, _, err = run_cli([*base, "--out", str(out), *extra], capsys)
+            code, _, err = run_cli([*base, "--out", str(out), *extra])
             assert code == 2 and message in err, err
         assert not list(tmp_path.iterdir())
     # A model name honours --width-mult (and --padding) in the model and its card.
-    code, stdout, err = run_cli([*base, "--out", str(out), "--verify-images", "2", "--json"], capsys)
+    code, stdout, err = run_cli([*base, "--out", str(out), "--verify-images", "2", "--json"])
     assert code == 0 and json.loads(stdout)["verified_batch_sizes"] == [1], err
     assert read_torch_card(out).model_kwargs == {"width_mult": 0.35}
     assert read_torch_metadata(out)["input_shape"] == [1, 3, 96, 96]
@@ -187,17 +184,16 @@ def test_export_torch_formats_refuse_onnx_options_and_bad_arguments(
 def test_export_int8_program_through_pt2e(
     digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard],
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from mobilenets.deploy import load_exported
 
     checkpoint, model, _ = digits_checkpoint
     argv = ["export", "--checkpoint", str(checkpoint), "--format", "exported-program", "--dynamic-batch"]
     fp32, int8 = tmp_path / "fp32.pt2", tmp_path / "int8.pt2"
-    code, _, err = run_cli([*argv, "--out", str(fp32), "--verify-images", "2"], capsys)
+    code, _, err = run_cli([*argv, "--out", str(fp32), "--verify-images", "2"])
     assert code == 0, err
     int8_argv = ["--int8", "--calib", "digits", "--calib-images", "40", "--verify-images", "8", "--json"]
-    code, stdout, err = run_cli([*argv, "--out", str(int8), *int8_argv], capsys)
+    code, stdout, err = run_cli([*argv, "--out", str(int8), *int8_argv])
     assert code == 0, err
     result = json.loads(stdout)
     assert result["int8"] == "pt2e" and result["calibration_images"] == 40
@@ -205,7 +201,7 @@ def test_export_int8_program_through_pt2e(
     assert "qat_epochs" not in result
     qat = tmp_path / "qat.pt2"  # verified on one batch size only: each new size compiles again
     qat_argv = ["--qat-epochs", "1", "--keep-float", "classifier", "--verify-images", "1"]
-    code, stdout, err = run_cli([*argv, "--out", str(qat), *int8_argv, *qat_argv], capsys)
+    code, stdout, err = run_cli([*argv, "--out", str(qat), *int8_argv, *qat_argv])
     assert code == 0, err
     qat_result = json.loads(stdout)
     assert qat_result["int8"] == "pt2e" and qat_result["qat_epochs"] == 1 and qat_result["qat_lr"] == 1e-5
@@ -230,16 +226,14 @@ def test_export_int8_program_through_pt2e(
     for name, path in (("checkpoint", checkpoint), ("fp32", fp32), ("int8", int8)):
         source = ["--checkpoint", str(path)] if name == "checkpoint" else ["--program", str(path)]
         source += ["--batch-size", "1"] if name == "int8" else []
-        code, stdout, err = run_cli(["eval", *source, "--json", "--no-confusion"], capsys)
+        code, stdout, err = run_cli(["eval", *source, "--json", "--no-confusion"])
         assert code == 0, err
         reports[name] = json.loads(stdout)
     # Exported at another size than the weights' 32 px: the card and the checks follow the file's size
     resized = tmp_path / "48.pt2"
-    code, _, err = run_cli(
-        [*argv, "--out", str(resized), "--resolution", "48", "--verify-data", "digits"], capsys
-    )
+    code, _, err = run_cli([*argv, "--out", str(resized), "--resolution", "48", "--verify-data", "digits"])
     assert code == 0 and read_torch_card(resized).img_size == 48, err
-    code, stdout, err = run_cli(["eval", "--program", str(resized), "--json", "--no-confusion"], capsys)
+    code, stdout, err = run_cli(["eval", "--program", str(resized), "--json", "--no-confusion"])
     assert code == 0 and json.loads(stdout)["num_images"] == reports["checkpoint"]["num_images"], err
     images = reports["checkpoint"]["num_images"]
     assert images > 100 and all(r["num_images"] == images for r in reports.values())
@@ -250,10 +244,9 @@ def test_export_int8_program_through_pt2e(
 def test_export_torch_formats_fail_above_the_tolerance(
     digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard],
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
 ) -> None:
     checkpoint, _, _ = digits_checkpoint
     out = tmp_path / "m.pt"
     argv = ["export", "--checkpoint", str(checkpoint), "--format", "torchscript", "--out", str(out)]
-    code, _, err = run_cli([*argv, "--tolerance", "1e-12", "--verify-images", "4"], capsys)
+    code, _, err = run_cli([*argv, "--tolerance", "1e-12", "--verify-images", "4"])
     assert code == 2 and "torch.jit.load output differs from PyTorch" in err and "not trustworthy" in err, err

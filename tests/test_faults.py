@@ -106,12 +106,10 @@ def _unwritable(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("kind", ["under_a_file", "unwritable"])
-def test_out_that_cannot_be_written_fails_before_training(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
-) -> None:
+def test_out_that_cannot_be_written_fails_before_training(tmp_path: Path, kind: str) -> None:
     (tmp_path / "file").write_text("not a directory")
     out = tmp_path / "file" / "run" if kind == "under_a_file" else _unwritable(tmp_path)
-    code, stdout, stderr = run_cli(["train", *RECIPE, "--no-progress", "--out", str(out)], capsys)
+    code, stdout, stderr = run_cli(["train", *RECIPE, "--no-progress", "--out", str(out)])
     assert code == 2 and "epoch" not in stdout
     assert f"cannot write the run directory {str(out)!r}" in stderr and "writable --out" in stderr
 
@@ -194,12 +192,12 @@ def _damage(kind: str, path: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["truncated", "empty", "garbage", "code_payload", "foreign"])
 def test_damaged_or_hostile_training_state_is_refused_on_resume(
-    reference: Reference, tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+    reference: Reference, tmp_path: Path, kind: str
 ) -> None:
     out = tmp_path / "run"
     shutil.copytree(reference.out, out)
     _damage(kind, checkpoint_paths(out, "last")[1], tmp_path)
-    code, _, stderr = run_cli(["train", *RECIPE, "--epochs", "4", "--resume", "--out", str(out)], capsys)
+    code, _, stderr = run_cli(["train", *RECIPE, "--epochs", "4", "--resume", "--out", str(out)])
     assert code == 2, stderr
     assert "last_state.pt" in stderr and ("not a readable training state" in stderr or "lacks" in stderr)
     assert not (tmp_path / "pwned").exists()
@@ -207,7 +205,7 @@ def test_damaged_or_hostile_training_state_is_refused_on_resume(
 
 @pytest.mark.parametrize("kind", ["truncated", "empty", "garbage", "other_architecture", "other_classes"])
 def test_damaged_or_mismatched_weights_are_refused_by_eval(
-    reference: Reference, tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+    reference: Reference, tmp_path: Path, kind: str
 ) -> None:
     import mobilenets
 
@@ -227,16 +225,14 @@ def test_damaged_or_mismatched_weights_are_refused_by_eval(
         expected = (
             "missing from the file" if kind == "other_architecture" else "has 1000 classes, the data 10"
         )
-    code, _, stderr = run_cli(argv, capsys)
+    code, _, stderr = run_cli(argv)
     assert code == 2 and expected in stderr, stderr
     assert "Traceback" not in stderr
 
 
 # ----------------------------------------------------------------------------- multi-process
 @pytest.mark.slow
-def test_a_killed_torchrun_worker_stops_the_run_clearly_and_it_resumes(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_killed_torchrun_worker_stops_the_run_clearly_and_it_resumes(tmp_path: Path) -> None:
     recipe = [
         "train", "--model", "mobilenet_v1", "--width-mult", "0.25", "--data", "digits",
         "--epochs", "2", "--batch-size", "64", "--img-size", "32", "--no-progress", "--out", str(tmp_path),
@@ -265,7 +261,7 @@ def test_a_killed_torchrun_worker_stops_the_run_clearly_and_it_resumes(
     # the logged score is the saved model's, as one process scores it.
     last = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     code, stdout, stderr = run_cli(
-        ["eval", "--checkpoint", str(tmp_path / "last.safetensors"), "--json", "--no-confusion"], capsys
+        ["eval", "--checkpoint", str(tmp_path / "last.safetensors"), "--json", "--no-confusion"]
     )
     assert code == 0, stderr
     scored = json.loads(stdout)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import functools
-import io
 import json
 import math
 import os
@@ -27,7 +26,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from mobilenets.cli.main import main as cli_main
 from mobilenets.layers import (
     ACTIVATION_NAMES,
     PADDING_MODES,
@@ -42,6 +40,8 @@ from mobilenets.layers.norm import NORM_KINDS
 from mobilenets.models import ArchSpec, BlockSpec, BuildOptions, build_mobilenet, create_model, list_models
 from mobilenets.models.config import BLOCK_KINDS
 from mobilenets.models.mobilenet import MAX_INPUT_SIZE, MIN_INPUT_SIZE
+
+from .conftest import run_cli as run_cli_in_process
 
 MODELS = list_models()
 # Each example is milliseconds to a few tenths of a second; no per-example deadline (a loaded CI
@@ -665,15 +665,9 @@ def test_forward_rejects_non_tensors() -> None:
 
 
 def run_cli(argv: list[str]) -> tuple[int, str, str]:
-    """``mobilenets ARGV`` in-process under the memory cap: (status, stdout, stderr); argparse's
-    ``SystemExit`` becomes its status. Any other exception propagates and fails the test."""
-    out, err = io.StringIO(), io.StringIO()
-    with memory_cap(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = cli_main(argv)
-        except SystemExit as exit_:
-            code = exit_.code if isinstance(exit_.code, int) else 1
-    return code, out.getvalue(), err.getvalue()
+    """``mobilenets ARGV`` in-process under the memory cap: (status, stdout, stderr)."""
+    with memory_cap():
+        return run_cli_in_process(argv)
 
 
 def assert_usage_error(argv: list[str], *fragments: str) -> str:

@@ -256,13 +256,10 @@ def test_norm_eps_option() -> None:
 # --- CLI: convert, predict, eval --weights ------------------------------------------------------------------
 
 
-def test_convert_then_every_command_takes_the_file(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_convert_then_every_command_takes_the_file(tmp_path: Path) -> None:
     out = tmp_path / "lite0.safetensors"
     code, stdout, err = run_cli(
-        ["convert", str(lite0_weights()), "--model", "efficientnet_lite0", "--out", str(out), "--json"],
-        capsys,
+        ["convert", str(lite0_weights()), "--model", "efficientnet_lite0", "--out", str(out), "--json"]
     )
     assert code == 0, err
     result = json.loads(stdout)
@@ -275,21 +272,19 @@ def test_convert_then_every_command_takes_the_file(
         load_pretrained(out, padding="symmetric")
     # Converting requires a .safetensors target and a model for bare weights.
     code, _, err = run_cli(
-        ["convert", str(lite0_weights()), "--model", "efficientnet_lite0", "--out", str(tmp_path / "x.pth")],
-        capsys,
+        ["convert", str(lite0_weights()), "--model", "efficientnet_lite0", "--out", str(tmp_path / "x.pth")]
     )
     assert code == 2 and "must end in .safetensors" in err
-    code, _, err = run_cli(["predict", "--weights", str(lite0_weights()), str(out)], capsys)
+    code, _, err = run_cli(["predict", "--weights", str(lite0_weights()), str(out)])
     assert code == 2 and "carries no model card" in err and "--model" in err
 
 
-def test_predict_names_the_class_of_a_real_photo(capsys: pytest.CaptureFixture[str]) -> None:
+def test_predict_names_the_class_of_a_real_photo() -> None:
     photos = imagenet_list().parent
     lines = [line.split(", ") for line in imagenet_list().read_text().splitlines()[:2]]
     images = [str(photos / path) for path, _ in lines]
     code, stdout, err = run_cli(
-        ["predict", "--weights", str(torchvision_v2_weights()), "--model", "mobilenet_v2", "--json", *images],
-        capsys,
+        ["predict", "--weights", str(torchvision_v2_weights()), "--model", "mobilenet_v2", "--json", *images]
     )
     assert code == 0, err
     predictions = json.loads(stdout)["predictions"]
@@ -300,12 +295,12 @@ def test_predict_names_the_class_of_a_real_photo(capsys: pytest.CaptureFixture[s
         assert int(label) in [entry["index"] for entry in top]
         assert top[0]["class"] == imagenet_classes()[top[0]["index"]]
     code, stdout, _ = run_cli(
-        ["predict", "--weights", str(torchvision_v2_weights()), "--model", "mobilenet_v2", images[0]], capsys
+        ["predict", "--weights", str(torchvision_v2_weights()), "--model", "mobilenet_v2", images[0]]
     )
     assert code == 0 and "1. " in stdout and "%" in stdout
 
 
-def test_eval_list_file_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_list_file_errors(tmp_path: Path) -> None:
     image = tmp_path / "a.png"
     from PIL import Image
 
@@ -325,15 +320,15 @@ def test_eval_list_file_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str
     for text, message in cases.items():
         listing = tmp_path / "list.txt"
         listing.write_text(text)
-        code, _, err = run_cli(["eval", "--weights", str(weights), "--data", str(listing)], capsys)
+        code, _, err = run_cli(["eval", "--weights", str(weights), "--data", str(listing)])
         assert code == 2 and message in err, (text, err)
     listing.write_text("a.png, 2\n./a.png, 0\n")
     code, stdout, err = run_cli(
-        ["eval", "--weights", str(weights), "--data", str(listing), "--json", "--no-confusion"], capsys
+        ["eval", "--weights", str(weights), "--data", str(listing), "--json", "--no-confusion"]
     )
     assert code == 0, err
     assert json.loads(stdout)["num_images"] == 2
-    code, _, err = run_cli(["eval", "--weights", str(weights)], capsys)
+    code, _, err = run_cli(["eval", "--weights", str(weights)])
     assert code == 2 and "give --data" in err
 
 
@@ -349,14 +344,10 @@ def test_eval_list_file_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str
     ],
     ids=["torchvision_mobilenet_v2", "efficientnet_lite0"],
 )
-def test_pretrained_accuracy_on_imagenet_photos(
-    argv: list[str], goal: float, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_pretrained_accuracy_on_imagenet_photos(argv: list[str], goal: float) -> None:
     files = {"TORCHVISION_V2": torchvision_v2_weights(), "LITE0": lite0_weights()}
     argv = [str(files.get(arg, arg)) for arg in argv]
-    code, stdout, err = run_cli(
-        ["eval", *argv, "--data", str(imagenet_list()), "--json", "--workers", "2"], capsys
-    )
+    code, stdout, err = run_cli(["eval", *argv, "--data", str(imagenet_list()), "--json", "--workers", "2"])
     assert code == 0, err
     report = json.loads(stdout)
     assert report["num_images"] == 1300 and report["skipped"] == 0

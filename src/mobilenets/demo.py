@@ -11,7 +11,6 @@ first three networks on the built-in digits with one fixed recipe, so the accura
 from __future__ import annotations
 
 import functools
-import platform
 import shutil
 import time
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from torch import nn
 from .analysis.layers import layer_costs
 from .analysis.memory import peak_activation_bytes
 from .bench.latency import measure_interleaved, prepare_for_inference
+from .bench.machine import cpu_description
 from .models import create_model
 
 LAYER_WIDTHS = (32, 64, 128, 256, 512)
@@ -292,7 +292,7 @@ def run_demo(out: Path, *, threads: int = 2, repeats: int = 20, train: bool = Tr
             [
                 "# Depthwise separable convolutions, measured",
                 "",
-                f"Machine: {platform.machine()}, torch {torch.__version__}, {threads} threads, "
+                f"Machine: {cpu_description()}, torch {torch.__version__}, {threads} threads, "
                 f"channels_last, fp32, median of {repeats} interleaved runs after warm-up.",
                 "",
                 "## One layer: standard 3×3 conv vs depthwise 3×3 + pointwise 1×1",

@@ -29,6 +29,7 @@ from torch import nn
 
 from ..models import create_model
 from .latency import LatencyResult, measure_interleaved
+from .machine import cpu_description
 
 VARIANTS = (
     "torchvision_eager",
@@ -81,6 +82,7 @@ class BenchResult:
             "resolution": self.resolution,
             "threads": self.threads,
             "allocator": self.allocator,
+            "cpu": cpu_description(),
             "repeats": len(next(iter(self.results.values())).times_ms) if self.results else 0,
             **variants,
             "skipped": self.skipped,

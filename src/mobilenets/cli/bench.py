@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"{result.model}, batch {result.batch}, {result.resolution}×{result.resolution}, "
         f"{result.threads} threads, median of {report['repeats']} interleaved runs; "
-        f"allocator: {result.allocator}"
+        f"allocator: {result.allocator}; {report['cpu']}"
     )
     memory_header = f" {'peak RSS MB':>12}" if args.peak_rss else ""
     print(
