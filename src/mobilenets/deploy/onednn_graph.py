@@ -8,6 +8,11 @@ call between them: the per-operator overhead that dominates at batch 1.
 TorchScript specializes a graph to the first input shape it profiles and falls back to an unfused
 path for any other shape, so :class:`OneDNNGraph` traces one graph per input shape (at most
 ``max_shapes``, least recently used dropped) from the BatchNorm-folded eager model it keeps.
+
+Where oneDNN cannot build a fused partition for a shape, that shape runs as a plain frozen graph with
+a warning. Seen with torch 2.14.1 on an AVX-512 EPYC: mobilenet_v1/v2 at 32×32, whose last 1×1
+convolutions see a 1×1 feature map, fail with "could not create a primitive descriptor for the
+reorder primitive" (the packed-weight reorder of oneDNN's matmul kernel); an AVX2-only EPYC built them.
 """
 
 from __future__ import annotations
@@ -24,10 +29,10 @@ PROFILING_CALLS = 2  # the profiling executor records shapes on the first call a
 
 
 @contextmanager
-def onednn_fusion() -> Iterator[None]:
-    """oneDNN Graph fusion on for the block, restored after (the switch is process-wide)."""
+def onednn_fusion(enabled: bool = True) -> Iterator[None]:
+    """oneDNN Graph fusion on (or off) for the block, restored after (the switch is process-wide)."""
     previous = torch.jit.onednn_fusion_enabled()
-    torch.jit.enable_onednn_fusion(True)
+    torch.jit.enable_onednn_fusion(enabled)
     try:
         yield
     finally:
@@ -57,28 +62,52 @@ class OneDNNGraph(nn.Module):
             raise ValueError(f"max_shapes must be at least 1, got {max_shapes}")
         self.model = model.eval()
         self.max_shapes = max_shapes
-        self._graphs: OrderedDict[tuple[int, ...], torch.jit.ScriptModule] = OrderedDict()
+        # shape -> (frozen graph, whether it runs with oneDNN Graph fusion)
+        self._graphs: OrderedDict[tuple[int, ...], tuple[torch.jit.ScriptModule, bool]] = OrderedDict()
 
     @property
     def shapes(self) -> list[tuple[int, ...]]:
         """Input shapes with a built graph, least recently used first."""
         return list(self._graphs)
 
-    def _graph(self, shape: tuple[int, ...]) -> torch.jit.ScriptModule:
-        graph = self._graphs.get(shape)
-        if graph is not None:
-            self._graphs.move_to_end(shape)
-            return graph
-        example = torch.zeros(shape)
+    @property
+    def unfused_shapes(self) -> list[tuple[int, ...]]:
+        """The shapes among :attr:`shapes` that oneDNN could not fuse (they run as plain frozen graphs)."""
+        return [shape for shape, (_, fused) in self._graphs.items() if not fused]
+
+    def _profiled(self, example: torch.Tensor, *, fused: bool) -> torch.jit.ScriptModule:
+        """A frozen graph for ``example``'s shape, past its profiling runs (fused by the second)."""
         graph = frozen_trace(self.model, example)
-        for _ in range(PROFILING_CALLS):
-            graph(example)
-        self._graphs[shape] = graph
+        with onednn_fusion(fused):
+            for _ in range(PROFILING_CALLS):
+                graph(example)
+        return graph
+
+    def _graph(self, shape: tuple[int, ...]) -> tuple[torch.jit.ScriptModule, bool]:
+        entry = self._graphs.get(shape)
+        if entry is not None:
+            self._graphs.move_to_end(shape)
+            return entry
+        example = torch.zeros(shape)
+        try:
+            entry = self._profiled(example, fused=True), True
+        except RuntimeError as error:  # oneDNN refused a partition for this shape
+            reason = str(error).strip().splitlines()[-1].split(". Run workload")[0]
+            warnings.warn(
+                f"oneDNN Graph could not fuse input shape {shape} on this CPU ({reason}); "
+                "that shape runs as a plain frozen TorchScript graph",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            entry = self._profiled(example, fused=False), False
+        self._graphs[shape] = entry
         if len(self._graphs) > self.max_shapes:
             self._graphs.popitem(last=False)
-        return graph
+        return entry
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous()  # one graph per shape: channels_last input is converted, not re-traced
-        with onednn_fusion(), torch.no_grad():
-            return self._graph(tuple(x.shape))(x)
+        with torch.no_grad():
+            graph, fused = self._graph(tuple(x.shape))
+            with onednn_fusion(fused):
+                return graph(x)

@@ -59,8 +59,8 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
 
     ``auto`` uses bf16 on GPUs that support it (else fp16) and on CPUs with AMX tiles; elsewhere fp32.
     Without AMX, bf16 training is slower than fp32 on CPU: 10× on an EPYC without bf16 instructions, and
-    still 0.67× (mobilenet_v2 at 96×96) to 0.85× (32×32 CIFAR) on an EPYC with AVX512-BF16, whose
-    depthwise convolutions and BatchNorm gain nothing from bf16 but pay for the conversions.
+    still 0.65× the images/s (mobilenet_v2 at 96×96) to 0.84× (CIFAR network) on one with AVX512-BF16
+    (``benchmarks/train_throughput.py --reuse``).
     """
     if precision == "fp32":
         return None
