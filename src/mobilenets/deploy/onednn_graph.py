@@ -9,8 +9,8 @@ TorchScript specializes a graph to the first input shape it profiles and falls b
 path for any other shape, so :class:`OneDNNGraph` traces one graph per input shape (at most
 ``max_shapes``, least recently used dropped) from the BatchNorm-folded eager model it keeps.
 
-Where oneDNN cannot build a fused partition for a shape, that shape runs as a plain frozen graph with
-a warning. Seen with torch 2.14.1 on an AVX-512 EPYC: mobilenet_v1/v2 at 32×32, whose last 1×1
+Where oneDNN cannot build a fused partition for a shape, that shape runs as a plain frozen graph (one
+warning per instance). Seen with torch 2.14.1 on an AVX-512 EPYC: mobilenet_v1/v2 at 32×32, whose last 1×1
 convolutions see a 1×1 feature map, fail with "could not create a primitive descriptor for the
 reorder primitive" (the packed-weight reorder of oneDNN's matmul kernel); an AVX2-only EPYC built them.
 """
@@ -92,13 +92,14 @@ class OneDNNGraph(nn.Module):
         try:
             entry = self._profiled(example, fused=True), True
         except RuntimeError as error:  # oneDNN refused a partition for this shape
-            reason = str(error).strip().splitlines()[-1].split(". Run workload")[0]
-            warnings.warn(
-                f"oneDNN Graph could not fuse input shape {shape} on this CPU ({reason}); "
-                "that shape runs as a plain frozen TorchScript graph",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            if not self.unfused_shapes:  # once per instance, not once per batch size
+                reason = str(error).strip().splitlines()[-1].split(". Run workload")[0]
+                warnings.warn(
+                    f"oneDNN Graph could not fuse input shape {shape} on this CPU ({reason}); "
+                    "such shapes run as plain frozen TorchScript graphs (see unfused_shapes)",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
             entry = self._profiled(example, fused=False), False
         self._graphs[shape] = entry
         if len(self._graphs) > self.max_shapes:
