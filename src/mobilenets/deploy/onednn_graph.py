@@ -64,6 +64,7 @@ class OneDNNGraph(nn.Module):
         self.max_shapes = max_shapes
         # shape -> (frozen graph, whether it runs with oneDNN Graph fusion)
         self._graphs: OrderedDict[tuple[int, ...], tuple[torch.jit.ScriptModule, bool]] = OrderedDict()
+        self._warned = False  # about a shape oneDNN could not fuse: once per instance
 
     @property
     def shapes(self) -> list[tuple[int, ...]]:
@@ -92,7 +93,8 @@ class OneDNNGraph(nn.Module):
         try:
             entry = self._profiled(example, fused=True), True
         except RuntimeError as error:  # oneDNN refused a partition for this shape
-            if not self.unfused_shapes:  # once per instance, not once per batch size
+            if not self._warned:
+                self._warned = True
                 reason = str(error).strip().splitlines()[-1].split(". Run workload")[0]
                 warnings.warn(
                     f"oneDNN Graph could not fuse input shape {shape} on this CPU ({reason}); "
