@@ -89,6 +89,12 @@ def test_summary_of_the_small_input_network_defaults_to_32px() -> None:
     assert data["total_macs"] == summarize(model, resolution=32).total_macs
     plain = json.loads(run_cli(*args, "--resolution", "32").stdout)
     assert data["total_macs"] > 5 * plain["total_macs"]
+    stem_only = json.loads(run_cli(*args, "--small-input", "1").stdout)
+    assert plain["total_macs"] < stem_only["total_macs"] < data["total_macs"]
+    assert stem_only["total_macs"] == json.loads(run_cli(*args, "--resolution", "64").stdout)["total_macs"]
+    for wrong in (("--small-input", "3"), ("--small-input", "mobilenet_v2")):
+        result = run_cli("summary", *wrong, "mobilenet_v2")
+        assert result.returncode == 2 and "expected 1 or 2" in result.stderr
 
 
 def test_summary_table_and_csv() -> None:

@@ -168,5 +168,10 @@ def test_small_input_keeps_32px_images_at_4x4(name: str) -> None:
     assert small.forward_features(torch.zeros(1, 3, 32, 32)).shape[-2:] == (4, 4)
     assert [info.reduction for info in small.feature_info][-1] == 8
     assert small(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
-    with pytest.raises(ValueError, match="small_input"):
-        create_model(name, small_input="yes")
+    assert create_model(name, num_classes=10, small_input=2).feature_info[-1].reduction == 8
+    stem_only = create_model(name, num_classes=10, small_input=1)
+    assert [info.reduction for info in stem_only.feature_info][-1] == 16
+    assert stem_only.forward_features(torch.zeros(1, 3, 32, 32)).shape[-2:] == (2, 2)
+    for bad in ("yes", 3, -1, 1.0):
+        with pytest.raises(ValueError, match="small_input"):
+            create_model(name, small_input=bad)

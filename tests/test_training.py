@@ -243,11 +243,25 @@ def test_sync_bn_on_cpu_is_refused(tmp_path: Path) -> None:
         ("augment", "mixup", "augment"),
         ("seed", -1, "seed"),
         ("small_input", "yes", "small_input"),
+        ("small_input", 3, "small_input"),
     ],
 )
 def test_bad_config_raises(field: str, value: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         TrainConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def test_small_input_counts_strides_and_old_run_folders_still_resume(tmp_path: Path) -> None:
+    """True / False (older config.json files) mean 2 / 0 dropped strides, in configs and on resume."""
+    from mobilenets.training.engine import _check_resume_config
+
+    assert TrainConfig(small_input=True).small_input == 2
+    assert TrainConfig(small_input=False).small_input == 0
+    assert TrainConfig(small_input=1).model_kwargs(10)["small_input"] == 1
+    (tmp_path / "config.json").write_text(json.dumps({"small_input": True}))
+    _check_resume_config(tmp_path, TrainConfig(small_input=2))
+    with pytest.raises(ValueError, match=r"small_input=2 \(now 1\)"):
+        _check_resume_config(tmp_path, TrainConfig(small_input=1))
 
 
 def test_nan_loss_names_epoch_and_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

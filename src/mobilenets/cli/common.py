@@ -50,10 +50,32 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--padding", choices=("symmetric", "tf_same"), default="symmetric", help="conv padding rule"
     )
+    add_small_input_argument(parser)
+
+
+def _small_input_count(value: str) -> int:
+    if value not in ("1", "2"):
+        raise argparse.ArgumentTypeError(
+            f"expected 1 or 2 (early strides to drop), got {value!r}; "
+            "a bare --small-input (2) goes after positional arguments"
+        )
+    return int(value)
+
+
+def add_small_input_argument(parser: argparse._ActionsContainer) -> None:
+    """``--small-input [1|2]`` (bare: 2) and ``--no-small-input``: ``small_input`` of the model builders."""
     parser.add_argument(
         "--small-input",
-        action="store_true",
-        help="stride 1 in the stem and first downsampling block, for 32×32 images (CIFAR)",
+        nargs="?",
+        const=2,
+        default=0,
+        type=_small_input_count,
+        metavar="N",
+        help="for 32×32 images (CIFAR): stride 1 in the stem and first downsampling block (bare or 2, "
+        "ends at 4×4) or in the stem only (1, ends at 2×2)",
+    )
+    parser.add_argument(
+        "--no-small-input", dest="small_input", action="store_const", const=0, help="the full strides"
     )
 
 

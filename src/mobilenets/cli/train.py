@@ -8,7 +8,7 @@ import os
 
 from ..training.config import NORMS, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
 from ..training.data import AUGMENTATIONS
-from .common import add_allocator_argument, apply_allocator
+from .common import add_allocator_argument, add_small_input_argument, apply_allocator
 
 _DEFAULTS = TrainConfig()
 
@@ -31,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     model = parser.add_argument_group("model")
     model.add_argument("--model", default=_DEFAULTS.model, help=f"model name (default {_DEFAULTS.model})")
     model.add_argument("--width-mult", type=float, default=_DEFAULTS.width_mult, help="width multiplier α")
-    _flag(model, "small-input", "stride 1 in the stem and first stage, for 32×32 images (CIFAR)")
+    add_small_input_argument(model)
     model.add_argument("--norm", choices=NORMS, default=_DEFAULTS.norm, help="normalization layers")
     model.add_argument(
         "--dropout", type=float, default=None, help="classifier dropout (default: the model's)"

@@ -20,6 +20,9 @@ from .mobilenet import FeatureInfo, MobileNet, check_num_classes
 
 OUTPUT_STRIDES = (8, 16, 32)
 MAX_WIDTH_MULT = 10.0
+# small_input drops at most the stem's and the first block's stride: beyond that, CIFAR-sized maps cost
+# more than they give (a 32×32 image already ends at 4×4).
+MAX_SMALL_INPUT_STRIDES = 2
 # Hyperspectral images have a few hundred bands; more input channels than this is a mistake.
 MAX_IN_CHANNELS = 1024
 
@@ -37,6 +40,18 @@ def check_width_mult(width_mult: object, *, limit: float = MAX_WIDTH_MULT) -> No
 def _check_rate(label: str, value: object) -> None:
     if not is_real(value) or not 0.0 <= value < 1.0:
         raise ValueError(f"{label} must be in [0, 1), got {value!r}")
+
+
+def small_input_strides(small_input: bool | int) -> int:
+    """How many leading stride-2 layers ``small_input`` runs at stride 1: False → 0, True → 2, or 0, 1, 2."""
+    if small_input is True or small_input is False:
+        return 2 if small_input else 0
+    if isinstance(small_input, int) and 0 <= small_input <= MAX_SMALL_INPUT_STRIDES:
+        return small_input
+    raise ValueError(
+        f"small_input must be True, False or the number of early strides to drop (0, 1 or 2), "
+        f"got {small_input!r}"
+    )
 
 
 def _check_options(
@@ -87,7 +102,7 @@ def build_mobilenet(
     norm_eps: float | None = None,
     activation: str | None = None,
     padding: str = "symmetric",
-    small_input: bool = False,
+    small_input: bool | int = False,
     features_only: bool = False,
     out_indices: tuple[int, ...] | None = None,
 ) -> MobileNet:
@@ -103,10 +118,11 @@ def build_mobilenet(
     padding for checkpoints trained there. Stochastic depth grows linearly to ``drop_path_rate`` over the
     blocks.
 
-    ``small_input=True`` adapts the network to tiny images such as CIFAR's 32×32, as the CIFAR variants
-    of MobileNet do: the first two stride-2 layers (the stem and the first downsampling block) use
-    stride 1, so the network reduces its input 8× instead of 32× and a 32×32 image ends at 4×4, not 1×1.
-    Weights are unchanged in shape; only the cost per image grows (about 10× more mult-adds at 32×32).
+    ``small_input`` adapts the network to tiny images such as CIFAR's 32×32, as the CIFAR variants of
+    MobileNet do, by running its first stride-2 layers at stride 1. ``True`` (or 2) does so for the stem
+    and the first downsampling block: the network reduces its input 8× instead of 32×, so a 32×32 image
+    ends at 4×4, not 1×1 (about 10× the mult-adds). ``1`` does so for the stem alone: 16×, ending at 2×2,
+    at about a third of that cost. Weights are unchanged in shape either way.
     """
     dropout = arch.dropout if dropout is None else dropout
     _check_options(
@@ -119,9 +135,9 @@ def build_mobilenet(
         padding=padding,
     )
     check_activation(activation)
-    for label, flag in (("small_input", small_input), ("features_only", features_only)):
-        if not isinstance(flag, bool):
-            raise ValueError(f"{label} must be True or False, got {flag!r}")
+    if not isinstance(features_only, bool):
+        raise ValueError(f"features_only must be True or False, got {features_only!r}")
+    strides_to_drop = small_input_strides(small_input)
     if keep_last_wide is not None and not isinstance(keep_last_wide, bool):
         raise ValueError(f"keep_last_wide must be True, False or None, got {keep_last_wide!r}")
     keep_last_wide = arch.keep_last_wide if keep_last_wide is None else keep_last_wide
@@ -150,7 +166,6 @@ def build_mobilenet(
         return make_divisible(channels * (max(1.0, width_mult) if keep_last_wide else width_mult))
 
     # small_input: the first `strides_to_drop` stride-2 positions (stem first) keep full resolution.
-    strides_to_drop = 2 if small_input else 0
 
     def table_stride(stride: int) -> int:
         nonlocal strides_to_drop

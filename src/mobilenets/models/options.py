@@ -20,6 +20,6 @@ class BuildOptions(TypedDict, total=False):
     norm_eps: float
     activation: str
     padding: str
-    small_input: bool
+    small_input: bool | int
     features_only: bool
     out_indices: tuple[int, ...]

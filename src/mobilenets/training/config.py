@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..models import list_models
-from ..models.builder import MAX_WIDTH_MULT
+from ..models.builder import MAX_WIDTH_MULT, small_input_strides
 from ..models.mobilenet import MAX_INPUT_SIZE, MIN_INPUT_SIZE
 from .data import AUGMENTATIONS, check_data_spec
 
@@ -56,7 +56,7 @@ class TrainConfig:
 
     model: str = "mobilenet_v2"
     width_mult: float = 1.0
-    small_input: bool = False
+    small_input: int = 0
     norm: str = "batchnorm"
     dropout: float | None = None
     drop_path_rate: float = 0.0
@@ -196,8 +196,9 @@ class TrainConfig:
             f"seed must be a non-negative integer below 2**63, got {self.seed!r}",
         )
         _check(bool(str(self.out)), "out must name a directory")
+        # Early strides dropped (see build_mobilenet); True / False from older configs mean 2 / 0.
+        object.__setattr__(self, "small_input", small_input_strides(self.small_input))
         for flag in (
-            "small_input",
             "channels_last",
             "compile",
             "sync_bn",

@@ -26,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..errors import TrainingError
 from ..layers import keep_relu6_outputs, set_inplace_activations
 from ..models import MobileNet, create_model
+from ..models.builder import small_input_strides
 from .checkpoint import ModelCard, checkpoint_paths, load_training_state, save_atomic, save_checkpoint
 from .config import RESUME_MUST_MATCH, TrainConfig
 from .data import build_loader, load_splits
@@ -105,6 +106,8 @@ def _check_resume_config(out: Path, config: TrainConfig) -> None:
     if not config_path.is_file():
         return
     saved = json.loads(config_path.read_text())
+    if "small_input" in saved:  # runs from before small_input took a stride count saved True / False
+        saved["small_input"] = small_input_strides(saved["small_input"])
     differing = [key for key in RESUME_MUST_MATCH if key in saved and saved[key] != getattr(config, key)]
     if differing:
         details = ", ".join(f"{key}={saved[key]!r} (now {getattr(config, key)!r})" for key in differing)
