@@ -551,8 +551,12 @@ BAD_MODEL_OPTIONS = st.one_of(
         st.one_of(st.text(max_size=8).filter(lambda s: s not in PADDING_MODES), st.none(), st.integers()),
     ),
     st.tuples(
-        st.sampled_from(["small_input", "features_only", "keep_last_wide"]),
+        st.sampled_from(["features_only", "keep_last_wide"]),
         st.one_of(st.integers(), st.text(max_size=3)),
+    ),
+    st.tuples(  # small_input also takes 0, 1 or 2 (strides to drop)
+        st.just("small_input"),
+        st.one_of(st.integers().filter(lambda n: not 0 <= n <= 2), st.text(max_size=3), st.floats()),
     ),
     st.tuples(
         st.just("out_indices"),

@@ -121,8 +121,8 @@ def build_mobilenet(
     ``small_input`` adapts the network to tiny images such as CIFAR's 32×32, as the CIFAR variants of
     MobileNet do, by running its first stride-2 layers at stride 1. ``True`` (or 2) does so for the stem
     and the first downsampling block: the network reduces its input 8× instead of 32×, so a 32×32 image
-    ends at 4×4, not 1×1 (about 10× the mult-adds). ``1`` does so for the stem alone: 16×, ending at 2×2,
-    at about a third of that cost. Weights are unchanged in shape either way.
+    ends at 4×4, not 1×1 (10–15× the mult-adds). ``1`` does so for the stem alone: 16×, ending at 2×2,
+    at about a quarter of that cost. Weights are unchanged in shape either way.
     """
     dropout = arch.dropout if dropout is None else dropout
     _check_options(
@@ -166,7 +166,6 @@ def build_mobilenet(
         return make_divisible(channels * (max(1.0, width_mult) if keep_last_wide else width_mult))
 
     # small_input: the first `strides_to_drop` stride-2 positions (stem first) keep full resolution.
-
     def table_stride(stride: int) -> int:
         nonlocal strides_to_drop
         if stride > 1 and strides_to_drop > 0:
