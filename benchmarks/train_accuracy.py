@@ -38,7 +38,7 @@ RECIPES: dict[str, list[str]] = {
     ],
     # CIFAR-10 at 32x32: goal >= 90% top-1 within 60 minutes. Full width with only the stem's stride
     # dropped (--small-input 1, ends at 2x2) trains ~1.5x the images/s of width 0.5 with two dropped
-    # (ends at 4x4); it led by ~3 points in 10-minute trials, but over the hour both reach ~87% (86.9%
+    # (ends at 4x4); it learned faster in short one-off trials, but over the hour both reach ~87% (86.9%
     # in 40 epochs, 54 minutes under --nproc 2 on an AVX-512 EPYC; width 0.5: 86.7% in 28 epochs).
     "cifar10": [
         "--model", "mobilenet_v2", "--width-mult", "1.0", "--small-input", "1",
