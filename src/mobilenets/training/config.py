@@ -60,6 +60,7 @@ class TrainConfig:
     norm: str = "batchnorm"
     dropout: float | None = None
     drop_path_rate: float = 0.0
+    pretrained: str | None = None
     data: str = "digits"
     val_split: float = 0.1
     augment: str = "none"
@@ -109,6 +110,10 @@ class TrainConfig:
         _check(
             _is_number(self.drop_path_rate) and 0 <= self.drop_path_rate < 1,
             f"drop_path_rate must be in [0, 1), got {self.drop_path_rate!r}",
+        )
+        _check(
+            self.pretrained is None or (isinstance(self.pretrained, str) and bool(self.pretrained)),
+            f"pretrained must be a weights file or packaged name, or None; got {self.pretrained!r}",
         )
         check_data_spec(self.data)
         _check(

@@ -27,6 +27,7 @@ from ..errors import TrainingError
 from ..layers import keep_relu6_outputs, set_inplace_activations
 from ..models import MobileNet, create_model
 from ..models.builder import small_input_strides
+from ..weights.finetune import load_for_finetuning, resolve_pretrained
 from .checkpoint import ModelCard, checkpoint_paths, load_training_state, save_atomic, save_checkpoint
 from .config import RESUME_MUST_MATCH, TrainConfig
 from .data import build_loader, load_splits
@@ -169,6 +170,10 @@ class Trainer:
         if config.sync_bn and self.device.type != "cuda":
             raise ValueError("sync_bn needs CUDA (torch's SyncBatchNorm has no CPU kernel); drop --sync-bn")
         self.amp_dtype = resolve_precision(config.precision, self.device)
+        # Checked before the data is read; a resumed run takes its weights from its own checkpoint.
+        pretrained = None
+        if config.pretrained is not None and not self.resuming:
+            pretrained = resolve_pretrained(config.pretrained, model=config.model)
         configure_reproducibility(config)
 
         splits = load_splits(
@@ -203,6 +208,10 @@ class Trainer:
 
         model_kwargs = config.model_kwargs(len(self.classes))
         model: MobileNet = create_model(config.model, **model_kwargs)
+        if pretrained is not None:  # the same file on every process, before DDP compares them
+            start = load_for_finetuning(model, pretrained)
+            if context.is_main:
+                print(start.describe(pretrained), flush=True)
         keep_relu6_outputs(model)  # no copy of each ReLU6's input for the backward
         set_inplace_activations(model, False)  # hard-swish & co: faster backward; see its docstring
         memory_format = torch.channels_last if config.channels_last else torch.contiguous_format

@@ -1,0 +1,71 @@
+"""Start a training run from weights trained elsewhere (fine-tuning): the body must fit, the head may not.
+
+The weights come from a file any :func:`load_weights` source can read (torchvision, timm,
+EfficientNet-PyTorch, our own checkpoints) or from a packaged name (:data:`PACKAGED`). Every tensor
+of the network's body must load; the classifier loads only when its shape fits, so ImageNet weights
+start a 10-class run with a freshly initialised head. Build options a source's own models use (e.g.
+TensorFlow padding) are not applied: the model is the one the run asked for, and the weights are its
+starting point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..models import MobileNet
+from .load import LoadReport, load_weights
+from .packaged import PACKAGED
+
+HEAD_PREFIX = "classifier."  # our classifier's parameters; everything else is the body
+
+
+def resolve_pretrained(spec: str, *, model: str | None = None) -> Path:
+    """The weights file named by ``spec``: a packaged name (see :data:`PACKAGED`) or a file path.
+
+    With ``model`` given, a packaged name must be weights for that architecture (``ValueError``).
+    ``FileNotFoundError`` when ``spec`` is neither a packaged name nor an existing file.
+    """
+    if spec in PACKAGED:
+        entry = PACKAGED[spec]
+        if model is not None and entry.model != model:
+            raise ValueError(f"packaged weights {spec!r} are for {entry.model}, not {model}")
+        return entry.path()
+    path = Path(spec)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"pretrained weights {spec!r}: no such file, and not a packaged name "
+            f"(packaged: {', '.join(PACKAGED)})"
+        )
+    return path
+
+
+@dataclass(frozen=True)
+class FinetuneStart:
+    """What :func:`load_for_finetuning` loaded: the weights' project, tensor count, and the head's fate."""
+
+    source: str
+    loaded: int
+    head_loaded: bool
+
+    def describe(self, path: Path) -> str:
+        """One line for the training log."""
+        head = "classifier loaded" if self.head_loaded else "classifier freshly initialised (shape differs)"
+        return f"pretrained: {self.loaded} tensors from {self.source} weights {str(path)!r}; {head}"
+
+
+def load_for_finetuning(model: MobileNet, path: Path) -> FinetuneStart:
+    """Load ``path`` into ``model``: all of the body (else ``ValueError``), the classifier if it fits."""
+    report: LoadReport = load_weights(model, path, strict=False)
+    body_missing = [key for key in report.missing if not key.startswith(HEAD_PREFIX)]
+    body_mismatched = [item for item in report.mismatched if not item.startswith(HEAD_PREFIX)]
+    if body_missing or body_mismatched or report.unexpected:
+        problems = LoadReport(
+            report.source, report.loaded, tuple(body_missing), report.unexpected, tuple(body_mismatched)
+        )
+        raise ValueError(
+            f"{report.source} weights {str(path)!r} do not fit the body of {type(model).__name__} "
+            f"(only the classifier may differ): {problems.describe()}. Check --model and --width-mult"
+        )
+    head_loaded = any(key.startswith(HEAD_PREFIX) for key in report.loaded)
+    return FinetuneStart(report.source, len(report.loaded), head_loaded)
