@@ -385,8 +385,12 @@ def test_finetuning_loads_the_body_and_starts_a_new_head() -> None:
 def test_finetuning_refuses_weights_whose_body_does_not_fit() -> None:
     from mobilenets.weights.finetune import load_for_finetuning, resolve_pretrained
 
+    narrow = mobilenets.mobilenet_v2(width_mult=0.5)
+    before = {key: tensor.clone() for key, tensor in narrow.state_dict().items()}
     with pytest.raises(ValueError, match=r"do not fit the body of MobileNet .*stem.conv.weight: file"):
-        load_for_finetuning(mobilenets.mobilenet_v2(width_mult=0.5), torchvision_v2_weights())
+        load_for_finetuning(narrow, torchvision_v2_weights())
+    for key, tensor in narrow.state_dict().items():  # nothing was loaded, not even what fitted
+        assert torch.equal(tensor, before[key]), key
     with pytest.raises(ValueError, match="'efficientnet_lite0' are for efficientnet_lite0, not mobilenet_v2"):
         resolve_pretrained("efficientnet_lite0", model="mobilenet_v2")
     with pytest.raises(FileNotFoundError, match=r"'nope\.pth': no such file, and not a packaged name"):

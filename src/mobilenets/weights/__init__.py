@@ -2,6 +2,7 @@
 
 from .card import ModelCard, TrainedModel, load_trained_model
 from .files import UnsafeWeightsError, read_weights
+from .finetune import FinetuneStart, load_for_finetuning, resolve_pretrained
 from .load import LoadReport, convert, load_pretrained, load_weights
 from .packaged import PACKAGED, PackagedWeights, packaged_weights
 from .presets import PRESETS, Preprocess, get_preset, imagenet_classes
@@ -12,6 +13,7 @@ __all__ = [
     "PACKAGED",
     "PRESETS",
     "SOURCES",
+    "FinetuneStart",
     "LoadReport",
     "ModelCard",
     "PackagedWeights",
@@ -22,11 +24,13 @@ __all__ = [
     "detect_source",
     "get_preset",
     "imagenet_classes",
+    "load_for_finetuning",
     "load_pretrained",
     "load_trained_model",
     "load_weights",
     "packaged_weights",
     "read_weights",
+    "resolve_pretrained",
     "torchvision_key_map",
     "torchvision_module_map",
 ]

@@ -55,11 +55,17 @@ class FinetuneStart:
 
 
 def load_for_finetuning(model: MobileNet, path: Path) -> FinetuneStart:
-    """Load ``path`` into ``model``: all of the body (else ``ValueError``), the classifier if it fits."""
+    """Load ``path`` into ``model``: all of the body, the classifier if it fits.
+
+    ``ValueError`` naming the first offending tensors when the body does not fit; ``model`` is then
+    left as it was.
+    """
+    before = {key: tensor.clone() for key, tensor in model.state_dict().items()}
     report: LoadReport = load_weights(model, path, strict=False)
     body_missing = [key for key in report.missing if not key.startswith(HEAD_PREFIX)]
     body_mismatched = [item for item in report.mismatched if not item.startswith(HEAD_PREFIX)]
     if body_missing or body_mismatched or report.unexpected:
+        model.load_state_dict(before)
         problems = LoadReport(
             report.source, report.loaded, tuple(body_missing), report.unexpected, tuple(body_mismatched)
         )
