@@ -32,10 +32,10 @@ from torch import nn
 from torch.utils.data import Subset
 
 from mobilenets.bench.allocator import reuse_freed_memory
+from mobilenets.data.card import card_eval_set
+from mobilenets.data.splits import build_loader
 from mobilenets.deploy.pt2e import compile_int8, quantize_pt2e
 from mobilenets.deploy.pt2e_qat import quantize_qat_pt2e
-from mobilenets.training.card_data import card_eval_set
-from mobilenets.training.data import build_loader
 from mobilenets.weights import TrainedModel, load_pretrained, packaged_weights
 
 SHARED = Path(os.environ.get("MOBILENETS_SHARED", Path(__file__).resolve().parents[2] / "shared"))

@@ -28,16 +28,16 @@ import torch
 from PIL import Image
 
 from mobilenets.cli import main as run_main
-from mobilenets.training import images as images_module
-from mobilenets.training.data import build_loader, load_splits
-from mobilenets.training.datasets import CachedImages, FolderImages
-from mobilenets.training.images import (
+from mobilenets.data import images as images_module
+from mobilenets.data.datasets import CachedImages, FolderImages
+from mobilenets.data.images import (
     MAX_IMAGE_PIXELS,
     ImageDecodeError,
     decode_all,
     decode_image_file,
     fit_square,
 )
+from mobilenets.data.splits import build_loader, load_splits
 
 from .conftest import run_cli
 

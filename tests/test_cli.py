@@ -139,7 +139,7 @@ def test_demo_writes_report(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_demo_training_fills_accuracy_column(tmp_path: Path) -> None:
     """The demo's digits runs (here a 1-epoch recipe) land in their folders and in the table."""
-    from mobilenets.demo import DigitsRecipe, Row, _model_table, train_on_digits
+    from mobilenets.demo.run import DigitsRecipe, Row, _model_table, train_on_digits
 
     recipe = DigitsRecipe(width_mult=0.25, epochs=1, batch_size=64, lr=0.05)
     trained = train_on_digits(tmp_path, ("mobilenet_v1",), recipe=recipe, threads=1)

@@ -12,7 +12,8 @@ import pytest
 import torch
 from PIL import Image
 
-from mobilenets.training.data import (
+from mobilenets.data.datasets import CachedImages, FolderImages
+from mobilenets.data.splits import (
     AUGMENTATIONS,
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -25,8 +26,7 @@ from mobilenets.training.data import (
     load_eval_set,
     load_splits,
 )
-from mobilenets.training.datasets import CachedImages, FolderImages
-from mobilenets.training.transforms import BatchTransform
+from mobilenets.data.transforms import BatchTransform
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CIFAR10_ROOT = Path(os.environ.get("MOBILENETS_SHARED", REPO_ROOT.parent / "shared")) / "data" / "cifar10"

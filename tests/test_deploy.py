@@ -23,7 +23,11 @@ from mobilenets.deploy import (
     quantize_onnx,
     read_card,
 )
-from mobilenets.deploy.memory_efficient import ChunkedInvertedResidual, memory_efficient
+from mobilenets.deploy.memory_efficient import (
+    ChunkedInvertedResidual,
+    memory_efficient,
+    summarize_memory_efficient,
+)
 from mobilenets.deploy.onednn_graph import OneDNNGraph
 from mobilenets.deploy.quantize import nodes_in_modules
 from mobilenets.weights import ModelCard, get_preset, packaged_weights
@@ -322,7 +326,7 @@ def test_bench_cli_json() -> None:
 
 
 def test_demo_deploy_step_measures_every_form(tmp_path: Path) -> None:
-    from mobilenets.deploy.digits_report import deploy_report, deploy_table
+    from mobilenets.demo.deploy_report import deploy_report, deploy_table
     from mobilenets.training import TrainConfig, train
 
     run = tmp_path / "run"
@@ -378,7 +382,7 @@ def test_chunked_schedule_peak_meets_the_papers_goals() -> None:
     model = mobilenets.mobilenet_v2()
     plain = summarize(model).peak_activation_bytes
     assert plain == 4 * (96 * 112 * 112 + 96 * 56 * 56)  # block 1's expansion and depthwise output: 6.02 MB
-    peaks = {k: summarize(model, memory_efficient=k).peak_activation_bytes for k in (1, 2, 4, 16, "channel")}
+    peaks = {k: summarize_memory_efficient(model, k).peak_activation_bytes for k in (1, 2, 4, 16, "channel")}
     assert peaks[1] == plain  # one chunk would cost more (input kept beside the expansion): blocks stay plain
     assert peaks[2] > peaks[4] > peaks[16] > peaks["channel"]
     assert plain / peaks[4] >= 2.0 and plain / peaks["channel"] >= 3.5

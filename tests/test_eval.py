@@ -18,11 +18,12 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from mobilenets import create_model
 from mobilenets.cli import eval as eval_cli
-from mobilenets.training import card_data as card_data_module
-from mobilenets.training import data as data_module
-from mobilenets.training.evaluate import evaluate
-from mobilenets.training.metrics import ClassificationMetrics
-from mobilenets.training.plots import plot_confusion_matrix, plot_training_curves, read_metrics_log
+from mobilenets.data import card as card_data_module
+from mobilenets.data import splits as data_module
+from mobilenets.evaluation.evaluate import evaluate
+from mobilenets.evaluation.metrics import ClassificationMetrics
+from mobilenets.evaluation.plots import plot_confusion_matrix
+from mobilenets.training.plots import plot_training_curves, read_metrics_log
 from mobilenets.weights.card import ModelCard
 from mobilenets.weights.files import write_safetensors
 

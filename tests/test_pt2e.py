@@ -11,10 +11,10 @@ from torch import nn
 from torch.nn import functional as F
 
 import mobilenets
+from mobilenets.data.card import card_eval_set, first_images
 from mobilenets.deploy.pt2e import TORCHAO_REQUIREMENT, Int8Model, compile_int8, quantize_pt2e
 from mobilenets.deploy.pt2e_qat import quantize_qat_pt2e
-from mobilenets.training.card_data import card_eval_set, first_images
-from mobilenets.training.evaluate import evaluate
+from mobilenets.evaluation.evaluate import evaluate
 from mobilenets.weights import TrainedModel, load_pretrained, packaged_weights
 
 from .conftest import SMALL_RES, imagenet_list

@@ -95,12 +95,15 @@ def summarize(
     dtype: str = "float32",
     name: str = "",
     compare_standard: bool = False,
+    scheduled_model: nn.Module | None = None,
     memory_efficient: int | str | None = None,
 ) -> ModelSummary:
     """Analyse ``model`` on a ``batch_size × C × resolution × resolution`` input (counts are per batch).
 
-    ``memory_efficient`` (k chunks, or "channel") reports the peak activation memory under the chunked
-    schedule of :func:`mobilenets.deploy.memory_efficient.memory_efficient`; counts are unchanged.
+    ``scheduled_model``, when given, is the model whose forward order sets the peak activation memory:
+    the same network rescheduled, e.g. chunked (``mobilenets.deploy.memory_efficient``, whose
+    ``summarize_memory_efficient`` calls this). Counts stay ``model``'s; ``memory_efficient`` records
+    the chunk setting in the report.
     """
     if dtype not in DTYPE_BYTES:
         raise ValueError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPE_BYTES)}")
@@ -127,11 +130,7 @@ def summarize(
         example = torch.zeros(shape)
         per_element = DTYPE_BYTES[dtype]
         layers = layer_costs(model, example, bytes_per_element=per_element)
-        scheduled = model
-        if memory_efficient is not None:
-            from ..deploy.memory_efficient import memory_efficient as chunked
-
-            scheduled = chunked(model, memory_efficient, resolution=resolution)  # type: ignore[arg-type]
+        scheduled = model if scheduled_model is None else scheduled_model.eval()
         schedule = schedule_memory(scheduled, example, bytes_per_element=per_element)
     finally:
         model.train(was_training)

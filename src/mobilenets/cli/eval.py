@@ -153,10 +153,10 @@ def _print_report(report: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..training.card_data import card_eval_set
-    from ..training.data import build_loader
-    from ..training.evaluate import evaluate
-    from ..training.plots import plot_confusion_matrix
+    from ..data.card import card_eval_set
+    from ..data.splits import build_loader
+    from ..evaluation.evaluate import evaluate
+    from ..evaluation.plots import plot_confusion_matrix
 
     _check_args(args)
     apply_allocator(args)

@@ -143,7 +143,7 @@ def _trained(args: argparse.Namespace) -> Any:
 
 
 def _verification_images(args: argparse.Namespace, card: Any) -> tuple[torch.Tensor, str]:
-    from ..training.card_data import card_eval_set, first_images
+    from ..data.card import card_eval_set, first_images
 
     data = args.verify_data or args.calib or card.data
     if not data:
@@ -200,7 +200,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 def _calibration(args: argparse.Namespace, card: ModelCard) -> torch.Tensor:
     """The first ``--calib-images`` images of ``--calib``."""
-    from ..training.card_data import card_eval_set, first_images
+    from ..data.card import card_eval_set, first_images
 
     dataset, _ = card_eval_set(card, args.calib)
     return first_images(dataset, args.calib_images or DEFAULT_CALIB_IMAGES)

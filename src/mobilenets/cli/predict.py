@@ -24,7 +24,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _predictions(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Top-k entries per image; ``ValueError`` naming every unreadable image (none is classified then)."""
-    from ..training.images import ImageDecodeError, decode_image_file
+    from ..data.images import ImageDecodeError, decode_image_file
 
     trained = load_from_args(args)
     classes = trained.card.classes

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING, Any
 
 from ..analysis.formatting import print_table, to_csv, to_json
 from ..analysis.summary import DTYPE_BYTES, summarize
 from .common import add_model_arguments, model_from_args
+
+if TYPE_CHECKING:
+    from ..deploy.memory_efficient import Chunks
 
 SMALL_INPUT_RESOLUTION = 32  # CIFAR's size, what --small-input networks are made for
 
@@ -37,9 +41,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def _chunks(value: str | None) -> int | str | None:
-    if value is None or value == "channel":
-        return value
+def _chunks(value: str | None) -> Chunks | None:
+    if value is None:
+        return None
+    if value == "channel":
+        return "channel"
     try:
         chunks = int(value)
     except ValueError:
@@ -54,15 +60,20 @@ def run(args: argparse.Namespace) -> int:
     resolution = args.resolution
     if resolution is None:  # `is None`, not `or`: --resolution 0 is an error to report, not the default
         resolution = SMALL_INPUT_RESOLUTION if args.small_input else model.default_resolution
-    summary = summarize(
-        model,
-        resolution=resolution,
-        batch_size=args.batch_size,
-        dtype=args.dtype,
-        name=args.model,
-        compare_standard=args.compare_standard,
-        memory_efficient=_chunks(args.memory_efficient),
-    )
+    options: dict[str, Any] = {
+        "resolution": resolution,
+        "batch_size": args.batch_size,
+        "dtype": args.dtype,
+        "name": args.model,
+        "compare_standard": args.compare_standard,
+    }
+    chunks = _chunks(args.memory_efficient)
+    if chunks is None:
+        summary = summarize(model, **options)
+    else:
+        from ..deploy.memory_efficient import summarize_memory_efficient
+
+        summary = summarize_memory_efficient(model, chunks, **options)
     if args.format == "json":
         print(to_json(summary))
     elif args.format == "csv":

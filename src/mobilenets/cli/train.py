@@ -6,8 +6,8 @@ import argparse
 import json
 import os
 
+from ..data.transforms import AUGMENTATIONS
 from ..training.config import NORMS, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
-from ..training.data import AUGMENTATIONS
 from .common import add_allocator_argument, add_small_input_argument, apply_allocator
 
 _DEFAULTS = TrainConfig()

@@ -17,12 +17,14 @@ from __future__ import annotations
 import copy
 import itertools
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..analysis.memory import schedule_memory
+from ..analysis.summary import ModelSummary, summarize
 from ..layers.conv_norm_act import ConvNormAct
 from ..layers.inverted_residual import InvertedResidual
 from ..layers.padding import Conv2dSame, tf_same_pads
@@ -197,8 +199,6 @@ def memory_efficient(
     fits under the peak, else in its plain form. Chunking the small late blocks would cost time and
     save nothing at the analysed peak.
     """
-    from ..analysis.memory import schedule_memory
-
     fused = fuse(copy.deepcopy(model))
     if not list(fused.iter_blocks()):
         raise ValueError("the model has no blocks to chunk")
@@ -227,10 +227,23 @@ def memory_efficient(
 
 def _block_peaks(model: MobileNet, example: torch.Tensor) -> dict[str, int]:
     """The most bytes alive during each block (``blocks.S.I``) of ``model``'s schedule on ``example``."""
-    from ..analysis.memory import schedule_memory
-
     peaks: dict[str, int] = {}
     for op in schedule_memory(model, example):
         block = ".".join(op.name.split(".")[:3])
         peaks[block] = max(peaks.get(block, 0), op.live_bytes)
     return peaks
+
+
+def summarize_memory_efficient(
+    model: MobileNet, chunks: Chunks = 4, *, resolution: int = 224, **options: Any
+) -> ModelSummary:
+    """:func:`~mobilenets.analysis.summary.summarize` of ``model`` with its peak activation memory taken
+    under the chunked schedule of :func:`memory_efficient` (``options`` go to ``summarize``)."""
+    chunked = memory_efficient(model, chunks, resolution=resolution)
+    return summarize(
+        model,
+        resolution=resolution,
+        scheduled_model=chunked,
+        memory_efficient=chunks,
+        **options,
+    )

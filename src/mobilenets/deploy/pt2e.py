@@ -33,7 +33,7 @@ from torch import nn
 
 from ..layers.activations import ReLU6, keep_relu6_outputs
 from ..models.mobilenet import MAX_INPUT_SIZE, MIN_INPUT_SIZE
-from .torch_export import MAX_BATCH, ExportedClassifier
+from .captured import MAX_BATCH, ExportedClassifier
 
 TORCHAO_REQUIREMENT = "torchao==0.18.0"  # the version this module is tested with
 

@@ -19,13 +19,13 @@ from torch import nn
 
 from ..atomic import save_atomic
 from ..weights.card import ModelCard
+from .captured import MAX_BATCH, ExportedClassifier
 from .fuse import fuse
 from .onnx_export import INPUT_NAME, card_metadata
 
 METADATA_FILE = "mobilenets.json"
 TORCHSCRIPT_FORMAT = "mobilenets-torchscript/1"
 EXPORTED_PROGRAM_FORMAT = "mobilenets-exported-program/1"
-MAX_BATCH = 4096
 PT2E_INT8 = "pt2e"  # metadata "int8" of a quantized program: its ops are torchao's
 _JSON_FIELDS = ("card", "classes", "preprocess")
 
@@ -190,28 +190,6 @@ def load_exported(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, An
         f"{str(path)!r} has metadata format {file_format!r}; expected {TORCHSCRIPT_FORMAT!r} or "
         f"{EXPORTED_PROGRAM_FORMAT!r}"
     )
-
-
-class ExportedClassifier(nn.Module):
-    """A captured model (a reloaded ``.pt`` / ``.pt2`` file, an int8 graph) that ``.eval()`` chains accept.
-
-    ``torch.export`` programs raise on ``train()``/``eval()``; what we capture is captured in eval
-    mode, so ``eval()`` is a no-op here and ``train()`` refuses.
-    """
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
-        self.training = False
-
-    def train(self, mode: bool = True) -> ExportedClassifier:
-        if mode:
-            raise ValueError("an exported or int8 model is for inference only; train the float model instead")
-        return self
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.inner(x)
-        return out
 
 
 def load_for_inference(path: str | os.PathLike[str]) -> tuple[ExportedClassifier, dict[str, Any]]:

@@ -7,10 +7,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from ..data.splits import AUGMENTATIONS, check_data_spec
 from ..models import list_models
 from ..models.builder import MAX_WIDTH_MULT, small_input_strides
 from ..models.mobilenet import MAX_INPUT_SIZE, MIN_INPUT_SIZE
-from .data import AUGMENTATIONS, check_data_spec
 
 OPTIMIZERS = ("sgd", "rmsprop", "adamw")
 SCHEDULES = ("cosine", "step", "exponential")

@@ -23,14 +23,16 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..data.splits import build_loader, load_splits
 from ..errors import TrainingError
+from ..evaluation.evaluate import evaluate
+from ..evaluation.metrics import ClassificationMetrics
 from ..layers import keep_relu6_outputs, set_inplace_activations
 from ..models import MobileNet, create_model
 from ..models.builder import small_input_strides
 from ..weights.finetune import load_for_finetuning, resolve_pretrained
 from .checkpoint import ModelCard, checkpoint_paths, load_training_state, save_atomic, save_checkpoint
 from .config import RESUME_MUST_MATCH, TrainConfig
-from .data import build_loader, load_splits
 from .distributed import (
     DistContext,
     all_reduce_sum,
@@ -42,8 +44,6 @@ from .distributed import (
     lost_peer_error,
     shutdown_distributed,
 )
-from .evaluate import evaluate
-from .metrics import ClassificationMetrics
 from .optim import build_ema, build_optimizer, build_scheduler
 from .progress import EpochProgress
 from .stop import StopRequest

@@ -33,7 +33,7 @@ TF_STD: Triple = (128 / 255, 128 / 255, 128 / 255)
 @cache
 def imagenet_classes() -> tuple[str, ...]:
     """The 1,000 ImageNet-1k class names in class-index order (shipped in ``mobilenets/data``)."""
-    text = resources.files("mobilenets").joinpath("data/imagenet_classes.txt").read_text(encoding="utf-8")
+    text = resources.files("mobilenets").joinpath("weights/imagenet_classes.txt").read_text(encoding="utf-8")
     return tuple(line for line in text.splitlines() if line)
 
 

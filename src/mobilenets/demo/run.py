@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .analysis.layers import layer_costs
-from .analysis.memory import peak_activation_bytes
-from .bench.latency import measure_interleaved, prepare_for_inference
-from .bench.machine import cpu_description
-from .models import create_model
+from ..analysis.layers import layer_costs
+from ..analysis.memory import peak_activation_bytes
+from ..bench.latency import measure_interleaved, prepare_for_inference
+from ..bench.machine import cpu_description
+from ..models import create_model
 
 LAYER_WIDTHS = (32, 64, 128, 256, 512)
 LAYER_SPATIAL = 28
@@ -146,7 +146,7 @@ def train_on_digits(
     A previous demo run in ``out/MODEL`` is replaced, so the demo can be re-run. Reports the
     final-epoch val top-1, not the best, so no epoch is picked on the val set.
     """
-    from .training import TrainConfig, train
+    from ..training import TrainConfig, train
 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -266,7 +266,7 @@ def run_demo(out: Path, *, threads: int = 2, repeats: int = 20, train: bool = Tr
         print(f"[3/{steps}] training on digits: skipped (--no-train)")
     deployment = ""
     if train:
-        from .deploy.digits_report import deploy_report, deploy_table
+        from .deploy_report import deploy_report, deploy_table
 
         print(f"[4/{steps}] deploying the trained {DEPLOY_MODEL}: fused, ONNX fp32 and int8, each measured")
         checkpoint = out / "digits" / DEPLOY_MODEL / "last.safetensors"

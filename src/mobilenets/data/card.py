@@ -9,8 +9,8 @@ import torch
 from torch.utils.data import Dataset, Subset
 
 from ..weights.card import ModelCard
-from .data import build_loader, load_eval_set, load_preprocessed_eval_set
 from .folders import parse_data_spec
+from .splits import build_loader, load_eval_set, load_preprocessed_eval_set
 
 
 def card_eval_set(

@@ -100,7 +100,7 @@ def _check_size(path: str | Path, size: tuple[int, int]) -> None:
     if width * height > MAX_IMAGE_PIXELS:
         raise ImageDecodeError(
             f"{path} is {width}×{height} = {width * height:,} pixels, over MAX_IMAGE_PIXELS = "
-            f"{MAX_IMAGE_PIXELS:,} (mobilenets.training.images: a guard against decompression bombs)"
+            f"{MAX_IMAGE_PIXELS:,} (mobilenets.data.images: a guard against decompression bombs)"
         )
 
 
@@ -130,7 +130,7 @@ def _decode_pil(data: bytes, path: str | Path) -> torch.Tensor:
         raise
     except Image.DecompressionBombError as err:  # beyond twice PIL's own limit: refused in open()
         raise ImageDecodeError(
-            f"{path} is over MAX_IMAGE_PIXELS = {MAX_IMAGE_PIXELS:,} (mobilenets.training.images: "
+            f"{path} is over MAX_IMAGE_PIXELS = {MAX_IMAGE_PIXELS:,} (mobilenets.data.images: "
             f"a guard against decompression bombs): {err}"
         ) from err
     except UnidentifiedImageError as err:

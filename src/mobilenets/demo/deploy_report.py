@@ -17,13 +17,13 @@ from safetensors.torch import save
 from torch import nn
 
 from ..bench.latency import measure_interleaved
-from ..training.data import build_loader, load_splits
-from ..training.datasets import CachedImages
-from ..training.evaluate import evaluate
+from ..data.datasets import CachedImages
+from ..data.splits import build_loader, load_splits
+from ..deploy.onnx_export import OnnxClassifier, export_onnx, max_abs_difference
+from ..deploy.optimize import optimize
+from ..deploy.quantize import quantize_onnx
+from ..evaluation.evaluate import evaluate
 from ..weights.card import load_trained_model
-from .onnx_export import OnnxClassifier, export_onnx, max_abs_difference
-from .optimize import optimize
-from .quantize import quantize_onnx
 
 CALIBRATION_IMAGES = 200
 FP32_TOLERANCE = 1e-4

@@ -1,0 +1,37 @@
+"""Image data: ``--data`` specs, decoding, datasets, reproducible loaders and transforms.
+
+Training, evaluation, export (calibration and verification images) and prediction all read images
+through this package, so a folder, a labelled list or CIFAR-10 is prepared the same way everywhere.
+"""
+
+from .card import card_eval_set, first_images
+from .folders import DataSpec, parse_data_spec
+from .images import ImageDecodeError, decode_image_file
+from .loader import Loader, build_loader
+from .splits import (
+    DataSplits,
+    check_data_spec,
+    load_digits_dataset,
+    load_eval_set,
+    load_preprocessed_eval_set,
+    load_splits,
+)
+from .transforms import AUGMENTATIONS
+
+__all__ = [
+    "AUGMENTATIONS",
+    "DataSpec",
+    "DataSplits",
+    "ImageDecodeError",
+    "Loader",
+    "build_loader",
+    "card_eval_set",
+    "check_data_spec",
+    "decode_image_file",
+    "first_images",
+    "load_digits_dataset",
+    "load_eval_set",
+    "load_preprocessed_eval_set",
+    "load_splits",
+    "parse_data_spec",
+]
