@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from ..errors import UsageError
 from ..models.mobilenet import MAX_INPUT_SIZE, MIN_INPUT_SIZE
 from .layers import LAYER_KINDS, LayerCost, layer_costs
 from .memory import OpMemory, schedule_memory
@@ -106,13 +107,13 @@ def summarize(
     the chunk setting in the report.
     """
     if dtype not in DTYPE_BYTES:
-        raise ValueError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPE_BYTES)}")
+        raise UsageError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPE_BYTES)}")
     if not _is_int(resolution) or not MIN_INPUT_SIZE <= resolution <= MAX_INPUT_SIZE:
-        raise ValueError(
+        raise UsageError(
             f"resolution must be an integer from {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE}, got {resolution!r}"
         )
     if not _is_int(batch_size) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        raise UsageError(f"batch_size must be a positive integer, got {batch_size!r}")
     in_channels = getattr(model, "in_channels", 3)
     shape = (batch_size, in_channels, resolution, resolution)
     was_training = model.training
@@ -122,7 +123,7 @@ def summarize(
         if math.prod(shape) > UNCHECKED_INPUT_VALUES:
             needed = estimated_activation_bytes(model, shape)
         if needed is not None and needed > ANALYSIS_BUDGET_BYTES:
-            raise ValueError(
+            raise UsageError(
                 f"analysing a {'×'.join(map(str, shape))} input would hold about {needed / 1024**3:,.1f} GiB "
                 f"of activations (at most {ANALYSIS_BUDGET_BYTES / 1024**3:g} GiB); lower the resolution "
                 "or batch_size"

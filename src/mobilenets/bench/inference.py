@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import UsageError
 from ..models import create_model
 from .latency import LatencyResult, measure_interleaved
 from .machine import cpu_description
@@ -192,12 +193,12 @@ def run_bench(
     """Build the variants and time them interleaved (medians of ``repeats`` after ``warmup``)."""
     unknown = sorted(set(only) - set(ALL_VARIANTS))
     if unknown:
-        raise ValueError(
+        raise UsageError(
             f"unknown bench variant(s) {', '.join(unknown)}; expected from {', '.join(ALL_VARIANTS)}"
         )
     for label, value, low in (("batch", batch, 1), ("threads", threads, 1), ("repeats", repeats, 1)):
         if value < low:
-            raise ValueError(f"{label} must be >= {low}, got {value}")
+            raise UsageError(f"{label} must be >= {low}, got {value}")
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import UsageError
+
 
 @dataclass(frozen=True)
 class LatencyResult:
@@ -60,7 +62,7 @@ def measure_interleaved(
     slow the next one down; settling calls and blocks keep that out of the medians.
     """
     if repeats < 1 or warmup < 0 or settle < 0 or block < 1:
-        raise ValueError(
+        raise UsageError(
             f"repeats and block must be >= 1, warmup and settle >= 0; got {repeats}, {block}, {warmup} "
             f"and {settle}"
         )

@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import UsageError
+
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 
@@ -29,7 +31,7 @@ def _status_bytes(key: str) -> int:
     for line in _STATUS.read_text().splitlines():
         if line.startswith(key):
             return int(line.split()[1]) * 1024
-    raise ValueError(f"{key} missing from {_STATUS}")
+    raise UsageError(f"{key} missing from {_STATUS}")
 
 
 def forward_peak_allocated(model: nn.Module, x: torch.Tensor) -> int:
@@ -42,7 +44,7 @@ def forward_peak_allocated(model: nn.Module, x: torch.Tensor) -> int:
     # The raw event list (a private attribute, stable since torch 2.0): memory events with signed sizes.
     events = [e for e in profile.profiler.kineto_results.events() if e.name() == "[memory]"]
     if not events:
-        raise ValueError("the profiler reported no allocations for the forward pass")
+        raise UsageError("the profiler reported no allocations for the forward pass")
     live = peak = 0
     for event in sorted(events, key=lambda e: e.start_ns()):
         live += event.nbytes()  # positive for an allocation, negative for a free
@@ -56,7 +58,7 @@ def forward_rss_growth(model: nn.Module, x: torch.Tensor) -> int:
     Raises ``ValueError`` where the kernel offers no way to reset the high-water mark.
     """
     if not _CLEAR_REFS.exists() or not _STATUS.exists():
-        raise ValueError("measuring forward memory needs Linux's /proc/self/clear_refs and VmHWM")
+        raise UsageError("measuring forward memory needs Linux's /proc/self/clear_refs and VmHWM")
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     with torch.inference_mode():
         model(x)  # lazy initialisation and kernel selection happen here, not in the measured pass

@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from ..errors import UsageError
+
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 WARMUP_CALLS = 2
@@ -33,7 +35,7 @@ def _status_mb(key: str) -> float:
     for line in _STATUS.read_text().splitlines():
         if line.startswith(key):
             return int(line.split()[1]) * 1024 / 1e6
-    raise ValueError(f"{key} missing from {_STATUS}")
+    raise UsageError(f"{key} missing from {_STATUS}")
 
 
 def measure_here(

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import MissingFileError, UsageError
 from ..models import MobileNet, create_model
 from ..models.mobilenet import MAX_INPUT_SIZE, MIN_INPUT_SIZE
 
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 def check_resolution(value: int, flag: str = "--resolution") -> int:
     """``value`` if it is an input side the models take, else a ``ValueError`` naming ``flag``."""
     if not MIN_INPUT_SIZE <= value <= MAX_INPUT_SIZE:
-        raise ValueError(f"{flag} must be from {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE} pixels, got {value}")
+        raise UsageError(f"{flag} must be from {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE} pixels, got {value}")
     return value
 
 
@@ -143,6 +144,6 @@ def load_from_args(args: argparse.Namespace) -> TrainedModel:
     from ..weights.load import load_pretrained
 
     if not args.weights.is_file():
-        raise FileNotFoundError(f"weights file {str(args.weights)!r} does not exist")
+        raise MissingFileError(f"weights file {str(args.weights)!r} does not exist")
     kwargs = foreign_model_kwargs(args)
     return load_pretrained(args.weights, model=args.model, source=args.source, preset=args.preset, **kwargs)

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ..errors import MissingFileError, UsageError
 from .common import add_allocator_argument, add_weights_arguments, apply_allocator, load_from_args
 
 DEFAULT_BATCH_SIZE = 64
@@ -74,11 +75,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _check_args(args: argparse.Namespace) -> None:
     if args.batch_size is not None and args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        raise UsageError(f"--threads must be >= 1, got {args.threads}")
     if args.workers < 0:
-        raise ValueError(f"--workers must be >= 0, got {args.workers}")
+        raise UsageError(f"--workers must be >= 0, got {args.workers}")
 
 
 def _device(name: str) -> torch.device:
@@ -87,9 +88,9 @@ def _device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"--device {name!r} is not a device; expected auto, cpu, cuda or cuda:N") from None
+        raise UsageError(f"--device {name!r} is not a device; expected auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name!r} asks for CUDA, but no CUDA device is available")
+        raise UsageError(f"--device {name!r} asks for CUDA, but no CUDA device is available")
     return device
 
 
@@ -166,14 +167,14 @@ def run(args: argparse.Namespace) -> int:
         from ..deploy.onnx_export import OnnxClassifier, read_card
 
         if not args.onnx.is_file():
-            raise FileNotFoundError(f"ONNX file {str(args.onnx)!r} does not exist")
+            raise MissingFileError(f"ONNX file {str(args.onnx)!r} does not exist")
         card, network = read_card(args.onnx), OnnxClassifier(args.onnx, threads=args.threads)
         device, source_file = torch.device("cpu"), args.onnx  # ONNX Runtime runs on the CPU here
     elif args.program is not None:
         from ..deploy.torch_export import load_for_inference, read_torch_card
 
         if not args.program.is_file():
-            raise FileNotFoundError(f"exported file {str(args.program)!r} does not exist or is not a file")
+            raise MissingFileError(f"exported file {str(args.program)!r} does not exist or is not a file")
         if args.threads is not None:
             torch.set_num_threads(args.threads)
         card = read_torch_card(args.program)
@@ -193,14 +194,14 @@ def run(args: argparse.Namespace) -> int:
         card, network, source_file = trained.card, trained.model, args.weights
     data = args.data if args.data is not None else card.data
     if not data:
-        raise ValueError(
+        raise UsageError(
             f"{str(source_file)!r} does not say what data it was trained on; give --data (a folder or a "
             "labelled list file)"
         )
     dataset, classes = card_eval_set(card, data, val_split=args.val_split, seed=args.split_seed)
     mismatch = class_mismatch(card.classes, classes)
     if mismatch:
-        raise ValueError(f"data {data!r} does not match the weights {str(source_file)!r}: {mismatch}")
+        raise UsageError(f"data {data!r} does not match the weights {str(source_file)!r}: {mismatch}")
     loader = build_loader(
         dataset,
         batch_size=args.batch_size or DEFAULT_BATCH_SIZE,
@@ -223,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             confusion_png = plot_confusion_matrix(metrics.confusion, classes, target)
         except OSError as error:
-            raise ValueError(
+            raise UsageError(
                 f"cannot write the confusion plot {str(target)!r}: {error.strerror or error}"
             ) from None
 

@@ -24,6 +24,7 @@ from torch import nn
 
 from ..deploy.pt2e_qat import DEFAULT_LR as DEFAULT_QAT_LR
 from ..deploy.quantize import CALIBRATION_METHODS, WEIGHT_DTYPES
+from ..errors import ExternalError, UsageError
 from .common import add_weights_arguments, check_resolution, foreign_model_kwargs, load_from_args
 
 if TYPE_CHECKING:
@@ -132,7 +133,7 @@ def _trained(args: argparse.Namespace) -> Any:
     from ..weights.presets import get_preset
 
     if (args.model_name is None) == (args.weights is None):
-        raise ValueError("give either a MODEL name or --checkpoint/--weights W (exactly one)")
+        raise UsageError("give either a MODEL name or --checkpoint/--weights W (exactly one)")
     if args.weights is not None:
         return load_from_args(args)
     kwargs = foreign_model_kwargs(args)  # --width-mult, --padding
@@ -163,39 +164,39 @@ def _check_args(args: argparse.Namespace) -> None:
         if given or onnx:
             hint = "; images to verify on go to --verify-data" if args.calib is not None else ""
             where = f"--format {' or '.join(INT8_FORMATS)} (int8)" if given else "--format onnx (int8)"
-            raise ValueError(f"{', '.join(given + onnx)}: only for {where}, not --format {args.format}{hint}")
+            raise UsageError(f"{', '.join(given + onnx)}: only for {where}, not --format {args.format}{hint}")
     if args.format != "onnx":
         given = [flag for name, flag in ONNX_ONLY.items() if getattr(args, name) is not None]
         if given:
-            raise ValueError(
+            raise UsageError(
                 f"{', '.join(given)}: only for --format onnx (ONNX Runtime's quantizer); "
                 f"--format {args.format} quantizes with torchao's PT2E flow"
             )
     qat = [flag for name, flag in QAT_OPTIONS.items() if getattr(args, name) is not None]
     if qat and args.format != "exported-program":
-        raise ValueError(f"{', '.join(qat)}: only for --format exported-program --int8 (torchao PT2E)")
+        raise UsageError(f"{', '.join(qat)}: only for --format exported-program --int8 (torchao PT2E)")
     without = [
         flag
         for name, flag in {**INT8_OPTIONS, **ONNX_ONLY, **QAT_OPTIONS}.items()
         if name not in ("int8", "calib") and getattr(args, name) is not None
     ]
     if without and not args.int8:
-        raise ValueError(f"{', '.join(without)}: only with --int8")
+        raise UsageError(f"{', '.join(without)}: only with --int8")
     if args.qat_epochs is not None and args.qat_epochs < 1:
-        raise ValueError(f"--qat-epochs must be >= 1, got {args.qat_epochs}")
+        raise UsageError(f"--qat-epochs must be >= 1, got {args.qat_epochs}")
     if args.qat_lr is not None and not (math.isfinite(args.qat_lr) and args.qat_lr > 0):
-        raise ValueError(f"--qat-lr must be a positive number, got {args.qat_lr}")
+        raise UsageError(f"--qat-lr must be a positive number, got {args.qat_lr}")
     if args.int8 and not args.calib:
-        raise ValueError("--int8 needs --calib DATA: real images to calibrate activation ranges on")
+        raise UsageError("--int8 needs --calib DATA: real images to calibrate activation ranges on")
     for name in ("calib_images", "verify_images"):
         value = getattr(args, name)
         if value is not None and value < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     if not math.isfinite(args.tolerance) or args.tolerance < 0:
-        raise ValueError(f"--tolerance must be a finite number >= 0, got {args.tolerance}")
+        raise UsageError(f"--tolerance must be a finite number >= 0, got {args.tolerance}")
     suffix = SUFFIXES[args.format]
     if args.out.suffix != suffix:
-        raise ValueError(f"--out {str(args.out)!r} must end in {suffix} for --format {args.format}")
+        raise UsageError(f"--out {str(args.out)!r} must end in {suffix} for --format {args.format}")
 
 
 def _calibration(args: argparse.Namespace, card: ModelCard) -> torch.Tensor:
@@ -299,9 +300,10 @@ def _run_torch(args: argparse.Namespace, model: nn.Module, card: ModelCard, reso
         diff = max_abs_difference(model, loaded, batches)
         result.update(max_abs_diff=diff, tolerance=args.tolerance)
         if diff > args.tolerance:
-            raise ValueError(
+            raise ExternalError(
                 f"{loader} output differs from PyTorch by {diff:.3g} (> {args.tolerance:g}) on "
-                f"{described}; the exported file {path} is not trustworthy"
+                f"{described}; the exported file {path} is not trustworthy. Try --format onnx, or "
+                "report the model and options"
             )
         message = (
             f"{path}: {args.format}, {result['bytes'] / 1e6:.1f} MB, {loader} vs PyTorch max |Δ| "
@@ -337,9 +339,10 @@ def run(args: argparse.Namespace) -> int:
         "tolerance": args.tolerance,
     }
     if fp32_diff > args.tolerance:
-        raise ValueError(
+        raise ExternalError(
             f"ONNX Runtime output differs from PyTorch by {fp32_diff:.3g} (> {args.tolerance:g}) on "
-            f"{described}; the exported file {fp32_path} is not trustworthy"
+            f"{described}; the exported file {fp32_path} is not trustworthy. Try another onnxruntime "
+            "version, or --format torchscript"
         )
     if args.int8:
         calibration, keep_float = _calibration(args, card), _keep_float(args)

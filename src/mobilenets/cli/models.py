@@ -7,6 +7,7 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
+from ..errors import UsageError
 from ..models import create_model, list_models
 
 
@@ -20,7 +21,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     names = list_models(args.pattern)
     if not names:
-        raise ValueError(f"no model matches {args.pattern!r}; try `mobilenets list`")
+        raise UsageError(f"no model matches {args.pattern!r}; try `mobilenets list`")
     if args.names_only:
         print("\n".join(names))
         return 0

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ..errors import MissingFileError, UsageError
 from .common import add_weights_arguments, load_from_args
 
 
@@ -58,7 +59,7 @@ def _predictions(args: argparse.Namespace) -> list[dict[str, Any]]:
                 }
             )
     if unreadable:
-        raise ValueError(
+        raise UsageError(
             f"cannot classify {len(unreadable)} of {len(args.images)} image(s): " + "; ".join(unreadable)
         )
     return results
@@ -66,15 +67,15 @@ def _predictions(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def run(args: argparse.Namespace) -> int:
     if args.top < 1:
-        raise ValueError(f"--top must be >= 1, got {args.top}")
+        raise UsageError(f"--top must be >= 1, got {args.top}")
     if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     folders = [str(path) for path in args.images if path.is_dir()]
     if folders:
-        raise ValueError(f"expected image files, got folder(s): {', '.join(folders)}")
+        raise UsageError(f"expected image files, got folder(s): {', '.join(folders)}")
     missing = [str(path) for path in args.images if not path.is_file()]
     if missing:
-        raise FileNotFoundError(f"image file(s) not found: {', '.join(missing)}")
+        raise MissingFileError(f"image file(s) not found: {', '.join(missing)}")
     results = _predictions(args)
     if args.json:
         print(json.dumps({"predictions": results}))

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..analysis.formatting import print_table, to_csv, to_json
 from ..analysis.summary import DTYPE_BYTES, summarize
+from ..errors import UsageError
 from .common import add_model_arguments, model_from_args
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ def _chunks(value: str | None) -> Chunks | None:
     except ValueError:
         chunks = 0
     if chunks < 1:
-        raise ValueError(f"--memory-efficient must be a positive integer or 'channel', got {value!r}")
+        raise UsageError(f"--memory-efficient must be a positive integer or 'channel', got {value!r}")
     return chunks
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Subset
 
+from ..errors import UsageError
 from ..weights.card import ModelCard
 from .folders import parse_data_spec
 from .splits import build_loader, load_eval_set, load_preprocessed_eval_set
@@ -36,7 +37,7 @@ def card_eval_set(
         return lazy, found
     labels = lazy.labels
     if int(labels.max()) >= len(card.classes) or int(labels.min()) < 0:
-        raise ValueError(
+        raise UsageError(
             f"data {data!r} has label {int(labels.max())}, but the model has {len(card.classes)} classes "
             f"(labels must be 0..{len(card.classes) - 1})"
         )
@@ -50,7 +51,7 @@ def first_images(dataset: Dataset[Any], count: int, *, offset: int = 0, workers:
     """
     total = len(dataset)  # type: ignore[arg-type]
     if offset >= total:
-        raise ValueError(f"the data has {total} images; cannot start at image {offset}")
+        raise UsageError(f"the data has {total} images; cannot start at image {offset}")
     indices: Sequence[int] = range(offset, min(total, offset + count))
     loader = build_loader(Subset(dataset, indices), batch_size=64, train=False, seed=0, workers=workers)
     return torch.cat([images for images, _ in loader])

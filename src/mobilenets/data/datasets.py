@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 
+from ..errors import UsageError
 from .images import ImageDecodeError, decode_image_file
 from .transforms import BatchParams, BatchTransform
 
@@ -28,9 +29,9 @@ class CachedImages(Dataset[tuple[torch.Tensor, int]]):
         size = transform.source_size
         if images.dtype != torch.uint8 or images.dim() != 4 or tuple(images.shape[1:]) != (3, size, size):
             got = f"{images.dtype} {tuple(images.shape)}"
-            raise ValueError(f"cached images must be uint8 (N, 3, {size}, {size}), got {got}")
+            raise UsageError(f"cached images must be uint8 (N, 3, {size}, {size}), got {got}")
         if labels.shape != (len(images),):
-            raise ValueError(f"need one label per image: {len(images)} images, labels {tuple(labels.shape)}")
+            raise UsageError(f"need one label per image: {len(images)} images, labels {tuple(labels.shape)}")
         self.images = images
         self.labels = labels.to(torch.int64)
         self.transform = transform

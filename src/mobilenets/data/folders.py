@@ -14,6 +14,8 @@ from typing import Literal
 import torch
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
+from ..errors import UsageError
+
 SPEC_FORMS = (
     "'digits', 'cifar10:PATH' (PATH/train and PATH/test class folders), an image-folder PATH, or (to "
     "evaluate) a labelled list FILE with one 'IMAGE_PATH, LABEL' per line"
@@ -47,25 +49,25 @@ class DataSpec:
 def parse_data_spec(spec: str) -> DataSpec:
     """Parse ``spec`` (syntax only); ``ValueError`` naming it and the accepted forms if malformed."""
     if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"data spec must be a non-empty string, got {spec!r}; expected {SPEC_FORMS}")
+        raise UsageError(f"data spec must be a non-empty string, got {spec!r}; expected {SPEC_FORMS}")
     if spec == "digits":
         return DataSpec("digits")
     prefix, colon, rest = spec.partition(":")
     if colon and prefix == "cifar10":
         if not rest.strip():
-            raise ValueError(f"data spec {spec!r} names no folder after 'cifar10:'; expected {SPEC_FORMS}")
+            raise UsageError(f"data spec {spec!r} names no folder after 'cifar10:'; expected {SPEC_FORMS}")
         return DataSpec("cifar10", Path(rest).expanduser())
     if colon and _PREFIX.fullmatch(prefix) and not Path(spec).expanduser().exists():
-        raise ValueError(f"unknown data spec {spec!r} (prefix {prefix!r}); expected {SPEC_FORMS}")
+        raise UsageError(f"unknown data spec {spec!r} (prefix {prefix!r}); expected {SPEC_FORMS}")
     path = Path(spec).expanduser()
     return DataSpec("list" if path.is_file() else "folder", path)
 
 
 def _require_dir(path: Path, spec: str, what: str) -> None:
     if not path.exists():
-        raise ValueError(f"data spec {spec!r}: {what} {path} does not exist; expected {SPEC_FORMS}")
+        raise UsageError(f"data spec {spec!r}: {what} {path} does not exist; expected {SPEC_FORMS}")
     if not path.is_dir():
-        raise ValueError(f"data spec {spec!r}: {what} {path} is not a directory; expected {SPEC_FORMS}")
+        raise UsageError(f"data spec {spec!r}: {what} {path} is not a directory; expected {SPEC_FORMS}")
 
 
 def resolve_layout(spec: str) -> tuple[DataSpec, Path | None, Path | None]:
@@ -87,7 +89,7 @@ def resolve_layout(spec: str) -> tuple[DataSpec, Path | None, Path | None]:
         for name in ("val", "test"):
             if (root / name).is_dir():
                 return parsed, root / "train", root / name
-        raise ValueError(
+        raise UsageError(
             f"data spec {spec!r}: {root} has a train/ folder but no val/ or test/ folder beside it; "
             "expected ROOT/train and ROOT/val (or ROOT/test), or ROOT holding one folder per class"
         )
@@ -103,26 +105,26 @@ def scan_folder(directory: Path, classes: tuple[str, ...] | None = None) -> tupl
     try:
         found, class_to_idx = find_classes(directory)
     except FileNotFoundError as err:
-        raise ValueError(
+        raise UsageError(
             f"{directory} holds no class folders; expected one sub-folder of images per class"
         ) from err
     if classes is not None and tuple(found) != classes:
         missing = sorted(set(classes) - set(found))
         extra = sorted(set(found) - set(classes))
-        raise ValueError(
+        raise UsageError(
             f"class folders of {directory} differ from the training classes: "
             f"missing {missing or 'none'}, unexpected {extra or 'none'}"
         )
     samples = make_dataset(directory, class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
     if not samples:
-        raise ValueError(
+        raise UsageError(
             f"no images in the class folders of {directory}; expected files ending in "
             f"{', '.join(IMG_EXTENSIONS)}"
         )
     counts = Counter(label for _, label in samples)
     empty = [str(directory / name) for name in found if counts[class_to_idx[name]] == 0]
     if empty:
-        raise ValueError(
+        raise UsageError(
             f"empty class folder(s) with no images: {', '.join(empty)}; every class needs at least one "
             f"image ({', '.join(IMG_EXTENSIONS)})"
         )
@@ -132,7 +134,7 @@ def scan_folder(directory: Path, classes: tuple[str, ...] | None = None) -> tupl
 def check_val_split(val_split: float) -> None:
     """``ValueError`` unless ``val_split`` is a number strictly between 0 and 1."""
     if isinstance(val_split, bool) or not isinstance(val_split, int | float) or not 0.0 < val_split < 1.0:
-        raise ValueError(f"val_split must be a number in (0, 1), got {val_split!r}")
+        raise UsageError(f"val_split must be a number in (0, 1), got {val_split!r}")
 
 
 def stratified_split(
@@ -168,10 +170,10 @@ def folder_splits(
     """(parsed spec, classes, train samples, val samples) for a folder or ``cifar10:`` spec."""
     parsed, train_dir, val_dir = resolve_layout(spec)
     if train_dir is None:
-        raise ValueError(f"data spec {spec!r} is not a folder spec; expected {SPEC_FORMS}")
+        raise UsageError(f"data spec {spec!r} is not a folder spec; expected {SPEC_FORMS}")
     classes, samples = scan_folder(train_dir)
     if parsed.kind == "cifar10" and classes != CIFAR10_CLASSES:
-        raise ValueError(
+        raise UsageError(
             f"data spec {spec!r}: {train_dir} has classes {list(classes)}; "
             f"CIFAR-10 has {list(CIFAR10_CLASSES)}"
         )
@@ -181,7 +183,7 @@ def folder_splits(
     labels = torch.tensor([label for _, label in samples], dtype=torch.long)
     train_idx, val_idx = stratified_split(labels, val_split, seed)
     if len(val_idx) == 0:
-        raise ValueError(
+        raise UsageError(
             f"data spec {spec!r}: no class folder of {train_dir} has 2+ images, so val_split {val_split} "
             "leaves no validation images; add images or use ROOT/train and ROOT/val folders"
         )
@@ -208,7 +210,7 @@ def read_labelled_list(path: Path) -> Samples:
             continue
         name, comma, label = text.rpartition(",")
         if not comma or not name.strip() or not label.strip().isdigit():
-            raise ValueError(
+            raise UsageError(
                 f"{path}:{number}: {text!r} is not 'IMAGE_PATH, LABEL' (LABEL a 0-based class index)"
             )
         image = path.parent / name.strip()
@@ -217,7 +219,7 @@ def read_labelled_list(path: Path) -> Samples:
         samples.append((str(image), int(label)))
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        raise ValueError(f"{path} lists image files that do not exist: {', '.join(missing[:3])}{more}")
+        raise UsageError(f"{path} lists image files that do not exist: {', '.join(missing[:3])}{more}")
     if not samples:
-        raise ValueError(f"{path} lists no images; expected one 'IMAGE_PATH, LABEL' per line")
+        raise UsageError(f"{path} lists no images; expected one 'IMAGE_PATH, LABEL' per line")
     return samples

@@ -38,6 +38,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
 
+from ..errors import UsageError
+
 # Below this many files a worker pool costs more to start than it saves.
 _PARALLEL_MIN_FILES = 1024
 _CHUNK = 256
@@ -52,7 +54,7 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 
 
-class ImageDecodeError(ValueError):
+class ImageDecodeError(UsageError):
     """A file that no decoder could read as an image, or one refused (too big, no 8-bit scaling)."""
 
 

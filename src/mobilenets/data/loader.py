@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
+from ..errors import UsageError, WrongTypeError
 from .datasets import CachedImages, FolderImages, Skipped
 
 _RawBatch = tuple[torch.Tensor | None, torch.Tensor | None, list[tuple[str, str]]]
@@ -80,17 +81,17 @@ class Loader:
         world_size: int = 1,
     ) -> None:
         if not isinstance(dataset, Sized):
-            raise TypeError(f"dataset must have a length, got {type(dataset).__name__}")
+            raise WrongTypeError(f"dataset must have a length, got {type(dataset).__name__}")
         if not _is_int(batch_size) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+            raise UsageError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         if not _is_int(seed):
-            raise ValueError(f"seed must be an integer, got {seed!r}")
+            raise UsageError(f"seed must be an integer, got {seed!r}")
         if not _is_int(workers) or workers < 0:
-            raise ValueError(f"workers must be an integer >= 0, got {workers!r}")
+            raise UsageError(f"workers must be an integer >= 0, got {workers!r}")
         if not _is_int(world_size) or world_size < 1:
-            raise ValueError(f"world_size must be an integer >= 1, got {world_size!r}")
+            raise UsageError(f"world_size must be an integer >= 1, got {world_size!r}")
         if not _is_int(rank) or not 0 <= rank < world_size:
-            raise ValueError(f"rank must be an integer in [0, {world_size}), got {rank!r}")
+            raise UsageError(f"rank must be an integer in [0, {world_size}), got {rank!r}")
         self.dataset = dataset
         self.batch_size = batch_size
         self.train = bool(train)
@@ -110,7 +111,7 @@ class Loader:
         self.num_samples = len(self._slots)
         if self.train and batch_size > self.num_samples:
             where = f" per rank ({world_size} ranks)" if world_size > 1 else ""
-            raise ValueError(
+            raise UsageError(
                 f"batch_size {batch_size} exceeds the {self.num_samples} training images{where}; "
                 "lower batch_size or add images"
             )
@@ -132,9 +133,9 @@ class Loader:
         full pass: a run resumed mid-epoch continues where it stopped. ``len()`` stays the full count.
         """
         if not _is_int(epoch) or epoch < 0:
-            raise ValueError(f"epoch must be an integer >= 0, got {epoch!r}")
+            raise UsageError(f"epoch must be an integer >= 0, got {epoch!r}")
         if not _is_int(start_step) or not 0 <= start_step <= len(self):
-            raise ValueError(f"start_step must be an integer in [0, {len(self)}], got {start_step!r}")
+            raise UsageError(f"start_step must be an integer in [0, {len(self)}], got {start_step!r}")
         self.epoch = epoch
         self.start_step = start_step
 

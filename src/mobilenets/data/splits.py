@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
+from ..errors import UsageError
 from .datasets import CachedImages, FolderImages
 from .folders import (
     Samples,
@@ -83,12 +84,12 @@ def check_data_spec(spec: str) -> None:
     """``ValueError`` unless ``spec`` is well-formed training data whose folders exist (no image is read)."""
     parsed, _, _ = resolve_layout(spec)
     if parsed.kind == "list":
-        raise ValueError(_LIST_NOT_TRAINABLE.format(spec=spec))
+        raise UsageError(_LIST_NOT_TRAINABLE.format(spec=spec))
 
 
 def _check_img_size(img_size: int) -> None:
     if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < MIN_IMG_SIZE:
-        raise ValueError(f"img_size must be an integer >= {MIN_IMG_SIZE}, got {img_size!r}")
+        raise UsageError(f"img_size must be an integer >= {MIN_IMG_SIZE}, got {img_size!r}")
 
 
 def _check_stats(name: str, values: Sequence[float], positive: bool) -> Triple:
@@ -98,9 +99,9 @@ def _check_stats(name: str, values: Sequence[float], positive: bool) -> Triple:
     except (TypeError, ValueError):
         triple = ()
     if len(triple) != 3 or not all(v == v and abs(v) != float("inf") for v in triple):
-        raise ValueError(f"{name} must be 3 finite numbers (one per RGB channel), got {values!r}")
+        raise UsageError(f"{name} must be 3 finite numbers (one per RGB channel), got {values!r}")
     if positive and min(triple) <= 0:
-        raise ValueError(f"{name} must be positive, got {values!r}")
+        raise UsageError(f"{name} must be positive, got {values!r}")
     return triple[0], triple[1], triple[2]
 
 
@@ -154,7 +155,7 @@ def _cached(samples: Samples, transform: BatchTransform, split: str) -> CachedIm
     """``samples`` decoded into a cache; unreadable files are left out (warned about by ``decode_all``)."""
     images, kept, skipped = decode_all([path for path, _ in samples], transform.source_size)
     if skipped and len(kept) == 0:
-        raise ValueError(
+        raise UsageError(
             f"none of the {len(samples)} {split} image files could be read (e.g. {skipped[0]}); "
             "the warnings say why each was skipped"
         )
@@ -220,7 +221,7 @@ def load_splits(
     check_augment(augment)
     parsed, _, _ = resolve_layout(spec)
     if parsed.kind == "list":
-        raise ValueError(_LIST_NOT_TRAINABLE.format(spec=spec))
+        raise UsageError(_LIST_NOT_TRAINABLE.format(spec=spec))
     if parsed.kind == "digits":
         digits_train, digits_val = _digits_splits(img_size, val_split, seed, augment, DIGITS_MEAN, DIGITS_STD)
         classes = tuple(str(i) for i in range(10))
@@ -259,7 +260,7 @@ def load_eval_set(
     stats = (_check_stats("mean", mean, positive=False), _check_stats("std", std, positive=True))
     parsed, _, _ = resolve_layout(spec)
     if parsed.kind == "list":
-        raise ValueError(
+        raise UsageError(
             f"data {spec!r} is a labelled list file; evaluate it with load_preprocessed_eval_set"
         )
     if parsed.kind == "digits":
@@ -294,7 +295,7 @@ def load_preprocessed_eval_set(
     """
     parsed, _, _ = resolve_layout(spec)
     if parsed.kind == "digits":
-        raise ValueError("digits is a built-in training set, not a set of photos for pretrained weights")
+        raise UsageError("digits is a built-in training set, not a set of photos for pretrained weights")
     if parsed.kind == "list":
         assert parsed.path is not None  # internal invariant: a list spec always has its file
         return FolderImages(read_labelled_list(parsed.path), transform), None

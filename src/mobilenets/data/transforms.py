@@ -26,6 +26,8 @@ import torch.nn.functional as F
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
+from ..errors import UsageError
+
 AUGMENTATIONS = ("none", "trivialaugment", "randaugment")
 RRC_SCALE = (0.35, 1.0)  # wider than ImageNet's 0.08: small images lose too much below ~1/3 area
 RRC_RATIO = (3.0 / 4.0, 4.0 / 3.0)
@@ -37,7 +39,7 @@ Triple = tuple[float, float, float]
 def check_augment(augment: str) -> None:
     """``ValueError`` unless ``augment`` is one of :data:`AUGMENTATIONS`."""
     if augment not in AUGMENTATIONS:
-        raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}; got {augment!r}")
+        raise UsageError(f"augment must be one of {', '.join(AUGMENTATIONS)}; got {augment!r}")
 
 
 def eval_resize(out_size: int) -> int:

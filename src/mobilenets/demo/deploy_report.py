@@ -22,6 +22,7 @@ from ..data.splits import build_loader, load_splits
 from ..deploy.onnx_export import OnnxClassifier, export_onnx, max_abs_difference
 from ..deploy.optimize import optimize
 from ..deploy.quantize import quantize_onnx
+from ..errors import ExternalError, UsageError
 from ..evaluation.evaluate import evaluate
 from ..weights.card import load_trained_model
 
@@ -54,7 +55,7 @@ def deploy_report(checkpoint: Path, out: Path, *, threads: int = 2, repeats: int
     card = trained.card
     splits = load_splits(card.data, img_size=card.img_size, val_split=card.val_split, seed=card.seed)
     if not isinstance(splits.train, CachedImages) or not isinstance(splits.val, CachedImages):
-        raise ValueError(f"deploy_report needs a cached data set (digits, small folders); got {card.data!r}")
+        raise UsageError(f"deploy_report needs a cached data set (digits, small folders); got {card.data!r}")
     count = min(CALIBRATION_IMAGES, len(splits.train))
     calibration_set = CachedImages(
         splits.train.images[:count], splits.train.labels[:count], splits.val.transform
@@ -70,7 +71,10 @@ def deploy_report(checkpoint: Path, out: Path, *, threads: int = 2, repeats: int
         trained.model, OnnxClassifier(fp32_path), [images for images, _ in val_batches]
     )
     if difference > FP32_TOLERANCE:
-        raise ValueError(f"ONNX Runtime differs from PyTorch by {difference:.3g} on the validation images")
+        raise ExternalError(
+            f"ONNX Runtime differs from PyTorch by {difference:.3g} on the validation images; "
+            "the demo's ONNX export is not trustworthy with this onnxruntime"
+        )
     int8_path = quantize_onnx(fp32_path, out / "model.int8.onnx", calibration)
 
     forms: dict[str, tuple[nn.Module, str, int]] = {

@@ -23,6 +23,7 @@ from ..analysis.layers import layer_costs
 from ..analysis.memory import peak_activation_bytes
 from ..bench.latency import measure_interleaved, prepare_for_inference
 from ..bench.machine import cpu_description
+from ..errors import UsageError
 from ..models import create_model
 
 LAYER_WIDTHS = (32, 64, 128, 256, 512)
@@ -239,7 +240,7 @@ def run_demo(out: Path, *, threads: int = 2, repeats: int = 20, train: bool = Tr
     Returns the report path; the charts and the digits runs are written beside it.
     """
     if threads < 1 or repeats < 1:
-        raise ValueError(f"threads and repeats must be positive, got {threads} and {repeats}")
+        raise UsageError(f"threads and repeats must be positive, got {threads} and {repeats}")
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     steps = 5 if train else 4

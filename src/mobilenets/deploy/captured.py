@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import UsageError
+
 MAX_BATCH = 4096  # the largest batch a dynamic-batch program accepts
 
 
@@ -22,7 +24,7 @@ class ExportedClassifier(nn.Module):
 
     def train(self, mode: bool = True) -> ExportedClassifier:
         if mode:
-            raise ValueError("an exported or int8 model is for inference only; train the float model instead")
+            raise UsageError("an exported or int8 model is for inference only; train the float model instead")
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

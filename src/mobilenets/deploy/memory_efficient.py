@@ -25,6 +25,7 @@ from torch import nn
 
 from ..analysis.memory import schedule_memory
 from ..analysis.summary import ModelSummary, summarize
+from ..errors import UsageError
 from ..layers.conv_norm_act import ConvNormAct
 from ..layers.inverted_residual import InvertedResidual
 from ..layers.padding import Conv2dSame, tf_same_pads
@@ -53,7 +54,7 @@ class _ConvPart(nn.Module):
     def __init__(self, unit: ConvNormAct) -> None:
         super().__init__()
         if not isinstance(unit.bn, nn.Identity):
-            raise ValueError("memory-efficient blocks need BatchNorm folded first (mobilenets.deploy.fuse)")
+            raise UsageError("memory-efficient blocks need BatchNorm folded first (mobilenets.deploy.fuse)")
         conv = unit.conv
         self.weight = nn.Parameter(conv.weight.detach(), requires_grad=False)
         bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
@@ -105,7 +106,7 @@ class ChunkedInvertedResidual(nn.Module):
             expand = block.conv_pw
         self.expand = _ConvPart(expand) if expand is not None else None
         if not isinstance(block.conv_dw, ConvNormAct) or not isinstance(block.conv_pwl, ConvNormAct):
-            raise ValueError("only depthwise-separable inverted residual blocks can be chunked")
+            raise UsageError("only depthwise-separable inverted residual blocks can be chunked")
         self.depthwise = _ConvPart(block.conv_dw)
         pwl = _ConvPart(block.conv_pwl)
         self.project_weight = nn.Parameter(pwl.weight[:, :, 0, 0].t().contiguous(), requires_grad=False)
@@ -115,7 +116,7 @@ class ChunkedInvertedResidual(nn.Module):
         self.out_channels = block.out_channels
         count = self.hidden if chunks == "channel" else int(chunks)
         if count < 1:
-            raise ValueError(f"chunks must be a positive integer or 'channel', got {chunks!r}")
+            raise UsageError(f"chunks must be a positive integer or 'channel', got {chunks!r}")
         count = min(count, self.hidden)
         edges = [round(i * self.hidden / count) for i in range(count + 1)]
         self.bounds = list(itertools.pairwise(edges))
@@ -201,7 +202,7 @@ def memory_efficient(
     """
     fused = fuse(copy.deepcopy(model))
     if not list(fused.iter_blocks()):
-        raise ValueError("the model has no blocks to chunk")
+        raise UsageError("the model has no blocks to chunk")
     replaced = _chunk_all(fused, chunks)
     if not only_where_needed or not replaced:
         return fused

@@ -25,6 +25,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from ..errors import UsageError
+
 PROFILING_CALLS = 2  # the profiling executor records shapes on the first call and fuses on the second
 
 
@@ -59,7 +61,7 @@ class OneDNNGraph(nn.Module):
     def __init__(self, model: nn.Module, *, max_shapes: int = 4) -> None:
         super().__init__()
         if max_shapes < 1:
-            raise ValueError(f"max_shapes must be at least 1, got {max_shapes}")
+            raise UsageError(f"max_shapes must be at least 1, got {max_shapes}")
         self.model = model.eval()
         self.max_shapes = max_shapes
         # shape -> (frozen graph, whether it runs with oneDNN Graph fusion)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..atomic import save_atomic
+from ..errors import UsageError, external_step
 from ..weights.card import ModelCard
 from .fuse import fuse
 
@@ -36,7 +37,7 @@ def _onnx() -> Any:
     try:
         import onnx
     except ImportError:  # pragma: no cover - the deploy extra is part of `make install`
-        raise ValueError("ONNX export needs the deploy extra: pip install 'mobilenets[deploy]'") from None
+        raise UsageError("ONNX export needs the deploy extra: pip install 'mobilenets[deploy]'") from None
     return onnx
 
 
@@ -62,7 +63,12 @@ def card_metadata(card: ModelCard | None, **extra: str) -> dict[str, str]:
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     """``metadata_props`` of an ONNX file (without loading its weights into memory twice)."""
     onnx = _onnx()
-    model = onnx.load(str(path), load_external_data=False)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except OSError:
+        raise
+    except Exception as error:  # protobuf's DecodeError and friends: not an ONNX file
+        raise UsageError(f"{str(path)!r} is not a readable ONNX file ({type(error).__name__})") from None
     return {prop.key: prop.value for prop in model.metadata_props}
 
 
@@ -70,7 +76,7 @@ def read_card(path: str | os.PathLike[str]) -> ModelCard:
     """The model card stored in an ONNX file we exported; ``ValueError`` if it has none."""
     metadata = read_metadata(path)
     if "card" not in metadata:
-        raise ValueError(
+        raise UsageError(
             f"{str(path)!r} has no mobilenets model card in its metadata (exported elsewhere?); "
             "evaluate it through the weights it came from"
         )
@@ -84,7 +90,10 @@ def save_onnx(model_proto: Any, path: str | os.PathLike[str], metadata: dict[str
     for key, value in metadata.items():
         entry = model_proto.metadata_props.add()
         entry.key, entry.value = key, value
-    onnx.checker.check_model(model_proto, full_check=True)
+    with external_step(
+        "onnx.checker on the exported graph", "re-export with another --opset or use --format torchscript"
+    ):
+        onnx.checker.check_model(model_proto, full_check=True)
     payload = model_proto.SerializeToString()
     save_atomic(path, lambda handle: handle.write(payload))
     return Path(path)
@@ -150,18 +159,22 @@ def export_onnx(
     ):
         warnings.simplefilter("ignore")  # the exporter's deprecation chatter, not the user's business
         target = Path(tmp) / "model.onnx"
-        torch.onnx.export(
-            fused,
-            (example,),
-            target,
-            dynamo=True,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_shapes=dynamic_shapes,
-            opset_version=opset,
-            external_data=False,
-            verbose=False,
+        step = external_step(
+            "ONNX export (torch.onnx.export, dynamo)", "try --format torchscript or --format exported-program"
         )
+        with step:
+            torch.onnx.export(
+                fused,
+                (example,),
+                target,
+                dynamo=True,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes=dynamic_shapes,
+                opset_version=opset,
+                external_data=False,
+                verbose=False,
+            )
         model_proto = onnx.load(str(target))
     name_nodes_by_module(model_proto)
     return save_onnx(model_proto, path, card_metadata(card, resolution=str(resolution)))
@@ -183,7 +196,8 @@ def ort_session(path: str | os.PathLike[str], threads: int | None = None, *, spi
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    with external_step(f"ONNX Runtime loading {str(path)!r}", "check that it is a complete ONNX file"):
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 class OnnxClassifier(nn.Module):
@@ -205,11 +219,13 @@ class OnnxClassifier(nn.Module):
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
         step = self.fixed_batch or len(array)
         if len(array) % step:
-            raise ValueError(f"{self.path} takes batches of {step}; got {len(array)} images")
-        outputs = [
-            self.session.run(None, {self.input_name: array[i : i + step]})[0]
-            for i in range(0, len(array), step)
-        ]
+            raise UsageError(f"{self.path} takes batches of {step}; got {len(array)} images")
+        hint = "the file's input shape is its card's; `mobilenets eval --onnx` prepares images to fit it"
+        with external_step(f"ONNX Runtime running {str(self.path)!r}", hint):
+            outputs = [
+                self.session.run(None, {self.input_name: array[i : i + step]})[0]
+                for i in range(0, len(array), step)
+            ]
         return torch.from_numpy(outputs[0] if len(outputs) == 1 else np.concatenate(outputs))
 
 

@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ..errors import UsageError
 from .fuse import fuse
 from .onednn_graph import OneDNNGraph, frozen_trace
 
@@ -43,7 +44,7 @@ def optimize(model: nn.Module, *, resolution: int = 224, mode: Mode = "onednn") 
     returns what ``model`` returns in eval mode, to float rounding.
     """
     if mode not in OPTIMIZE_MODES:
-        raise ValueError(f"unknown optimize mode {mode!r}; expected one of {', '.join(OPTIMIZE_MODES)}")
+        raise UsageError(f"unknown optimize mode {mode!r}; expected one of {', '.join(OPTIMIZE_MODES)}")
     if mode == "onednn":
         graph = OneDNNGraph(fuse(model).float())
         graph(torch.zeros(1, 3, resolution, resolution))  # builds the batch-1 graph now

@@ -31,11 +31,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import UsageError, WrongTypeError, external_step
 from ..layers.activations import ReLU6, keep_relu6_outputs
 from ..models.mobilenet import MAX_INPUT_SIZE, MIN_INPUT_SIZE
 from .captured import MAX_BATCH, ExportedClassifier
 
 TORCHAO_REQUIREMENT = "torchao==0.18.0"  # the version this module is tested with
+_INT8_HINT = (
+    "try keep_float (--keep-float) for the layer named in the error, or ONNX int8 (--format onnx --int8)"
+)
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ def torchao_api() -> TorchaoAPI:
             get_default_x86_inductor_quantization_config,
         )
     except ImportError as error:
-        raise ValueError(
+        raise UsageError(
             f"PT2E int8 quantization needs the torchao package, which could not be imported ({error}); "
             f"install it with `pip install {TORCHAO_REQUIREMENT}`"
         ) from error
@@ -89,33 +93,35 @@ def torchao_ops() -> None:
 def check_batch(batch: object, index: int, resolution: int, what: str = "calibration") -> torch.Tensor:
     """``batch`` as float32 if it is a float (N, 3, resolution, resolution) tensor, else a clear error."""
     if not isinstance(batch, torch.Tensor):
-        raise TypeError(f"{what} batch {index} is a {type(batch).__name__}, not a tensor")
+        raise WrongTypeError(f"{what} batch {index} is a {type(batch).__name__}, not a tensor")
     expected = (3, resolution, resolution)
     if batch.ndim != 4 or tuple(batch.shape[1:]) != expected or not 0 < len(batch) <= MAX_BATCH:
-        raise ValueError(
+        raise UsageError(
             f"{what} batch {index} must be a (N, 3, {resolution}, {resolution}) batch with N from 1 "
             f"to {MAX_BATCH}, got shape {tuple(batch.shape)}"
         )
     if not batch.is_floating_point():
-        raise ValueError(f"{what} batch {index} must hold float images, got {batch.dtype}")
+        raise UsageError(f"{what} batch {index} must hold float images, got {batch.dtype}")
     if not bool(batch.isfinite().all()):
-        raise ValueError(f"{what} batch {index} holds NaN or infinite values")
+        raise UsageError(f"{what} batch {index} holds NaN or infinite values")
     return batch.float()
 
 
 def check_options(model: nn.Module, resolution: int, keep_float: Sequence[str]) -> None:
     """A clear error for a resolution out of range or a ``keep_float`` module ``model`` lacks."""
     if not MIN_INPUT_SIZE <= resolution <= MAX_INPUT_SIZE:
-        raise ValueError(
+        raise UsageError(
             f"resolution must be from {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE} pixels, got {resolution}"
         )
     if isinstance(keep_float, str):
-        raise TypeError(f"keep_float must be a sequence of module names, e.g. [{keep_float!r}], not a string")
+        raise WrongTypeError(
+            f"keep_float must be a sequence of module names, e.g. [{keep_float!r}], not a string"
+        )
     names = {name for name, _ in model.named_modules() if name}
     for name in keep_float:
         if name not in names:
             children = ", ".join(name for name, _ in model.named_children())
-            raise ValueError(
+            raise UsageError(
                 f"keep_float: the model has no module {name!r}; its top-level modules are {children}"
             )
 
@@ -142,7 +148,7 @@ def capture(model: nn.Module, resolution: int, *, train: bool) -> torch.fx.Graph
     was_training = model.training
     model.train(train)
     try:
-        with torch.inference_mode(False):
+        with torch.inference_mode(False), external_step("torch.export capture for int8", _INT8_HINT):
             return torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes).module()
     finally:
         model.train(was_training)
@@ -163,7 +169,7 @@ class Int8Model(ExportedClassifier):
     def graph_module(self) -> torch.fx.GraphModule:
         inner = self.inner
         if not isinstance(inner, torch.fx.GraphModule):  # internal invariant: set in __init__
-            raise TypeError(f"Int8Model wraps a GraphModule, not a {type(inner).__name__}")
+            raise WrongTypeError(f"Int8Model wraps a GraphModule, not a {type(inner).__name__}")
         return inner
 
 
@@ -184,7 +190,7 @@ def quantize_pt2e(
     ``resolution``. Run it as it is to check accuracy, or through :func:`compile_int8` for speed.
     """
     if isinstance(calibration_batches, torch.Tensor):
-        raise TypeError(
+        raise WrongTypeError(
             "calibration_batches must be an iterable of (N, 3, H, W) batches, not one tensor; "
             "pass e.g. images.split(50)"
         )
@@ -193,15 +199,18 @@ def quantize_pt2e(
     batches = iter(calibration_batches)
     first = next(batches, None)
     if first is None:
-        raise ValueError("no calibration batch was given; activation ranges need real images")
+        raise UsageError("no calibration batch was given; activation ranges need real images")
     first = check_batch(first, 0, resolution)
     quantizer = x86_quantizer(ao, reduce_range=reduce_range, keep_float=keep_float)
     with torch.inference_mode(False), torch.no_grad():
-        prepared = ao.prepare_pt2e(capture(model, resolution, train=False), quantizer)
+        captured = capture(model, resolution, train=False)
+        with external_step("torchao's prepare_pt2e", _INT8_HINT):
+            prepared = ao.prepare_pt2e(captured, quantizer)
         prepared(first)
         for index, batch in enumerate(batches, start=1):
             prepared(check_batch(batch, index, resolution))
-        converted = ao.convert_pt2e(prepared)
+        with external_step("torchao's convert_pt2e", _INT8_HINT):
+            converted = ao.convert_pt2e(prepared)
     drop_unused_tensors(converted)
     return Int8Model(converted)
 

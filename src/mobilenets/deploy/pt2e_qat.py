@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..errors import UsageError, WrongTypeError
 from .pt2e import (
     Int8Model,
     capture,
@@ -97,17 +98,17 @@ def quantize_qat_pt2e(
     :func:`~.pt2e.quantize_pt2e`. ``model`` is not changed.
     """
     if isinstance(batches, torch.Tensor) or iter(batches) is batches:
-        raise TypeError(
+        raise WrongTypeError(
             "batches must be a re-iterable of (N, 3, H, W) batches: a list (images.split(32)) or a loader"
         )
     if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+        raise UsageError(f"epochs must be a positive integer, got {epochs!r}")
     if not (isinstance(lr, float | int) and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive number, got {lr!r}")
+        raise UsageError(f"lr must be a positive number, got {lr!r}")
     check_options(model, resolution, keep_float)
     first = next(iter(batches), None)
     if first is None:
-        raise ValueError("no training batch was given; quantization-aware fine-tuning needs real images")
+        raise UsageError("no training batch was given; quantization-aware fine-tuning needs real images")
     check_batch(first, 0, resolution, what="training")  # before the slow capture
     ao = torchao_api()
     quantizer = x86_quantizer(ao, reduce_range=reduce_range, keep_float=keep_float, qat=True)
@@ -125,7 +126,7 @@ def quantize_qat_pt2e(
                 student = F.log_softmax(prepared(images), dim=1)
                 loss = F.kl_div(student, target, log_target=True, reduction="batchmean")
                 if not torch.isfinite(loss):
-                    raise ValueError(
+                    raise UsageError(
                         f"quantization-aware loss became {loss.item()} at epoch {epoch + 1}, batch {index}; "
                         f"try a lower lr (now {lr:g})"
                     )

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from ..errors import UsageError, external_step
 from .onnx_export import read_metadata, save_onnx
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
@@ -82,7 +83,7 @@ def nodes_in_modules(model_proto: Any, modules: Sequence[str]) -> list[str]:
         matched = [name for name in names if name.split("/")[0] == module or name.startswith(module + ".")]
         if not matched:
             paths = sorted({name.split("/")[0].rsplit(".", 1)[0] for name in names})
-            raise ValueError(
+            raise UsageError(
                 f"no layer of the model is in module {module!r}; modules include {', '.join(paths[:8])}"
             )
         selected += matched
@@ -111,13 +112,13 @@ def quantize_onnx(
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     if method not in CALIBRATION_METHODS:
-        raise ValueError(
+        raise UsageError(
             f"unknown calibration method {method!r}; expected one of {', '.join(CALIBRATION_METHODS)}"
         )
     if weight_dtype not in WEIGHT_DTYPES:
-        raise ValueError(f"unknown weight dtype {weight_dtype!r}; expected one of {', '.join(WEIGHT_DTYPES)}")
+        raise UsageError(f"unknown weight dtype {weight_dtype!r}; expected one of {', '.join(WEIGHT_DTYPES)}")
     if calibration.ndim != 4 or calibration.shape[1] != 3 or len(calibration) == 0:
-        raise ValueError(
+        raise UsageError(
             f"calibration images must be a non-empty (N, 3, H, W) batch, got shape {tuple(calibration.shape)}"
         )
     metadata = read_metadata(fp32_path)
@@ -136,7 +137,10 @@ def quantize_onnx(
         # ORT prints calibration progress on stdout and warns through the root logger; keep both quiet
         # so stdout stays the caller's (e.g. one JSON object). Bias overflow warnings are expected:
         # ORT widens those channels' weight scales to fit the bias, as intended.
-        with contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger():
+        step = external_step(
+            "ONNX Runtime's int8 quantizer", "try --calib-method minmax, or --keep-float stem,classifier"
+        )
+        with step, contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger():
             quantize_static(
                 str(prepared),
                 str(quantized),

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..atomic import save_atomic
+from ..errors import UsageError, external_step
 from ..weights.card import ModelCard
 from .captured import MAX_BATCH, ExportedClassifier
 from .fuse import fuse
@@ -58,7 +59,7 @@ class _InputCheck(nn.Module):
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         size = self.resolution
         if input.dim() != 4 or input.size(1) != 3 or input.size(2) != size or input.size(3) != size:
-            raise ValueError(
+            raise UsageError(
                 f"this model takes a float32 NCHW batch of shape (N, 3, {size}, {size}); "
                 f"got {list(input.shape)}"
             )
@@ -79,8 +80,9 @@ def export_torchscript(
     with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated in favour of torch.export
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # spatial sizes: the input check covers
-        traced = torch.jit.trace(fused, example, check_trace=False)
-        frozen = torch.jit.freeze(torch.jit.script(_InputCheck(traced, resolution)).eval())
+        with external_step("TorchScript tracing and freezing", "try --format exported-program or onnx"):
+            traced = torch.jit.trace(fused, example, check_trace=False)
+            frozen = torch.jit.freeze(torch.jit.script(_InputCheck(traced, resolution)).eval())
         metadata = torch_metadata(
             card,
             file_format=TORCHSCRIPT_FORMAT,
@@ -116,7 +118,7 @@ def export_program(
     # An example batch of 2: export specializes dimensions whose example size is 1.
     example = torch.zeros(2 if dynamic_batch else 1, 3, resolution, resolution)
     dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},) if dynamic_batch else None
-    with torch.inference_mode(False):
+    with torch.inference_mode(False), external_step("torch.export", "try --format torchscript or onnx"):
         program = torch.export.export(fused, (example,), dynamic_shapes=dynamic_shapes)
     metadata = torch_metadata(
         card,
@@ -142,18 +144,18 @@ def read_torch_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
             names = [name for name in archive.namelist() if name.endswith(f"/extra/{METADATA_FILE}")]
             text = archive.read(names[0]) if names else b""
     except (zipfile.BadZipFile, IsADirectoryError):
-        raise ValueError(f"{str(path)!r} is not a TorchScript or torch.export file (not a zip)") from None
+        raise UsageError(f"{str(path)!r} is not a TorchScript or torch.export file (not a zip)") from None
     if not text:
-        raise ValueError(
+        raise UsageError(
             f"{str(path)!r} carries no {METADATA_FILE} (not exported by mobilenets?); load it with "
             "torch.jit.load or torch.export.load"
         )
     try:
         document = json.loads(text)
     except ValueError:
-        raise ValueError(f"{str(path)!r}: its {METADATA_FILE} is not valid JSON") from None
+        raise UsageError(f"{str(path)!r}: its {METADATA_FILE} is not valid JSON") from None
     if not isinstance(document, dict):
-        raise ValueError(f"{str(path)!r}: its {METADATA_FILE} is not a JSON object")
+        raise UsageError(f"{str(path)!r}: its {METADATA_FILE} is not a JSON object")
     return document
 
 
@@ -161,7 +163,7 @@ def read_torch_card(path: str | os.PathLike[str]) -> ModelCard:
     """The model card stored in a TorchScript or torch.export file we exported; ``ValueError`` if none."""
     metadata = read_torch_metadata(path)
     if "card" not in metadata:
-        raise ValueError(
+        raise UsageError(
             f"{str(path)!r} has no mobilenets model card in its metadata (exported without one); "
             "evaluate it through the weights it came from"
         )
@@ -179,14 +181,16 @@ def load_exported(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, An
     if file_format == TORCHSCRIPT_FORMAT:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice
-            return torch.jit.load(str(path), map_location="cpu"), metadata
+            with external_step(f"torch.jit.load of {str(path)!r}", "re-export it with this torch"):
+                return torch.jit.load(str(path), map_location="cpu"), metadata
     if file_format == EXPORTED_PROGRAM_FORMAT:
         if metadata.get("int8") == PT2E_INT8:
             from .pt2e import torchao_ops
 
             torchao_ops()  # registers the quantize / dequantize ops the program calls
-        return torch.export.load(str(path)).module(), metadata
-    raise ValueError(
+        with external_step(f"torch.export.load of {str(path)!r}", "re-export it with this torch"):
+            return torch.export.load(str(path)).module(), metadata
+    raise UsageError(
         f"{str(path)!r} has metadata format {file_format!r}; expected {TORCHSCRIPT_FORMAT!r} or "
         f"{EXPORTED_PROGRAM_FORMAT!r}"
     )

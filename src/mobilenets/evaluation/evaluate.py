@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
+from ..errors import UsageError
 from .metrics import ClassificationMetrics
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -20,7 +21,7 @@ def _same_device(a: torch.device, b: torch.device) -> bool:
 def _check_model_device(model: nn.Module, device: torch.device) -> None:
     parameter = next(model.parameters(), None)
     if parameter is not None and not _same_device(parameter.device, device):
-        raise ValueError(
+        raise UsageError(
             f"model is on {parameter.device} but evaluation was asked on {device}; move it first "
             f"(model.to({str(device)!r}))"
         )
@@ -70,14 +71,14 @@ def evaluate(
                             mirrored = mirrored.contiguous(memory_format=torch.channels_last)
                         output = (output.float() + model(mirrored).float()) / 2
                 if not isinstance(output, torch.Tensor):
-                    raise ValueError(
+                    raise UsageError(
                         f"model returned {type(output).__name__}, expected a logits tensor "
                         "(a features_only model cannot be evaluated)"
                     )
                 logits = output.float()
                 if metrics is None:
                     if logits.ndim != 2:
-                        raise ValueError(
+                        raise UsageError(
                             f"model returned shape {tuple(logits.shape)}, expected (batch, classes)"
                         )
                     metrics = ClassificationMetrics(logits.shape[1])
@@ -88,5 +89,5 @@ def evaluate(
     if into is not None:
         return into
     if metrics is None or metrics.num_images == 0:
-        raise ValueError("the loader yielded no images; expected at least one batch to evaluate")
+        raise UsageError("the loader yielded no images; expected at least one batch to evaluate")
     return metrics

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from ..errors import UsageError
+
 DEFAULT_TOPK = 5
 
 
@@ -30,9 +32,9 @@ class ClassificationMetrics:
 
     def __init__(self, num_classes: int, *, topk: int = DEFAULT_TOPK) -> None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
+            raise UsageError(f"num_classes must be an integer >= 1, got {num_classes!r}")
         if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
-            raise ValueError(f"topk must be an integer >= 1, got {topk!r}")
+            raise UsageError(f"topk must be an integer >= 1, got {topk!r}")
         self.num_classes = num_classes
         self.topk = min(topk, num_classes)
         self.reset()
@@ -63,12 +65,12 @@ class ClassificationMetrics:
         """
         if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[1] != self.num_classes:
             shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-            raise ValueError(f"logits must be a (batch, {self.num_classes}) tensor, got {shape}")
+            raise UsageError(f"logits must be a (batch, {self.num_classes}) tensor, got {shape}")
         if not isinstance(labels, torch.Tensor) or labels.shape != (logits.shape[0],):
             shape = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
-            raise ValueError(f"labels must be a ({logits.shape[0]},) tensor to match the logits, got {shape}")
+            raise UsageError(f"labels must be a ({logits.shape[0]},) tensor to match the logits, got {shape}")
         if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
-            raise ValueError(f"labels must be an integer tensor, got dtype {labels.dtype}")
+            raise UsageError(f"labels must be an integer tensor, got dtype {labels.dtype}")
         batch = labels.numel()
         if batch == 0:
             return
@@ -76,7 +78,7 @@ class ClassificationMetrics:
         low, high = int(labels.min()), int(labels.max())
         if low < 0 or high >= self.num_classes:
             bad = low if low < 0 else high
-            raise ValueError(
+            raise UsageError(
                 f"label {bad} is out of range for {self.num_classes} classes (0..{self.num_classes - 1})"
             )
         self._to(logits.device)
@@ -97,7 +99,7 @@ class ClassificationMetrics:
         elif value.shape == (batch,):
             self._loss_sum += value.sum()
         else:
-            raise ValueError(
+            raise UsageError(
                 f"loss must be a scalar (batch mean) or have shape ({batch},), got {tuple(value.shape)}"
             )
         self._loss_count += batch
@@ -107,7 +109,7 @@ class ClassificationMetrics:
         if not isinstance(other, ClassificationMetrics):
             raise TypeError(f"can only merge ClassificationMetrics, got {type(other).__name__}")
         if (other.num_classes, other.topk) != (self.num_classes, self.topk):
-            raise ValueError(
+            raise UsageError(
                 f"cannot merge metrics of {other.num_classes} classes/top-{other.topk} into "
                 f"{self.num_classes} classes/top-{self.topk}"
             )
@@ -139,14 +141,14 @@ class ClassificationMetrics:
         """Replace all counts with ``state`` (from :meth:`state_tensor`, typically summed over ranks)."""
         if not isinstance(state, torch.Tensor) or state.shape != (self.state_size,):
             shape = tuple(state.shape) if isinstance(state, torch.Tensor) else type(state).__name__
-            raise ValueError(
+            raise UsageError(
                 f"state must be a ({self.state_size},) tensor for {self.num_classes} classes, got {shape}"
             )
         state = state.detach().double()
         cells = self.num_classes**2
         counts = state[:cells].round().to(torch.int64)
         if bool((counts < 0).any()):
-            raise ValueError("state holds negative confusion counts; expected counts >= 0")
+            raise UsageError("state holds negative confusion counts; expected counts >= 0")
         self._confusion = counts.view(self.num_classes, self.num_classes)
         self._topk_correct = state[cells].round().to(torch.int64)
         self._loss_sum = state[cells + 1].clone()
@@ -191,10 +193,10 @@ class ClassificationMetrics:
         """JSON-ready results; NaN becomes None. ``classes`` names the rows (default "0", "1", ...)."""
         names = [str(i) for i in range(self.num_classes)] if classes is None else [str(c) for c in classes]
         if len(names) != self.num_classes:
-            raise ValueError(f"expected {self.num_classes} class names, got {len(names)}")
+            raise UsageError(f"expected {self.num_classes} class names, got {len(names)}")
         if len(set(names)) != len(names):
             duplicates = sorted({name for name in names if names.count(name) > 1})
-            raise ValueError(f"class names must be unique, got duplicates {duplicates}")
+            raise UsageError(f"class names must be unique, got duplicates {duplicates}")
         confusion = self.confusion
         return {
             "top1": _nan_to_none(self.top1),

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..atomic import save_atomic
+from ..errors import UsageError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -41,9 +42,9 @@ def save_png(figure: Figure, path: Path, dpi: int = 100) -> Path:
 def _as_confusion(confusion: torch.Tensor | Sequence[Sequence[int]]) -> torch.Tensor:
     matrix = torch.as_tensor(confusion).detach().cpu()
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] == 0:
-        raise ValueError(f"confusion must be a non-empty square matrix, got shape {tuple(matrix.shape)}")
+        raise UsageError(f"confusion must be a non-empty square matrix, got shape {tuple(matrix.shape)}")
     if matrix.is_complex() or not bool(torch.isfinite(matrix.double()).all()) or bool((matrix < 0).any()):
-        raise ValueError("confusion must hold finite counts >= 0")
+        raise UsageError("confusion must hold finite counts >= 0")
     return matrix.double()
 
 
@@ -63,7 +64,7 @@ def plot_confusion_matrix(
     n = matrix.shape[0]
     names = [str(name) for name in classes]
     if len(names) != n:
-        raise ValueError(f"expected {n} class names for a {n}×{n} confusion matrix, got {len(names)}")
+        raise UsageError(f"expected {n} class names for a {n}×{n} confusion matrix, got {len(names)}")
     if normalize:
         matrix = matrix / matrix.sum(dim=1, keepdim=True).clamp_min(1.0)
 

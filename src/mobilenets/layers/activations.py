@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..errors import UsageError
+
 ActivationFactory = Callable[[], nn.Module]
 
 
@@ -94,7 +96,7 @@ def create_activation(name: str | None) -> nn.Module:
     if name is None:
         return nn.Identity()
     if not isinstance(name, str) or name.lower() not in _ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; expected one of {', '.join(ACTIVATION_NAMES)}")
+        raise UsageError(f"unknown activation {name!r}; expected one of {', '.join(ACTIVATION_NAMES)}")
     return _ACTIVATIONS[name.lower()]()
 
 
@@ -118,4 +120,4 @@ def set_inplace_activations(model: nn.Module, inplace: bool) -> int:
 def check_activation(name: str | None) -> None:
     """Raise ``ValueError`` unless ``name`` is a known activation (or ``None``)."""
     if name is not None and (not isinstance(name, str) or name.lower() not in _ACTIVATIONS):
-        raise ValueError(f"unknown activation {name!r}; expected one of {', '.join(ACTIVATION_NAMES)}")
+        raise UsageError(f"unknown activation {name!r}; expected one of {', '.join(ACTIVATION_NAMES)}")

@@ -6,6 +6,8 @@ import math
 import numbers
 from typing import TypeGuard
 
+from ..errors import UsageError
+
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
     """Round a channel count to the nearest multiple of ``divisor``, never dropping more than 10%.
@@ -17,11 +19,11 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     ``min_value`` (default: ``divisor``) is the smallest result.
     """
     if not is_positive_int(divisor):
-        raise ValueError(f"divisor must be a positive integer, got {divisor!r}")
+        raise UsageError(f"divisor must be a positive integer, got {divisor!r}")
     if min_value is not None and not is_positive_int(min_value):
-        raise ValueError(f"min_value must be a positive integer or None, got {min_value!r}")
+        raise UsageError(f"min_value must be a positive integer or None, got {min_value!r}")
     if not is_real(value) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"channel count must be a positive finite number, got {value!r}")
+        raise UsageError(f"channel count must be a positive finite number, got {value!r}")
     min_value = divisor if min_value is None else min_value
     rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
     if rounded < 0.9 * value:

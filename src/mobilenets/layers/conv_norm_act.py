@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import UsageError, WrongTypeError
 from .activations import create_activation
 from .channels import is_positive_int
 from .norm import NormConfig
@@ -42,21 +43,21 @@ class ConvNormAct(nn.Module):
             ("dilation", dilation),
         ):
             if not is_positive_int(value):
-                raise ValueError(f"{label} must be a positive integer, got {value!r}")
+                raise UsageError(f"{label} must be a positive integer, got {value!r}")
         if not is_positive_int(groups) or in_channels % groups or out_channels % groups:
-            raise ValueError(
+            raise UsageError(
                 f"groups={groups!r} must be a positive integer dividing in_channels={in_channels} "
                 f"and out_channels={out_channels}"
             )
         if padding not in PADDING_MODES:
-            raise ValueError(f"unknown padding {padding!r}; expected one of {', '.join(PADDING_MODES)}")
+            raise UsageError(f"unknown padding {padding!r}; expected one of {', '.join(PADDING_MODES)}")
         if padding == "symmetric" and kernel_size % 2 == 0:
-            raise ValueError(
+            raise UsageError(
                 f"kernel_size must be odd with symmetric padding, got {kernel_size}; "
                 "even kernels need padding='tf_same'"
             )
         if norm is not None and not isinstance(norm, NormConfig):
-            raise TypeError(f"norm must be a NormConfig or None, got {type(norm).__name__}")
+            raise WrongTypeError(f"norm must be a NormConfig or None, got {type(norm).__name__}")
         norm = NormConfig() if norm is None else norm
         self.conv = create_conv2d(
             in_channels,

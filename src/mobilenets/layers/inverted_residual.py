@@ -6,6 +6,7 @@ import torch
 from torch import nn
 from torchvision.ops import StochasticDepth
 
+from ..errors import UsageError
 from .activations import check_activation
 from .channels import is_positive_int, is_real
 from .conv_norm_act import ConvNormAct
@@ -53,15 +54,15 @@ class InvertedResidual(nn.Module):
             ("hidden_channels", hidden_channels),
         ):
             if not is_positive_int(value):
-                raise ValueError(f"{label} must be a positive integer, got {value!r}")
+                raise UsageError(f"{label} must be a positive integer, got {value!r}")
         if not (is_positive_int(se_channels) or (type(se_channels) is int and se_channels == 0)):
-            raise ValueError(
+            raise UsageError(
                 f"se_channels must be a non-negative integer (0: no squeeze-excite), got {se_channels!r}"
             )
         if not is_real(drop_path_rate) or not 0.0 <= drop_path_rate < 1.0:
-            raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate!r}")
+            raise UsageError(f"drop_path_rate must be in [0, 1), got {drop_path_rate!r}")
         if not isinstance(separable, bool):
-            raise ValueError(f"separable must be True or False, got {separable!r}")
+            raise UsageError(f"separable must be True or False, got {separable!r}")
         check_activation(se_gate)
         self.in_channels = in_channels
         self.out_channels = out_channels
@@ -99,7 +100,7 @@ class InvertedResidual(nn.Module):
             )
         else:
             if se_channels:
-                raise ValueError("the standard-convolution twin (separable=False) has no squeeze-excite")
+                raise UsageError("the standard-convolution twin (separable=False) has no squeeze-excite")
             self.conv_full = ConvNormAct(
                 hidden_channels,
                 out_channels,

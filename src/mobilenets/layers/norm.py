@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ..errors import UsageError
 from .channels import is_positive_int, is_real
 
 NORM_KINDS = ("batchnorm", "groupnorm", "none")
@@ -28,13 +29,13 @@ class NormConfig:
 
     def __post_init__(self) -> None:
         if self.kind not in NORM_KINDS:
-            raise ValueError(f"unknown norm kind {self.kind!r}; expected one of {', '.join(NORM_KINDS)}")
+            raise UsageError(f"unknown norm kind {self.kind!r}; expected one of {', '.join(NORM_KINDS)}")
         if not is_real(self.eps) or not math.isfinite(self.eps) or self.eps <= 0:
-            raise ValueError(f"norm eps must be a positive finite number, got {self.eps!r}")
+            raise UsageError(f"norm eps must be a positive finite number, got {self.eps!r}")
         if self.momentum is not None and (not is_real(self.momentum) or not 0 <= self.momentum <= 1):
-            raise ValueError(f"norm momentum must be in [0, 1] or None, got {self.momentum!r}")
+            raise UsageError(f"norm momentum must be in [0, 1] or None, got {self.momentum!r}")
         if not is_positive_int(self.groups):
-            raise ValueError(f"norm groups must be a positive integer, got {self.groups!r}")
+            raise UsageError(f"norm groups must be a positive integer, got {self.groups!r}")
 
     def create(self, channels: int) -> nn.Module:
         """A fresh norm layer over ``channels`` channels (``nn.Identity`` for kind ``"none"``)."""
@@ -42,7 +43,7 @@ class NormConfig:
             return nn.BatchNorm2d(channels, eps=self.eps, momentum=self.momentum)
         if self.kind == "groupnorm":
             if channels % self.groups:
-                raise ValueError(
+                raise UsageError(
                     f"group norm with groups={self.groups} cannot normalise {channels} channels; "
                     f"expected a channel count divisible by {self.groups}"
                 )

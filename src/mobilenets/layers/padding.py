@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import UsageError
+
 PADDING_MODES = ("symmetric", "tf_same")
 
 
@@ -68,7 +70,7 @@ def create_conv2d(
 ) -> nn.Conv2d:
     """A conv whose padding follows ``padding`` ("symmetric" or "tf_same")."""
     if padding not in PADDING_MODES:
-        raise ValueError(f"unknown padding {padding!r}; expected one of {', '.join(PADDING_MODES)}")
+        raise UsageError(f"unknown padding {padding!r}; expected one of {', '.join(PADDING_MODES)}")
     if padding == "tf_same" and needs_dynamic_padding(kernel_size, stride, dilation):
         return Conv2dSame(
             in_channels, out_channels, kernel_size, stride, 0, dilation, groups=groups, bias=bias

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import UsageError
 from .activations import create_activation
 from .channels import is_positive_int
 
@@ -26,7 +27,7 @@ class SqueezeExcite(nn.Module):
     ) -> None:
         super().__init__()
         if not is_positive_int(channels) or not is_positive_int(squeeze_channels):
-            raise ValueError(
+            raise UsageError(
                 f"SqueezeExcite needs positive integer channel counts, got channels={channels!r}, "
                 f"squeeze_channels={squeeze_channels!r}"
             )

@@ -8,6 +8,7 @@ from collections import OrderedDict
 
 from torch import nn
 
+from ..errors import UsageError, WrongTypeError
 from ..layers.activations import check_activation, create_activation
 from ..layers.channels import is_real, make_divisible
 from ..layers.conv_norm_act import ConvNormAct
@@ -30,16 +31,16 @@ MAX_IN_CHANNELS = 1024
 def check_width_mult(width_mult: object, *, limit: float = MAX_WIDTH_MULT) -> None:
     """Raise ``ValueError`` unless ``width_mult`` is a number in (0, ``limit``]."""
     if not is_real(width_mult) or not width_mult > 0:
-        raise ValueError(f"width_mult must be a positive number, got {width_mult!r}")
+        raise UsageError(f"width_mult must be a positive number, got {width_mult!r}")
     if width_mult > limit:
-        raise ValueError(
+        raise UsageError(
             f"width_mult={width_mult!r} is absurdly large; expected at most {limit:g} (usually 0.25–2.0)"
         )
 
 
 def _check_rate(label: str, value: object) -> None:
     if not is_real(value) or not 0.0 <= value < 1.0:
-        raise ValueError(f"{label} must be in [0, 1), got {value!r}")
+        raise UsageError(f"{label} must be in [0, 1), got {value!r}")
 
 
 def small_input_strides(small_input: bool | int) -> int:
@@ -48,7 +49,7 @@ def small_input_strides(small_input: bool | int) -> int:
         return 2 if small_input else 0
     if isinstance(small_input, int) and 0 <= small_input <= MAX_SMALL_INPUT_STRIDES:
         return small_input
-    raise ValueError(
+    raise UsageError(
         f"small_input must be True, False or the number of early strides to drop (0, 1 or 2), "
         f"got {small_input!r}"
     )
@@ -67,15 +68,15 @@ def _check_options(
     check_width_mult(width_mult)
     check_num_classes(num_classes)
     if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels <= 0:
-        raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}")
+        raise UsageError(f"in_channels must be a positive integer, got {in_channels!r}")
     if in_channels > MAX_IN_CHANNELS:
-        raise ValueError(f"in_channels={in_channels} is absurdly large; expected at most {MAX_IN_CHANNELS}")
+        raise UsageError(f"in_channels={in_channels} is absurdly large; expected at most {MAX_IN_CHANNELS}")
     _check_rate("dropout", dropout)
     _check_rate("drop_path_rate", drop_path_rate)
     if type(output_stride) is not int or output_stride not in OUTPUT_STRIDES:
-        raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}")
+        raise UsageError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}")
     if padding not in PADDING_MODES:
-        raise ValueError(f"unknown padding {padding!r}; expected one of {', '.join(PADDING_MODES)}")
+        raise UsageError(f"unknown padding {padding!r}; expected one of {', '.join(PADDING_MODES)}")
 
 
 def _resolve_norm(norm: NormConfig | str | None, default: NormConfig) -> NormConfig:
@@ -85,7 +86,7 @@ def _resolve_norm(norm: NormConfig | str | None, default: NormConfig) -> NormCon
         return norm
     if isinstance(norm, str):
         return dataclasses.replace(default, kind=norm)
-    raise TypeError(f"norm must be a NormConfig, a norm kind name or None, got {type(norm).__name__}")
+    raise WrongTypeError(f"norm must be a NormConfig, a norm kind name or None, got {type(norm).__name__}")
 
 
 def build_mobilenet(
@@ -136,20 +137,20 @@ def build_mobilenet(
     )
     check_activation(activation)
     if not isinstance(features_only, bool):
-        raise ValueError(f"features_only must be True or False, got {features_only!r}")
+        raise UsageError(f"features_only must be True or False, got {features_only!r}")
     strides_to_drop = small_input_strides(small_input)
     if keep_last_wide is not None and not isinstance(keep_last_wide, bool):
-        raise ValueError(f"keep_last_wide must be True, False or None, got {keep_last_wide!r}")
+        raise UsageError(f"keep_last_wide must be True, False or None, got {keep_last_wide!r}")
     keep_last_wide = arch.keep_last_wide if keep_last_wide is None else keep_last_wide
     has_last_layer = any(
         value is not None for value in (arch.head_channels, arch.head_ratio, arch.pre_logits_features)
     )
     if keep_last_wide and not has_last_layer:
-        raise ValueError(f"{arch.name} has no separate last layer, so keep_last_wide cannot apply")
+        raise UsageError(f"{arch.name} has no separate last layer, so keep_last_wide cannot apply")
     norm_config = _resolve_norm(norm, arch.norm)
     if norm_eps is not None:
         if not is_real(norm_eps) or not math.isfinite(norm_eps) or not norm_eps > 0:
-            raise ValueError(
+            raise UsageError(
                 f"norm_eps must be a positive number, got {norm_eps!r} (finite: 1e-5, 1e-3, ...)"
             )
         norm_config = dataclasses.replace(norm_config, eps=float(norm_eps))

@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ..errors import UsageError, WrongTypeError
 from ..layers.activations import check_activation
 from ..layers.channels import is_positive_int, is_real
 from ..layers.norm import NormConfig
@@ -17,24 +18,24 @@ BLOCK_KINDS: tuple[str, ...] = ("conv", "ds", "ir")
 
 def _check_positive_int(label: str, value: object) -> None:
     if not is_positive_int(value):
-        raise ValueError(f"{label} must be a positive integer, got {value!r}")
+        raise UsageError(f"{label} must be a positive integer, got {value!r}")
 
 
 def _check_kernel_size(label: str, value: object) -> None:
     if not is_positive_int(value) or value % 2 == 0:
-        raise ValueError(f"{label} must be a positive odd integer (1, 3, 5, ...), got {value!r}")
+        raise UsageError(f"{label} must be a positive odd integer (1, 3, 5, ...), got {value!r}")
 
 
 def _check_stride(label: str, value: object) -> None:
     if type(value) is not int or value not in (1, 2):
-        raise ValueError(f"{label} must be the integer 1 or 2, got {value!r}")
+        raise UsageError(f"{label} must be the integer 1 or 2, got {value!r}")
 
 
 def _check_flags(owner: object, *labels: str) -> None:
     for label in labels:
         value = getattr(owner, label)
         if not isinstance(value, bool):
-            raise ValueError(f"{label} must be True or False, got {value!r}")
+            raise UsageError(f"{label} must be True or False, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -60,18 +61,18 @@ class BlockSpec:
 
     def __post_init__(self) -> None:
         if self.kind not in BLOCK_KINDS:
-            raise ValueError(f"unknown block kind {self.kind!r}; expected one of {', '.join(BLOCK_KINDS)}")
+            raise UsageError(f"unknown block kind {self.kind!r}; expected one of {', '.join(BLOCK_KINDS)}")
         _check_positive_int("out_channels", self.out_channels)
         _check_positive_int("repeats", self.repeats)
         _check_kernel_size("kernel_size", self.kernel_size)
         _check_stride("stride", self.stride)
         if not is_real(self.expand_ratio) or not math.isfinite(self.expand_ratio) or self.expand_ratio <= 0:
-            raise ValueError(f"expand_ratio must be a positive finite number, got {self.expand_ratio!r}")
+            raise UsageError(f"expand_ratio must be a positive finite number, got {self.expand_ratio!r}")
         _check_flags(self, "se", "separable")
         if not self.separable and (self.kind != "ir" or self.se):
-            raise ValueError("separable=False applies to 'ir' blocks without squeeze-excite only")
+            raise UsageError("separable=False applies to 'ir' blocks without squeeze-excite only")
         if self.se and self.kind != "ir":
-            raise ValueError(f"squeeze-excite is only supported in 'ir' blocks, not {self.kind!r}")
+            raise UsageError(f"squeeze-excite is only supported in 'ir' blocks, not {self.kind!r}")
         check_activation(self.activation)
 
 
@@ -109,13 +110,13 @@ class ArchSpec:
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
-            raise ValueError(f"name must be a non-empty string, got {self.name!r}")
+            raise UsageError(f"name must be a non-empty string, got {self.name!r}")
         _check_positive_int("stem_channels", self.stem_channels)
         if not isinstance(self.blocks, tuple | list) or not self.blocks:
-            raise ValueError(f"blocks must be a non-empty tuple of BlockSpec, got {self.blocks!r}")
+            raise UsageError(f"blocks must be a non-empty tuple of BlockSpec, got {self.blocks!r}")
         bad = [block for block in self.blocks if not isinstance(block, BlockSpec)]
         if bad:
-            raise TypeError(f"blocks must all be BlockSpec, got {bad[0]!r}")
+            raise WrongTypeError(f"blocks must all be BlockSpec, got {bad[0]!r}")
         object.__setattr__(self, "blocks", tuple(self.blocks))  # hashable like the rest of the frozen spec
         for label in ("head_channels", "pre_logits_features", "head_ratio"):
             value = getattr(self, label)
@@ -126,11 +127,11 @@ class ArchSpec:
         for act in (self.stem_activation, self.head_activation, self.pre_logits_activation, self.se_gate):
             check_activation(act)
         if not isinstance(self.norm, NormConfig):
-            raise TypeError(f"norm must be a NormConfig, got {type(self.norm).__name__}")
+            raise WrongTypeError(f"norm must be a NormConfig, got {type(self.norm).__name__}")
         _check_flags(self, "scale_stem", "scale_last", "keep_last_wide")
         if not is_real(self.dropout) or not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+            raise UsageError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if not is_positive_int(self.default_resolution) or self.default_resolution < MIN_INPUT_SIZE:
-            raise ValueError(
+            raise UsageError(
                 f"default_resolution must be an integer >= {MIN_INPUT_SIZE}, got {self.default_resolution!r}"
             )

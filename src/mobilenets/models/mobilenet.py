@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..errors import UsageError, WrongTypeError
+
 MIN_INPUT_SIZE = 32
 # Largest input side that analysis (``summarize``) and training accept: beyond it the activations of
 # one image alone run into gigabytes, and an absurd value must fail clearly, not try to allocate them.
@@ -19,9 +21,9 @@ MAX_NUM_CLASSES = 100_000
 def check_num_classes(num_classes: object) -> None:
     """``ValueError`` unless ``num_classes`` is an integer in [0, MAX_NUM_CLASSES] (0: no classifier)."""
     if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 0:
-        raise ValueError(f"num_classes must be a non-negative integer, got {num_classes!r}")
+        raise UsageError(f"num_classes must be a non-negative integer, got {num_classes!r}")
     if num_classes > MAX_NUM_CLASSES:
-        raise ValueError(f"num_classes={num_classes} is absurdly large; expected at most {MAX_NUM_CLASSES:,}")
+        raise UsageError(f"num_classes={num_classes} is absurdly large; expected at most {MAX_NUM_CLASSES:,}")
 
 
 def _autocast_enabled(device_type: str) -> bool:
@@ -91,7 +93,7 @@ class MobileNet(nn.Module):
         sequence_names = ["stem"] + [name for name, _ in self.iter_blocks()]
         unknown = [f.module for f in feature_info if f.module not in sequence_names]
         if unknown:
-            raise ValueError(f"feature_info names modules outside stem/blocks: {unknown}")
+            raise UsageError(f"feature_info names modules outside stem/blocks: {unknown}")
         self._level_positions = [sequence_names.index(f.module) for f in feature_info]
         self._init_weights()
 
@@ -100,14 +102,14 @@ class MobileNet(nn.Module):
         if out_indices is None:
             return tuple(range(levels))
         if not isinstance(out_indices, tuple | list):
-            raise ValueError(
+            raise UsageError(
                 f"out_indices must be a tuple of indices into the {levels} feature levels, "
                 f"got {out_indices!r}"
             )
         indices = tuple(out_indices)
         bad = [i for i in indices if type(i) is not int or not -levels <= i < levels]
         if bad or not indices:
-            raise ValueError(f"out_indices {out_indices!r} must be indices into the {levels} feature levels")
+            raise UsageError(f"out_indices {out_indices!r} must be indices into the {levels} feature levels")
         return tuple(sorted(i % levels for i in indices))
 
     def _init_weights(self) -> None:
@@ -127,9 +129,9 @@ class MobileNet(nn.Module):
         """Raise ``ValueError`` naming what was expected unless ``x`` is a floating-point tensor of shape
         (N, in_channels, H≥32, W≥32) in the dtype of the model's parameters (any, under autocast)."""
         if not isinstance(x, torch.Tensor):
-            raise TypeError(f"expected a torch.Tensor, got {type(x).__name__}")
+            raise WrongTypeError(f"expected a torch.Tensor, got {type(x).__name__}")
         if not x.is_floating_point():
-            raise ValueError(
+            raise UsageError(
                 f"expected a floating-point input (e.g. images scaled and normalised as float32), "
                 f"got dtype {x.dtype}"
             )
@@ -140,22 +142,22 @@ class MobileNet(nn.Module):
             and x.dtype != weight.dtype
             and not _autocast_enabled(x.device.type)
         ):
-            raise ValueError(
+            raise UsageError(
                 f"input dtype {x.dtype} does not match the model's {weight.dtype}; convert one of them "
                 f"(x.to({weight.dtype}) or model.to({x.dtype})) or run under torch.autocast"
             )
         if x.dim() != 4:
-            raise ValueError(
+            raise UsageError(
                 f"expected a 4-D input of shape (N, {self.in_channels}, H, W), got {x.dim()}-D shape "
                 f"{tuple(x.shape)}"
             )
         if x.shape[1] != self.in_channels:
-            raise ValueError(
+            raise UsageError(
                 f"expected {self.in_channels} input channels, shape (N, {self.in_channels}, H, W); got "
                 f"shape {tuple(x.shape)}"
             )
         if x.shape[2] < MIN_INPUT_SIZE or x.shape[3] < MIN_INPUT_SIZE:
-            raise ValueError(
+            raise UsageError(
                 f"input is {x.shape[2]}×{x.shape[3]}; MobileNets need at least "
                 f"{MIN_INPUT_SIZE}×{MIN_INPUT_SIZE}"
             )

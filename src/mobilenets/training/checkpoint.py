@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from ..atomic import save_atomic
+from ..errors import MissingFileError, UsageError
 from ..weights.card import ModelCard, TrainedModel, load_trained_model
 from ..weights.files import write_safetensors
 
@@ -69,18 +70,18 @@ def load_training_state(out_dir: str | os.PathLike[str], name: str = "last") -> 
     """
     _, state_path = checkpoint_paths(out_dir, name)
     if not state_path.is_file():
-        raise FileNotFoundError(f"checkpoint file {str(state_path)!r} does not exist")
+        raise MissingFileError(f"checkpoint file {str(state_path)!r} does not exist")
     try:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
     except Exception as err:  # zip/pickle errors of many kinds; weights_only refusals among them
-        raise ValueError(
+        raise UsageError(
             f"{str(state_path)!r} is not a readable training state ({type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else 'no details'}); it is damaged or was not "
             f"written by mobilenets. Nothing in it was executed"
         ) from err
     missing = [key for key in STATE_KEYS if not isinstance(state, dict) or key not in state]
     if missing:
-        raise ValueError(
+        raise UsageError(
             f"{str(state_path)!r} lacks {', '.join(missing)}: it was written by another tool or an "
             f"older mobilenets and cannot resume this run"
         )

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..data.splits import AUGMENTATIONS, check_data_spec
+from ..errors import UsageError
 from ..models import list_models
 from ..models.builder import MAX_WIDTH_MULT, small_input_strides
 from ..models.mobilenet import MAX_INPUT_SIZE, MIN_INPUT_SIZE
@@ -42,7 +43,7 @@ def _is_number(value: object) -> bool:
 
 def _check(condition: bool, message: str) -> None:
     if not condition:
-        raise ValueError(message)
+        raise UsageError(message)
 
 
 @dataclass(frozen=True)

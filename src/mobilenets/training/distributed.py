@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from ..errors import TrainingError
+from ..errors import TrainingError, UsageError
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(value)
     except ValueError:
-        raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
+        raise UsageError(f"environment variable {name}={value!r} is not an integer") from None
 
 
 def init_distributed() -> DistContext:

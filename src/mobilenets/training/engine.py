@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..data.splits import build_loader, load_splits
-from ..errors import TrainingError
+from ..errors import TrainingError, UsageError
 from ..evaluation.evaluate import evaluate
 from ..evaluation.metrics import ClassificationMetrics
 from ..layers import keep_relu6_outputs, set_inplace_activations
@@ -68,7 +68,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
         return None
     if precision == "fp16":
         if device.type != "cuda":
-            raise ValueError("precision 'fp16' needs a CUDA device; on CPU use 'bf16' or 'fp32'")
+            raise UsageError("precision 'fp16' needs a CUDA device; on CPU use 'bf16' or 'fp32'")
         return torch.float16
     if precision == "bf16":
         return torch.bfloat16
@@ -112,7 +112,7 @@ def _check_resume_config(out: Path, config: TrainConfig) -> None:
     differing = [key for key in RESUME_MUST_MATCH if key in saved and saved[key] != getattr(config, key)]
     if differing:
         details = ", ".join(f"{key}={saved[key]!r} (now {getattr(config, key)!r})" for key in differing)
-        raise ValueError(f"cannot resume {str(out)!r}: it was trained with {details}")
+        raise UsageError(f"cannot resume {str(out)!r}: it was trained with {details}")
 
 
 def _write_json(path: Path, value: object) -> None:
@@ -153,13 +153,13 @@ class Trainer:
         self.device = context.device
         world = context.world_size
         if config.batch_size % world:
-            raise ValueError(
+            raise UsageError(
                 f"batch_size {config.batch_size} must divide evenly over {world} processes "
                 f"(it is the global batch)"
             )
         weights_path, state_path = checkpoint_paths(self.out, "last")
         if (weights_path.is_file() or state_path.is_file()) and not config.resume:
-            raise ValueError(
+            raise UsageError(
                 f"{str(self.out)!r} already holds a run; pass --resume to continue it or choose another --out"
             )
         self.resuming = config.resume and state_path.is_file()
@@ -168,7 +168,7 @@ class Trainer:
         if context.is_main:  # before the data is read: a bad --out fails in the first second
             check_writable(self.out)
         if config.sync_bn and self.device.type != "cuda":
-            raise ValueError("sync_bn needs CUDA (torch's SyncBatchNorm has no CPU kernel); drop --sync-bn")
+            raise UsageError("sync_bn needs CUDA (torch's SyncBatchNorm has no CPU kernel); drop --sync-bn")
         self.amp_dtype = resolve_precision(config.precision, self.device)
         # Checked before the data is read; a resumed run takes its weights from its own checkpoint.
         pretrained = None
@@ -204,7 +204,7 @@ class Trainer:
         )
         self.steps_per_epoch = len(self.train_loader)
         if self.steps_per_epoch == 0:
-            raise ValueError(f"batch_size {config.batch_size} leaves no full batch of training images")
+            raise UsageError(f"batch_size {config.batch_size} leaves no full batch of training images")
 
         model_kwargs = config.model_kwargs(len(self.classes))
         model: MobileNet = create_model(config.model, **model_kwargs)
@@ -534,7 +534,7 @@ class Trainer:
         if self.context.distributed:
             metrics.load_state_tensor(all_reduce_sum(metrics.state_tensor(self.device), self.context))
         if metrics.num_images == 0:
-            raise ValueError("the validation set yielded no readable image; expected at least one")
+            raise UsageError("the validation set yielded no readable image; expected at least one")
         return metrics
 
     def _plot(self, metrics_path: Path) -> None:

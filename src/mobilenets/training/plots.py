@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..errors import MissingFileError, UsageError
 from ..evaluation.plots import new_figure, save_png
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ def read_metrics_log(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"metrics log {str(path)!r} does not exist")
+        raise MissingFileError(f"metrics log {str(path)!r} does not exist")
     text = path.read_text(encoding="utf-8")
     lines = text.split("\n")
     by_epoch: dict[int, dict[str, Any]] = {}
@@ -41,10 +42,10 @@ def read_metrics_log(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         except json.JSONDecodeError as error:
             if number == len(lines):  # no newline after it: a torn final write
                 continue
-            raise ValueError(f"{path}:{number} is not valid JSON ({error.msg})") from None
+            raise UsageError(f"{path}:{number} is not valid JSON ({error.msg})") from None
         epoch = record.get("epoch") if isinstance(record, dict) else None
         if isinstance(epoch, bool) or not isinstance(epoch, int):
-            raise ValueError(
+            raise UsageError(
                 f"{path}:{number}: expected an object with an integer 'epoch', got {line[:80]!r}"
             )
         by_epoch[epoch] = record
@@ -100,7 +101,7 @@ def plot_training_curves(
     """
     records = read_metrics_log(metrics_jsonl_path)
     if not records:
-        raise ValueError(f"metrics log {str(metrics_jsonl_path)!r} holds no epochs; nothing to plot")
+        raise UsageError(f"metrics log {str(metrics_jsonl_path)!r} holds no epochs; nothing to plot")
     out = Path(out_dir)
     written: list[Path] = []
     loss = _line_plot(records, LOSS_SERIES, "loss", "Loss")
@@ -112,5 +113,5 @@ def plot_training_curves(
         written.append(save_png(accuracy, out / "accuracy.png"))
     if not written:
         keys = ", ".join(key for key, _ in (*LOSS_SERIES, *ACCURACY_SERIES))
-        raise ValueError(f"metrics log {str(metrics_jsonl_path)!r} has none of the keys {keys}")
+        raise UsageError(f"metrics log {str(metrics_jsonl_path)!r} has none of the keys {keys}")
     return written

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from torch import nn
 
+from ..errors import UsageError
+
 # Optimizer state per parameter, in parameter-sized tensors (SGD momentum; RMSProp square average and
 # momentum; AdamW both moments).
 OPTIMIZER_SLOTS = {"sgd": 1, "rmsprop": 2, "adamw": 2}
@@ -43,7 +45,7 @@ def check_writable(out: Path) -> None:
             Path(probe).unlink(missing_ok=True)
     except OSError as err:
         reason = err.strerror or str(err)
-        raise ValueError(
+        raise UsageError(
             f"cannot write the run directory {str(out)!r} ({reason}); choose a writable --out"
         ) from err
 
@@ -66,7 +68,7 @@ def check_free_space(out: Path, needed: int) -> None:
     """``ValueError`` when the filesystem of ``out`` has less than ``needed`` bytes free."""
     free = shutil.disk_usage(out).free
     if free < needed:
-        raise ValueError(
+        raise UsageError(
             f"the run directory {str(out)!r} has {free / 1e6:.1f} MB free; this run's checkpoints need "
             f"about {needed / 1e6:.1f} MB (last and best, each written beside the old file before "
             f"replacing it) — free some space or choose another --out"

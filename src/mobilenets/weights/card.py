@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ..errors import MissingFileError, UsageError
 from ..models import MobileNet, create_model
 from .files import read_weights
 from .presets import Preprocess
@@ -99,7 +100,7 @@ class ModelCard:
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, str], source: str) -> ModelCard:
         if metadata.get("format") != CARD_FORMAT:
-            raise ValueError(
+            raise UsageError(
                 f"{source!r} carries no mobilenets model card (metadata format "
                 f"{metadata.get('format')!r}, expected {CARD_FORMAT!r}); pass --model to load bare weights"
             )
@@ -121,7 +122,7 @@ class ModelCard:
                 source=metadata.get("source", "mobilenets"),
             )
         except (KeyError, ValueError, TypeError) as error:
-            raise ValueError(f"{source!r} has damaged model-card metadata: {error}") from None
+            raise UsageError(f"{source!r} has damaged model-card metadata: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -150,13 +151,13 @@ def load_trained_model(weights_path: str | os.PathLike[str]) -> TrainedModel:
     """Rebuild the model saved at ``weights_path`` (e.g. ``runs/x/best.safetensors``) and load it strictly."""
     path = Path(weights_path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist")
+        raise MissingFileError(f"checkpoint {str(path)!r} does not exist")
     weights, metadata = read_weights(path)
     card = ModelCard.from_metadata(metadata, str(path))
     model = create_model(card.model, **card.model_kwargs)
     missing, unexpected, shapes = key_differences(model.state_dict(), weights)
     if missing or unexpected or shapes:
-        raise ValueError(
+        raise UsageError(
             f"{str(path)!r} does not match {card.model}({card.model_kwargs}): "
             f"missing {missing[:5]}, unexpected {unexpected[:5]}, shapes {shapes[:5]}"
         )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
+from ..errors import UsageError
 from ..models.mobilenet import MobileNet
 from .keymap import (
     ModulePairs,
@@ -51,7 +52,7 @@ def efficientnet_lite_module_map(model: MobileNet, keys: Collection[str]) -> Mod
                 conv, norm = _PARTS[part]
                 pairs += conv_norm(f"{name}.{part}", f"{prefix}.{conv}", f"{prefix}.{norm}")
             else:
-                raise ValueError(f"the EfficientNet-PyTorch layout has no {part!r} (a v1 block)")
+                raise UsageError(f"the EfficientNet-PyTorch layout has no {part!r} (a v1 block)")
     pairs += conv_norm("conv_head", "_conv_head", "_bn1")
     pairs += [("classifier", "_fc")]
     return pairs

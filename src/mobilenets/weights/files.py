@@ -19,6 +19,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
 from ..atomic import save_atomic
+from ..errors import MissingFileError, UsageError
 
 # Containers other projects wrap a state_dict in, tried in this order.
 _CONTAINER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model", "net", "params")
@@ -48,7 +49,7 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
             metadata = dict(handle.metadata() or {})
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
-        raise ValueError(f"{str(path)!r} is not a readable safetensors file: {error}") from None
+        raise UsageError(f"{str(path)!r} is not a readable safetensors file: {error}") from None
     return tensors, metadata
 
 
@@ -63,7 +64,7 @@ def _read_torch(path: Path) -> dict[str, torch.Tensor]:
             "plain state_dict or safetensors from a trusted environment"
         ) from None
     except (RuntimeError, EOFError, OSError) as error:
-        raise ValueError(f"{str(path)!r} is not a readable PyTorch weights file: {error}") from None
+        raise UsageError(f"{str(path)!r} is not a readable PyTorch weights file: {error}") from None
     return unwrap_state_dict(loaded, str(path))
 
 
@@ -84,10 +85,10 @@ def unwrap_state_dict(loaded: Any, source: str) -> dict[str, torch.Tensor]:
                 loaded = inner
                 break
     if not isinstance(loaded, Mapping) or not loaded:
-        raise ValueError(f"{source!r} holds no state_dict (expected a mapping of parameter names to tensors)")
+        raise UsageError(f"{source!r} holds no state_dict (expected a mapping of parameter names to tensors)")
     tensors = {str(k): v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
     if not tensors:
-        raise ValueError(f"{source!r} holds no tensors; expected a state_dict")
+        raise UsageError(f"{source!r} holds no tensors; expected a state_dict")
     for prefix in _WRAPPER_PREFIXES:
         if all(key.startswith(prefix) for key in tensors):
             tensors = {key[len(prefix) :]: value for key, value in tensors.items()}
@@ -102,15 +103,15 @@ def read_weights(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor],
     """
     file = Path(path)
     if not file.is_file():
-        raise FileNotFoundError(f"weights file {str(file)!r} does not exist")
+        raise MissingFileError(f"weights file {str(file)!r} does not exist")
     if file.stat().st_size == 0:
-        raise ValueError(f"weights file {str(file)!r} is empty (0 bytes): an interrupted copy or download?")
+        raise UsageError(f"weights file {str(file)!r} is empty (0 bytes): an interrupted copy or download?")
     kind = _kind(file)
     if kind == "safetensors":
         return _read_safetensors(file)
     if kind in ("torch-zip", "torch-pickle"):
         return _read_torch(file), {}
-    raise ValueError(
+    raise UsageError(
         f"{str(file)!r} is neither a safetensors nor a PyTorch weights file (unrecognised first bytes)"
     )
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import MissingFileError, UsageError
 from ..models import MobileNet
 from .load import LoadReport, load_weights
 from .packaged import PACKAGED
@@ -29,11 +30,11 @@ def resolve_pretrained(spec: str, *, model: str | None = None) -> Path:
     if spec in PACKAGED:
         entry = PACKAGED[spec]
         if model is not None and entry.model != model:
-            raise ValueError(f"packaged weights {spec!r} are for {entry.model}, not {model}")
+            raise UsageError(f"packaged weights {spec!r} are for {entry.model}, not {model}")
         return entry.path()
     path = Path(spec)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"pretrained weights {spec!r}: no such file, and not a packaged name "
             f"(packaged: {', '.join(PACKAGED)})"
         )
@@ -69,7 +70,7 @@ def load_for_finetuning(model: MobileNet, path: Path) -> FinetuneStart:
         problems = LoadReport(
             report.source, report.loaded, tuple(body_missing), report.unexpected, tuple(body_mismatched)
         )
-        raise ValueError(
+        raise UsageError(
             f"{report.source} weights {str(path)!r} do not fit the body of {type(model).__name__} "
             f"(only the classifier may differ): {problems.describe()}. Check --model and --width-mult"
         )

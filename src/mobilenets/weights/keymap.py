@@ -13,6 +13,7 @@ from collections.abc import Iterable
 
 from torch import nn
 
+from ..errors import UsageError
 from ..layers.conv_norm_act import ConvNormAct
 from ..layers.inverted_residual import InvertedResidual
 from ..layers.separable import DepthwiseSeparableConv
@@ -41,7 +42,7 @@ def block_parts(block: nn.Module) -> list[str]:
     if isinstance(block, DepthwiseSeparableConv):
         return ["conv_dw", "conv_pw"]
     if not isinstance(block, InvertedResidual) or not block.separable:
-        raise ValueError(
+        raise UsageError(
             f"no foreign key layout for {type(block).__name__} blocks; only depthwise-separable blocks "
             "(MobileNet v1/v2/v3, EfficientNet-Lite) have one"
         )
@@ -69,7 +70,7 @@ def numbered_prefixes(keys: Iterable[str], pattern: str) -> list[str]:
 def check_block_count(model: MobileNet, theirs: list[str], source: str) -> None:
     ours = sum(1 for _ in model.iter_blocks())
     if len(theirs) != ours:
-        raise ValueError(
+        raise UsageError(
             f"the {source} weights have {len(theirs)} blocks, the model has {ours}: they are weights of "
             "another architecture or depth (check --model and --width-mult)"
         )

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ..errors import UsageError
 from ..models import MobileNet, create_model
 from .card import CARD_FORMAT, ModelCard, TrainedModel, load_trained_model
 from .files import read_weights, write_safetensors
@@ -105,7 +106,7 @@ def load_weights(
         mismatched=tuple(mismatched),
     )
     if strict and not report.complete:
-        raise ValueError(
+        raise UsageError(
             f"{found.name} weights do not fit {type(model).__name__} "
             f"({sum(1 for _ in model.iter_blocks())} blocks): {report.describe()}. "
             "Check --model, --width-mult and --num-classes, or load with strict=False"
@@ -143,16 +144,16 @@ def load_pretrained(
         overrides += ["preset"] if preset is not None else []
         overrides += ["source"] if source not in ("auto", "mobilenets") else []
         if overrides:
-            raise ValueError(
+            raise UsageError(
                 f"{str(path)!r} carries its own model card (model, build options, preprocessing); "
                 f"{', '.join(overrides)} apply only to bare weights from another project"
             )
         trained = load_trained_model(path)
         if model is not None and model != trained.card.model:
-            raise ValueError(f"{str(path)!r} holds {trained.card.model} weights, not {model}")
+            raise UsageError(f"{str(path)!r} holds {trained.card.model} weights, not {model}")
         return trained
     if model is None:
-        raise ValueError(
+        raise UsageError(
             f"{str(path)!r} carries no model card; name the architecture its weights are for (--model)"
         )
     found: Source = get_source(source, state.keys())
@@ -187,7 +188,7 @@ def convert(
     """
     target = Path(out)
     if target.suffix != ".safetensors":
-        raise ValueError(f"--out {str(target)!r} must end in .safetensors (convert writes safetensors only)")
+        raise UsageError(f"--out {str(target)!r} must end in .safetensors (convert writes safetensors only)")
     trained = load_pretrained(path, model=model, source=source, preset=preset, **model_kwargs)
     write_safetensors(target, trained.model.state_dict(), trained.card.to_metadata())
     return trained

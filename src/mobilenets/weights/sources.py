@@ -6,6 +6,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import UsageError
 from ..models.mobilenet import MobileNet
 from .efficientnet_lite_keys import efficientnet_lite_key_map
 from .timm_keys import timm_key_map
@@ -59,7 +60,7 @@ def detect_source(keys: Collection[str]) -> Source:
             return source
     shown = ", ".join(sorted(keys)[:5])
     markers = ", ".join(f"{s.marker!r} ({s.name})" for s in SOURCES.values())
-    raise ValueError(
+    raise UsageError(
         f"cannot tell which project these weights come from (keys such as {shown}); expected one of the "
         f"keys {markers}. Pass --source to name it"
     )
@@ -70,5 +71,5 @@ def get_source(name: str, keys: Collection[str]) -> Source:
     if name == "auto":
         return detect_source(keys)
     if name not in SOURCES:
-        raise ValueError(f"unknown weights source {name!r}; expected one of {', '.join(SOURCE_CHOICES)}")
+        raise UsageError(f"unknown weights source {name!r}; expected one of {', '.join(SOURCE_CHOICES)}")
     return SOURCES[name]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..errors import UsageError
 from ..layers.inverted_residual import InvertedResidual
 from ..models.mobilenet import MobileNet
 from .keymap import ModulePairs, block_parts, conv_norm, expand, squeeze_excite
@@ -32,7 +33,7 @@ def torchvision_module_map(model: MobileNet) -> ModulePairs:
     """(our module prefix, torchvision module prefix) pairs for a MobileNet v2 or v3 built here."""
     named_blocks = list(model.iter_blocks())
     if not named_blocks or not all(isinstance(b, InvertedResidual) and b.separable for _, b in named_blocks):
-        raise ValueError("torchvision's key layout exists for mobilenet_v2 and mobilenet_v3_* only")
+        raise UsageError("torchvision's key layout exists for mobilenet_v2 and mobilenet_v3_* only")
     is_v3 = not isinstance(model.pre_logits, nn.Identity)
     pairs = conv_norm("stem", "features.0.0", "features.0.1")
     for flat, (name, block) in enumerate(named_blocks, start=1):
