@@ -135,6 +135,30 @@ def test_quantize_keeps_named_modules_in_float(tmp_path: Path) -> None:
         quantize_onnx(fp32, tmp_path / "x.onnx", torch.randn(3, 64, 64))
 
 
+def test_quantize_calibrates_a_fixed_batch_file_like_a_dynamic_one(tmp_path: Path) -> None:
+    """A file exported without a dynamic batch takes batches of 1 only: calibration feeds it those, and
+    the activation ranges come out as for the same images in batches of 10."""
+    model = mobilenets.mobilenet_v2(width_mult=0.35).eval()
+    randomize_norm_stats(model)
+    calibration = torch.randn(25, 3, 64, 64)  # not a multiple of the 10-image calibration groups
+    scales = {}
+    for dynamic in (False, True):
+        fp32 = export_onnx(model, tmp_path / f"fp32_{dynamic}.onnx", resolution=64, dynamic_batch=dynamic)
+        int8 = quantize_onnx(fp32, tmp_path / f"int8_{dynamic}.onnx", calibration, method="minmax")
+        proto = onnx.load(str(int8))
+        batch = proto.graph.input[0].type.tensor_type.shape.dim[0]
+        assert batch.HasField("dim_value") is not dynamic and "25 images" in str(proto.metadata_props)
+        scales[dynamic] = sorted(
+            float(onnx.numpy_helper.to_array(t))
+            for t in proto.graph.initializer
+            if t.name.endswith("_scale") and not t.dims
+        )
+        with torch.no_grad():
+            assert OnnxClassifier(int8)(calibration[:3]).shape == (3, 1000)  # in pieces of 1 when fixed
+    assert len(scales[False]) == len(scales[True]) > 50
+    torch.testing.assert_close(torch.tensor(scales[False]), torch.tensor(scales[True]), rtol=1e-4, atol=0)
+
+
 # --- CLI ---------------------------------------------------------------------------------------------
 
 

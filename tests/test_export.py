@@ -249,4 +249,161 @@ def test_export_torch_formats_fail_above_the_tolerance(
     out = tmp_path / "m.pt"
     argv = ["export", "--checkpoint", str(checkpoint), "--format", "torchscript", "--out", str(out)]
     code, _, err = run_cli([*argv, "--tolerance", "1e-12", "--verify-images", "4"])
-    assert code == 2 and "torch.jit.load output differs from PyTorch" in err and "not trustworthy" in err, err
+    assert code == 1 and "torch.jit.load output differs from PyTorch" in err and "not trustworthy" in err, err
+
+
+# --- ONNX int8 with a fixed batch; the library behind `export`; exported files for inference ----------
+
+
+def test_export_int8_onnx_with_a_fixed_batch(
+    digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard], tmp_path: Path
+) -> None:
+    """Without --dynamic-batch the file takes batches of 1, and calibration must feed it those."""
+    import onnx
+
+    checkpoint, _, _ = digits_checkpoint
+    out = tmp_path / "m.int8.onnx"
+    argv = ["export", "--checkpoint", str(checkpoint), "--out", str(out), "--int8", "--calib", "digits"]
+    code, stdout, err = run_cli([*argv, "--calib-images", "25", "--verify-images", "8", "--json"])
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["int8"] == "onnxruntime" and result["calibration_images"] == 25
+    assert result["dynamic_batch"] is False and result["verified_batch_sizes"] == [1]
+    assert result["fp32_max_abs_diff"] <= 1e-4 and 0.0 <= result["int8_top1_agreement"] <= 1.0
+    assert result["int8_onnx"] == str(out) and result["fp32_onnx"] == str(out.with_suffix(".fp32.onnx"))
+    assert "25 images" in result["quantization"]
+    for path in (out, out.with_suffix(".fp32.onnx")):
+        assert onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("weights", ["torchvision_mobilenet_v2", "efficientnet_lite0"])
+def test_packaged_weights_export_to_int8_onnx_with_a_fixed_batch(weights: str, tmp_path: Path) -> None:
+    """The README's int8 example: converted packaged weights, calibrated on ImageNet photos, batch 1."""
+    from mobilenets.weights import packaged_weights
+
+    from .conftest import imagenet_list
+
+    listing, entry = imagenet_list(), packaged_weights(weights)
+    converted = tmp_path / "w.safetensors"
+    code, _, err = run_cli(["convert", str(entry.path()), "--model", entry.model, "--out", str(converted)])
+    assert code == 0, err
+    out = tmp_path / "m.int8.onnx"
+    argv = ["export", "--weights", str(converted), "--int8", "--calib", str(listing), "--out", str(out)]
+    code, stdout, err = run_cli([*argv, "--calib-images", "20", "--json"])
+    assert code == 0, err
+    result = json.loads(stdout)
+    print(f"{weights}: int8 top-1 agreement {result['int8_top1_agreement']:.3f} on {result['verified_on']}")
+    assert result["dynamic_batch"] is False and result["verified_batch_sizes"] == [1]
+    assert result["calibration_images"] == 20 and result["fp32_max_abs_diff"] <= 1e-4
+    assert result["int8_top1_agreement"] >= 0.75, result
+
+
+def test_export_verified_from_python_and_load_deployed(
+    digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard], tmp_path: Path
+) -> None:
+    from mobilenets.deploy import ExportReport, export_verified, load_deployed
+    from mobilenets.errors import ExternalError
+
+    _, model, card = digits_checkpoint
+    images = torch.rand(6, 3, 32, 32)
+    onnx_report = export_verified(model, tmp_path / "m.onnx", card=card, verify_images=images)
+    assert isinstance(onnx_report, ExportReport) and onnx_report.path == tmp_path / "m.onnx"
+    assert onnx_report.verified_batch_sizes == (1,) and onnx_report.verified_on == "6 given images"
+    assert onnx_report.max_abs_diff is not None and onnx_report.max_abs_diff <= 1e-4
+    assert onnx_report.int8 is None and "int8_top1_agreement" not in onnx_report.to_dict()
+    assert onnx_report.to_dict()["fp32_max_abs_diff"] == onnx_report.max_abs_diff
+    with pytest.raises(AttributeError):
+        onnx_report.bytes = 0  # type: ignore[misc]
+    program = export_verified(
+        model, tmp_path / "m.pt2", format="exported-program", resolution=48, card=card, verify_images=None
+    )
+    assert program.verified_on == "random inputs (no images given)" and program.verified_batch_sizes == (1,)
+    json.dumps(program.to_dict())  # JSON-ready
+    for path, size in ((tmp_path / "m.onnx", 32), (tmp_path / "m.pt2", 48)):
+        module, loaded_card = load_deployed(path)
+        assert loaded_card.img_size == size and loaded_card.classes == card.classes
+        x = torch.rand(3, 3, size, size)  # a file with a fixed batch of 1 runs batches in pieces
+        with torch.inference_mode():
+            assert (module(x) - model(x)).abs().max().item() <= 1e-4
+    with pytest.raises(ExternalError, match=r"ONNX Runtime output differs .* not trustworthy"):
+        export_verified(model, tmp_path / "strict.onnx", card=card, verify_images=images, tolerance=1e-12)
+
+
+def test_export_verified_checks_values_before_writing(
+    digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard], tmp_path: Path
+) -> None:
+    from mobilenets.deploy import export_verified, load_deployed
+
+    _, model, card = digits_checkpoint
+    images = torch.rand(4, 3, 32, 32)
+    out = tmp_path / "m.onnx"
+    cases: list[tuple[dict[str, object], str]] = [
+        ({"format": "tflite"}, "format 'tflite' is not an export format"),
+        ({"out": tmp_path / "m.pt"}, r"out '.*m\.pt' must end in \.onnx for format onnx"),
+        ({"tolerance": float("nan")}, "tolerance must be a finite number >= 0, got nan"),
+        ({"int8": True}, "int8 needs calibration images"),
+        ({"calibration": images}, "calibration: only with int8=True"),
+        ({"int8": True, "calibration": images, "calib_method": "mse"}, "unknown calibration method 'mse'"),
+        ({"int8": True, "calibration": images, "weight_dtype": "int4"}, "unknown weight dtype 'int4'"),
+        ({"int8": True, "calibration": images, "qat_epochs": 1}, "qat_epochs: only for format 'exported"),
+        ({"out": tmp_path / "m.pt", "format": "torchscript", "int8": True}, "has no int8 export"),
+        (
+            {"out": tmp_path / "m.pt2", "format": "exported-program", "int8": True, "calibration": images}
+            | {"weight_dtype": "int8"},
+            "weight_dtype: only for format 'onnx'",
+        ),
+        ({"qat_epochs": 0}, "qat_epochs must be >= 1, got 0"),
+        ({"qat_lr": -1.0}, "qat_lr must be a positive number, got -1.0"),
+        ({"verify_images": torch.rand(4, 3, 64, 64)}, r"verify_images must be a non-empty \(N, 3, 32, 32\)"),
+        ({"int8": True, "calibration": images.to(torch.uint8)}, "calibration must hold float images"),
+        ({"card": None}, "give resolution"),
+        ({"resolution": 8}, "resolution must be from 32"),
+        ({"int8": True, "calibration": images, "keep_float": ["stemm"]}, "no module 'stemm'"),
+    ]
+    for overrides, message in cases:
+        kwargs: dict[str, object] = {"out": out, "card": card, **overrides}
+        with pytest.raises(ValueError, match=message):
+            export_verified(model, **kwargs)  # type: ignore[arg-type]
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_deployed(tmp_path / "none.onnx")
+    for name, message in (("fake.onnx", "not a readable ONNX file"), ("fake.pt2", "not a TorchScript")):
+        (tmp_path / name).write_bytes(b"not a model \xff")
+        with pytest.raises(ValueError, match=message):
+            load_deployed(tmp_path / name)
+
+
+def test_predict_with_exported_files(
+    digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard], tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    checkpoint, _, _ = digits_checkpoint
+    images = []
+    for index in range(3):
+        pixels = torch.randint(0, 256, (40, 40, 3), generator=torch.Generator().manual_seed(index))
+        images.append(tmp_path / f"{index}.png")
+        Image.fromarray(pixels.to(torch.uint8).numpy()).save(images[-1])
+    for name, file_format in (("m.onnx", "onnx"), ("m.pt2", "exported-program")):
+        argv = ["export", "--checkpoint", str(checkpoint), "--format", file_format]
+        code, _, err = run_cli([*argv, "--out", str(tmp_path / name), "--verify-images", "4"])
+        assert code == 0, err
+    predictions = {}
+    for flag, path in (
+        ("--checkpoint", checkpoint),
+        ("--onnx", tmp_path / "m.onnx"),
+        ("--program", tmp_path / "m.pt2"),
+    ):
+        code, stdout, err = run_cli(["predict", flag, str(path), "--top", "3", "--json", *map(str, images)])
+        assert code == 0, err
+        predictions[flag] = json.loads(stdout)["predictions"]
+    for flag in ("--onnx", "--program"):
+        for ours, theirs in zip(predictions["--checkpoint"], predictions[flag], strict=True):
+            assert [e["class"] for e in ours["top"]] == [e["class"] for e in theirs["top"]]
+            for a, b in zip(ours["top"], theirs["top"], strict=True):
+                assert abs(a["probability"] - b["probability"]) <= 1e-4
+    code, _, err = run_cli(
+        ["predict", "--onnx", str(tmp_path / "m.onnx"), "--weights", str(checkpoint), "x.png"]
+    )
+    assert code == 2 and "not allowed with argument" in err, err

@@ -7,7 +7,6 @@ validation transform; other weights (and labelled list files) go through the wei
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -16,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ..errors import MissingFileError, UsageError
+from ..errors import UsageError
 from .common import add_allocator_argument, add_weights_arguments, apply_allocator, load_from_args
 
 DEFAULT_BATCH_SIZE = 64
@@ -163,32 +162,14 @@ def run(args: argparse.Namespace) -> int:
     apply_allocator(args)
     device = _device(args.device)
     network: torch.nn.Module
-    if args.onnx is not None:
-        from ..deploy.onnx_export import OnnxClassifier, read_card
+    exported = args.onnx if args.onnx is not None else args.program
+    if exported is not None:
+        from ..deploy.deployed import load_deployed
 
-        if not args.onnx.is_file():
-            raise MissingFileError(f"ONNX file {str(args.onnx)!r} does not exist")
-        card, network = read_card(args.onnx), OnnxClassifier(args.onnx, threads=args.threads)
-        device, source_file = torch.device("cpu"), args.onnx  # ONNX Runtime runs on the CPU here
-    elif args.program is not None:
-        from ..deploy.torch_export import load_for_inference, read_torch_card
-
-        if not args.program.is_file():
-            raise MissingFileError(f"exported file {str(args.program)!r} does not exist or is not a file")
-        if args.threads is not None:
-            torch.set_num_threads(args.threads)
-        card = read_torch_card(args.program)
-        network, metadata = load_for_inference(args.program)
-        device, source_file = torch.device("cpu"), args.program
-        # Preprocess to the size the program was exported at (it may differ from the weights' own).
-        card = dataclasses.replace(card, img_size=int(metadata["resolution"]))
-        if not metadata["dynamic_batch"]:
-            if args.batch_size not in (None, 1):
-                print(
-                    f"note: {args.program} takes batch 1 only (exported without --dynamic-batch)",
-                    file=sys.stderr,
-                )
-            args.batch_size = 1
+        if args.program is not None and args.threads is not None:
+            torch.set_num_threads(args.threads)  # PyTorch runs the program; ONNX Runtime takes threads
+        network, card = load_deployed(exported, threads=args.threads)
+        device, source_file = torch.device("cpu"), exported  # exported files run on the CPU here
     else:
         trained = load_from_args(args)
         card, network, source_file = trained.card, trained.model, args.weights

@@ -2,10 +2,12 @@
 TorchScript (``.pt``) or torch.export (``.pt2``, fp32 or PT2E int8, calibrated or quantization-aware
 fine-tuned) file.
 
-Before it declares success, the command reloads the file (ONNX Runtime, ``torch.jit.load`` or
-``torch.export.load``), runs it on real images (the calibration or verification data, else the
-checkpoint's own data) and compares with PyTorch: fp32 must agree to ``--tolerance`` (default 1e-4, max
-abs difference of the logits), int8 reports its top-1 agreement.
+The work is :func:`mobilenets.deploy.export_verified`'s: it reloads the file (ONNX Runtime,
+``torch.jit.load`` or ``torch.export.load``), runs it on the verification images and compares with
+PyTorch: fp32 must agree to ``--tolerance`` (default 1e-4, max abs difference of the logits), int8
+reports its top-1 agreement. This command maps flags to its options, loads the weights and the images
+(``--verify-data``, else ``--calib``, else the checkpoint's own data, else seeded random inputs) and
+prints the report.
 """
 
 from __future__ import annotations
@@ -13,26 +15,28 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
-import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
 
+from ..deploy.export_checks import FORMATS, INT8_FORMATS, check_export_values
 from ..deploy.pt2e_qat import DEFAULT_LR as DEFAULT_QAT_LR
 from ..deploy.quantize import CALIBRATION_METHODS, WEIGHT_DTYPES
-from ..errors import ExternalError, UsageError
+from ..deploy.verified_export import (
+    DEFAULT_CALIB_METHOD,
+    DEFAULT_TOLERANCE,
+    DEFAULT_VERIFY_IMAGES,
+    DEFAULT_WEIGHT_DTYPE,
+    RUNTIMES,
+)
+from ..errors import UsageError
 from .common import add_weights_arguments, check_resolution, foreign_model_kwargs, load_from_args
 
 if TYPE_CHECKING:
+    from ..deploy.export_report import ExportReport
     from ..weights.card import ModelCard
 
-DEFAULT_TOLERANCE = 1e-4
-FORMATS = ("onnx", "torchscript", "exported-program")
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
 # int8 options: None (unset) unless given, so formats without them can refuse them. ONNX quantizes in
 # ONNX Runtime; an exported program through torchao's PT2E flow, which has no method or weight choice.
 INT8_OPTIONS = {
@@ -43,11 +47,15 @@ INT8_OPTIONS = {
 }
 ONNX_ONLY = {"calib_method": "--calib-method", "weight_dtype": "--weight-dtype"}
 QAT_OPTIONS = {"qat_epochs": "--qat-epochs", "qat_lr": "--qat-lr"}  # PT2E (exported-program) int8 only
-INT8_FORMATS = ("onnx", "exported-program")
+# The library's parameter names, as the flags that set them (its value checks name these).
+FLAGS = {
+    "format": "--format",
+    "out": "--out",
+    "tolerance": "--tolerance",
+    **ONNX_ONLY,
+    **QAT_OPTIONS,
+}
 DEFAULT_CALIB_IMAGES = 300
-DEFAULT_CALIB_METHOD = "percentile"
-DEFAULT_WEIGHT_DTYPE = "int7"
-QAT_BATCH = 32
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -121,7 +129,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--verify-data", default=None, help="images to verify on (default: --calib, else the data)"
     )
-    parser.add_argument("--verify-images", type=int, default=32, help="images to verify on (default 32)")
+    parser.add_argument(
+        "--verify-images",
+        type=int,
+        default=DEFAULT_VERIFY_IMAGES,
+        help=f"images to verify on (default {DEFAULT_VERIFY_IMAGES})",
+    )
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="fp32 max abs difference")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(run=run)
@@ -143,21 +156,8 @@ def _trained(args: argparse.Namespace) -> Any:
     return TrainedModel(model=model, card=card)
 
 
-def _verification_images(args: argparse.Namespace, card: Any) -> tuple[torch.Tensor, str]:
-    from ..data.card import card_eval_set, first_images
-
-    data = args.verify_data or args.calib or card.data
-    if not data:
-        generator = torch.Generator().manual_seed(0)
-        size = card.img_size if args.resolution is None else args.resolution
-        return torch.randn(
-            args.verify_images, 3, size, size, generator=generator
-        ), "random inputs (no data given)"
-    dataset, _ = card_eval_set(card, data)
-    return first_images(dataset, args.verify_images), f"{args.verify_images} images of {data}"
-
-
 def _check_args(args: argparse.Namespace) -> None:
+    """Flags that only mean something with others, then the values (the library's checks)."""
     if args.format not in INT8_FORMATS:
         given = [flag for name, flag in INT8_OPTIONS.items() if getattr(args, name) is not None]
         onnx = [flag for name, flag in ONNX_ONLY.items() if getattr(args, name) is not None]
@@ -182,27 +182,46 @@ def _check_args(args: argparse.Namespace) -> None:
     ]
     if without and not args.int8:
         raise UsageError(f"{', '.join(without)}: only with --int8")
-    if args.qat_epochs is not None and args.qat_epochs < 1:
-        raise UsageError(f"--qat-epochs must be >= 1, got {args.qat_epochs}")
-    if args.qat_lr is not None and not (math.isfinite(args.qat_lr) and args.qat_lr > 0):
-        raise UsageError(f"--qat-lr must be a positive number, got {args.qat_lr}")
     if args.int8 and not args.calib:
         raise UsageError("--int8 needs --calib DATA: real images to calibrate activation ranges on")
     for name in ("calib_images", "verify_images"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
-    if not math.isfinite(args.tolerance) or args.tolerance < 0:
-        raise UsageError(f"--tolerance must be a finite number >= 0, got {args.tolerance}")
-    suffix = SUFFIXES[args.format]
-    if args.out.suffix != suffix:
-        raise UsageError(f"--out {str(args.out)!r} must end in {suffix} for --format {args.format}")
+    check_export_values(
+        format=args.format,
+        out=args.out,
+        tolerance=args.tolerance,
+        calib_method=args.calib_method,
+        weight_dtype=args.weight_dtype,
+        qat_epochs=args.qat_epochs,
+        qat_lr=args.qat_lr,
+        names=FLAGS,
+    )
 
 
-def _calibration(args: argparse.Namespace, card: ModelCard) -> torch.Tensor:
-    """The first ``--calib-images`` images of ``--calib``."""
-    from ..data.card import card_eval_set, first_images
+def _verification_images(args: argparse.Namespace, card: ModelCard) -> tuple[torch.Tensor, str]:
+    """The first ``--verify-images`` of ``--verify-data``, else ``--calib``, else the card's data.
 
+    With none of them (an untrained model, weights from elsewhere), seeded random inputs.
+    """
+    from ..data import card_eval_set, first_images
+    from ..deploy.verified_export import random_inputs
+
+    data = args.verify_data or args.calib or card.data
+    if not data:
+        return random_inputs(args.verify_images, card.img_size), "random inputs (no data given)"
+    dataset, _ = card_eval_set(card, data)
+    images = first_images(dataset, args.verify_images)
+    return images, f"{len(images)} images of {data}"
+
+
+def _calibration(args: argparse.Namespace, card: ModelCard) -> torch.Tensor | None:
+    """The first ``--calib-images`` images of ``--calib`` (with ``--int8``)."""
+    from ..data import card_eval_set, first_images
+
+    if not args.int8:
+        return None
     dataset, _ = card_eval_set(card, args.calib)
     return first_images(dataset, args.calib_images or DEFAULT_CALIB_IMAGES)
 
@@ -212,165 +231,61 @@ def _keep_float(args: argparse.Namespace) -> list[str]:
     return [name.strip() for name in (args.keep_float or "").split(",") if name.strip()]
 
 
-def _pt2e_int8(
-    args: argparse.Namespace, model: nn.Module, card: ModelCard, resolution: int
-) -> tuple[nn.Module, dict[str, Any]]:
-    """The PT2E int8 model: calibrated on ``--calib``, or fine-tuned on it with ``--qat-epochs``."""
-    from ..deploy.pt2e import quantize_pt2e
-    from ..deploy.pt2e_qat import quantize_qat_pt2e
-
-    images, keep_float = _calibration(args, card), _keep_float(args)
-    extra: dict[str, Any] = {"int8": "pt2e", "calibration_images": len(images)}
-    if args.qat_epochs is None:
-        int8 = quantize_pt2e(model, images.split(50), resolution=resolution, keep_float=keep_float)
-        return int8, extra
-    lr = DEFAULT_QAT_LR if args.qat_lr is None else args.qat_lr
-    int8 = quantize_qat_pt2e(
-        model,
-        images.split(QAT_BATCH),
-        resolution=resolution,
-        epochs=args.qat_epochs,
-        lr=lr,
-        keep_float=keep_float,
-    )
-    return int8, {**extra, "qat_epochs": args.qat_epochs, "qat_lr": lr}
-
-
-def _int8_agreement(model: nn.Module, int8: nn.Module, batches: list[torch.Tensor]) -> dict[str, float]:
-    """How an int8 model's logits compare with the float model's on the verification batches."""
-    with torch.inference_mode():
-        reference = torch.cat([model(b) for b in batches])
-        quantized = torch.cat([int8(b) for b in batches])
-    return {
-        "int8_top1_agreement": (reference.argmax(1) == quantized.argmax(1)).float().mean().item(),
-        "int8_max_abs_diff": (reference - quantized).abs().max().item(),
-    }
-
-
-def _torch_batches(images: torch.Tensor, *, fixed_batch: bool) -> list[torch.Tensor]:
-    """Single images for a fixed batch of 1, else batches of 1 and of the rest (two batch sizes)."""
-    if fixed_batch:
-        return [images[i : i + 1] for i in range(len(images))]
-    return [images[:1], images[1:]] if len(images) > 1 else [images]
-
-
-def _run_torch(args: argparse.Namespace, model: nn.Module, card: ModelCard, resolution: int) -> int:
-    """Export to TorchScript or torch.export (fp32 or PT2E int8), reload the file and check it."""
-    from ..deploy import export_program, export_torchscript, max_abs_difference
-    from ..deploy.torch_export import load_for_inference
-
-    started = time.perf_counter()
-    extra: dict[str, Any] = {}
-    if args.format == "torchscript":
-        path = export_torchscript(model, args.out, resolution=resolution, card=card)
-    elif args.int8:
-        int8, extra = _pt2e_int8(args, model, card, resolution)
-        path = export_program(
-            int8, args.out, resolution=resolution, card=card, dynamic_batch=args.dynamic_batch
-        )
-    else:
-        path = export_program(
-            model, args.out, resolution=resolution, card=card, dynamic_batch=args.dynamic_batch
-        )
-    export_seconds = time.perf_counter() - started
-    loaded, metadata = load_for_inference(path)  # int8: compiled to its int8 kernels, as deployed
-    images, described = _verification_images(args, card)
-    batches = _torch_batches(images, fixed_batch=not metadata["dynamic_batch"])
-    loader = "torch.jit.load" if args.format == "torchscript" else "torch.export.load"
-    result: dict[str, Any] = {
-        "model": card.model,
-        "format": args.format,
-        "path": str(path),
-        "bytes": path.stat().st_size,
-        "dynamic_batch": metadata["dynamic_batch"],
-        "verified_on": described,
-        "verified_batch_sizes": sorted({len(b) for b in batches}),
-        "export_seconds": round(export_seconds, 3),
-        **extra,
-    }
-    sizes = " and ".join(str(size) for size in result["verified_batch_sizes"])
-    if args.int8:
-        result.update(_int8_agreement(model, loaded, batches))
-        message = (
-            f"{path}: int8 (PT2E) exported program, {result['bytes'] / 1e6:.1f} MB, {loader} + "
-            f"compile_int8: top-1 agrees with PyTorch on {100 * result['int8_top1_agreement']:.1f}% of "
-            f"{described}, batch sizes {sizes}"
-        )
-    else:
-        diff = max_abs_difference(model, loaded, batches)
-        result.update(max_abs_diff=diff, tolerance=args.tolerance)
-        if diff > args.tolerance:
-            raise ExternalError(
-                f"{loader} output differs from PyTorch by {diff:.3g} (> {args.tolerance:g}) on "
-                f"{described}; the exported file {path} is not trustworthy. Try --format onnx, or "
-                "report the model and options"
+def _message(report: ExportReport) -> str:
+    """The human-readable report: one line per file written."""
+    runtime = RUNTIMES[report.format]
+    sizes = " and ".join(str(size) for size in report.verified_batch_sizes)
+    if report.format == "onnx":
+        lines = [
+            f"{report.fp32_path}: fp32, {(report.fp32_bytes or 0) / 1e6:.1f} MB, {runtime} vs PyTorch max "
+            f"|Δ| {report.max_abs_diff:.2e} on {report.verified_on} (tolerance {report.tolerance:g})"
+        ]
+        if report.int8 is not None:
+            lines.append(
+                f"{report.path}: int8, {report.bytes / 1e6:.1f} MB, top-1 agrees with PyTorch on "
+                f"{100 * (report.int8_top1_agreement or 0):.1f}% of the verification images"
             )
-        message = (
-            f"{path}: {args.format}, {result['bytes'] / 1e6:.1f} MB, {loader} vs PyTorch max |Δ| "
-            f"{diff:.2e} on {described}, batch sizes {sizes} (tolerance {args.tolerance:g})"
+        return "\n".join(lines)
+    if report.int8 is not None:
+        return (
+            f"{report.path}: int8 (PT2E) exported program, {report.bytes / 1e6:.1f} MB, {runtime} + "
+            f"compile_int8: top-1 agrees with PyTorch on {100 * (report.int8_top1_agreement or 0):.1f}% "
+            f"of {report.verified_on}, batch sizes {sizes}"
         )
-    print(json.dumps(result) if args.json else message)
-    return 0
+    return (
+        f"{report.path}: {report.format}, {report.bytes / 1e6:.1f} MB, {runtime} vs PyTorch max |Δ| "
+        f"{report.max_abs_diff:.2e} on {report.verified_on}, batch sizes {sizes} "
+        f"(tolerance {report.tolerance:g})"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..deploy import OnnxClassifier, export_onnx, max_abs_difference, quantize_onnx
+    from ..deploy import export_verified
 
     _check_args(args)
     trained = _trained(args)
-    card, model = trained.card, trained.model.eval()
+    card, model = trained.card, trained.model
     resolution = check_resolution(card.img_size if args.resolution is None else args.resolution)
-    # The file's card (and the images it is checked on) use the exported size, not the weights' own.
+    # Images are prepared at the exported size, which the file's card will say too.
     card = dataclasses.replace(card, img_size=resolution)
-    if args.format != "onnx":
-        return _run_torch(args, model, card, resolution)
-    fp32_path = args.out.with_suffix(".fp32.onnx") if args.int8 else args.out
-    export_onnx(model, fp32_path, resolution=resolution, card=card, dynamic_batch=args.dynamic_batch)
-    images, described = _verification_images(args, card)
-    batches = [images[i : i + 1] for i in range(len(images))] if not args.dynamic_batch else [images]
-    fp32_diff = max_abs_difference(model, OnnxClassifier(fp32_path), batches)
-    result: dict[str, Any] = {
-        "model": card.model,
-        "format": "onnx",
-        "fp32_onnx": str(fp32_path),
-        "fp32_bytes": fp32_path.stat().st_size,
-        "verified_on": described,
-        "fp32_max_abs_diff": fp32_diff,
-        "tolerance": args.tolerance,
-    }
-    if fp32_diff > args.tolerance:
-        raise ExternalError(
-            f"ONNX Runtime output differs from PyTorch by {fp32_diff:.3g} (> {args.tolerance:g}) on "
-            f"{described}; the exported file {fp32_path} is not trustworthy. Try another onnxruntime "
-            "version, or --format torchscript"
-        )
-    if args.int8:
-        calibration, keep_float = _calibration(args, card), _keep_float(args)
-        quantize_onnx(
-            fp32_path,
-            args.out,
-            calibration,
-            method=args.calib_method or DEFAULT_CALIB_METHOD,
-            exclude=keep_float,
-            weight_dtype=args.weight_dtype or DEFAULT_WEIGHT_DTYPE,
-        )
-        result.update(
-            int8_onnx=str(args.out),
-            int8_bytes=args.out.stat().st_size,
-            calibration_images=len(calibration),
-            **_int8_agreement(model, OnnxClassifier(args.out), batches),
-        )
-    if args.json:
-        print(json.dumps(result))
-    else:
-        print(
-            f"{fp32_path}: fp32, {result['fp32_bytes'] / 1e6:.1f} MB, ONNX Runtime vs PyTorch max |Δ| "
-            f"{fp32_diff:.2e} on {described} (tolerance {args.tolerance:g})"
-        )
-        if args.int8:
-            print(
-                f"{args.out}: int8, {result['int8_bytes'] / 1e6:.1f} MB, top-1 agrees with PyTorch on "
-                f"{100 * result['int8_top1_agreement']:.1f}% of the verification images",
-                file=sys.stdout,
-            )
+    verify, described = _verification_images(args, card)
+    report = export_verified(
+        model,
+        args.out,
+        format=args.format,
+        resolution=resolution,
+        card=card,
+        dynamic_batch=args.dynamic_batch,
+        verify_images=verify,
+        verified_on=described,
+        tolerance=args.tolerance,
+        int8=bool(args.int8),
+        calibration=_calibration(args, card),
+        calib_method=args.calib_method,
+        weight_dtype=args.weight_dtype,
+        keep_float=_keep_float(args),
+        qat_epochs=args.qat_epochs,
+        qat_lr=args.qat_lr,
+    )
+    print(json.dumps(report.to_dict()) if args.json else _message(report))
     return 0

@@ -1,4 +1,8 @@
-"""``mobilenets predict --weights W IMAGE...``: top-k classes with probabilities for each image."""
+"""``mobilenets predict --weights W IMAGE...``: top-k classes with probabilities for each image.
+
+``--onnx`` / ``--program`` classify with an exported file instead, through
+:func:`mobilenets.deploy.load_deployed` (its card gives the classes and the preprocessing).
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,15 @@ from .common import add_weights_arguments, load_from_args
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("predict", help="classify images: top-k class names and probabilities")
-    add_weights_arguments(parser)
+    what = parser.add_mutually_exclusive_group(required=True)
+    add_weights_arguments(parser, required=False, group=what)
+    what.add_argument("--onnx", type=Path, default=None, help="an ONNX file we exported, run in ONNX Runtime")
+    what.add_argument(
+        "--program",
+        type=Path,
+        default=None,
+        help="a TorchScript (.pt) or torch.export (.pt2, fp32 or int8) file we exported, run on the CPU",
+    )
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
     parser.add_argument("--top", type=int, default=5, help="classes shown per image (default 5)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
@@ -27,11 +39,18 @@ def _predictions(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Top-k entries per image; ``ValueError`` naming every unreadable image (none is classified then)."""
     from ..data.images import ImageDecodeError, decode_image_file
 
-    trained = load_from_args(args)
-    classes = trained.card.classes
+    exported = args.onnx if args.onnx is not None else args.program
+    if exported is not None:
+        from ..deploy.deployed import load_deployed
+
+        network, card = load_deployed(exported)
+    else:
+        trained = load_from_args(args)
+        network, card = trained.model, trained.card
+    classes = card.classes
     top = min(args.top, len(classes))
-    transform = trained.card.preprocess.transform()
-    model = trained.model.to(memory_format=torch.channels_last)
+    transform = card.preprocess.transform()
+    model = network.to(memory_format=torch.channels_last)
     results: list[dict[str, Any]] = []
     unreadable: list[str] = []
     for start in range(0, len(args.images), args.batch_size):

@@ -1,6 +1,10 @@
 """Deployment: BatchNorm folding; fast PyTorch inference (oneDNN Graph); ONNX (checked in ONNX Runtime,
-int8), TorchScript and torch.export files; int8 in PyTorch through torchao's PT2E flow."""
+int8), TorchScript and torch.export files, exported and verified on reload (:func:`export_verified`)
+and loaded back for inference (:func:`load_deployed`); int8 in PyTorch through torchao's PT2E flow."""
 
+from .deployed import load_deployed
+from .export_checks import FORMATS
+from .export_report import ExportReport
 from .fuse import count_batchnorms, fuse
 from .onednn_graph import OneDNNGraph
 from .onnx_export import OnnxClassifier, export_onnx, max_abs_difference, read_card, read_metadata
@@ -15,11 +19,14 @@ from .torch_export import (
     read_torch_card,
     read_torch_metadata,
 )
+from .verified_export import export_verified
 
 __all__ = [
     "CALIBRATION_METHODS",
+    "FORMATS",
     "OPTIMIZE_MODES",
     "WEIGHT_DTYPES",
+    "ExportReport",
     "Int8Model",
     "OneDNNGraph",
     "OnnxClassifier",
@@ -28,7 +35,9 @@ __all__ = [
     "export_onnx",
     "export_program",
     "export_torchscript",
+    "export_verified",
     "fuse",
+    "load_deployed",
     "load_exported",
     "max_abs_difference",
     "optimize",

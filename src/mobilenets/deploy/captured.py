@@ -14,12 +14,14 @@ class ExportedClassifier(nn.Module):
     """A captured model (a reloaded ``.pt`` / ``.pt2`` file, an int8 graph) that ``.eval()`` chains accept.
 
     ``torch.export`` programs raise on ``train()``/``eval()``; what we capture is captured in eval
-    mode, so ``eval()`` is a no-op here and ``train()`` refuses.
+    mode, so ``eval()`` is a no-op here and ``train()`` refuses. A program captured with a fixed batch
+    size (``fixed_batch``) runs bigger batches in pieces of that size, as ONNX files do.
     """
 
-    def __init__(self, inner: nn.Module) -> None:
+    def __init__(self, inner: nn.Module, *, fixed_batch: int | None = None) -> None:
         super().__init__()
         self.inner = inner
+        self.fixed_batch = fixed_batch
         self.training = False
 
     def train(self, mode: bool = True) -> ExportedClassifier:
@@ -28,5 +30,10 @@ class ExportedClassifier(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.inner(x)
-        return out
+        step = self.fixed_batch
+        if step is None or len(x) == step:
+            out: torch.Tensor = self.inner(x)
+            return out
+        if len(x) % step:
+            raise UsageError(f"this model takes batches of {step}; got {len(x)} images")
+        return torch.cat([self.inner(x[i : i + step]) for i in range(0, len(x), step)])

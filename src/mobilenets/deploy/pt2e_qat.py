@@ -78,6 +78,22 @@ def _fold_only_present_convolutions() -> Iterator[None]:
         setattr(module, _FOLD_HELPER, helper)
 
 
+def check_qat_values(
+    *, epochs: int | None = None, lr: float | None = None, epochs_name: str = "epochs", lr_name: str = "lr"
+) -> None:
+    """A :class:`UsageError` for a fine-tune length below one epoch or a learning rate that is not positive.
+
+    ``None`` is not given and passes; ``epochs_name`` and ``lr_name`` are the words the message uses.
+    """
+    if epochs is not None:
+        if isinstance(epochs, bool) or not isinstance(epochs, int):
+            raise UsageError(f"{epochs_name} must be a whole number of epochs, got {epochs!r}")
+        if epochs < 1:
+            raise UsageError(f"{epochs_name} must be >= 1, got {epochs!r}")
+    if lr is not None and not (isinstance(lr, float | int) and math.isfinite(lr) and lr > 0):
+        raise UsageError(f"{lr_name} must be a positive number, got {lr!r}")
+
+
 def quantize_qat_pt2e(
     model: nn.Module,
     batches: Iterable[torch.Tensor],
@@ -101,10 +117,7 @@ def quantize_qat_pt2e(
         raise WrongTypeError(
             "batches must be a re-iterable of (N, 3, H, W) batches: a list (images.split(32)) or a loader"
         )
-    if not isinstance(epochs, int) or epochs < 1:
-        raise UsageError(f"epochs must be a positive integer, got {epochs!r}")
-    if not (isinstance(lr, float | int) and math.isfinite(lr) and lr > 0):
-        raise UsageError(f"lr must be a positive number, got {lr!r}")
+    check_qat_values(epochs=epochs, lr=lr)
     check_options(model, resolution, keep_float)
     first = next(iter(batches), None)
     if first is None:

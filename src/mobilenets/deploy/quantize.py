@@ -36,28 +36,53 @@ WEIGHT_DTYPES = ("int7", "int8", "uint8")
 
 
 class _Reader:
-    """ONNX Runtime's CalibrationDataReader over a tensor of preprocessed images, one batch per range.
+    """ONNX Runtime's CalibrationDataReader over a tensor of preprocessed images, in bounded groups.
 
-    With ``CalibStridedMinMax`` = 1 the quantizer calls ``set_range`` batch by batch and folds each
-    batch into its histograms, so calibration memory stays at one batch of activations instead of
-    all of them (about 60 MB an image for MobileNetV2 at 224: 18 GB for 300 images).
+    The quantizer runs with ``CalibStridedMinMax`` = 1: it calls ``set_range(i, i + 1)`` for each of
+    ``len(reader)`` groups and folds each group's activations into its histograms, so calibration
+    memory stays at one group (``CALIBRATION_BATCH`` images) instead of all of them (about 60 MB an
+    image for MobileNetV2 at 224: 18 GB for 300 images). A group is fed in pieces of the file's batch
+    size: a file exported without a dynamic batch takes only its fixed batch (1), and ONNX Runtime
+    refuses any other. The histograms then see the same values in the same order as with one
+    ``CALIBRATION_BATCH`` piece, so both kinds of file calibrate alike.
     """
 
-    def __init__(self, images: torch.Tensor, input_name: str) -> None:
-        self._batches = [
-            {input_name: images[i : i + CALIBRATION_BATCH].contiguous().numpy()}
-            for i in range(0, len(images), CALIBRATION_BATCH)
+    def __init__(self, images: torch.Tensor, input_name: str, *, fixed_batch: int | None) -> None:
+        piece = fixed_batch or CALIBRATION_BATCH
+        group = max(piece, CALIBRATION_BATCH // piece * piece)
+        self._groups = [
+            [
+                {input_name: images[j : j + piece].contiguous().numpy()}
+                for j in range(start, min(start + group, len(images)), piece)
+            ]
+            for start in range(0, len(images), group)
         ]
-        self._pending: Iterator[dict[str, Any]] = iter(self._batches)
+        self._pending: Iterator[dict[str, Any]] = iter(())
+        self.set_range(0, len(self._groups))
 
     def __len__(self) -> int:
-        return len(self._batches)
+        return len(self._groups)
 
     def set_range(self, start_index: int, end_index: int) -> None:
-        self._pending = iter(self._batches[start_index:end_index])
+        self._pending = (batch for group in self._groups[start_index:end_index] for batch in group)
 
     def get_next(self) -> dict[str, Any] | None:
         return next(self._pending, None)
+
+
+def graph_input(model_proto: Any) -> tuple[str, int | None]:
+    """The name of a model's image input and its fixed batch size (None when the batch is free).
+
+    The input is the graph's first input that is not an initializer (older exporters list weights as
+    inputs too); a batch dimension given as a number is fixed, a named or missing one is free.
+    """
+    initializers = {tensor.name for tensor in model_proto.graph.initializer}
+    inputs = [value for value in model_proto.graph.input if value.name not in initializers]
+    if not inputs:
+        raise UsageError("the ONNX file has no graph input to feed calibration images to")
+    dims = inputs[0].type.tensor_type.shape.dim
+    fixed = dims[0].dim_value if dims and dims[0].HasField("dim_value") else 0
+    return inputs[0].name, fixed if fixed > 0 else None
 
 
 @contextlib.contextmanager
@@ -69,6 +94,19 @@ def _quiet_root_logger() -> Iterator[None]:
         yield
     finally:
         root.setLevel(level)
+
+
+def check_quantize_values(*, method: str | None = None, weight_dtype: str | None = None) -> None:
+    """A :class:`UsageError` for a calibration method or weight dtype :func:`quantize_onnx` lacks.
+
+    ``None`` is not given (the caller's default applies) and passes.
+    """
+    if method is not None and method not in CALIBRATION_METHODS:
+        raise UsageError(
+            f"unknown calibration method {method!r}; expected one of {', '.join(CALIBRATION_METHODS)}"
+        )
+    if weight_dtype is not None and weight_dtype not in WEIGHT_DTYPES:
+        raise UsageError(f"unknown weight dtype {weight_dtype!r}; expected one of {', '.join(WEIGHT_DTYPES)}")
 
 
 def nodes_in_modules(model_proto: Any, modules: Sequence[str]) -> list[str]:
@@ -102,7 +140,8 @@ def quantize_onnx(
 ) -> Path:
     """Quantize ``fp32_path`` to 8 bits (QDQ) at ``out_path``, calibrated on ``calibration`` images.
 
-    ``calibration`` is a float (N, 3, H, W) batch prepared as the model expects (its preset).
+    ``calibration`` is a float (N, 3, H, W) batch prepared as the model expects (its preset); a file
+    with a fixed batch size (exported without a dynamic batch) is calibrated in batches of that size.
     ``exclude`` lists module paths whose nodes stay float; ``weight_dtype`` is one of
     :data:`WEIGHT_DTYPES` (see the module notes). The fp32 file's metadata is carried over, with the
     settings added.
@@ -111,17 +150,18 @@ def quantize_onnx(
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    if method not in CALIBRATION_METHODS:
-        raise UsageError(
-            f"unknown calibration method {method!r}; expected one of {', '.join(CALIBRATION_METHODS)}"
-        )
-    if weight_dtype not in WEIGHT_DTYPES:
-        raise UsageError(f"unknown weight dtype {weight_dtype!r}; expected one of {', '.join(WEIGHT_DTYPES)}")
+    check_quantize_values(method=method, weight_dtype=weight_dtype)
     if calibration.ndim != 4 or calibration.shape[1] != 3 or len(calibration) == 0:
         raise UsageError(
             f"calibration images must be a non-empty (N, 3, H, W) batch, got shape {tuple(calibration.shape)}"
         )
     metadata = read_metadata(fp32_path)
+    input_name, fixed_batch = graph_input(onnx.load(str(fp32_path), load_external_data=False))
+    if fixed_batch is not None and len(calibration) % fixed_batch:
+        raise UsageError(
+            f"{len(calibration)} calibration images do not fill batches of {fixed_batch}, the fixed batch "
+            f"of {str(fp32_path)!r}; give a multiple of {fixed_batch} images"
+        )
     calibrate = {
         "minmax": CalibrationMethod.MinMax,
         "percentile": CalibrationMethod.Percentile,
@@ -144,7 +184,7 @@ def quantize_onnx(
             quantize_static(
                 str(prepared),
                 str(quantized),
-                _Reader(calibration.float(), metadata.get("input_name", "input")),
+                _Reader(calibration.float(), input_name, fixed_batch=fixed_batch),
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
                 reduce_range=weight_dtype == "int7",

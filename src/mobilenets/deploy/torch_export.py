@@ -202,10 +202,12 @@ def load_for_inference(path: str | os.PathLike[str]) -> tuple[ExportedClassifier
     A PT2E int8 program is compiled (:func:`~mobilenets.deploy.pt2e.compile_int8`: its first call per
     batch size takes seconds), so it runs, and is scored, with the int8 kernels a deployment uses;
     run as it is, the graph only simulates int8 and can differ (see ``mobilenets.deploy.pt2e``).
+    A program exported with a fixed batch size takes any multiple of it, run in pieces.
     """
     module, metadata = load_exported(path)
     if metadata.get("int8") == PT2E_INT8:
         from .pt2e import compile_int8
 
         module = compile_int8(module)
-    return ExportedClassifier(module), metadata
+    fixed = None if metadata.get("dynamic_batch", True) else int(metadata["input_shape"][0])
+    return ExportedClassifier(module, fixed_batch=fixed), metadata
