@@ -6,7 +6,9 @@ or from outside after a random delay; or "No space left on device" at a random w
 round every checkpoint must load and no completed epoch may be lost; every run is finally resumed to
 completion and must end on the bit-identical weights of an uninterrupted deterministic run.
 
-    python benchmarks/fault_injection.py [--kills 40] [--parallel 2] [--json FILE]
+    python benchmarks/fault_injection.py [--kills 40] [--parallel 2] [--json FILE] [--markdown [PAGE]]
+
+``--markdown`` also writes the table into ``docs/reliability.md`` (between the ``fault-injection`` markers).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from _report import add_markdown_argument, provenance, table, write_fragments
 from mobilenets.testing.campaign import RECIPE, reference_run, run_campaign
 
 
@@ -28,25 +31,28 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=2, help="independent run sequences at once")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
+    add_markdown_argument(parser, "reliability.md")
     args = parser.parse_args()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="mobilenets-faults-") as tmp:
         reference = reference_run(RECIPE, Path(tmp) / "reference")
         report = run_campaign(reference, Path(tmp), kills=args.kills, seed=args.seed, parallel=args.parallel)
     rows = report.table()
-    print(f"recipe: mobilenets train {' '.join(RECIPE)} --deterministic")
-    finished = len(report.finished)
-    print(f"{len(report.rounds)} rounds, {report.kills} SIGKILLs, {finished} runs resumed to the end\n")
-    print("| fault | injected | survived | epochs lost |")
-    print("|---|---:|---:|---:|")
-    for row in rows:
-        print(f"| {row['phase']} | {row['injected']} | {row['survived']} | {row['epochs_lost']} |")
     total = {key: sum(int(row[key]) for row in rows) for key in ("injected", "survived", "epochs_lost")}
-    print(f"| **all** | {total['injected']} | {total['survived']} | {total['epochs_lost']} |")
+    cells = [[row["phase"], row["injected"], row["survived"], row["epochs_lost"]] for row in rows]
+    cells.append(["**all**", *(f"**{total[key]}**" for key in ("injected", "survived", "epochs_lost"))])
     equal = len(report.finished) - len({p.split(":")[0] for p in report.problems if "weights differ" in p})
-    print(f"\nfinal weights bit-identical to the uninterrupted run: {equal}/{len(report.finished)} runs")
-    print(f"problems: {report.problems or 'none'}")
-    print(f"wall time: {time.perf_counter() - started:.0f} s")
+    text = (
+        f"{len(report.rounds)} rounds ({report.kills} SIGKILLs) on `mobilenets train {' '.join(RECIPE)} "
+        f"--deterministic`, each resuming the run with one fault at a random point.\n\n"
+        f"{table(['fault', 'injected', 'survived', 'epochs lost'], cells)}\n\n"
+        f"Runs resumed to the end on weights bit-identical to the uninterrupted run's: "
+        f"{equal}/{len(report.finished)}. Problems: {'; '.join(report.problems) or 'none'}."
+    )
+    print(text)
+    seconds = time.perf_counter() - started
+    print(f"wall time: {seconds:.0f} s")
+    write_fragments(args.markdown, {"fault-injection": provenance(seconds) + "\n\n" + text})
     if args.json is not None:
         rounds = [vars(r) for r in report.rounds]
         args.json.write_text(

@@ -4,10 +4,11 @@ Protocol: calibrate on the first 300 photos of ``imagenet-val-1300/dataset.txt``
 int8 (both in ONNX Runtime) on the other 1,000. Each row is ``mobilenets export --int8`` then two
 ``mobilenets eval --onnx``; extra rows show what the settings are worth (full 8-bit or uint8
 weights instead of int7, min-max instead of percentile calibration, float stem and classifier).
-Writes ``runs/bench/int8/result.json`` and a Markdown table.
+Writes ``runs/bench/int8/result.json`` and Markdown tables; ``--markdown`` also writes them into
+``docs/deployment.md`` (the ``int8-accuracy`` markers; the ablations between ``int8-accuracy-ablations``).
 
     python benchmarks/int8_accuracy.py             # ~10 minutes on 2 cores
-    python benchmarks/int8_accuracy.py --quick     # the default settings only
+    python benchmarks/int8_accuracy.py --quick     # the default settings only (one table)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _report import add_markdown_argument, provenance, table, write_fragments
 from mobilenets.weights import packaged_weights
 
 SHARED = Path(os.environ.get("MOBILENETS_SHARED", Path(__file__).resolve().parents[2] / "shared"))
@@ -63,15 +65,28 @@ def held_out_list() -> Path:
     return target
 
 
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """One table row per result; drop = fp32 minus int8 top-1, in points (negative: int8 scored higher)."""
+    header = ["weights", "settings", "fp32 top-1", "int8 top-1", "drop (points)", "fp32 MB", "int8 MB"]
+    cells = [
+        [row["weights"], row["settings"], f"{100 * row['fp32_top1']:.1f}%", f"{100 * row['int8_top1']:.1f}%",
+         f"{row['drop_points']:+.1f}", row["fp32_mb"], row["int8_mb"]]
+        for row in rows
+    ]  # fmt: skip
+    return table(header, cells, "llrrrrr")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="default settings only, no ablations")
+    add_markdown_argument(parser, "deployment.md")
     args = parser.parse_args()
     if not PHOTOS.is_file():
         print(f"ImageNet photos not found at {PHOTOS} (set MOBILENETS_SHARED)", file=sys.stderr)
         return 1
     OUT.mkdir(parents=True, exist_ok=True)
     held_out = held_out_list()
+    started = time.perf_counter()
     results: list[dict[str, Any]] = []
     for index, (key, label, options) in enumerate(ROWS + (() if args.quick else ABLATIONS)):
         entry = packaged_weights(key)
@@ -99,13 +114,20 @@ def main() -> int:
         results.append(row)
         print(json.dumps(row), flush=True)
     (OUT / "result.json").write_text(json.dumps(results, indent=2) + "\n")
-    print("\n| weights | settings | fp32 top-1 | int8 top-1 | drop (points) | fp32 MB | int8 MB |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for row in results:
-        print(
-            f"| {row['weights']} | {row['settings']} | {100 * row['fp32_top1']:.1f}% "
-            f"| {100 * row['int8_top1']:.1f}% | {row['drop_points']} | {row['fp32_mb']} | {row['int8_mb']} |"
-        )
+    defaults, ablations = results[: len(ROWS)], results[len(ROWS) :]
+    drops = ", ".join(f"{row['drop_points']:+.1f}" for row in defaults)
+    worst = max(row["drop_points"] for row in defaults)
+    verdict = (
+        f"Goal, int8 within 1.0 point of fp32 with the default settings: "
+        f"{'met' if worst <= 1.0 else 'not met'} (drops {drops} points)."
+    )
+    provenance_line = provenance(time.perf_counter() - started)
+    fragments = {"int8-accuracy": f"{provenance_line}\n\n{markdown(defaults)}\n\n{verdict}"}
+    if ablations:
+        fragments["int8-accuracy-ablations"] = f"{provenance_line}\n\n{markdown(ablations)}"
+    for text in fragments.values():
+        print("\n" + text)
+    write_fragments(args.markdown, fragments)
     return 0
 
 

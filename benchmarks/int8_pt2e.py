@@ -8,7 +8,8 @@ columns differ where the int8 kernels saturate (x86 without VNNI, 8-bit activati
 show the settings' worth (8-bit activations, the x86 default; float stem and classifier). The QAT
 rows fine-tune with fake quantization (``quantize_qat_pt2e``: distilling the float model, no labels)
 on the 300 calibration photos instead of calibrating only. Writes ``runs/bench/int8_pt2e/result.json`` (with
-``--qat``: ``result_qat.json``) and a Markdown table.
+``--qat``: ``result_qat.json``) and Markdown tables; ``--markdown`` also writes them into
+``docs/deployment.md`` (markers ``int8-pt2e``, ``int8-pt2e-ablations``, with ``--qat`` ``int8-pt2e-qat``).
 
     python benchmarks/int8_pt2e.py                 # ~7 minutes on 2 cores
     python benchmarks/int8_pt2e.py --quick         # the default settings only
@@ -31,6 +32,7 @@ import torch
 from torch import nn
 from torch.utils.data import Subset
 
+from _report import add_markdown_argument, provenance, table, write_fragments
 from mobilenets.bench.allocator import reuse_freed_memory
 from mobilenets.data.card import card_eval_set
 from mobilenets.data.splits import build_loader
@@ -100,12 +102,27 @@ def top1(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
     return correct / len(labels)
 
 
+def markdown(results: list[dict[str, Any]]) -> str:
+    header = ["weights", "settings", "fp32 top-1", "int8, simulated", "int8, compiled", "drop (points)"]
+    cells = []
+    for row in results:
+        compiled = row["int8_compiled_top1"]
+        cells.append([
+            row["weights"], row["settings"], f"{100 * row['fp32_top1']:.1f}%",
+            f"{100 * row['int8_eager_top1']:.1f}%", "—" if compiled is None else f"{100 * compiled:.1f}%",
+            f"{row['drop_points']:+.1f}",
+        ])  # fmt: skip
+    return table(header, cells, "llrrrr")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="default settings only, no ablations")
     parser.add_argument("--qat", action="store_true", help="only the quantization-aware fine-tuning rows")
     parser.add_argument("--no-compile", action="store_true", help="skip the Inductor-compiled int8 column")
+    add_markdown_argument(parser, "deployment.md")
     args = parser.parse_args()
+    started = time.perf_counter()
     if not PHOTOS.is_file():
         print(f"ImageNet photos not found at {PHOTOS} (set MOBILENETS_SHARED)", file=sys.stderr)
         return 1
@@ -151,16 +168,17 @@ def main() -> int:
         print(json.dumps(row), flush=True)
     result_file = OUT / ("result_qat.json" if args.qat else "result.json")
     result_file.write_text(json.dumps(results, indent=2) + "\n")
-    print("\n| weights | settings | fp32 top-1 | int8 top-1, eager | int8 top-1, compiled | drop (points) |")
-    print("|---|---|---:|---:|---:|---:|")
-    for row in results:
-        compiled = row["int8_compiled_top1"]
-        compiled_cell = "—" if compiled is None else f"{100 * compiled:.1f}%"
-        print(
-            f"| {row['weights']} | {row['settings']} | {100 * row['fp32_top1']:.1f}% "
-            f"| {100 * row['int8_eager_top1']:.1f}% | {compiled_cell} | {row['drop_points']} |"
-        )
-    print("\ndrop: fp32 minus the compiled int8 top-1 (the eager one with --no-compile)")
+    stamp = provenance(time.perf_counter() - started)
+    note = "drop: fp32 minus the compiled int8 top-1 (the simulated one with --no-compile), in points."
+    if args.qat:
+        fragments = {"int8-pt2e-qat": f"{stamp}\n\n{markdown(results)}\n\n{note}"}
+    else:
+        fragments = {"int8-pt2e": f"{stamp}\n\n{markdown(results[: len(ROWS)])}\n\n{note}"}
+        if len(results) > len(ROWS):
+            fragments["int8-pt2e-ablations"] = f"{stamp}\n\n{markdown(results[len(ROWS) :])}"
+    for text in fragments.values():
+        print("\n" + text)
+    write_fragments(args.markdown, fragments)
     return 0
 
 

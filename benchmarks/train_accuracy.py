@@ -13,6 +13,9 @@ one JSON line per recipe on stdout.
 ``--nproc N`` runs the training under ``torchrun --standalone --nproc-per-node N`` with
 ``OMP_NUM_THREADS`` = cores / N: the same global batch and recipe, data-parallel over processes
 instead of threads (on 2 cores, small CIFAR tensors keep two threads of one process partly idle).
+
+``--markdown [PAGE]`` also writes each recipe's table into ``docs/training.md`` (between the
+``train-accuracy-<recipe>`` markers), with the date, the machine and the command.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+from _report import add_markdown_argument, provenance, table, write_fragments
 from mobilenets.bench.machine import cpu_description
 
 SHARED = Path(os.environ.get("MOBILENETS_SHARED", Path(__file__).resolve().parents[2] / "shared"))
@@ -60,6 +65,8 @@ RECIPES: dict[str, list[str]] = {
     ],
 }  # fmt: skip
 FLIP_TTA = {"cifar10", "cifar10-finetune"}  # also scored with --flip-tta (trained with flips; digits are not)
+# What each recipe is for: (top-1 to reach, within this many seconds of training wall time).
+GOALS = {"digits": (0.97, 120.0), "cifar10": (0.90, 3600.0), "cifar10-finetune": (0.90, 3600.0)}
 
 
 def run_recipe(name: str, out_root: Path, extra: list[str], nproc: int = 1) -> dict[str, object]:
@@ -95,6 +102,13 @@ def run_recipe(name: str, out_root: Path, extra: list[str], nproc: int = 1) -> d
     return result
 
 
+def command_for(name: str, args: argparse.Namespace) -> str:
+    """The benchmark command that reproduces one recipe's result."""
+    command = f"python benchmarks/train_accuracy.py {name}"
+    command += f" --nproc {args.nproc}" if args.nproc > 1 else ""
+    return command + (" --extra " + " ".join(args.extra) if args.extra else "")
+
+
 def evaluate(checkpoint: Path, *options: str) -> dict[str, object]:
     """``mobilenets eval --json`` of ``checkpoint`` on its held-out set."""
     command = [sys.executable, "-m", "mobilenets", "eval", "--checkpoint", str(checkpoint), "--json"]
@@ -103,17 +117,54 @@ def evaluate(checkpoint: Path, *options: str) -> dict[str, object]:
     return report
 
 
+def _wall(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The recipe's table (one row), the command it ran, its curve and whether it met its goal."""
+    per_epoch, speeds = result["val_top1_per_epoch"], result["images_per_s_per_epoch"]
+    flip = result.get("top1_flip_tta")
+    row = [
+        result["recipe"],
+        len(per_epoch),
+        f"{100 * result['top1']:.2f}%",
+        f"{100 * result['top5']:.2f}%",
+        "—" if flip is None else f"{100 * flip:.2f}%",
+        _wall(result["train_wall_seconds"]),
+        f"{min(speeds):.0f}–{max(speeds):.0f}",
+        result["num_images"],
+    ]
+    header = ["recipe", "epochs", "top-1", "top-5", "top-1 flip-TTA", "train wall", "images/s", "val images"]
+    target, seconds = GOALS[result["recipe"]]
+    met = result["top1"] >= target and result["train_wall_seconds"] <= seconds
+    curve = ", ".join(f"{100 * value:.1f}" for value in per_epoch)
+    return (
+        f"{table(header, [row])}\n\n"
+        f"Trains `{result['command']}`, then scores `last.safetensors` with `mobilenets eval`. "
+        f"Goal ≥ {100 * target:.0f}% top-1 within {seconds / 60:.0f} min: {'met' if met else 'not met'}. "
+        f"Validation top-1 by epoch: {curve}%."
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("recipes", nargs="*", choices=sorted(RECIPES), default=["digits"])
     parser.add_argument("--out", type=Path, default=Path("runs/bench"), help="parent of the run folders")
     parser.add_argument("--nproc", type=int, default=1, help="train under torchrun with N processes")
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more train arguments")
+    add_markdown_argument(parser, "training.md")
     args = parser.parse_args()
     for name in args.recipes:
+        started = time.perf_counter()
         result = run_recipe(name, args.out, args.extra, args.nproc)
         print(json.dumps(result), flush=True)
         (args.out / name / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+        text = markdown(result)
+        print("\n" + text + "\n", flush=True)
+        command = command_for(name, args)
+        fragment = provenance(time.perf_counter() - started, command) + "\n\n" + text
+        write_fragments(args.markdown, {f"train-accuracy-{name}": fragment})
     return 0
 
 

@@ -31,7 +31,10 @@ runs it, and torchvision's loop with the same setting as ours (like with like). 
 skips them.
 
 Usage: python benchmarks/train_throughput.py [--resolution 96] [--batch-size 64] [--rounds 8] [--reuse]
-[--threads 2] [--compile] [--no-cifar] [--no-allocator] [--json PATH]
+[--threads 2] [--compile] [--no-cifar] [--no-allocator] [--json PATH] [--markdown [PAGE]]
+
+``--markdown`` also writes the table and its findings into ``docs/training.md`` (between the
+``train-throughput`` markers).
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ import torch
 import torchvision
 from torch import nn
 
+from _report import add_markdown_argument, provenance, write_fragments
 from mobilenets.analysis import saved_for_backward_bytes
 from mobilenets.analysis.layers import layer_costs
 from mobilenets.bench.machine import cpu_description
@@ -296,7 +300,7 @@ def markdown_table(settings: dict[str, list[Variant]]) -> str:
             if variant.error is not None:
                 lines.append(
                     f"| {setting} | {variant.name} | {variant.macs_per_image / 1e6:.1f}M | {kept} | "
-                    f"failed: {variant.error} | | | |"
+                    f"failed: {variant.error[:200]} | | | |"
                 )
                 continue
             ratio, against = _ratio(variant, by_name)
@@ -322,6 +326,7 @@ def main() -> None:
         "--reuse", action="store_true", help="in-process rows keep freed memory, as `mobilenets train` does"
     )
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write results here")
+    add_markdown_argument(parser, "training.md")
     parser.add_argument("--child", choices=("torchvision", "ours"), help=argparse.SUPPRESS)
     parser.add_argument("--child-reuse", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -412,44 +417,44 @@ def main() -> None:
     total = time.perf_counter() - started
 
     autocast = "fp32 (no autocast)" if precision is None else f"autocast {precision}"
-    print()
     from mobilenets.bench.allocator import current_setting
 
-    print(
-        f"Training throughput, batch {batch}, {args.threads} threads, {cpu_description()}, torch "
-        f"{torch.__version__}; ours: Trainer._step with engine defaults ({autocast} from precision=auto, "
-        f"SGD nesterov), torchvision: plain NCHW fp32 SGD-momentum loop; median of {args.rounds} "
-        f"interleaved steps after 1 warm-up ({total:.0f} s total). In-process rows: "
-        f"{current_setting()}; per-process rows: as named."
+    header = (
+        f"Batch {batch}, {args.threads} threads; ours: Trainer._step with engine defaults ({autocast} from "
+        f"precision=auto, SGD nesterov), torchvision: plain NCHW fp32 SGD-momentum loop; median of "
+        f"{args.rounds} interleaved steps after 1 warm-up. In-process rows: {current_setting()}; "
+        "per-process rows: as named."
     )
-    print()
-    print(markdown_table(settings))
-    print()
+    findings: list[str] = []
     for variants in settings.values():
         for variant in variants:
             if variant.setup_seconds:
-                print(
+                findings.append(
                     f"- {variant.name}: compile warm-up {variant.setup_seconds:.0f} s "
                     "(first two steps, untimed; seconds when torchinductor's on-disk cache is warm, "
                     "minutes when cold)"
                 )
     if not args.no_cifar:
-        print(
+        findings.append(
             f"- {CIFAR_RESOLUTION}×{CIFAR_RESOLUTION}: small_input keeps full resolution through two more "
             "stride-2 positions, so it is a different, costlier network than torchvision's at 32×32 "
             "(compare the mult-adds); its ratio is against our own NCHW run only."
         )
     main_by_name = {variant.name: variant for variant in settings[f"{res}×{res}"]}
     same_process = main_by_name["ours channels_last"].median / main_by_name[tv].median
-    print(f"- ours vs torchvision's plain loop, same process and allocator: {same_process:.2f}×.")
+    findings.append(f"- ours vs torchvision's plain loop, same process and allocator: {same_process:.2f}×.")
     if not args.no_allocator:
         rows = settings[f"{res}×{res}, per process"]
         goal = rows[1].median / rows[0].median
-        print(
+        findings.append(
             f"- issue goal: `mobilenets train`'s step ≥ 2× torchvision's plain loop as a script runs it "
             f"at {res}×{res}, batch {batch}: measured {goal:.2f}× ({'met' if goal >= 2 else 'not met'}); "
             f"against torchvision with the same allocator setting {rows[1].median / rows[2].median:.2f}×."
         )
+    text = f"{header}\n\n{markdown_table(settings)}\n\n" + "\n".join(findings)
+    print(f"\nTraining throughput, {cpu_description()}, torch {torch.__version__} ({total:.0f} s total).")
+    print(text)
+    write_fragments(args.markdown, {"train-throughput": provenance(total) + "\n\n" + text})
 
     if args.json is not None:
         report = {
