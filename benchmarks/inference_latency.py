@@ -1,48 +1,97 @@
 """`mobilenets bench` at batch 1 (latency) and 32 (throughput), 224×224, 2 threads.
 
-Runs the eight variants (torchvision eager/compile/ONNX Runtime fp32/int8; ours eager/optimize/ONNX
-Runtime fp32/int8) interleaved in one process per setting, and batch 32 once more with glibc's default
-allocator, to show what page faults cost eager PyTorch. Batch 1 and 32 also measure each variant's
-peak resident memory alone in a fresh process (``--peak-rss``). Writes ``runs/bench/inference/*.json``.
+Times the eight variants (torchvision eager/compile/ONNX Runtime fp32/int8; ours eager/optimize/ONNX
+Runtime fp32/int8) the way ``mobilenets bench`` does (see ``mobilenets.bench.inference``): each
+variant alone in a fresh process, variants taking turns over rounds in rotated order, with its peak
+resident memory from the same processes. Batch 32 runs once more with glibc's default allocator, to
+show what page faults cost eager PyTorch. The settings share one folder of prepared files, so the
+ONNX exports and int8 calibrations happen once. Writes ``runs/bench/inference/*.json`` and prints
+Markdown tables headed by the CPU and the date.
 
-    python benchmarks/inference_latency.py        # ~15 minutes on 2 cores
+    python benchmarks/inference_latency.py        # ~15 minutes on 2 idle cores
+    python benchmarks/inference_latency.py --only batch1 --rounds 1 --repeats 3 --resolution 96  # a check
 """
 
 from __future__ import annotations
 
+import argparse
+import datetime
 import json
-import subprocess
 import sys
+import tempfile
 from pathlib import Path
+from typing import Any
+
+from mobilenets.bench.inference import VARIANTS, run_bench
+from mobilenets.bench.machine import cpu_description
 
 OUT = Path("runs/bench/inference")
-SETTINGS = {
-    "batch1": ["--batch", "1", "--peak-rss"],
-    "batch32": ["--batch", "32", "--peak-rss"],
-    "batch32_system_malloc": ["--batch", "32", "--system-malloc"],
-}
+# name: (batch size, glibc's default allocator in the timing processes)
+SETTINGS = {"batch1": (1, False), "batch32": (32, False), "batch32_system_malloc": (32, True)}
+
+
+def _table(report: dict[str, Any]) -> list[str]:
+    lines = [
+        "| variant | median ms | IQR ms | ms/image | speed-up vs torchvision eager | peak RSS MB "
+        "| round medians ms |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for variant, row in report.items():
+        if isinstance(row, dict) and "median_ms" in row:
+            speedup = row["speedup_vs_torchvision_eager"]
+            peak = row["peak_rss_mb"]
+            lines.append(
+                f"| {variant} | {row['median_ms']:.2f} | {row['iqr_ms']:.2f} | {row['per_image_ms']:.2f} "
+                f"| {'n/a' if speedup is None else f'{speedup:.2f}×'} "
+                f"| {'—' if peak is None else f'{peak:.0f}'} "
+                f"| {' '.join(f'{value:.2f}' for value in row['per_round_median_ms'])} |"
+            )
+    lines += [f"| {variant} | skipped: {why} | | | | | |" for variant, why in report["skipped"].items()]
+    return lines
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--only", action="append", choices=tuple(SETTINGS), help="a setting to run (repeatable; default all)"
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="turns per variant (default 5)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed calls per turn (default 20)")
+    parser.add_argument("--resolution", type=int, default=224)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated (default: all eight)")
+    args = parser.parse_args()
+
     OUT.mkdir(parents=True, exist_ok=True)
-    for name, options in SETTINGS.items():
-        command = [sys.executable, "-m", "mobilenets", "bench", "--threads", "2", "--repeats", "30", "--json"]
-        done = subprocess.run([*command, *options], check=True, capture_output=True, text=True)
-        report = json.loads(done.stdout)
-        (OUT / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
-        print(f"## {name} ({report['allocator']})")
-        print("| variant | median ms | ms/image | speed-up vs torchvision eager | peak RSS MB |")
-        print("|---|---:|---:|---:|---:|")
-        for variant, row in report.items():
-            if isinstance(row, dict) and "median_ms" in row:
-                speedup = row["speedup_vs_torchvision_eager"]
-                peak = row.get("peak_rss_mb")
-                print(
-                    f"| {variant} | {row['median_ms']:.2f} | {row['per_image_ms']:.2f} "
-                    f"| {'n/a' if speedup is None else f'{speedup:.2f}×'} "
-                    f"| {'—' if peak is None else f'{peak:.0f}'} |"
-                )
-        print(flush=True)
+    print(f"CPU: {cpu_description()}; {datetime.date.today().isoformat()}\n", flush=True)
+    with tempfile.TemporaryDirectory(prefix="inference-latency-") as workdir:  # shared prepared files
+        for name in args.only or SETTINGS:
+            batch, system_malloc = SETTINGS[name]
+            result = run_bench(
+                "mobilenet_v2",
+                batch=batch,
+                resolution=args.resolution,
+                threads=args.threads,
+                rounds=args.rounds,
+                repeats=args.repeats,
+                only=tuple(args.variants.split(",")),
+                system_malloc=system_malloc,
+                workdir=workdir,
+                progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True),
+            )
+            report = result.to_dict()
+            (OUT / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+            print(
+                f"## {name}: batch {batch}, {args.resolution}×{args.resolution}, {args.threads} threads, "
+                f"{result.rounds} rounds × {result.repeats} timed calls, each variant alone in a fresh "
+                f"process ({report['allocator']})\n"
+            )
+            print("\n".join(_table(report)))
+            if report["warnings"]:
+                print("\n" + "\n".join(f"- warning: {warning}" for warning in report["warnings"]))
+            print(flush=True)
     return 0
 
 

@@ -13,7 +13,6 @@ import torch
 import mobilenets
 from mobilenets.analysis import summarize
 from mobilenets.analysis.memory import schedule_memory
-from mobilenets.bench.inference import run_bench
 from mobilenets.deploy import (
     OnnxClassifier,
     count_batchnorms,
@@ -321,34 +320,6 @@ def test_optimize_compile_mode_keeps_outputs() -> None:
         )
 
 
-def test_bench_times_every_requested_variant_and_skips_what_cannot_run() -> None:
-    only = ("torchvision_eager", "torchvision_ort_fp32", "ours_eager", "ours_optimize", "ours_int8")
-    result = run_bench("mobilenet_v3_small", batch=2, resolution=64, repeats=2, warmup=1, only=only)
-    report = result.to_dict()
-    for name in only:
-        assert report[name]["median_ms"] > 0 and len(result.results[name].times_ms) == 2
-    assert report["torchvision_eager"]["speedup_vs_torchvision_eager"] == pytest.approx(1.0)
-    lite = run_bench(
-        "efficientnet_lite0", resolution=64, repeats=1, warmup=0, only=("torchvision_eager", "ours_eager")
-    )
-    assert "torchvision has no efficientnet_lite0" in lite.skipped["torchvision_eager"]
-    assert lite.to_dict()["ours_eager"]["speedup_vs_torchvision_eager"] is None
-    with pytest.raises(ValueError, match="unknown bench variant"):
-        run_bench("mobilenet_v2", only=("tflite",))
-
-
-def test_bench_cli_json() -> None:
-    argv = ["bench", "--model", "mobilenet_v3_small", "--resolution", "64", "--repeats", "2", "--warmup", "1"]
-    code, stdout, err = run_cli([*argv, "--variants", "torchvision_eager,ours_optimize", "--json"])
-    assert code == 0, err
-    report = json.loads(stdout)
-    assert set(report) >= {"torchvision_eager", "ours_optimize", "allocator", "threads", "batch"}
-    assert "M_MMAP_THRESHOLD" in report["allocator"]  # the CLI applies the allocator setting
-    assert f"torch kernels {torch.backends.cpu.get_cpu_capability()}" in report["cpu"]
-    code, _, err = run_cli([*argv, "--variants", "nope"])
-    assert code == 2 and "unknown bench variant(s) nope" in err
-
-
 def test_demo_deploy_step_measures_every_form(tmp_path: Path) -> None:
     from mobilenets.demo.deploy_report import deploy_report, deploy_table
     from mobilenets.training import TrainConfig, train
@@ -452,16 +423,3 @@ def test_allocated_forward_memory_confirms_the_chunked_analysis() -> None:
     assert plain >= analysed_plain  # the real pass holds at least what the ideal schedule does
     assert abs(measured - analysed) < 0.1 * analysed, (measured, analysed)
     assert measured * 2 < analysed_plain < plain, (measured, analysed_plain, plain)
-
-
-def test_peak_rss_of_a_variant_grows_with_its_batch() -> None:
-    from mobilenets.bench.rss import peak_rss
-
-    small, large = (
-        peak_rss("mobilenet_v2", ("ours_eager",), batch=b, resolution=128, threads=1, runs=1)["ours_eager"]
-        for b in (1, 8)
-    )
-    for row in (small, large):
-        assert row["peak_rss_mb"] >= row["rss_mb"] > 50, row  # the interpreter and torch alone are more
-    # batch 8 at 128×128: the 96-channel 64×64 expansion alone is 12.6 MB, and it is live with its input
-    assert large["peak_rss_mb"] - large["rss_mb"] > small["peak_rss_mb"] - small["rss_mb"] + 10

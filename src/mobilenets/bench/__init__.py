@@ -1,4 +1,8 @@
-"""Timing helpers shared by the demo and the benchmarks."""
+"""Timing helpers shared by the demo and the benchmarks, and ``mobilenets bench``'s comparison.
+
+:mod:`.latency` times variants of one runtime interleaved in one process; :mod:`.inference` times
+each variant alone in a fresh process, variants taking turns over rounds (``mobilenets bench``).
+"""
 
 from .latency import LatencyResult, measure_interleaved, prepare_for_inference
 

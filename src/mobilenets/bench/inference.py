@@ -1,82 +1,119 @@
 """The inference comparison ``mobilenets bench`` runs: our paths against torchvision's and ONNX Runtime's.
 
-Every variant classifies the same input batch; all are timed interleaved in one process with the
-same threads and allocator setting (see :mod:`.allocator`), and reported as ratios to
-``torchvision_eager`` (torchvision's model, eager, NCHW: what most people run). The torchvision and
-our variants carry the same weights. ``torchvision_ort_int8`` is ONNX Runtime's usual recipe (QDQ,
-uint8 activations, int8 per-channel weights); ``ours_int8`` is ``mobilenets export --int8``'s default
-(7-bit weights, which avoid u8×s8 saturation on CPUs without VNNI; see :mod:`mobilenets.deploy.quantize`).
-int8 variants are calibrated on random inputs: their *speed*
-does not depend on the ranges (accuracy is measured by ``benchmarks/int8_accuracy.py``). ONNX
-Runtime sessions keep their default settings (worker threads spin between operators); since the
-runtimes' spinning thread pools slow whichever variant runs next, variants take turns in blocks of
-5 timed calls, each after 2 untimed ones.
+Method. A preparing step (:mod:`.prepare`) writes, once, everything the variants load: the input
+batch, the weights (ours and the same in torchvision's layout), ONNX exports and int8 calibrations.
+Then every variant is timed alone in a fresh process (:mod:`.fresh`, :mod:`.child`): the same
+PyTorch and ONNX Runtime thread count and the same allocator setting (:mod:`.allocator`) in each,
+applied inside that process; ``warmup`` untimed calls (where ``torch.compile`` and the PT2E int8
+program compile), then ``repeats`` timed ones. Variants take turns over ``rounds``, a new process
+each turn, in an order rotated every round (:mod:`.rounds`). Reported per variant: the median and
+interquartile range of all its timed calls over all rounds, each round's median, its resident memory
+and peak, and the ratio to ``torchvision_eager`` (torchvision's model, eager, NCHW: what most people
+run). A variant whose spread is large next to its median gets a warning: the machine was busy.
+
+Why separate processes: ONNX Runtime's worker threads spin between operators (its default, kept
+here), and a session's spinning threads, or PyTorch's, slowed whichever variant ran next in the same
+process; interleaved in one process, ONNX Runtime int8 once came out slower than fp32 while each file
+alone ran about twice as fast in int8.
 """
 
 from __future__ import annotations
 
-import copy
-import functools
 import os
+import statistics
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
 from ..errors import UsageError
-from ..models import create_model
-from .latency import LatencyResult, measure_interleaved
+from .child import ChildReport, ChildSpec
+from .fresh import TimingProcesses, start_method
+from .latency import LatencyResult
 from .machine import cpu_description
+from .prepare import prepare
+from .rounds import run_rounds
+from .variants import ALL_VARIANTS, EXTRA_VARIANTS, REFERENCE, VARIANTS, check_variants
+from .workfiles import WorkFiles
 
-VARIANTS = (
-    "torchvision_eager",
-    "torchvision_compile",
-    "torchvision_ort_fp32",
-    "torchvision_ort_int8",
-    "ours_eager",
-    "ours_optimize",
-    "ours_ort_fp32",
-    "ours_int8",
-)
-# On request only (``--variants``): int8 in PyTorch itself (torchao's PT2E flow, Inductor-compiled;
-# calibrated on random inputs: speed only, accuracy in ``benchmarks/int8_pt2e.py``). Its compile on the
-# first call (10-15 s per batch size on 2 cores) falls in the warm-up.
-EXTRA_VARIANTS = ("ours_pt2e_int8",)
-ALL_VARIANTS = VARIANTS + EXTRA_VARIANTS
-REFERENCE = "torchvision_eager"
-CALIBRATION_IMAGES = 8
+__all__ = [
+    "ALL_VARIANTS",
+    "EXTRA_VARIANTS",
+    "REFERENCE",
+    "VARIANTS",
+    "BenchResult",
+    "run_bench",
+]
+
+ROUNDS = 5
+REPEATS = 20
+WARMUP = 5
+NOISY_SPREAD = 0.25  # interquartile range over median above which a variant's timings are flagged
 
 
 @dataclass(frozen=True)
 class BenchResult:
-    """Timings of every variant that could run, and why the others could not."""
+    """The timing processes of every variant that could run, in round order; why the others could not."""
 
     model: str
     batch: int
     resolution: int
     threads: int
-    allocator: str
-    results: dict[str, LatencyResult]
-    skipped: dict[str, str]
-    memory: dict[str, dict[str, Any]] = field(default_factory=dict)  # see :mod:`.rss`
+    rounds: int
+    repeats: int
+    warmup: int
+    reports: dict[str, tuple[ChildReport, ...]]
+    skipped: dict[str, str] = field(default_factory=dict)
+    start_method: str = ""
+
+    @property
+    def results(self) -> dict[str, LatencyResult]:
+        """Each variant's timed calls of all rounds together."""
+        return {
+            name: LatencyResult(name, tuple(t for report in runs for t in report.times_ms))
+            for name, runs in self.reports.items()
+        }
+
+    @property
+    def allocator(self) -> str:
+        """The allocator setting the timing processes applied."""
+        settings = dict.fromkeys(report.allocator for runs in self.reports.values() for report in runs)
+        return "; ".join(settings) or "no variant was timed"
+
+    @property
+    def warnings(self) -> list[str]:
+        """One line for each variant whose interquartile range is large next to its median."""
+        lines = []
+        for name, result in self.results.items():
+            if result.spread_ms > NOISY_SPREAD * result.median_ms:
+                lines.append(
+                    f"{name}: its timings spread over {result.spread_ms:.2f} ms (interquartile range), "
+                    f"{result.spread_ms / result.median_ms:.0%} of its median {result.median_ms:.2f} ms; "
+                    "the machine was busy: rerun it idle, or with more --rounds"
+                )
+        return lines
+
+    def _row(self, name: str, result: LatencyResult, reference: LatencyResult | None) -> dict[str, Any]:
+        runs = self.reports[name]
+        rss = [report.rss_mb for report in runs if report.rss_mb is not None]
+        peaks = [report.peak_rss_mb for report in runs if report.peak_rss_mb is not None]
+        return {
+            "median_ms": result.median_ms,
+            "iqr_ms": result.spread_ms,
+            "per_image_ms": result.median_ms / self.batch,
+            "speedup_vs_torchvision_eager": None
+            if reference is None
+            else reference.median_ms / result.median_ms,
+            "per_round_median_ms": [statistics.median(report.times_ms) for report in runs],
+            "rss_mb": statistics.median(rss) if rss else None,
+            "peak_rss_mb": max(peaks) if peaks else None,
+        }
 
     def to_dict(self) -> dict[str, Any]:
-        reference = self.results.get(REFERENCE)
-        variants: dict[str, Any] = {}
-        for name, result in self.results.items():
-            variants[name] = {
-                "median_ms": result.median_ms,
-                "iqr_ms": result.spread_ms,
-                "per_image_ms": result.median_ms / self.batch,
-                "speedup_vs_torchvision_eager": None
-                if reference is None
-                else reference.median_ms / result.median_ms,
-                **self.memory.get(name, {}),
-            }
+        results = self.results
+        reference = results.get(REFERENCE)
         return {
             "model": self.model,
             "batch": self.batch,
@@ -84,98 +121,21 @@ class BenchResult:
             "threads": self.threads,
             "allocator": self.allocator,
             "cpu": cpu_description(),
-            "repeats": len(next(iter(self.results.values())).times_ms) if self.results else 0,
-            **variants,
+            "method": f"each variant alone in a fresh process ({self.start_method}), "
+            "variants taking turns over rounds in rotated order",
+            "rounds": self.rounds,
+            "repeats": self.repeats,
+            "warmup": self.warmup,
+            **{name: self._row(name, result, reference) for name, result in results.items()},
             "skipped": self.skipped,
+            "warnings": self.warnings,
         }
 
 
-def _ort(path: Path, threads: int) -> Callable[[torch.Tensor], Any]:
-    from ..deploy.onnx_export import ort_session
-
-    session = ort_session(path, threads, spinning=True)  # ONNX Runtime as people run it: spinning on
-    name = session.get_inputs()[0].name
-
-    def run(x: torch.Tensor) -> Any:
-        return session.run(None, {name: x.numpy()})
-
-    return run
-
-
-def _eager(model: nn.Module, x: torch.Tensor, *, channels_last: bool) -> torch.Tensor:
-    if channels_last:  # our eager path takes the user's NCHW batch and converts it, every call
-        x = x.contiguous(memory_format=torch.channels_last)
-    return model(x)
-
-
-def _torchvision(model_name: str, ours: nn.Module) -> nn.Module | None:
-    """torchvision's model of the same name with our model's weights, or None if it has none."""
-    import torchvision
-
-    from ..weights.torchvision_keys import torchvision_key_map
-
-    builder = getattr(torchvision.models, model_name, None)
-    if builder is None:
-        return None
-    reference: nn.Module = builder(weights=None).eval()
-    key_map = {ours_key: theirs for theirs, ours_key in torchvision_key_map(ours).items()}  # type: ignore[arg-type]
-    reference.load_state_dict({key_map[k]: v for k, v in ours.state_dict().items() if k in key_map})
-    return reference
-
-
-def build_variants(
-    model_name: str,
-    *,
-    batch: int,
-    resolution: int,
-    threads: int,
-    workdir: Path,
-    only: tuple[str, ...] = VARIANTS,
-) -> tuple[dict[str, Callable[[], object]], dict[str, str]]:
-    """Zero-argument callables, one per variant, on one shared random batch; and skipped variants."""
-    from ..deploy import export_onnx, optimize, quantize_onnx
-
-    torch.manual_seed(0)
-    ours = create_model(model_name).eval()
-    x = torch.randn(batch, 3, resolution, resolution)
-    calibration = torch.randn(CALIBRATION_IMAGES, 3, resolution, resolution)
-    reference = _torchvision(model_name, ours)
-    variants: dict[str, Callable[[], object]] = {}
-    skipped: dict[str, str] = {}
-    for name in only:
-        if name.startswith("torchvision") and reference is None:
-            skipped[name] = f"torchvision has no {model_name}"
-            continue
-        source = reference if name.startswith("torchvision") else ours
-        assert source is not None  # internal invariant: checked just above
-        if name == "torchvision_eager":
-            variants[name] = functools.partial(_eager, source, x, channels_last=False)
-        elif name == "ours_eager":
-            channels_last = copy.deepcopy(source).to(memory_format=torch.channels_last)
-            variants[name] = functools.partial(_eager, channels_last, x, channels_last=True)
-        elif name == "torchvision_compile":
-            variants[name] = functools.partial(torch.compile(source), x)
-        elif name == "ours_optimize":
-            fast = optimize(source, resolution=resolution)
-            variants[name] = functools.partial(_eager, fast, x, channels_last=False)
-        elif name == "ours_pt2e_int8":
-            from ..deploy.pt2e import compile_int8, quantize_pt2e
-
-            int8 = quantize_pt2e(source, [calibration], resolution=resolution)
-            variants[name] = functools.partial(compile_int8(int8), x)
-        else:  # ONNX Runtime: fp32, or int8 quantized from it
-            side = name.split("_")[0]
-            fp32 = workdir / f"{side}_{model_name}_{resolution}.onnx"
-            if not fp32.exists():
-                export_onnx(source, fp32, resolution=resolution, dynamic_batch=True)
-            path = fp32
-            if name.endswith("int8"):
-                path = fp32.with_suffix(".int8.onnx")
-                if not path.exists():  # ONNX Runtime's usual s8 weights for theirs; our int7 default
-                    weights = "int8" if side == "torchvision" else "int7"
-                    quantize_onnx(fp32, path, calibration, method="minmax", weight_dtype=weights)
-            variants[name] = functools.partial(_ort(path, threads), x)
-    return variants, skipped
+def _check(**values: int) -> None:
+    for label, value in values.items():
+        if value < 1:
+            raise UsageError(f"{label} must be >= 1, got {value}")
 
 
 def run_bench(
@@ -184,36 +144,58 @@ def run_bench(
     batch: int = 1,
     resolution: int = 224,
     threads: int = 2,
-    repeats: int = 30,
-    warmup: int = 5,
+    rounds: int = ROUNDS,
+    repeats: int = REPEATS,
+    warmup: int = WARMUP,
     only: tuple[str, ...] = VARIANTS,
-    allocator: str = "system malloc",
+    system_malloc: bool = False,
     workdir: str | os.PathLike[str] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> BenchResult:
-    """Build the variants and time them interleaved (medians of ``repeats`` after ``warmup``)."""
-    unknown = sorted(set(only) - set(ALL_VARIANTS))
-    if unknown:
-        raise UsageError(
-            f"unknown bench variant(s) {', '.join(unknown)}; expected from {', '.join(ALL_VARIANTS)}"
-        )
-    for label, value, low in (("batch", batch, 1), ("threads", threads, 1), ("repeats", repeats, 1)):
-        if value < low:
-            raise UsageError(f"{label} must be >= {low}, got {value}")
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            variants, skipped = build_variants(
-                model_name,
-                batch=batch,
-                resolution=resolution,
-                threads=threads,
-                workdir=Path(workdir) if workdir else Path(tmp),
-                only=only,
+    """Prepare the variants ``only``, then time each alone in a fresh process, ``rounds`` times.
+
+    ``repeats`` timed calls per process follow ``warmup`` untimed ones (at least 1: the first call
+    compiles or initialises). ``system_malloc`` keeps glibc's default allocator in the timing
+    processes. Prepared files go to ``workdir`` (reused from there when present) or a temporary
+    folder. ``progress`` receives a line after preparing and after each round.
+    """
+    variants = check_variants(only)
+    _check(batch=batch, threads=threads, rounds=rounds, repeats=repeats, warmup=warmup)
+    say = progress or (lambda line: None)
+    with tempfile.TemporaryDirectory(prefix="mobilenets-bench-") as tmp:
+        files = WorkFiles(Path(workdir) if workdir else Path(tmp), model_name, batch, resolution)
+        started = time.perf_counter()
+        skipped = prepare(files, variants)
+        say(f"prepared {', '.join(variants)} in {time.perf_counter() - started:.0f} s")
+        started = time.perf_counter()
+        runnable = [name for name in variants if name not in skipped]
+
+        def report_round(index: int, reports: dict[str, ChildReport]) -> None:
+            nonlocal started
+            medians = ", ".join(
+                f"{name} {statistics.median(report.times_ms):.2f} ms" for name, report in reports.items()
             )
-            results = measure_interleaved(
-                variants, repeats=repeats, warmup=warmup, threads=threads, settle=2, block=5
+            say(f"round {index + 1}/{rounds} ({time.perf_counter() - started:.0f} s): {medians}")
+            started = time.perf_counter()
+
+        with TimingProcesses(files.root / "timing.log") as processes:
+            reports, failed = run_rounds(
+                runnable,
+                rounds=rounds,
+                measure=lambda name: processes.run(
+                    ChildSpec(name, files, threads, repeats, warmup, system_malloc)
+                ),
+                progress=report_round,
             )
-    finally:
-        torch.set_num_threads(previous)
-    return BenchResult(model_name, batch, resolution, threads, allocator, results, skipped)
+    return BenchResult(
+        model_name,
+        batch,
+        resolution,
+        threads,
+        rounds,
+        repeats,
+        warmup,
+        {name: tuple(runs) for name, runs in reports.items()},
+        {**skipped, **failed},
+        start_method(),
+    )

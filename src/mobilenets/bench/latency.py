@@ -1,7 +1,11 @@
-"""Latency measured the way we report it: warm-up, then the median of repeated runs, variants interleaved.
+"""Latency of variants sharing one process: warm-up, then the median of repeated runs, interleaved.
 
 Interleaving (A, B, C, A, B, C, ...) rather than timing A fully then B spreads the noise of a shared
-machine evenly over the variants, so their ratios are fair even when absolute times drift.
+machine evenly over the variants, so their ratios are fair even when absolute times drift. That holds
+for variants of one runtime (the demo's PyTorch forms, ``benchmarks/model_latency.py``). Variants of
+different runtimes disturb each other in one process (a runtime's spinning worker threads slow the
+next variant), so ``mobilenets bench`` times each alone in a fresh process instead
+(:mod:`.inference`); :class:`LatencyResult` summarises both.
 """
 
 from __future__ import annotations

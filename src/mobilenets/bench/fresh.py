@@ -1,0 +1,99 @@
+"""Timing each turn of a variant in a fresh process, and getting its report back.
+
+A fresh process has its own PyTorch and ONNX Runtime thread pools, allocator and caches, so no
+variant runs next to the spinning worker threads or the heap of another. Where ``os.fork`` exists,
+the processes are forks of one timing server (:mod:`.server`), itself a new interpreter that has
+only imported the libraries, so each starts in milliseconds instead of the seconds importing torch
+takes. Elsewhere each turn is a new interpreter (``python -m mobilenets.bench.server --once``). The
+server's stderr (library warnings) goes to a log file, whose last line explains a server that died.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from ..errors import ExternalError
+from .child import ChildReport, ChildSpec
+
+
+def start_method() -> str:
+    """How timing processes start here: ``fork`` (of the timing server) or ``new interpreter``."""
+    return "fork" if hasattr(os, "fork") else "new interpreter"
+
+
+class TimingProcesses:
+    """Runs :class:`.child.ChildSpec` requests, each in a fresh process; a context manager.
+
+    ``log`` receives the timing processes' stderr.
+    """
+
+    def __init__(self, log: Path) -> None:
+        self._log_path = log
+        self._log: IO[str] | None = None
+        self._server: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> TimingProcesses:
+        self._log = self._log_path.open("a")
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        if self._server is not None:
+            if error is not None:  # interrupted or failed mid-run: do not wait for the turn to end
+                self._server.kill()
+            self._stop(self._server)
+        if self._log is not None:
+            self._log.close()
+
+    def _start(self, once: bool) -> subprocess.Popen[str]:
+        command = [sys.executable, "-m", "mobilenets.bench.server", *(["--once"] if once else [])]
+        return subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True
+        )
+
+    @staticmethod
+    def _stop(process: subprocess.Popen[str]) -> None:
+        if process.stdin is not None:
+            process.stdin.close()  # the server's loop ends at end of input
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+    def _last_log_line(self) -> str:
+        if self._log is not None:
+            self._log.flush()
+        lines = self._log_path.read_text(errors="replace").strip().splitlines()
+        return lines[-1][:300] if lines else "nothing logged"
+
+    def run(self, spec: ChildSpec) -> ChildReport:
+        """Time ``spec`` in a fresh process; an ``ExternalError`` saying why if that fails."""
+        forked = start_method() == "fork"
+        if forked and self._server is None:
+            self._server = self._start(once=False)
+        process = self._server if forked else self._start(once=True)
+        assert process is not None and process.stdin is not None and process.stdout is not None  # Popen(PIPE)
+        try:
+            process.stdin.write(spec.to_json() + "\n")
+            process.stdin.flush()
+            answer = process.stdout.readline()
+        except BrokenPipeError:
+            answer = ""
+        if not forked:
+            self._stop(process)
+        if not answer:
+            raise ExternalError(f"the timing server ended ({self._last_log_line()})")
+        reply = json.loads(answer)
+        if "error" in reply:  # the timing process's own failure, or how it ended
+            raise ExternalError(f"the timing process of {spec.variant} failed: {reply['error']}")
+        return ChildReport.from_dict(reply["report"])

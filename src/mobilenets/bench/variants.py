@@ -1,0 +1,42 @@
+"""The variants ``mobilenets bench`` compares, by name, and the check of a requested list.
+
+``torchvision_*`` run torchvision's model, ``ours_*`` ours, both with the same weights; ``*_ort_*`` and
+``ours_int8`` run an ONNX file in ONNX Runtime, the others run in PyTorch. Ratios are reported against
+:data:`REFERENCE`, torchvision's model run eagerly on NCHW input: what most people run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ..errors import UsageError
+
+VARIANTS = (
+    "torchvision_eager",
+    "torchvision_compile",
+    "torchvision_ort_fp32",
+    "torchvision_ort_int8",
+    "ours_eager",
+    "ours_optimize",
+    "ours_ort_fp32",
+    "ours_int8",
+)
+# On request only (``--variants``): int8 in PyTorch itself (torchao's PT2E flow, Inductor-compiled),
+# whose compile in every timing process's warm-up would make the default run much longer.
+EXTRA_VARIANTS = ("ours_pt2e_int8",)
+ALL_VARIANTS = VARIANTS + EXTRA_VARIANTS
+REFERENCE = "torchvision_eager"
+ONNX_VARIANTS = ("torchvision_ort_fp32", "torchvision_ort_int8", "ours_ort_fp32", "ours_int8")
+
+
+def check_variants(names: Iterable[str]) -> tuple[str, ...]:
+    """``names`` without repeats, in their order; a ``UsageError`` for an unknown name or none at all."""
+    chosen = tuple(dict.fromkeys(names))
+    unknown = [name for name in chosen if name not in ALL_VARIANTS]
+    if unknown:
+        raise UsageError(
+            f"unknown bench variant(s) {', '.join(unknown)}; expected from {', '.join(ALL_VARIANTS)}"
+        )
+    if not chosen:
+        raise UsageError(f"no bench variant given; expected some of {', '.join(ALL_VARIANTS)}")
+    return chosen

@@ -1,0 +1,40 @@
+"""Where a bench run keeps what it prepares once and every timing process loads.
+
+The preparing step (:mod:`.prepare`) writes these files and the timing processes (:mod:`.load`) only
+read them, so both sides name them here. Names carry the model, resolution and (where it matters)
+batch, so one folder can serve several runs; ONNX and PT2E files found there are reused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class WorkFiles:
+    """The files of one model, batch and resolution in the folder ``root``."""
+
+    root: Path
+    model: str
+    batch: int
+    resolution: int
+
+    @property
+    def input(self) -> Path:
+        """The random float32 NCHW batch every variant classifies (a ``.npy`` file)."""
+        return self.root / f"input_{self.batch}x{self.resolution}.npy"
+
+    def weights(self, side: str) -> Path:
+        """The state dict of ``side`` (``ours`` or ``torchvision``), same weights in each one's layout."""
+        return self.root / f"{side}_{self.model}.weights.pt"
+
+    def onnx(self, side: str, *, int8: bool) -> Path:
+        """ONNX export of ``side``'s model (any batch), or its int8 quantization."""
+        return self.root / f"{side}_{self.model}_{self.resolution}{'.int8' if int8 else ''}.onnx"
+
+    @property
+    def pt2e_int8(self) -> Path:
+        """Our model quantized by torchao's PT2E flow, as a ``.pt2`` program taking this batch."""
+        shape = "b1" if self.batch == 1 else "dynamic"
+        return self.root / f"ours_{self.model}_{self.resolution}_{shape}.pt2e_int8.pt2"
