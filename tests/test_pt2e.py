@@ -168,7 +168,9 @@ def test_bench_times_the_pt2e_variant_on_request_only() -> None:
     from mobilenets.bench.inference import VARIANTS, run_bench
 
     assert "ours_pt2e_int8" not in VARIANTS  # its compile would slow every default bench run
-    result = run_bench(resolution=SMALL_RES, repeats=2, warmup=1, only=("ours_pt2e_int8", "ours_eager"))
+    result = run_bench(
+        resolution=SMALL_RES, repeats=2, warmup=1, rounds=1, only=("ours_pt2e_int8", "ours_eager")
+    )
     assert not result.skipped and result.results["ours_pt2e_int8"].median_ms > 0
 
 
