@@ -46,7 +46,7 @@ wheel-check: install
 	cd $(WHEEL_CHECK) && env -u PYTHONPATH venv/bin/mobilenets list
 	cd $(WHEEL_CHECK) && env -u PYTHONPATH venv/bin/mobilenets summary mobilenet_v2 > summary.txt
 	cd $(WHEEL_CHECK) && env -u PYTHONPATH venv/bin/python -c "$$WHEEL_CHECK_PY"
-	rm -rf $(WHEEL_CHECK)
+	rm -rf $(WHEEL_CHECK) build/lib build/bdist.* src/mobilenets.egg-info
 
 # Run by wheel-check inside the fresh environment: the package is the installed one, with its data files.
 define WHEEL_CHECK_PY
