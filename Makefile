@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install demo test test-fast lint wheel-check bench clean
 
 install: $(STAMP)
 
@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml constraints.txt Makefile
 demo: install
 	$(BIN)/mobilenets demo --out runs/demo
 
+# pytest exits 5 when it collects no tests; make turns every failure into its own status 2, so say why.
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q || { status=$$?; [ $$status -ne 5 ] || echo "pytest collected no tests: failing, a run must test something" >&2; exit $$status; }
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
@@ -30,9 +31,39 @@ lint: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+# The package as users get it: build the wheel (no build isolation: offline, with the pinned setuptools),
+# install it into a fresh virtual environment with the CI pins, and run it from outside the source tree
+# (no PYTHONPATH), so a missing dependency, module or package-data file fails here.
+WHEEL_CHECK := build/wheel-check
+wheel-check: install
+	rm -rf build/lib build/bdist.* src/mobilenets.egg-info $(WHEEL_CHECK)
+	$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir $(WHEEL_CHECK)/dist .
+	$(BIN)/python -m venv $(WHEEL_CHECK)/venv
+	$(WHEEL_CHECK)/venv/bin/python -m pip install --quiet --upgrade pip
+	$(WHEEL_CHECK)/venv/bin/python -m pip install --quiet -c constraints.txt $(WHEEL_CHECK)/dist/mobilenets-*.whl
+	cd $(WHEEL_CHECK) && env -u PYTHONPATH venv/bin/mobilenets list
+	cd $(WHEEL_CHECK) && env -u PYTHONPATH venv/bin/mobilenets summary mobilenet_v2 > summary.txt
+	cd $(WHEEL_CHECK) && env -u PYTHONPATH venv/bin/python -c "$$WHEEL_CHECK_PY"
+	rm -rf $(WHEEL_CHECK) build/lib build/bdist.* src/mobilenets.egg-info
+
+# Run by wheel-check inside the fresh environment: the package is the installed one, with its data files.
+define WHEEL_CHECK_PY
+import importlib.resources, pathlib, sys, mobilenets
+def fail(message): sys.exit(f"wheel check failed: {message}")
+root = importlib.resources.files("mobilenets")
+if "site-packages" not in mobilenets.__file__: fail(f"imported {mobilenets.__file__}, not the installed wheel")
+classes = (root / "weights" / "imagenet_classes.txt").read_text().splitlines()
+if len(classes) != 1000: fail(f"weights/imagenet_classes.txt has {len(classes)} lines, expected 1000")
+if not (root / "py.typed").is_file(): fail("py.typed is missing")
+if "mobilenet_v2" not in pathlib.Path("summary.txt").read_text(): fail("summary printed no mobilenet_v2")
+print(f"wheel check passed: {mobilenets.__file__}, 1000 ImageNet classes, py.typed, list, summary")
+endef
+export WHEEL_CHECK_PY
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) runs build dist .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) runs build dist .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

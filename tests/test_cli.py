@@ -111,7 +111,9 @@ def test_summary_table_and_csv() -> None:
     [
         (("summary", "mobilenet_v5"), "unknown model 'mobilenet_v5'"),
         (("summary", "mobilenet_v2", "--width-mult", "-1"), "width_mult"),
-        (("summary", "mobilenet_v2", "--resolution", "8"), "resolution"),
+        (("summary", "mobilenet_v2", "--resolution", "8"), "resolution must be an integer from 32 to 4096"),
+        (("summary",), "no model given"),
+        (("summary", "mobilenet_v2", "--model", "mobilenet_v1"), "two models given"),
         (("list", "resnet*"), "no model matches"),
     ],
 )
@@ -120,6 +122,23 @@ def test_bad_input_exits_nonzero_with_message(args: tuple[str, ...], message: st
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_summary_takes_the_model_as_the_other_commands_do() -> None:
+    """``--model`` (train, eval, bench, convert) and ``--json`` (eval, export, bench) work here too."""
+    positional = run_cli("summary", "mobilenet_v3_small", "--format", "json")
+    flagged = run_cli("summary", "--model", "mobilenet_v3_small", "--json")
+    assert positional.returncode == flagged.returncode == 0, flagged.stderr
+    assert json.loads(flagged.stdout) == json.loads(positional.stdout)
+
+
+def test_train_spells_the_input_size_resolution_and_keeps_img_size() -> None:
+    from mobilenets.cli.main import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["train", "--resolution", "64"]).resolution == 64
+    assert parser.parse_args(["train", "--img-size", "64"]).resolution == 64
+    assert parser.parse_args(["train"]).resolution is None  # resolved from --data by TrainConfig
 
 
 @pytest.mark.slow

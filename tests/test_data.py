@@ -73,7 +73,7 @@ def test_bad_specs_raise_naming_the_spec_and_forms(spec: str, match: str) -> Non
         check_data_spec(spec)
     assert "cifar10:PATH" in str(info.value)
     with pytest.raises(ValueError):
-        load_splits(spec, img_size=16)
+        load_splits(spec, img_size=32)
 
 
 def test_spec_that_is_a_file_or_lacks_val_folder(tmp_path: Path) -> None:
@@ -91,42 +91,42 @@ def test_spec_that_is_a_file_or_lacks_val_folder(tmp_path: Path) -> None:
 def test_train_val_layout(tmp_path: Path) -> None:
     make_folder(tmp_path / "train", {"cat": 5, "dog": 4, "emu": 3})
     make_folder(tmp_path / "val", {"cat": 2, "dog": 2, "emu": 1})
-    splits = load_splits(str(tmp_path), img_size=16)
+    splits = load_splits(str(tmp_path), img_size=32)
     assert isinstance(splits, DataSplits)
     assert splits.classes == ("cat", "dog", "emu")
     assert (len(splits.train), len(splits.val)) == (12, 5)
     assert (splits.mean, splits.std) == (IMAGENET_MEAN, IMAGENET_STD)
     assert splits.skipped == ()
     images, labels = next(iter(build_loader(splits.val, batch_size=8, train=False, seed=0)))
-    assert images.shape == (5, 3, 16, 16) and images.dtype == torch.float32
+    assert images.shape == (5, 3, 32, 32) and images.dtype == torch.float32
     assert labels.tolist() == [0, 0, 1, 1, 2]
     images, labels = next(iter(build_loader(splits.train, batch_size=4, train=True, seed=0)))
-    assert images.shape == (4, 3, 16, 16) and labels.dtype == torch.int64
+    assert images.shape == (4, 3, 32, 32) and labels.dtype == torch.int64
 
 
 def test_test_folder_serves_as_val_and_classes_must_match(tmp_path: Path) -> None:
     make_folder(tmp_path / "train", {"a": 3, "b": 3})
     make_folder(tmp_path / "test", {"a": 1, "b": 1})
-    assert len(load_splits(str(tmp_path), img_size=16).val) == 2
+    assert len(load_splits(str(tmp_path), img_size=32).val) == 2
     make_folder(tmp_path / "val", {"a": 1, "c": 1})
     with pytest.raises(ValueError, match=r"missing \['b'\], unexpected \['c'\]"):
-        load_splits(str(tmp_path), img_size=16)
+        load_splits(str(tmp_path), img_size=32)
 
 
 def test_single_folder_split_is_stratified_seeded_and_matches_eval_set(tmp_path: Path) -> None:
     make_folder(tmp_path, {"a": 10, "b": 10, "c": 5})
-    splits = load_splits(str(tmp_path), img_size=16, val_split=0.2, seed=3)
+    splits = load_splits(str(tmp_path), img_size=32, val_split=0.2, seed=3)
     assert isinstance(splits.val, CachedImages) and isinstance(splits.train, CachedImages)
     assert torch.bincount(splits.val.labels).tolist() == [2, 2, 1]
     assert len(splits.train) + len(splits.val) == 25
-    again = load_splits(str(tmp_path), img_size=16, val_split=0.2, seed=3).val
-    other = load_splits(str(tmp_path), img_size=16, val_split=0.2, seed=4).val
+    again = load_splits(str(tmp_path), img_size=32, val_split=0.2, seed=3).val
+    other = load_splits(str(tmp_path), img_size=32, val_split=0.2, seed=4).val
     assert isinstance(again, CachedImages) and isinstance(other, CachedImages)
     assert torch.equal(again.images, splits.val.images)
     assert not torch.equal(other.images, splits.val.images)
 
     val, classes = load_eval_set(
-        str(tmp_path), img_size=16, mean=splits.mean, std=list(splits.std), val_split=0.2, seed=3
+        str(tmp_path), img_size=32, mean=splits.mean, std=list(splits.std), val_split=0.2, seed=3
     )
     assert classes == ("a", "b", "c")
     assert isinstance(val, CachedImages)
@@ -138,7 +138,7 @@ def test_single_folder_split_is_stratified_seeded_and_matches_eval_set(tmp_path:
 
 def test_tiny_classes_still_get_a_val_image(tmp_path: Path) -> None:
     make_folder(tmp_path, {"a": 2, "b": 3, "c": 1})
-    splits = load_splits(str(tmp_path), img_size=16, val_split=0.1)
+    splits = load_splits(str(tmp_path), img_size=32, val_split=0.1)
     assert isinstance(splits.val, CachedImages)
     assert torch.bincount(splits.val.labels, minlength=3).tolist() == [1, 1, 0]
 
@@ -150,7 +150,7 @@ def test_empty_class_folder_is_named(tmp_path: Path) -> None:
     make_folder(tmp_path, {"a": 3, "b": 3})
     (tmp_path / "zebra").mkdir()
     with pytest.raises(ValueError, match=r"empty class folder.*zebra"):
-        load_splits(str(tmp_path), img_size=16)
+        load_splits(str(tmp_path), img_size=32)
 
 
 def test_no_images_at_all(tmp_path: Path) -> None:
@@ -158,9 +158,9 @@ def test_no_images_at_all(tmp_path: Path) -> None:
         (tmp_path / name).mkdir()
         (tmp_path / name / "notes.txt").write_text("not an image")
     with pytest.raises(ValueError, match=f"no images in the class folders of {tmp_path}"):
-        load_splits(str(tmp_path), img_size=16)
+        load_splits(str(tmp_path), img_size=32)
     with pytest.raises(ValueError, match="holds no class folders"):
-        load_splits(str(tmp_path / "a"), img_size=16)
+        load_splits(str(tmp_path / "a"), img_size=32)
 
 
 def _folder_with_corrupt_file(root: Path) -> Path:
@@ -174,7 +174,7 @@ def _folder_with_corrupt_file(root: Path) -> Path:
 def test_corrupt_file_is_skipped_when_caching(tmp_path: Path) -> None:
     bad = _folder_with_corrupt_file(tmp_path)
     with pytest.warns(UserWarning, match="broken.jpg"):
-        splits = load_splits(str(tmp_path), img_size=16)
+        splits = load_splits(str(tmp_path), img_size=32)
     assert splits.skipped == (str(bad),)
     assert len(splits.train) == 8
     loader = build_loader(splits.train, batch_size=4, train=True, seed=0)
@@ -185,7 +185,7 @@ def test_corrupt_file_is_skipped_when_caching(tmp_path: Path) -> None:
 @pytest.mark.parametrize("workers", [0, 1])
 def test_corrupt_file_is_skipped_when_lazy(tmp_path: Path, workers: int) -> None:
     bad = _folder_with_corrupt_file(tmp_path)
-    splits = load_splits(str(tmp_path), img_size=16, cache=False)
+    splits = load_splits(str(tmp_path), img_size=32, cache=False)
     assert isinstance(splits.train, FolderImages) and len(splits.train) == 9
     loader = build_loader(splits.train, batch_size=9, train=True, seed=0, workers=workers)
     with pytest.warns(UserWarning, match="broken.jpg"):
@@ -205,8 +205,8 @@ def test_normalisation_of_a_constant_image(tmp_path: Path) -> None:
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
         for i in range(2):
-            Image.new("RGB", (16, 16), (255, 0, 128)).save(tmp_path / name / f"{i}.png")
-    splits = load_splits(str(tmp_path), img_size=16, val_split=0.5)
+            Image.new("RGB", (32, 32), (255, 0, 128)).save(tmp_path / name / f"{i}.png")
+    splits = load_splits(str(tmp_path), img_size=32, val_split=0.5)
     images, _ = next(iter(build_loader(splits.val, batch_size=2, train=False, seed=0)))
     expected = [(v / 255 - m) / s for v, m, s in zip((255, 0, 128), IMAGENET_MEAN, IMAGENET_STD, strict=True)]
     torch.testing.assert_close(images.mean(dim=(0, 2, 3)), torch.tensor(expected), rtol=0, atol=1e-5)
@@ -214,18 +214,20 @@ def test_normalisation_of_a_constant_image(tmp_path: Path) -> None:
 
 
 def test_cached_and_lazy_eval_agree_and_resized_crop_shapes(tmp_path: Path) -> None:
-    make_folder(tmp_path / "train", {"a": 3, "b": 3}, size=24)
-    make_folder(tmp_path / "val", {"a": 2, "b": 2}, size=(30, 22))
-    cached = load_splits(str(tmp_path), img_size=16, augment="randaugment")
-    lazy = load_splits(str(tmp_path), img_size=16, cache=False)
-    assert isinstance(cached.val, CachedImages) and cached.val.images.shape[-1] == 18  # round(16 / 0.875)
+    make_folder(tmp_path / "train", {"a": 3, "b": 3}, size=48)
+    # Resized to 41×37: the cached path crops 37×37 then 32×32, the lazy one 32×32 at once, and both
+    # centre offsets round alike here (at some sizes, e.g. 50×37, they differ by one pixel).
+    make_folder(tmp_path / "val", {"a": 2, "b": 2}, size=(82, 74))
+    cached = load_splits(str(tmp_path), img_size=32, augment="randaugment")
+    lazy = load_splits(str(tmp_path), img_size=32, cache=False)
+    assert isinstance(cached.val, CachedImages) and cached.val.images.shape[-1] == 37  # round(32 / 0.875)
     assert isinstance(lazy.val, FolderImages)
     a = collect(build_loader(cached.val, batch_size=4, train=False, seed=0))
     b = collect(build_loader(lazy.val, batch_size=4, train=False, seed=0))
     torch.testing.assert_close(a[0][0], b[0][0], rtol=0, atol=0.05)
     for splits in (cached, lazy):
         images, _ = next(iter(build_loader(splits.train, batch_size=3, train=True, seed=0)))
-        assert images.shape == (3, 3, 16, 16)
+        assert images.shape == (3, 3, 32, 32)
 
 
 def test_pad_crop_is_a_shifted_flipped_window() -> None:
@@ -255,13 +257,19 @@ def test_resized_crop_selects_the_drawn_window() -> None:
 
 def test_bad_arguments() -> None:
     with pytest.raises(ValueError, match="augment must be one of none, trivialaugment, randaugment"):
-        load_splits("digits", img_size=16, augment="autoaugment")
-    with pytest.raises(ValueError, match="img_size must be an integer >= 8, got 4"):
-        load_splits("digits", img_size=4)
+        load_splits("digits", img_size=32, augment="autoaugment")
+    # The models' rule (mobilenets.models.check_resolution), not one of the data layer's own.
+    with pytest.raises(ValueError, match="img_size must be an integer from 32 to 4096 pixels, got 16"):
+        load_splits("digits", img_size=16)
+    with pytest.raises(ValueError, match="too large for 'digits'"):  # checked before upsampling
+        load_splits("digits", img_size=513)
+    with pytest.raises(ValueError, match="too large for 'digits'"):
+        check_data_spec("digits", img_size=1024)
+    check_data_spec("digits", img_size=512)
     with pytest.raises(ValueError, match="val_split must be a number in"):
-        load_splits("digits", img_size=16, val_split=1.0)
+        load_splits("digits", img_size=32, val_split=1.0)
     with pytest.raises(ValueError, match="std must be positive"):
-        load_eval_set("digits", img_size=16, mean=(0, 0, 0), std=(1, 0, 1))
+        load_eval_set("digits", img_size=32, mean=(0, 0, 0), std=(1, 0, 1))
     assert AUGMENTATIONS == ("none", "trivialaugment", "randaugment")
 
 
@@ -302,7 +310,7 @@ def test_set_epoch_fixes_order_and_augmentation(augment: str) -> None:
 def test_start_step_resumes_mid_epoch(tmp_path: Path, lazy: bool) -> None:
     if lazy:
         make_folder(tmp_path, {"a": 6, "b": 6}, size=20)
-        dataset = load_splits(str(tmp_path), img_size=16, val_split=0.25, cache=False).train
+        dataset = load_splits(str(tmp_path), img_size=32, val_split=0.25, cache=False).train
     else:
         dataset = _indexed_set(40)
     loader = build_loader(dataset, batch_size=3, train=True, seed=0)
@@ -364,7 +372,7 @@ def test_uneven_shards_pad_train_but_not_eval() -> None:
 
 def test_lazy_loader_is_deterministic_across_worker_counts(tmp_path: Path) -> None:
     make_folder(tmp_path, {"a": 6, "b": 6}, size=20)
-    splits = load_splits(str(tmp_path), img_size=16, val_split=0.25, cache=False, augment="trivialaugment")
+    splits = load_splits(str(tmp_path), img_size=32, val_split=0.25, cache=False, augment="trivialaugment")
     runs = []
     for workers in (0, 2):
         loader = build_loader(splits.train, batch_size=3, train=True, seed=0, workers=workers)
@@ -378,19 +386,19 @@ def test_lazy_loader_is_deterministic_across_worker_counts(tmp_path: Path) -> No
 
 
 def test_digits() -> None:
-    splits = load_splits("digits", img_size=16, val_split=0.2, seed=0)
+    splits = load_splits("digits", img_size=32, val_split=0.2, seed=0)
     assert splits.classes == tuple(str(i) for i in range(10))
     assert (splits.mean, splits.std) == ((0.5,) * 3, (0.5,) * 3)
     assert len(splits.train) + len(splits.val) == 1797
-    old_train, old_val = load_digits_dataset(16, val_fraction=0.2, seed=0)
+    old_train, old_val = load_digits_dataset(32, val_fraction=0.2, seed=0)
     assert (len(old_train), len(old_val)) == (len(splits.train), len(splits.val))
-    assert old_train[0][0].shape == (3, 16, 16)
+    assert old_train[0][0].shape == (3, 32, 32)
     assert isinstance(splits.val, CachedImages)
     assert torch.equal(splits.val.labels, old_val.tensors[1])
     images, _ = next(iter(build_loader(splits.val, batch_size=len(old_val), train=False, seed=0)))
     torch.testing.assert_close(images, old_val.tensors[0], rtol=0, atol=2 / 255 + 1e-6)  # uint8 cache
     images, labels = next(iter(build_loader(splits.train, batch_size=32, train=True, seed=0)))
-    assert images.shape == (32, 3, 16, 16) and labels.shape == (32,)
+    assert images.shape == (32, 3, 32, 32) and labels.shape == (32,)
 
 
 def _cifar10_root() -> Path:

@@ -794,7 +794,7 @@ TRAIN_BAD_FLAGS: dict[str, tuple[str, st.SearchStrategy[Any]]] = {
     "--epochs": ("epochs", st.integers(max_value=0)),
     "--batch-size": ("batch_size", st.integers(max_value=1)),
     "--lr": ("lr", st.one_of(st.floats(max_value=0.0), st.sampled_from([math.nan, math.inf]))),
-    "--img-size": (
+    "--resolution": (
         "img_size",
         st.one_of(st.integers(max_value=MIN_INPUT_SIZE - 1), st.integers(min_value=513, max_value=10**12)),
     ),
@@ -857,12 +857,12 @@ def test_train_rejects_bad_options_before_training(flag_field_value: tuple[str, 
 @FAST
 @given(
     flag=st.sampled_from(
-        ["--epochs", "--batch-size", "--img-size", "--workers", "--seed", "--lr", "--width-mult"]
+        ["--epochs", "--batch-size", "--resolution", "--workers", "--seed", "--lr", "--width-mult"]
     ),
     value=st.text(min_size=1, max_size=8),
 )
 def test_train_rejects_unparsable_numbers_with_argparse_status_2(flag: str, value: str) -> None:
-    parse = int if flag in ("--epochs", "--batch-size", "--img-size", "--workers", "--seed") else float
+    parse = int if flag in ("--epochs", "--batch-size", "--resolution", "--workers", "--seed") else float
     with contextlib.suppress(ValueError):
         parse(value)
         value = f"{value}x"  # make it unparsable
@@ -883,9 +883,10 @@ def test_train_rejects_bad_data_specs_before_training(data: str, fragment: str) 
         assert_usage_error(argv, fragment)
 
 
+@pytest.mark.parametrize("flag", ["--resolution", "--img-size"])
 @pytest.mark.parametrize("img_size", [513, 4096, 10**6, 10**9])
-def test_train_absurd_img_sizes_fail_before_loading_data(img_size: int) -> None:
+def test_train_absurd_img_sizes_fail_before_loading_data(flag: str, img_size: int) -> None:
     """Digits at 100,000 px used to attempt a 72-petabyte upsampling before failing."""
     with tempfile.TemporaryDirectory() as tmp, training_tripwire():
-        argv = ["train", "--data", "digits", "--out", str(Path(tmp) / "run"), "--img-size", str(img_size)]
+        argv = ["train", "--data", "digits", "--out", str(Path(tmp) / "run"), flag, str(img_size)]
         assert_usage_error(argv, "img_size", str(img_size))

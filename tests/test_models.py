@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch import nn
 
 import mobilenets
 from mobilenets import create_model, list_models
+from mobilenets.models import MAX_INPUT_SIZE, MIN_INPUT_SIZE, check_model_options, check_resolution
 from tests.conftest import ALL_MODELS, SMALL_RES
 
 
@@ -136,11 +139,42 @@ def test_unknown_keyword_is_a_type_error_naming_it() -> None:
         ({"norm": "layernorm"}, "norm"),
         ({"drop_path_rate": 1.0}, "drop_path_rate"),
         ({"in_channels": 0}, "in_channels"),
+        ({"small_input": 3}, "small_input"),
+        ({"norm_eps": 0.0}, "norm_eps"),
+        ({"keep_last_wide": "yes"}, "keep_last_wide"),
+        ({"features_only": 1}, "features_only"),
     ],
 )
 def test_bad_options_raise_clear_errors(kwargs: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         create_model("mobilenet_v2", **kwargs)
+    with pytest.raises(ValueError, match=match):  # the same rules, checked without building
+        check_model_options("mobilenet_v2", **kwargs)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "efficientnet_lite0", "efficientnet_lite4"])
+def test_checking_options_applies_each_models_width_limit(name: str) -> None:
+    """EfficientNet-Lite scales its own width (Lite4: 1.4×), so it allows a smaller width_mult."""
+    limit = 10.0 / {"mobilenet_v2": 1.0, "efficientnet_lite0": 1.0, "efficientnet_lite4": 1.4}[name]
+    check_model_options(name, width_mult=limit, num_classes=10)
+    for check in (check_model_options, create_model):
+        with pytest.raises(ValueError, match=f"expected at most {limit:g}"):
+            check(name, width_mult=limit * 1.01)
+    with pytest.raises(TypeError, match="'widht_mult'"):
+        check_model_options(name, widht_mult=0.5)
+    with pytest.raises(ValueError, match="unknown model"):
+        check_model_options(f"{name}x")
+
+
+@pytest.mark.parametrize("value", [31, 4097, 32.0, True, "64", None])
+def test_one_resolution_rule_for_every_option(value: object) -> None:
+    message = f"--resolution must be an integer from 32 to 4096 pixels, got {value!r}"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        check_resolution(value, name="--resolution")
+
+
+def test_resolution_rule_accepts_its_bounds() -> None:
+    assert check_resolution(MIN_INPUT_SIZE) == 32 and check_resolution(MAX_INPUT_SIZE) == 4096
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,8 @@ FAST: dict[str, Any] = {
     "width_mult": 0.35,
     "img_size": 32,
     "batch_size": 64,
+    "lr": 0.05,  # these tests are about the loop, not the recipe: a fixed rate and no warm-up, so the lr
+    "warmup_epochs": 0.0,  # falls from epoch 1 on and 2 epochs learn enough to tell
     "progress": False,
 }
 
@@ -164,10 +166,17 @@ def test_lr_schedules_in_closed_form() -> None:
         and cosine(25) == pytest.approx(0.5)
         and cosine(40) == pytest.approx(0)
     )
-    exponential = lr_factor(TrainConfig(epochs=4, schedule="exponential"), steps)
+    exponential = lr_factor(TrainConfig(epochs=4, schedule="exponential", warmup_epochs=0.0), steps)
     assert [exponential(s) for s in (0, 9, 10, 35)] == pytest.approx([1, 1, 0.98, 0.98**3])
-    step = lr_factor(TrainConfig(epochs=9, schedule="step", lr_step_epochs=3), steps)
+    step = lr_factor(TrainConfig(epochs=9, schedule="step", lr_step_epochs=3, warmup_epochs=0), steps)
     assert [step(s) for s in (29, 30, 60)] == pytest.approx([1, 0.1, 0.01])
+
+
+def test_default_warmup_is_one_epoch_at_most_a_tenth_of_the_run() -> None:
+    assert TrainConfig().warmup_epochs == TrainConfig().warmup == 1.0
+    assert TrainConfig(epochs=10).warmup_epochs == 1.0
+    assert TrainConfig(epochs=2).warmup_epochs == pytest.approx(0.2)
+    assert TrainConfig(epochs=1, warmup_epochs=0.0).warmup_epochs == 0.0
 
 
 def test_optimizers_follow_the_recipes() -> None:
@@ -177,7 +186,8 @@ def test_optimizers_follow_the_recipes() -> None:
     assert rmsprop.defaults["alpha"] == RMSPROP_ALPHA == 0.9 and rmsprop.defaults["momentum"] == 0.9
     assert rmsprop.defaults["lr"] == pytest.approx(0.045)
     sgd = build_optimizer(model, TrainConfig(batch_size=256, weight_decay=5e-4))
-    assert sgd.defaults["nesterov"] and sgd.defaults["lr"] == pytest.approx(0.2)
+    assert sgd.defaults["nesterov"] and sgd.defaults["lr"] == pytest.approx(0.1)  # 0.1 per 256 images
+    assert TrainConfig().peak_lr == pytest.approx(0.025)  # the default batch of 64
     decays = [(len(g["params"]), g["weight_decay"]) for g in sgd.param_groups]
     assert decays == [(1, 5e-4), (3, 0.0)]  # conv weight / conv bias, BN weight, BN bias
 
@@ -236,7 +246,7 @@ def test_sync_bn_on_cpu_is_refused(tmp_path: Path) -> None:
         ("weight_decay", -1.0, "weight_decay"),
         ("optimizer", "lamb", "optimizer"),
         ("schedule", "poly", "schedule"),
-        ("warmup_epochs", 5.0, "warmup_epochs"),
+        ("warmup_epochs", float(TrainConfig().epochs), "warmup_epochs"),
         ("label_smoothing", 1.0, "label_smoothing"),
         ("ema_decay", 1.0, "ema_decay"),
         ("precision", "int8", "precision"),
@@ -245,11 +255,48 @@ def test_sync_bn_on_cpu_is_refused(tmp_path: Path) -> None:
         ("small_input", "yes", "small_input"),
         ("small_input", 3, "small_input"),
         ("pretrained", "", "pretrained"),
+        ("norm", "layernorm", "norm"),
+        ("dropout", 1.0, "dropout"),
+        ("drop_path_rate", -0.1, "drop_path_rate"),
+        ("img_size", 513, "too large for 'digits'"),
+        ("img_size", 4097, "img_size"),
+        ("val_split", 1.0, "val_split"),
+        ("workers", 257, "workers"),
     ],
 )
 def test_bad_config_raises(field: str, value: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         TrainConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def test_model_options_follow_the_models_own_limits() -> None:
+    """The builder owns the width limit: EfficientNet-Lite4 (width 1.4 itself) allows less than v2 does."""
+    assert TrainConfig(model="mobilenet_v2", width_mult=8.0).width_mult == 8.0
+    with pytest.raises(ValueError, match=r"width_mult=8\.0 is absurdly large; expected at most 7\.14"):
+        TrainConfig(model="efficientnet_lite4", width_mult=8.0)
+    with pytest.raises(ValueError, match="unknown model 'mobilenet_v9'; did you mean"):
+        TrainConfig(model="mobilenet_v9")
+
+
+def test_resolution_defaults_to_the_datas(tmp_path: Path) -> None:
+    """None: 32 for digits and CIFAR-10 (their images are tiny), 224 for photo folders; a value wins."""
+    for split in ("train", "test"):
+        (tmp_path / "cifar" / split / "cat").mkdir(parents=True)
+    (tmp_path / "photos" / "cat").mkdir(parents=True)
+    assert TrainConfig().img_size == TrainConfig().resolution == 32
+    assert TrainConfig(data=f"cifar10:{tmp_path / 'cifar'}").img_size == 32
+    assert TrainConfig(data=str(tmp_path / "photos")).img_size == 224
+    assert TrainConfig(data=str(tmp_path / "photos"), img_size=160).img_size == 160
+
+
+def test_width_defaults_to_half_for_digits_from_scratch(tmp_path: Path) -> None:
+    """Digits need no more; anything else, and any fine-tuning, gets the full width of ImageNet weights."""
+    (tmp_path / "photos" / "cat").mkdir(parents=True)
+    assert TrainConfig().width_mult == 0.5
+    assert TrainConfig(pretrained="torchvision_mobilenet_v2").width_mult == 1.0
+    assert TrainConfig(data=str(tmp_path / "photos")).width_mult == 1.0
+    assert TrainConfig(width_mult=0.75).width_mult == 0.75
+    assert TrainConfig(width_mult=0.75).model_kwargs(10)["width_mult"] == 0.75
 
 
 def test_small_input_counts_strides_and_old_run_folders_still_resume(tmp_path: Path) -> None:
@@ -300,7 +347,8 @@ def test_cli_bad_data_exits_2(tmp_path: Path) -> None:
 def _cli(out: Path, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "mobilenets", "train", "--model", "mobilenet_v2", "--width-mult", "0.35",
-        "--img-size", "32", "--batch-size", "64", "--epochs", "2", "--no-progress", "--out", str(out), *extra,
+        "--resolution", "32", "--batch-size", "64", "--epochs", "2", "--lr", "0.05", "--warmup-epochs", "0",
+        "--no-progress", "--out", str(out), *extra,
     ]  # fmt: skip
 
 
@@ -408,3 +456,21 @@ def test_cli_pretrained_errors_exit_2(tmp_path: Path, pretrained: str, message: 
     )
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_the_defaults_train_digits_to_97_percent(tmp_path: Path) -> None:
+    """``mobilenets train --data digits`` with every training option at its default: the recipe to
+    start from must work (``--out`` only keeps the run out of the working directory)."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mobilenets", "train", "--data", "digits", "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=3600,  # a hang guard on a loaded machine, not a speed requirement
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config == TrainConfig(out=str(tmp_path / "run")).to_dict()  # nothing but the defaults
+    assert summary["epochs_run"] == config["epochs"] and summary["final_top1"] >= 0.97, summary

@@ -12,7 +12,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..errors import UsageError
-from ..models.mobilenet import MAX_INPUT_SIZE, MIN_INPUT_SIZE
+from ..models import check_resolution
 from .layers import LAYER_KINDS, LayerCost, layer_costs
 from .memory import OpMemory, schedule_memory
 from .separable import SeparableComparison, compare_with_standard
@@ -108,10 +108,7 @@ def summarize(
     """
     if dtype not in DTYPE_BYTES:
         raise UsageError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPE_BYTES)}")
-    if not _is_int(resolution) or not MIN_INPUT_SIZE <= resolution <= MAX_INPUT_SIZE:
-        raise UsageError(
-            f"resolution must be an integer from {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE}, got {resolution!r}"
-        )
+    check_resolution(resolution)
     if not _is_int(batch_size) or batch_size < 1:
         raise UsageError(f"batch_size must be a positive integer, got {batch_size!r}")
     in_channels = getattr(model, "in_channels", 3)

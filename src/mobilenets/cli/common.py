@@ -8,17 +8,18 @@ from typing import TYPE_CHECKING
 
 from ..errors import MissingFileError, UsageError
 from ..models import MobileNet, create_model
-from ..models.mobilenet import MAX_INPUT_SIZE, MIN_INPUT_SIZE
+from ..models import check_resolution as check_input_size
 
 if TYPE_CHECKING:
     from ..weights.card import TrainedModel
 
 
 def check_resolution(value: int, flag: str = "--resolution") -> int:
-    """``value`` if it is an input side the models take, else a ``ValueError`` naming ``flag``."""
-    if not MIN_INPUT_SIZE <= value <= MAX_INPUT_SIZE:
-        raise UsageError(f"{flag} must be from {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE} pixels, got {value}")
-    return value
+    """``value`` if it is an input side the models take, else a ``ValueError`` naming ``flag``.
+
+    The rule is the models' (:func:`mobilenets.models.check_resolution`); this only names the flag.
+    """
+    return check_input_size(value, name=flag)
 
 
 def add_allocator_argument(parser: argparse._ActionsContainer) -> None:
@@ -45,7 +46,11 @@ def apply_allocator(args: argparse.Namespace) -> str:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", help="model name (see `mobilenets list`)")
+    """The model to build: its name (positional, or ``--model`` as other commands spell it) and options."""
+    parser.add_argument("model", nargs="?", default=None, help="model name (see `mobilenets list`)")
+    parser.add_argument(
+        "--model", dest="model_option", default=None, metavar="MODEL", help="the model name, as a flag"
+    )
     parser.add_argument("--width-mult", type=float, default=1.0, help="width multiplier α (default 1.0)")
     parser.add_argument("--num-classes", type=int, default=1000, help="classifier outputs (default 1000)")
     parser.add_argument(
@@ -80,9 +85,19 @@ def add_small_input_argument(parser: argparse._ActionsContainer) -> None:
     )
 
 
+def model_name_from_args(args: argparse.Namespace) -> str:
+    """The model named by :func:`add_model_arguments`: positionally or with ``--model``, once."""
+    given = [name for name in (args.model, args.model_option) if name is not None]
+    if not given:
+        raise UsageError("no model given; name one, e.g. `mobilenet_v2` or `--model mobilenet_v2`")
+    if len(given) == 2 and given[0] != given[1]:
+        raise UsageError(f"two models given ({given[0]!r} and --model {given[1]!r}); name one")
+    return given[0]
+
+
 def model_from_args(args: argparse.Namespace) -> MobileNet:
     return create_model(
-        args.model,
+        model_name_from_args(args),
         width_mult=args.width_mult,
         num_classes=args.num_classes,
         padding=args.padding,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from ..analysis.formatting import print_table, to_csv, to_json
 from ..analysis.summary import DTYPE_BYTES, summarize
 from ..errors import UsageError
-from .common import add_model_arguments, model_from_args
+from .common import add_model_arguments, model_from_args, model_name_from_args
 
 if TYPE_CHECKING:
     from ..deploy.memory_efficient import Chunks
@@ -39,6 +39,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="peak memory when inverted residuals run in K channel chunks (an integer, or 'channel')",
     )
     parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    parser.add_argument(
+        "--json", dest="format", action="store_const", const="json", help="the same as --format json"
+    )
     parser.set_defaults(run=run)
 
 
@@ -65,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         "resolution": resolution,
         "batch_size": args.batch_size,
         "dtype": args.dtype,
-        "name": args.model,
+        "name": model_name_from_args(args),
         "compare_standard": args.compare_standard,
     }
     chunks = _chunks(args.memory_efficient)

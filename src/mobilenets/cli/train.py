@@ -30,7 +30,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     model = parser.add_argument_group("model")
     model.add_argument("--model", default=_DEFAULTS.model, help=f"model name (default {_DEFAULTS.model})")
-    model.add_argument("--width-mult", type=float, default=_DEFAULTS.width_mult, help="width multiplier α")
+    model.add_argument(
+        "--width-mult",
+        type=float,
+        default=None,
+        help="width multiplier α (default 1.0; 0.5 for digits without --pretrained)",
+    )
     add_small_input_argument(model)
     model.add_argument("--norm", choices=NORMS, default=_DEFAULTS.norm, help="normalization layers")
     model.add_argument(
@@ -55,22 +60,38 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     data.add_argument(
         "--augment", choices=AUGMENTATIONS, default=_DEFAULTS.augment, help="extra augmentation"
     )
-    data.add_argument("--img-size", type=int, default=_DEFAULTS.img_size, help="input resolution (>= 32)")
+    data.add_argument(
+        "--resolution",
+        "--img-size",
+        dest="resolution",
+        type=int,
+        default=None,
+        help="input size in pixels (default: 32 for digits and cifar10, 224 for other folders)",
+    )
     data.add_argument("--workers", type=int, default=_DEFAULTS.workers, help="loader processes (folders)")
 
     recipe = parser.add_argument_group("recipe")
-    recipe.add_argument("--epochs", type=int, default=_DEFAULTS.epochs, help="total epochs")
-    recipe.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help="global batch size")
+    recipe.add_argument(
+        "--epochs", type=int, default=_DEFAULTS.epochs, help=f"total epochs (default {_DEFAULTS.epochs})"
+    )
+    recipe.add_argument(
+        "--batch-size",
+        type=int,
+        default=_DEFAULTS.batch_size,
+        help=f"global batch size (default {_DEFAULTS.batch_size})",
+    )
     recipe.add_argument("--optimizer", choices=OPTIMIZERS, default=_DEFAULTS.optimizer)
     recipe.add_argument(
-        "--lr", type=float, default=None, help="peak LR (default: per optimizer, batch-scaled)"
+        "--lr", type=float, default=None, help="peak LR (default: per optimizer, batch-scaled; SGD 0.1/256)"
     )
     recipe.add_argument("--momentum", type=float, default=_DEFAULTS.momentum)
     recipe.add_argument(
         "--weight-decay", type=float, default=_DEFAULTS.weight_decay, help="none on norms and biases"
     )
     recipe.add_argument("--schedule", choices=SCHEDULES, default=_DEFAULTS.schedule)
-    recipe.add_argument("--warmup-epochs", type=float, default=_DEFAULTS.warmup_epochs)
+    recipe.add_argument(
+        "--warmup-epochs", type=float, default=None, help="linear warm-up (default: 1, at most epochs / 10)"
+    )
     recipe.add_argument("--lr-step-epochs", type=int, default=_DEFAULTS.lr_step_epochs, help="step schedule")
     recipe.add_argument("--lr-gamma", type=float, default=None, help="step: 0.1, exponential: 0.98 (default)")
     recipe.add_argument("--label-smoothing", type=float, default=_DEFAULTS.label_smoothing)
@@ -106,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         data=args.data,
         val_split=args.val_split,
         augment=args.augment,
-        img_size=args.img_size,
+        img_size=args.resolution,
         workers=args.workers,
         epochs=args.epochs,
         batch_size=args.batch_size,

@@ -7,10 +7,11 @@ through this package, so a folder, a labelled list or CIFAR-10 is prepared the s
 from .card import card_eval_set, first_images
 from .folders import DataSpec, parse_data_spec
 from .images import ImageDecodeError, decode_image_file
-from .loader import Loader, build_loader
+from .loader import Loader, build_loader, check_workers
 from .splits import (
     DataSplits,
     check_data_spec,
+    default_resolution,
     load_digits_dataset,
     load_eval_set,
     load_preprocessed_eval_set,
@@ -27,7 +28,9 @@ __all__ = [
     "build_loader",
     "card_eval_set",
     "check_data_spec",
+    "check_workers",
     "decode_image_file",
+    "default_resolution",
     "first_images",
     "load_digits_dataset",
     "load_eval_set",

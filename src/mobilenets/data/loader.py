@@ -59,6 +59,16 @@ class _Batches:
         return len(self.batches)
 
 
+# More loader processes than this is a typo, not a setting (each one is a full Python process).
+MAX_WORKERS = 256
+
+
+def check_workers(workers: object) -> None:
+    """``ValueError`` unless ``workers`` is a number of loader processes: an integer from 0 to MAX_WORKERS."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 0 <= workers <= MAX_WORKERS:
+        raise UsageError(f"workers must be an integer from 0 to {MAX_WORKERS}, got {workers!r}")
+
+
 class Loader:
     """Iterable of ``(images float32 (B, 3, S, S) normalised, labels int64 (B,))`` for one rank.
 
@@ -86,8 +96,7 @@ class Loader:
             raise UsageError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         if not _is_int(seed):
             raise UsageError(f"seed must be an integer, got {seed!r}")
-        if not _is_int(workers) or workers < 0:
-            raise UsageError(f"workers must be an integer >= 0, got {workers!r}")
+        check_workers(workers)
         if not _is_int(world_size) or world_size < 1:
             raise UsageError(f"world_size must be an integer >= 1, got {world_size!r}")
         if not _is_int(rank) or not 0 <= rank < world_size:

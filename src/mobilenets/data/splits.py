@@ -24,11 +24,13 @@ import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
 from ..errors import UsageError
+from ..models import check_resolution
 from .datasets import CachedImages, FolderImages
 from .folders import (
     Samples,
     check_val_split,
     folder_splits,
+    parse_data_spec,
     read_labelled_list,
     resolve_layout,
     stratified_split,
@@ -45,6 +47,7 @@ __all__ = [
     "Loader",
     "build_loader",
     "check_data_spec",
+    "default_resolution",
     "load_digits_dataset",
     "load_eval_set",
     "load_preprocessed_eval_set",
@@ -59,7 +62,13 @@ _LIST_NOT_TRAINABLE = (
     "data {spec!r} is a labelled list file: it can be evaluated, not trained on; expected an image "
     "folder, 'cifar10:PATH' or 'digits' for training"
 )
-MIN_IMG_SIZE = 8
+# Default input side per kind of data: digits (8×8, upsampled) and CIFAR-10 (32×32) train at the smallest
+# side the models take; other folders at ImageNet's 224, what photos and pretrained weights expect.
+DIGITS_RESOLUTION = 32
+CIFAR10_RESOLUTION = 32
+FOLDER_RESOLUTION = 224
+# The 1,797 digits are upsampled once and held in memory (float32 while resizing): 1.9 GB at 512 px.
+MAX_DIGITS_RESOLUTION = 512
 DIGITS_MEAN: Triple = (0.5, 0.5, 0.5)
 DIGITS_STD: Triple = (0.5, 0.5, 0.5)
 CIFAR10_MEAN: Triple = (0.4914, 0.4822, 0.4465)
@@ -80,16 +89,37 @@ class DataSplits:
     skipped: tuple[str, ...]  # files left out while caching (lazy datasets report theirs per loader)
 
 
-def check_data_spec(spec: str) -> None:
-    """``ValueError`` unless ``spec`` is well-formed training data whose folders exist (no image is read)."""
+def check_data_spec(spec: str, *, img_size: int | None = None) -> None:
+    """``ValueError`` unless ``spec`` is well-formed training data whose folders exist (no image is read).
+
+    With ``img_size``, also unless the data can be served at that side (see :func:`load_splits`).
+    """
     parsed, _, _ = resolve_layout(spec)
     if parsed.kind == "list":
         raise UsageError(_LIST_NOT_TRAINABLE.format(spec=spec))
+    if img_size is not None:
+        _check_img_size(img_size, parsed.kind)
 
 
-def _check_img_size(img_size: int) -> None:
-    if isinstance(img_size, bool) or not isinstance(img_size, int) or img_size < MIN_IMG_SIZE:
-        raise UsageError(f"img_size must be an integer >= {MIN_IMG_SIZE}, got {img_size!r}")
+def default_resolution(spec: str) -> int:
+    """The input side to train ``spec`` at when none is given: 32 for digits and CIFAR-10, else 224.
+
+    Small images are not upsampled beyond the smallest side the models take (costs grow with its
+    square); photo folders get ImageNet's crop, which pretrained weights expect.
+    """
+    kind = parse_data_spec(spec).kind
+    return {"digits": DIGITS_RESOLUTION, "cifar10": CIFAR10_RESOLUTION}.get(kind, FOLDER_RESOLUTION)
+
+
+def _check_img_size(img_size: int, kind: str) -> None:
+    """The models' rule for input sides (one owner: :func:`mobilenets.models.check_resolution`), plus
+    the digits' memory cap."""
+    check_resolution(img_size, name="img_size")
+    if kind == "digits" and img_size > MAX_DIGITS_RESOLUTION:
+        raise UsageError(
+            f"img_size={img_size} is too large for 'digits' (8×8 images, all held in memory once "
+            f"upsampled); expected at most {MAX_DIGITS_RESOLUTION}"
+        )
 
 
 def _check_stats(name: str, values: Sequence[float], positive: bool) -> Triple:
@@ -125,7 +155,7 @@ def load_digits_dataset(
     repeated to 3 channels and normalised with mean 0.5 / std 0.5. The split keeps ``val_fraction``
     of each class and depends only on ``seed``.
     """
-    _check_img_size(img_size)
+    _check_img_size(img_size, "digits")
     check_val_split(val_fraction)
     images, labels = _digits_images(img_size)
     images = ((images - 0.5) / 0.5).repeat(1, 3, 1, 1).contiguous()
@@ -216,12 +246,10 @@ def load_splits(
     forces (True) or forbids (False) the in-memory cache; None decides by :data:`CACHE_BUDGET_BYTES`.
     Layout problems raise ``ValueError`` before any image is decoded.
     """
-    _check_img_size(img_size)
     check_val_split(val_split)
     check_augment(augment)
-    parsed, _, _ = resolve_layout(spec)
-    if parsed.kind == "list":
-        raise UsageError(_LIST_NOT_TRAINABLE.format(spec=spec))
+    check_data_spec(spec, img_size=img_size)
+    parsed = parse_data_spec(spec)
     if parsed.kind == "digits":
         digits_train, digits_val = _digits_splits(img_size, val_split, seed, augment, DIGITS_MEAN, DIGITS_STD)
         classes = tuple(str(i) for i in range(10))
@@ -255,7 +283,6 @@ def load_eval_set(
     For the same ``val_split`` and ``seed`` it holds exactly the images of ``load_splits(...).val``;
     only that split is decoded.
     """
-    _check_img_size(img_size)
     check_val_split(val_split)
     stats = (_check_stats("mean", mean, positive=False), _check_stats("std", std, positive=True))
     parsed, _, _ = resolve_layout(spec)
@@ -263,6 +290,7 @@ def load_eval_set(
         raise UsageError(
             f"data {spec!r} is a labelled list file; evaluate it with load_preprocessed_eval_set"
         )
+    _check_img_size(img_size, parsed.kind)
     if parsed.kind == "digits":
         _, val = _digits_splits(img_size, val_split, seed, "none", *stats)
         return val, tuple(str(i) for i in range(10))

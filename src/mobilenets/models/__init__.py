@@ -9,20 +9,24 @@ from .efficientnet_lite import (
     efficientnet_lite3,
     efficientnet_lite4,
 )
-from .mobilenet import FeatureInfo, MobileNet
+from .mobilenet import MAX_INPUT_SIZE, MIN_INPUT_SIZE, FeatureInfo, MobileNet, check_resolution
 from .mobilenet_v1 import conv_mobilenet_v1, mobilenet_v1
 from .mobilenet_v2 import conv_mobilenet_v2, mobilenet_v2
 from .mobilenet_v3 import mobilenet_v3_large, mobilenet_v3_small
 from .options import BuildOptions
-from .registry import create_model, get_builder, list_models, register_model
+from .registry import check_model_options, create_model, get_builder, list_models, register_model
 
 __all__ = [
+    "MAX_INPUT_SIZE",
+    "MIN_INPUT_SIZE",
     "ArchSpec",
     "BlockSpec",
     "BuildOptions",
     "FeatureInfo",
     "MobileNet",
     "build_mobilenet",
+    "check_model_options",
+    "check_resolution",
     "conv_mobilenet_v1",
     "conv_mobilenet_v2",
     "create_model",

@@ -16,7 +16,7 @@ from ..layers.inverted_residual import InvertedResidual
 from ..layers.norm import NormConfig
 from ..layers.padding import PADDING_MODES
 from ..layers.separable import DepthwiseSeparableConv
-from .config import ArchSpec, BlockSpec
+from .config import ArchSpec, BlockSpec, check_rate
 from .mobilenet import FeatureInfo, MobileNet, check_num_classes
 
 OUTPUT_STRIDES = (8, 16, 32)
@@ -38,11 +38,6 @@ def check_width_mult(width_mult: object, *, limit: float = MAX_WIDTH_MULT) -> No
         )
 
 
-def _check_rate(label: str, value: object) -> None:
-    if not is_real(value) or not 0.0 <= value < 1.0:
-        raise UsageError(f"{label} must be in [0, 1), got {value!r}")
-
-
 def small_input_strides(small_input: bool | int) -> int:
     """How many leading stride-2 layers ``small_input`` runs at stride 1: False → 0, True → 2, or 0, 1, 2."""
     if small_input is True or small_input is False:
@@ -55,38 +50,67 @@ def small_input_strides(small_input: bool | int) -> int:
     )
 
 
-def _check_options(
+def _norm_config(norm: NormConfig | str | None, norm_eps: float | None, default: NormConfig) -> NormConfig:
+    """``norm`` (a config, a kind name, or None for ``default``) with ``norm_eps`` applied; validated."""
+    if norm is None:
+        config = default
+    elif isinstance(norm, NormConfig):
+        config = norm
+    elif isinstance(norm, str):
+        config = dataclasses.replace(default, kind=norm)  # NormConfig checks the kind
+    else:
+        raise WrongTypeError(
+            f"norm must be a NormConfig, a norm kind name or None, got {type(norm).__name__}"
+        )
+    if norm_eps is None:
+        return config
+    if not is_real(norm_eps) or not math.isfinite(norm_eps) or not norm_eps > 0:
+        raise UsageError(f"norm_eps must be a positive number, got {norm_eps!r} (finite: 1e-5, 1e-3, ...)")
+    return dataclasses.replace(config, eps=float(norm_eps))
+
+
+def check_build_options(
     *,
-    width_mult: float,
-    num_classes: int,
-    in_channels: int,
-    dropout: float,
-    drop_path_rate: float,
-    output_stride: int,
-    padding: str,
+    num_classes: int = 1000,
+    in_channels: int = 3,
+    dropout: float | None = None,
+    drop_path_rate: float = 0.0,
+    output_stride: int = 32,
+    keep_last_wide: bool | None = None,
+    norm: NormConfig | str | None = None,
+    norm_eps: float | None = None,
+    activation: str | None = None,
+    padding: str = "symmetric",
+    small_input: bool | int = False,
+    features_only: bool = False,
 ) -> None:
-    check_width_mult(width_mult)
+    """Raise ``UsageError`` for a build option :func:`build_mobilenet` rejects, without building anything.
+
+    The one owner of these rules: :func:`build_mobilenet` calls it, and so does configuration that
+    carries build options to fail before any slow work (``TrainConfig`` via
+    :func:`~mobilenets.models.registry.check_model_options`). ``width_mult`` is checked apart, by
+    :func:`check_width_mult`, because its limit depends on the model. What depends on the architecture
+    (``keep_last_wide`` on a network without a last layer, ``out_indices``) is checked while building.
+    """
     check_num_classes(num_classes)
     if not isinstance(in_channels, int) or isinstance(in_channels, bool) or in_channels <= 0:
         raise UsageError(f"in_channels must be a positive integer, got {in_channels!r}")
     if in_channels > MAX_IN_CHANNELS:
         raise UsageError(f"in_channels={in_channels} is absurdly large; expected at most {MAX_IN_CHANNELS}")
-    _check_rate("dropout", dropout)
-    _check_rate("drop_path_rate", drop_path_rate)
+    if dropout is not None:
+        check_rate("dropout", dropout)
+    check_rate("drop_path_rate", drop_path_rate)
     if type(output_stride) is not int or output_stride not in OUTPUT_STRIDES:
         raise UsageError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}")
+    if keep_last_wide is not None and not isinstance(keep_last_wide, bool):
+        raise UsageError(f"keep_last_wide must be True, False or None, got {keep_last_wide!r}")
+    _norm_config(norm, norm_eps, NormConfig())
+    check_activation(activation)
     if padding not in PADDING_MODES:
         raise UsageError(f"unknown padding {padding!r}; expected one of {', '.join(PADDING_MODES)}")
-
-
-def _resolve_norm(norm: NormConfig | str | None, default: NormConfig) -> NormConfig:
-    if norm is None:
-        return default
-    if isinstance(norm, NormConfig):
-        return norm
-    if isinstance(norm, str):
-        return dataclasses.replace(default, kind=norm)
-    raise WrongTypeError(f"norm must be a NormConfig, a norm kind name or None, got {type(norm).__name__}")
+    small_input_strides(small_input)
+    if not isinstance(features_only, bool):
+        raise UsageError(f"features_only must be True or False, got {features_only!r}")
 
 
 def build_mobilenet(
@@ -126,34 +150,29 @@ def build_mobilenet(
     at about a quarter of that cost. Weights are unchanged in shape either way.
     """
     dropout = arch.dropout if dropout is None else dropout
-    _check_options(
-        width_mult=width_mult,
+    check_width_mult(width_mult)
+    check_build_options(
         num_classes=num_classes,
         in_channels=in_channels,
         dropout=dropout,
         drop_path_rate=drop_path_rate,
         output_stride=output_stride,
+        keep_last_wide=keep_last_wide,
+        norm=norm,
+        norm_eps=norm_eps,
+        activation=activation,
         padding=padding,
+        small_input=small_input,
+        features_only=features_only,
     )
-    check_activation(activation)
-    if not isinstance(features_only, bool):
-        raise UsageError(f"features_only must be True or False, got {features_only!r}")
     strides_to_drop = small_input_strides(small_input)
-    if keep_last_wide is not None and not isinstance(keep_last_wide, bool):
-        raise UsageError(f"keep_last_wide must be True, False or None, got {keep_last_wide!r}")
     keep_last_wide = arch.keep_last_wide if keep_last_wide is None else keep_last_wide
     has_last_layer = any(
         value is not None for value in (arch.head_channels, arch.head_ratio, arch.pre_logits_features)
     )
     if keep_last_wide and not has_last_layer:
         raise UsageError(f"{arch.name} has no separate last layer, so keep_last_wide cannot apply")
-    norm_config = _resolve_norm(norm, arch.norm)
-    if norm_eps is not None:
-        if not is_real(norm_eps) or not math.isfinite(norm_eps) or not norm_eps > 0:
-            raise UsageError(
-                f"norm_eps must be a positive number, got {norm_eps!r} (finite: 1e-5, 1e-3, ...)"
-            )
-        norm_config = dataclasses.replace(norm_config, eps=float(norm_eps))
+    norm_config = _norm_config(norm, norm_eps, arch.norm)
 
     def act(name: str) -> str:
         return activation if activation is not None else name

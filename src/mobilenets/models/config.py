@@ -10,7 +10,7 @@ from ..errors import UsageError, WrongTypeError
 from ..layers.activations import check_activation
 from ..layers.channels import is_positive_int, is_real
 from ..layers.norm import NormConfig
-from .mobilenet import MIN_INPUT_SIZE
+from .mobilenet import check_resolution
 
 BlockKind = Literal["conv", "ds", "ir"]
 BLOCK_KINDS: tuple[str, ...] = ("conv", "ds", "ir")
@@ -29,6 +29,12 @@ def _check_kernel_size(label: str, value: object) -> None:
 def _check_stride(label: str, value: object) -> None:
     if type(value) is not int or value not in (1, 2):
         raise UsageError(f"{label} must be the integer 1 or 2, got {value!r}")
+
+
+def check_rate(label: str, value: object) -> None:
+    """``ValueError`` unless ``value`` is a probability-like rate in [0, 1) (dropout, drop-path)."""
+    if not is_real(value) or not 0.0 <= value < 1.0:
+        raise UsageError(f"{label} must be in [0, 1), got {value!r}")
 
 
 def _check_flags(owner: object, *labels: str) -> None:
@@ -129,9 +135,5 @@ class ArchSpec:
         if not isinstance(self.norm, NormConfig):
             raise WrongTypeError(f"norm must be a NormConfig, got {type(self.norm).__name__}")
         _check_flags(self, "scale_stem", "scale_last", "keep_last_wide")
-        if not is_real(self.dropout) or not 0.0 <= self.dropout < 1.0:
-            raise UsageError(f"dropout must be in [0, 1), got {self.dropout!r}")
-        if not is_positive_int(self.default_resolution) or self.default_resolution < MIN_INPUT_SIZE:
-            raise UsageError(
-                f"default_resolution must be an integer >= {MIN_INPUT_SIZE}, got {self.default_resolution!r}"
-            )
+        check_rate("dropout", self.dropout)
+        check_resolution(self.default_resolution, name="default_resolution")

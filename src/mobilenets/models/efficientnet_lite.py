@@ -69,38 +69,43 @@ def _lite_arch(name: str) -> tuple[ArchSpec, float]:
     return arch, width
 
 
+def _max_width_mult(name: str) -> float:
+    """The largest ``width_mult`` of variant ``name``: times its own width it stays within MAX_WIDTH_MULT."""
+    return MAX_WIDTH_MULT / LITE_SCALING[name][0]
+
+
 def _build_lite(name: str, width_mult: float, options: BuildOptions) -> MobileNet:
     arch, width = _lite_arch(name)
     # Checked before scaling, so errors quote the caller's value and the scaled width stays in bounds.
-    check_width_mult(width_mult, limit=MAX_WIDTH_MULT / width)
+    check_width_mult(width_mult, limit=_max_width_mult(name))
     return build_mobilenet(arch, width_mult=width * width_mult, **options)
 
 
-@register_model
+@register_model(max_width_mult=_max_width_mult("efficientnet_lite0"))
 def efficientnet_lite0(*, width_mult: float = 1.0, **options: Unpack[BuildOptions]) -> MobileNet:
     """EfficientNet-Lite0 (224×224). ``width_mult`` multiplies the variant's own width coefficient."""
     return _build_lite("efficientnet_lite0", width_mult, options)
 
 
-@register_model
+@register_model(max_width_mult=_max_width_mult("efficientnet_lite1"))
 def efficientnet_lite1(*, width_mult: float = 1.0, **options: Unpack[BuildOptions]) -> MobileNet:
     """EfficientNet-Lite1 (240×240)."""
     return _build_lite("efficientnet_lite1", width_mult, options)
 
 
-@register_model
+@register_model(max_width_mult=_max_width_mult("efficientnet_lite2"))
 def efficientnet_lite2(*, width_mult: float = 1.0, **options: Unpack[BuildOptions]) -> MobileNet:
     """EfficientNet-Lite2 (260×260)."""
     return _build_lite("efficientnet_lite2", width_mult, options)
 
 
-@register_model
+@register_model(max_width_mult=_max_width_mult("efficientnet_lite3"))
 def efficientnet_lite3(*, width_mult: float = 1.0, **options: Unpack[BuildOptions]) -> MobileNet:
     """EfficientNet-Lite3 (280×280)."""
     return _build_lite("efficientnet_lite3", width_mult, options)
 
 
-@register_model
+@register_model(max_width_mult=_max_width_mult("efficientnet_lite4"))
 def efficientnet_lite4(*, width_mult: float = 1.0, **options: Unpack[BuildOptions]) -> MobileNet:
     """EfficientNet-Lite4 (300×300)."""
     return _build_lite("efficientnet_lite4", width_mult, options)

@@ -10,12 +10,27 @@ from torch import nn
 
 from ..errors import UsageError, WrongTypeError
 
+# Smallest input side: every model reduces its input 32× (before ``small_input``), so 32 leaves 1×1.
 MIN_INPUT_SIZE = 32
 # Largest input side that analysis (``summarize``) and training accept: beyond it the activations of
 # one image alone run into gigabytes, and an absurd value must fail clearly, not try to allocate them.
 MAX_INPUT_SIZE = 4096
 # Largest classifier: ImageNet-21k has 21,841 classes; 100,000 × 1,280 features is already 0.5 GB.
 MAX_NUM_CLASSES = 100_000
+
+
+def check_resolution(value: object, *, name: str = "resolution") -> int:
+    """``value`` if it is an input side (pixels) the models take, else a ``UsageError`` naming ``name``.
+
+    The one rule for every resolution option (training, data, analysis, export, benchmarks): an integer
+    from :data:`MIN_INPUT_SIZE` to :data:`MAX_INPUT_SIZE`. Callers pass their own option name (a flag
+    such as ``--resolution``, or a field such as ``img_size``) so the message names what the user typed.
+    """
+    if not isinstance(value, int) or isinstance(value, bool) or not MIN_INPUT_SIZE <= value <= MAX_INPUT_SIZE:
+        raise UsageError(
+            f"{name} must be an integer from {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE} pixels, got {value!r}"
+        )
+    return value
 
 
 def check_num_classes(num_classes: object) -> None:

@@ -6,9 +6,10 @@ import difflib
 import fnmatch
 import inspect
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
 from ..errors import UsageError, WrongTypeError
+from .builder import MAX_WIDTH_MULT, check_build_options, check_width_mult
 from .mobilenet import MobileNet
 from .options import BuildOptions
 
@@ -16,15 +17,33 @@ Builder = Callable[..., MobileNet]
 _B = TypeVar("_B", bound=Builder)
 
 _REGISTRY: dict[str, Builder] = {}
+_MAX_WIDTH_MULT: dict[str, float] = {}
+_SHARED_OPTIONS = frozenset(inspect.signature(check_build_options).parameters)
 
 
-def register_model(builder: _B) -> _B:
-    """Decorator: make a keyword-only builder available to ``create_model`` under its function name."""
-    name = builder.__name__
-    if name in _REGISTRY:
-        raise UsageError(f"model {name!r} is already registered")
-    _REGISTRY[name] = builder
-    return builder
+@overload
+def register_model(builder: _B, /) -> _B: ...
+@overload
+def register_model(*, max_width_mult: float = MAX_WIDTH_MULT) -> Callable[[_B], _B]: ...
+def register_model(
+    builder: _B | None = None, /, *, max_width_mult: float = MAX_WIDTH_MULT
+) -> _B | Callable[[_B], _B]:
+    """Decorator: make a keyword-only builder available to ``create_model`` under its function name.
+
+    ``@register_model`` or ``@register_model(max_width_mult=...)``: the largest ``width_mult`` the builder
+    accepts, when it scales widths itself (EfficientNet-Lite multiplies its own width coefficient), so
+    :func:`check_model_options` applies the builder's limit without building.
+    """
+
+    def register(function: _B) -> _B:
+        name = function.__name__
+        if name in _REGISTRY:
+            raise UsageError(f"model {name!r} is already registered")
+        _REGISTRY[name] = function
+        _MAX_WIDTH_MULT[name] = max_width_mult
+        return function
+
+    return register if builder is None else register(builder)
 
 
 def list_models(pattern: str = "*") -> list[str]:
@@ -47,12 +66,7 @@ def get_builder(name: str) -> Builder:
     return _REGISTRY[name]
 
 
-def create_model(name: str, **kwargs: object) -> MobileNet:
-    """Build the registered model ``name`` with the builder's keyword arguments.
-
-    An unknown keyword raises ``TypeError`` naming it and listing the accepted ones.
-    """
-    builder = get_builder(name)
+def _check_keywords(name: str, builder: Builder, kwargs: dict[str, Any]) -> None:
     parameters = inspect.signature(builder).parameters.values()
     accepted = [p.name for p in parameters if p.kind is p.KEYWORD_ONLY]
     if any(p.kind is p.VAR_KEYWORD for p in parameters):
@@ -63,4 +77,29 @@ def create_model(name: str, **kwargs: object) -> MobileNet:
             f"{name}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
             f"accepted: {', '.join(accepted)}"
         )
+
+
+def check_model_options(name: str, **kwargs: object) -> None:
+    """Raise what ``create_model(name, **kwargs)`` would for a bad name, keyword or value, building nothing.
+
+    For configuration that must fail before slow work (``TrainConfig`` checks its model options before
+    any data is read): the builders' own checks (:func:`~mobilenets.models.builder.check_width_mult`
+    with the model's limit, :func:`~mobilenets.models.builder.check_build_options`), so the rules have
+    one owner. Options specific to one builder, and those that depend on its architecture, are checked
+    when it builds.
+    """
+    builder = get_builder(name)
+    _check_keywords(name, builder, kwargs)
+    check_width_mult(kwargs.get("width_mult", 1.0), limit=_MAX_WIDTH_MULT[name])
+    shared: dict[str, Any] = {key: value for key, value in kwargs.items() if key in _SHARED_OPTIONS}
+    check_build_options(**shared)
+
+
+def create_model(name: str, **kwargs: object) -> MobileNet:
+    """Build the registered model ``name`` with the builder's keyword arguments.
+
+    An unknown keyword raises ``TypeError`` naming it and listing the accepted ones.
+    """
+    builder = get_builder(name)
+    _check_keywords(name, builder, kwargs)
     return builder(**kwargs)

@@ -178,7 +178,7 @@ class Trainer:
 
         splits = load_splits(
             config.data,
-            img_size=config.img_size,
+            img_size=config.resolution,
             val_split=config.val_split,
             augment=config.augment,
             seed=config.seed,
@@ -239,7 +239,7 @@ class Trainer:
             classes=self.classes,
             mean=splits.mean,
             std=splits.std,
-            img_size=config.img_size,
+            img_size=config.resolution,
             data=config.data,
             val_split=config.val_split,
             seed=config.seed,

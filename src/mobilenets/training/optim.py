@@ -53,7 +53,7 @@ def lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], floa
     ``lr_step_epochs`` (step), or ×gamma per epoch (exponential, the paper's 0.98). A closed form, not
     a recursive update, so a resumed run with more epochs lands on the new curve.
     """
-    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+    warmup_steps = round(config.warmup * steps_per_epoch)
     total_steps = config.epochs * steps_per_epoch
     gamma = config.gamma
 
