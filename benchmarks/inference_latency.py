@@ -19,8 +19,11 @@ import datetime
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
+
+from _report import add_markdown_argument, provenance, table, write_fragments
 
 from mobilenets.bench.inference import VARIANTS, run_bench
 from mobilenets.bench.machine import cpu_description
@@ -50,6 +53,46 @@ def _table(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _summary(reports: dict[str, dict[str, Any]], seconds: float) -> str:
+    """One table for the docs: each variant's batch-1 latency and batch-32 throughput side by side."""
+    names = [name for name in VARIANTS if any(name in report for report in reports.values())]
+
+    def cell(setting: str, variant: str, per_image: bool = False) -> str:
+        row = reports.get(setting, {}).get(variant)
+        if not isinstance(row, dict):
+            return "—"
+        value = row["per_image_ms"] if per_image else row["median_ms"]
+        return f"{value:.2f} ± {row['iqr_ms'] / (32 if per_image else 1):.2f}"
+
+    def ratio(setting: str, variant: str) -> str:
+        row = reports.get(setting, {}).get(variant)
+        speedup = row.get("speedup_vs_torchvision_eager") if isinstance(row, dict) else None
+        return "—" if speedup is None else f"{speedup:.2f}×"
+
+    rows = [
+        [
+            variant,
+            cell("batch1", variant),
+            ratio("batch1", variant),
+            cell("batch32", variant, per_image=True),
+            ratio("batch32", variant),
+            cell("batch32_system_malloc", variant, per_image=True),
+        ]
+        for variant in names
+    ]
+    header = [
+        "variant",
+        "batch 1 ms (± IQR)",
+        "vs torchvision eager",
+        "batch 32 ms/image",
+        "vs torchvision eager",
+        "batch 32, glibc malloc",
+    ]
+    noisy = sorted({w.split(":")[0] for report in reports.values() for w in report.get("warnings", [])})
+    note = f"\n\nSpread warnings (IQR over 25% of the median): {', '.join(noisy)}." if noisy else ""
+    return f"{provenance(seconds)}\n\n{table(header, rows)}{note}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -62,7 +105,10 @@ def main() -> int:
     parser.add_argument("--resolution", type=int, default=224)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated (default: all eight)")
+    add_markdown_argument(parser, "deployment.md")
     args = parser.parse_args()
+    started = time.perf_counter()
+    reports: dict[str, dict[str, Any]] = {}
 
     OUT.mkdir(parents=True, exist_ok=True)
     print(f"CPU: {cpu_description()}; {datetime.date.today().isoformat()}\n", flush=True)
@@ -82,6 +128,7 @@ def main() -> int:
                 progress=lambda line: print(f"  {line}", file=sys.stderr, flush=True),
             )
             report = result.to_dict()
+            reports[name] = report
             (OUT / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
             print(
                 f"## {name}: batch {batch}, {args.resolution}×{args.resolution}, {args.threads} threads, "
@@ -92,6 +139,7 @@ def main() -> int:
             if report["warnings"]:
                 print("\n" + "\n".join(f"- warning: {warning}" for warning in report["warnings"]))
             print(flush=True)
+    write_fragments(args.markdown, {"inference-latency": _summary(reports, time.perf_counter() - started)})
     return 0
 
 

@@ -495,7 +495,7 @@ def trained_on_bad_folder(
     out = tmp_path_factory.mktemp("run")
     argv = [
         "train", "--model", "mobilenet_v1", "--width-mult", "0.25", "--data", str(bad_folder.root),
-        "--val-split", "0.5", "--epochs", "1", "--batch-size", "4", "--img-size", "32",
+        "--val-split", "0.5", "--epochs", "1", "--batch-size", "4", "--resolution", "32",
         "--out", str(out), "--no-progress",
     ]  # fmt: skip
     with warnings.catch_warnings(record=True) as records:

@@ -23,7 +23,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--batch-size", "--batch", dest="batch_size", type=int, default=1, help="batch size (default 1)"
     )
-    parser.add_argument("--resolution", type=int, default=224, help="input size (default 224)")
+    parser.add_argument(
+        "--resolution", type=int, default=None, help="input size (default: the model's own, 224 for most)"
+    )
     parser.add_argument("--threads", type=int, default=2, help="threads for every runtime (default 2)")
     parser.add_argument(
         "--rounds",
@@ -60,6 +62,15 @@ def _progress(line: str) -> None:
     print(f"bench: {line}", file=sys.stderr, flush=True)
 
 
+def _resolution(args: argparse.Namespace) -> int:
+    """``--resolution``, else the model's default input size (EfficientNet-Lite1..4 differ from 224)."""
+    if args.resolution is not None:
+        return check_resolution(args.resolution)
+    from ..models import create_model
+
+    return create_model(args.model).default_resolution
+
+
 def run(args: argparse.Namespace) -> int:
     from ..bench.inference import run_bench
 
@@ -67,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_bench(
         args.model,
         batch=args.batch_size,
-        resolution=check_resolution(args.resolution),
+        resolution=_resolution(args),
         threads=args.threads,
         rounds=args.rounds,
         repeats=args.repeats,

@@ -59,7 +59,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--val-split", type=float, default=None, help="held-out fraction (default: the checkpoint's)"
     )
-    parser.add_argument("--split-seed", type=int, default=None, help="split seed (default: the checkpoint's)")
+    parser.add_argument(
+        "--seed",
+        "--split-seed",
+        dest="split_seed",
+        type=int,
+        default=None,
+        help="seed of the train/val split (default: the checkpoint's)",
+    )
     confusion = parser.add_mutually_exclusive_group()
     confusion.add_argument(
         "--confusion",

@@ -164,6 +164,7 @@ def train_on_digits(
                 epochs=recipe.epochs,
                 batch_size=recipe.batch_size,
                 lr=recipe.lr,
+                warmup_epochs=0.0,  # the recipe's own schedule: no warm-up in 6 epochs
                 seed=recipe.seed,
                 data="digits",
                 workers=0,

@@ -33,7 +33,7 @@ from torch import nn
 
 from ..errors import UsageError, WrongTypeError, external_step
 from ..layers.activations import ReLU6, keep_relu6_outputs
-from ..models.mobilenet import MAX_INPUT_SIZE, MIN_INPUT_SIZE
+from ..models import check_resolution
 from .captured import MAX_BATCH, ExportedClassifier
 
 TORCHAO_REQUIREMENT = "torchao==0.18.0"  # the version this module is tested with
@@ -109,10 +109,7 @@ def check_batch(batch: object, index: int, resolution: int, what: str = "calibra
 
 def check_options(model: nn.Module, resolution: int, keep_float: Sequence[str]) -> None:
     """A clear error for a resolution out of range or a ``keep_float`` module ``model`` lacks."""
-    if not MIN_INPUT_SIZE <= resolution <= MAX_INPUT_SIZE:
-        raise UsageError(
-            f"resolution must be from {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE} pixels, got {resolution}"
-        )
+    check_resolution(resolution)
     if isinstance(keep_float, str):
         raise WrongTypeError(
             f"keep_float must be a sequence of module names, e.g. [{keep_float!r}], not a string"

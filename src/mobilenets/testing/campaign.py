@@ -38,7 +38,7 @@ PHASES = (*EVENTS, EXTERNAL, DISK_FULL)
 # The campaign's default training: tiny and deterministic, 3 epochs of 12 steps; a process lives ~5 s.
 RECIPE = (
     "--model", "mobilenet_v1", "--width-mult", "0.25", "--data", "digits", "--epochs", "3",
-    "--batch-size", "128", "--img-size", "32",
+    "--batch-size", "128", "--resolution", "32",
 )  # fmt: skip
 # Plant faults within this fraction of the events left, so nearly every round is killed before its end.
 REACH = 0.85
