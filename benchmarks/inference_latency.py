@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 from _report import add_markdown_argument, provenance, table, write_fragments
-
 from mobilenets.bench.inference import VARIANTS, run_bench
 from mobilenets.bench.machine import cpu_description
 

@@ -41,7 +41,7 @@ from mobilenets.data.splits import build_loader, load_splits
 
 from .conftest import run_cli
 
-SIZE = 16  # every convertible test image is SIZE×SIZE, so the cache keeps its pixels unresized
+SIZE = 32  # every convertible test image is SIZE×SIZE, so the cache keeps its pixels unresized
 SKIP_PREFIX = "skipping unreadable image: "
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 # 16-bit samples and their 8-bit values (v >> 8): clipping would give 255 for all but 0 and 255,

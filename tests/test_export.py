@@ -358,7 +358,7 @@ def test_export_verified_checks_values_before_writing(
         ({"verify_images": torch.rand(4, 3, 64, 64)}, r"verify_images must be a non-empty \(N, 3, 32, 32\)"),
         ({"int8": True, "calibration": images.to(torch.uint8)}, "calibration must hold float images"),
         ({"card": None}, "give resolution"),
-        ({"resolution": 8}, "resolution must be from 32"),
+        ({"resolution": 8}, "resolution must be an integer from 32"),
         ({"int8": True, "calibration": images, "keep_float": ["stemm"]}, "no module 'stemm'"),
     ]
     for overrides, message in cases:

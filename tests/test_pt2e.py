@@ -109,7 +109,7 @@ def test_keep_float_and_argument_errors() -> None:
         ),
         ({"calibration_batches": [images.to(torch.uint8)]}, ValueError, "must hold float images"),
         ({"calibration_batches": [images / 0]}, ValueError, "batch 0 holds NaN or infinite values"),
-        ({"resolution": 8}, ValueError, "resolution must be from 32"),
+        ({"resolution": 8}, ValueError, "resolution must be an integer from 32"),
     ]
     for overrides, error, message in cases:
         kwargs: dict[str, object] = {"calibration_batches": [images], "resolution": SMALL_RES, **overrides}
