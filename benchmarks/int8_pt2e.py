@@ -38,7 +38,7 @@ from mobilenets.data.card import card_eval_set
 from mobilenets.data.splits import build_loader
 from mobilenets.deploy.pt2e import compile_int8, quantize_pt2e
 from mobilenets.deploy.pt2e_qat import quantize_qat_pt2e
-from mobilenets.weights import TrainedModel, load_pretrained, packaged_weights
+from mobilenets.weights import TrainedModel, get_pretrained, load_pretrained
 
 SHARED = Path(os.environ.get("MOBILENETS_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 PHOTOS = SHARED / "data" / "imagenet-val-1300" / "dataset.txt"
@@ -133,7 +133,7 @@ def main() -> int:
     rows = QAT_ROWS if args.qat else ROWS + (() if args.quick else ABLATIONS)
     for key, label, options in rows:
         if key not in loaded:
-            entry = packaged_weights(key)
+            entry = get_pretrained(key)
             trained = load_pretrained(entry.path(), model=entry.model, **entry.model_kwargs)
             data = photos(trained)
             loaded[key] = trained, data, top1(trained.model, data[1], data[2])

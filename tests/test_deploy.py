@@ -29,7 +29,7 @@ from mobilenets.deploy.memory_efficient import (
 )
 from mobilenets.deploy.onednn_graph import OneDNNGraph
 from mobilenets.deploy.quantize import nodes_in_modules
-from mobilenets.weights import ModelCard, get_preset, packaged_weights
+from mobilenets.weights import ModelCard, get_preset, get_pretrained
 from mobilenets.weights.files import write_safetensors
 
 from .conftest import ALL_MODELS, imagenet_list, randomize_norm_stats, run_cli
@@ -209,7 +209,7 @@ def test_exported_checkpoint_evaluates_like_the_checkpoint(tmp_path: Path) -> No
 @pytest.mark.parametrize("weights", ["torchvision_mobilenet_v2", "efficientnet_lite0"])
 def test_int8_within_one_point_of_fp32_on_imagenet_photos(weights: str, tmp_path: Path) -> None:
     listing = imagenet_list()
-    entry = packaged_weights(weights)
+    entry = get_pretrained(weights)
     held_out = tmp_path / "eval1000.txt"  # the 1,000 photos after the 300 that calibrate
     lines = [line for line in listing.read_text().splitlines() if line.strip()]
     held_out.write_text(

@@ -174,17 +174,17 @@ class Files:
     def converted(self) -> Path:
         target = self.cache / "mnv2.safetensors"
         if not target.is_file():
-            from mobilenets.weights import convert, packaged_weights
+            from mobilenets.weights import convert, get_pretrained
 
-            convert(packaged_weights("torchvision_mobilenet_v2").path(), target, model="mobilenet_v2")
+            convert(get_pretrained("torchvision_mobilenet_v2").path(), target, model="mobilenet_v2")
         return target
 
 
 def _setup_weights(files: Files, workdir: Path) -> None:
-    from mobilenets.weights import packaged_weights
+    from mobilenets.weights import get_pretrained
 
-    (workdir / "mobilenet_v2-b0353104.pth").symlink_to(packaged_weights("torchvision_mobilenet_v2").path())
-    (workdir / "efficientnet-lite0.pth").symlink_to(packaged_weights("efficientnet_lite0").path())
+    (workdir / "mobilenet_v2-b0353104.pth").symlink_to(get_pretrained("torchvision_mobilenet_v2").path())
+    (workdir / "efficientnet-lite0.pth").symlink_to(get_pretrained("efficientnet_lite0").path())
     shutil.copy(files.converted(), workdir / "mnv2.safetensors")
 
 

@@ -280,11 +280,11 @@ def test_export_int8_onnx_with_a_fixed_batch(
 @pytest.mark.parametrize("weights", ["torchvision_mobilenet_v2", "efficientnet_lite0"])
 def test_packaged_weights_export_to_int8_onnx_with_a_fixed_batch(weights: str, tmp_path: Path) -> None:
     """The README's int8 example: converted packaged weights, calibrated on ImageNet photos, batch 1."""
-    from mobilenets.weights import packaged_weights
+    from mobilenets.weights import get_pretrained
 
     from .conftest import imagenet_list
 
-    listing, entry = imagenet_list(), packaged_weights(weights)
+    listing, entry = imagenet_list(), get_pretrained(weights)
     converted = tmp_path / "w.safetensors"
     code, _, err = run_cli(["convert", str(entry.path()), "--model", entry.model, "--out", str(converted)])
     assert code == 0, err

@@ -36,7 +36,7 @@ def test_feature_info_matches_real_features(name: str) -> None:
     model = create_model(name).eval()
     x = torch.randn(1, 3, SMALL_RES, SMALL_RES)
     with torch.no_grad():
-        features = model.forward_intermediates(x)
+        features = model.forward_intermediates(x, intermediates_only=True)
     assert [f.reduction for f in model.feature_info] == [2, 4, 8, 16, 32]
     assert len(features) == len(model.feature_info)
     for info, feature in zip(model.feature_info, features, strict=True):

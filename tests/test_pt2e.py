@@ -15,7 +15,7 @@ from mobilenets.data.card import card_eval_set, first_images
 from mobilenets.deploy.pt2e import TORCHAO_REQUIREMENT, Int8Model, compile_int8, quantize_pt2e
 from mobilenets.deploy.pt2e_qat import quantize_qat_pt2e
 from mobilenets.evaluation.evaluate import evaluate
-from mobilenets.weights import TrainedModel, load_pretrained, packaged_weights
+from mobilenets.weights import TrainedModel, get_pretrained, load_pretrained
 
 from .conftest import SMALL_RES, imagenet_list
 
@@ -34,7 +34,7 @@ def weight_layers(model: nn.Module) -> int:
 
 @pytest.fixture(scope="module")
 def pretrained() -> TrainedModel:
-    entry = packaged_weights("torchvision_mobilenet_v2")
+    entry = get_pretrained("torchvision_mobilenet_v2")
     return load_pretrained(entry.path(), model=entry.model)
 
 

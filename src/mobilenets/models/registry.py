@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import inspect
 from collections.abc import Callable
-from typing import Any, TypeVar, overload
+from typing import Any, TypeVar, cast, overload
 
 from ..errors import UsageError, WrongTypeError
 from .builder import MAX_WIDTH_MULT, check_build_options, check_width_mult
+from .hub import build_pretrained
 from .mobilenet import MobileNet
 from .options import BuildOptions
 
@@ -30,6 +32,8 @@ def register_model(
 ) -> _B | Callable[[_B], _B]:
     """Decorator: make a keyword-only builder available to ``create_model`` under its function name.
 
+    The decorated builder also takes ``pretrained`` (``True`` or a weights tag), as ``create_model`` does.
+
     ``@register_model`` or ``@register_model(max_width_mult=...)``: the largest ``width_mult`` the builder
     accepts, when it scales widths itself (EfficientNet-Lite multiplies its own width coefficient), so
     :func:`check_model_options` applies the builder's limit without building.
@@ -39,9 +43,17 @@ def register_model(
         name = function.__name__
         if name in _REGISTRY:
             raise UsageError(f"model {name!r} is already registered")
-        _REGISTRY[name] = function
+
+        @functools.wraps(function)
+        def builder(**kwargs: Any) -> MobileNet:
+            pretrained = kwargs.pop("pretrained", False)
+            if pretrained is False or pretrained is None:
+                return function(**kwargs)
+            return build_pretrained(name, pretrained, kwargs)
+
+        _REGISTRY[name] = builder
         _MAX_WIDTH_MULT[name] = max_width_mult
-        return function
+        return cast(_B, builder)
 
     return register if builder is None else register(builder)
 
@@ -95,11 +107,17 @@ def check_model_options(name: str, **kwargs: object) -> None:
     check_build_options(**shared)
 
 
-def create_model(name: str, **kwargs: object) -> MobileNet:
-    """Build the registered model ``name`` with the builder's keyword arguments.
+def create_model(name: str, pretrained: bool | str = False, **kwargs: object) -> MobileNet:
+    """Build the registered model ``name`` with the builder's keyword arguments, as timm's does.
 
+    ``pretrained=True`` loads the model's packaged ImageNet weights (``"TAG"``: those tagged so; a
+    ``MODEL.TAG`` name does the same), with the build options they need and their ``pretrained_cfg``;
+    nothing is downloaded. A different ``num_classes`` keeps the body and starts a new classifier.
     An unknown keyword raises ``TypeError`` naming it and listing the accepted ones.
     """
+    if isinstance(name, str) and "." in name:
+        name, tag = name.split(".", 1)
+        pretrained = tag if pretrained is True else pretrained
     builder = get_builder(name)
     _check_keywords(name, builder, kwargs)
-    return builder(**kwargs)
+    return builder(pretrained=pretrained, **kwargs)

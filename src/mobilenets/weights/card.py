@@ -147,6 +147,17 @@ def key_differences(
     return missing, unexpected, shapes
 
 
+def attach_card(model: MobileNet, card: ModelCard) -> None:
+    """Set ``model.card``, and the ``pretrained_cfg`` timm's data pipeline reads, from the card."""
+    model.card = card
+    model.pretrained_cfg = card.preprocess.data_config(
+        architecture=card.model,
+        num_classes=model.num_classes,
+        in_channels=model.in_channels,
+        source=card.source,
+    )
+
+
 def load_trained_model(weights_path: str | os.PathLike[str]) -> TrainedModel:
     """Rebuild the model saved at ``weights_path`` (e.g. ``runs/x/best.safetensors``) and load it strictly."""
     path = Path(weights_path)
@@ -163,4 +174,5 @@ def load_trained_model(weights_path: str | os.PathLike[str]) -> TrainedModel:
         )
     model.load_state_dict(weights)
     model.eval()
+    attach_card(model, card)
     return TrainedModel(model=model, card=card)

@@ -1,7 +1,7 @@
 """Start a training run from weights trained elsewhere (fine-tuning): the body must fit, the head may not.
 
 The weights come from a file any :func:`load_weights` source can read (torchvision, timm,
-EfficientNet-PyTorch, our own checkpoints) or from a packaged name (:data:`PACKAGED`). Every tensor
+EfficientNet-PyTorch, our own checkpoints) or from a registry name (:data:`PRETRAINED`). Every tensor
 of the network's body must load; the classifier loads only when its shape fits, so ImageNet weights
 start a 10-class run with a freshly initialised head. Build options a source's own models use (e.g.
 TensorFlow padding) are not applied: the model is the one the run asked for, and the weights are its
@@ -16,29 +16,31 @@ from pathlib import Path
 from ..errors import MissingFileError, UsageError
 from ..models import MobileNet
 from .load import LoadReport, load_weights
-from .packaged import PACKAGED
+from .registry import PRETRAINED, get_pretrained
 
 HEAD_PREFIX = "classifier."  # our classifier's parameters; everything else is the body
 
 
 def resolve_pretrained(spec: str, *, model: str | None = None) -> Path:
-    """The weights file named by ``spec``: a packaged name (see :data:`PACKAGED`) or a file path.
+    """The weights file named by ``spec``: a registry name (see :data:`PRETRAINED`) or a file path.
 
-    With ``model`` given, a packaged name must be weights for that architecture (``ValueError``).
-    ``FileNotFoundError`` when ``spec`` is neither a packaged name nor an existing file.
+    Registry names are ``MODEL.TAG``, their aliases, or a model name; with ``model`` given, they must be
+    weights for that architecture (``UsageError``). The file's SHA-256 is checked. ``MissingFileError``
+    when ``spec`` is neither a registry name nor an existing file.
     """
-    if spec in PACKAGED:
-        entry = PACKAGED[spec]
-        if model is not None and entry.model != model:
-            raise UsageError(f"packaged weights {spec!r} are for {entry.model}, not {model}")
-        return entry.path()
     path = Path(spec)
-    if not path.is_file():
+    if path.is_file():
+        return path
+    try:
+        entry = get_pretrained(spec)
+    except UsageError:
         raise MissingFileError(
-            f"pretrained weights {spec!r}: no such file, and not a packaged name "
-            f"(packaged: {', '.join(PACKAGED)})"
-        )
-    return path
+            f"pretrained weights {spec!r}: no such file, and not a registry name "
+            f"(registry: {', '.join(PRETRAINED)})"
+        ) from None
+    if model is not None and entry.model != model:
+        raise UsageError(f"pretrained weights {spec!r} are for {entry.model}, not {model}")
+    return entry.verified_path()
 
 
 @dataclass(frozen=True)

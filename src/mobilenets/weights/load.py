@@ -12,9 +12,10 @@ import torch
 
 from ..errors import UsageError
 from ..models import MobileNet, create_model
-from .card import CARD_FORMAT, ModelCard, TrainedModel, load_trained_model
+from .card import CARD_FORMAT, ModelCard, TrainedModel, attach_card, load_trained_model
 from .files import read_weights, write_safetensors
-from .presets import get_preset
+from .presets import Preprocess, get_preset
+from .registry import pretrained_for
 from .sources import Source, get_source
 
 MAX_LISTED = 5  # offending keys quoted in an error
@@ -123,6 +124,15 @@ def _classes_in(state: Mapping[str, torch.Tensor], key_map: Mapping[str, str]) -
     return None
 
 
+def _preprocess(model: str, found: Source, preset: str | None) -> Preprocess:
+    """``preset`` if given; else the registry's preprocessing for ``model`` weights from that project
+    (EfficientNet-Lite1 at 240/272, not the 224 of the source's preset); else the source's preset."""
+    if preset is not None:
+        return get_preset(preset)
+    entry = next((entry for entry in pretrained_for(model) if entry.source == found.name), None)
+    return entry.preprocess() if entry is not None else get_preset(found.preset)
+
+
 def load_pretrained(
     path: str | os.PathLike[str],
     *,
@@ -135,7 +145,8 @@ def load_pretrained(
 
     Files we wrote (training checkpoints, ``mobilenets convert``) rebuild themselves from their card.
     Other files need ``model``; the source's own defaults apply unless overridden (EfficientNet-Lite
-    weights get ``padding="tf_same"`` and the ``efficientnet_lite`` preset), and ``num_classes``
+    weights get ``padding="tf_same"`` and the ``efficientnet_lite`` preset at the registry's resolution
+    for that model), and ``num_classes``
     defaults to the file's classifier width.
     """
     state, metadata = read_weights(path)
@@ -167,8 +178,9 @@ def load_pretrained(
     load_weights(network, state, source=found.name, strict=True)
     network.eval()
     card = ModelCard.for_weights(
-        model, kwargs, get_preset(preset or found.preset), found.name, network.num_classes
+        model, kwargs, _preprocess(model, found, preset), found.name, network.num_classes
     )
+    attach_card(network, card)
     return TrainedModel(model=network, card=card)
 
 

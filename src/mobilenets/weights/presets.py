@@ -13,23 +13,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from importlib import resources
+from typing import Any
 
 import torch
 from torchvision.transforms import v2
 
 from ..errors import UsageError
+from ..models.data_config import IMAGENET_MEAN, IMAGENET_STD, TF_MEAN, TF_STD, Triple, data_config
 
 INTERPOLATIONS = {
     "bilinear": v2.InterpolationMode.BILINEAR,
     "bicubic": v2.InterpolationMode.BICUBIC,
     "nearest": v2.InterpolationMode.NEAREST,
 }
-
-Triple = tuple[float, float, float]
-IMAGENET_MEAN: Triple = (0.485, 0.456, 0.406)
-IMAGENET_STD: Triple = (0.229, 0.224, 0.225)
-TF_MEAN: Triple = (127 / 255, 127 / 255, 127 / 255)
-TF_STD: Triple = (128 / 255, 128 / 255, 128 / 255)
 
 
 @cache
@@ -86,6 +82,22 @@ class Preprocess:
                 v2.ToDtype(torch.float32, scale=True),
                 v2.Normalize(list(self.mean), list(self.std)),
             ]
+        )
+
+    def data_config(
+        self, *, architecture: str, num_classes: int = 1000, in_channels: int = 3, **extra: Any
+    ) -> dict[str, Any]:
+        """timm's ``pretrained_cfg`` for a model fed this way (see :mod:`mobilenets.models.data_config`)."""
+        return data_config(
+            architecture=architecture,
+            resolution=self.crop_size,
+            resize_size=self.resize_size,
+            interpolation=self.interpolation,
+            mean=self.mean,
+            std=self.std,
+            num_classes=num_classes,
+            in_channels=in_channels,
+            **extra,
         )
 
     def to_metadata(self) -> dict[str, str]:

@@ -1,0 +1,32 @@
+"""``pretrained=`` for the builders: the models layer asks, the weights layer answers.
+
+Models sit below weights (weights import models to load into them), so the builders cannot import
+the weights registry. Instead :mod:`mobilenets.weights.pretrained` installs its loader here when it is
+imported, which ``import mobilenets`` always does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import UsageError
+from .mobilenet import MobileNet
+
+# (model name, pretrained: True or a tag, build options) → the model with the weights loaded.
+PretrainedLoader = Callable[[str, "bool | str", dict[str, Any]], MobileNet]
+
+_loader: PretrainedLoader | None = None
+
+
+def set_pretrained_loader(loader: PretrainedLoader) -> None:
+    """Install the function that builds a model with pretrained weights (done by ``mobilenets.weights``)."""
+    global _loader
+    _loader = loader
+
+
+def build_pretrained(name: str, pretrained: bool | str, options: dict[str, Any]) -> MobileNet:
+    """``name`` built with ``options`` and the weights ``pretrained`` names (True: the model's default)."""
+    if _loader is None:
+        raise UsageError("pretrained weights need mobilenets.weights; `import mobilenets` loads it")
+    return _loader(name, pretrained, options)
