@@ -185,3 +185,21 @@ def test_long_running_commands_reuse_freed_memory_unless_told_not_to(command: st
     assert default.system_malloc is False
     if sys.platform.startswith("linux"):  # glibc's mallopt
         assert "M_MMAP_THRESHOLD" in apply_allocator(default)
+
+
+@pytest.mark.slow
+def test_demo_ablation_gives_both_v1_rows_their_spread_and_the_difference(tmp_path: Path) -> None:
+    """Part 3 of the demo: `ablate separable` on digits (here 1 epoch at width 0.25), into the table."""
+    from mobilenets.demo import run as demo
+
+    recipe = demo.DigitsRecipe(width_mult=0.25, epochs=1, batch_size=64, lr=0.05)
+    report = demo.separable_ablation(tmp_path / "ablate", recipe=recipe, threads=1)
+    trained = demo._ablation_trained(report)
+    assert set(trained) == {"mobilenet_v1", "conv_mobilenet_v1"}
+    seeds = demo.ABLATION_SEEDS
+    assert all(result.seeds == seeds and result.std is not None for result in trained.values())
+    rows = [demo.Row("conv_mobilenet_v1", 1, 1, 1, 1.0), demo.Row("mobilenet_v1", 1, 1, 1, 1.0)]
+    assert f"({seeds} seeds) |" in demo._model_table(rows, trained).splitlines()[3]
+    note = demo._ablation_note(report)
+    assert note.startswith("The accuracy side: separable - standard = ") and "docs/ablation.md" in note
+    assert (tmp_path / "ablate" / "ablation.png").is_file()

@@ -13,10 +13,10 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import ExternalError, TrainingError, UsageError
-from . import bench, convert, demo, export, models, predict, summary, train
+from . import ablate, bench, convert, demo, export, models, predict, summary, train
 from . import eval as eval_command
 
-COMMANDS = (models, summary, demo, train, eval_command, convert, predict, export, bench)
+COMMANDS = (models, summary, demo, train, eval_command, convert, predict, export, bench, ablate)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,7 +9,7 @@ from .activations import (
 )
 from .channels import make_divisible
 from .conv_norm_act import ConvNormAct
-from .inverted_residual import InvertedResidual
+from .inverted_residual import ExpansionShortcutStage, InvertedResidual
 from .norm import NormConfig
 from .padding import PADDING_MODES, Conv2dSame, create_conv2d, tf_same_pads
 from .separable import DepthwiseSeparableConv
@@ -21,6 +21,7 @@ __all__ = [
     "Conv2dSame",
     "ConvNormAct",
     "DepthwiseSeparableConv",
+    "ExpansionShortcutStage",
     "InvertedResidual",
     "NormConfig",
     "ReLU6",

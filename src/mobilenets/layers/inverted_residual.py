@@ -13,6 +13,10 @@ from .conv_norm_act import ConvNormAct
 from .norm import NormConfig
 from .squeeze_excite import SqueezeExcite
 
+# Where an inverted residual's shortcut sits: between bottlenecks (the paper's), between the expanded
+# layers of consecutive blocks (a classic residual's place), or nowhere.
+SHORTCUTS = ("bottleneck", "expansion", "none")
+
 
 class InvertedResidual(nn.Module):
     """1×1 expand → K×K depthwise → [squeeze-excite] → 1×1 linear projection, plus a skip when shapes allow.
@@ -23,6 +27,12 @@ class InvertedResidual(nn.Module):
     v2 paper §3.2) and ``drop_path`` (stochastic depth on the residual branch).
 
     The residual is added iff ``stride == 1`` and ``in_channels == out_channels`` (``has_residual``).
+
+    Two ablation switches test the v2 paper's claims with everything else equal (``mobilenets ablate``):
+    ``projection_activation`` puts an activation after the projection (the paper's Figure 6a: a
+    non-linear bottleneck), and ``shortcut="none"`` drops the residual (Figure 6b). The third arm,
+    shortcuts between the expanded layers, spans consecutive blocks: see
+    :class:`ExpansionShortcutStage`, which runs blocks built with ``shortcut="expansion"``.
 
     With ``separable=False`` the depthwise K×K and the 1×1 projection are replaced by one dense K×K conv
     from ``hidden_channels`` to ``out_channels`` (named ``conv_full``; no ``conv_dw``, ``se`` or
@@ -46,6 +56,8 @@ class InvertedResidual(nn.Module):
         padding: str = "symmetric",
         drop_path_rate: float = 0.0,
         separable: bool = True,
+        projection_activation: str | None = None,
+        shortcut: str = "bottleneck",
     ) -> None:
         super().__init__()
         for label, value in (
@@ -64,11 +76,15 @@ class InvertedResidual(nn.Module):
         if not isinstance(separable, bool):
             raise UsageError(f"separable must be True or False, got {separable!r}")
         check_activation(se_gate)
+        check_activation(projection_activation)
+        if shortcut not in SHORTCUTS:
+            raise UsageError(f"unknown shortcut {shortcut!r}; expected one of {', '.join(SHORTCUTS)}")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.hidden_channels = hidden_channels
         self.stride = stride
-        self.has_residual = stride == 1 and in_channels == out_channels
+        self.shortcut = shortcut
+        self.has_residual = shortcut == "bottleneck" and stride == 1 and in_channels == out_channels
 
         self.conv_pw: nn.Module
         if hidden_channels != in_channels:
@@ -96,7 +112,7 @@ class InvertedResidual(nn.Module):
                 SqueezeExcite(hidden_channels, se_channels, gate=se_gate) if se_channels else nn.Identity()
             )
             self.conv_pwl = ConvNormAct(
-                hidden_channels, out_channels, 1, activation=None, norm=norm, padding=padding
+                hidden_channels, out_channels, 1, activation=projection_activation, norm=norm, padding=padding
             )
         else:
             if se_channels:
@@ -107,19 +123,48 @@ class InvertedResidual(nn.Module):
                 kernel_size,
                 stride=stride,
                 dilation=dilation,
-                activation=None,
+                activation=projection_activation,
                 norm=norm,
                 padding=padding,
             )
         self.separable = separable
         self.drop_path = StochasticDepth(drop_path_rate, "row") if drop_path_rate > 0 else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv_pw(x)
+    def project(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The block after its expansion: depthwise (+ squeeze-excite) and projection, or the dense twin."""
         if self.separable:
-            out = self.conv_pwl(self.se(self.conv_dw(out)))
-        else:
-            out = self.conv_full(out)
+            return self.conv_pwl(self.se(self.conv_dw(hidden)))
+        return self.conv_full(hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.project(self.conv_pw(x))
         if self.has_residual:
             out = x + self.drop_path(out)
+        return out
+
+
+class ExpansionShortcutStage(nn.Sequential):
+    """A stage of inverted residuals whose shortcuts join the *expanded* layers instead of the bottlenecks.
+
+    The v2 paper's Figure 6b compares shortcuts between bottlenecks (ours, :class:`InvertedResidual`)
+    with shortcuts between expansion layers, as a classic residual network would place them. Here block
+    ``i + 1``'s expansion adds block ``i``'s expansion when the two have the same shape (block ``i`` at
+    stride 1, same hidden width): the same layers and mult-adds as the default, only the skips move.
+    Blocks keep their names (``blocks.S.I``), so weights and analysis see the same network.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        blocks = [block for block in self if isinstance(block, InvertedResidual)]
+        if len(blocks) != len(self):
+            raise UsageError("ExpansionShortcutStage holds InvertedResidual blocks only")
+        hidden = blocks[0].conv_pw(x)
+        out = x
+        for index, block in enumerate(blocks):
+            out = block.project(hidden)
+            if index + 1 < len(blocks):
+                following = blocks[index + 1]
+                expanded = following.conv_pw(out)
+                if block.stride == 1 and following.hidden_channels == block.hidden_channels:
+                    expanded = hidden + block.drop_path(expanded)
+                hidden = expanded
         return out

@@ -12,7 +12,7 @@ from ..errors import UsageError, WrongTypeError
 from ..layers.activations import check_activation, create_activation
 from ..layers.channels import is_real, make_divisible
 from ..layers.conv_norm_act import ConvNormAct
-from ..layers.inverted_residual import InvertedResidual
+from ..layers.inverted_residual import SHORTCUTS, ExpansionShortcutStage, InvertedResidual
 from ..layers.norm import NormConfig
 from ..layers.padding import PADDING_MODES
 from ..layers.separable import DepthwiseSeparableConv
@@ -84,6 +84,9 @@ def check_build_options(
     padding: str = "symmetric",
     small_input: bool | int = False,
     features_only: bool = False,
+    separable: bool = True,
+    projection_activation: str | None = None,
+    shortcut: str = "bottleneck",
 ) -> None:
     """Raise ``UsageError`` for a build option :func:`build_mobilenet` rejects, without building anything.
 
@@ -112,6 +115,15 @@ def check_build_options(
     small_input_strides(small_input)
     if not isinstance(features_only, bool):
         raise UsageError(f"features_only must be True or False, got {features_only!r}")
+    if not isinstance(separable, bool):
+        raise UsageError(f"separable must be True or False, got {separable!r}")
+    check_activation(projection_activation)
+    if shortcut not in SHORTCUTS:
+        raise UsageError(f"unknown shortcut {shortcut!r}; expected one of {', '.join(SHORTCUTS)}")
+    if shortcut == "expansion" and features_only:
+        raise UsageError(
+            "shortcut='expansion' (an ablation arm) has no per-block features; use features_only=False"
+        )
 
 
 def build_mobilenet(
@@ -131,6 +143,9 @@ def build_mobilenet(
     small_input: bool | int = False,
     features_only: bool = False,
     out_indices: tuple[int, ...] | None = None,
+    separable: bool = True,
+    projection_activation: str | None = None,
+    shortcut: str = "bottleneck",
     pretrained: bool | str = False,
 ) -> MobileNet:
     """Build ``arch`` scaled by ``width_mult``.
@@ -150,6 +165,12 @@ def build_mobilenet(
     and the first downsampling block: the network reduces its input 8× instead of 32×, so a 32×32 image
     ends at 4×4, not 1×1 (10–15× the mult-adds). ``1`` does so for the stem alone: 16×, ending at 2×2,
     at about a quarter of that cost. Weights are unchanged in shape either way.
+
+    Ablation switches, each undoing one design choice of the seed with everything else equal
+    (``mobilenets ablate``): ``separable=False`` builds the standard-convolution twin
+    (:func:`standard_conv_twin`); ``projection_activation`` puts an activation on the inverted
+    residuals' projection (a non-linear bottleneck); ``shortcut`` moves their skips between the
+    expanded layers (``"expansion"``, within each stage) or removes them (``"none"``).
     """
     if pretrained is not False and pretrained is not None:
         raise UsageError(
@@ -171,7 +192,17 @@ def build_mobilenet(
         padding=padding,
         small_input=small_input,
         features_only=features_only,
+        separable=separable,
+        projection_activation=projection_activation,
+        shortcut=shortcut,
     )
+    has_ir = any(spec.kind == "ir" for spec in arch.blocks)
+    if not has_ir and (projection_activation is not None or shortcut != "bottleneck"):
+        raise UsageError(
+            f"{arch.name} has no inverted residual blocks, so projection_activation and shortcut do not apply"
+        )
+    if not separable:
+        arch = standard_conv_twin(arch)
     strides_to_drop = small_input_strides(small_input)
     keep_last_wide = arch.keep_last_wide if keep_last_wide is None else keep_last_wide
     has_last_layer = any(
@@ -244,13 +275,16 @@ def build_mobilenet(
                     norm=norm_config,
                     padding=padding,
                     drop_path_rate=drop_path_rate * block_index / total_blocks,
+                    projection_activation=projection_activation,
+                    shortcut=shortcut,
                 )
             )
             reductions.append(current_stride)
             names.append(f"blocks.{stage_index}.{repeat}")
             channels = out_channels
             block_index += 1
-        stages.append(nn.Sequential(*stage))
+        grouped = shortcut == "expansion" and all(isinstance(block, InvertedResidual) for block in stage)
+        stages.append(ExpansionShortcutStage(*stage) if grouped else nn.Sequential(*stage))
 
     position_channels = [stem_channels] + [
         scale(spec.out_channels) for spec in arch.blocks for _ in range(spec.repeats)
@@ -324,6 +358,8 @@ def _make_block(
     norm: NormConfig,
     padding: str,
     drop_path_rate: float,
+    projection_activation: str | None = None,
+    shortcut: str = "bottleneck",
 ) -> nn.Module:
     if spec.kind == "conv":
         return ConvNormAct(
@@ -365,6 +401,8 @@ def _make_block(
         padding=padding,
         drop_path_rate=drop_path_rate,
         separable=spec.separable,
+        projection_activation=projection_activation,
+        shortcut=shortcut,
     )
 
 

@@ -24,3 +24,7 @@ class BuildOptions(TypedDict, total=False):
     features_only: bool
     out_indices: tuple[int, ...]
     pretrained: bool | str  # True or a weights tag: see mobilenets.weights.registry
+    # Ablation switches (mobilenets ablate): the seed's design choices, each undone alone.
+    separable: bool
+    projection_activation: str | None
+    shortcut: str

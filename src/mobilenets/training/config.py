@@ -21,7 +21,11 @@ SCHEDULES = ("cosine", "step", "exponential")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NORMS = NORM_KINDS  # the choices of --norm; the layers own the rule
 # Settings a resumed run must share with the checkpoint it continues; the rest (epochs, ...) may change.
-RESUME_MUST_MATCH = ("model", "width_mult", "small_input", "norm", "data", "img_size", "val_split", "seed")
+RESUME_MUST_MATCH = (
+    "model", "width_mult", "small_input", "norm", "model_options", "data", "img_size", "val_split", "seed",
+)  # fmt: skip
+# Options with a field of their own; model_options holds the builder's others.
+_OWN_FIELDS = ("width_mult", "small_input", "norm", "dropout", "drop_path_rate", "num_classes", "pretrained")
 
 # Peak learning rate per optimizer when --lr is not given, for a global batch of REFERENCE_BATCH; scaled
 # linearly with the batch size. SGD: 0.1 per 256 images (Goyal et al. 2017's rule; torchvision trains
@@ -73,6 +77,8 @@ class TrainConfig:
     """
 
     model: str = "mobilenet_v2"
+    # Other builder options (e.g. the ablation switches: activation, projection_activation, shortcut).
+    model_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     width_mult: float | None = None
     small_input: int = 0
     norm: str = "batchnorm"
@@ -114,6 +120,12 @@ class TrainConfig:
             from_scratch_on_digits = self.data == "digits" and self.pretrained is None
             object.__setattr__(self, "width_mult", DIGITS_WIDTH_MULT if from_scratch_on_digits else 1.0)
         _check(isinstance(self.norm, str), f"norm must be one of {', '.join(NORMS)}; got {self.norm!r}")
+        _check(
+            isinstance(self.model_options, dict) and all(isinstance(key, str) for key in self.model_options),
+            f"model_options must be a dict of builder options, got {self.model_options!r}",
+        )
+        own = sorted(set(self.model_options) & set(_OWN_FIELDS))
+        _check(not own, f"model_options {own} have fields of their own in TrainConfig; set those instead")
         check_model_options(self.model, **self._model_options())
         _check(
             self.pretrained is None or (isinstance(self.pretrained, str) and bool(self.pretrained)),
@@ -228,6 +240,7 @@ class TrainConfig:
 
     def _model_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {
+            **self.model_options,
             "width_mult": self.width_mult,
             "small_input": self.small_input,
             "norm": self.norm,

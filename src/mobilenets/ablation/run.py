@@ -1,0 +1,247 @@
+"""Run a claim: train every arm with the same recipe, budget and seeds, then measure and compare.
+
+Each (arm, seed) is an ordinary training run in ``OUT/ARM/seedK`` (resumable like any other: an
+interrupted ablation picks up where it stopped when run again). Costs (parameters, mult-adds) are
+exact; latency is measured once per arm at batch 1, the arms interleaved in one process (PyTorch
+eager only, no runtime thread pools to disturb each other).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..analysis import summarize
+from ..bench.latency import measure_interleaved, prepare_for_inference
+from ..data.splits import build_loader, load_splits
+from ..deploy.pt2e import quantize_pt2e
+from ..errors import TrainingError, UsageError
+from ..evaluation.evaluate import evaluate
+from ..models import MobileNet, create_model
+from ..training.config import TrainConfig
+from ..training.engine import train
+from ..weights.card import load_trained_model
+from .claims import Arm, Claim
+from .stats import Difference, Summary, difference
+
+CALIBRATION_IMAGES = 256  # training images that set the int8 activation ranges
+LATENCY_REPEATS = 30
+MAX_SEEDS = 20
+
+
+@dataclass(frozen=True)
+class ArmResult:
+    """One arm over all seeds: per-seed metrics, costs and latency."""
+
+    arm: Arm
+    top1: tuple[float, ...]
+    int8_top1: tuple[float, ...] | None
+    params: int
+    mult_adds: int
+    latency_ms: float
+    train_seconds: float
+
+    @property
+    def metric_values(self) -> tuple[float, ...]:
+        """What the claim compares: top-1, or int8's drop in points when int8 results exist."""
+        if self.int8_top1 is None:
+            return tuple(100 * value for value in self.top1)
+        return tuple(100 * (f - q) for f, q in zip(self.top1, self.int8_top1, strict=True))
+
+
+@dataclass(frozen=True)
+class AblationReport:
+    """Everything one ablation measured, and how (recipe, seeds, machine)."""
+
+    claim: Claim
+    arms: tuple[ArmResult, ...]
+    recipe: dict[str, Any]
+    seeds: tuple[int, ...]
+    seconds: float
+    comparisons: dict[str, Difference] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        metric = "int8 drop (points)" if self.claim.metric == "int8_drop" else "top-1 (%)"
+        arms = {}
+        for result in self.arms:
+            values = Summary(result.metric_values)
+            top1 = Summary(tuple(100 * v for v in result.top1))
+            arms[result.arm.name] = {
+                "options": result.arm.options,
+                "metric_values": list(result.metric_values),
+                "mean": values.mean,
+                "std": values.std,
+                "top1_mean": top1.mean,
+                "top1_std": top1.std,
+                "int8_top1": None if result.int8_top1 is None else [100 * v for v in result.int8_top1],
+                "params": result.params,
+                "mult_adds": result.mult_adds,
+                "latency_ms": result.latency_ms,
+                "train_seconds": result.train_seconds,
+            }
+        return {
+            "claim": self.claim.name,
+            "statement": self.claim.statement,
+            "source": self.claim.source,
+            "expectation": self.claim.expectation,
+            "model": self.recipe["model"],
+            "metric": metric,
+            "higher_is_better": self.claim.higher_is_better,
+            "seeds": list(self.seeds),
+            "recipe": self.recipe,
+            "arms": arms,
+            "differences": {
+                name: {
+                    "mean": diff.mean,
+                    "ci95": None if diff.low is None else [diff.low, diff.high],
+                    "verdict": _verdict(name, diff.verdict(higher_is_better=self.claim.higher_is_better)),
+                }
+                for name, diff in self.comparisons.items()
+            },
+            "seconds": self.seconds,
+        }
+
+
+def _final_top1(out: Path, epochs: int) -> float:
+    """The last epoch's val top-1 from the run's metrics, as logged (a resumed, finished run too)."""
+    lines = [line for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    last = json.loads(lines[-1]) if lines else {}
+    if last.get("epoch") != epochs:
+        raise TrainingError(f"{out} stopped before epoch {epochs}; run the ablation again to resume it")
+    return float(last["val_top1"])
+
+
+def _verdict(comparison: str, outcome: str) -> str:
+    """``Difference.verdict`` in the arms' names: "linear better", "no significant difference", ..."""
+    first, second = comparison.split(" - ")
+    return {"a better": f"{first} better", "b better": f"{second} better"}.get(outcome, outcome)
+
+
+def _int8_top1(config: TrainConfig, out: Path) -> float:
+    """The final weights of a run, quantized (PT2E int8, calibrated on training images), on its val split."""
+    trained = load_trained_model(out / "last.safetensors")
+    assert config.img_size is not None  # resolved by TrainConfig
+    splits = load_splits(config.data, img_size=config.img_size, val_split=config.val_split, seed=config.seed)
+    calibration: list[torch.Tensor] = []
+    for images, _ in build_loader(splits.train, batch_size=64, train=False, seed=config.seed, workers=0):
+        calibration.append(images)
+        if sum(len(batch) for batch in calibration) >= CALIBRATION_IMAGES:
+            break
+    quantized = quantize_pt2e(trained.model, calibration, resolution=config.img_size)
+    loader = build_loader(splits.val, batch_size=128, train=False, seed=config.seed, workers=0)
+    return evaluate(quantized, loader, device="cpu", channels_last=False).top1
+
+
+def run_ablation(
+    claim: Claim,
+    *,
+    data: str,
+    epochs: int,
+    seeds: int,
+    out: str | Path,
+    model: str | None = None,
+    train_options: dict[str, Any] | None = None,
+    log: Callable[[str], None] = print,
+) -> AblationReport:
+    """Train each arm of ``claim`` ``seeds`` times on ``data`` for ``epochs``; measure and compare.
+
+    ``model`` overrides the claim's model; ``train_options`` are further :class:`TrainConfig` fields
+    (width_mult, img_size, batch_size, small_input, lr, ...), the same for every arm.
+    """
+    if type(seeds) is not int or not 1 <= seeds <= MAX_SEEDS:
+        raise UsageError(f"seeds must be an integer from 1 to {MAX_SEEDS}, got {seeds!r}")
+    options = dict(train_options or {})
+    forbidden = sorted(set(options) & {"model", "model_options", "data", "epochs", "seed", "out"})
+    if forbidden:
+        raise UsageError(f"train_options may not set {forbidden}: the ablation sets them for every arm")
+    name = model or claim.model
+    root = Path(out)
+    started = time.perf_counter()
+    configs = {
+        arm.name: [
+            TrainConfig(
+                model=name,
+                model_options=dict(arm.options),
+                data=data,
+                epochs=epochs,
+                seed=seed,
+                out=str(root / arm.name / f"seed{seed}"),
+                progress=False,
+                **options,
+            )
+            for seed in range(seeds)
+        ]
+        for arm in claim.arms
+    }  # every config is built, and so checked, before any training starts
+    for arm in claim.arms:  # and every arm's model: some options depend on the architecture
+        first = configs[arm.name][0]
+        create_model(first.model, **first.model_kwargs(num_classes=10))
+    results: list[ArmResult] = []
+    models: dict[str, MobileNet] = {}
+    for arm in claim.arms:
+        top1: list[float] = []
+        int8: list[float] = []
+        arm_started = time.perf_counter()
+        for config in configs[arm.name]:
+            resume = (Path(config.out) / "last_state.pt").is_file()
+            train(TrainConfig(**{**config.to_dict(), "resume": resume}))
+            top1.append(_final_top1(Path(config.out), epochs))
+            if claim.metric == "int8_drop":
+                int8.append(_int8_top1(config, Path(config.out)))
+            log(
+                f"{claim.name} / {arm.name} / seed {config.seed}: top-1 {100 * top1[-1]:.2f}%"
+                + (f", int8 {100 * int8[-1]:.2f}%" if int8 else "")
+            )
+        seconds = time.perf_counter() - arm_started
+        first = configs[arm.name][0]
+        assert first.img_size is not None
+        network = load_trained_model(Path(first.out) / "last.safetensors").model
+        cost = summarize(network, resolution=first.img_size)
+        models[arm.name] = network
+        results.append(
+            ArmResult(
+                arm,
+                tuple(top1),
+                tuple(int8) if int8 else None,
+                cost.total_params,
+                cost.total_macs,
+                0.0,
+                seconds,
+            )
+        )
+    resolution = configs[claim.reference.name][0].img_size or 224
+    latency = _latency(models, resolution)
+    results = [
+        ArmResult(r.arm, r.top1, r.int8_top1, r.params, r.mult_adds, latency[r.arm.name], r.train_seconds)
+        for r in results
+    ]
+    reference = results[0]
+    comparisons = {
+        f"{reference.arm.name} - {other.arm.name}": difference(reference.metric_values, other.metric_values)
+        for other in results[1:]
+    }
+    recipe: dict[str, Any] = {**configs[claim.reference.name][0].to_dict(), "model": name}
+    for key in ("model_options", "seed", "out", "resume", "progress"):
+        recipe.pop(key, None)
+    return AblationReport(
+        claim, tuple(results), recipe, tuple(range(seeds)), time.perf_counter() - started, comparisons
+    )
+
+
+def _latency(models: dict[str, MobileNet], resolution: int) -> dict[str, float]:
+    x = torch.randn(1, 3, resolution, resolution).to(memory_format=torch.channels_last)
+
+    def call(model: torch.nn.Module) -> Callable[[], object]:
+        prepared = prepare_for_inference(model)
+        return lambda: prepared(x)
+
+    timed = measure_interleaved(
+        {name: call(model) for name, model in models.items()}, repeats=LATENCY_REPEATS
+    )
+    return {name: result.median_ms for name, result in timed.items()}

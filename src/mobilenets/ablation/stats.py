@@ -1,0 +1,61 @@
+"""Mean, spread and the difference between two arms with a confidence interval (Welch's t)."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from scipy import stats
+
+CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One arm's values over seeds: mean and sample standard deviation (None for one seed)."""
+
+    values: tuple[float, ...]
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values)
+
+    @property
+    def std(self) -> float | None:
+        return statistics.stdev(self.values) if len(self.values) > 1 else None
+
+
+@dataclass(frozen=True)
+class Difference:
+    """``a - b`` of two arms' means with its ``CONFIDENCE`` interval (None when a side has one value)."""
+
+    mean: float
+    low: float | None
+    high: float | None
+
+    def verdict(self, *, higher_is_better: bool) -> str:
+        """Whether ``a`` is better than ``b``: "a better", "b better", "no significant difference"."""
+        if self.low is None or self.high is None:
+            return "too few seeds for an interval"
+        low, high = (self.low, self.high) if higher_is_better else (-self.high, -self.low)
+        if low > 0:
+            return "a better"
+        if high < 0:
+            return "b better"
+        return "no significant difference"
+
+
+def difference(a: Sequence[float], b: Sequence[float], *, confidence: float = CONFIDENCE) -> Difference:
+    """Welch's interval for ``mean(a) - mean(b)``: unequal variances, as arms trained alike may have."""
+    mean = statistics.fmean(a) - statistics.fmean(b)
+    if len(a) < 2 or len(b) < 2:
+        return Difference(mean, None, None)
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return Difference(mean, mean, mean)
+    dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = float(stats.t.ppf((1 + confidence) / 2, dof)) * se
+    return Difference(mean, mean - half, mean + half)

@@ -1,0 +1,159 @@
+"""``mobilenets ablate``: arms that differ in one builder option, trained alike, compared with intervals."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+import torch
+from scipy import stats as scipy_stats
+from torch import nn
+
+import mobilenets
+from mobilenets.ablation import CLAIMS, difference, get_claim
+from mobilenets.layers import ExpansionShortcutStage, InvertedResidual
+
+from .conftest import run_cli
+
+# --- the arms are builder options ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("claim", list(CLAIMS))
+def test_every_arm_builds_and_differs_from_the_reference_only_where_it_says(claim: str) -> None:
+    spec = get_claim(claim)
+    reference = mobilenets.create_model(spec.model, width_mult=0.5, num_classes=10)
+    x = torch.randn(2, 3, 32, 32)
+    for arm in spec.arms[1:]:
+        model = mobilenets.create_model(spec.model, width_mult=0.5, num_classes=10, **arm.options)
+        model(x).sum().backward()  # trains
+        if "separable" in arm.options:  # the standard-convolution twin: more weights, same layout
+            assert sum(p.numel() for p in model.parameters()) > 3 * sum(
+                p.numel() for p in reference.parameters()
+            )
+        else:  # the same tensors: only the wiring or an activation changes
+            assert model.state_dict().keys() == reference.state_dict().keys()
+            model.load_state_dict(reference.state_dict())
+            with torch.no_grad():
+                big = x * 1000  # past ReLU6's cap, so ReLU and ReLU6 differ even at initialisation
+                assert not torch.allclose(model.eval()(big), reference.eval()(big), rtol=1e-3, atol=0)
+
+
+def test_shortcut_options_move_or_remove_the_skips() -> None:
+    none = mobilenets.mobilenet_v2(shortcut="none")
+    assert not any(block.has_residual for _, block in none.iter_blocks())
+    default = mobilenets.mobilenet_v2()
+    assert sum(block.has_residual for _, block in default.iter_blocks()) == 10
+    relu = mobilenets.mobilenet_v2(projection_activation="relu6")
+    assert all(
+        isinstance(block.conv_pwl.act, nn.ReLU6)
+        for _, block in relu.iter_blocks()
+        if hasattr(block, "conv_pwl")
+    )
+    assert isinstance(default.blocks[1][1].conv_pwl.act, nn.Identity)  # linear by default
+    with pytest.raises(ValueError, match="mobilenet_v1 has no inverted residual blocks"):
+        mobilenets.mobilenet_v1(shortcut="none")
+    with pytest.raises(ValueError, match="unknown shortcut 'resnet'"):
+        mobilenets.mobilenet_v2(shortcut="resnet")
+    with pytest.raises(ValueError, match="no per-block features"):
+        mobilenets.mobilenet_v2(shortcut="expansion", features_only=True)
+
+
+def test_expansion_shortcuts_join_consecutive_expanded_layers() -> None:
+    model = mobilenets.mobilenet_v2(width_mult=0.5, num_classes=10, shortcut="expansion").eval()
+    stage = model.blocks[2]  # three blocks: stride 2, then two at stride 1
+    assert isinstance(stage, ExpansionShortcutStage) and len(stage) == 3
+    blocks: list[InvertedResidual] = list(stage)  # type: ignore[arg-type]
+    assert not any(block.has_residual for block in blocks)
+    x = torch.randn(1, blocks[0].in_channels, 16, 16)
+    with torch.no_grad():
+        e0 = blocks[0].conv_pw(x)
+        out0 = blocks[0].project(e0)
+        e1 = blocks[1].conv_pw(out0)  # block 0 strides: no skip from e0
+        out1 = blocks[1].project(e1)
+        e2 = blocks[2].conv_pw(out1) + e1  # block 1 at stride 1, same hidden width: the skip
+        expected = blocks[2].project(e2)
+        torch.testing.assert_close(stage(x), expected)
+
+
+# --- statistics ------------------------------------------------------------------------------------------
+
+
+def test_difference_is_welchs_interval() -> None:
+    a, b = [91.2, 90.4, 92.0, 91.1], [88.9, 89.3, 88.7]
+    diff = difference(a, b)
+    expected = scipy_stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert diff.mean == pytest.approx(statistics.fmean(a) - statistics.fmean(b))
+    assert (diff.low, diff.high) == pytest.approx((expected.low, expected.high))
+    assert diff.verdict(higher_is_better=True) == "a better"
+    assert diff.verdict(higher_is_better=False) == "b better"
+    overlapping = difference([90.0, 91.0, 92.0], [90.5, 91.5, 89.0])
+    assert overlapping.verdict(higher_is_better=True) == "no significant difference"
+    assert difference([1.0], [2.0]).verdict(higher_is_better=True) == "too few seeds for an interval"
+
+
+def test_bad_ablation_arguments_are_named_before_any_training(tmp_path: Path) -> None:
+    out = str(tmp_path / "ablate")
+    code, _, err = run_cli(["ablate", "depthwise", "--out", out])
+    assert code == 2 and "invalid choice: 'depthwise'" in err
+    code, _, err = run_cli(["ablate", "separable", "--seeds", "0", "--out", out])
+    assert code == 2 and "seeds must be an integer from 1 to 20" in err
+    code, _, err = run_cli(["ablate", "linear-bottleneck", "--model", "mobilenet_v1", "--out", out])
+    assert code == 2 and "mobilenet_v1 has no inverted residual blocks" in err
+    assert not (tmp_path / "ablate").exists()
+
+
+# --- the command -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_ablate_separable_on_digits_reports_means_spreads_and_the_difference(tmp_path: Path) -> None:
+    out = tmp_path / "separable"
+    code, stdout, err = run_cli(
+        [
+            "ablate",
+            "separable",
+            "--data",
+            "digits",
+            "--epochs",
+            "2",
+            "--seeds",
+            "2",
+            "--json",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["claim"] == "separable" and report["seeds"] == [0, 1] and report["model"] == "mobilenet_v1"
+    separable, standard = report["arms"]["separable"], report["arms"]["standard"]
+    for arm in (separable, standard):
+        assert len(arm["metric_values"]) == 2 and arm["std"] is not None and arm["latency_ms"] > 0
+        assert arm["mean"] == pytest.approx(statistics.fmean(arm["metric_values"]))
+    # The cost side of the claim, exact: the standard twin needs 8x the mult-adds at width 0.5.
+    assert standard["mult_adds"] > 6 * separable["mult_adds"] and standard["params"] > 6 * separable["params"]
+    diff = report["differences"]["separable - standard"]
+    assert diff["mean"] == pytest.approx(separable["mean"] - standard["mean"])
+    assert diff["ci95"][0] <= diff["mean"] <= diff["ci95"][1]
+    assert diff["verdict"] in ("separable better", "standard better", "no significant difference")
+    for name in ("json", "md", "png"):
+        assert (out / f"ablation.{name}").is_file()
+    assert "| separable |" in (out / "ablation.md").read_text()
+    assert (out / "separable" / "seed1" / "last.safetensors").is_file()  # each run is an ordinary run
+
+
+@pytest.mark.slow
+def test_ablate_relu6_int8_quantizes_each_run(tmp_path: Path) -> None:
+    code, stdout, err = run_cli(
+        ["ablate", "relu6-int8", "--epochs", "1", "--seeds", "1", "--width-mult", "0.25", "--json",
+         "--out", str(tmp_path)]
+    )  # fmt: skip
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["metric"] == "int8 drop (points)" and not report["higher_is_better"]
+    for arm in report["arms"].values():
+        (int8,) = arm["int8_top1"]
+        assert arm["metric_values"] == [pytest.approx(arm["top1_mean"] - int8)]
+    assert report["arms"]["relu"]["options"] == {"activation": "relu"}
