@@ -170,7 +170,7 @@ def test_export_cli_json_and_errors(tmp_path: Path) -> None:
     result = json.loads(stdout)  # exactly one JSON object: exporter chatter stays off stdout
     assert result["fp32_max_abs_diff"] <= 1e-4 and "random inputs" in result["verified_on"] and out.is_file()
     for argv, message in (
-        (["export", "--out", str(out)], "either a MODEL name or --checkpoint"),
+        (["export", "--out", str(out)], "either a MODEL name or --weights W or --pretrained [NAME]"),
         (["export", "mobilenet_v2", "--out", str(out), "--int8"], "--int8 needs --calib"),
         (["export", "mobilenet_v2", "--out", str(tmp_path / "x.bin")], "must end in .onnx"),
     ):

