@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from _report import add_markdown_argument, command_line, provenance, record_measured, table, write_fragments
+from mobilenets.deploy.quantize import default_weight_dtype
 from mobilenets.weights import PRETRAINED, get_pretrained
 
 SHARED = Path(os.environ.get("MOBILENETS_SHARED", Path(__file__).resolve().parents[2] / "shared"))
@@ -33,7 +34,7 @@ OUT = Path("runs/bench/int8")
 CALIBRATION = 300
 
 # (weights, label, extra export options)
-ROWS = tuple((name, "default (percentile, int7 weights)", []) for name in PRETRAINED)
+ROWS = tuple((name, f"default (percentile, {default_weight_dtype()} weights)", []) for name in PRETRAINED)
 ABLATIONS = (
     ("torchvision_mobilenet_v2", "int8 weights (u8s8 saturates without VNNI)", ["--weight-dtype", "int8"]),
     ("torchvision_mobilenet_v2", "uint8 weights (u8u8: accurate, slower)", ["--weight-dtype", "uint8"]),

@@ -12,11 +12,15 @@ import torch
 
 import mobilenets
 from mobilenets.cli import main as run_main
+from mobilenets.weights import ModelCard
+from mobilenets.weights.files import write_safetensors
 
 ALL_MODELS = mobilenets.list_models()
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MOBILENETS_SHARED", REPO_ROOT.parent / "shared"))
 SMALL_RES = 64
+DIGITS = tuple(str(i) for i in range(10))
+DIGITS_KWARGS = {"width_mult": 0.35, "num_classes": 10, "padding": "tf_same"}  # TF SAME pads: baked in
 
 
 @pytest.fixture(autouse=True)
@@ -67,3 +71,15 @@ class CodePayload:
 
     def __reduce__(self) -> tuple[object, tuple[str, str]]:
         return (open, (str(self.marker), "w"))
+
+
+@pytest.fixture(scope="session")
+def digits_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module, ModelCard]:
+    """A small checkpoint whose card names real images (digits, 32 px) to verify exports on."""
+    torch.manual_seed(0)
+    model = mobilenets.mobilenet_v2(**DIGITS_KWARGS).eval()
+    randomize_norm_stats(model)
+    card = ModelCard("mobilenet_v2", DIGITS_KWARGS, DIGITS, (0.5,) * 3, (0.5,) * 3, 32, "digits", 0.1, 0)
+    path = tmp_path_factory.mktemp("digits") / "best.safetensors"
+    write_safetensors(path, model.state_dict(), card.to_metadata())
+    return path, model, card

@@ -244,3 +244,21 @@ def test_onnx_runtime_int8_comes_out_faster_than_fp32() -> None:
     )
     medians = {name: latency.median_ms for name, latency in result.results.items()}
     assert medians["torchvision_ort_int8"] < medians["torchvision_ort_fp32"], medians
+
+
+@pytest.mark.slow
+def test_cli_times_the_device_runtimes_alone() -> None:
+    """ExecuTorch (XNNPACK) and OpenVINO variants, fp32/bf16 and int8, prepared once, timed in turns."""
+    variants = (
+        "ours_executorch_fp32",
+        "ours_executorch_int8",
+        "torchvision_openvino_bf16",
+        "ours_openvino_int8",
+    )
+    argv = ["bench", "--model", "mobilenet_v3_small", "--resolution", str(SMALL_RES), "--threads", "1"]
+    argv += ["--rounds", "1", "--repeats", "3", "--warmup", "1", "--variants", ",".join(variants), "--json"]
+    code, stdout, err = run_cli(argv)
+    assert code == 0, err
+    report = json.loads(stdout)
+    for name in variants:
+        assert report[name]["median_ms"] > 0 and len(report[name]["per_round_median_ms"]) == 1, name

@@ -13,8 +13,7 @@ import mobilenets
 from mobilenets.deploy import export_program, export_torchscript, read_torch_card, read_torch_metadata
 from mobilenets.layers.padding import Conv2dSame
 from mobilenets.weights import ModelCard
-from mobilenets.weights.files import write_safetensors
-from tests.conftest import randomize_norm_stats, run_cli
+from tests.conftest import DIGITS, randomize_norm_stats, run_cli
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v3_small", "efficientnet_lite0"])
@@ -56,21 +55,6 @@ def test_torch_compile() -> None:
 
 
 # --- `mobilenets export --format torchscript|exported-program` ------------------------------------------
-
-DIGITS = tuple(str(i) for i in range(10))
-KWARGS = {"width_mult": 0.35, "num_classes": 10, "padding": "tf_same"}  # TF SAME pads: baked in at export
-
-
-@pytest.fixture(scope="module")
-def digits_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module, ModelCard]:
-    """A small checkpoint whose card names real images (digits, 32 px) to verify exports on."""
-    torch.manual_seed(0)
-    model = mobilenets.mobilenet_v2(**KWARGS).eval()
-    randomize_norm_stats(model)
-    card = ModelCard("mobilenet_v2", KWARGS, DIGITS, (0.5,) * 3, (0.5,) * 3, 32, "digits", 0.1, 0)
-    path = tmp_path_factory.mktemp("digits") / "best.safetensors"
-    write_safetensors(path, model.state_dict(), card.to_metadata())
-    return path, model, card
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
@@ -137,7 +121,9 @@ def test_export_torch_formats_without_a_card(tmp_path: Path) -> None:
 
 
 def test_export_torch_formats_refuse_onnx_options_and_bad_arguments(tmp_path: Path) -> None:
-    torchscript_int8 = "only for --format onnx or exported-program (int8), not --format torchscript"
+    torchscript_int8 = (
+        "only for --format onnx, exported-program, executorch or openvino (int8), not --format torchscript"
+    )
     program_onnx = "only for --format onnx (ONNX Runtime's quantizer); --format exported-program quantizes"
     refusals = {
         "torchscript": (

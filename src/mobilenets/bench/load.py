@@ -4,7 +4,8 @@ Each variant becomes a zero-argument callable that classifies the prepared input
 loading happens here (weights into a freshly built model, an ONNX file into a session, a saved
 program); what compiles (``torch.compile``, the PT2E int8 program's Inductor compile) does so on its
 first call, which is part of the timing process's warm-up. ONNX Runtime sessions keep ONNX Runtime's
-default of worker threads that spin between operators: ONNX Runtime as people run it.
+default of worker threads that spin between operators: ONNX Runtime as people run it. ExecuTorch and
+OpenVINO are called directly (``Method.execute``, ``InferRequest.infer``), as an app would.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from ..models import create_model
-from .variants import ONNX_VARIANTS
+from .variants import EXECUTORCH_VARIANTS, ONNX_VARIANTS, OPENVINO_VARIANTS
 from .workfiles import WorkFiles
 
 
@@ -49,6 +50,28 @@ def _ort(files: WorkFiles, variant: str, x: np.ndarray, threads: int) -> Callabl
     return functools.partial(session.run, None, feed)
 
 
+def _executorch(files: WorkFiles, variant: str, x: torch.Tensor, threads: int) -> Callable[[], Any]:
+    from ..deploy.executorch_export import executorch_api
+
+    et = executorch_api()
+    et.reset_threadpool(threads)
+    program = et.runtime.get().load_program(files.pte(int8=variant.endswith("int8")))
+    method = program.load_method("forward")
+    method._program = program  # keep the program alive as long as its method
+    return functools.partial(method.execute, (x,))
+
+
+def _openvino(files: WorkFiles, variant: str, x: np.ndarray, threads: int) -> Callable[[], Any]:
+    from ..deploy.openvino_export import compile_config, openvino_api
+
+    side, precision = variant.split("_")[0], variant.split("_")[-1]
+    core = openvino_api().Core()
+    model = core.read_model(str(files.openvino(side, int8=precision == "int8")))
+    config = compile_config(threads, "fp32" if precision == "fp32" else "default")
+    request = core.compile_model(model, "CPU", config).create_infer_request()
+    return functools.partial(request.infer, {0: x})
+
+
 def load_variant(files: WorkFiles, variant: str, *, threads: int) -> Callable[[], object]:
     """``variant`` ready to classify the prepared batch, ONNX Runtime sessions with ``threads`` threads.
 
@@ -57,7 +80,11 @@ def load_variant(files: WorkFiles, variant: str, *, threads: int) -> Callable[[]
     batch = np.load(files.input)
     if variant in ONNX_VARIANTS:
         return _ort(files, variant, batch, threads)
+    if variant in OPENVINO_VARIANTS:
+        return _openvino(files, variant, batch, threads)
     x = torch.from_numpy(batch)
+    if variant in EXECUTORCH_VARIANTS:
+        return _executorch(files, variant, x, threads)
     if variant == "ours_pt2e_int8":
         from ..deploy import compile_int8, load_exported
 

@@ -10,8 +10,9 @@ export, and every round times the very same files.
 int8 variants are calibrated on random inputs: their *speed* does not depend on the ranges (accuracy
 is measured by ``benchmarks/int8_accuracy.py`` and ``benchmarks/int8_pt2e.py``).
 ``torchvision_ort_int8`` is ONNX Runtime's usual recipe (QDQ, uint8 activations, int8 per-channel
-weights); ``ours_int8`` is ``mobilenets export --int8``'s default (7-bit weights, which avoid u8×s8
-saturation on CPUs without VNNI; see :mod:`mobilenets.deploy.quantize`).
+weights); ``ours_int8`` is ``mobilenets export --int8``'s default (7-bit weights on CPUs without
+VNNI, which avoid u8×s8 saturation, 8-bit ones with VNNI; see :mod:`mobilenets.deploy.quantize`).
+ExecuTorch and OpenVINO int8 files are calibrated the same way (XNNPACK's quantizer; NNCF).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from torch import nn
 
 from ..models import create_model
-from .variants import ONNX_VARIANTS
+from .variants import EXECUTORCH_VARIANTS, ONNX_VARIANTS, OPENVINO_VARIANTS
 from .workfiles import WorkFiles
 
 CALIBRATION_IMAGES = 8
@@ -45,14 +46,15 @@ def _torchvision(model_name: str, ours: nn.Module) -> nn.Module | None:
 def _onnx(files: WorkFiles, variant: str, source: nn.Module, calibration: torch.Tensor) -> None:
     """Export ``source`` to ONNX (any batch) and, for an int8 variant, quantize it; reuse files found."""
     from ..deploy import export_onnx, quantize_onnx
+    from ..deploy.quantize import default_weight_dtype
 
     side = variant.split("_")[0]
     fp32 = files.onnx(side, int8=False)
     if not fp32.exists():
         export_onnx(source, fp32, resolution=files.resolution, dynamic_batch=True)
     int8 = files.onnx(side, int8=True)
-    if variant.endswith("int8") and not int8.exists():  # ONNX Runtime's usual s8 for theirs, our int7
-        weights = "int8" if side == "torchvision" else "int7"
+    if variant.endswith("int8") and not int8.exists():  # ONNX Runtime's usual s8 for theirs, our default
+        weights = "int8" if side == "torchvision" else default_weight_dtype()
         quantize_onnx(fp32, int8, calibration, method="minmax", weight_dtype=weights)
 
 
@@ -64,6 +66,49 @@ def _pt2e_int8(files: WorkFiles, ours: nn.Module, calibration: torch.Tensor) -> 
         return
     int8 = quantize_pt2e(ours, [calibration], resolution=files.resolution)
     export_program(int8, files.pt2e_int8, resolution=files.resolution, dynamic_batch=files.batch != 1)
+
+
+def _executorch(files: WorkFiles, variant: str, ours: nn.Module, calibration: torch.Tensor) -> str | None:
+    """Lower our model to an ExecuTorch program (int8: XNNPACK's quantizer); why it cannot, or None."""
+    from ..deploy.executorch_export import MAX_PTE_BATCH, export_executorch, quantize_xnnpack
+
+    if files.batch > MAX_PTE_BATCH:
+        return f"ExecuTorch programs here take batches of up to {MAX_PTE_BATCH}, not {files.batch}"
+    int8 = variant.endswith("int8")
+    path = files.pte(int8=int8)
+    if not path.exists():
+        program = quantize_xnnpack(ours, [calibration], resolution=files.resolution) if int8 else ours
+        export_executorch(program, path, resolution=files.resolution, dynamic_batch=files.batch != 1)
+    return None
+
+
+def _openvino(files: WorkFiles, variant: str, source: nn.Module, calibration: torch.Tensor) -> None:
+    """OpenVINO IR of ``source`` (any batch; int8: NNCF); torchvision's from its ONNX file, as issue 21
+    measured the anchor: the ONNX file a user already has, read by OpenVINO with its defaults."""
+    side, int8 = variant.split("_")[0], variant.endswith("int8")
+    path = files.openvino(side, int8=int8)
+    if path.exists():
+        return
+    if side == "ours":
+        from ..deploy.openvino_export import export_openvino
+
+        export_openvino(
+            source,
+            path,
+            resolution=files.resolution,
+            dynamic_batch=True,
+            calibration=calibration if int8 else None,
+        )
+        return
+    from ..deploy import export_onnx
+    from ..deploy.openvino_export import openvino_api, quantize_nncf
+
+    ov = openvino_api()
+    onnx = files.onnx(side, int8=False)
+    if not onnx.exists():
+        export_onnx(source, onnx, resolution=files.resolution, dynamic_batch=True)
+    model = ov.Core().read_model(str(onnx))
+    ov.save_model(quantize_nncf(model, calibration) if int8 else model, path, compress_to_fp16=False)
 
 
 def prepare(files: WorkFiles, variants: tuple[str, ...]) -> dict[str, str]:
@@ -88,4 +133,10 @@ def prepare(files: WorkFiles, variants: tuple[str, ...]) -> dict[str, str]:
             _onnx(files, variant, reference if side == "torchvision" else ours, calibration)  # type: ignore[arg-type]
         elif variant == "ours_pt2e_int8":
             _pt2e_int8(files, ours, calibration)
+        elif variant in EXECUTORCH_VARIANTS:
+            reason = _executorch(files, variant, ours, calibration)
+            if reason is not None:
+                skipped[variant] = reason
+        elif variant in OPENVINO_VARIANTS:
+            _openvino(files, variant, reference if side == "torchvision" else ours, calibration)  # type: ignore[arg-type]
     return skipped

@@ -2,7 +2,7 @@
 
 The preparing step (:mod:`.prepare`) writes these files and the timing processes (:mod:`.load`) only
 read them, so both sides name them here. Names carry the model, resolution and (where it matters)
-batch, so one folder can serve several runs; ONNX and PT2E files found there are reused.
+batch, so one folder can serve several runs; exported files found there are reused.
 """
 
 from __future__ import annotations
@@ -38,3 +38,12 @@ class WorkFiles:
         """Our model quantized by torchao's PT2E flow, as a ``.pt2`` program taking this batch."""
         shape = "b1" if self.batch == 1 else "dynamic"
         return self.root / f"ours_{self.model}_{self.resolution}_{shape}.pt2e_int8.pt2"
+
+    def pte(self, *, int8: bool) -> Path:
+        """Our model as an ExecuTorch program (XNNPACK), fp32 or int8, taking this batch."""
+        shape = "b1" if self.batch == 1 else "dynamic"
+        return self.root / f"ours_{self.model}_{self.resolution}_{shape}{'.int8' if int8 else ''}.pte"
+
+    def openvino(self, side: str, *, int8: bool) -> Path:
+        """``side``'s model as OpenVINO IR (``.xml``; any batch), or NNCF's int8 of it."""
+        return self.root / f"{side}_{self.model}_{self.resolution}{'.int8' if int8 else ''}.openvino.xml"

@@ -184,3 +184,42 @@ def load_from_args(args: argparse.Namespace) -> TrainedModel:
         raise MissingFileError(f"weights file {str(args.weights)!r} does not exist")
     kwargs = foreign_model_kwargs(args)
     return load_pretrained(args.weights, model=args.model, source=args.source, preset=args.preset, **kwargs)
+
+
+DEPLOYED_FLAGS = {"onnx": "--onnx", "program": "--program", "pte": "--pte", "openvino": "--openvino"}
+
+
+def add_deployed_arguments(group: argparse._ActionsContainer) -> None:
+    """``--onnx``, ``--program``, ``--pte``, ``--openvino``: a file ``mobilenets export`` wrote."""
+    group.add_argument(
+        "--onnx", type=Path, default=None, help="an ONNX file we exported, run in ONNX Runtime"
+    )
+    group.add_argument(
+        "--program",
+        type=Path,
+        default=None,
+        help="a TorchScript (.pt) or torch.export (.pt2, fp32 or int8) file we exported, run on the CPU",
+    )
+    group.add_argument(
+        "--pte", type=Path, default=None, help="an ExecuTorch program (.pte) we exported, run by ExecuTorch"
+    )
+    group.add_argument(
+        "--openvino", type=Path, default=None, help="an OpenVINO IR (.xml) we exported, run by OpenVINO"
+    )
+
+
+def deployed_path(args: argparse.Namespace) -> Path | None:
+    """The exported file given by one of :func:`add_deployed_arguments`' flags; a ``UsageError`` when
+    its suffix belongs to another flag's runtime (an ``.onnx`` given to ``--pte``)."""
+    from ..deploy.deployed import EXECUTORCH_SUFFIX, OPENVINO_SUFFIX
+
+    expected = {"pte": EXECUTORCH_SUFFIX, "openvino": OPENVINO_SUFFIX}
+    for name, flag in DEPLOYED_FLAGS.items():
+        path: Path | None = getattr(args, name, None)
+        if path is None:
+            continue
+        suffix = expected.get(name)
+        if suffix is not None and path.suffix.lower() != suffix:
+            raise UsageError(f"{flag} {str(path)!r}: expected a {suffix} file")
+        return path
+    return None

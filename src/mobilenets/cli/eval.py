@@ -16,7 +16,14 @@ from typing import Any
 import torch
 
 from ..errors import UsageError
-from .common import add_allocator_argument, add_weights_arguments, apply_allocator, load_from_args
+from .common import (
+    add_allocator_argument,
+    add_deployed_arguments,
+    add_weights_arguments,
+    apply_allocator,
+    deployed_path,
+    load_from_args,
+)
 
 DEFAULT_BATCH_SIZE = 64
 MAX_LISTED = 5  # class names quoted in a mismatch message
@@ -30,15 +37,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     what = parser.add_mutually_exclusive_group(required=True)
     add_weights_arguments(parser, required=False, group=what)
-    what.add_argument("--onnx", type=Path, default=None, help="an ONNX file we exported, run in ONNX Runtime")
-    what.add_argument(
-        "--program",
-        type=Path,
+    add_deployed_arguments(what)
+    parser.add_argument(
+        "--threads",
+        type=int,
         default=None,
-        help="a TorchScript (.pt) or torch.export (.pt2, fp32 or int8) file we exported, run on the CPU",
+        help="CPU threads for --onnx / --program / --pte / --openvino (default: all cores)",
     )
     parser.add_argument(
-        "--threads", type=int, default=None, help="CPU threads for --onnx / --program (default: all cores)"
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="compute in fp32 (default) or bf16 (weights: PyTorch autocast; --openvino: OpenVINO's bf16; "
+        "needs a CPU with bf16 instructions)",
     )
     parser.add_argument(
         "--data",
@@ -139,6 +150,8 @@ def _print_report(report: dict[str, Any]) -> None:
     if report["loss"] is not None:
         summary.add_row("loss", f"{report['loss']:.4f}")
     summary.add_row("images", f"{report['num_images']:,}")
+    if report["precision"] != "fp32":
+        summary.add_row("precision", report["precision"])
     if report["flip_tta"]:
         summary.add_row("test-time augmentation", "mean of image and mirror")
     if report["skipped"]:
@@ -169,18 +182,23 @@ def run(args: argparse.Namespace) -> int:
     apply_allocator(args)
     device = _device(args.device)
     network: torch.nn.Module
-    exported = args.onnx if args.onnx is not None else args.program
+    source_file: Path | str
+    exported = deployed_path(args)
     if exported is not None:
         from ..deploy.deployed import load_deployed
 
         if args.program is not None and args.threads is not None:
-            torch.set_num_threads(args.threads)  # PyTorch runs the program; ONNX Runtime takes threads
-        network, card = load_deployed(exported, threads=args.threads)
+            torch.set_num_threads(args.threads)  # PyTorch runs the program; the other runtimes take threads
+        network, card = load_deployed(exported, threads=args.threads, precision=args.precision)
         device, source_file = torch.device("cpu"), exported  # exported files run on the CPU here
     else:
         trained = load_from_args(args)
         card, network = trained.card, trained.model
         source_file = args.weights or f"{card.model} pretrained"
+        if args.precision == "bf16":
+            from ..deploy.bf16 import bf16_inference
+
+            network = bf16_inference(network, device=device)
     data = args.data if args.data is not None else card.data
     if not data:
         raise UsageError(
@@ -209,7 +227,8 @@ def run(args: argparse.Namespace) -> int:
     confusion_png: Path | None = None
     wants_plot = args.confusion is not None or len(classes) <= MAX_CONFUSION_CLASSES
     if not args.no_confusion and wants_plot:
-        target = args.confusion or source_file.with_name(f"{source_file.stem}_confusion.png")
+        source = Path(source_file)
+        target = args.confusion or source.with_name(f"{source.stem}_confusion.png")
         try:
             confusion_png = plot_confusion_matrix(metrics.confusion, classes, target)
         except OSError as error:
@@ -224,6 +243,7 @@ def run(args: argparse.Namespace) -> int:
         "source": card.source,
         "data": data,
         "flip_tta": args.flip_tta,
+        "precision": args.precision,
         "skipped": len(skipped),
         "skipped_files": skipped,
         "confusion_png": None if confusion_png is None else str(confusion_png),

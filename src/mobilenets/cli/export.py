@@ -1,9 +1,11 @@
 """``mobilenets export``: a model or weights file → a checked ONNX (fp32, or int8 calibrated),
-TorchScript (``.pt``) or torch.export (``.pt2``, fp32 or PT2E int8, calibrated or quantization-aware
-fine-tuned) file.
+TorchScript (``.pt``), torch.export (``.pt2``, fp32 or PT2E int8, calibrated or quantization-aware
+fine-tuned), ExecuTorch (``.pte``, XNNPACK, fp32 or int8) or OpenVINO IR (``.xml``, fp32 or NNCF
+int8) file.
 
 The work is :func:`mobilenets.deploy.export_verified`'s: it reloads the file (ONNX Runtime,
-``torch.jit.load`` or ``torch.export.load``), runs it on the verification images and compares with
+``torch.jit.load``, ``torch.export.load``, ExecuTorch's runtime or OpenVINO), runs it on the
+verification images and compares with
 PyTorch: fp32 must agree to ``--tolerance`` (default 1e-4, max abs difference of the logits), int8
 reports its top-1 agreement. This command maps flags to its options, loads the weights and the images
 (``--verify-data``, else ``--calib``, else the checkpoint's own data, else seeded random inputs) and
@@ -22,12 +24,11 @@ import torch
 
 from ..deploy.export_checks import FORMATS, INT8_FORMATS, check_export_values
 from ..deploy.pt2e_qat import DEFAULT_LR as DEFAULT_QAT_LR
-from ..deploy.quantize import CALIBRATION_METHODS, WEIGHT_DTYPES
+from ..deploy.quantize import CALIBRATION_METHODS, WEIGHT_DTYPES, default_weight_dtype
 from ..deploy.verified_export import (
     DEFAULT_CALIB_METHOD,
     DEFAULT_TOLERANCE,
     DEFAULT_VERIFY_IMAGES,
-    DEFAULT_WEIGHT_DTYPE,
     RUNTIMES,
 )
 from ..errors import UsageError
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from ..weights.card import ModelCard
 
 # int8 options: None (unset) unless given, so formats without them can refuse them. ONNX quantizes in
-# ONNX Runtime; an exported program through torchao's PT2E flow, which has no method or weight choice.
+# ONNX Runtime; the others with quantizers that have no method or weight choice.
 INT8_OPTIONS = {
     "int8": "--int8",
     "calib": "--calib",
@@ -56,11 +57,19 @@ FLAGS = {
     **QAT_OPTIONS,
 }
 DEFAULT_CALIB_IMAGES = 300
+QUANTIZERS = {
+    "onnx": "ONNX Runtime's quantizer",
+    "exported-program": "torchao's PT2E flow (x86 quantizer)",
+    "executorch": "XNNPACK's quantizer (torchao PT2E)",
+    "openvino": "NNCF",
+}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
-        "export", help="export to ONNX (fp32 or int8), TorchScript or torch.export, verified on reload"
+        "export",
+        help="export to ONNX, TorchScript, torch.export, ExecuTorch or OpenVINO (fp32 or int8), verified on "
+        "reload",
     )
     parser.add_argument(
         "model_name", nargs="?", default=None, metavar="MODEL", help="a model name, untrained"
@@ -70,18 +79,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--format",
         choices=FORMATS,
         default="onnx",
-        help="onnx (.onnx), torchscript (traced, frozen: .pt) or exported-program (torch.export: .pt2); "
-        "default onnx",
+        help="onnx (.onnx), torchscript (traced, frozen: .pt), exported-program (torch.export: .pt2), "
+        "executorch (XNNPACK: .pte) or openvino (IR: .xml + .bin); default onnx",
     )
     parser.add_argument("--out", required=True, type=Path, help="output file (the int8 model with --int8)")
     parser.add_argument("--resolution", type=int, default=None, help="input size (default: the weights')")
     parser.add_argument(
         "--dynamic-batch",
         action="store_true",
-        help="leave the batch dimension free (otherwise 1; TorchScript takes any batch either way)",
+        help="leave the batch dimension free (otherwise 1; TorchScript takes any batch either way; "
+        "ExecuTorch 1 to 8)",
     )
     int8 = parser.add_argument_group(
-        "int8 quantization (--format onnx: ONNX Runtime; exported-program: torchao PT2E)"
+        "int8 quantization (onnx: ONNX Runtime; exported-program: torchao PT2E; executorch: XNNPACK; "
+        "openvino: NNCF)"
     )
     int8.add_argument(
         "--int8",
@@ -107,7 +118,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--weight-dtype",
         choices=WEIGHT_DTYPES,
         default=None,
-        help=f"weights: int7 = 7-bit values in int8, no u8×s8 saturation (default {DEFAULT_WEIGHT_DTYPE})",
+        help="weights: int7 = 7-bit values in int8, no u8×s8 saturation on CPUs without VNNI (default: int8 "
+        f"on a CPU with VNNI, int7 without; this one: {default_weight_dtype()})",
     )
     int8.add_argument(
         "--keep-float", default=None, help="comma-separated modules left in float, e.g. stem,classifier"
@@ -164,14 +176,15 @@ def _check_args(args: argparse.Namespace) -> None:
         onnx = [flag for name, flag in ONNX_ONLY.items() if getattr(args, name) is not None]
         if given or onnx:
             hint = "; images to verify on go to --verify-data" if args.calib is not None else ""
-            where = f"--format {' or '.join(INT8_FORMATS)} (int8)" if given else "--format onnx (int8)"
+            formats = f"{', '.join(INT8_FORMATS[:-1])} or {INT8_FORMATS[-1]}"
+            where = f"--format {formats} (int8)" if given else "--format onnx (int8)"
             raise UsageError(f"{', '.join(given + onnx)}: only for {where}, not --format {args.format}{hint}")
     if args.format != "onnx":
         given = [flag for name, flag in ONNX_ONLY.items() if getattr(args, name) is not None]
         if given:
             raise UsageError(
                 f"{', '.join(given)}: only for --format onnx (ONNX Runtime's quantizer); "
-                f"--format {args.format} quantizes with torchao's PT2E flow"
+                f"--format {args.format} quantizes with {QUANTIZERS[args.format]}"
             )
     qat = [flag for name, flag in QAT_OPTIONS.items() if getattr(args, name) is not None]
     if qat and args.format != "exported-program":
@@ -247,14 +260,16 @@ def _message(report: ExportReport) -> str:
                 f"{100 * (report.int8_top1_agreement or 0):.1f}% of the verification images"
             )
         return "\n".join(lines)
+    arena = "" if report.arena_bytes is None else f", planned arena {report.arena_bytes / 1e6:.1f} MB"
     if report.int8 is not None:
+        compiled = " + compile_int8" if report.format == "exported-program" else ""
         return (
-            f"{report.path}: int8 (PT2E) exported program, {report.bytes / 1e6:.1f} MB, {runtime} + "
-            f"compile_int8: top-1 agrees with PyTorch on {100 * (report.int8_top1_agreement or 0):.1f}% "
-            f"of {report.verified_on}, batch sizes {sizes}"
+            f"{report.path}: int8 ({QUANTIZERS[report.format]}) {report.format}, {report.bytes / 1e6:.1f} MB"
+            f"{arena}, {runtime}{compiled}: top-1 agrees with PyTorch on "
+            f"{100 * (report.int8_top1_agreement or 0):.1f}% of {report.verified_on}, batch sizes {sizes}"
         )
     return (
-        f"{report.path}: {report.format}, {report.bytes / 1e6:.1f} MB, {runtime} vs PyTorch max |Δ| "
+        f"{report.path}: {report.format}, {report.bytes / 1e6:.1f} MB{arena}, {runtime} vs PyTorch max |Δ| "
         f"{report.max_abs_diff:.2e} on {report.verified_on}, batch sizes {sizes} "
         f"(tolerance {report.tolerance:g})"
     )

@@ -14,20 +14,14 @@ from typing import Any
 import torch
 
 from ..errors import MissingFileError, UsageError
-from .common import add_weights_arguments, load_from_args
+from .common import add_deployed_arguments, add_weights_arguments, deployed_path, load_from_args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("predict", help="classify images: top-k class names and probabilities")
     what = parser.add_mutually_exclusive_group(required=True)
     add_weights_arguments(parser, required=False, group=what)
-    what.add_argument("--onnx", type=Path, default=None, help="an ONNX file we exported, run in ONNX Runtime")
-    what.add_argument(
-        "--program",
-        type=Path,
-        default=None,
-        help="a TorchScript (.pt) or torch.export (.pt2, fp32 or int8) file we exported, run on the CPU",
-    )
+    add_deployed_arguments(what)
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
     parser.add_argument("--top", type=int, default=5, help="classes shown per image (default 5)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
@@ -39,7 +33,7 @@ def _predictions(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Top-k entries per image; ``ValueError`` naming every unreadable image (none is classified then)."""
     from ..data.images import ImageDecodeError, decode_image_file
 
-    exported = args.onnx if args.onnx is not None else args.program
+    exported = deployed_path(args)
     if exported is not None:
         from ..deploy.deployed import load_deployed
 

@@ -9,13 +9,16 @@ from pathlib import Path
 
 from torch import nn
 
-from ..errors import MissingFileError
+from ..errors import MissingFileError, UsageError
 from ..weights.card import ModelCard
 from .onnx_export import OnnxClassifier, read_card, read_metadata
-from .torch_export import load_for_inference, read_torch_card
+from .torch_export import card_from_metadata, load_for_inference, read_torch_card
 
 ONNX_SUFFIXES = (".onnx",)
 TORCH_SUFFIXES = (".pt", ".pt2")
+EXECUTORCH_SUFFIX = ".pte"
+OPENVINO_SUFFIX = ".xml"
+PRECISIONS = ("fp32", "bf16")
 
 
 def is_torch_file(path: str | os.PathLike[str]) -> bool:
@@ -30,20 +33,45 @@ def is_torch_file(path: str | os.PathLike[str]) -> bool:
     return zipfile.is_zipfile(path)
 
 
-def load_deployed(path: str | os.PathLike[str], *, threads: int | None = None) -> tuple[nn.Module, ModelCard]:
+def load_deployed(
+    path: str | os.PathLike[str], *, threads: int | None = None, precision: str = "fp32"
+) -> tuple[nn.Module, ModelCard]:
     """The exported model file ``path`` as a CPU classifier in eval mode, and its model card.
 
-    ONNX files run in ONNX Runtime (:class:`OnnxClassifier`, ``threads`` intra-op threads; default all
-    cores); TorchScript (``.pt``) and torch.export (``.pt2``) files in PyTorch, a PT2E int8 program
-    compiled to its int8 kernels (PyTorch's threads: ``torch.set_num_threads``). Either takes float
-    (N, 3, R, R) NCHW images prepared as ``card.preprocess`` says, R being the size the file was
-    exported at (``card.img_size``); a file exported with a fixed batch size runs any batch in pieces.
-    A file without a mobilenets card is a :class:`~mobilenets.errors.UsageError`.
+    By suffix: ``.onnx`` runs in ONNX Runtime (:class:`OnnxClassifier`), ``.pte`` in ExecuTorch's
+    runtime (XNNPACK), ``.xml`` in OpenVINO, TorchScript (``.pt``) and torch.export (``.pt2``) files
+    in PyTorch, a PT2E int8 program compiled to its int8 kernels; another suffix by content (zip:
+    PyTorch, else ONNX). ``threads``: the runtime's threads (default all cores; PyTorch's are
+    ``torch.set_num_threads``'s). ``precision`` ``"bf16"`` lets OpenVINO compute in bf16 (the other
+    runtimes refuse it). Each takes float (N, 3, R, R) NCHW images prepared as ``card.preprocess`` says,
+    R being the size the file was exported at (``card.img_size``); a file exported with a fixed batch
+    size runs any batch in pieces. A file without a mobilenets card is a
+    :class:`~mobilenets.errors.UsageError`.
     """
     if not Path(path).is_file():
         raise MissingFileError(f"exported model file {str(path)!r} does not exist or is not a file")
+    if precision not in PRECISIONS:
+        raise UsageError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    suffix = Path(path).suffix.lower()
+    if precision != "fp32" and suffix != OPENVINO_SUFFIX:
+        raise UsageError(
+            f"precision {precision}: only OpenVINO files (.xml) run in bf16 here; {str(path)!r} runs in "
+            "fp32 (export --format openvino, or evaluate the weights with bf16)"
+        )
     module: nn.Module
-    if is_torch_file(path):
+    if suffix == EXECUTORCH_SUFFIX:
+        from .executorch_export import ExecuTorchClassifier
+
+        program = ExecuTorchClassifier(path, threads=threads)
+        card = card_from_metadata(program.metadata, path)
+        module, resolution = program, program.metadata.get("resolution")
+    elif suffix == OPENVINO_SUFFIX:
+        from .openvino_export import OpenVINOClassifier
+
+        ir = OpenVINOClassifier(path, threads=threads, precision=precision)
+        card = card_from_metadata(ir.metadata, path)
+        module, resolution = ir, ir.metadata.get("resolution")
+    elif is_torch_file(path):
         card = read_torch_card(path)
         module, metadata = load_for_inference(path)
         resolution = metadata.get("resolution")

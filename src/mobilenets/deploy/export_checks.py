@@ -15,9 +15,15 @@ from ..errors import UsageError
 from .pt2e_qat import check_qat_values
 from .quantize import check_quantize_values
 
-FORMATS = ("onnx", "torchscript", "exported-program")
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "exported-program": ".pt2"}
-INT8_FORMATS = ("onnx", "exported-program")
+FORMATS = ("onnx", "torchscript", "exported-program", "executorch", "openvino")
+SUFFIXES = {
+    "onnx": ".onnx",
+    "torchscript": ".pt",
+    "exported-program": ".pt2",
+    "executorch": ".pte",
+    "openvino": ".xml",
+}
+INT8_FORMATS = ("onnx", "exported-program", "executorch", "openvino")
 
 
 def check_tolerance(value: float, *, name: str = "tolerance") -> float:

@@ -17,11 +17,12 @@ class ExportReport:
 
     ``path`` is the file asked for (the int8 one with int8). ``fp32_path`` is the fp32 file checked
     against ``tolerance``: ``path`` itself, or for ONNX int8 the ``.fp32.onnx`` file written beside it;
-    None for a PT2E int8 program, which has no fp32 file. ``max_abs_diff`` is that fp32 file's largest
-    absolute logit difference from PyTorch. ``int8`` names the quantizer (``"onnxruntime"`` or
-    ``"pt2e"``); ``int8_top1_agreement`` is the share of verification images whose top-1 class the
-    int8 file and the float model agree on. ``export_seconds`` covers writing (and quantizing), not
-    verifying. Fields that do not apply are None.
+    None for an int8 file of another format, which has no fp32 file. ``max_abs_diff`` is that fp32
+    file's largest absolute logit difference from PyTorch. ``int8`` names the quantizer
+    (``"onnxruntime"``, ``"pt2e"``, ``"xnnpack"`` or ``"nncf"``); ``int8_top1_agreement`` is the share
+    of verification images whose top-1 class the int8 file and the float model agree on.
+    ``arena_bytes`` is an ExecuTorch program's planned activation memory. ``export_seconds`` covers
+    writing (and quantizing), not verifying. Fields that do not apply are None.
     """
 
     model: str
@@ -43,6 +44,7 @@ class ExportReport:
     int8_max_abs_diff: float | None = None
     qat_epochs: int | None = None
     qat_lr: float | None = None
+    arena_bytes: int | None = None  # ExecuTorch: the memory planner's activation arena of forward
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON-ready values (paths as strings), leaving out those that are None.

@@ -74,7 +74,7 @@ class _ConvPart(nn.Module):
 
     def forward(self, x: torch.Tensor, start: int, stop: int) -> torch.Tensor:
         """Output channels ``start:stop`` (a depthwise conv takes just those input channels)."""
-        if self.matrix is not None:
+        if self.matrix is not None and not torch.compiler.is_exporting():
             n, _, h, w = x.shape
             rows = x.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).reshape(n * h * w, -1)
             out = torch.addmm(self.bias[start:stop], rows, self.matrix[:, start:stop])
@@ -133,6 +133,8 @@ class ChunkedInvertedResidual(nn.Module):
         return n * (expanded + widest * h_n * w_n) * bytes_per_element
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_exporting():
+            return self._exportable(x)
         x = x.contiguous(memory_format=torch.channels_last)
         out: torch.Tensor | None = None
         flat: torch.Tensor | None = None
@@ -152,6 +154,24 @@ class ChunkedInvertedResidual(nn.Module):
         if self.has_residual:
             out.add_(x)
         return out
+
+    def _exportable(self, x: torch.Tensor) -> torch.Tensor:
+        """The same chunks as plain NCHW convolutions and sums, for ``torch.export``.
+
+        The eager path's channels_last views and in-place matrix products are what PyTorch runs fast;
+        an exported graph needs neither, and runtimes with one memory layout per program (ExecuTorch's
+        portable kernels) refuse the permutes. The runtime's memory planner frees each chunk once the
+        projection has consumed it, so the plan keeps the eager saving.
+        """
+        out: torch.Tensor | None = None
+        weight = self.project_weight.t()[:, :, None, None]  # (C_out, C_hidden, 1, 1)
+        for start, stop in self.bounds:
+            hidden = self.expand(x, start, stop) if self.expand is not None else x[:, start:stop]
+            # contiguous: the export folds this slice into a constant, which ExecuTorch wants dense
+            part = F.conv2d(self.depthwise(hidden, start, stop), weight[:, start:stop].contiguous())
+            out = part + self.project_bias[:, None, None] if out is None else out + part
+        assert out is not None  # internal invariant: there is at least one chunk
+        return out + x if self.has_residual else out
 
 
 def _chunk_all(fused: MobileNet, chunks: Chunks) -> dict[str, tuple[nn.Module, nn.Module]]:

@@ -186,27 +186,43 @@ def quantize_pt2e(
     in float. ``model`` is not changed. The result takes any batch of 1 to 4096 NCHW float images at
     ``resolution``. Run it as it is to check accuracy, or through :func:`compile_int8` for speed.
     """
+    check_options(model, resolution, keep_float)
+    quantizer = x86_quantizer(torchao_api(), reduce_range=reduce_range, keep_float=keep_float)
+    return calibrate_pt2e(model, calibration_batches, resolution=resolution, quantizer=quantizer)
+
+
+def calibrate_pt2e(
+    model: nn.Module,
+    calibration_batches: Iterable[torch.Tensor],
+    *,
+    resolution: int,
+    quantizer: Any,
+    hint: str = _INT8_HINT,
+) -> Int8Model:
+    """torchao's PT2E flow with ``quantizer``: capture ``model``, observe the batches, convert.
+
+    Shared by the x86 (:func:`quantize_pt2e`) and XNNPACK quantizers; ``hint`` is what an error in
+    torchao's steps suggests trying.
+    """
     if isinstance(calibration_batches, torch.Tensor):
         raise WrongTypeError(
             "calibration_batches must be an iterable of (N, 3, H, W) batches, not one tensor; "
             "pass e.g. images.split(50)"
         )
-    check_options(model, resolution, keep_float)
     ao = torchao_api()
     batches = iter(calibration_batches)
     first = next(batches, None)
     if first is None:
         raise UsageError("no calibration batch was given; activation ranges need real images")
     first = check_batch(first, 0, resolution)
-    quantizer = x86_quantizer(ao, reduce_range=reduce_range, keep_float=keep_float)
     with torch.inference_mode(False), torch.no_grad():
         captured = capture(model, resolution, train=False)
-        with external_step("torchao's prepare_pt2e", _INT8_HINT):
+        with external_step("torchao's prepare_pt2e", hint):
             prepared = ao.prepare_pt2e(captured, quantizer)
         prepared(first)
         for index, batch in enumerate(batches, start=1):
             prepared(check_batch(batch, index, resolution))
-        with external_step("torchao's convert_pt2e", _INT8_HINT):
+        with external_step("torchao's convert_pt2e", hint):
             converted = ao.convert_pt2e(prepared)
     drop_unused_tensors(converted)
     return Int8Model(converted)

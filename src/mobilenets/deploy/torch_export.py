@@ -159,15 +159,22 @@ def read_torch_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     return document
 
 
-def read_torch_card(path: str | os.PathLike[str]) -> ModelCard:
-    """The model card stored in a TorchScript or torch.export file we exported; ``ValueError`` if none."""
-    metadata = read_torch_metadata(path)
+def card_from_metadata(metadata: dict[str, Any], path: str | os.PathLike[str]) -> ModelCard:
+    """The model card in the metadata document of a file we exported (``.pt``, ``.pt2``, ``.pte``, IR).
+
+    A :class:`~mobilenets.errors.UsageError` if the file was exported without one.
+    """
     if "card" not in metadata:
         raise UsageError(
             f"{str(path)!r} has no mobilenets model card in its metadata (exported without one); "
             "evaluate it through the weights it came from"
         )
     return ModelCard.from_metadata(metadata["card"], str(path))
+
+
+def read_torch_card(path: str | os.PathLike[str]) -> ModelCard:
+    """The model card stored in a TorchScript or torch.export file we exported; ``ValueError`` if none."""
+    return card_from_metadata(read_torch_metadata(path), path)
 
 
 def load_exported(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:

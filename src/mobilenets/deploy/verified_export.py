@@ -17,6 +17,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,20 +29,27 @@ from .export_report import ExportReport
 from .onnx_export import OnnxClassifier, export_onnx, max_abs_difference, read_metadata
 from .pt2e import check_options
 from .pt2e_qat import DEFAULT_LR as DEFAULT_QAT_LR
-from .quantize import quantize_onnx
+from .quantize import default_weight_dtype, quantize_onnx
 from .torch_export import export_program, export_torchscript, load_for_inference
 
 DEFAULT_TOLERANCE = 1e-4
 DEFAULT_VERIFY_IMAGES = 32  # images verified on when none are given (calibration or random ones)
 DEFAULT_CALIB_METHOD = "percentile"
-DEFAULT_WEIGHT_DTYPE = "int7"
 PT2E_CALIBRATION_BATCH = 50
 QAT_BATCH = 32
-RUNTIMES = {"onnx": "ONNX Runtime", "torchscript": "torch.jit.load", "exported-program": "torch.export.load"}
+RUNTIMES = {
+    "onnx": "ONNX Runtime",
+    "torchscript": "torch.jit.load",
+    "exported-program": "torch.export.load",
+    "executorch": "ExecuTorch (XNNPACK)",
+    "openvino": "OpenVINO (CPU, fp32)",
+}
 _FALLBACKS = {
     "onnx": "Try another onnxruntime version, or the torchscript format",
     "torchscript": "Try the onnx format, or report the model and options",
     "exported-program": "Try the onnx format, or report the model and options",
+    "executorch": "Try the onnx format, or report the model and options",
+    "openvino": "Try the onnx format, or report the model and options",
 }
 
 
@@ -100,7 +108,8 @@ def _check_combination(
 ) -> None:
     """Options that only mean something together with others."""
     if int8 and format not in INT8_FORMATS:
-        raise UsageError(f"int8: format {format!r} has no int8 export; use {' or '.join(INT8_FORMATS)}")
+        formats = f"{', '.join(INT8_FORMATS[:-1])} or {INT8_FORMATS[-1]}"
+        raise UsageError(f"int8: format {format!r} has no int8 export; use {formats}")
     if int8 and calibration is None:
         raise UsageError("int8 needs calibration images: real images to calibrate activation ranges on")
     int8_only = {
@@ -155,7 +164,7 @@ def export_verified(
 
     ``int8`` quantizes, calibrated on ``calibration`` (float images like ``verify_images``; a few
     hundred). ONNX quantizes in ONNX Runtime (``calib_method``: minmax, percentile or entropy, default
-    percentile; ``weight_dtype``: int7, int8 or uint8, default int7, see
+    percentile; ``weight_dtype``: int7, int8 or uint8, default int8 on CPUs with VNNI, else int7, see
     :mod:`~mobilenets.deploy.quantize`) and keeps the fp32 file as ``OUT.fp32.onnx``; an exported
     program goes through torchao's PT2E flow, fine-tuned for ``qat_epochs`` epochs at ``qat_lr``
     when given (see :mod:`~mobilenets.deploy.pt2e_qat`). ``keep_float`` names modules left in float.
@@ -217,8 +226,8 @@ def export_verified(
         qat_epochs=qat_epochs,
         qat_lr=qat_lr,
     )
-    export = _onnx if format == "onnx" else _torch
-    return export(model, base, card, resolution, verify, settings)
+    exports = {"onnx": _onnx, "executorch": _executorch, "openvino": _openvino}
+    return exports.get(format, _torch)(model, base, card, resolution, verify, settings)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,7 +287,7 @@ def _onnx(
         calibration,
         method=settings.calib_method or DEFAULT_CALIB_METHOD,
         exclude=settings.keep_float,
-        weight_dtype=settings.weight_dtype or DEFAULT_WEIGHT_DTYPE,
+        weight_dtype=settings.weight_dtype or default_weight_dtype(),
     )
     export_seconds += time.perf_counter() - started
     agreement, int8_diff = int8_agreement(model, OnnxClassifier(out), batches)
@@ -331,25 +340,118 @@ def _torch(
     export_seconds = time.perf_counter() - started
     loaded, metadata = load_for_inference(out)  # int8: compiled to its int8 kernels, as deployed
     batches = verification_batches(verify, fixed_batch=not metadata["dynamic_batch"])
+    report = _checked(
+        base, model, loaded, batches, calibration, "pt2e", seconds=export_seconds,
+        dynamic_batch=bool(metadata["dynamic_batch"]),
+    )  # fmt: skip
+    if calibration is None or settings.qat_epochs is None:
+        return report
+    qat_lr = DEFAULT_QAT_LR if settings.qat_lr is None else settings.qat_lr
+    return dataclasses.replace(report, qat_epochs=settings.qat_epochs, qat_lr=qat_lr)
+
+
+def _checked(
+    base: ExportReport,
+    model: nn.Module,
+    loaded: nn.Module,
+    batches: list[torch.Tensor],
+    calibration: torch.Tensor | None,
+    quantizer: str,
+    *,
+    seconds: float,
+    size: int | None = None,
+    **fields: Any,
+) -> ExportReport:
+    """The report of the file at ``base.path``, reloaded as ``loaded``: an int8 file's agreement with
+    ``model`` (``quantizer`` names it), or an fp32 file's largest difference, checked against the
+    tolerance. ``size``: the bytes written (default the file's); ``fields``: further report fields."""
     report = dataclasses.replace(
         base,
-        bytes=out.stat().st_size,
-        dynamic_batch=bool(metadata["dynamic_batch"]),
+        bytes=base.path.stat().st_size if size is None else size,
         verified_batch_sizes=tuple(sorted({len(b) for b in batches})),
-        export_seconds=round(export_seconds, 3),
+        export_seconds=round(seconds, 3),
+        **fields,
     )
     if calibration is not None:
-        agreement, int8_diff = int8_agreement(model, loaded, batches)
-        qat = settings.qat_epochs is not None
-        return dataclasses.replace(
-            report,
-            int8="pt2e",
-            calibration_images=len(calibration),
-            int8_top1_agreement=agreement,
-            int8_max_abs_diff=int8_diff,
-            qat_epochs=settings.qat_epochs,
-            qat_lr=(DEFAULT_QAT_LR if settings.qat_lr is None else settings.qat_lr) if qat else None,
-        )
+        return _int8_report(report, quantizer, model, loaded, batches, len(calibration))
     diff = max_abs_difference(model, loaded, batches)
-    _check_fp32(report, diff, out)
-    return dataclasses.replace(report, fp32_path=out, fp32_bytes=report.bytes, max_abs_diff=diff)
+    _check_fp32(report, diff, report.path)
+    return dataclasses.replace(report, fp32_path=report.path, fp32_bytes=report.bytes, max_abs_diff=diff)
+
+
+def _int8_report(
+    report: ExportReport,
+    quantizer: str,
+    model: nn.Module,
+    loaded: nn.Module,
+    batches: list[torch.Tensor],
+    images: int,
+) -> ExportReport:
+    """``report`` with the int8 file's agreement with the float ``model`` on the verification batches."""
+    agreement, int8_diff = int8_agreement(model, loaded, batches)
+    return dataclasses.replace(
+        report,
+        int8=quantizer,
+        calibration_images=images,
+        int8_top1_agreement=agreement,
+        int8_max_abs_diff=int8_diff,
+    )
+
+
+def _executorch(
+    model: nn.Module,
+    base: ExportReport,
+    card: ModelCard | None,
+    resolution: int,
+    verify: torch.Tensor,
+    settings: _Int8Settings,
+) -> ExportReport:
+    """An ExecuTorch program lowered to XNNPACK (fp32, or int8 by XNNPACK's quantizer), run by its runtime."""
+    from .executorch_export import ExecuTorchClassifier, export_executorch, quantize_xnnpack
+
+    out, calibration = base.path, settings.calibration
+    started = time.perf_counter()
+    program: nn.Module = model
+    if calibration is not None:
+        batches = list(calibration.split(PT2E_CALIBRATION_BATCH))
+        program = quantize_xnnpack(model, batches, resolution=resolution, keep_float=settings.keep_float)
+    written = export_executorch(
+        program, out, resolution=resolution, card=card, dynamic_batch=base.dynamic_batch
+    )
+    export_seconds = time.perf_counter() - started
+    loaded = ExecuTorchClassifier(out)
+    batches = verification_batches(verify, fixed_batch=not base.dynamic_batch)
+    return _checked(
+        base, model, loaded, batches, calibration, "xnnpack", seconds=export_seconds,
+        size=written.bytes, arena_bytes=written.arena_bytes,
+    )  # fmt: skip
+
+
+def _openvino(
+    model: nn.Module,
+    base: ExportReport,
+    card: ModelCard | None,
+    resolution: int,
+    verify: torch.Tensor,
+    settings: _Int8Settings,
+) -> ExportReport:
+    """OpenVINO IR (fp32, or int8 by NNCF), compiled by OpenVINO in fp32 and checked against PyTorch."""
+    from .openvino_export import OpenVINOClassifier, export_openvino
+
+    out, calibration = base.path, settings.calibration
+    started = time.perf_counter()
+    written = export_openvino(
+        model,
+        out,
+        resolution=resolution,
+        card=card,
+        dynamic_batch=base.dynamic_batch,
+        calibration=calibration,
+        keep_float=settings.keep_float,
+    )
+    export_seconds = time.perf_counter() - started
+    loaded = OpenVINOClassifier(out, precision="fp32")
+    batches = verification_batches(verify, fixed_batch=not base.dynamic_batch)
+    return _checked(
+        base, model, loaded, batches, calibration, "nncf", seconds=export_seconds, size=written.bytes
+    )

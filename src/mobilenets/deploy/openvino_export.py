@@ -1,0 +1,267 @@
+"""OpenVINO IR files (``.xml`` + ``.bin``): the fastest CPU runtime on x86 servers and PCs.
+
+``openvino.convert_model`` converts the BatchNorm-folded model; the IR keeps float32 weights
+(``compress_to_fp16=False``: the file is what was verified). Precision is the runtime's choice, not
+the file's: OpenVINO computes in bf16 by default on CPUs with bf16 instructions (AVX512-BF16, AMX)
+and in float32 elsewhere; :class:`OpenVINOClassifier` takes ``precision`` ``"fp32"``, ``"bf16"`` or
+``"default"`` (OpenVINO's own choice). int8 is NNCF's post-training quantization of the IR
+(``nncf.quantize``: per-channel int8 weights, activation ranges from the calibration images, fast
+bias correction), computed by OpenVINO's int8 kernels.
+
+The model card travels in the IR's ``rt_info`` under ``mobilenets/metadata`` (the JSON document
+``.pt2`` files carry), so ``mobilenets eval`` and ``predict`` run the file without the weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..atomic import _fsync_dir
+from ..errors import MissingFileError, UsageError, external_step
+from ..weights.card import ModelCard
+from .captured import MAX_BATCH, ExportedClassifier
+from .fuse import fuse
+from .pt2e import check_options
+from .torch_export import card_from_metadata, torch_metadata
+
+OPENVINO_REQUIREMENT = "openvino==2026.4.1 nncf==3.4.0"  # the versions this module is tested with
+OPENVINO_FORMAT = "mobilenets-openvino/1"
+METADATA_PATH = ["mobilenets", "metadata"]
+PRECISIONS = ("fp32", "bf16", "default")
+NNCF_INT8 = "nncf"  # metadata "int8" of an IR quantized by NNCF
+_HINT = "try --format onnx, or keep_float (--keep-float) for the layer the error names"
+_OV_PRECISION = {"fp32": "f32", "bf16": "bf16"}
+
+
+def openvino_api() -> Any:
+    """The ``openvino`` module; a :class:`~mobilenets.errors.UsageError` saying what to install."""
+    try:
+        import openvino
+    except ImportError as error:
+        raise UsageError(
+            f"OpenVINO export and inference need the openvino package, which could not be imported "
+            f"({error}); install it with `pip install {OPENVINO_REQUIREMENT}` (or 'mobilenets[deploy]')"
+        ) from error
+    return openvino
+
+
+def supports_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin computes in bf16 on this machine (AVX512-BF16 or AMX)."""
+    core = openvino_api().Core()
+    return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+def check_precision(precision: str) -> str:
+    """``precision`` if OpenVINO can run it here; a ``UsageError`` naming the choices otherwise."""
+    if precision not in PRECISIONS:
+        raise UsageError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if precision == "bf16" and not supports_bf16():
+        raise UsageError(
+            "precision bf16: this CPU has no bf16 instructions OpenVINO uses (AVX512-BF16 or AMX); use fp32"
+        )
+    return precision
+
+
+def convert(model: nn.Module, resolution: int) -> Any:
+    """``model`` (BatchNorm folded, eval mode) as an OpenVINO model taking (N, 3, R, R), N free.
+
+    Converted from a ``torch.export`` program (not OpenVINO's default TorchScript trace, which
+    ``torch.jit`` deprecates).
+    """
+    ov = openvino_api()
+    fused = fuse(model).float().cpu().eval()
+    example = torch.zeros(2, 3, resolution, resolution)
+    dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},)
+    with torch.inference_mode(False), torch.no_grad(), external_step("openvino.convert_model", _HINT):
+        program = torch.export.export(fused, (example,), dynamic_shapes=dynamic_shapes)
+        ov_model = ov.convert_model(program)
+        ov_model.reshape(ov.PartialShape([-1, 3, resolution, resolution]))
+    return ov_model
+
+
+def quantize_nncf(
+    ov_model: Any, calibration: torch.Tensor, *, keep_float: Sequence[str] = (), batch: int = 1
+) -> Any:
+    """``ov_model`` quantized to int8 by NNCF, calibrated on every image of ``calibration``.
+
+    ``keep_float`` names modules of the PyTorch model whose operations stay float (matched by the
+    module path OpenVINO keeps in operation names). NNCF's progress bars and notes are silenced.
+    """
+    try:
+        import nncf
+    except ImportError as error:
+        raise UsageError(
+            f"OpenVINO int8 needs the nncf package ({error}); install it with `pip install nncf==3.4.0`"
+        ) from error
+    nncf.set_log_level(logging.ERROR)
+    items = [piece.numpy() for piece in calibration.float().split(batch)]
+    ignored = None
+    if keep_float:
+        patterns = [rf".*\b{name.replace('.', '[./_]')}\b.*" for name in keep_float]
+        ignored = nncf.IgnoredScope(patterns=patterns, validate=False)
+    kwargs: dict[str, Any] = {"subset_size": len(items)}
+    if ignored is not None:
+        kwargs["ignored_scope"] = ignored
+    # NNCF draws rich progress bars on standard output, which `--json` keeps for its one document.
+    step = external_step("NNCF's nncf.quantize of the OpenVINO model", _HINT)
+    with step, contextlib.redirect_stdout(io.StringIO()):
+        return nncf.quantize(ov_model, nncf.Dataset(items), **kwargs)
+
+
+@dataclass(frozen=True)
+class IrFile:
+    """What :func:`export_openvino` wrote: the ``.xml`` graph and the ``.bin`` weights beside it."""
+
+    path: Path
+    weights_path: Path
+    bytes: int  # both files together
+    int8: bool
+
+
+def export_openvino(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    resolution: int,
+    card: ModelCard | None = None,
+    dynamic_batch: bool = False,
+    calibration: torch.Tensor | None = None,
+    keep_float: Sequence[str] = (),
+) -> IrFile:
+    """Write ``model`` as OpenVINO IR: ``path`` (``.xml``) and its weights (``.bin`` beside it).
+
+    With ``calibration`` (float (N, 3, R, R) images prepared as the model expects) the IR is int8,
+    quantized by :func:`quantize_nncf`. The IR takes float32 NCHW (N, 3, R, R); N is 1 unless
+    ``dynamic_batch``. Both files are written to temporary names and renamed, ``.bin`` first.
+    """
+    ov = openvino_api()
+    path = Path(path)
+    if path.suffix != ".xml":
+        raise UsageError(f"an OpenVINO IR file must end in .xml, got {str(path)!r}")
+    check_options(model, resolution, keep_float)
+    ov_model = convert(model, resolution)
+    if calibration is not None:
+        ov_model = quantize_nncf(ov_model, calibration, keep_float=keep_float)
+    if not dynamic_batch:
+        ov_model.reshape([1, 3, resolution, resolution])
+    metadata = torch_metadata(
+        card, file_format=OPENVINO_FORMAT, resolution=resolution, dynamic_batch=dynamic_batch, input_name="x"
+    )
+    if calibration is not None:
+        metadata["int8"] = NNCF_INT8
+    ov_model.set_rt_info(json.dumps(metadata, sort_keys=True), METADATA_PATH)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    weights = path.with_suffix(".bin")
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as scratch:
+        staged = Path(scratch) / "model.xml"
+        with external_step("openvino.save_model", _HINT):
+            ov.save_model(ov_model, staged, compress_to_fp16=False)
+        os.replace(staged.with_suffix(".bin"), weights)
+        os.replace(staged, path)
+    _fsync_dir(path.parent)
+    return IrFile(path, weights, path.stat().st_size + weights.stat().st_size, calibration is not None)
+
+
+def _read_model(path: str | os.PathLike[str]) -> Any:
+    if not Path(path).is_file():
+        raise MissingFileError(f"OpenVINO IR {str(path)!r} does not exist or is not a file")
+    core = openvino_api().Core()
+    try:
+        return core, core.read_model(str(path))
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UsageError(f"{str(path)!r} is not an OpenVINO IR this runtime can read ({first})") from None
+
+
+def _metadata(ov_model: Any, path: str | os.PathLike[str]) -> dict[str, Any]:
+    if not ov_model.has_rt_info(METADATA_PATH):
+        raise UsageError(
+            f"{str(path)!r} carries no mobilenets metadata in its rt_info (not exported by mobilenets?); "
+            "run it with openvino directly"
+        )
+    try:
+        document = json.loads(ov_model.get_rt_info(METADATA_PATH).astype(str))
+    except ValueError:
+        raise UsageError(f"{str(path)!r}: its mobilenets metadata is not JSON") from None
+    if not isinstance(document, dict) or document.get("format") != OPENVINO_FORMAT:
+        raise UsageError(f"{str(path)!r}: its mobilenets metadata is not a {OPENVINO_FORMAT} document")
+    return document
+
+
+def read_openvino_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The metadata document of an IR written by :func:`export_openvino`."""
+    _, ov_model = _read_model(path)
+    return _metadata(ov_model, path)
+
+
+def read_openvino_card(path: str | os.PathLike[str]) -> ModelCard:
+    """The model card inside an IR we exported."""
+    return card_from_metadata(read_openvino_metadata(path), path)
+
+
+def compile_config(threads: int | None, precision: str) -> dict[str, Any]:
+    """The CPU plugin's settings: latency mode, ``threads`` inference threads, the precision hint."""
+    config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+    if threads is not None:
+        if threads < 1:
+            raise UsageError(f"threads must be >= 1, got {threads}")
+        config["INFERENCE_NUM_THREADS"] = threads
+    if precision != "default":
+        config["INFERENCE_PRECISION_HINT"] = _OV_PRECISION[precision]
+    return config
+
+
+class _Request(nn.Module):
+    """A compiled OpenVINO model's infer request as a module: float32 NCHW tensor in, logits out."""
+
+    def __init__(self, compiled: Any, resolution: int) -> None:
+        super().__init__()
+        self.request = compiled.create_infer_request()
+        self.resolution = resolution
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = self.resolution
+        if x.dim() != 4 or tuple(x.shape[1:]) != (3, size, size):
+            raise UsageError(
+                f"this OpenVINO model takes a float32 NCHW batch of shape (N, 3, {size}, {size}); "
+                f"got {list(x.shape)}"
+            )
+        out = self.request.infer({0: np.ascontiguousarray(x.detach().float().numpy())})[0]
+        return torch.from_numpy(np.array(out, dtype=np.float32))
+
+
+class OpenVINOClassifier(ExportedClassifier):
+    """An IR we exported, compiled by OpenVINO for this CPU, as an inference module.
+
+    ``precision``: ``"fp32"`` (default: what was verified), ``"bf16"`` (needs a CPU with bf16
+    instructions) or ``"default"`` (OpenVINO's choice: bf16 where the CPU has it). ``threads``: the
+    plugin's inference threads (default: OpenVINO's choice, the physical cores). A fixed-batch IR runs
+    bigger batches one image at a time. ``metadata`` is the file's document (card, resolution, int8).
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, threads: int | None = None, precision: str = "fp32"
+    ) -> None:
+        check_precision(precision)
+        core, ov_model = _read_model(path)
+        metadata = _metadata(ov_model, path)
+        with external_step(f"OpenVINO compile of {str(path)!r}", "re-export it with this openvino"):
+            compiled = core.compile_model(ov_model, "CPU", compile_config(threads, precision))
+        dynamic = bool(metadata.get("dynamic_batch"))
+        super().__init__(_Request(compiled, int(metadata["resolution"])), fixed_batch=None if dynamic else 1)
+        self.metadata = metadata
+        self.precision = precision
+        self.path = Path(path)

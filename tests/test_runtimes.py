@@ -1,0 +1,210 @@
+"""The device runtimes: ExecuTorch programs (.pte, XNNPACK) and OpenVINO IR (.xml), fp32 and int8, written
+by `mobilenets export`, verified in their runtime, carrying the card, run by `eval`/`predict`; bf16."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import mobilenets
+from mobilenets.deploy import export_verified, load_deployed
+from mobilenets.deploy.bf16 import bf16_inference, cpu_has_bf16
+from mobilenets.deploy.executorch_export import (
+    ExecuTorchClassifier,
+    export_executorch,
+    planned_arena_bytes,
+    quantize_xnnpack,
+    read_pte_card,
+    read_pte_metadata,
+)
+from mobilenets.deploy.memory_efficient import memory_efficient
+from mobilenets.deploy.openvino_export import OpenVINOClassifier, read_openvino_card, supports_bf16
+from mobilenets.weights import ModelCard
+from tests.conftest import DIGITS, randomize_norm_stats, run_cli
+
+RUNTIMES = [("executorch", ".pte", "--pte"), ("openvino", ".xml", "--openvino")]
+
+
+@pytest.mark.parametrize(("file_format", "suffix", "flag"), RUNTIMES)
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_fp32_export_reloads_in_its_runtime_matches_and_carries_the_card(
+    file_format: str,
+    suffix: str,
+    flag: str,
+    dynamic: bool,
+    digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard],
+    tmp_path: Path,
+) -> None:
+    checkpoint, model, card = digits_checkpoint
+    out = tmp_path / f"m{suffix}"
+    argv = ["export", "--checkpoint", str(checkpoint), "--format", file_format, "--out", str(out), "--json"]
+    code, stdout, err = run_cli([*argv, "--verify-images", "6", *(["--dynamic-batch"] if dynamic else [])])
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["format"] == file_format and result["max_abs_diff"] <= 1e-4
+    assert "6 images of digits" in result["verified_on"]
+    assert result["verified_batch_sizes"] == ([1, 5] if dynamic else [1])
+    written = sorted(p.name for p in tmp_path.iterdir())  # atomic: no temporary file or folder left
+    assert written == (["m.bin", "m.xml"] if file_format == "openvino" else ["m.pte"])
+    assert result["bytes"] == sum((tmp_path / name).stat().st_size for name in written)
+
+    module, loaded_card = load_deployed(out)
+    assert loaded_card == card and loaded_card.classes == DIGITS
+    with torch.inference_mode():
+        x = torch.randn(5, 3, 32, 32)  # a fixed-batch file runs bigger batches one image at a time
+        assert (module(x) - model(x)).abs().max().item() <= 1e-4
+    with pytest.raises(ValueError, match=r"\(N, 3, 32, 32\); got \[1, 3, 64, 64\]"):
+        module(torch.randn(1, 3, 64, 64))  # the TF SAME pads are those of 32 px
+
+    code, stdout, err = run_cli(["eval", flag, str(out), "--json", "--no-confusion", "--batch-size", "50"])
+    assert code == 0, err
+    report = json.loads(stdout)
+    code, stdout, err = run_cli(["eval", "--checkpoint", str(checkpoint), "--json", "--no-confusion"])
+    assert code == 0, err
+    assert report["top1"] == pytest.approx(json.loads(stdout)["top1"], abs=1e-9)  # same images, same answers
+    assert report["precision"] == "fp32" and report["checkpoint"] == str(out)
+
+
+def test_executorch_metadata_plan_and_portable_lowering(
+    digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard], tmp_path: Path
+) -> None:
+    _, model, card = digits_checkpoint
+    delegated = export_executorch(model, tmp_path / "x.pte", resolution=32, card=card)
+    portable = export_executorch(model, tmp_path / "p.pte", resolution=32, card=card, delegate=False)
+    metadata = read_pte_metadata(portable.path)
+    assert metadata["delegate"] == "portable" and metadata["input_shape"] == [1, 3, 32, 32]
+    assert read_pte_card(delegated.path) == card and "int8" not in metadata
+    # The portable plan holds every intermediate tensor; XNNPACK keeps its own workspace outside it.
+    assert planned_arena_bytes(portable.path) == portable.arena_bytes > delegated.arena_bytes
+    assert portable.arena_bytes >= 4 * 3 * 32 * 32  # at least the input image's float32 bytes
+    with torch.inference_mode():
+        x = torch.randn(2, 3, 32, 32)
+        assert (ExecuTorchClassifier(portable.path)(x) - model(x)).abs().max().item() <= 1e-4
+
+
+def test_int8_executorch_runs_xnnpack_kernels_as_simulated(
+    digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard], tmp_path: Path
+) -> None:
+    """XNNPACK's int8 kernels compute what the quantized PyTorch graph simulates, and the file shrinks."""
+    _, model, card = digits_checkpoint
+    calibration = torch.rand(40, 3, 32, 32) * 2 - 1
+    int8 = quantize_xnnpack(model, calibration.split(20), resolution=32)
+    written = export_executorch(int8, tmp_path / "m.int8.pte", resolution=32, card=card, dynamic_batch=True)
+    fp32 = export_executorch(model, tmp_path / "m.pte", resolution=32, card=card)
+    assert written.int8 and written.bytes < 0.5 * fp32.bytes
+    assert read_pte_metadata(written.path)["int8"] == "xnnpack"
+    x = torch.rand(8, 3, 32, 32) * 2 - 1
+    with torch.inference_mode():
+        simulated, runtime, float_logits = int8(x), ExecuTorchClassifier(written.path)(x), model(x)
+    # The same integer arithmetic: most logits equal exactly, the rest one rounding step apart.
+    assert (simulated == runtime).float().mean() >= 0.9
+    assert (simulated - runtime).abs().max() <= 0.02 * simulated.abs().max()
+    assert not torch.equal(simulated, float_logits)  # and int8 it is
+    # Each ReLU6 reads its convolution directly: quantized once, after the clamp, which XNNPACK fuses.
+    relu6 = (torch.ops.aten.hardtanh.default, torch.ops.aten.hardtanh_.default)
+    clamps = [n for n in int8.graph_module.graph.nodes if n.target in relu6]
+    assert len(clamps) == 1 + 1 + 2 * 16 + 1  # stem; block 0 (no expansion); 16 blocks; the head conv
+    assert all(n.args[0].target == torch.ops.aten.conv2d.default for n in clamps)
+    float_head = quantize_xnnpack(model, calibration.split(20), resolution=32, keep_float=["classifier"])
+    linears = [n for n in float_head.graph_module.graph.nodes if n.target == torch.ops.aten.linear.default]
+    assert len(linears) == 1 and "dequantize" not in str(linears[0].args[1].target)  # a float weight
+    with pytest.raises(ValueError, match=r"an iterable of .* batches, not one tensor"):
+        quantize_xnnpack(model, calibration, resolution=32)
+    with pytest.raises(ValueError, match="int8 program runs on XNNPACK"):
+        export_executorch(int8, tmp_path / "bad.pte", resolution=32, delegate=False)
+
+
+@pytest.mark.parametrize(("file_format", "suffix", "flag"), RUNTIMES)
+def test_int8_export_through_the_cli_then_eval(
+    file_format: str,
+    suffix: str,
+    flag: str,
+    digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard],
+    tmp_path: Path,
+) -> None:
+    checkpoint, _, _ = digits_checkpoint
+    out = tmp_path / f"m.int8{suffix}"
+    argv = ["export", "--checkpoint", str(checkpoint), "--format", file_format, "--out", str(out), "--int8"]
+    code, stdout, err = run_cli([*argv, "--calib", "digits", "--calib-images", "40", "--json"])
+    assert code == 0, err
+    result = json.loads(stdout)
+    assert result["int8"] == {"executorch": "xnnpack", "openvino": "nncf"}[file_format]
+    assert result["calibration_images"] == 40 and "32 images of digits" in result["verified_on"]
+    assert result["int8_top1_agreement"] >= 0.75, result
+    code, stdout, err = run_cli(["eval", flag, str(out), "--json", "--no-confusion"])
+    assert code == 0, err
+    assert json.loads(stdout)["num_images"] > 100
+    code, _, err = run_cli([*argv, "--calib", "digits", "--weight-dtype", "int8"])
+    assert code == 2 and f"--format {file_format} quantizes with" in err, err
+
+
+def test_runtime_files_refuse_bad_input_clearly(
+    digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard], tmp_path: Path
+) -> None:
+    checkpoint, model, card = digits_checkpoint
+    for name, message in (
+        ("fake.pte", "not an ExecuTorch program"),
+        ("fake.xml", "not an OpenVINO IR"),
+    ):
+        (tmp_path / name).write_bytes(b"not a model \xff")
+        with pytest.raises(ValueError, match=message):
+            load_deployed(tmp_path / name)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_deployed(tmp_path / "none.pte")
+    pte = export_executorch(model, tmp_path / "m.pte", resolution=32, card=card).path
+    with pytest.raises(ValueError, match=r"precision bf16: only OpenVINO files \(\.xml\)"):
+        load_deployed(pte, precision="bf16")
+    code, _, err = run_cli(["eval", "--pte", str(tmp_path / "fake.xml"), "--data", "digits"])
+    assert code == 2 and "--pte" in err and "expected a .pte file" in err, err
+    argv = ["export", "--checkpoint", str(checkpoint), "--format", "openvino", "--out", "m.pte"]
+    code, _, err = run_cli(argv)
+    assert code == 2 and "must end in .xml" in err, err
+    with pytest.raises(ValueError, match="no mobilenets model card"):
+        read_openvino_card(export_verified(model, tmp_path / "m.xml", format="openvino", resolution=32).path)
+
+
+def test_bf16_inference_and_openvino_bf16(
+    digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard], tmp_path: Path
+) -> None:
+    checkpoint, model, card = digits_checkpoint
+    if not cpu_has_bf16():
+        with pytest.raises(ValueError, match="no native bf16 arithmetic"):
+            bf16_inference(model)
+        code, _, err = run_cli(["eval", "--checkpoint", str(checkpoint), "--precision", "bf16"])
+        assert code == 2 and "bf16" in err, err
+        return
+    x = torch.randn(16, 3, 32, 32)
+    with torch.inference_mode():
+        reference, bf16 = model(x), bf16_inference(model)(x)
+    assert bf16.dtype == torch.float32 and 0 < (reference - bf16).abs().max() < 0.1 * reference.abs().max()
+    code, stdout, err = run_cli(
+        ["eval", "--checkpoint", str(checkpoint), "--precision", "bf16", "--json", "--no-confusion"]
+    )
+    assert code == 0, err
+    assert json.loads(stdout)["precision"] == "bf16"
+    ir = export_verified(model, tmp_path / "m.xml", format="openvino", card=card).path
+    assert supports_bf16()  # OpenVINO sees the same instructions oneDNN does
+    with torch.inference_mode():
+        ov_bf16 = OpenVINOClassifier(ir, precision="bf16")(x)
+    assert 0 < (reference - ov_bf16).abs().max() < 0.1 * reference.abs().max()
+
+
+def test_chunked_model_keeps_its_saving_in_the_executorch_plan(tmp_path: Path) -> None:
+    """memory_efficient's chunks survive export: ExecuTorch's planner frees each chunk once projected."""
+    model = mobilenets.mobilenet_v2(width_mult=0.5).eval()
+    randomize_norm_stats(model)
+    chunked = memory_efficient(model, 16, resolution=64)
+    plain = export_executorch(model, tmp_path / "plain.pte", resolution=64, delegate=False)
+    small = export_executorch(chunked, tmp_path / "chunked.pte", resolution=64, delegate=False)
+    print(f"planned arena: plain {plain.arena_bytes:,} bytes, 16 chunks {small.arena_bytes:,}")
+    assert small.arena_bytes * 2.5 < plain.arena_bytes
+    x = torch.randn(1, 3, 64, 64)
+    # Delegated, the weight slices are folded into constants so XNNPACK takes every convolution.
+    delegated = export_executorch(chunked, tmp_path / "xnnpack.pte", resolution=64)
+    with torch.inference_mode():
+        reference = model(x)
+        for path in (small.path, delegated.path):
+            assert (ExecuTorchClassifier(path)(x) - reference).abs().max() <= 1e-4 * reference.abs().max()
