@@ -24,6 +24,9 @@ BENCHMARKS = (
     "pretrained_accuracy.py",
     "int8_accuracy.py",
     "int8_pt2e.py",
+    "runtime_accuracy.py",
+    "runtime_latency.py",
+    "deployed_memory.py",
 )
 # The benchmarks that take --markdown (see benchmarks/_report.py).
 WRITE_DOCS = {
@@ -32,6 +35,9 @@ WRITE_DOCS = {
     "pretrained_accuracy.py",
     "int8_accuracy.py",
     "int8_pt2e.py",
+    "runtime_accuracy.py",
+    "runtime_latency.py",
+    "deployed_memory.py",
 }
 
 
