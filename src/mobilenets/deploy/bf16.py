@@ -3,7 +3,7 @@
 On CPUs with AVX512-BF16 or AMX, oneDNN computes convolutions in bfloat16 at about twice the float32
 rate; bf16 keeps float32's exponent range, so a network trained in float32 needs no calibration, and
 only the 8-bit mantissa rounds its activations (top-1 moves by a tenth of a point or two; measured by
-``benchmarks/bf16_accuracy.py``). :func:`bf16_inference` runs a model under CPU (or CUDA) autocast to
+``benchmarks/runtime_accuracy.py``). :func:`bf16_inference` runs a model under CPU (or CUDA) autocast to
 bfloat16 and hands back float32 logits, so callers that expect float32 see no difference but speed.
 """
 
