@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -25,13 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from _report import add_markdown_argument, command_line, provenance, record_measured, table, write_fragments
+from _shared import CALIBRATION, PHOTOS, held_out_list, photos_found
 from mobilenets.deploy.quantize import default_weight_dtype
 from mobilenets.weights import PRETRAINED, get_pretrained
 
-SHARED = Path(os.environ.get("MOBILENETS_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-PHOTOS = SHARED / "data" / "imagenet-val-1300" / "dataset.txt"
 OUT = Path("runs/bench/int8")
-CALIBRATION = 300
 
 # (weights, label, extra export options)
 ROWS = tuple((name, f"default (percentile, {default_weight_dtype()} weights)", []) for name in PRETRAINED)
@@ -54,17 +51,6 @@ def _cli(*args: str) -> dict[str, object]:
     return result
 
 
-def held_out_list() -> Path:
-    """The photos after the calibration ones, as a list file with absolute paths (nothing is copied)."""
-    lines = [line for line in PHOTOS.read_text().splitlines() if line.strip()]
-    target = OUT / "eval1000.txt"
-    entries = (line.split(",") for line in lines[CALIBRATION:])
-    target.write_text(
-        "".join(f"{PHOTOS.parent / path.strip()}, {label.strip()}\n" for path, label in entries)
-    )
-    return target
-
-
 def markdown(rows: list[dict[str, Any]]) -> str:
     """One table row per result; drop = fp32 minus int8 top-1, in points (negative: int8 scored higher)."""
     header = ["weights", "settings", "fp32 top-1", "int8 top-1", "drop (points)", "fp32 MB", "int8 MB"]
@@ -82,11 +68,10 @@ def main() -> int:
     parser.add_argument("--record", action="store_true", help="write the default rows into measured.json")
     add_markdown_argument(parser, "deployment.md")
     args = parser.parse_args()
-    if not PHOTOS.is_file():
-        print(f"ImageNet photos not found at {PHOTOS} (set MOBILENETS_SHARED)", file=sys.stderr)
+    if not photos_found():
         return 1
     OUT.mkdir(parents=True, exist_ok=True)
-    held_out = held_out_list()
+    held_out = held_out_list(OUT)
     started = time.perf_counter()
     results: list[dict[str, Any]] = []
     for index, (key, label, options) in enumerate(ROWS + (() if args.quick else ABLATIONS)):

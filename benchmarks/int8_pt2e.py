@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +31,7 @@ from torch import nn
 from torch.utils.data import Subset
 
 from _report import add_markdown_argument, provenance, table, write_fragments
+from _shared import CALIBRATION, PHOTOS, photos_found
 from mobilenets.bench.allocator import reuse_freed_memory
 from mobilenets.data.card import card_eval_set
 from mobilenets.data.splits import build_loader
@@ -40,10 +39,7 @@ from mobilenets.deploy.pt2e import compile_int8, quantize_pt2e
 from mobilenets.deploy.pt2e_qat import quantize_qat_pt2e
 from mobilenets.weights import TrainedModel, get_pretrained, load_pretrained
 
-SHARED = Path(os.environ.get("MOBILENETS_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-PHOTOS = SHARED / "data" / "imagenet-val-1300" / "dataset.txt"
 OUT = Path("runs/bench/int8_pt2e")
-CALIBRATION = 300
 BATCH = 50
 QAT_BATCH = 32
 
@@ -123,8 +119,7 @@ def main() -> int:
     add_markdown_argument(parser, "deployment.md")
     args = parser.parse_args()
     started = time.perf_counter()
-    if not PHOTOS.is_file():
-        print(f"ImageNet photos not found at {PHOTOS} (set MOBILENETS_SHARED)", file=sys.stderr)
+    if not photos_found():
         return 1
     reuse_freed_memory()  # eager int8 runs ~7x slower with glibc's default of unmapping freed memory
     OUT.mkdir(parents=True, exist_ok=True)

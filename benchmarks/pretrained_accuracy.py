@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import subprocess
 import sys
 import time
@@ -27,9 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from _report import add_markdown_argument, command_line, provenance, record_measured, table, write_fragments
+from _shared import PHOTOS, photos_found
 
-SHARED = Path(os.environ.get("MOBILENETS_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-PHOTOS = SHARED / "data" / "imagenet-val-1300" / "dataset.txt"
 OUT = Path("runs/bench/pretrained")
 AGREEMENT_GOAL = 0.3  # points of top-1 between ours and the original code
 
@@ -103,8 +101,7 @@ def main() -> int:
     parser.add_argument("--record", action="store_true", help="write the results into measured.json")
     parser.add_argument("--original", help=argparse.SUPPRESS)  # internal: one original-code run, as JSON
     args = parser.parse_args()
-    if not PHOTOS.is_file():
-        print(f"ImageNet photos not found at {PHOTOS} (set MOBILENETS_SHARED)", file=sys.stderr)
+    if not photos_found():
         return 1
     if args.original:
         print(json.dumps(original(args.original)))

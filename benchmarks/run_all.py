@@ -1,6 +1,7 @@
 """`make bench`: run the benchmarks of this folder one after the other.
 
-Left to run by hand: ``train_accuracy.py`` (CIFAR-10 for an hour) and ``fault_injection.py``.
+Left to run by hand: ``train_accuracy.py``, ``cifar10_reference.py`` and ``ablations.py`` (CIFAR-10,
+an hour or more each) and ``fault_injection.py``.
 The int8 accuracy ones read ImageNet photos from ``../shared/data`` (``MOBILENETS_SHARED``).
 
     python benchmarks/run_all.py [--markdown]

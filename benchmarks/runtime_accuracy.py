@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -28,11 +27,9 @@ from typing import Any
 from PIL import Image
 
 from _report import add_markdown_argument, provenance, table, write_fragments
+from _shared import CALIBRATION, PHOTOS, held_out_list, photo_entries, photos_found, write_photo_list
 
-SHARED = Path(os.environ.get("MOBILENETS_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-PHOTOS = SHARED / "data" / "imagenet-val-1300" / "dataset.txt"
 OUT = Path("runs/bench/runtime_accuracy")
-CALIBRATION = 300
 ZOOM = 0.6  # the shifted calibration keeps this central fraction of each photo's side
 WEIGHTS = ("torchvision_mobilenet_v2", "efficientnet_lite0")
 INT8 = (("onnx", ".onnx", "--onnx"), ("executorch", ".pte", "--pte"), ("openvino", ".xml", "--openvino"))
@@ -47,20 +44,10 @@ def _cli(*args: str) -> dict[str, Any]:
     return result
 
 
-def _lines() -> list[tuple[Path, str]]:
-    entries = [line.split(",") for line in PHOTOS.read_text().splitlines() if line.strip()]
-    return [(PHOTOS.parent / path.strip(), label.strip()) for path, label in entries]
-
-
-def _write_list(target: Path, entries: list[tuple[Path, str]]) -> Path:
-    target.write_text("".join(f"{path}, {label}\n" for path, label in entries))
-    return target
-
-
 def zoomed_calibration(folder: Path) -> Path:
     """The calibration photos' central ``ZOOM`` crops, saved as PNGs in ``folder``, as a list file."""
     entries = []
-    for index, (path, label) in enumerate(_lines()[:CALIBRATION]):
+    for index, (path, label) in enumerate(photo_entries()[:CALIBRATION]):
         with Image.open(path) as image:
             width, height = image.size
             w, h = round(width * ZOOM), round(height * ZOOM)
@@ -68,7 +55,7 @@ def zoomed_calibration(folder: Path) -> Path:
             target = folder / f"{index:04d}.png"
             image.convert("RGB").crop((left, top, left + w, top + h)).save(target)
         entries.append((target, label))
-    return _write_list(folder / "calibration.txt", entries)
+    return write_photo_list(folder / "calibration.txt", entries)
 
 
 def _eval(flag: str, value: str, data: Path, *extra: str) -> float:
@@ -148,12 +135,11 @@ def main() -> int:
     parser.add_argument("--weights", nargs="+", default=list(WEIGHTS), help="registry names")
     add_markdown_argument(parser, "deployment.md")
     args = parser.parse_args()
-    if not PHOTOS.is_file():
-        print(f"ImageNet photos not found at {PHOTOS} (set MOBILENETS_SHARED)", file=sys.stderr)
+    if not photos_found():
         return 1
     OUT.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    held_out = _write_list(OUT / "eval1000.txt", _lines()[CALIBRATION:])
+    held_out = held_out_list(OUT)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as scratch:
         shifted = zoomed_calibration(Path(scratch))

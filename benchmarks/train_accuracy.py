@@ -31,9 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from _report import add_markdown_argument, provenance, table, write_fragments
+from _shared import CIFAR10
 from mobilenets.bench.machine import cpu_description
-
-SHARED = Path(os.environ.get("MOBILENETS_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 
 RECIPES: dict[str, list[str]] = {
     # Built-in digits (1,618 train / 179 val images): goal >= 97%, fast on 2 cores. Nothing but the
@@ -47,7 +46,7 @@ RECIPES: dict[str, list[str]] = {
     # in 40 epochs, 54 minutes under --nproc 2 on an AVX-512 EPYC; width 0.5: 86.7% in 28 epochs).
     "cifar10": [
         "--model", "mobilenet_v2", "--width-mult", "1.0", "--small-input", "1",
-        "--data", f"cifar10:{SHARED / 'data' / 'cifar10'}", "--resolution", "32",
+        "--data", f"cifar10:{CIFAR10}", "--resolution", "32",
         "--epochs", "40", "--batch-size", "128", "--lr", "0.1", "--warmup-epochs", "1",
         "--weight-decay", "5e-4", "--label-smoothing", "0.1",
     ],
@@ -58,7 +57,7 @@ RECIPES: dict[str, list[str]] = {
     "cifar10-finetune": [
         "--model", "mobilenet_v2", "--width-mult", "1.0", "--small-input", "2",
         "--pretrained", "torchvision_mobilenet_v2",
-        "--data", f"cifar10:{SHARED / 'data' / 'cifar10'}", "--resolution", "32",
+        "--data", f"cifar10:{CIFAR10}", "--resolution", "32",
         "--epochs", "10", "--batch-size", "128", "--lr", "0.02", "--warmup-epochs", "0.2",
         "--weight-decay", "5e-5", "--label-smoothing", "0.1",
     ],

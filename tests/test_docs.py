@@ -447,6 +447,7 @@ FRAGMENTS = {
         "train-accuracy-cifar10": "train_accuracy.py",
         "train-accuracy-cifar10-finetune": "train_accuracy.py",
         "train-throughput": "train_throughput.py",
+        "cifar10-reference": "cifar10_reference.py",
     },
     "docs/reliability.md": {"fault-injection": "fault_injection.py"},
 }
