@@ -62,7 +62,8 @@ from mobilenets.bench.machine import cpu_description
 from mobilenets.layers import ReLU6
 from mobilenets.training.config import TrainConfig
 from mobilenets.training.distributed import DistContext
-from mobilenets.training.engine import Trainer, resolve_precision
+from mobilenets.training.engine import Trainer
+from mobilenets.training.runtime import resolve_precision
 
 NUM_CLASSES = 10  # the digits data the Trainer is built on has 10 classes
 CIFAR_RESOLUTION = 32

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import inspect
 import re
 
 import pytest
@@ -209,3 +210,16 @@ def test_small_input_keeps_32px_images_at_4x4(name: str) -> None:
     for bad in ("yes", 3, -1, 1.0):
         with pytest.raises(ValueError, match="small_input"):
             create_model(name, small_input=bad)
+
+
+def test_build_option_lists_agree() -> None:
+    """build_mobilenet, check_build_options and BuildOptions name the same options, with the same defaults."""
+    from mobilenets.models import BuildOptions, build_mobilenet
+    from mobilenets.models.builder import check_build_options
+
+    built = inspect.signature(build_mobilenet).parameters
+    checked = inspect.signature(check_build_options).parameters
+    assert set(BuildOptions.__optional_keys__) == set(built) - {"arch", "width_mult"}
+    assert set(checked) == set(built) - {"arch", "width_mult", "out_indices", "pretrained"}
+    for name, parameter in checked.items():
+        assert parameter.default == built[name].default, f"{name}: defaults differ"

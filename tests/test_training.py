@@ -16,8 +16,8 @@ from safetensors.torch import load_file
 
 from mobilenets.training import TrainConfig, load_trained_model, load_training_state, train
 from mobilenets.training import engine as engine_module
-from mobilenets.training.engine import resolve_precision
 from mobilenets.training.optim import RMSPROP_ALPHA, build_ema, build_optimizer, lr_factor
+from mobilenets.training.runtime import resolve_precision
 
 FAST: dict[str, Any] = {
     "model": "mobilenet_v2",
@@ -301,15 +301,15 @@ def test_width_defaults_to_half_for_digits_from_scratch(tmp_path: Path) -> None:
 
 def test_small_input_counts_strides_and_old_run_folders_still_resume(tmp_path: Path) -> None:
     """True / False (older config.json files) mean 2 / 0 dropped strides, in configs and on resume."""
-    from mobilenets.training.engine import _check_resume_config
+    from mobilenets.training.run_log import check_resume_config
 
     assert TrainConfig(small_input=True).small_input == 2
     assert TrainConfig(small_input=False).small_input == 0
     assert TrainConfig(small_input=1).model_kwargs(10)["small_input"] == 1
     (tmp_path / "config.json").write_text(json.dumps({"small_input": True}))
-    _check_resume_config(tmp_path, TrainConfig(small_input=2))
+    check_resume_config(tmp_path, TrainConfig(small_input=2))
     with pytest.raises(ValueError, match=r"small_input=2 \(now 1\)"):
-        _check_resume_config(tmp_path, TrainConfig(small_input=1))
+        check_resume_config(tmp_path, TrainConfig(small_input=1))
 
 
 def test_nan_loss_names_epoch_and_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -45,7 +45,7 @@ class ArmResult:
     params: int
     mult_adds: int
     latency_ms: float
-    train_seconds: float
+    train_seconds: float  # all seeds' training and evaluation, summed from their logs
 
     @property
     def metric_values(self) -> tuple[float, ...]:
@@ -115,6 +115,12 @@ def _final_top1(out: Path, epochs: int) -> float:
     if last.get("epoch") != epochs:
         raise TrainingError(f"{out} stopped before epoch {epochs}; run the ablation again to resume it")
     return float(last["val_top1"])
+
+
+def _run_seconds(out: Path) -> float:
+    """The run's own training and evaluation time, summed from its log (so a resumed run counts whole)."""
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return sum(float(r.get("seconds", 0.0)) + float(r.get("eval_seconds", 0.0)) for r in records)
 
 
 def _verdict(comparison: str, outcome: str) -> str:
@@ -187,18 +193,18 @@ def run_ablation(
     for arm in claim.arms:
         top1: list[float] = []
         int8: list[float] = []
-        arm_started = time.perf_counter()
+        train_seconds = 0.0
         for config in configs[arm.name]:
             resume = (Path(config.out) / "last_state.pt").is_file()
             train(TrainConfig(**{**config.to_dict(), "resume": resume}))
             top1.append(_final_top1(Path(config.out), epochs))
+            train_seconds += _run_seconds(Path(config.out))
             if claim.metric == "int8_drop":
                 int8.append(_int8_top1(config, Path(config.out)))
             log(
                 f"{claim.name} / {arm.name} / seed {config.seed}: top-1 {100 * top1[-1]:.2f}%"
                 + (f", int8 {100 * int8[-1]:.2f}%" if int8 else "")
             )
-        seconds = time.perf_counter() - arm_started
         first = configs[arm.name][0]
         assert first.img_size is not None
         network = load_trained_model(Path(first.out) / "last.safetensors").model
@@ -212,7 +218,7 @@ def run_ablation(
                 cost.total_params,
                 cost.total_macs,
                 0.0,
-                seconds,
+                train_seconds,
             )
         )
     resolution = configs[claim.reference.name][0].img_size or 224

@@ -9,9 +9,7 @@ resumed run — after an epoch, or after SIGINT/SIGTERM mid-epoch — continues 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
 import time
 import warnings
 from collections.abc import Iterator
@@ -29,10 +27,9 @@ from ..evaluation.evaluate import evaluate
 from ..evaluation.metrics import ClassificationMetrics
 from ..layers import keep_relu6_outputs, set_inplace_activations
 from ..models import MobileNet, create_model
-from ..models.builder import small_input_strides
 from ..weights.finetune import load_for_finetuning, resolve_pretrained
-from .checkpoint import ModelCard, checkpoint_paths, load_training_state, save_atomic, save_checkpoint
-from .config import RESUME_MUST_MATCH, TrainConfig
+from .checkpoint import ModelCard, checkpoint_paths, load_training_state, save_checkpoint
+from .config import TrainConfig
 from .distributed import (
     DistContext,
     all_reduce_sum,
@@ -46,6 +43,8 @@ from .distributed import (
 )
 from .optim import build_ema, build_optimizer, build_scheduler
 from .progress import EpochProgress
+from .run_log import append_metrics, check_resume_config, keep_metrics_before, write_json
+from .runtime import configure_reproducibility, resolve_precision
 from .stop import StopRequest
 from .storage import check_free_space, check_writable, checkpoint_bytes, remove_stale_temp_files
 
@@ -54,38 +53,6 @@ EVAL_BATCH_SIZE = 256
 
 def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {key: value.detach().cpu() for key, value in module.state_dict().items()}
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device`` (``None``: plain fp32).
-
-    ``auto`` uses bf16 on GPUs that support it (else fp16) and on CPUs with AMX tiles; elsewhere fp32.
-    Without AMX, bf16 training is slower than fp32 on CPU: 10× on an EPYC without bf16 instructions, and
-    still 0.65× the images/s (mobilenet_v2 at 96×96) to 0.84× (CIFAR network) on one with AVX512-BF16
-    (``benchmarks/train_throughput.py --reuse``).
-    """
-    if precision == "fp32":
-        return None
-    if precision == "fp16":
-        if device.type != "cuda":
-            raise UsageError("precision 'fp16' needs a CUDA device; on CPU use 'bf16' or 'fp32'")
-        return torch.float16
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if torch.cpu._is_amx_tile_supported() else None
-
-
-def configure_reproducibility(config: TrainConfig) -> None:
-    """Seed torch; in deterministic mode forbid nondeterministic kernels (slower on GPU, exact repeats)."""
-    torch.manual_seed(config.seed)
-    if config.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-    elif torch.cuda.is_available():
-        torch.backends.cudnn.benchmark = True
 
 
 @dataclass
@@ -99,48 +66,6 @@ class EpochSums:
 
     def as_dict(self) -> dict[str, float]:
         return {"loss": self.loss, "correct": self.correct, "images": self.images, "seconds": self.seconds}
-
-
-def _check_resume_config(out: Path, config: TrainConfig) -> None:
-    """Refuse to resume a run whose model or data differ from ``config``."""
-    config_path = out / "config.json"
-    if not config_path.is_file():
-        return
-    saved = json.loads(config_path.read_text())
-    if "small_input" in saved:  # runs from before small_input took a stride count saved True / False
-        saved["small_input"] = small_input_strides(saved["small_input"])
-    differing = [key for key in RESUME_MUST_MATCH if key in saved and saved[key] != getattr(config, key)]
-    if differing:
-        details = ", ".join(f"{key}={saved[key]!r} (now {getattr(config, key)!r})" for key in differing)
-        raise UsageError(f"cannot resume {str(out)!r}: it was trained with {details}")
-
-
-def _write_json(path: Path, value: object) -> None:
-    text = json.dumps(value, indent=2, sort_keys=True) + "\n"
-    save_atomic(path, lambda handle: handle.write(text.encode()))
-
-
-def _keep_metrics_before(path: Path, next_epoch: int) -> None:
-    """Drop records a resumed run will write again (and a line torn by a crash) from ``path``."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and int(record.get("epoch", next_epoch)) < next_epoch:
-            kept.append(line + "\n")
-    text = "".join(kept)
-    save_atomic(path, lambda handle: handle.write(text.encode()))
-
-
-def _append_metrics(path: Path, record: dict[str, Any]) -> None:
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 class Trainer:
@@ -164,7 +89,7 @@ class Trainer:
             )
         self.resuming = config.resume and state_path.is_file()
         if self.resuming:
-            _check_resume_config(self.out, config)
+            check_resume_config(self.out, config)
         if context.is_main:  # before the data is read: a bad --out fails in the first second
             check_writable(self.out)
         if config.sync_bn and self.device.type != "cuda":
@@ -403,7 +328,7 @@ class Trainer:
             if context.is_main:
                 with self._writing("metrics.jsonl"):
                     remove_stale_temp_files(self.out)
-                    _keep_metrics_before(metrics_path, self.epoch)
+                    keep_metrics_before(metrics_path, self.epoch)
                 print(
                     f"resuming {self.out} at epoch {self.epoch}, step {self.step_in_epoch} "
                     f"(best val top-1 {100 * max(self.best_top1, 0):.2f}%)",
@@ -415,7 +340,7 @@ class Trainer:
                 metrics_path.write_text("")
         if context.is_main:
             with self._writing("config.json"):
-                _write_json(self.out / "config.json", config.to_dict())
+                write_json(self.out / "config.json", config.to_dict())
         barrier(context)
 
         final_top1, epochs_run, interrupted = self.best_top1, 0, False
@@ -495,7 +420,7 @@ class Trainer:
                 "eval_seconds": time.perf_counter() - started,
             }
             with self._writing(f"the metrics of epoch {epoch}"):
-                _append_metrics(metrics_path, record)
+                append_metrics(metrics_path, record)
         improved = self.context.is_main and val_top1 > self.best_top1
         if improved:
             self.best_top1 = val_top1
