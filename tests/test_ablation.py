@@ -110,21 +110,20 @@ def test_bad_ablation_arguments_are_named_before_any_training(tmp_path: Path) ->
 @pytest.mark.slow
 def test_ablate_separable_on_digits_reports_means_spreads_and_the_difference(tmp_path: Path) -> None:
     out = tmp_path / "separable"
-    code, stdout, err = run_cli(
-        [
-            "ablate",
-            "separable",
-            "--data",
-            "digits",
-            "--epochs",
-            "2",
-            "--seeds",
-            "2",
-            "--json",
-            "--out",
-            str(out),
-        ]
-    )
+    command = [
+        "ablate",
+        "separable",
+        "--data",
+        "digits",
+        "--epochs",
+        "2",
+        "--seeds",
+        "2",
+        "--json",
+        "--out",
+        str(out),
+    ]
+    code, stdout, err = run_cli(command)
     assert code == 0, err
     report = json.loads(stdout)
     assert report["claim"] == "separable" and report["seeds"] == [0, 1] and report["model"] == "mobilenet_v1"
@@ -142,6 +141,14 @@ def test_ablate_separable_on_digits_reports_means_spreads_and_the_difference(tmp
         assert (out / f"ablation.{name}").is_file()
     assert "| separable |" in (out / "ablation.md").read_text()
     assert (out / "separable" / "seed1" / "last.safetensors").is_file()  # each run is an ordinary run
+    # Again: every run has finished, so nothing trains, and each arm keeps its runs' logged time.
+    code, stdout, err = run_cli(command)
+    assert code == 0, err
+    again = json.loads(stdout)
+    for name, arm in report["arms"].items():
+        assert arm["train_seconds"] > 0
+        assert again["arms"][name]["train_seconds"] == pytest.approx(arm["train_seconds"])
+        assert again["arms"][name]["metric_values"] == arm["metric_values"]
 
 
 @pytest.mark.slow
