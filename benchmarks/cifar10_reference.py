@@ -33,6 +33,7 @@ from typing import Any
 
 from _report import add_markdown_argument, provenance, table, write_fragments
 from _shared import CIFAR10
+from train_accuracy import RECIPES, train_command
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
@@ -103,27 +104,18 @@ def reference_loop(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def our_trainer(args: argparse.Namespace) -> dict[str, Any]:
-    """``mobilenets train`` with the ``cifar10`` recipe of train_accuracy.py, at these epochs."""
+    """``mobilenets train`` with the ``cifar10`` recipe of train_accuracy.py, at these settings."""
     out = args.out / "ours"
-    recipe = [
+    overrides = [
         "--model", args.model, "--width-mult", str(args.width_mult), "--small-input", str(args.small_input),
         "--data", f"cifar10:{args.data}", "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
-        "--lr", str(args.lr), "--warmup-epochs", "1", "--weight-decay", "5e-4", "--label-smoothing", "0.1",
-        "--seed", str(args.seed), "--no-progress", "--out", str(out),
+        "--lr", str(args.lr), "--seed", str(args.seed), "--no-progress", "--out", str(out),
     ]  # fmt: skip
-    launcher, env = ["mobilenets"], dict(os.environ)
-    if args.nproc > 1:
-        launcher = [
-            "torch.distributed.run",
-            "--standalone",
-            f"--nproc-per-node={args.nproc}",
-            "-m",
-            "mobilenets",
-        ]
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or args.nproc) // args.nproc))
-    started = time.perf_counter()
     resume = ["--resume"] if (out / "last_state.pt").is_file() else []  # an interrupted run continues
-    subprocess.run([sys.executable, "-m", *launcher, "train", *recipe, *resume], check=True, env=env)
+    # The recipe's options first: for an option given twice the train CLI keeps the later one.
+    command, env = train_command([*RECIPES["cifar10"], *overrides, *resume], args.nproc)
+    started = time.perf_counter()
+    subprocess.run(command, check=True, env=env)
     seconds = time.perf_counter() - started
     epochs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     curve = [record["val_top1"] for record in epochs]

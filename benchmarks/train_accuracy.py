@@ -67,15 +67,20 @@ FLIP_TTA = {"cifar10", "cifar10-finetune"}  # also scored with --flip-tta (train
 GOALS = {"digits": (0.97, 120.0), "cifar10": (0.90, 3600.0), "cifar10-finetune": (0.90, 3600.0)}
 
 
-def run_recipe(name: str, out_root: Path, extra: list[str], nproc: int = 1) -> dict[str, object]:
-    out = out_root / name
-    if out.exists():
-        shutil.rmtree(out)
+def train_command(options: list[str], nproc: int = 1) -> tuple[list[str], dict[str, str]]:
+    """``mobilenets train OPTIONS`` and its environment: torchrun, a thread per process, if nproc > 1."""
     launcher, env = ["mobilenets"], dict(os.environ)
     if nproc > 1:
         launcher = ["torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", "-m", "mobilenets"]
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or nproc) // nproc))
-    command = [sys.executable, "-m", *launcher, "train", *RECIPES[name], *extra, "--out", str(out)]
+    return [sys.executable, "-m", *launcher, "train", *options], env
+
+
+def run_recipe(name: str, out_root: Path, extra: list[str], nproc: int = 1) -> dict[str, object]:
+    out = out_root / name
+    if out.exists():
+        shutil.rmtree(out)
+    command, env = train_command([*RECIPES[name], *extra, "--out", str(out)], nproc)
     print("$", " ".join(command[1:]), flush=True)
     started = time.perf_counter()
     subprocess.run(command, check=True, env=env)
