@@ -5,7 +5,7 @@ Presets (the same recipe for every arm of every claim; the claim's own model):
 - ``digits``: scikit-learn's digits, width 0.5, 32 px, 10 epochs, 3 seeds: minutes per claim, and
   179 validation images (one image is 0.56 points), so only large effects show.
 - ``cifar10``: the full CIFAR-10 (50,000 / 10,000) at 32 px with the stem's stride dropped, width 0.5,
-  10 epochs, batch 128, SGD 0.1, weight decay 5e-4, label smoothing 0.1, 3 seeds: ~12 minutes per run
+  10 epochs, batch 128, SGD 0.1, weight decay 5e-4, label smoothing 0.1, 3 seeds: 9-12 minutes per run
   on 2 cores, so 1.2 hours for a claim of two arms (the budget is chosen so a claim fits in one
   sitting; the separable claim runs at width 0.25, see ``CLAIM_OPTIONS``). Runs resume: start it
   again after an interruption.
