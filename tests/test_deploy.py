@@ -28,6 +28,7 @@ from mobilenets.deploy.memory_efficient import (
     summarize_memory_efficient,
 )
 from mobilenets.deploy.onednn_graph import OneDNNGraph
+from mobilenets.deploy.patch_inference import PatchedStem, patch_stem
 from mobilenets.deploy.quantize import default_weight_dtype, nodes_in_modules
 from mobilenets.weights import ModelCard, get_preset, get_pretrained
 from mobilenets.weights.files import write_safetensors
@@ -386,6 +387,43 @@ def test_chunked_schedule_peak_meets_the_papers_goals() -> None:
     assert peaks["channel"] == 4 * (3 * 224 * 224 + 16 * 112 * 112 + 2 * 112 * 112)
 
 
+@pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v1", "efficientnet_lite0"])
+@pytest.mark.parametrize(("patches", "stride"), [(2, 4), (3, 8)])
+def test_patched_stem_equals_the_plain_forward(name: str, patches: int, stride: int) -> None:
+    """Tiles of unequal size (67 px) and TF-same's asymmetric padding (EfficientNet-Lite) included."""
+    kwargs = {"padding": "tf_same"} if name.startswith("efficientnet") else {}
+    model = mobilenets.create_model(name, width_mult=0.35, **kwargs).eval()
+    randomize_norm_stats(model)
+    patched = memory_efficient(model, 2, patches=patches, patch_stride=stride, resolution=67)
+    assert isinstance(patched.stem, PatchedStem) and len(patched.stem.parts) > 2  # stem and >= 2 blocks
+    x = torch.randn(2, 3, 67, 67)
+    with torch.no_grad():
+        torch.testing.assert_close(patched(x), model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_patches_lower_the_chunked_peak_and_reject_what_they_cannot_tile() -> None:
+    """mobilenet_v2 at 224: 8×8 tiles over the stride-4 blocks, then 16 channel chunks, beat chunks alone."""
+    model = mobilenets.mobilenet_v2()
+    chunked = summarize_memory_efficient(model, 16).peak_activation_bytes
+    patched = summarize_memory_efficient(model, 16, patches=8)
+    assert patched.peak_activation_bytes < chunked < summarize(model).peak_activation_bytes
+    assert patched.patches == 8 and patched.to_dict()["memory_efficient_patches"] == 8
+    # The tiles' scratch is what their own run holds: the largest tile's tensors, not the whole map's.
+    fused = fuse(model)
+    assert patch_stem(fused, 8) == 3  # block 0 and stage 1 (output stride 4)
+    assert isinstance(fused.blocks[1][1], torch.nn.Identity)
+    x = torch.zeros(1, 3, 224, 224)
+    assert 0 < fused.stem.scratch_bytes(x) < 4 * 96 * 112 * 112 / 4  # a quarter of block 1's expansion
+    with pytest.raises(ValueError, match="patches must be a positive integer"):
+        memory_efficient(model, 4, patches=0)
+    with pytest.raises(ValueError, match="patch stride must be a positive integer"):
+        memory_efficient(model, 4, patches=2, patch_stride=0)
+    with pytest.raises(ValueError, match="BatchNorm folded first"):
+        patch_stem(mobilenets.mobilenet_v2(), 2)
+    with pytest.raises(ValueError, match=r"blocks\.3\.0 \(InvertedResidual\) cannot run patch by patch"):
+        memory_efficient(mobilenets.mobilenet_v3_large(), 2, patches=2, patch_stride=8)  # squeeze-excite
+
+
 def test_summary_cli_memory_efficient() -> None:
     code, stdout, err = run_cli(
         ["summary", "mobilenet_v2", "--memory-efficient", "channel", "--format", "json"]
@@ -396,6 +434,14 @@ def test_summary_cli_memory_efficient() -> None:
     assert report["total_macs"] == summarize(mobilenets.mobilenet_v2()).total_macs
     code, _, err = run_cli(["summary", "mobilenet_v2", "--memory-efficient", "two"])
     assert code == 2 and "--memory-efficient must be a positive integer or 'channel'" in err
+    argv = ["summary", "mobilenet_v2", "--memory-efficient", "16", "--patches", "8", "--format", "json"]
+    code, stdout, err = run_cli(argv)
+    assert code == 0, err
+    patched = json.loads(stdout)
+    assert patched["memory_efficient_patches"] == 8 and patched["peak_activation_op"] == "stem"
+    assert patched["peak_activation_bytes"] < report["peak_activation_bytes"]  # below one chunk per channel
+    code, _, err = run_cli(["summary", "mobilenet_v2", "--patches", "8"])
+    assert code == 2 and "--patches needs --memory-efficient" in err
 
 
 @pytest.mark.slow

@@ -38,6 +38,7 @@ class ModelSummary:
     total_params: int
     comparisons: list[SeparableComparison]
     memory_efficient: int | str | None = None
+    patches: int = 1  # spatial tiles per side of the patched stem (memory_efficient's ``patches``)
 
     @property
     def total_macs(self) -> int:
@@ -75,6 +76,7 @@ class ModelSummary:
             "peak_activation_bytes": self.peak_activation_bytes,
             "peak_activation_op": self.peak_op,
             "memory_efficient_chunks": self.memory_efficient,
+            "memory_efficient_patches": self.patches,
             "share_by_kind": self.share_by_kind(),
             "layers": [dataclasses.asdict(layer) for layer in self.layers],
             "separable_vs_standard": [
@@ -98,13 +100,14 @@ def summarize(
     compare_standard: bool = False,
     scheduled_model: nn.Module | None = None,
     memory_efficient: int | str | None = None,
+    patches: int = 1,
 ) -> ModelSummary:
     """Analyse ``model`` on a ``batch_size × C × resolution × resolution`` input (counts are per batch).
 
     ``scheduled_model``, when given, is the model whose forward order sets the peak activation memory:
     the same network rescheduled, e.g. chunked (``mobilenets.deploy.memory_efficient``, whose
-    ``summarize_memory_efficient`` calls this). Counts stay ``model``'s; ``memory_efficient`` records
-    the chunk setting in the report.
+    ``summarize_memory_efficient`` calls this). Counts stay ``model``'s; ``memory_efficient`` and
+    ``patches`` record the chunk and tile settings in the report.
     """
     if dtype not in DTYPE_BYTES:
         raise UsageError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPE_BYTES)}")
@@ -141,6 +144,7 @@ def summarize(
         total_params=sum(p.numel() for p in model.parameters()),
         comparisons=compare_with_standard(layers) if compare_standard else [],
         memory_efficient=memory_efficient,
+        patches=patches,
     )
 
 

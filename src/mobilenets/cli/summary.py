@@ -38,6 +38,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="K",
         help="peak memory when inverted residuals run in K channel chunks (an integer, or 'channel')",
     )
+    parser.add_argument(
+        "--patches",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --memory-efficient: also run the stem and first blocks on N×N spatial tiles (MCUNetV2)",
+    )
+    parser.add_argument(
+        "--patch-stride",
+        type=int,
+        default=4,
+        metavar="S",
+        help="the tiles cover the blocks whose output stride is at most S (default 4)",
+    )
     parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
     parser.add_argument(
         "--json", dest="format", action="store_const", const="json", help="the same as --format json"
@@ -73,11 +87,14 @@ def run(args: argparse.Namespace) -> int:
     }
     chunks = _chunks(args.memory_efficient)
     if chunks is None:
+        if args.patches != 1:
+            raise UsageError("--patches needs --memory-efficient K (use 1 for tiles alone)")
         summary = summarize(model, **options)
     else:
         from ..deploy.memory_efficient import summarize_memory_efficient
 
-        summary = summarize_memory_efficient(model, chunks, **options)
+        patching = {"patches": args.patches, "patch_stride": args.patch_stride}
+        summary = summarize_memory_efficient(model, chunks, **patching, **options)
     if args.format == "json":
         print(to_json(summary))
     elif args.format == "csv":

@@ -31,6 +31,7 @@ from ..layers.inverted_residual import InvertedResidual
 from ..layers.padding import Conv2dSame, tf_same_pads
 from ..models.mobilenet import MobileNet
 from .fuse import fuse
+from .patch_inference import patch_stem
 
 Chunks = int | Literal["channel"]
 
@@ -203,7 +204,13 @@ def _set_block(model: MobileNet, name: str, module: nn.Module) -> None:
 
 
 def memory_efficient(
-    model: MobileNet, chunks: Chunks = 4, *, resolution: int | None = None, only_where_needed: bool = True
+    model: MobileNet,
+    chunks: Chunks = 4,
+    *,
+    patches: int = 1,
+    patch_stride: int = 4,
+    resolution: int | None = None,
+    only_where_needed: bool = True,
 ) -> MobileNet:
     """A copy of ``model`` whose inverted residual blocks run in ``chunks`` chunks (or one per channel).
 
@@ -219,14 +226,21 @@ def memory_efficient(
     chunk (its 1×1 convs as matrix products, faster than conv calls at small batches) where that
     fits under the peak, else in its plain form. Chunking the small late blocks would cost time and
     save nothing at the analysed peak.
+
+    ``patches`` > 1 adds spatial tiles (MCUNetV2): the stem and the blocks whose output stride is at
+    most ``patch_stride`` run on ``patches × patches`` tiles of their output
+    (:class:`~mobilenets.deploy.patch_inference.PatchedStem`), and channel chunks apply to the blocks
+    after them. The tiles' overlapping receptive fields are computed once per tile: a latency cost.
     """
     fused = fuse(copy.deepcopy(model))
     if not list(fused.iter_blocks()):
         raise UsageError("the model has no blocks to chunk")
+    size = resolution or fused.default_resolution
+    if patches != 1:
+        patch_stem(fused, patches, stride=patch_stride, resolution=size)
     replaced = _chunk_all(fused, chunks)
     if not only_where_needed or not replaced:
         return fused
-    size = resolution or fused.default_resolution
     example = torch.zeros(1, fused.in_channels, size, size)
     live_plain = _block_peaks(fuse(copy.deepcopy(model)), example)
     # Never above the plain schedule's peak either (one chunk keeps a block's input beside its expansion).
@@ -256,15 +270,25 @@ def _block_peaks(model: MobileNet, example: torch.Tensor) -> dict[str, int]:
 
 
 def summarize_memory_efficient(
-    model: MobileNet, chunks: Chunks = 4, *, resolution: int = 224, **options: Any
+    model: MobileNet,
+    chunks: Chunks = 4,
+    *,
+    patches: int = 1,
+    patch_stride: int = 4,
+    resolution: int = 224,
+    **options: Any,
 ) -> ModelSummary:
     """:func:`~mobilenets.analysis.summary.summarize` of ``model`` with its peak activation memory taken
-    under the chunked schedule of :func:`memory_efficient` (``options`` go to ``summarize``)."""
-    chunked = memory_efficient(model, chunks, resolution=resolution)
+    under the chunked (and patched) schedule of :func:`memory_efficient` (``options`` go to
+    ``summarize``)."""
+    chunked = memory_efficient(
+        model, chunks, patches=patches, patch_stride=patch_stride, resolution=resolution
+    )
     return summarize(
         model,
         resolution=resolution,
         scheduled_model=chunked,
         memory_efficient=chunks,
+        patches=patches,
         **options,
     )
