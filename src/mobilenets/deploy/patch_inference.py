@@ -231,11 +231,11 @@ def patch_stem(model: MobileNet, patches: int, *, stride: int = 4, resolution: i
     taken: list[tuple[str, nn.Module]] = [("stem", model.stem)]
     with torch.no_grad():
         x = model.stem(x)
-        if size // x.shape[-1] > stride:
+        if round(size / x.shape[-1]) > stride:
             raise UsageError(f"the stem alone reduces the input by more than the patch stride {stride}")
         for name, block in model.iter_blocks():
             x = block(x)
-            if size // x.shape[-1] > stride:
+            if round(size / x.shape[-1]) > stride:
                 break
             taken.append((name, block))
     model.stem = PatchedStem(taken, patches)
