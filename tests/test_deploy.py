@@ -441,7 +441,7 @@ def test_summary_cli_memory_efficient() -> None:
     assert patched["memory_efficient_patches"] == 8 and patched["peak_activation_op"] == "stem"
     assert patched["peak_activation_bytes"] < report["peak_activation_bytes"]  # below one chunk per channel
     code, _, err = run_cli(["summary", "mobilenet_v2", "--patches", "8"])
-    assert code == 2 and "--patches needs --memory-efficient" in err
+    assert code == 2 and "--patches and --patch-stride need --memory-efficient" in err
 
 
 @pytest.mark.slow

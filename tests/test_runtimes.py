@@ -227,3 +227,46 @@ def test_spatial_tiles_lower_the_executorch_plan_below_chunks_alone(tmp_path: Pa
     with torch.inference_mode():
         reference = model(x)
         assert (ExecuTorchClassifier(tiles.path)(x) - reference).abs().max() <= 1e-4 * reference.abs().max()
+
+
+def test_export_cli_writes_a_chunked_and_tiled_portable_program(
+    digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard], tmp_path: Path
+) -> None:
+    """export --format executorch --portable --memory-efficient K [--patches N]: verified, smaller plan."""
+    checkpoint, _, card = digits_checkpoint
+    base = ["export", "--checkpoint", str(checkpoint), "--format", "executorch", "--portable", "--json"]
+    reports = {}
+    for name, extra in (("plain", []), ("chunked", ["--memory-efficient", "4"]),
+                        ("tiled", ["--memory-efficient", "4", "--patches", "2"])):  # fmt: skip
+        code, stdout, err = run_cli(
+            [*base, *extra, "--verify-images", "4", "--out", str(tmp_path / f"{name}.pte")]
+        )
+        assert code == 0, err
+        reports[name] = json.loads(stdout)
+        assert reports[name]["kernels"] == "portable" and reports[name]["max_abs_diff"] <= 1e-4
+    assert reports["chunked"]["arena_bytes"] < reports["plain"]["arena_bytes"]
+    code, stdout, err = run_cli(["eval", "--pte", str(tmp_path / "tiled.pte"), "--json", "--no-confusion"])
+    assert code == 0, err
+    code, plain_out, err = run_cli(["eval", "--checkpoint", str(checkpoint), "--json", "--no-confusion"])
+    assert json.loads(stdout)["top1"] == pytest.approx(json.loads(plain_out)["top1"], abs=1e-9)
+    assert read_pte_card(tmp_path / "tiled.pte") == card
+    for argv, message in (
+        (["--format", "onnx", "--portable"], "--portable: only for --format executorch in fp32"),
+        (
+            ["--format", "executorch", "--patches", "2"],
+            "--patches and --patch-stride need --memory-efficient",
+        ),
+        (
+            ["--format", "executorch", "--memory-efficient", "0"],
+            "--memory-efficient must be a positive integer",
+        ),
+        (
+            ["--format", "executorch", "--memory-efficient", "4", "--patches", "0"],
+            "patches must be a positive",
+        ),
+    ):
+        suffix = ".onnx" if "onnx" in argv else ".pte"
+        code, _, err = run_cli(
+            ["export", "--checkpoint", str(checkpoint), *argv, "--out", str(tmp_path / f"x{suffix}")]
+        )
+        assert code == 2 and message in err, err

@@ -6,11 +6,13 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..deploy.patch_inference import PATCH_STRIDE
 from ..errors import MissingFileError, UsageError
 from ..models import MobileNet, create_model
 from ..models import check_resolution as check_input_size
 
 if TYPE_CHECKING:
+    from ..deploy.memory_efficient import Chunks
     from ..weights.card import TrainedModel
 
 
@@ -223,3 +225,54 @@ def deployed_path(args: argparse.Namespace) -> Path | None:
             raise UsageError(f"{flag} {str(path)!r}: expected a {suffix} file")
         return path
     return None
+
+
+def add_memory_efficient_arguments(parser: argparse._ActionsContainer, what: str) -> None:
+    """``--memory-efficient K``, ``--patches N`` and ``--patch-stride S`` (``deploy.memory_efficient``)."""
+    parser.add_argument(
+        "--memory-efficient",
+        default=None,
+        metavar="K",
+        help=f"{what} inverted residuals run in K channel chunks (an integer, or 'channel')",
+    )
+    parser.add_argument(
+        "--patches",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --memory-efficient: also run the stem and first blocks on N×N spatial tiles (MCUNetV2)",
+    )
+    parser.add_argument(
+        "--patch-stride",
+        type=int,
+        default=None,
+        metavar="S",
+        help=f"the tiles cover the blocks whose output stride is at most S (default {PATCH_STRIDE})",
+    )
+
+
+def memory_efficient_options(args: argparse.Namespace) -> tuple[Chunks, int, int] | None:
+    """``--memory-efficient``'s chunks, ``--patches`` and ``--patch-stride`` (defaults filled in);
+    None without ``--memory-efficient``."""
+    chunks = parse_chunks(args.memory_efficient)
+    if chunks is None:
+        if args.patches is not None or args.patch_stride is not None:
+            raise UsageError("--patches and --patch-stride need --memory-efficient K (use 1 for tiles alone)")
+        return None
+    patches = 1 if args.patches is None else args.patches  # 0 and negatives reach memory_efficient's check
+    return chunks, patches, PATCH_STRIDE if args.patch_stride is None else args.patch_stride
+
+
+def parse_chunks(value: str | None) -> Chunks | None:
+    """``--memory-efficient``'s value: a positive integer or ``"channel"`` (None when not given)."""
+    if value is None:
+        return None
+    if value == "channel":
+        return "channel"
+    try:
+        chunks = int(value)
+    except ValueError:
+        chunks = 0
+    if chunks < 1:
+        raise UsageError(f"--memory-efficient must be a positive integer or 'channel', got {value!r}")
+    return chunks

@@ -32,7 +32,14 @@ from ..deploy.verified_export import (
     RUNTIMES,
 )
 from ..errors import UsageError
-from .common import add_weights_arguments, check_resolution, foreign_model_kwargs, load_from_args
+from .common import (
+    add_memory_efficient_arguments,
+    add_weights_arguments,
+    check_resolution,
+    foreign_model_kwargs,
+    load_from_args,
+    memory_efficient_options,
+)
 
 if TYPE_CHECKING:
     from ..deploy.export_report import ExportReport
@@ -138,6 +145,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help=f"SGD learning rate of the fine-tune (default {DEFAULT_QAT_LR:g})",
     )
+    memory = parser.add_argument_group("memory-efficient program (--format executorch, fp32)")
+    add_memory_efficient_arguments(memory, "export the model whose")
+    memory.add_argument(
+        "--portable",
+        action="store_true",
+        default=None,
+        help="lower to ExecuTorch's portable kernels instead of XNNPACK: every activation lives in the "
+        "planned arena the report states (where --memory-efficient's saving shows)",
+    )
     parser.add_argument(
         "--verify-data", default=None, help="images to verify on (default: --calib, else the data)"
     )
@@ -186,6 +202,10 @@ def _check_args(args: argparse.Namespace) -> None:
                 f"{', '.join(given)}: only for --format onnx (ONNX Runtime's quantizer); "
                 f"--format {args.format} quantizes with {QUANTIZERS[args.format]}"
             )
+    memory = [flag for flag, given in (("--memory-efficient", args.memory_efficient is not None),
+                                      ("--portable", bool(args.portable))) if given]  # fmt: skip
+    if memory and (args.format != "executorch" or args.int8):
+        raise UsageError(f"{', '.join(memory)}: only for --format executorch in fp32 (not --int8)")
     qat = [flag for name, flag in QAT_OPTIONS.items() if getattr(args, name) is not None]
     if qat and args.format != "exported-program":
         raise UsageError(f"{', '.join(qat)}: only for --format exported-program --int8 (torchao PT2E)")
@@ -247,7 +267,8 @@ def _keep_float(args: argparse.Namespace) -> list[str]:
 
 def _message(report: ExportReport) -> str:
     """The human-readable report: one line per file written."""
-    runtime = RUNTIMES[report.format]
+    portable = report.kernels == "portable"
+    runtime = "ExecuTorch (portable kernels)" if portable else RUNTIMES[report.format]
     sizes = " and ".join(str(size) for size in report.verified_batch_sizes)
     if report.format == "onnx":
         lines = [
@@ -285,6 +306,12 @@ def run(args: argparse.Namespace) -> int:
     # Images are prepared at the exported size, which the file's card will say too.
     card = dataclasses.replace(card, img_size=resolution)
     verify, described = _verification_images(args, card)
+    lean = memory_efficient_options(args)
+    if lean is not None:
+        from ..deploy.memory_efficient import memory_efficient
+
+        chunks, patches, stride = lean
+        model = memory_efficient(model, chunks, patches=patches, patch_stride=stride, resolution=resolution)
     report = export_verified(
         model,
         args.out,
@@ -302,6 +329,7 @@ def run(args: argparse.Namespace) -> int:
         keep_float=_keep_float(args),
         qat_epochs=args.qat_epochs,
         qat_lr=args.qat_lr,
+        portable=bool(args.portable),
     )
     print(json.dumps(report.to_dict()) if args.json else _message(report))
     return 0

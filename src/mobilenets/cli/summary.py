@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..analysis.formatting import print_table, to_csv, to_json
 from ..analysis.summary import DTYPE_BYTES, summarize
-from ..errors import UsageError
-from .common import add_model_arguments, model_from_args, model_name_from_args
-
-if TYPE_CHECKING:
-    from ..deploy.memory_efficient import Chunks
+from .common import (
+    add_memory_efficient_arguments,
+    add_model_arguments,
+    memory_efficient_options,
+    model_from_args,
+    model_name_from_args,
+)
 
 SMALL_INPUT_RESOLUTION = 32  # CIFAR's size, what --small-input networks are made for
 
@@ -32,45 +34,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="count a standard conv twin for every depthwise separable pair",
     )
-    parser.add_argument(
-        "--memory-efficient",
-        default=None,
-        metavar="K",
-        help="peak memory when inverted residuals run in K channel chunks (an integer, or 'channel')",
-    )
-    parser.add_argument(
-        "--patches",
-        type=int,
-        default=1,
-        metavar="N",
-        help="with --memory-efficient: also run the stem and first blocks on N×N spatial tiles (MCUNetV2)",
-    )
-    parser.add_argument(
-        "--patch-stride",
-        type=int,
-        default=4,
-        metavar="S",
-        help="the tiles cover the blocks whose output stride is at most S (default 4)",
-    )
+    add_memory_efficient_arguments(parser, "peak memory when")
     parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
     parser.add_argument(
         "--json", dest="format", action="store_const", const="json", help="the same as --format json"
     )
     parser.set_defaults(run=run)
-
-
-def _chunks(value: str | None) -> Chunks | None:
-    if value is None:
-        return None
-    if value == "channel":
-        return "channel"
-    try:
-        chunks = int(value)
-    except ValueError:
-        chunks = 0
-    if chunks < 1:
-        raise UsageError(f"--memory-efficient must be a positive integer or 'channel', got {value!r}")
-    return chunks
 
 
 def run(args: argparse.Namespace) -> int:
@@ -85,16 +54,14 @@ def run(args: argparse.Namespace) -> int:
         "name": model_name_from_args(args),
         "compare_standard": args.compare_standard,
     }
-    chunks = _chunks(args.memory_efficient)
-    if chunks is None:
-        if args.patches != 1:
-            raise UsageError("--patches needs --memory-efficient K (use 1 for tiles alone)")
+    lean = memory_efficient_options(args)
+    if lean is None:
         summary = summarize(model, **options)
     else:
         from ..deploy.memory_efficient import summarize_memory_efficient
 
-        patching = {"patches": args.patches, "patch_stride": args.patch_stride}
-        summary = summarize_memory_efficient(model, chunks, **patching, **options)
+        chunks, patches, stride = lean
+        summary = summarize_memory_efficient(model, chunks, patches=patches, patch_stride=stride, **options)
     if args.format == "json":
         print(to_json(summary))
     elif args.format == "csv":

@@ -21,7 +21,8 @@ class ExportReport:
     file's largest absolute logit difference from PyTorch. ``int8`` names the quantizer
     (``"onnxruntime"``, ``"pt2e"``, ``"xnnpack"`` or ``"nncf"``); ``int8_top1_agreement`` is the share
     of verification images whose top-1 class the int8 file and the float model agree on.
-    ``arena_bytes`` is an ExecuTorch program's planned activation memory. ``export_seconds`` covers
+    ``arena_bytes`` is an ExecuTorch program's planned activation memory, ``kernels`` what it runs on
+    (``"xnnpack"``, or ``"portable"``: every operator in the planned arena). ``export_seconds`` covers
     writing (and quantizing), not verifying. Fields that do not apply are None.
     """
 
@@ -45,6 +46,7 @@ class ExportReport:
     qat_epochs: int | None = None
     qat_lr: float | None = None
     arena_bytes: int | None = None  # ExecuTorch: the memory planner's activation arena of forward
+    kernels: str | None = None  # ExecuTorch: "xnnpack" (delegated) or "portable"
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON-ready values (paths as strings), leaving out those that are None.

@@ -31,7 +31,7 @@ from ..layers.inverted_residual import InvertedResidual
 from ..layers.padding import Conv2dSame, tf_same_pads
 from ..models.mobilenet import MobileNet
 from .fuse import fuse
-from .patch_inference import patch_stem
+from .patch_inference import PATCH_STRIDE, patch_stem
 
 Chunks = int | Literal["channel"]
 
@@ -208,7 +208,7 @@ def memory_efficient(
     chunks: Chunks = 4,
     *,
     patches: int = 1,
-    patch_stride: int = 4,
+    patch_stride: int = PATCH_STRIDE,
     resolution: int | None = None,
     only_where_needed: bool = True,
 ) -> MobileNet:
@@ -228,7 +228,7 @@ def memory_efficient(
     save nothing at the analysed peak.
 
     ``patches`` > 1 adds spatial tiles (MCUNetV2): the stem and the blocks whose output stride is at
-    most ``patch_stride`` run on ``patches × patches`` tiles of their output
+    most ``patch_stride`` (default 4) run on ``patches × patches`` tiles of their output
     (:class:`~mobilenets.deploy.patch_inference.PatchedStem`), and channel chunks apply to the blocks
     after them. The tiles' overlapping receptive fields are computed once per tile: a latency cost.
     """
@@ -274,7 +274,7 @@ def summarize_memory_efficient(
     chunks: Chunks = 4,
     *,
     patches: int = 1,
-    patch_stride: int = 4,
+    patch_stride: int = PATCH_STRIDE,
     resolution: int = 224,
     **options: Any,
 ) -> ModelSummary:

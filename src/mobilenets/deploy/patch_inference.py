@@ -29,6 +29,7 @@ from ..layers.separable import DepthwiseSeparableConv
 from ..models.mobilenet import MobileNet
 
 Interval = tuple[int, int]  # [start, stop) along one spatial axis
+PATCH_STRIDE = 4  # default: tile the stem and the blocks up to output stride 4 (MobileNetV2: 56×56 at 224)
 
 
 class _TileConv(nn.Module):
@@ -217,7 +218,9 @@ class PatchedStem(nn.Module):
         return max(live, default=0) * bytes_per_element
 
 
-def patch_stem(model: MobileNet, patches: int, *, stride: int = 4, resolution: int | None = None) -> int:
+def patch_stem(
+    model: MobileNet, patches: int, *, stride: int = PATCH_STRIDE, resolution: int | None = None
+) -> int:
     """Replace ``model``'s stem and the blocks whose output stride is at most ``stride`` by one
     :class:`PatchedStem` of ``patches × patches`` tiles, in place (BatchNorm must be folded first).
 

@@ -105,8 +105,13 @@ def _check_combination(
     keep_float: Sequence[str],
     qat_epochs: int | None,
     qat_lr: float | None,
+    portable: bool = False,
 ) -> None:
     """Options that only mean something together with others."""
+    if portable and (format != "executorch" or int8):
+        raise UsageError(
+            "portable: only for format 'executorch' in fp32 (an int8 program runs on XNNPACK's kernels)"
+        )
     if int8 and format not in INT8_FORMATS:
         formats = f"{', '.join(INT8_FORMATS[:-1])} or {INT8_FORMATS[-1]}"
         raise UsageError(f"int8: format {format!r} has no int8 export; use {formats}")
@@ -149,6 +154,7 @@ def export_verified(
     keep_float: Sequence[str] = (),
     qat_epochs: int | None = None,
     qat_lr: float | None = None,
+    portable: bool = False,
 ) -> ExportReport:
     """Export ``model`` to ``out``, reload the file in its runtime and check it against PyTorch.
 
@@ -168,6 +174,10 @@ def export_verified(
     :mod:`~mobilenets.deploy.quantize`) and keeps the fp32 file as ``OUT.fp32.onnx``; an exported
     program goes through torchao's PT2E flow, fine-tuned for ``qat_epochs`` epochs at ``qat_lr``
     when given (see :mod:`~mobilenets.deploy.pt2e_qat`). ``keep_float`` names modules left in float.
+
+    ``portable`` lowers an fp32 ExecuTorch program to the portable kernels instead of XNNPACK: every
+    activation then lives in the memory planner's arena (``arena_bytes``), which is where the chunked
+    and tiled models of :mod:`~mobilenets.deploy.memory_efficient` keep their saving.
     ``model`` is put in eval mode and not otherwise changed.
     """
     check_export_values(
@@ -188,6 +198,7 @@ def export_verified(
         keep_float=keep_float,
         qat_epochs=qat_epochs,
         qat_lr=qat_lr,
+        portable=portable,
     )
     if resolution is None:
         if card is None:
@@ -226,7 +237,9 @@ def export_verified(
         qat_epochs=qat_epochs,
         qat_lr=qat_lr,
     )
-    exports = {"onnx": _onnx, "executorch": _executorch, "openvino": _openvino}
+    if format == "executorch":
+        return _executorch(model, base, card, resolution, verify, settings, portable=portable)
+    exports = {"onnx": _onnx, "openvino": _openvino}
     return exports.get(format, _torch)(model, base, card, resolution, verify, settings)
 
 
@@ -405,8 +418,11 @@ def _executorch(
     resolution: int,
     verify: torch.Tensor,
     settings: _Int8Settings,
+    *,
+    portable: bool = False,
 ) -> ExportReport:
-    """An ExecuTorch program lowered to XNNPACK (fp32, or int8 by XNNPACK's quantizer), run by its runtime."""
+    """An ExecuTorch program lowered to XNNPACK (fp32, or int8 by XNNPACK's quantizer), or in fp32 to the
+    portable kernels, run by its runtime."""
     from .executorch_export import ExecuTorchClassifier, export_executorch, quantize_xnnpack
 
     out, calibration = base.path, settings.calibration
@@ -416,14 +432,19 @@ def _executorch(
         batches = list(calibration.split(PT2E_CALIBRATION_BATCH))
         program = quantize_xnnpack(model, batches, resolution=resolution, keep_float=settings.keep_float)
     written = export_executorch(
-        program, out, resolution=resolution, card=card, dynamic_batch=base.dynamic_batch
+        program,
+        out,
+        resolution=resolution,
+        card=card,
+        dynamic_batch=base.dynamic_batch,
+        delegate=not portable,
     )
     export_seconds = time.perf_counter() - started
     loaded = ExecuTorchClassifier(out)
     batches = verification_batches(verify, fixed_batch=not base.dynamic_batch)
     return _checked(
         base, model, loaded, batches, calibration, "xnnpack", seconds=export_seconds,
-        size=written.bytes, arena_bytes=written.arena_bytes,
+        size=written.bytes, arena_bytes=written.arena_bytes, kernels="portable" if portable else "xnnpack",
     )  # fmt: skip
 
 
