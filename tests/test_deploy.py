@@ -411,6 +411,8 @@ def test_patches_lower_the_chunked_peak_and_reject_what_they_cannot_tile() -> No
     # The tiles' scratch is what their own run holds: the largest tile's tensors, not the whole map's.
     fused = fuse(model)
     assert patch_stem(fused, 8) == 3  # block 0 and stage 1 (output stride 4)
+    assert isinstance(fused.stem, PatchedStem)
+    assert fused.stem.names == ["stem", "blocks.0.0", "blocks.1.0", "blocks.1.1"]
     assert isinstance(fused.blocks[1][1], torch.nn.Identity)
     x = torch.zeros(1, 3, 224, 224)
     assert 0 < fused.stem.scratch_bytes(x) < 4 * 96 * 112 * 112 / 4  # a quarter of block 1's expansion

@@ -126,24 +126,24 @@ class PatchedStem(nn.Module):
         if not modules:
             raise UsageError("patch-based inference needs at least the stem to patch")
         self.patches = patches
-        self.names = [name for name, _ in modules]
+        self.names = [name for name, _ in modules]  # what the tiles run, as the network named it
         self.blocks = [_tile_block(module, name) for name, module in modules]
         self.parts = nn.ModuleList(self.blocks)  # registers the weights under parts.I.convs.J
         self._convs = [conv for block in self.blocks for conv in block.units]
 
-    def _plan(self, size: int, out: Interval, axis: int) -> list[tuple[int, Interval, Interval]]:
-        """Per conv, in order: (padding before, input interval it reads, output interval it makes)."""
+    def _plan(self, size: int, out: Interval, axis: int) -> list[tuple[Interval, Interval]]:
+        """Per conv, in order: (the input interval it reads, the output interval it makes) for ``out``."""
         sizes = [size]
         pads = []
         for conv in self._convs:
             pad, out_size = conv.geometry(sizes[-1], axis)
             pads.append(pad)
             sizes.append(out_size)
-        plan: list[tuple[int, Interval, Interval]] = []
+        plan: list[tuple[Interval, Interval]] = []
         wanted = out
         for index in range(len(self._convs) - 1, -1, -1):
             reads = self._convs[index].needed(wanted, pads[index], axis)
-            plan.append((pads[index], reads, wanted))
+            plan.append((reads, wanted))
             wanted = _clip(reads, sizes[index])
         return plan[::-1]
 
@@ -157,7 +157,7 @@ class PatchedStem(nn.Module):
         height, width = x.shape[-2:]
         row_plan = self._plan(height, rows, 0)
         col_plan = self._plan(width, cols, 1)
-        (_, row_reads, _), (_, col_reads, _) = row_plan[0], col_plan[0]
+        (row_reads, _), (col_reads, _) = row_plan[0], col_plan[0]
         (r0, r1), (c0, c1) = _clip(row_reads, height), _clip(col_reads, width)
         tensor = x[:, :, r0:r1, c0:c1]
         have = ((r0, r1), (c0, c1))
@@ -165,7 +165,7 @@ class PatchedStem(nn.Module):
         for part in self.blocks:
             block_input, block_have = tensor, have
             for conv in part.units:
-                (_, row_in, row_out), (_, col_in, col_out) = next(steps)
+                (row_in, row_out), (col_in, col_out) = next(steps)
                 # Zeros only where this tile's region leaves the feature map: the map's own padding.
                 (rows_have, cols_have), previous = have, tensor
                 pads = (
