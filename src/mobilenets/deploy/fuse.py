@@ -11,9 +11,11 @@ from __future__ import annotations
 import copy
 from typing import TypeVar
 
+import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from ..errors import UsageError
 from ..layers.conv_norm_act import ConvNormAct
 
 M = TypeVar("M", bound=nn.Module)
@@ -38,3 +40,15 @@ def fuse(model: M, *, inplace: bool = False) -> M:
 def count_batchnorms(model: nn.Module) -> int:
     """How many BatchNorm layers ``model`` still has (0 after :func:`fuse` for BatchNorm models)."""
     return sum(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in model.modules())
+
+
+def folded_parameters(unit: ConvNormAct, user: str) -> tuple[nn.Parameter, nn.Parameter]:
+    """The (weight, bias) of ``unit``'s BatchNorm-folded conv as frozen copies (a zero bias if it has
+    none), for modules that re-run the conv piece by piece; ``user`` names them in the error raised
+    when BatchNorm is not folded yet."""
+    if not isinstance(unit.bn, nn.Identity):
+        raise UsageError(f"{user}: BatchNorm must be folded first (mobilenets.deploy.fuse)")
+    conv = unit.conv
+    bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
+    weight = nn.Parameter(conv.weight.detach(), requires_grad=False)
+    return weight, nn.Parameter(bias.detach(), requires_grad=False)

@@ -30,7 +30,7 @@ from ..layers.conv_norm_act import ConvNormAct
 from ..layers.inverted_residual import InvertedResidual
 from ..layers.padding import Conv2dSame, tf_same_pads
 from ..models.mobilenet import MobileNet
-from .fuse import fuse
+from .fuse import folded_parameters, fuse
 from .patch_inference import PATCH_STRIDE, patch_stem
 
 Chunks = int | Literal["channel"]
@@ -54,12 +54,8 @@ class _ConvPart(nn.Module):
 
     def __init__(self, unit: ConvNormAct) -> None:
         super().__init__()
-        if not isinstance(unit.bn, nn.Identity):
-            raise UsageError("memory-efficient blocks need BatchNorm folded first (mobilenets.deploy.fuse)")
+        self.weight, self.bias = folded_parameters(unit, "memory-efficient blocks")
         conv = unit.conv
-        self.weight = nn.Parameter(conv.weight.detach(), requires_grad=False)
-        bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
-        self.bias = nn.Parameter(bias.detach(), requires_grad=False)
         self.stride = conv.stride
         self.dilation = conv.dilation
         self.padding = conv.padding

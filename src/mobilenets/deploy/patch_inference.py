@@ -27,6 +27,7 @@ from ..layers.inverted_residual import InvertedResidual
 from ..layers.padding import Conv2dSame, tf_same_pads
 from ..layers.separable import DepthwiseSeparableConv
 from ..models.mobilenet import MobileNet
+from .fuse import folded_parameters
 
 Interval = tuple[int, int]  # [start, stop) along one spatial axis
 PATCH_STRIDE = 4  # default: tile the stem and the blocks up to output stride 4 (MobileNetV2: 56×56 at 224)
@@ -40,13 +41,9 @@ class _TileConv(nn.Module):
         if not isinstance(unit, ConvNormAct) or not isinstance(unit.conv, nn.Conv2d):
             raise UsageError(f"patch-based inference runs conv units, got {type(unit).__name__}")
         conv = unit.conv
-        if not isinstance(unit.bn, nn.Identity):
-            raise UsageError("patch-based inference needs BatchNorm folded first (mobilenets.deploy.fuse)")
+        self.weight, self.bias = folded_parameters(unit, "patch-based inference")
         if conv.dilation != (1, 1):
             raise UsageError("patch-based inference does not support dilated convs (output_stride < 32)")
-        self.weight = nn.Parameter(conv.weight.detach(), requires_grad=False)
-        bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
-        self.bias = nn.Parameter(bias.detach(), requires_grad=False)
         self.kernel = conv.kernel_size
         self.stride = conv.stride
         self.groups = conv.groups
