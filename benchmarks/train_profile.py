@@ -1,4 +1,4 @@
-"""Where a training step's time goes, by kind of operator: the CIFAR-10 recipe's network on this CPU.
+"""Where a training step's time goes, by kind of operator: the CIFAR-10 networks on this CPU.
 
 A real :class:`~mobilenets.training.engine.Trainer` built with the ``cifar10`` recipe's model options
 (``mobilenet_v2`` width 1.0, ``small_input=1``, batch 128 at 32×32, channels_last, in-place ReLU6
@@ -8,14 +8,24 @@ steps and each aten operator's self CPU time is summed into kinds (convolution, 
 each forward and backward; the optimizer; the rest). This says what a faster step has to speed up:
 a kind's share is the most that making it free could save.
 
-    python benchmarks/train_profile.py --markdown     # ~1 minute on 2 cores
+Each variant of ``--variants`` is profiled alone in its own process, side by side in one table: the
+recipe's network (ends at 2×2); the same with its last stride dropped (``output_stride=8``, ends at
+4×4), dilated as segmentation backbones are and undilated as CIFAR variants are (``dilate=False``);
+and the recipe's step under ``torch.compile`` (``mobilenets train --compile``), whose generated
+kernels fuse batch norm with the activation (their time counts as "other").
+
+    python benchmarks/train_profile.py --markdown     # ~2 minutes on 2 cores
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
 import tempfile
 import time
+from typing import Any
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -37,21 +47,20 @@ KINDS: dict[str, tuple[str, ...]] = {
     "activation, backward": ("aten::hardtanh_backward", "_ClampKeepingOutputBackward"),
     "optimizer": ("aten::_fused_sgd_", "Optimizer.step#SGD.step", "Optimizer.zero_grad#SGD.zero_grad"),
 }
+# The variants compared: builder options on top of the recipe's (mobilenet_v2, small_input=1), and
+# TrainConfig settings.
+RECIPE = "recipe (2×2)"
+VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    RECIPE: ({}, {}),
+    "output_stride 8, dilated (4×4)": ({"output_stride": 8}, {}),
+    "output_stride 8, undilated (4×4)": ({"output_stride": 8, "dilate": False}, {}),
+    "recipe, torch.compile": ({}, {"compile": True}),
+}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="mobilenet_v2")
-    parser.add_argument("--width-mult", type=float, default=1.0)
-    parser.add_argument("--small-input", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=10, help="profiled steps, after 3 warm-up steps")
-    add_markdown_argument(parser, "training.md")
-    args = parser.parse_args()
-    if args.steps < 1 or args.threads < 1:
-        parser.error("--steps and --threads must be at least 1")
-    started = time.perf_counter()
+def profile_variant(args: argparse.Namespace, variant: str) -> dict[str, Any]:
+    """Profile one variant's training step in this process: ms per step by kind, unprofiled step."""
+    options, settings = VARIANTS[variant]
     torch.set_num_threads(args.threads)
     reuse_freed_memory()
     with tempfile.TemporaryDirectory() as folder:
@@ -59,12 +68,14 @@ def main() -> int:
             model=args.model,
             width_mult=args.width_mult,
             small_input=args.small_input,
+            model_options=options,
             data="digits",  # only builds the Trainer (10 classes, 32 px); the batch is synthetic
             img_size=32,
             batch_size=args.batch_size,
             workers=0,
             progress=False,
             out=folder,
+            **settings,
         )
         trainer = Trainer(config, DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu")))
         trainer.train_module.train()
@@ -83,19 +94,64 @@ def main() -> int:
                 trainer._step(images, labels)
     self_ms = {event.key: event.self_cpu_time_total / 1000 / args.steps for event in profiler.key_averages()}
     total = sum(self_ms.values())
-    shares = {kind: sum(self_ms.get(name, 0.0) for name in names) for kind, names in KINDS.items()}
-    shares["other"] = total - sum(shares.values())
-    cells = [[kind, f"{ms:.1f}", f"{ms / total:.0%}"] for kind, ms in shares.items()]
-    memory_bound = sum(shares[kind] for kind in shares if kind.startswith(("batch norm", "activation")))
-    convolutions = shares["convolution, forward"] + shares["convolution, backward"]
+    kinds = {kind: sum(self_ms.get(name, 0.0) for name in names) for kind, names in KINDS.items()}
+    kinds["other"] = total - sum(kinds.values())
+    return {"step_ms": step_ms, "profiled_ms": total, "kinds": kinds}
+
+
+def share(result: dict[str, Any], kind: str) -> str:
+    """A table cell: ms per step of ``kind`` and its share of the variant's profiled total."""
+    ms = result["kinds"][kind]
+    return f"{ms:.1f} ({ms / result['profiled_ms']:.0%})"
+
+
+def in_own_process(variant: str) -> dict[str, Any]:
+    """:func:`profile_variant` in a fresh interpreter (nothing left over from another variant)."""
+    command = [sys.executable, __file__, *sys.argv[1:], "--child", variant]
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="mobilenet_v2")
+    parser.add_argument("--width-mult", type=float, default=1.0)
+    parser.add_argument("--small-input", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=10, help="profiled steps, after 3 warm-up steps")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--child", choices=list(VARIANTS), help=argparse.SUPPRESS)
+    add_markdown_argument(parser, "training.md")
+    args = parser.parse_args()
+    if args.steps < 1 or args.threads < 1:
+        parser.error("--steps and --threads must be at least 1")
+    if args.child:
+        print(json.dumps(profile_variant(args, args.child)))
+        return 0
+    started = time.perf_counter()
+    results = {variant: in_own_process(variant) for variant in args.variants}
+    cells = [[kind, *(share(r, kind) for r in results.values())] for kind in [*KINDS, "other"]]
+    cells.append(["**step, unprofiled**", *(f"**{r['step_ms']:.0f}**" for r in results.values())])
+    cells.append(["images/s", *(f"{1000 * args.batch_size / r['step_ms']:.0f}" for r in results.values())])
+    recipe = results.get(RECIPE)
     summary = (
         f"`{args.model}` width {args.width_mult}, `small_input={args.small_input}`, batch "
-        f"{args.batch_size} at 32×32, {args.threads} threads: a step takes {step_ms:.0f} ms unprofiled "
-        f"({1000 * args.batch_size / step_ms:.0f} images/s); profiled self time {total:.0f} ms per step. "
-        "Batch norm and activations, passes over the activation tensors that compute almost nothing, "
-        f"take {memory_bound / total:.0%} of it; convolutions {convolutions / total:.0%}."
+        f"{args.batch_size} at 32×32, {args.threads} threads, each variant in its own process; ms of "
+        "profiled self time per step (share of the variant's profiled total)."
     )
-    body = table(["kind", "ms per step", "share"], cells, "lrr")
+    if recipe is not None:
+        kinds = recipe["kinds"].items()
+        memory_bound = sum(ms for kind, ms in kinds if kind.startswith(("batch norm", "activation")))
+        summary += (
+            f" In the recipe's step, batch norm and activations, passes over the activation tensors that "
+            f"compute almost nothing, take {memory_bound / recipe['profiled_ms']:.0%}."
+        )
+        for variant, r in results.items():
+            if variant != RECIPE:
+                summary += f" {variant}: {r['step_ms'] / recipe['step_ms']:.2f}× the recipe's step."
+    body = table(["kind", *results], cells, "l" + "r" * len(results))
     text = f"{provenance(time.perf_counter() - started)}\n\n{body}\n\n{summary}"
     print(text)
     write_fragments(args.markdown, {"train-profile": text})

@@ -97,6 +97,24 @@ def test_summary_of_the_small_input_network_defaults_to_32px() -> None:
         assert result.returncode == 2 and "expected 1 or 2" in result.stderr
 
 
+def test_output_stride_keeps_a_4x4_map_after_the_stem_stride_is_dropped() -> None:
+    args = ("summary", "mobilenet_v2", "--num-classes", "10", "--small-input", "1", "--format", "json")
+    plain = json.loads(run_cli(*args).stdout)
+    result = run_cli(*args, "--output-stride", "8")
+    assert result.returncode == 0, result.stderr
+    dilated = json.loads(result.stdout)
+    assert plain["layers"][-2]["output_shape"][-2:] == [2, 2]
+    assert dilated["layers"][-2]["output_shape"][-2:] == [4, 4]  # conv_head, before pooling
+    assert dilated["total_params"] == plain["total_params"]  # strides and dilation change, not weights
+    assert plain["total_macs"] < dilated["total_macs"] < 2 * plain["total_macs"]
+    undilated = json.loads(run_cli(*args, "--output-stride", "8", "--no-dilate").stdout)
+    assert undilated["total_macs"] == dilated["total_macs"]  # dilation moves taps, not mult-adds
+    wrong = run_cli("summary", "mobilenet_v2", "--output-stride", "4")
+    assert wrong.returncode == 2 and "invalid choice" in wrong.stderr
+    alone = run_cli("summary", "mobilenet_v2", "--no-dilate")
+    assert alone.returncode == 2 and "give --output-stride 8 or 16" in alone.stderr
+
+
 def test_summary_table_and_csv() -> None:
     table = run_cli("summary", "mobilenet_v3_small", "--compare-standard")
     assert table.returncode == 0, table.stderr
@@ -139,6 +157,7 @@ def test_train_spells_the_input_size_resolution_and_keeps_img_size() -> None:
     assert parser.parse_args(["train", "--resolution", "64"]).resolution == 64
     assert parser.parse_args(["train", "--img-size", "64"]).resolution == 64
     assert parser.parse_args(["train"]).resolution is None  # resolved from --data by TrainConfig
+    assert parser.parse_args(["train", "--output-stride", "8"]).output_stride == 8
 
 
 @pytest.mark.slow

@@ -448,6 +448,7 @@ FRAGMENTS = {
         "train-accuracy-cifar10-finetune": "train_accuracy.py",
         "train-throughput": "train_throughput.py",
         "cifar10-reference": "cifar10_reference.py",
+        "train-profile": "train_profile.py",
     },
     "docs/reliability.md": {"fault-injection": "fault_injection.py"},
 }

@@ -488,6 +488,7 @@ def model_options(draw: st.DrawFn) -> dict[str, Any]:
         "dropout": draw(st.floats(0.0, 0.9)),
         "drop_path_rate": draw(st.floats(0.0, 0.5)),
         "output_stride": draw(st.sampled_from([8, 16, 32])),
+        "dilate": draw(st.booleans()),
         "norm": draw(st.sampled_from(NORM_KINDS)),
         "norm_eps": draw(st.one_of(st.none(), st.floats(1e-6, 1e-2))),
         "activation": draw(st.one_of(st.none(), st.sampled_from(ACTIVATION_NAMES))),
@@ -551,7 +552,7 @@ BAD_MODEL_OPTIONS = st.one_of(
         st.one_of(st.text(max_size=8).filter(lambda s: s not in PADDING_MODES), st.none(), st.integers()),
     ),
     st.tuples(
-        st.sampled_from(["features_only", "keep_last_wide"]),
+        st.sampled_from(["features_only", "keep_last_wide", "dilate"]),
         st.one_of(st.integers(), st.text(max_size=3)),
     ),
     st.tuples(  # small_input also takes 0, 1 or 2 (strides to drop)

@@ -9,6 +9,7 @@ from torch import nn
 
 import mobilenets
 from mobilenets import create_model, list_models
+from mobilenets.errors import UsageError
 from mobilenets.models import MAX_INPUT_SIZE, MIN_INPUT_SIZE, check_model_options, check_resolution
 from tests.conftest import ALL_MODELS, SMALL_RES
 
@@ -61,6 +62,20 @@ def test_output_stride_dilates_instead_of_striding(output_stride: int) -> None:
     assert [f.reduction for f in model.feature_info][-1] == output_stride
     dilations = [m.dilation[0] for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups > 1]
     assert max(dilations) == 32 // output_stride
+
+
+def test_output_stride_without_dilation_only_drops_the_strides() -> None:
+    """dilate=False: the CIFAR variants' 4×4 final map, the same weights, no dilated conv anywhere."""
+    plain = create_model("mobilenet_v2", num_classes=10, small_input=1).eval()
+    model = create_model("mobilenet_v2", num_classes=10, small_input=1, output_stride=8, dilate=False).eval()
+    model.load_state_dict(plain.state_dict())
+    assert all(m.dilation == (1, 1) for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert [f.reduction for f in model.feature_info][-1] == 8
+    with torch.no_grad():
+        assert model.forward_features(torch.randn(1, 3, 32, 32)).shape[-2:] == (4, 4)
+        assert plain.forward_features(torch.randn(1, 3, 32, 32)).shape[-2:] == (2, 2)
+    with pytest.raises(UsageError, match="dilate must be True or False"):
+        create_model("mobilenet_v2", dilate="no")
 
 
 @pytest.mark.parametrize("resolution", [32, 57, 100, 224])

@@ -10,6 +10,7 @@ from ..deploy.patch_inference import PATCH_STRIDE
 from ..errors import MissingFileError, UsageError
 from ..models import MobileNet, create_model
 from ..models import check_resolution as check_input_size
+from ..models.builder import OUTPUT_STRIDES
 
 if TYPE_CHECKING:
     from ..deploy.memory_efficient import Chunks
@@ -59,6 +60,41 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--padding", choices=("symmetric", "tf_same"), default="symmetric", help="conv padding rule"
     )
     add_small_input_argument(parser)
+    add_output_stride_argument(parser)
+
+
+def add_output_stride_argument(parser: argparse._ActionsContainer) -> None:
+    """``--output-stride {8,16,32}`` and ``--no-dilate``: ``output_stride`` and ``dilate`` of the builders."""
+    parser.add_argument(
+        "--output-stride",
+        type=int,
+        choices=OUTPUT_STRIDES,
+        default=32,
+        help="the most the network reduces its input (default 32): the later stride-2 blocks run at "
+        "stride 1, dilated; counted after --small-input, so --small-input 1 --output-stride 8 ends a "
+        "32×32 image at 4×4",
+    )
+    parser.add_argument(
+        "--no-dilate",
+        dest="dilate",
+        action="store_false",
+        help="with --output-stride: drop the later strides without dilating the blocks after them "
+        "(CIFAR variants; dilated depthwise convolutions train much slower on CPUs)",
+    )
+
+
+def output_stride_options(args: argparse.Namespace) -> dict[str, int | bool]:
+    """The builder options :func:`add_output_stride_argument` sets, only those not at their default."""
+    if not args.dilate and args.output_stride == 32:
+        raise UsageError(
+            "--no-dilate applies to the strides --output-stride drops; give --output-stride 8 or 16"
+        )
+    options: dict[str, int | bool] = {}
+    if args.output_stride != 32:
+        options["output_stride"] = args.output_stride
+    if not args.dilate:
+        options["dilate"] = False
+    return options
 
 
 def _small_input_count(value: str) -> int:
@@ -104,6 +140,7 @@ def model_from_args(args: argparse.Namespace) -> MobileNet:
         num_classes=args.num_classes,
         padding=args.padding,
         small_input=args.small_input,
+        **output_stride_options(args),  # type: ignore[arg-type]
     )
 
 

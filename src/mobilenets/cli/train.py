@@ -8,7 +8,13 @@ import os
 
 from ..data.transforms import AUGMENTATIONS
 from ..training.config import NORMS, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
-from .common import add_allocator_argument, add_small_input_argument, apply_allocator
+from .common import (
+    add_allocator_argument,
+    add_output_stride_argument,
+    add_small_input_argument,
+    apply_allocator,
+    output_stride_options,
+)
 
 _DEFAULTS = TrainConfig()
 
@@ -37,6 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="width multiplier α (default 1.0; 0.5 for digits without --pretrained)",
     )
     add_small_input_argument(model)
+    add_output_stride_argument(model)
     model.add_argument("--norm", choices=NORMS, default=_DEFAULTS.norm, help="normalization layers")
     model.add_argument(
         "--dropout", type=float, default=None, help="classifier dropout (default: the model's)"
@@ -120,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
         model=args.model,
         width_mult=args.width_mult,
         small_input=args.small_input,
+        model_options=output_stride_options(args),
         norm=args.norm,
         dropout=args.dropout,
         drop_path_rate=args.drop_path,

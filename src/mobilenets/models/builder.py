@@ -77,6 +77,7 @@ def check_build_options(
     dropout: float | None = None,
     drop_path_rate: float = 0.0,
     output_stride: int = 32,
+    dilate: bool = True,
     keep_last_wide: bool | None = None,
     norm: NormConfig | str | None = None,
     norm_eps: float | None = None,
@@ -106,6 +107,8 @@ def check_build_options(
     check_rate("drop_path_rate", drop_path_rate)
     if type(output_stride) is not int or output_stride not in OUTPUT_STRIDES:
         raise UsageError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}")
+    if not isinstance(dilate, bool):
+        raise UsageError(f"dilate must be True or False, got {dilate!r}")
     if keep_last_wide is not None and not isinstance(keep_last_wide, bool):
         raise UsageError(f"keep_last_wide must be True, False or None, got {keep_last_wide!r}")
     _norm_config(norm, norm_eps, NormConfig())
@@ -135,6 +138,7 @@ def build_mobilenet(
     dropout: float | None = None,
     drop_path_rate: float = 0.0,
     output_stride: int = 32,
+    dilate: bool = True,
     keep_last_wide: bool | None = None,
     norm: NormConfig | str | None = None,
     norm_eps: float | None = None,
@@ -152,13 +156,15 @@ def build_mobilenet(
 
     Channels of every layer are ``make_divisible(channels × width_mult)``. ``output_stride`` 8 or 16 turns
     the later stride-2 blocks into stride 1 and dilates the blocks after them, keeping the receptive field
-    (segmentation backbones). ``keep_last_wide`` (default: the architecture's choice) keeps the last
-    layer at its full width when ``width_mult < 1``, as the v2 paper does. ``activation`` replaces every
-    activation of the network; ``norm`` replaces its normalization ("batchnorm", "groupnorm", "none" or a
-    :class:`NormConfig`); ``norm_eps`` overrides its epsilon alone (timm's PyTorch-trained ports of TF
-    models use 1e-5 where the TF originals use 1e-3). ``padding="tf_same"`` reproduces TensorFlow's SAME
-    padding for checkpoints trained there. Stochastic depth grows linearly to ``drop_path_rate`` over the
-    blocks.
+    (segmentation backbones); ``dilate=False`` only drops those strides, as CIFAR variants that keep a
+    4×4 final map do (and trains faster on CPUs, where a dilated depthwise convolution's backward takes
+    a slow path: ``benchmarks/train_profile.py``). ``keep_last_wide`` (default: the architecture's
+    choice) keeps the last layer at its full width when ``width_mult < 1``, as the v2 paper does.
+    ``activation`` replaces every activation of the network; ``norm`` replaces its normalization
+    ("batchnorm", "groupnorm", "none" or a :class:`NormConfig`); ``norm_eps`` overrides its epsilon
+    alone (timm's PyTorch-trained ports of TF models use 1e-5 where the TF originals use 1e-3).
+    ``padding="tf_same"`` reproduces TensorFlow's SAME padding for checkpoints trained there. Stochastic
+    depth grows linearly to ``drop_path_rate`` over the blocks.
 
     ``small_input`` adapts the network to tiny images such as CIFAR's 32×32, as the CIFAR variants of
     MobileNet do, by running its first stride-2 layers at stride 1. ``True`` (or 2) does so for the stem
@@ -185,6 +191,7 @@ def build_mobilenet(
         dropout=dropout,
         drop_path_rate=drop_path_rate,
         output_stride=output_stride,
+        dilate=dilate,
         keep_last_wide=keep_last_wide,
         norm=norm,
         norm_eps=norm_eps,
@@ -259,7 +266,7 @@ def build_mobilenet(
             block_dilation = dilation
             if stride > 1:
                 if current_stride * stride > output_stride:
-                    dilation *= stride
+                    dilation *= stride if dilate else 1
                     stride = 1
                 else:
                     current_stride *= stride

@@ -15,6 +15,7 @@ class BuildOptions(TypedDict, total=False):
     dropout: float
     drop_path_rate: float
     output_stride: int
+    dilate: bool
     keep_last_wide: bool
     norm: NormConfig | str
     norm_eps: float
