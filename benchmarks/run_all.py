@@ -27,6 +27,7 @@ BENCHMARKS = (
     "int8_pt2e.py",
     "runtime_accuracy.py",
     "runtime_latency.py",
+    "openvino_profile.py",
     "deployed_memory.py",
 )
 # The benchmarks that take --markdown (see benchmarks/_report.py).
@@ -38,6 +39,7 @@ WRITE_DOCS = {
     "int8_pt2e.py",
     "runtime_accuracy.py",
     "runtime_latency.py",
+    "openvino_profile.py",
     "deployed_memory.py",
 }
 

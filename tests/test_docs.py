@@ -441,6 +441,10 @@ FRAGMENTS = {
         "int8-pt2e-ablations": "int8_pt2e.py",
         "int8-pt2e-qat": "int8_pt2e.py",
         "memory-efficient": "memory_efficient.py",
+        "runtime-accuracy": "runtime_accuracy.py",
+        "runtime-latency": "runtime_latency.py",
+        "openvino-profile": "openvino_profile.py",
+        "deployed-memory": "deployed_memory.py",
     },
     "docs/training.md": {
         "train-accuracy-digits": "train_accuracy.py",

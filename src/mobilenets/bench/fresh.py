@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 from ..errors import ExternalError
 from .child import ChildReport, ChildSpec
@@ -76,15 +76,15 @@ class TimingProcesses:
         lines = self._log_path.read_text(errors="replace").strip().splitlines()
         return lines[-1][:300] if lines else "nothing logged"
 
-    def run(self, spec: ChildSpec) -> ChildReport:
-        """Time ``spec`` in a fresh process; an ``ExternalError`` saying why if that fails."""
+    def _ask(self, request: str, what: str) -> dict[str, Any]:
+        """Send one request line to the timing server; its reply, or an ``ExternalError`` saying why not."""
         forked = start_method() == "fork"
         if forked and self._server is None:
             self._server = self._start(once=False)
         process = self._server if forked else self._start(once=True)
         assert process is not None and process.stdin is not None and process.stdout is not None  # Popen(PIPE)
         try:
-            process.stdin.write(spec.to_json() + "\n")
+            process.stdin.write(request + "\n")
             process.stdin.flush()
             answer = process.stdout.readline()
         except BrokenPipeError:
@@ -93,7 +93,21 @@ class TimingProcesses:
             self._stop(process)
         if not answer:
             raise ExternalError(f"the timing server ended ({self._last_log_line()})")
-        reply = json.loads(answer)
+        reply: dict[str, Any] = json.loads(answer)
         if "error" in reply:  # the timing process's own failure, or how it ended
-            raise ExternalError(f"the timing process of {spec.variant} failed: {reply['error']}")
-        return ChildReport.from_dict(reply["report"])
+            raise ExternalError(f"the timing process of {what} failed: {reply['error']}")
+        return reply
+
+    def run(self, spec: ChildSpec) -> ChildReport:
+        """Time ``spec`` in a fresh process; an ``ExternalError`` saying why if that fails."""
+        return ChildReport.from_dict(self._ask(spec.to_json(), spec.variant)["report"])
+
+    def run_pair(
+        self, first: ChildSpec, second: ChildSpec, *, turns: int, pause_s: float
+    ) -> tuple[list[list[float]], list[list[float]]]:
+        """Each spec's times per turn, the two loaded in two fresh processes that take turns."""
+        request = json.dumps(
+            {"pair": [first.to_dict(), second.to_dict()], "turns": turns, "pause_s": pause_s}
+        )
+        times = self._ask(request, f"{first.variant} and {second.variant}")["pair"]
+        return times[0], times[1]

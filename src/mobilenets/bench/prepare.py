@@ -44,14 +44,14 @@ def _torchvision(model_name: str, ours: nn.Module) -> nn.Module | None:
 
 
 def _onnx(files: WorkFiles, variant: str, source: nn.Module, calibration: torch.Tensor) -> None:
-    """Export ``source`` to ONNX (any batch) and, for an int8 variant, quantize it; reuse files found."""
+    """Export ``source`` to ONNX and, for an int8 variant, quantize it; reuse files found."""
     from ..deploy import export_onnx, quantize_onnx
     from ..deploy.quantize import default_weight_dtype
 
     side = variant.split("_")[0]
     fp32 = files.onnx(side, int8=False)
     if not fp32.exists():
-        export_onnx(source, fp32, resolution=files.resolution, dynamic_batch=True)
+        export_onnx(source, fp32, resolution=files.resolution, dynamic_batch=files.dynamic_batch)
     int8 = files.onnx(side, int8=True)
     if variant.endswith("int8") and not int8.exists():  # ONNX Runtime's usual s8 for theirs, our default
         weights = "int8" if side == "torchvision" else default_weight_dtype()
@@ -65,7 +65,7 @@ def _pt2e_int8(files: WorkFiles, ours: nn.Module, calibration: torch.Tensor) -> 
     if files.pt2e_int8.exists():
         return
     int8 = quantize_pt2e(ours, [calibration], resolution=files.resolution)
-    export_program(int8, files.pt2e_int8, resolution=files.resolution, dynamic_batch=files.batch != 1)
+    export_program(int8, files.pt2e_int8, resolution=files.resolution, dynamic_batch=files.dynamic_batch)
 
 
 def _executorch(files: WorkFiles, variant: str, ours: nn.Module, calibration: torch.Tensor) -> str | None:
@@ -78,12 +78,12 @@ def _executorch(files: WorkFiles, variant: str, ours: nn.Module, calibration: to
     path = files.pte(int8=int8)
     if not path.exists():
         program = quantize_xnnpack(ours, [calibration], resolution=files.resolution) if int8 else ours
-        export_executorch(program, path, resolution=files.resolution, dynamic_batch=files.batch != 1)
+        export_executorch(program, path, resolution=files.resolution, dynamic_batch=files.dynamic_batch)
     return None
 
 
 def _openvino(files: WorkFiles, variant: str, source: nn.Module, calibration: torch.Tensor) -> None:
-    """OpenVINO IR of ``source`` (any batch; int8: NNCF); torchvision's from its ONNX file, as issue 21
+    """OpenVINO IR of ``source`` (int8: NNCF); torchvision's from its ONNX file, as issue 21
     measured the anchor: the ONNX file a user already has, read by OpenVINO with its defaults."""
     side, int8 = variant.split("_")[0], variant.endswith("int8")
     path = files.openvino(side, int8=int8)
@@ -96,7 +96,7 @@ def _openvino(files: WorkFiles, variant: str, source: nn.Module, calibration: to
             source,
             path,
             resolution=files.resolution,
-            dynamic_batch=True,
+            dynamic_batch=files.dynamic_batch,
             calibration=calibration if int8 else None,
         )
         return
@@ -106,7 +106,7 @@ def _openvino(files: WorkFiles, variant: str, source: nn.Module, calibration: to
     ov = openvino_api()
     onnx = files.onnx(side, int8=False)
     if not onnx.exists():
-        export_onnx(source, onnx, resolution=files.resolution, dynamic_batch=True)
+        export_onnx(source, onnx, resolution=files.resolution, dynamic_batch=files.dynamic_batch)
     model = ov.Core().read_model(str(onnx))
     ov.save_model(quantize_nncf(model, calibration) if int8 else model, path, compress_to_fp16=False)
 

@@ -29,21 +29,31 @@ class WorkFiles:
         """The state dict of ``side`` (``ours`` or ``torchvision``), same weights in each one's layout."""
         return self.root / f"{side}_{self.model}.weights.pt"
 
+    @property
+    def dynamic_batch(self) -> bool:
+        """Whether exported files leave the batch free: at batch 1 they fix it, as ``mobilenets export``
+        and ``torch.onnx.export`` do by default (a fixed shape runs faster in OpenVINO); see ``shape``."""
+        return self.batch != 1
+
+    @property
+    def shape(self) -> str:
+        """The exported files' input shape as their names say it: ``b1`` (fixed) or ``dynamic``."""
+        return "dynamic" if self.dynamic_batch else "b1"
+
     def onnx(self, side: str, *, int8: bool) -> Path:
-        """ONNX export of ``side``'s model (any batch), or its int8 quantization."""
-        return self.root / f"{side}_{self.model}_{self.resolution}{'.int8' if int8 else ''}.onnx"
+        """ONNX export of ``side``'s model taking this batch, or its int8 quantization."""
+        return self.root / f"{side}_{self.model}_{self.resolution}_{self.shape}{'.int8' if int8 else ''}.onnx"
 
     @property
     def pt2e_int8(self) -> Path:
         """Our model quantized by torchao's PT2E flow, as a ``.pt2`` program taking this batch."""
-        shape = "b1" if self.batch == 1 else "dynamic"
-        return self.root / f"ours_{self.model}_{self.resolution}_{shape}.pt2e_int8.pt2"
+        return self.root / f"ours_{self.model}_{self.resolution}_{self.shape}.pt2e_int8.pt2"
 
     def pte(self, *, int8: bool) -> Path:
         """Our model as an ExecuTorch program (XNNPACK), fp32 or int8, taking this batch."""
-        shape = "b1" if self.batch == 1 else "dynamic"
-        return self.root / f"ours_{self.model}_{self.resolution}_{shape}{'.int8' if int8 else ''}.pte"
+        return self.root / f"ours_{self.model}_{self.resolution}_{self.shape}{'.int8' if int8 else ''}.pte"
 
     def openvino(self, side: str, *, int8: bool) -> Path:
-        """``side``'s model as OpenVINO IR (``.xml``; any batch), or NNCF's int8 of it."""
-        return self.root / f"{side}_{self.model}_{self.resolution}{'.int8' if int8 else ''}.openvino.xml"
+        """``side``'s model as OpenVINO IR (``.xml``) taking this batch, or NNCF's int8 of it."""
+        name = f"{side}_{self.model}_{self.resolution}_{self.shape}{'.int8' if int8 else ''}.openvino.xml"
+        return self.root / name

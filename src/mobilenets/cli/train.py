@@ -102,6 +102,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     recipe.add_argument("--lr-step-epochs", type=int, default=_DEFAULTS.lr_step_epochs, help="step schedule")
     recipe.add_argument("--lr-gamma", type=float, default=None, help="step: 0.1, exponential: 0.98 (default)")
     recipe.add_argument("--label-smoothing", type=float, default=_DEFAULTS.label_smoothing)
+    recipe.add_argument(
+        "--progressive-resize",
+        type=float,
+        default=_DEFAULTS.resize_start,
+        metavar="SCALE",
+        help="train the first epoch on images scaled by SCALE (e.g. 0.5), growing linearly to full size "
+        "(default 1: off); evaluation is always at full size",
+    )
+    recipe.add_argument(
+        "--progressive-resize-until",
+        type=float,
+        default=_DEFAULTS.resize_until,
+        metavar="FRACTION",
+        help="fraction of the epochs after which training runs at full size "
+        f"(default {_DEFAULTS.resize_until})",
+    )
     recipe.add_argument("--ema-decay", type=float, default=_DEFAULTS.ema_decay, help="weight EMA (0: off)")
     recipe.add_argument("--grad-clip", type=float, default=_DEFAULTS.grad_clip, help="max grad norm (0: off)")
 
@@ -148,6 +164,8 @@ def run(args: argparse.Namespace) -> int:
         lr_step_epochs=args.lr_step_epochs,
         lr_gamma=args.lr_gamma,
         label_smoothing=args.label_smoothing,
+        resize_start=args.progressive_resize,
+        resize_until=args.progressive_resize_until,
         ema_decay=args.ema_decay,
         grad_clip=args.grad_clip,
         precision=args.precision,

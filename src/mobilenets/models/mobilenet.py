@@ -13,6 +13,8 @@ from .data_config import data_config
 from .features import FeatureInfo, FeatureLevel, Indices, take_indices
 
 # Smallest input side: every model reduces its input 32× (before ``small_input``), so 32 leaves 1×1.
+# A network with strides dropped (``small_input``, ``output_stride``) takes down to its own total
+# stride (``MobileNet.min_input_size``), the size progressive resizing trains small images at.
 MIN_INPUT_SIZE = 32
 # Largest input side that analysis (``summarize``) and training accept: beyond it the activations of
 # one image alone run into gigabytes, and an absurd value must fail clearly, not try to allocate them.
@@ -137,7 +139,14 @@ class MobileNet(nn.Module):
             raise UsageError(f"feature_info names modules outside stem/blocks: {unknown}")
         self.feature_info = FeatureInfo(levels, out_indices)
         self.out_indices = self.feature_info.out_indices
+        self._total_stride = max(level.reduction for level in levels)
         self._level_positions = [sequence_names.index(level.module) for level in levels]
+
+    @property
+    def min_input_size(self) -> int:
+        """The smallest input side this network takes: its total stride (32 for the papers' networks,
+        less with strides dropped), which leaves a 1×1 final map; never more than 32."""
+        return min(MIN_INPUT_SIZE, self._total_stride)
 
     @property
     def default_cfg(self) -> dict[str, Any]:
@@ -159,7 +168,8 @@ class MobileNet(nn.Module):
 
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ``ValueError`` naming what was expected unless ``x`` is a floating-point tensor of shape
-        (N, in_channels, H≥32, W≥32) in the dtype of the model's parameters (any, under autocast)."""
+        (N, in_channels, H, W), H and W at least :attr:`min_input_size` (32 unless strides were dropped),
+        in the dtype of the model's parameters (any, under autocast)."""
         if isinstance(x, torch.fx.Proxy):  # symbolic tracing: no values to check
             return
         if not isinstance(x, torch.Tensor):
@@ -190,10 +200,11 @@ class MobileNet(nn.Module):
                 f"expected {self.in_channels} input channels, shape (N, {self.in_channels}, H, W); got "
                 f"shape {tuple(x.shape)}"
             )
-        if x.shape[2] < MIN_INPUT_SIZE or x.shape[3] < MIN_INPUT_SIZE:
+        minimum = self.min_input_size
+        if x.shape[2] < minimum or x.shape[3] < minimum:
             raise UsageError(
-                f"input is {x.shape[2]}×{x.shape[3]}; MobileNets need at least "
-                f"{MIN_INPUT_SIZE}×{MIN_INPUT_SIZE}"
+                f"input is {x.shape[2]}×{x.shape[3]}; this MobileNet needs at least {minimum}×{minimum} "
+                "(its total stride)"
             )
 
     def iter_blocks(self) -> Iterator[tuple[str, nn.Module]]:

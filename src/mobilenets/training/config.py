@@ -100,6 +100,10 @@ class TrainConfig:
     lr_step_epochs: int = 30
     lr_gamma: float | None = None
     label_smoothing: float = 0.0
+    # Progressive resizing (training/resize.py): the first epoch's image scale (1.0: off), and the
+    # fraction of the epochs after which training runs at full size.
+    resize_start: float = 1.0
+    resize_until: float = 0.75
     ema_decay: float = 0.0
     grad_clip: float = 0.0
     precision: str = "auto"
@@ -180,6 +184,14 @@ class TrainConfig:
         _check(
             _is_number(self.label_smoothing) and 0 <= self.label_smoothing < 1,
             f"label_smoothing must be in [0, 1), got {self.label_smoothing!r}",
+        )
+        _check(
+            _is_number(self.resize_start) and 0 < self.resize_start <= 1,
+            f"resize_start must be in (0, 1] (1 turns progressive resizing off), got {self.resize_start!r}",
+        )
+        _check(
+            _is_number(self.resize_until) and 0 < self.resize_until <= 1,
+            f"resize_until must be in (0, 1] (a fraction of the epochs), got {self.resize_until!r}",
         )
         _check(
             _is_number(self.ema_decay) and 0 <= self.ema_decay < 1,

@@ -43,6 +43,7 @@ from .distributed import (
 )
 from .optim import build_ema, build_optimizer, build_scheduler
 from .progress import EpochProgress
+from .resize import resize_batch, train_size
 from .run_log import append_metrics, check_resume_config, keep_metrics_before, write_json
 from .runtime import configure_reproducibility, resolve_precision
 from .stop import StopRequest
@@ -140,6 +141,7 @@ class Trainer:
         keep_relu6_outputs(model)  # no copy of each ReLU6's input for the backward
         set_inplace_activations(model, False)  # hard-swish & co: faster backward; see its docstring
         memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        self.min_input_size = model.min_input_size  # the smallest progressive resizing may train at
         self.model: nn.Module = model.to(device=self.device, memory_format=memory_format)  # type: ignore[call-overload]
         if config.sync_bn:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
@@ -255,13 +257,27 @@ class Trainer:
         self.partial = EpochSums(**state["partial"]) if self.step_in_epoch else EpochSums()
 
     # ----------------------------------------------------------------------------- the loop
+    @property
+    def epoch_image_size(self) -> int:
+        """The side of this epoch's training images (smaller early on with progressive resizing)."""
+        config = self.config
+        return train_size(
+            self.epoch,
+            epochs=config.epochs,
+            full=config.resolution,
+            start=config.resize_start,
+            until=config.resize_until,
+            minimum=self.min_input_size,
+        )
+
     def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """This epoch's batches on the device, from the step a resumed run stopped at."""
         memory_format = torch.channels_last if self.config.channels_last else torch.contiguous_format
+        size = self.epoch_image_size
         self.train_loader.set_epoch(self.epoch, start_step=self.step_in_epoch)
         for images, labels in self.train_loader:
             images = images.to(self.device, non_blocking=True).contiguous(memory_format=memory_format)
-            yield images, labels.to(self.device, non_blocking=True)
+            yield resize_batch(images, size), labels.to(self.device, non_blocking=True)
 
     def _step(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
         """One optimizer step; returns (summed loss, correct predictions) of the batch."""
@@ -404,7 +420,7 @@ class Trainer:
         """Evaluate, log and checkpoint the epoch just trained; returns its val top-1."""
         self._check_finite_weights()
         summary = self._epoch_summary()
-        epoch = self.epoch
+        epoch, size = self.epoch, self.epoch_image_size
         started = time.perf_counter()
         result = self._evaluate()
         val_top1 = result.top1
@@ -418,6 +434,7 @@ class Trainer:
                 "val_images": result.num_images,
                 "lr": lr,
                 "eval_seconds": time.perf_counter() - started,
+                "train_size": size,
             }
             with self._writing(f"the metrics of epoch {epoch}"):
                 append_metrics(metrics_path, record)
@@ -432,7 +449,9 @@ class Trainer:
             print(
                 f"epoch {epoch}/{self.config.epochs}  loss {summary['train_loss']:.4f}  "
                 f"train {100 * summary['train_top1']:.2f}%  val top-1 {100 * val_top1:.2f}%  "
-                f"{summary['images_per_s']:,.0f} images/s{'  *best' if improved else ''}",
+                f"{summary['images_per_s']:,.0f} images/s"
+                f"{f'  at {size}×{size}' if size != self.config.resolution else ''}"
+                f"{'  *best' if improved else ''}",
                 flush=True,
             )
         barrier(self.context)

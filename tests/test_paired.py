@@ -1,0 +1,111 @@
+"""Paired comparisons (``mobilenets.bench.paired``): two variants loaded side by side, taking turns.
+
+The statistics are checked against the binomial distribution; real runs check the turns, an A/A
+comparison's ratio, and that a failing side is reported by name while the timing server goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from mobilenets.bench import fresh
+from mobilenets.bench.child import ChildSpec
+from mobilenets.bench.fresh import TimingProcesses
+from mobilenets.bench.paired import PairedResult, median_interval, run_pairs
+from mobilenets.bench.prepare import prepare
+from mobilenets.bench.workfiles import WorkFiles
+from mobilenets.errors import ExternalError, UsageError
+
+from .conftest import SMALL_RES, run_cli
+
+
+def _coverage(n: int, k: int) -> float:
+    """Probability that the k-th smallest and k-th largest of n draws bracket the median."""
+    return 1 - 2 * sum(math.comb(n, i) for i in range(k)) / 2**n
+
+
+@pytest.mark.parametrize("n", [6, 10, 40, 100])
+def test_median_interval_is_the_narrowest_order_statistics_with_95_percent_coverage(n: int) -> None:
+    values = [float(v) for v in range(1, n + 1)]  # the k-th smallest is k
+    low, high = median_interval(list(reversed(values)))
+    k = int(low)
+    assert high == n + 1 - k
+    assert _coverage(n, k) >= 0.95 > _coverage(n, k + 1)
+
+
+def test_median_interval_with_too_few_values_is_the_range_and_bad_input_is_refused() -> None:
+    assert median_interval([2.0, 1.0, 3.0]) == (1.0, 3.0)
+    with pytest.raises(UsageError, match="at least one value"):
+        median_interval([])
+    with pytest.raises(UsageError, match="confidence"):
+        median_interval([1.0, 2.0], confidence=1.5)
+
+
+def test_paired_result_ratios_pair_each_turn_with_the_other_sides_turn() -> None:
+    # The machine slows down 3× halfway: each turn's ratio stays 0.5, the pooled times do not.
+    first = tuple((1.0 * speed, 1.1 * speed, 0.9 * speed) for speed in [1] * 5 + [3] * 5)
+    second = tuple((2.0 * speed, 2.2 * speed, 1.8 * speed) for speed in [1] * 5 + [3] * 5)
+    result = PairedResult("a", "b", first, second)
+    assert result.ratios == pytest.approx([0.5] * 10)
+    assert result.ratio == pytest.approx(0.5) and result.interval() == pytest.approx((0.5, 0.5))
+    assert result.verdict(0.8) == "met" and result.verdict(0.4) == "not met"
+    spread = PairedResult("a", "b", tuple((r,) for r in (0.7, 0.75, 0.8, 0.85, 0.9, 0.95)), ((1.0,),) * 6)
+    assert spread.verdict(0.8) == "not shown"  # the interval of 6 turns is their range: 0.7-0.95
+    assert spread.to_dict()["turns"] == 6 and spread.to_dict()["interval"] == pytest.approx([0.7, 0.95])
+
+
+def test_a_variant_against_itself_comes_out_even_turn_by_turn(tmp_path: Path) -> None:
+    (result,) = run_pairs(
+        "mobilenet_v3_small", [("ours_eager", "ours_eager")], resolution=SMALL_RES, threads=1,
+        turns=8, repeats=3, warmup=2, pause_s=0.0, workdir=tmp_path,
+    )  # fmt: skip
+    assert len(result.first_turns_ms) == len(result.second_turns_ms) == 8
+    assert all(len(turn) == 3 and min(turn) > 0 for turn in result.first_turns_ms + result.second_turns_ms)
+    assert 0.5 < result.ratio < 2.0, result.ratios  # the same model: within noise of 1
+
+
+def test_a_failing_side_is_named_and_the_server_serves_on(tmp_path: Path) -> None:
+    files = WorkFiles(tmp_path, "mobilenet_v3_small", 1, SMALL_RES)
+    prepare(files, ("ours_eager",))
+    with TimingProcesses(tmp_path / "timing.log") as processes:
+        good = ChildSpec("ours_eager", files, 1, 2, 1)
+        with pytest.raises(ExternalError, match="ours_eager and nope failed: nope: "):
+            processes.run_pair(good, ChildSpec("nope", files, 1, 2, 1), turns=2, pause_s=0.0)
+        first, second = processes.run_pair(good, good, turns=3, pause_s=0.0)
+        assert len(first) == len(second) == 3 and all(len(turn) == 2 for turn in first)
+        assert processes.run(good).times_ms  # one-off turns still work on the same server
+
+
+def test_paired_comparisons_need_fork_and_valid_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(UsageError, match="turns must be >= 1"):
+        run_pairs("mobilenet_v2", [("ours_eager", "torchvision_eager")], turns=0)
+    with pytest.raises(UsageError, match="each pair names two variants"):
+        run_pairs("mobilenet_v2", [("ours_eager",)])  # type: ignore[list-item]
+    with pytest.raises(UsageError, match="unknown bench variant"):
+        run_pairs("mobilenet_v2", [("ours_eager", "nope")])
+    monkeypatch.setattr(fresh, "start_method", lambda: "new interpreter")  # as on Windows
+    files = WorkFiles(tmp_path, "mobilenet_v3_small", 1, SMALL_RES)
+    prepare(files, ("ours_eager",))
+    with TimingProcesses(tmp_path / "timing.log") as processes:
+        spec = ChildSpec("ours_eager", files, 1, 2, 1)
+        with pytest.raises(ExternalError, match=r"needs os\.fork"):
+            processes.run_pair(spec, spec, turns=2, pause_s=0.0)
+
+
+def test_cli_pair_prints_the_ratio_and_its_interval() -> None:
+    argv = ["bench", "--model", "mobilenet_v3_small", "--resolution", str(SMALL_RES), "--threads", "1"]
+    argv += ["--pair", "ours_eager,torchvision_eager", "--turns", "6", "--repeats", "2", "--warmup", "1"]
+    code, stdout, err = run_cli([*argv, "--json"])
+    assert code == 0, err
+    (pair,) = json.loads(stdout)["pairs"]
+    assert (pair["first"], pair["second"], pair["turns"]) == ("ours_eager", "torchvision_eager", 6)
+    low, high = pair["interval"]
+    assert low <= pair["ratio"] <= high and len(pair["ratios"]) == 6
+    code, _, err = run_cli(["bench", "--pair", "ours_eager"])
+    assert code == 2 and "--pair takes two variants as A,B; got 'ours_eager'" in err
