@@ -58,31 +58,44 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 }
 
 
+def recipe_trainer(
+    args: argparse.Namespace, folder: str, options: dict[str, Any], settings: dict[str, Any]
+) -> Trainer:
+    """A :class:`Trainer` as ``mobilenets train`` builds it for ``args``' network, in one CPU process."""
+    config = TrainConfig(
+        model=args.model,
+        width_mult=args.width_mult,
+        small_input=args.small_input,
+        model_options=options,
+        data="digits",  # only builds the Trainer (10 classes, 32 px); the batch is synthetic
+        img_size=32,
+        batch_size=args.batch_size,
+        workers=0,
+        progress=False,
+        out=folder,
+        **settings,
+    )
+    trainer = Trainer(config, DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu")))
+    trainer.train_module.train()
+    return trainer
+
+
+def synthetic_batch(batch_size: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded random images (channels_last, as the trainer's loader gives them) and labels."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(batch_size, 3, size, size, generator=generator)
+    labels = torch.randint(0, 10, (batch_size,), generator=generator)
+    return images.contiguous(memory_format=torch.channels_last), labels
+
+
 def profile_variant(args: argparse.Namespace, variant: str) -> dict[str, Any]:
     """Profile one variant's training step in this process: ms per step by kind, unprofiled step."""
     options, settings = VARIANTS[variant]
     torch.set_num_threads(args.threads)
     reuse_freed_memory()
     with tempfile.TemporaryDirectory() as folder:
-        config = TrainConfig(
-            model=args.model,
-            width_mult=args.width_mult,
-            small_input=args.small_input,
-            model_options=options,
-            data="digits",  # only builds the Trainer (10 classes, 32 px); the batch is synthetic
-            img_size=32,
-            batch_size=args.batch_size,
-            workers=0,
-            progress=False,
-            out=folder,
-            **settings,
-        )
-        trainer = Trainer(config, DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu")))
-        trainer.train_module.train()
-        generator = torch.Generator().manual_seed(0)
-        images = torch.randn(args.batch_size, 3, 32, 32, generator=generator)
-        images = images.contiguous(memory_format=torch.channels_last)
-        labels = torch.randint(0, 10, (args.batch_size,), generator=generator)
+        trainer = recipe_trainer(args, folder, options, settings)
+        images, labels = synthetic_batch(args.batch_size, 32)
         for _ in range(3):
             trainer._step(images, labels)
         timed = time.perf_counter()

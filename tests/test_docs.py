@@ -453,6 +453,7 @@ FRAGMENTS = {
         "train-throughput": "train_throughput.py",
         "cifar10-reference": "cifar10_reference.py",
         "train-profile": "train_profile.py",
+        "depthwise-gradient": "depthwise_gradient.py",
     },
     "docs/reliability.md": {"fault-injection": "fault_injection.py"},
 }

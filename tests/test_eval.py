@@ -204,6 +204,44 @@ def test_evaluate_flip_tta_scores_the_mean_of_image_and_mirror() -> None:
     assert single.mean_loss == pytest.approx(float(nn.functional.cross_entropy(plain, labels)), rel=1e-5)
 
 
+def test_shifted_moves_the_image_and_reflects_the_border() -> None:
+    from mobilenets.evaluation.evaluate import shifted
+
+    image = torch.arange(2 * 5 * 6, dtype=torch.float32).reshape(1, 2, 5, 6)
+    down = shifted(image, 2, 0)  # row y shows what row y - 2 showed
+    assert down.shape == image.shape
+    assert torch.equal(down[..., 2:, :], image[..., :3, :])
+    assert torch.equal(down[..., 0, :], image[..., 2, :]) and torch.equal(down[..., 1, :], image[..., 1, :])
+    left = shifted(image, 0, -1)  # column x shows what column x + 1 showed
+    assert torch.equal(left[..., :5], image[..., 1:]) and torch.equal(left[..., 5], image[..., 4])
+    assert shifted(image, 0, 0) is image
+
+
+def test_evaluate_shift_tta_scores_the_mean_of_the_moved_and_mirrored_views() -> None:
+    from mobilenets.evaluation.evaluate import shifted
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4))  # sees every move
+    dataset = _tiny_set(n=60, size=8, classes=4)
+    images, labels = dataset.tensors
+    moves = [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)]
+    with torch.no_grad():
+        moved = [model(shifted(images, dy, dx)) for dy, dx in moves]
+        mirrored = [model(shifted(images, dy, dx).flip(-1)) for dy, dx in moves]
+    loader = DataLoader(dataset, batch_size=16)
+    for flip, logits in ((False, moved), (True, moved + mirrored)):
+        tta = evaluate(
+            model, loader, device="cpu", criterion=nn.CrossEntropyLoss(), flip_tta=flip, shift_tta=1
+        )
+        mean = torch.stack(logits).mean(0)
+        assert tta.top1 == pytest.approx(float((mean.argmax(1) == labels).float().mean()))
+        assert tta.mean_loss == pytest.approx(float(nn.functional.cross_entropy(mean, labels)), rel=1e-5)
+    with pytest.raises(ValueError, match="smaller than the images' side"):
+        evaluate(model, loader, device="cpu", shift_tta=8)
+    with pytest.raises(ValueError, match="shift_tta must be a whole number"):
+        evaluate(model, loader, device="cpu", shift_tta=-1)
+
+
 def test_evaluate_rejects_empty_loader_and_wrong_device() -> None:
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
     with pytest.raises(ValueError, match="no images"):
@@ -364,7 +402,7 @@ def test_eval_cli_json(fake_contracts: Path, tmp_path: Path, capsys: pytest.Capt
     assert report["num_images"] == 30 and 0.0 <= report["top1"] <= report["top5"] <= 1.0
     assert set(report["per_class"]) == set(DIGITS)
     assert report["checkpoint"] == str(fake_contracts) and report["data"] == "digits"
-    assert report["flip_tta"] is False
+    assert report["flip_tta"] is False and report["shift_tta"] == 0
     assert report["skipped"] == 1 and "skipped 1" in err
     assert report["confusion_png"] == str(confusion) and is_png(confusion)
 
@@ -380,6 +418,9 @@ def test_eval_cli_table_and_default_confusion_path(
     code, out, err = run_eval(["--checkpoint", str(fake_contracts), "--flip-tta"], capsys)
     assert code == 0, err
     assert "test-time augmentation" in out and "mean of image and mirror" in out
+    code, out, err = run_eval(["--checkpoint", str(fake_contracts), "--flip-tta", "--shift-tta", "2"], capsys)
+    assert code == 0, err
+    assert "mean of image, its ±2 px moves and their mirrors" in out
 
 
 def test_eval_cli_failures(fake_contracts: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -393,6 +434,8 @@ def test_eval_cli_failures(fake_contracts: Path, tmp_path: Path, capsys: pytest.
     assert code == 2 and "nope.safetensors" in err
     code, _, err = run_eval(["--checkpoint", str(fake_contracts), "--batch-size", "0"], capsys)
     assert code == 2 and "--batch-size must be >= 1, got 0" in err
+    code, _, err = run_eval(["--checkpoint", str(fake_contracts), "--shift-tta", "-1"], capsys)
+    assert code == 2 and "--shift-tta must be >= 0 pixels, got -1" in err
 
 
 def test_class_mismatch_messages() -> None:

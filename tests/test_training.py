@@ -411,8 +411,8 @@ def test_image_folder_with_a_corrupt_file_trains_and_reports_it(tmp_path: Path) 
     assert trained.card.classes == ("cats", "dogs") and trained.card.data == str(tmp_path / "data")
 
 
-def test_trainer_runs_relu6_keeping_outputs(tmp_path: Path) -> None:
-    from mobilenets.layers import ReLU6
+def test_trainer_runs_relu6_keeping_outputs_and_fast_depthwise_gradients(tmp_path: Path) -> None:
+    from mobilenets.layers import DepthwiseConv2d, ReLU6
     from mobilenets.training.distributed import DistContext
 
     config = TrainConfig(**FAST, data="digits", epochs=1, workers=0, out=str(tmp_path / "run"))
@@ -420,6 +420,10 @@ def test_trainer_runs_relu6_keeping_outputs(tmp_path: Path) -> None:
     relu6 = [m for m in trainer.model.modules() if isinstance(m, torch.nn.ReLU6)]
     # in place without a copy of the input for the backward
     assert len(relu6) == 35 and all(isinstance(m, ReLU6) and m.inplace for m in relu6)
+    convs = [m for m in trainer.model.modules() if isinstance(m, torch.nn.Conv2d)]
+    depthwise = [m for m in convs if isinstance(m, DepthwiseConv2d)]
+    assert len(depthwise) == 17 and all(m.groups == m.in_channels > 1 for m in depthwise)
+    assert all(m.groups == 1 for m in convs if m not in depthwise)
 
 
 def test_pretrained_start_loads_every_tensor_and_resume_does_not_need_the_file(

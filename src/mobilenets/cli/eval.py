@@ -64,6 +64,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="score the mean logits of each image and its mirror image (test-time augmentation, 2x the "
         "compute; for data trained with horizontal flips, not digits)",
     )
+    parser.add_argument(
+        "--shift-tta",
+        type=int,
+        default=0,
+        metavar="PIXELS",
+        help="also score each image moved PIXELS up, down, left and right (borders reflected) and "
+        "average the logits (5x the compute, 10x with --flip-tta; for data trained with crops)",
+    )
     parser.add_argument("--batch-size", type=int, default=None, help="evaluation batch size (default 64)")
     parser.add_argument("--workers", type=int, default=0, help="data-loading worker processes (default 0)")
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
@@ -97,6 +105,8 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--threads must be >= 1, got {args.threads}")
     if args.workers < 0:
         raise UsageError(f"--workers must be >= 0, got {args.workers}")
+    if args.shift_tta < 0:
+        raise UsageError(f"--shift-tta must be >= 0 pixels, got {args.shift_tta}")
 
 
 def _device(name: str) -> torch.device:
@@ -152,7 +162,12 @@ def _print_report(report: dict[str, Any]) -> None:
     summary.add_row("images", f"{report['num_images']:,}")
     if report["precision"] != "fp32":
         summary.add_row("precision", report["precision"])
-    if report["flip_tta"]:
+    if report["shift_tta"]:
+        mirrors = " and their mirrors" if report["flip_tta"] else ""
+        summary.add_row(
+            "test-time augmentation", f"mean of image, its ±{report['shift_tta']} px moves{mirrors}"
+        )
+    elif report["flip_tta"]:
         summary.add_row("test-time augmentation", "mean of image and mirror")
     if report["skipped"]:
         summary.add_row("skipped files", f"{report['skipped']:,}")
@@ -218,7 +233,12 @@ def run(args: argparse.Namespace) -> int:
     )
     model = network.to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     metrics = evaluate(
-        model, loader, device=device, criterion=torch.nn.CrossEntropyLoss(), flip_tta=args.flip_tta
+        model,
+        loader,
+        device=device,
+        criterion=torch.nn.CrossEntropyLoss(),
+        flip_tta=args.flip_tta,
+        shift_tta=args.shift_tta,
     )
     skipped = [str(path) for path in loader.skipped]
     if skipped:
@@ -243,6 +263,7 @@ def run(args: argparse.Namespace) -> int:
         "source": card.source,
         "data": data,
         "flip_tta": args.flip_tta,
+        "shift_tta": args.shift_tta,
         "precision": args.precision,
         "skipped": len(skipped),
         "skipped_files": skipped,

@@ -33,6 +33,7 @@ from torch import nn
 
 from ..errors import UsageError, WrongTypeError, external_step
 from ..layers.activations import ReLU6, keep_relu6_outputs
+from ..layers.depthwise import DepthwiseConv2d, fast_depthwise_gradients
 from ..models import check_resolution
 from .captured import MAX_BATCH, ExportedClassifier
 
@@ -134,12 +135,13 @@ def x86_quantizer(ao: TorchaoAPI, *, reduce_range: bool, keep_float: Sequence[st
 def capture(model: nn.Module, resolution: int, *, train: bool) -> torch.fx.GraphModule:
     """``torch.export`` of ``model`` in train or eval mode, batch 1 to 4096; ``model``'s mode is restored.
 
-    A model whose ReLU6 were swapped for training (:func:`~mobilenets.layers.keep_relu6_outputs`) is
-    captured from a copy with torch's ReLU6 back in place.
+    A model whose layers were swapped for training (:func:`~mobilenets.layers.keep_relu6_outputs`,
+    :func:`~mobilenets.layers.fast_depthwise_gradients`) is captured from a copy with torch's back.
     """
-    if any(isinstance(module, ReLU6) for module in model.modules()):
-        model = copy.deepcopy(model)  # torchao matches conv-BatchNorm-ReLU6 by torch's module type
+    if any(isinstance(module, (ReLU6, DepthwiseConv2d)) for module in model.modules()):
+        model = copy.deepcopy(model)  # torchao matches conv-BatchNorm-ReLU6 by torch's module types
         keep_relu6_outputs(model, enabled=False)
+        fast_depthwise_gradients(model, enabled=False)
     example = torch.zeros(2, 3, resolution, resolution)
     dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},)
     was_training = model.training

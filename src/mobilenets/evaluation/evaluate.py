@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UsageError
@@ -27,6 +28,27 @@ def _check_model_device(model: nn.Module, device: torch.device) -> None:
         )
 
 
+def shifted(images: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """``images`` (N, C, H, W) moved by ``dy`` rows and ``dx`` columns, borders filled by reflection.
+
+    The same size, so a network sees what pad-and-crop training showed it: the scene a few pixels off.
+    """
+    pad = max(abs(dy), abs(dx))
+    if pad == 0:
+        return images
+    height, width = images.shape[-2:]
+    padded = F.pad(images, (pad, pad, pad, pad), mode="reflect")
+    return padded[..., pad - dy : pad - dy + height, pad - dx : pad - dx + width]
+
+
+def tta_views(images: torch.Tensor, *, flip: bool, shift: int) -> list[torch.Tensor]:
+    """The views test-time augmentation averages: the image, its ±``shift`` moves along each axis, and
+    the mirror image of each when ``flip``."""
+    moves = [(0, 0)] + ([(shift, 0), (-shift, 0), (0, shift), (0, -shift)] if shift else [])
+    views = [shifted(images, dy, dx) for dy, dx in moves]
+    return views + [view.flip(-1) for view in views] if flip else views
+
+
 def evaluate(
     model: nn.Module,
     loader: Iterable[Batch],
@@ -36,6 +58,7 @@ def evaluate(
     autocast_dtype: torch.dtype | None = None,
     criterion: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     flip_tta: bool = False,
+    shift_tta: int = 0,
     into: ClassificationMetrics | None = None,
 ) -> ClassificationMetrics:
     """Metrics of ``model`` (already on ``device``) over every ``(images, labels)`` batch of ``loader``.
@@ -44,13 +67,17 @@ def evaluate(
     ``autocast_dtype`` (e.g. ``torch.bfloat16``) enables autocast for the forward pass; logits are cast
     to float32 before the metrics and ``criterion`` (mean or per-image loss) see them. ``flip_tta``
     scores the mean logits of each image and its mirror image (test-time augmentation, twice the
-    compute; only for data whose training used horizontal flips).
+    compute; only for data whose training used horizontal flips); ``shift_tta`` adds the image moved
+    by that many pixels up, down, left and right (five times the compute, ten with ``flip_tta``; for
+    data trained with pad-and-crop or random crops).
     The number of classes is the logits' width. Raises ``ValueError`` if the loader yields no image,
     unless ``into`` is given: the batches are then added to ``into`` (returned), which may stay empty,
     as one process's shard of a distributed evaluation can.
     """
     device = torch.device(device)
     _check_model_device(model, device)
+    if isinstance(shift_tta, bool) or not isinstance(shift_tta, int) or shift_tta < 0:
+        raise UsageError(f"shift_tta must be a whole number of pixels >= 0, got {shift_tta!r}")
     was_training = model.training
     model.eval()
     metrics = into
@@ -65,11 +92,18 @@ def evaluate(
                     device_type=device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None
                 ):
                     output = model(images)
-                    if flip_tta and isinstance(output, torch.Tensor):
-                        mirrored = images.flip(-1)
-                        if channels_last and mirrored.ndim == 4:
-                            mirrored = mirrored.contiguous(memory_format=torch.channels_last)
-                        output = (output.float() + model(mirrored).float()) / 2
+                    if (flip_tta or shift_tta) and isinstance(output, torch.Tensor):
+                        if shift_tta >= min(images.shape[-2:]):
+                            raise UsageError(
+                                f"shift_tta {shift_tta} must be smaller than the images' side "
+                                f"({min(images.shape[-2:])} px)"
+                            )
+                        views = tta_views(images, flip=flip_tta, shift=shift_tta)[1:]
+                        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+                        total = output.float()
+                        for view in views:
+                            total = total + model(view.contiguous(memory_format=memory_format)).float()
+                        output = total / (len(views) + 1)
                 if not isinstance(output, torch.Tensor):
                     raise UsageError(
                         f"model returned {type(output).__name__}, expected a logits tensor "

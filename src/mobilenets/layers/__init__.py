@@ -4,11 +4,13 @@ from .activations import (
     ACTIVATION_NAMES,
     ReLU6,
     create_activation,
+    is_tracing,
     keep_relu6_outputs,
     set_inplace_activations,
 )
 from .channels import make_divisible
 from .conv_norm_act import ConvNormAct
+from .depthwise import DepthwiseConv2d, fast_depthwise_gradients
 from .inverted_residual import ExpansionShortcutStage, InvertedResidual
 from .norm import NormConfig
 from .padding import PADDING_MODES, Conv2dSame, create_conv2d, tf_same_pads
@@ -20,6 +22,7 @@ __all__ = [
     "PADDING_MODES",
     "Conv2dSame",
     "ConvNormAct",
+    "DepthwiseConv2d",
     "DepthwiseSeparableConv",
     "ExpansionShortcutStage",
     "InvertedResidual",
@@ -28,6 +31,8 @@ __all__ = [
     "SqueezeExcite",
     "create_activation",
     "create_conv2d",
+    "fast_depthwise_gradients",
+    "is_tracing",
     "keep_relu6_outputs",
     "make_divisible",
     "set_inplace_activations",

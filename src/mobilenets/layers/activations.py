@@ -30,10 +30,12 @@ class _ClampKeepingOutput(torch.autograd.Function):
         return torch.ops.aten.hardtanh_backward(grad, output, 0.0, 6.0)
 
 
-def _tracing() -> bool:
+def is_tracing() -> bool:
+    """True while TorchScript, ``torch.compile``, ``torch.export`` or FX records the model's ops."""
     return bool(
         torch.jit.is_tracing()
         or torch.compiler.is_compiling()
+        or torch.compiler.is_exporting()
         or torch.fx._symbolic_trace.is_fx_symbolic_tracing()
     )
 
@@ -51,7 +53,7 @@ class ReLU6(nn.ReLU6):
     """
 
     def forward(self, input: Tensor) -> Tensor:
-        if self.inplace and not _tracing() and torch.is_grad_enabled() and input.requires_grad:
+        if self.inplace and not is_tracing() and torch.is_grad_enabled() and input.requires_grad:
             return _ClampKeepingOutput.apply(input)
         return super().forward(input)
 

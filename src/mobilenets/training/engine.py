@@ -25,7 +25,7 @@ from ..data.splits import build_loader, load_splits
 from ..errors import TrainingError, UsageError
 from ..evaluation.evaluate import evaluate
 from ..evaluation.metrics import ClassificationMetrics
-from ..layers import keep_relu6_outputs, set_inplace_activations
+from ..layers import fast_depthwise_gradients, keep_relu6_outputs, set_inplace_activations
 from ..models import MobileNet, create_model
 from ..weights.finetune import load_for_finetuning, resolve_pretrained
 from .checkpoint import ModelCard, checkpoint_paths, load_training_state, save_checkpoint
@@ -139,6 +139,7 @@ class Trainer:
             if context.is_main:
                 print(start.describe(pretrained), flush=True)
         keep_relu6_outputs(model)  # no copy of each ReLU6's input for the backward
+        fast_depthwise_gradients(model)  # oneDNN's slow weight gradient on maps smaller than the kernel
         set_inplace_activations(model, False)  # hard-swish & co: faster backward; see its docstring
         memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         self.min_input_size = model.min_input_size  # the smallest progressive resizing may train at
