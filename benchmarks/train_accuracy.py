@@ -2,8 +2,8 @@
 
 Each recipe is one ``mobilenets train`` command followed by ``mobilenets eval --json`` on the held-out
 set (CIFAR-10: the full 10,000-image test set; also scored with ``--flip-tta`` and with
-``--flip-tta --shift-tta 2``, outside the training time). Results go to ``runs/bench/<name>/`` (metrics.jsonl, loss/accuracy PNGs, confusion matrix) and
-one JSON line per recipe on stdout.
+``--flip-tta --shift-tta 2``, outside the training time). Results go to ``runs/bench/<name>/``
+(metrics.jsonl, loss/accuracy PNGs, confusion matrix) and one JSON line per recipe on stdout.
 
     python benchmarks/train_accuracy.py digits            # the trainer's defaults, ~1.5 minutes
     python benchmarks/train_accuracy.py cifar10 --nproc 2 # ~1 hour on 2 cores, torchrun, 1 thread each
