@@ -11,9 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,29 +42,13 @@ from .distributed import (
 from .optim import build_ema, build_optimizer, build_scheduler
 from .progress import EpochProgress
 from .resize import resize_batch, train_size
+from .resume import EpochSums, restore_training_state, training_state
 from .run_log import append_metrics, check_resume_config, keep_metrics_before, write_json
 from .runtime import configure_reproducibility, resolve_precision
 from .stop import StopRequest
 from .storage import check_free_space, check_writable, checkpoint_bytes, remove_stale_temp_files
 
 EVAL_BATCH_SIZE = 256
-
-
-def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {key: value.detach().cpu() for key, value in module.state_dict().items()}
-
-
-@dataclass
-class EpochSums:
-    """Running totals of one epoch in this process; summed over processes before they are reported."""
-
-    loss: float = 0.0
-    correct: int = 0
-    images: int = 0
-    seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, float]:
-        return {"loss": self.loss, "correct": self.correct, "images": self.images, "seconds": self.seconds}
 
 
 class Trainer:
@@ -183,29 +165,6 @@ class Trainer:
         """The model that is evaluated and saved as weights: the EMA when there is one."""
         return self.ema.module if self.ema is not None else self.model
 
-    def _training_state(self, completed_epoch: int) -> dict[str, Any]:
-        state: dict[str, Any] = {
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "epoch": completed_epoch,
-            "next_epoch": self.epoch,
-            "next_step": self.step_in_epoch,
-            "partial": self.partial.as_dict(),
-            "best_top1": self.best_top1,
-            "rng_state": torch.get_rng_state(),
-            "world_size": self.context.world_size,
-        }
-        if self.device.type == "cuda":
-            state["cuda_rng_state"] = torch.cuda.get_rng_state(self.device)
-        # The weights travel in the state file too, so it alone restores the run: a crash between
-        # writing it and the weights file cannot pair one epoch's state with another epoch's weights.
-        state["model"] = _cpu_state(self.model)
-        if self.ema is not None:
-            state["ema"] = _cpu_state(self.ema.module)
-            state["ema_updates"] = int(self.ema.n_averaged)
-        return state
-
     @contextlib.contextmanager
     def _writing(self, what: str) -> Iterator[None]:
         """Turn a failed write of ``what`` (disk full, directory gone) into a clear :class:`TrainingError`."""
@@ -227,35 +186,8 @@ class Trainer:
                 name,
                 weights=self.eval_model.state_dict(),
                 card=self.card,
-                state=self._training_state(completed_epoch),
+                state=training_state(self, completed_epoch),
             )
-
-    def _restore(self) -> None:
-        state = load_training_state(self.out, "last")
-        if state.get("world_size", 1) != self.context.world_size:
-            warnings.warn(
-                f"resuming a run saved with {state.get('world_size', 1)} processes on "
-                f"{self.context.world_size}; the global batch is the same, the RNG streams are not",
-                stacklevel=2,
-            )
-        self.model.load_state_dict(state["model"])
-        if self.ema is not None:
-            self.ema.module.load_state_dict(state["ema"])
-            self.ema.n_averaged.fill_(state["ema_updates"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        # The LR of the next step on this run's curve (it differs from the saved one if epochs changed).
-        for group, base_lr, factor in zip(
-            self.optimizer.param_groups, self.scheduler.base_lrs, self.scheduler.lr_lambdas, strict=True
-        ):
-            group["lr"] = base_lr * factor(self.scheduler.last_epoch)
-        self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["rng_state"])
-        if "cuda_rng_state" in state and self.device.type == "cuda":
-            torch.cuda.set_rng_state(state["cuda_rng_state"], self.device)
-        self.epoch, self.step_in_epoch = int(state["next_epoch"]), int(state["next_step"])
-        self.best_top1 = float(state["best_top1"])
-        self.partial = EpochSums(**state["partial"]) if self.step_in_epoch else EpochSums()
 
     # ----------------------------------------------------------------------------- the loop
     @property
@@ -341,7 +273,7 @@ class Trainer:
         config, context = self.config, self.context
         metrics_path = self.out / "metrics.jsonl"
         if self.resuming:
-            self._restore()
+            restore_training_state(self, load_training_state(self.out, "last"))
             if context.is_main:
                 with self._writing("metrics.jsonl"):
                     remove_stale_temp_files(self.out)

@@ -1,0 +1,104 @@
+"""What a training state holds so that a run continues exactly where it stopped, and putting it back.
+
+The trainer checkpoints through :func:`training_state` and resumes through :func:`restore_training_state`;
+both read and write the run by the attributes :class:`Resumable` names, so this file needs no trainer.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
+
+from .distributed import DistContext
+
+
+@dataclass
+class EpochSums:
+    """Running totals of one epoch in this process; summed over processes before they are reported."""
+
+    loss: float = 0.0
+    correct: int = 0
+    images: int = 0
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, float]:
+        return {"loss": self.loss, "correct": self.correct, "images": self.images, "seconds": self.seconds}
+
+
+class Resumable(Protocol):
+    """The parts of a run a checkpoint saves, and its position: the next epoch, the steps of it done."""
+
+    model: nn.Module
+    ema: AveragedModel | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    context: DistContext
+    epoch: int
+    step_in_epoch: int
+    best_top1: float
+    partial: EpochSums
+
+
+def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {key: value.detach().cpu() for key, value in module.state_dict().items()}
+
+
+def training_state(run: Resumable, completed_epoch: int) -> dict[str, Any]:
+    """Everything a resume needs after ``completed_epoch`` (and ``run.step_in_epoch`` steps of the next)."""
+    state: dict[str, Any] = {
+        "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "epoch": completed_epoch,
+        "next_epoch": run.epoch,
+        "next_step": run.step_in_epoch,
+        "partial": run.partial.as_dict(),
+        "best_top1": run.best_top1,
+        "rng_state": torch.get_rng_state(),
+        "world_size": run.context.world_size,
+    }
+    if run.device.type == "cuda":
+        state["cuda_rng_state"] = torch.cuda.get_rng_state(run.device)
+    # The weights travel in the state file too, so it alone restores the run: a crash between
+    # writing it and the weights file cannot pair one epoch's state with another epoch's weights.
+    state["model"] = _cpu_state(run.model)
+    if run.ema is not None:
+        state["ema"] = _cpu_state(run.ema.module)
+        state["ema_updates"] = int(run.ema.n_averaged)
+    return state
+
+
+def restore_training_state(run: Resumable, state: dict[str, Any]) -> None:
+    """Put ``state`` (from :func:`training_state`) back into ``run``: weights, optimizer, RNG, position."""
+    world_size = run.context.world_size
+    if state.get("world_size", 1) != world_size:
+        warnings.warn(
+            f"resuming a run saved with {state.get('world_size', 1)} processes on {world_size}; the "
+            f"global batch is the same, the RNG streams are not",
+            stacklevel=2,
+        )
+    run.model.load_state_dict(state["model"])
+    if run.ema is not None:
+        run.ema.module.load_state_dict(state["ema"])
+        run.ema.n_averaged.fill_(state["ema_updates"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    # The LR of the next step on this run's curve (it differs from the saved one if epochs changed).
+    for group, base_lr, factor in zip(
+        run.optimizer.param_groups, run.scheduler.base_lrs, run.scheduler.lr_lambdas, strict=True
+    ):
+        group["lr"] = base_lr * factor(run.scheduler.last_epoch)
+    run.scaler.load_state_dict(state["scaler"])
+    torch.set_rng_state(state["rng_state"])
+    if "cuda_rng_state" in state and run.device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_rng_state"], run.device)
+    run.epoch, run.step_in_epoch = int(state["next_epoch"]), int(state["next_step"])
+    run.best_top1 = float(state["best_top1"])
+    run.partial = EpochSums(**state["partial"]) if run.step_in_epoch else EpochSums()
