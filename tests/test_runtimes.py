@@ -14,6 +14,7 @@ from mobilenets.deploy import export_verified, load_deployed
 from mobilenets.deploy.bf16 import bf16_inference, cpu_has_bf16
 from mobilenets.deploy.executorch_export import (
     ExecuTorchClassifier,
+    PteFile,
     export_executorch,
     planned_arena_bytes,
     quantize_xnnpack,
@@ -68,12 +69,24 @@ def test_fp32_export_reloads_in_its_runtime_matches_and_carries_the_card(
     assert report["precision"] == "fp32" and report["checkpoint"] == str(out)
 
 
+@pytest.fixture(scope="module")
+def digits_programs(
+    digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, PteFile]:
+    """The digits model lowered once for the tests below (a lowering takes 10-30 s): XNNPACK, portable."""
+    _, model, card = digits_checkpoint
+    folder = tmp_path_factory.mktemp("programs")
+    return {
+        "delegated": export_executorch(model, folder / "x.pte", resolution=32, card=card),
+        "portable": export_executorch(model, folder / "p.pte", resolution=32, card=card, delegate=False),
+    }
+
+
 def test_executorch_metadata_plan_and_portable_lowering(
-    digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard], tmp_path: Path
+    digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard], digits_programs: dict[str, PteFile]
 ) -> None:
     _, model, card = digits_checkpoint
-    delegated = export_executorch(model, tmp_path / "x.pte", resolution=32, card=card)
-    portable = export_executorch(model, tmp_path / "p.pte", resolution=32, card=card, delegate=False)
+    delegated, portable = digits_programs["delegated"], digits_programs["portable"]
     metadata = read_pte_metadata(portable.path)
     assert metadata["delegate"] == "portable" and metadata["input_shape"] == [1, 3, 32, 32]
     assert read_pte_card(delegated.path) == card and "int8" not in metadata
@@ -86,15 +99,16 @@ def test_executorch_metadata_plan_and_portable_lowering(
 
 
 def test_int8_executorch_runs_xnnpack_kernels_as_simulated(
-    digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard], tmp_path: Path
+    digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard],
+    digits_programs: dict[str, PteFile],
+    tmp_path: Path,
 ) -> None:
     """XNNPACK's int8 kernels compute what the quantized PyTorch graph simulates, and the file shrinks."""
     _, model, card = digits_checkpoint
     calibration = torch.rand(40, 3, 32, 32) * 2 - 1
     int8 = quantize_xnnpack(model, calibration.split(20), resolution=32)
     written = export_executorch(int8, tmp_path / "m.int8.pte", resolution=32, card=card, dynamic_batch=True)
-    fp32 = export_executorch(model, tmp_path / "m.pte", resolution=32, card=card)
-    assert written.int8 and written.bytes < 0.5 * fp32.bytes
+    assert written.int8 and written.bytes < 0.5 * digits_programs["delegated"].bytes
     assert read_pte_metadata(written.path)["int8"] == "xnnpack"
     x = torch.rand(8, 3, 32, 32) * 2 - 1
     with torch.inference_mode():
@@ -142,9 +156,11 @@ def test_int8_export_through_the_cli_then_eval(
 
 
 def test_runtime_files_refuse_bad_input_clearly(
-    digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard], tmp_path: Path
+    digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard],
+    digits_programs: dict[str, PteFile],
+    tmp_path: Path,
 ) -> None:
-    checkpoint, model, card = digits_checkpoint
+    checkpoint, model, _ = digits_checkpoint
     for name, message in (
         ("fake.pte", "not an ExecuTorch program"),
         ("fake.xml", "not an OpenVINO IR"),
@@ -154,9 +170,8 @@ def test_runtime_files_refuse_bad_input_clearly(
             load_deployed(tmp_path / name)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_deployed(tmp_path / "none.pte")
-    pte = export_executorch(model, tmp_path / "m.pte", resolution=32, card=card).path
     with pytest.raises(ValueError, match=r"precision bf16: only OpenVINO files \(\.xml\)"):
-        load_deployed(pte, precision="bf16")
+        load_deployed(digits_programs["delegated"].path, precision="bf16")
     code, _, err = run_cli(["eval", "--pte", str(tmp_path / "fake.xml"), "--data", "digits"])
     assert code == 2 and "--pte" in err and "expected a .pte file" in err, err
     argv = ["export", "--checkpoint", str(checkpoint), "--format", "openvino", "--out", "m.pte"]
@@ -192,26 +207,9 @@ def test_bf16_inference_and_openvino_bf16(
     assert 0 < (reference - ov_bf16).abs().max() < 0.1 * reference.abs().max()
 
 
-def test_chunked_model_keeps_its_saving_in_the_executorch_plan(tmp_path: Path) -> None:
-    """memory_efficient's chunks survive export: ExecuTorch's planner frees each chunk once projected."""
-    model = mobilenets.mobilenet_v2(width_mult=0.5).eval()
-    randomize_norm_stats(model)
-    chunked = memory_efficient(model, 16, resolution=64)
-    plain = export_executorch(model, tmp_path / "plain.pte", resolution=64, delegate=False)
-    small = export_executorch(chunked, tmp_path / "chunked.pte", resolution=64, delegate=False)
-    print(f"planned arena: plain {plain.arena_bytes:,} bytes, 16 chunks {small.arena_bytes:,}")
-    assert small.arena_bytes * 2.5 < plain.arena_bytes
-    x = torch.randn(1, 3, 64, 64)
-    # Delegated, the weight slices are folded into constants so XNNPACK takes every convolution.
-    delegated = export_executorch(chunked, tmp_path / "xnnpack.pte", resolution=64)
-    with torch.inference_mode():
-        reference = model(x)
-        for path in (small.path, delegated.path):
-            assert (ExecuTorchClassifier(path)(x) - reference).abs().max() <= 1e-4 * reference.abs().max()
-
-
-def test_spatial_tiles_lower_the_executorch_plan_below_chunks_alone(tmp_path: Path) -> None:
-    """PatchedStem's tiles survive export: the planner frees each tile's tensors once the tile is made.
+def test_chunks_and_tiles_keep_their_saving_in_the_executorch_plan(tmp_path: Path) -> None:
+    """memory_efficient's chunks and PatchedStem's tiles survive export: ExecuTorch's planner frees each
+    chunk once projected and each tile's tensors once the tile is made.
 
     At 128 px (at 64 px the tiles' overlap outweighs what they save; 224 px is in deployed_memory.py).
     """
@@ -219,24 +217,32 @@ def test_spatial_tiles_lower_the_executorch_plan_below_chunks_alone(tmp_path: Pa
     randomize_norm_stats(model)
     chunked = memory_efficient(model, 16, resolution=128)
     patched = memory_efficient(model, 16, patches=4, resolution=128)
+    plain = export_executorch(model, tmp_path / "plain.pte", resolution=128, delegate=False)
     chunks_only = export_executorch(chunked, tmp_path / "chunked.pte", resolution=128, delegate=False)
     tiles = export_executorch(patched, tmp_path / "patched.pte", resolution=128, delegate=False)
-    print(f"planned arena: 16 chunks {chunks_only.arena_bytes:,} bytes, 4×4 tiles too {tiles.arena_bytes:,}")
+    arenas = (plain.arena_bytes, chunks_only.arena_bytes, tiles.arena_bytes)
+    print("planned arena: plain {:,} bytes, 16 chunks {:,}, 4×4 tiles too {:,}".format(*arenas))
+    assert chunks_only.arena_bytes * 2.5 < plain.arena_bytes
     assert tiles.arena_bytes * 1.25 < chunks_only.arena_bytes
+    # Delegated, the weight slices are folded into constants so XNNPACK takes every convolution.
+    delegated = export_executorch(chunked, tmp_path / "xnnpack.pte", resolution=128)
     x = torch.randn(1, 3, 128, 128)
     with torch.inference_mode():
         reference = model(x)
-        assert (ExecuTorchClassifier(tiles.path)(x) - reference).abs().max() <= 1e-4 * reference.abs().max()
+        for path in (chunks_only.path, tiles.path, delegated.path):
+            assert (ExecuTorchClassifier(path)(x) - reference).abs().max() <= 1e-4 * reference.abs().max()
 
 
 def test_export_cli_writes_a_chunked_and_tiled_portable_program(
-    digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard], tmp_path: Path
+    digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard],
+    digits_programs: dict[str, PteFile],
+    tmp_path: Path,
 ) -> None:
     """export --format executorch --portable --memory-efficient K [--patches N]: verified, smaller plan."""
     checkpoint, _, card = digits_checkpoint
     base = ["export", "--checkpoint", str(checkpoint), "--format", "executorch", "--portable", "--json"]
     reports = {}
-    for name, extra in (("plain", []), ("chunked", ["--memory-efficient", "4"]),
+    for name, extra in (("chunked", ["--memory-efficient", "4"]),
                         ("tiled", ["--memory-efficient", "4", "--patches", "2"])):  # fmt: skip
         code, stdout, err = run_cli(
             [*base, *extra, "--verify-images", "4", "--out", str(tmp_path / f"{name}.pte")]
@@ -244,7 +250,7 @@ def test_export_cli_writes_a_chunked_and_tiled_portable_program(
         assert code == 0, err
         reports[name] = json.loads(stdout)
         assert reports[name]["kernels"] == "portable" and reports[name]["max_abs_diff"] <= 1e-4
-    assert reports["chunked"]["arena_bytes"] < reports["plain"]["arena_bytes"]
+    assert reports["chunked"]["arena_bytes"] < digits_programs["portable"].arena_bytes  # the plain model
     code, stdout, err = run_cli(["eval", "--pte", str(tmp_path / "tiled.pte"), "--json", "--no-confusion"])
     assert code == 0, err
     code, plain_out, err = run_cli(["eval", "--checkpoint", str(checkpoint), "--json", "--no-confusion"])
