@@ -1,17 +1,22 @@
-"""Depthwise weight gradients on maps smaller than the kernel: oneDNN's against the trainer's tap-by-tap sum.
+"""Depthwise convolutions where oneDNN's training kernels fall back to GEMM, against the trainer's paths.
 
-oneDNN has no depthwise kernel for the weight gradient when the map is smaller than the kernel and falls
-back to im2col + GEMM (``ONEDNN_VERBOSE=1`` names it ``x64:gemm:jit``). The trainer swaps such layers'
-weight gradient for a sum over kernel taps (:mod:`mobilenets.layers.depthwise`). This times both, each
-variant alone in its own process, rounds alternating which goes first:
+oneDNN has no depthwise kernel for the weight gradient when the map is smaller than the kernel, or when
+the convolution is dilated, and falls back to im2col + GEMM (``ONEDNN_VERBOSE=1`` names it
+``x64:gemm:jit``). The trainer's :class:`~mobilenets.layers.DepthwiseConv2d` sums such a weight
+gradient kernel tap by kernel tap, or runs a dilated convolution over stacked sub-grids
+(:mod:`mobilenets.layers.depthwise`). This times both, each variant alone in its own process, rounds
+alternating which goes first:
 
-- each affected layer's weight gradient alone (the layer's real input shape at each of ``--resolutions``:
-  32 is CIFAR-10's side, 16 where ``--progressive-resize 0.5`` starts);
+- each affected layer alone, at its real input shape at each of ``--resolutions`` (32 is CIFAR-10's
+  side, 16 where ``--progressive-resize 0.5`` starts): the weight gradient for the tap sum, forward and
+  backward for the sub-grids (which change the whole layer);
 - the whole training step of a real :class:`~mobilenets.training.engine.Trainer` (the ``cifar10``
   recipe's network by default: ``mobilenet_v2``, ``small_input=1``, batch 128), with the swap undone
   for the oneDNN variant.
 
     python benchmarks/depthwise_gradient.py --markdown    # ~3 minutes on 2 cores
+    python benchmarks/depthwise_gradient.py --small-input 0 --output-stride 8 --resolutions 224 \
+        --batch-size 16 --markdown                         # dilated (segmentation backbones)
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from mobilenets.layers import DepthwiseConv2d, fast_depthwise_gradients
 from mobilenets.layers.depthwise import depthwise_weight_gradient
 from train_profile import recipe_trainer, synthetic_batch
 
-VARIANTS = ("oneDNN", "tap sum")
+VARIANTS = ("oneDNN", "ours")
 
 
 def median_ms(run: Any, repeats: int) -> float:
@@ -50,34 +55,46 @@ def median_ms(run: Any, repeats: int) -> float:
     return 1000 * statistics.median(times)
 
 
-def small_map_layers(model: nn.Module, size: int) -> dict[str, torch.Size]:
-    """Input shape of each swapped depthwise layer that sees a map smaller than its kernel at ``size``."""
-    shapes: dict[str, torch.Size] = {}
+def swapped_layers(model: nn.Module, size: int) -> dict[str, tuple[torch.Size, str]]:
+    """Input shape and path of each swapped depthwise layer that leaves PyTorch's path at ``size``."""
+    found: dict[str, tuple[torch.Size, str]] = {}
+
+    def record(name: str, module: DepthwiseConv2d, inputs: tuple[torch.Tensor, ...]) -> None:
+        with torch.enable_grad():  # the path a training step takes; only the shape is real here
+            path = module._training_path(inputs[0].detach().requires_grad_())
+        if path is not None:
+            found[name] = (inputs[0].shape, path)
+
     hooks = [
-        module.register_forward_hook(
-            lambda m, inputs, out, name=name: shapes.__setitem__(name, inputs[0].shape)
-        )
+        module.register_forward_pre_hook(functools.partial(record, name))
         for name, module in model.named_modules()
         if isinstance(module, DepthwiseConv2d)
     ]
-    with torch.no_grad():
-        model.eval()(torch.zeros(1, 3, size, size))
     model.train()
+    with torch.no_grad():
+        model(torch.zeros(2, 3, size, size))
     for hook in hooks:
         hook.remove()
-    modules = dict(model.named_modules())
-    return {
-        name: shape
-        for name, shape in shapes.items()
-        if shape[-2] < modules[name].kernel_size[0] or shape[-1] < modules[name].kernel_size[1]  # type: ignore[index]
-    }
+    return found
 
 
-def layer_gradient_ms(module: nn.Conv2d, shape: torch.Size, batch: int, variant: str, repeats: int) -> float:
-    """Time of one weight gradient of ``module`` on a random ``batch``-image input of ``shape``."""
+def layer_ms(
+    module: nn.Conv2d, shape: torch.Size, path: str, batch: int, variant: str, repeats: int
+) -> float:
+    """Time of one ``batch``-image weight gradient (``path`` "taps") or forward and backward (otherwise)."""
     input = torch.randn(batch, *shape[1:]).contiguous(memory_format=torch.channels_last)
     weight = module.weight.detach()
     stride, padding, dilation = module.stride, module.padding, module.dilation
+    if path != "taps":
+        fast_depthwise_gradients(module, enabled=variant != "oneDNN")
+        input.requires_grad_()
+        upstream = torch.randn_like(module(input))
+
+        def step() -> Any:
+            input.grad = module.weight.grad = None
+            module(input).backward(upstream)
+
+        return median_ms(step, repeats)
     grad = torch.nn.functional.conv2d(input, weight, None, stride, padding, dilation, module.groups)  # type: ignore[arg-type]
     if variant == "oneDNN":
         mask = [False, True, False]
@@ -100,22 +117,24 @@ def measure(args: argparse.Namespace, variant: str) -> dict[str, Any]:
     reuse_freed_memory()
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as folder:
-        trainer = recipe_trainer(args, folder, {}, {})
+        options = {"output_stride": args.output_stride} if args.output_stride != 32 else {}
+        trainer = recipe_trainer(args, folder, options, {})
         modules = dict(trainer.model.named_modules())
         for size in args.resolutions:
             fast_depthwise_gradients(trainer.model)
-            layers = small_map_layers(trainer.model, size)
-            layer_ms = {
-                name: layer_gradient_ms(modules[name], shape, args.batch_size, variant, args.steps)  # type: ignore[arg-type]
-                for name, shape in layers.items()
+            layers = swapped_layers(trainer.model, size)
+            times = {
+                name: layer_ms(modules[name], shape, path, args.batch_size, variant, args.steps)  # type: ignore[arg-type]
+                for name, (shape, path) in layers.items()
             }
+            fast_depthwise_gradients(trainer.model)
             if variant == "oneDNN":
                 fast_depthwise_gradients(trainer.model, enabled=False)
             batch = synthetic_batch(args.batch_size, size)
             step_ms = median_ms(functools.partial(trainer._step, *batch), args.steps)
             results[str(size)] = {
                 "step_ms": step_ms,
-                "layers": {n: [list(layers[n]), ms] for n, ms in layer_ms.items()},
+                "layers": {n: [list(layers[n][0]), layers[n][1], ms] for n, ms in times.items()},
             }
     return results
 
@@ -136,19 +155,20 @@ def size_rows(runs: dict[str, list[dict[str, Any]]], size: str, batch_size: int)
         a, b = statistics.median(slow), statistics.median(fast)
         return [size, label, detail, f"{a:.{digits}f}", f"{b:.{digits}f}", f"{a / b:.{digits}f}×"]
 
+    timed = {"taps": "weight gradient, tap sum", "subgrids": "forward + backward, sub-grids"}
     rows = [
         row(
             f"`{name}`",
-            "×".join(map(str, shape[1:])),
-            [run[size]["layers"][name][1] for run in slow_runs],
-            [run[size]["layers"][name][1] for run in fast_runs],
+            "×".join(map(str, shape[1:])) + f" ({timed[path]})",
+            [run[size]["layers"][name][2] for run in slow_runs],
+            [run[size]["layers"][name][2] for run in fast_runs],
             2,
         )
-        for name, (shape, _) in slow_runs[0][size]["layers"].items()
+        for name, (shape, path, _) in slow_runs[0][size]["layers"].items()
     ]
     step = row(
         "training step",
-        f"batch {batch_size}",
+        f"batch {batch_size}, forward + backward",
         [run[size]["step_ms"] for run in slow_runs],
         [run[size]["step_ms"] for run in fast_runs],
         2,
@@ -161,6 +181,7 @@ def main() -> int:
     parser.add_argument("--model", default="mobilenet_v2")
     parser.add_argument("--width-mult", type=float, default=1.0)
     parser.add_argument("--small-input", type=int, default=1)
+    parser.add_argument("--output-stride", type=int, default=32, choices=(8, 16, 32))
     parser.add_argument("--resolutions", type=int, nargs="+", default=[32, 16], help="image sides to time")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
@@ -187,17 +208,18 @@ def main() -> int:
         ratios = [a[size]["step_ms"] / b[size]["step_ms"] for a, b in zip(*runs.values(), strict=True)]
         per_round = ", ".join(f"{r:.2f}" for r in ratios)
         notes.append(f"{size}×{size}: {len(layer_rows) - 1} layers, step ratio per round {per_round}")
-    body = table(["size", "layer", "input (C×H×W)", "oneDNN ms", "tap sum ms", "speed-up"], rows, "rllrrr")
+    header = ["size", "layer", "input (C×H×W), what is timed", "oneDNN ms", "ours ms", "speed-up"]
+    body = table(header, rows, "rllrrr")
     summary = (
-        f"`{args.model}` width {args.width_mult}, `small_input={args.small_input}`, batch {args.batch_size}, "
-        f"{args.threads} threads; medians of {args.rounds} processes per variant ({args.steps} timed calls "
-        "each). The layers are the depthwise convolutions whose map is smaller than their kernel ("
-        + "; ".join(notes)
-        + ")."
+        f"`{args.model}` width {args.width_mult}, `small_input={args.small_input}`, "
+        f"`output_stride={args.output_stride}`, batch {args.batch_size}, {args.threads} threads; medians "
+        f"of {args.rounds} processes per variant ({args.steps} timed calls each). The layers are the "
+        "depthwise convolutions the trainer does not leave to oneDNN (" + "; ".join(notes) + ")."
     )
     text = f"{provenance(time.perf_counter() - started)}\n\n{body}\n\n{summary}"
     print(text)
-    write_fragments(args.markdown, {"depthwise-gradient": text})
+    fragment = "depthwise-gradient" if args.output_stride == 32 else "depthwise-dilated"
+    write_fragments(args.markdown, {fragment: text})
     return 0
 
 

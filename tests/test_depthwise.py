@@ -11,20 +11,29 @@ from torch import nn
 from mobilenets.layers import DepthwiseConv2d, fast_depthwise_gradients
 from mobilenets.models import create_model
 
-# (height, width, kernel, stride, dilation, padding); padding None means "same" for stride 1.
+# (height, width, kernel, stride, dilation, padding, the path it takes); padding None is "same".
 GEOMETRIES = [
-    (2, 2, 3, 1, 1, None),  # the CIFAR network's last blocks
-    (1, 1, 3, 1, 1, None),  # progressive resizing's smallest maps
-    (4, 4, 5, 1, 1, None),  # v3's 5×5 kernels on a 4×4 map
-    (2, 4, 5, 2, 1, None),
-    (3, 3, 3, 2, 2, None),  # dilated
-    (2, 1, 3, 1, 1, 2),  # more padding than "same"
-    (5, 5, 3, 2, 1, None),  # map larger than the kernel: PyTorch's own path
+    (2, 2, 3, 1, 1, None, "taps"),  # the CIFAR network's last blocks
+    (1, 1, 3, 1, 1, None, "taps"),  # progressive resizing's smallest maps
+    (4, 4, 5, 1, 1, None, "taps"),  # v3's 5×5 kernels on a 4×4 map
+    (2, 4, 5, 2, 1, None, "taps"),
+    (3, 3, 3, 2, 2, None, None),  # dilated at stride 2: PyTorch's own
+    (2, 1, 3, 1, 1, 2, "taps"),  # more padding than "same"
+    (5, 5, 3, 2, 1, None, None),  # map larger than the kernel: PyTorch's own path
+    (8, 8, 3, 1, 2, None, "subgrids"),  # output_stride 8/16: dilated, stride 1
+    (7, 9, 3, 1, 2, None, "subgrids"),  # sides not multiples of the dilation: padded, then cut
+    (12, 16, 3, 1, 4, None, "subgrids"),
+    (6, 6, 3, 1, 2, 0, "subgrids"),  # no padding: a smaller output
+    (10, 10, 5, 1, 2, 4, "subgrids"),
+    (9, 9, 3, 1, 2, 4, "subgrids"),  # more padding than "same"
+    (4, 4, 3, 1, 2, None, "taps"),  # sub-grids (2×2) smaller than the kernel
+    (10, 6, 5, 1, 2, None, "taps"),  # sub-grid columns (3) smaller than the kernel
+    (8, 8, 3, 1, 2, 1, None),  # padding not a multiple of the dilation: PyTorch's own
 ]
 
 
 @pytest.mark.parametrize(
-    "height, width, kernel, stride, dilation, padding, channels_last, bias",
+    "height, width, kernel, stride, dilation, padding, path, channels_last, bias",
     [(*g, cl, b) for g, cl, b in itertools.product(GEOMETRIES, (True, False), (True, False))],
 )
 def test_gradients_equal_pytorchs(
@@ -34,6 +43,7 @@ def test_gradients_equal_pytorchs(
     stride: int,
     dilation: int,
     padding: int | None,
+    path: str | None,
     channels_last: bool,
     bias: bool,
 ) -> None:
@@ -53,9 +63,9 @@ def test_gradients_equal_pytorchs(
     upstream = torch.randn_like(output)
     output.backward(upstream)
     got_input = image.float().requires_grad_()
+    assert ours._training_path(got_input) == path
     got = ours(got_input)
-    small = height < kernel or width < kernel
-    assert ("SmallMapDepthwise" in type(got.grad_fn).__name__) == small
+    assert ("SmallMapDepthwise" in type(got.grad_fn).__name__) == (path == "taps")
     torch.testing.assert_close(got.double(), output.detach(), rtol=1e-5, atol=1e-5)
     got.backward(upstream.float())
     pairs = [(got_input.grad, expected_input.grad), (ours.weight.grad, reference.weight.grad)]
@@ -63,8 +73,11 @@ def test_gradients_equal_pytorchs(
         pairs.append((ours.bias.grad, reference.bias.grad))
     for actual, expected in pairs:
         torch.testing.assert_close(actual.double(), expected, rtol=1e-5, atol=1e-5)
-    if small:  # DDP's gradient layout contract (PyTorch's own path is PyTorch's business)
+    if path == "taps":  # DDP's gradient layout contract (PyTorch's autograd keeps it on the others)
         assert ours.weight.grad.stride() == ours.weight.stride()
+    if path == "subgrids":  # the output in the input's memory format, as PyTorch's convolution gives it
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        assert got.is_contiguous(memory_format=layout)
 
 
 def test_weight_gradient_keeps_a_channels_last_weights_strides() -> None:
@@ -105,21 +118,38 @@ def test_switch_keeps_parameters_and_names_and_switches_back() -> None:
     assert all(type(m) is nn.Conv2d for m in model.modules() if isinstance(m, nn.Conv2d))
 
 
-def test_a_training_step_matches_pytorchs_and_export_sees_torchs_convolution() -> None:
+@pytest.mark.parametrize(
+    "options, size",
+    [({"small_input": 1}, 32), ({"output_stride": 8}, 64)],  # 2×2 maps; dilated blocks on 8×8 maps
+)
+def test_a_training_step_matches_pytorchs_and_export_sees_torchs_convolution(
+    options: dict[str, int], size: int
+) -> None:
     from mobilenets.deploy.pt2e import capture
 
     torch.manual_seed(0)
-    reference = create_model("mobilenet_v2", num_classes=10, width_mult=0.35, small_input=1)
-    ours = create_model("mobilenet_v2", num_classes=10, width_mult=0.35, small_input=1)
+    reference = create_model("mobilenet_v2", num_classes=10, width_mult=0.35, **options)
+    ours = create_model("mobilenet_v2", num_classes=10, width_mult=0.35, **options)
     ours.load_state_dict(reference.state_dict())
     fast_depthwise_gradients(ours)
-    images = torch.randn(4, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    images = torch.randn(4, 3, size, size).contiguous(memory_format=torch.channels_last)
+    paths: list[str | None] = []
+    hooks = [
+        m.register_forward_pre_hook(lambda m, args: paths.append(m._training_path(args[0])))
+        for m in ours.modules()
+        if isinstance(m, DepthwiseConv2d)
+    ]
     for model in (reference, ours):
         torch.manual_seed(1)  # the same dropout
         nn.functional.cross_entropy(model(images), torch.arange(4)).backward()
+    for hook in hooks:
+        hook.remove()
+    # At 64 px the 7 blocks dilated by 2 take sub-grids, the 3 dilated by 4 (2×2 sub-grids) the taps
+    expected_paths = {"taps": 3} if size == 32 else {"subgrids": 7, "taps": 3}
+    assert {p: paths.count(p) for p in set(paths) - {None}} == expected_paths
     for (name, expected), actual in zip(reference.named_parameters(), ours.parameters(), strict=True):
         torch.testing.assert_close(actual.grad, expected.grad, rtol=1e-4, atol=1e-5, msg=name)
-    graph = capture(ours, 32, train=False)
+    graph = capture(ours, size, train=False)
     kinds = {
         str(kind)
         for node in graph.graph.nodes

@@ -454,6 +454,7 @@ FRAGMENTS = {
         "cifar10-reference": "cifar10_reference.py",
         "train-profile": "train_profile.py",
         "depthwise-gradient": "depthwise_gradient.py",
+        "depthwise-dilated": "depthwise_gradient.py",
     },
     "docs/reliability.md": {"fault-injection": "fault_injection.py"},
 }

@@ -1,13 +1,21 @@
-"""Depthwise convolutions whose weight gradient stays fast on feature maps smaller than the kernel.
+"""Depthwise convolutions whose training stays fast where oneDNN's CPU kernels fall back to slow paths.
 
-oneDNN, which runs PyTorch's CPU convolutions, has no depthwise kernel for the weight gradient when the
-feature map is smaller than the kernel (a 2×2 map under a 3×3 kernel, as in the last blocks of the CIFAR
-networks, or a 4×4 map under a 5×5 one); it falls back to a generic im2col + GEMM, one tiny product per
-channel. On an AVX2 CPU that takes 42-49 ms for ``mobilenet_v2``'s 960-channel 2×2 layers at batch 128,
-where the same sum as nine multiply-reduce passes over the (small) tensors takes about 1 ms
-(``benchmarks/depthwise_gradient.py``). The trainer swaps :class:`DepthwiseConv2d` in with
-:func:`fast_depthwise_gradients`; everything else (forward, input gradient, larger maps, GPUs, autocast,
-tracing and export) is PyTorch's own convolution.
+oneDNN, which runs PyTorch's CPU convolutions, has no depthwise kernel for the weight gradient in two
+cases, and falls back to a generic im2col + GEMM, one tiny product per channel:
+
+- the feature map is smaller than the kernel (a 2×2 map under a 3×3 kernel, as in the last blocks of
+  the CIFAR networks, or a 4×4 map under a 5×5 one). On an AVX2 CPU that takes 42-49 ms for
+  ``mobilenet_v2``'s 960-channel 2×2 layers at batch 128, where the same sum as nine multiply-reduce
+  passes over the (small) tensors takes about 1 ms;
+- the convolution is dilated (``output_stride`` 8 or 16: segmentation backbones), whatever the map
+  size. A dilated convolution at stride 1 is an ordinary one over the input's ``d × d`` interleaved
+  sub-grids (each every ``d``-th row and column), so stacking the sub-grids on the batch dimension
+  ("space to batch", as TensorFlow runs atrous convolutions) turns it into one that oneDNN's depthwise
+  kernels take, forward and backward; a step through such a layer is several times faster.
+
+``benchmarks/depthwise_gradient.py`` measures both. The trainer swaps :class:`DepthwiseConv2d` in with
+:func:`fast_depthwise_gradients`; everything else (larger maps, GPUs, autocast, evaluation, tracing and
+export) is PyTorch's own convolution.
 """
 
 from __future__ import annotations
@@ -118,15 +126,61 @@ def _tap_range(
     return slice(first, last + 1), slice(start, start + (last - first) * stride + 1, stride)
 
 
-class DepthwiseConv2d(nn.Conv2d):
-    """``nn.Conv2d`` with ``groups == in_channels == out_channels`` that trains fast on small maps.
+def dilated_as_subgrids(
+    input: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+) -> Tensor:
+    """A stride-1 depthwise ``conv2d`` with ``dilation``, as an undilated one over stacked sub-grids.
 
-    Same parameters, state dict and outputs as the ``nn.Conv2d`` it replaces; only the weight
-    gradient of a float32 CPU batch whose map is smaller than the kernel takes the tap-by-tap sum.
+    Output ``o = o' d + a`` reads inputs ``o + k d - p``; with ``p = q d`` that is ``(o' + k - q) d + a``:
+    position ``o' + k - q`` of sub-grid ``a`` (the rows ``a, a + d, ...``), an undilated convolution with
+    padding ``q``. The input is first padded at the bottom and right to a multiple of ``d`` (zeros, which
+    the dilated convolution's own padding would have read) and the result cut back. Each padding must
+    be a multiple of its dilation. Plain tensor operations: autograd differentiates it as it is.
+    """
+    n, channels, height, width = input.shape
+    channels_last = input.is_contiguous(memory_format=torch.channels_last)
+    (dh, dw), (ph, pw), (kh, kw) = dilation, padding, weight.shape[-2:]
+    out_h, out_w = height + 2 * ph - dh * (kh - 1), width + 2 * pw - dw * (kw - 1)
+    extra_h, extra_w = -height % dh, -width % dw
+    if extra_h or extra_w:
+        input = F.pad(input, (0, extra_w, 0, extra_h))
+    rows, cols = (height + extra_h) // dh, (width + extra_w) // dw
+    grids = (  # (N, C, H, W) -> (dh·dw·N, C, H/dh, W/dw), built channels-last: one copy
+        input.permute(0, 2, 3, 1)
+        .reshape(n, rows, dh, cols, dw, channels)
+        .permute(2, 4, 0, 1, 3, 5)
+        .reshape(dh * dw * n, rows, cols, channels)
+        .permute(0, 3, 1, 2)
+    )
+    out = F.conv2d(grids, weight, bias, 1, (ph // dh, pw // dw), 1, channels)
+    rows, cols = out.shape[-2:]
+    interleaved = (  # back: output row o' of sub-grid a is row o' dh + a
+        out.permute(0, 2, 3, 1)
+        .reshape(dh, dw, n, rows, cols, channels)
+        .permute(2, 3, 0, 4, 1, 5)
+        .reshape(n, rows * dh, cols * dw, channels)
+        .permute(0, 3, 1, 2)
+    )
+    layout = torch.channels_last if channels_last else torch.contiguous_format  # the input's
+    return interleaved[:, :, :out_h, :out_w].contiguous(memory_format=layout)
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """``nn.Conv2d`` with ``groups == in_channels == out_channels`` that trains fast on CPUs.
+
+    Same parameters, state dict and outputs as the ``nn.Conv2d`` it replaces. Only while training, in
+    float32 on the CPU: a map smaller than the kernel takes the tap-by-tap weight gradient; a dilated
+    convolution at stride 1 runs over stacked sub-grids (or, when those are smaller than the kernel,
+    takes the tap-by-tap weight gradient).
     """
 
     def forward(self, input: Tensor) -> Tensor:
-        if self._small_map_gradient(input):
+        path = self._training_path(input)
+        if path == "taps":
             return _SmallMapDepthwiseConv.apply(
                 input,
                 self.weight,
@@ -135,14 +189,17 @@ class DepthwiseConv2d(nn.Conv2d):
                 _pair(self.padding),
                 _pair(self.dilation),
             )
+        if path == "subgrids":
+            return dilated_as_subgrids(
+                input, self.weight, self.bias, _pair(self.padding), _pair(self.dilation)
+            )
         return super().forward(input)
 
-    def _small_map_gradient(self, input: Tensor) -> bool:
-        kernel_h, kernel_w = _pair(self.kernel_size)
-        return (
+    def _training_path(self, input: Tensor) -> str | None:
+        """``"taps"``, ``"subgrids"``, or None for PyTorch's own convolution."""
+        if not (
             self.training
             and input.dim() == 4
-            and (input.shape[-2] < kernel_h or input.shape[-1] < kernel_w)
             and self.weight.requires_grad
             and torch.is_grad_enabled()
             and input.device.type == "cpu"
@@ -152,7 +209,18 @@ class DepthwiseConv2d(nn.Conv2d):
             and self.padding_mode == "zeros"
             and not isinstance(self.padding, str)
             and not is_tracing()
-        )
+        ):
+            return None
+        (kh, kw), (dh, dw) = _pair(self.kernel_size), _pair(self.dilation)
+        height, width = input.shape[-2:]
+        if height < kh or width < kw:
+            return "taps"
+        (ph, pw), stride = _pair(self.padding), _pair(self.stride)
+        if (dh, dw) == (1, 1) or stride != (1, 1) or ph % dh or pw % dw:
+            return None
+        if -(-height // dh) < kh or -(-width // dw) < kw:  # sub-grids smaller than the kernel
+            return "taps"
+        return "subgrids"
 
 
 def _is_depthwise(module: nn.Module) -> bool:
