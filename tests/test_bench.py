@@ -248,14 +248,18 @@ def test_onnx_runtime_int8_comes_out_faster_than_fp32() -> None:
 
 @pytest.mark.slow
 def test_cli_times_the_device_runtimes_alone() -> None:
-    """ExecuTorch (XNNPACK) and OpenVINO variants, fp32/bf16 and int8, prepared once, timed in turns."""
+    """ExecuTorch (XNNPACK) and OpenVINO variants, fp32/bf16 and int8, prepared once, timed in turns.
+
+    mobilenet_v2: ExecuTorch lowers it in about half the time of mobilenet_v3_small (its SE blocks and
+    hard-swish), and lowering is most of this test.
+    """
     variants = (
         "ours_executorch_fp32",
         "ours_executorch_int8",
         "torchvision_openvino_bf16",
         "ours_openvino_int8",
     )
-    argv = ["bench", "--model", "mobilenet_v3_small", "--resolution", str(SMALL_RES), "--threads", "1"]
+    argv = ["bench", "--model", "mobilenet_v2", "--resolution", str(SMALL_RES), "--threads", "1"]
     argv += ["--rounds", "1", "--repeats", "3", "--warmup", "1", "--variants", ",".join(variants), "--json"]
     code, stdout, err = run_cli(argv)
     assert code == 0, err
