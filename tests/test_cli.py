@@ -36,6 +36,18 @@ def test_console_entry_point_lists_models_and_reports_bad_input() -> None:
     assert "Traceback" not in bad.stderr
 
 
+def test_the_cli_starts_without_libraries_only_some_commands_use() -> None:
+    """Every command pays at start for what building the parser imports: scipy alone was 0.75 s of
+    about 4.5 (``python -X importtime -m mobilenets --help``); runtimes and plotting load on use."""
+    script = (
+        "import sys; from mobilenets.cli.main import build_parser; build_parser(); "
+        "print(*sorted(n for n in ('scipy', 'matplotlib', 'onnxruntime', 'openvino', 'executorch', "
+        "'torchao', 'sklearn') if n in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == [], result.stdout
+
+
 def test_list() -> None:
     result = run_cli("list", "--names-only")
     assert result.returncode == 0

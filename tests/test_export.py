@@ -178,15 +178,16 @@ def test_export_int8_program_through_pt2e(
     fp32, int8 = tmp_path / "fp32.pt2", tmp_path / "int8.pt2"
     code, _, err = run_cli([*argv, "--out", str(fp32), "--verify-images", "2"])
     assert code == 0, err
-    int8_argv = ["--int8", "--calib", "digits", "--calib-images", "40", "--verify-images", "8", "--json"]
+    # int8 files verified on one batch size (the fp32 ones on two, above): each new size compiles again
+    int8_argv = ["--int8", "--calib", "digits", "--calib-images", "40", "--verify-images", "1", "--json"]
     code, stdout, err = run_cli([*argv, "--out", str(int8), *int8_argv])
     assert code == 0, err
     result = json.loads(stdout)
     assert result["int8"] == "pt2e" and result["calibration_images"] == 40
-    assert result["verified_batch_sizes"] == [1, 7] and 0.0 <= result["int8_top1_agreement"] <= 1.0
+    assert result["verified_batch_sizes"] == [1] and result["int8_top1_agreement"] in (0.0, 1.0)
     assert "qat_epochs" not in result
-    qat = tmp_path / "qat.pt2"  # verified on one batch size only: each new size compiles again
-    qat_argv = ["--qat-epochs", "1", "--keep-float", "classifier", "--verify-images", "1"]
+    qat = tmp_path / "qat.pt2"
+    qat_argv = ["--qat-epochs", "1", "--keep-float", "classifier"]
     code, stdout, err = run_cli([*argv, "--out", str(qat), *int8_argv, *qat_argv])
     assert code == 0, err
     qat_result = json.loads(stdout)

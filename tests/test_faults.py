@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections import namedtuple
@@ -34,6 +35,7 @@ from mobilenets.testing.faults import Fault
 from mobilenets.training import TrainConfig, load_training_state, train
 from mobilenets.training import storage as storage_module
 from mobilenets.training.checkpoint import checkpoint_paths
+from mobilenets.training.stop import StopRequest
 
 from .conftest import CodePayload, run_cli
 
@@ -268,3 +270,18 @@ def test_a_killed_torchrun_worker_stops_the_run_clearly_and_it_resumes(tmp_path:
     assert last["val_images"] == scored["num_images"] > 0
     assert last["val_top1"] == scored["top1"]
     assert last["val_loss"] == pytest.approx(scored["loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("worker", [False, True])
+def test_a_torchrun_worker_failing_ignores_the_sigterm_that_would_cut_its_report(worker: bool) -> None:
+    """torchrun SIGTERMs the survivors of a dead worker; one already failing must still say why."""
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        with StopRequest(ignore_sigterm_after_error=worker):
+            pass
+        assert signal.getsignal(signal.SIGTERM) == previous  # a clean exit restores the handler
+        with pytest.raises(RuntimeError), StopRequest(ignore_sigterm_after_error=worker):
+            raise RuntimeError("Connection reset by peer")
+        assert signal.getsignal(signal.SIGTERM) == (signal.SIG_IGN if worker else previous)
+    finally:
+        signal.signal(signal.SIGTERM, previous)

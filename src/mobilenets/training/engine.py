@@ -293,7 +293,8 @@ class Trainer:
         barrier(context)
 
         final_top1, epochs_run, interrupted = self.best_top1, 0, False
-        with StopRequest() as stop, EpochProgress(enabled=config.progress and context.is_main) as progress:
+        stopping = StopRequest(ignore_sigterm_after_error=context.distributed)  # see StopRequest
+        with stopping as stop, EpochProgress(enabled=config.progress and context.is_main) as progress:
             while self.epoch <= config.epochs:
                 if any_process(stop.requested, context):  # signalled while evaluating: epoch is saved
                     interrupted = True

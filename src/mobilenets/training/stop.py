@@ -14,9 +14,16 @@ class StopRequest:
     The first signal sets :attr:`requested` (the loop saves a checkpoint and returns); a second SIGINT
     raises ``KeyboardInterrupt`` at once, for a user who does not want to wait. Outside the main thread
     (where handlers cannot be installed) it does nothing.
+
+    ``ignore_sigterm_after_error`` is for torchrun workers: when a peer dies, torchrun sends the others
+    SIGTERM, which can land after the collective failed here but before the process has said so (while
+    the error unwinds and the process group is torn down). Leaving with an exception then ignores
+    SIGTERM instead of restoring the default, so the worker's "lost contact" report gets out; torchrun
+    still kills a worker that does not exit.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, ignore_sigterm_after_error: bool = False) -> None:
+        self.ignore_sigterm_after_error = ignore_sigterm_after_error
         self.requested = False
         self.signal_name = ""
         self._previous: dict[int, Any] = {}
@@ -40,5 +47,6 @@ class StopRequest:
         traceback: TracebackType | None,
     ) -> None:
         for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
+            ignore = exc is not None and self.ignore_sigterm_after_error and signum == signal.SIGTERM
+            signal.signal(signum, signal.SIG_IGN if ignore else handler)
         self._previous.clear()
