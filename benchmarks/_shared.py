@@ -7,9 +7,12 @@ scores the others.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 SHARED = Path(os.environ.get("MOBILENETS_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 CIFAR10 = SHARED / "data" / "cifar10"
@@ -40,3 +43,11 @@ def write_photo_list(target: Path, entries: list[tuple[Path, str]]) -> Path:
 def held_out_list(folder: Path) -> Path:
     """The photos after the calibration ones, as ``folder/eval1000.txt``."""
     return write_photo_list(folder / "eval1000.txt", photo_entries()[CALIBRATION:])
+
+
+def in_own_process(script: str, *child: str) -> Any:
+    """Run ``script`` again with this run's arguments plus ``--child CHILD...`` in a fresh interpreter
+    (nothing left over from another variant) and return the JSON its last line of output holds."""
+    command = [sys.executable, script, *sys.argv[1:], "--child", *child]
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.splitlines()[-1])

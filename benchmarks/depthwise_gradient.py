@@ -25,8 +25,6 @@ import argparse
 import functools
 import json
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from typing import Any
@@ -35,6 +33,7 @@ import torch
 from torch import nn
 
 from _report import add_markdown_argument, provenance, table, write_fragments
+from _shared import in_own_process
 from mobilenets.bench.allocator import reuse_freed_memory
 from mobilenets.layers import DepthwiseConv2d, fast_depthwise_gradients
 from mobilenets.layers.depthwise import depthwise_weight_gradient
@@ -139,14 +138,6 @@ def measure(args: argparse.Namespace, variant: str) -> dict[str, Any]:
     return results
 
 
-def in_own_process(variant: str) -> dict[str, Any]:
-    """:func:`measure` in a fresh interpreter."""
-    command = [sys.executable, __file__, *sys.argv[1:], "--child", variant]
-    done = subprocess.run(command, check=True, capture_output=True, text=True)
-    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
-    return result
-
-
 def size_rows(runs: dict[str, list[dict[str, Any]]], size: str, batch_size: int) -> list[list[str]]:
     """Table rows at one image size: each affected layer, then the training step (medians over runs)."""
     slow_runs, fast_runs = (runs[variant] for variant in VARIANTS)
@@ -199,7 +190,7 @@ def main() -> int:
     runs: dict[str, list[dict[str, Any]]] = {variant: [] for variant in VARIANTS}
     for round_ in range(args.rounds):
         for variant in VARIANTS if round_ % 2 == 0 else VARIANTS[::-1]:
-            runs[variant].append(in_own_process(variant))
+            runs[variant].append(in_own_process(__file__, variant))
 
     rows, notes = [], []
     for size in map(str, args.resolutions):

@@ -29,6 +29,7 @@ BENCHMARKS = (
     "runtime_latency.py",
     "openvino_profile.py",
     "deployed_memory.py",
+    "export_time.py",
 )
 # The benchmarks that take --markdown (see benchmarks/_report.py).
 WRITE_DOCS = {
@@ -41,6 +42,7 @@ WRITE_DOCS = {
     "runtime_latency.py",
     "openvino_profile.py",
     "deployed_memory.py",
+    "export_time.py",
 }
 
 

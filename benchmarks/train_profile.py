@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import tempfile
 import time
 from typing import Any
@@ -31,6 +29,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from _report import add_markdown_argument, provenance, table, write_fragments
+from _shared import in_own_process
 from mobilenets.bench.allocator import reuse_freed_memory
 from mobilenets.training import TrainConfig
 from mobilenets.training.distributed import DistContext
@@ -118,14 +117,6 @@ def share(result: dict[str, Any], kind: str) -> str:
     return f"{ms:.1f} ({ms / result['profiled_ms']:.0%})"
 
 
-def in_own_process(variant: str) -> dict[str, Any]:
-    """:func:`profile_variant` in a fresh interpreter (nothing left over from another variant)."""
-    command = [sys.executable, __file__, *sys.argv[1:], "--child", variant]
-    done = subprocess.run(command, check=True, capture_output=True, text=True)
-    result: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
-    return result
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="mobilenet_v2")
@@ -144,7 +135,7 @@ def main() -> int:
         print(json.dumps(profile_variant(args, args.child)))
         return 0
     started = time.perf_counter()
-    results = {variant: in_own_process(variant) for variant in args.variants}
+    results = {variant: in_own_process(__file__, variant) for variant in args.variants}
     cells = [[kind, *(share(r, kind) for r in results.values())] for kind in [*KINDS, "other"]]
     cells.append(["**step, unprofiled**", *(f"**{r['step_ms']:.0f}**" for r in results.values())])
     cells.append(["images/s", *(f"{1000 * args.batch_size / r['step_ms']:.0f}" for r in results.values())])

@@ -6,6 +6,7 @@ import json
 import warnings
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -22,12 +23,14 @@ from mobilenets.deploy import (
     quantize_onnx,
     read_card,
 )
+from mobilenets.deploy import parallel_histograms as parallel_histograms_module
 from mobilenets.deploy.memory_efficient import (
     ChunkedInvertedResidual,
     memory_efficient,
     summarize_memory_efficient,
 )
 from mobilenets.deploy.onednn_graph import OneDNNGraph
+from mobilenets.deploy.parallel_histograms import parallel_histograms
 from mobilenets.deploy.patch_inference import PatchedStem, patch_stem
 from mobilenets.deploy.quantize import default_weight_dtype, nodes_in_modules
 from mobilenets.weights import ModelCard, get_preset, get_pretrained
@@ -158,6 +161,59 @@ def test_quantize_calibrates_a_fixed_batch_file_like_a_dynamic_one(tmp_path: Pat
             assert OnnxClassifier(int8)(calibration[:3]).shape == (3, 1000)  # in pieces of 1 when fixed
     assert len(scales[False]) == len(scales[True]) > 50
     torch.testing.assert_close(torch.tensor(scales[False]), torch.tensor(scales[True]), rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize("method", ["percentile", "entropy"])
+def test_parallel_histograms_equal_onnx_runtimes_own(method: str) -> None:
+    """One thread per tensor builds ORT's histograms bit for bit, growing ranges included."""
+    from onnxruntime.quantization import calibrate
+
+    ort_collector = calibrate.HistogramCollector
+    with parallel_histograms(threads=2):
+        parallel = calibrate.HistogramCollector
+    assert parallel is not ort_collector and issubclass(parallel, ort_collector)
+    assert calibrate.HistogramCollector is ort_collector  # restored on leaving
+    settings = {"method": method, "num_bins": 2048, "num_quantized_bins": 128, "percentile": 99.99}
+    collectors = [kind(symmetric=True, scenario="same", **settings) for kind in (ort_collector, parallel)]
+    generator = torch.Generator().manual_seed(0)
+    for scale in (1.0, 3.0, 0.5):  # the second batch widens every range: new bins, a new threshold
+        batch = {
+            f"t{i}": [
+                (torch.randn(2, 8, 9, 9, generator=generator) * scale * (i + 1)).numpy() for _ in range(3)
+            ]
+            for i in range(6)
+        }
+        for collector in collectors:
+            collector.collect(batch)
+    ours, theirs = collectors[1].histogram_dict, collectors[0].histogram_dict
+    assert ours.keys() == theirs.keys() and len(ours) == 6
+    for name, entry in theirs.items():
+        assert len(ours[name]) == len(entry)
+        assert all(np.array_equal(a, b) for a, b in zip(ours[name], entry, strict=True)), name
+
+
+def test_quantize_calibrates_through_parallel_histograms_into_the_same_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from onnxruntime.quantization import calibrate
+
+    with parallel_histograms(threads=2):
+        parallel = calibrate.HistogramCollector
+    calls = []
+    collect = parallel.collect
+    monkeypatch.setattr(
+        parallel, "collect", lambda self, arrays: [calls.append(len(arrays)), collect(self, arrays)]
+    )
+    monkeypatch.setattr(parallel_histograms_module, "_collector_class", lambda base, threads: parallel)
+    model = mobilenets.mobilenet_v1(width_mult=0.25).eval()
+    randomize_norm_stats(model)
+    fp32 = export_onnx(model, tmp_path / "fp32.onnx", resolution=32, dynamic_batch=True)
+    images = torch.randn(20, 3, 32, 32)
+    files = [quantize_onnx(fp32, tmp_path / "int8.onnx", images).read_bytes()]  # percentile
+    assert len(calls) == 2 and calls[0] > 20  # each 10-image group: all its calibrated tensors at once
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)  # one thread: ORT's collector as it is
+    files.append(quantize_onnx(fp32, tmp_path / "int8.onnx", images).read_bytes())
+    assert len(calls) == 2 and files[0] == files[1]
 
 
 # --- CLI ---------------------------------------------------------------------------------------------

@@ -445,6 +445,7 @@ FRAGMENTS = {
         "runtime-latency": "runtime_latency.py",
         "openvino-profile": "openvino_profile.py",
         "deployed-memory": "deployed_memory.py",
+        "export-time": "export_time.py",
     },
     "docs/training.md": {
         "train-accuracy-digits": "train_accuracy.py",

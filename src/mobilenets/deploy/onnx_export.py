@@ -25,7 +25,7 @@ from torch import nn
 from ..atomic import save_atomic
 from ..errors import UsageError, external_step
 from ..weights.card import ModelCard
-from .fuse import fuse
+from .fuse import fuse, out_of_place
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -149,7 +149,7 @@ def export_onnx(
     ``dynamic_batch`` leaves N free (1..4096), otherwise N is 1.
     """
     onnx = _onnx()
-    fused = fuse(model).float()
+    fused = out_of_place(fuse(model).float())
     example = torch.zeros(1, 3, resolution, resolution)
     dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
     with (

@@ -33,7 +33,7 @@ from ..atomic import _fsync_dir
 from ..errors import MissingFileError, UsageError, external_step
 from ..weights.card import ModelCard
 from .captured import MAX_BATCH, ExportedClassifier
-from .fuse import fuse
+from .fuse import fuse, out_of_place
 from .pt2e import check_options
 from .torch_export import card_from_metadata, torch_metadata
 
@@ -82,7 +82,7 @@ def convert(model: nn.Module, resolution: int) -> Any:
     ``torch.jit`` deprecates).
     """
     ov = openvino_api()
-    fused = fuse(model).float().cpu().eval()
+    fused = out_of_place(fuse(model).float().cpu().eval())
     example = torch.zeros(2, 3, resolution, resolution)
     dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},)
     with torch.inference_mode(False), torch.no_grad(), external_step("openvino.convert_model", _HINT):

@@ -35,6 +35,7 @@ import torch
 
 from ..errors import UsageError, external_step
 from .onnx_export import read_metadata, save_onnx
+from .parallel_histograms import parallel_histograms
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 CALIBRATION_BATCH = 10
@@ -192,7 +193,7 @@ def quantize_onnx(
         step = external_step(
             "ONNX Runtime's int8 quantizer", "try --calib-method minmax, or --keep-float stem,classifier"
         )
-        with step, contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger():
+        with step, contextlib.redirect_stdout(io.StringIO()), _quiet_root_logger(), parallel_histograms():
             quantize_static(
                 str(prepared),
                 str(quantized),
