@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from pathlib import Path
@@ -24,6 +25,7 @@ from mobilenets.deploy import (
     read_card,
 )
 from mobilenets.deploy import parallel_histograms as parallel_histograms_module
+from mobilenets.deploy.fuse import out_of_place
 from mobilenets.deploy.memory_efficient import (
     ChunkedInvertedResidual,
     memory_efficient,
@@ -59,6 +61,17 @@ def test_fuse_leaves_groupnorm_alone_and_works_in_place() -> None:
     assert sum(isinstance(m, torch.nn.GroupNorm) for m in fuse(model).modules()) > 0
     plain = mobilenets.mobilenet_v3_small(width_mult=0.35).train()
     assert fuse(plain, inplace=True) is plain and not plain.training and count_batchnorms(plain) == 0
+
+
+def test_out_of_place_switches_every_in_place_activation_and_keeps_outputs() -> None:
+    model = mobilenets.mobilenet_v3_small(width_mult=0.35).eval()  # ReLU, hard-swish, hard-sigmoid
+    randomize_norm_stats(model)
+    switched = out_of_place(copy.deepcopy(model))
+    assert sum(getattr(m, "inplace", False) is True for m in model.modules()) > 10
+    assert not any(getattr(m, "inplace", False) is True for m in switched.modules())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(switched(x), model(x))
 
 
 # --- ONNX export ----------------------------------------------------------------------------------------
