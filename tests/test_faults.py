@@ -237,7 +237,8 @@ def test_damaged_or_mismatched_weights_are_refused_by_eval(
 def test_a_killed_torchrun_worker_stops_the_run_clearly_and_it_resumes(tmp_path: Path) -> None:
     recipe = [
         "train", "--model", "mobilenet_v1", "--width-mult", "0.25", "--data", "digits",
-        "--epochs", "2", "--batch-size", "64", "--resolution", "32", "--no-progress", "--out", str(tmp_path),
+        "--epochs", "2", "--batch-size", "64", "--resolution", "32", "--no-progress", "--device", "cpu",
+        "--out", str(tmp_path),
     ]  # fmt: skip
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

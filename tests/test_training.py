@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,7 @@ FAST: dict[str, Any] = {
     "lr": 0.05,  # these tests are about the loop, not the recipe: a fixed rate and no warm-up, so the lr
     "warmup_epochs": 0.0,  # falls from epoch 1 on and 2 epochs learn enough to tell
     "progress": False,
+    "device": "cpu",  # the CPU path, on every machine; tests/test_cuda.py trains on a GPU
 }
 
 
@@ -190,6 +193,64 @@ def test_optimizers_follow_the_recipes() -> None:
     assert TrainConfig().peak_lr == pytest.approx(0.025)  # the default batch of 64
     decays = [(len(g["params"]), g["weight_decay"]) for g in sgd.param_groups]
     assert decays == [(1, 5e-4), (3, 0.0)]  # conv weight / conv bias, BN weight, BN bias
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "rmsprop", "adamw"])
+def test_fp16_loss_scaling_survives_an_overflowing_first_step(optimizer: str) -> None:
+    """fp16 runs overflow in their first steps, which the GradScaler skips: the optimizer must not move.
+
+    torch's fused SGD leaves its momentum buffers uninitialised on such a skipped first step (the weights
+    then blow up: seen on an H200 at digits' first steps, and on this CPU), so fp16 runs use its multi-
+    tensor update. Reference: the same optimizer's plain loop, which never saw the overflowing batch.
+    """
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.Flatten(), torch.nn.LazyLinear(4)
+    )
+    images, labels = torch.randn(3, 16, 3, 6, 6), torch.randint(0, 4, (3, 16))
+    model(images[0])
+    reference = copy.deepcopy(model)
+    config = TrainConfig(optimizer=optimizer, lr=0.05)
+    ours = build_optimizer(model, config, loss_scaling=True)
+    plain = build_optimizer(reference, config)
+    plain._step_supports_amp_scaling = False  # the single-tensor loop: no fused or multi-tensor kernel
+    for group in plain.param_groups:
+        group.update(fused=False if "fused" in group else None, foreach=False)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**16)
+    plain_scaler = torch.amp.GradScaler("cpu", init_scale=2.0**15)  # the scale ours has after the skip
+    for step in range(3):
+        runs = [(model, ours, scaler)] + ([(reference, plain, plain_scaler)] if step > 0 else [])
+        for network, optim, loss_scaler in runs:
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = torch.nn.functional.cross_entropy(network(images[step]).float(), labels[step])
+            optim.zero_grad(set_to_none=True)
+            loss_scaler.scale(loss * (1e30 if step == 0 else 1.0)).backward()  # step 0 overflows: skipped
+            loss_scaler.step(optim)
+            loss_scaler.update()
+    assert scaler.get_scale() == plain_scaler.get_scale() == 2.0**15  # the overflow was seen
+    for got, expected in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-3)
+
+
+def test_the_fp16_loop_skips_its_overflowing_first_steps_quietly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The GPU's fp16 loop, run under CPU autocast: the first steps overflow at the scaler's initial scale."""
+    monkeypatch.setattr(engine_module, "resolve_precision", lambda precision, device: torch.float16)
+    calls = {"n": 0}
+
+    def stop_after_8_steps(flag: bool, context: object) -> bool:
+        calls["n"] += 1
+        return calls["n"] == 9  # asked at the epoch's start and after each step
+
+    monkeypatch.setattr(engine_module, "any_process", stop_after_8_steps)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert train(TrainConfig(**FAST, epochs=1, out=str(tmp_path)))["interrupted"]
+    assert not [w for w in caught if "lr_scheduler" in str(w.message)]  # a skipped step is still a step
+    state = load_training_state(tmp_path)
+    assert state["next_step"] == 8 and state["scaler"]["scale"] < 2.0**16  # overflows were skipped
+    assert all(bool(value.isfinite().all()) for value in weights_of(tmp_path / "last.safetensors").values())
 
 
 def test_ema_warms_up_then_follows_slowly() -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ..devices import DEVICE_HELP, resolve_device
 from ..errors import UsageError
 from .common import (
     add_allocator_argument,
@@ -74,7 +75,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=None, help="evaluation batch size (default 64)")
     parser.add_argument("--workers", type=int, default=0, help="data-loading worker processes (default 0)")
-    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument(
         "--val-split", type=float, default=None, help="held-out fraction (default: the checkpoint's)"
     )
@@ -107,18 +108,6 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--workers must be >= 0, got {args.workers}")
     if args.shift_tta < 0:
         raise UsageError(f"--shift-tta must be >= 0 pixels, got {args.shift_tta}")
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UsageError(f"--device {name!r} is not a device; expected auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name!r} asks for CUDA, but no CUDA device is available")
-    return device
 
 
 def _quote(names: Sequence[str]) -> str:
@@ -195,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
 
     _check_args(args)
     apply_allocator(args)
-    device = _device(args.device)
+    device = resolve_device(args.device)
     network: torch.nn.Module
     source_file: Path | str
     exported = deployed_path(args)

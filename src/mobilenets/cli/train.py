@@ -7,6 +7,7 @@ import json
 import os
 
 from ..data.transforms import AUGMENTATIONS
+from ..devices import DEVICE_HELP
 from ..training.config import NORMS, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
 from .common import (
     add_allocator_argument,
@@ -123,6 +124,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     run_group = parser.add_argument_group("run")
     run_group.add_argument("--precision", choices=PRECISIONS, default=_DEFAULTS.precision, help="autocast")
+    run_group.add_argument("--device", default=_DEFAULTS.device, help=DEVICE_HELP)
     _flag(run_group, "channels-last", "NHWC memory format (much faster depthwise convs on CPU)")
     _flag(run_group, "compile", "torch.compile the training step")
     _flag(run_group, "sync-bn", "SyncBatchNorm across processes (CUDA only)")
@@ -169,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
         ema_decay=args.ema_decay,
         grad_clip=args.grad_clip,
         precision=args.precision,
+        device=args.device,
         channels_last=args.channels_last,
         compile=args.compile,
         sync_bn=args.sync_bn,

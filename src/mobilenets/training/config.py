@@ -107,6 +107,8 @@ class TrainConfig:
     ema_decay: float = 0.0
     grad_clip: float = 0.0
     precision: str = "auto"
+    # auto, cpu, cuda or cuda:N (mobilenets.devices); under torchrun each process takes GPU LOCAL_RANK.
+    device: str = "auto"
     channels_last: bool = True
     compile: bool = False
     sync_bn: bool = False
@@ -204,6 +206,10 @@ class TrainConfig:
         _check(
             self.precision in PRECISIONS,
             f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}",
+        )
+        _check(
+            isinstance(self.device, str) and bool(self.device),
+            f"device must be auto, cpu, cuda or cuda:N; got {self.device!r}",
         )
         check_workers(self.workers)
         _check(

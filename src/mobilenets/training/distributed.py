@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..devices import resolve_device
 from ..errors import TrainingError, UsageError
 
 
@@ -39,21 +40,27 @@ def _env_int(name: str, default: int) -> int:
         raise UsageError(f"environment variable {name}={value!r} is not an integer") from None
 
 
-def init_distributed() -> DistContext:
+def init_distributed(device: str = "auto") -> DistContext:
     """Join the process group ``torchrun`` describes (NCCL on GPU, gloo on CPU), or run alone.
 
-    Each process uses GPU ``LOCAL_RANK`` when CUDA is present.
+    ``device`` is ``--device`` (:func:`mobilenets.devices.resolve_device`). Under ``torchrun`` each
+    process uses GPU ``LOCAL_RANK``, so a GPU index there is refused: pick GPUs with
+    ``CUDA_VISIBLE_DEVICES``.
     """
     world_size = _env_int("WORLD_SIZE", 1)
     rank = _env_int("RANK", 0)
     local_rank = _env_int("LOCAL_RANK", 0)
-    cuda = torch.cuda.is_available()
-    device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
+    if world_size > 1 and device.startswith("cuda:"):
+        raise UsageError(
+            f"--device {device!r}: under torchrun each process uses GPU LOCAL_RANK; pass --device cuda "
+            "(or auto) and choose the GPUs with CUDA_VISIBLE_DEVICES"
+        )
+    resolved = resolve_device(device, local_rank=local_rank)
+    if resolved.type == "cuda":
+        torch.cuda.set_device(resolved)
     if world_size > 1 and not dist.is_initialized():
-        if cuda:
-            torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
-    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
+        dist.init_process_group(backend="nccl" if resolved.type == "cuda" else "gloo")
+    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=resolved)
 
 
 def shutdown_distributed(context: DistContext) -> None:

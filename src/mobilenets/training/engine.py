@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -139,9 +140,10 @@ class Trainer:
             self.train_module = torch.compile(self.train_module)  # type: ignore[assignment]
         if context.is_main:
             check_free_space(self.out, checkpoint_bytes(self.model, config.optimizer, self.ema is not None))
-        self.optimizer = build_optimizer(self.model, config)
+        loss_scaling = self.amp_dtype == torch.float16
+        self.optimizer = build_optimizer(self.model, config, loss_scaling=loss_scaling)
         self.scheduler = build_scheduler(self.optimizer, config, self.steps_per_epoch)
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=loss_scaling)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         self.card = ModelCard(
             model=config.model,
@@ -233,7 +235,12 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.scheduler.step()
+        with warnings.catch_warnings():
+            # A step the fp16 scaler skipped (an overflow) still counts on the schedule; torch warns of it.
+            warnings.filterwarnings(
+                "ignore", r"Detected call of `lr_scheduler\.step\(\)` before", UserWarning
+            )
+            self.scheduler.step()
         if self.ema is not None:
             self.ema.update_parameters(self.model)
         correct = int((logits.detach().argmax(dim=1) == labels).sum())
@@ -429,7 +436,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     Under ``torchrun`` every process calls this; they join one process group (gloo on CPU, NCCL on
     GPU) and only rank 0 writes files and prints.
     """
-    context = init_distributed()
+    context = init_distributed(config.device)
     try:
         return Trainer(config, context).run()
     except RuntimeError as error:

@@ -27,17 +27,30 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, ob
     ]
 
 
-def build_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module, config: TrainConfig, *, loss_scaling: bool = False
+) -> torch.optim.Optimizer:
     """SGD with Nesterov momentum, RMSProp with the v2 paper's settings, or AdamW.
 
     SGD and AdamW use torch's fused kernels, RMSProp its multi-tensor (foreach) update: one call for
     all parameters instead of several per parameter, which torch does not pick by itself on CPU.
+
+    ``loss_scaling``: the run scales its fp16 loss with a ``GradScaler``. SGD then takes the multi-tensor
+    update too: torch's fused SGD (2.11 to 2.14 at least, CPU and CUDA) leaves its momentum buffers
+    uninitialised when the scaler skips the first step for an overflow, which fp16 runs routinely do, and
+    the weights blow up a step later. Fused AdamW skips such steps correctly.
     """
     groups = parameter_groups(model, config.weight_decay)
     lr = config.peak_lr
     if config.optimizer == "sgd":
+        fused = not loss_scaling
         return torch.optim.SGD(
-            groups, lr=lr, momentum=config.momentum, nesterov=config.momentum > 0, fused=True
+            groups,
+            lr=lr,
+            momentum=config.momentum,
+            nesterov=config.momentum > 0,
+            fused=fused,
+            foreach=not fused,
         )
     if config.optimizer == "rmsprop":
         return torch.optim.RMSprop(
