@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint wheel-check bench clean
+.PHONY: install demo test test-fast test-cuda lint wheel-check bench clean
 
 install: $(STAMP)
 
@@ -26,6 +26,11 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The GPU path (tests/test_cuda.py), on a machine with a CUDA GPU; `make test` hides GPUs (tests/conftest.py).
+test-cuda: install
+	$(BIN)/python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'make test-cuda: no CUDA GPU here')"
+	MOBILENETS_TEST_CUDA=1 $(BIN)/python -m pytest -q tests/test_cuda.py
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

@@ -1,9 +1,9 @@
 """The CUDA path: training (autocast, the fp16 loss scaler, SyncBatchNorm, exact resume), evaluation and
 inference on a GPU, and files that move between a GPU and a CPU machine.
 
-These need a CUDA GPU and skip without one: CI has none, so they run on the device machine when a session
-is lent one (the closing notes say when they last ran). tests/test_devices.py checks ``--device``'s
-refusals on every machine, and every other test pins or defaults to the CPU path.
+They need a CUDA GPU: ``make test-cuda`` runs them (the rest of the suite hides GPUs, see conftest.py),
+and ``make test`` skips them. CI has no GPU; they run where a GPU is at hand (docs/training.md says when
+they last ran). tests/test_devices.py checks ``--device``'s refusals on every machine.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from mobilenets.training.runtime import resolve_precision
 
 from .conftest import ALL_MODELS, SMALL_RES, randomize_norm_stats, run_cli
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the device machine)")
+pytestmark = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU, shown to the suite by `make test-cuda`"
+)
 
 # The loop's settings of tests/test_training.py, on the GPU.
 FAST: dict[str, Any] = {
