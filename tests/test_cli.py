@@ -170,6 +170,8 @@ def test_train_spells_the_input_size_resolution_and_keeps_img_size() -> None:
     assert parser.parse_args(["train", "--img-size", "64"]).resolution == 64
     assert parser.parse_args(["train"]).resolution is None  # resolved from --data by TrainConfig
     assert parser.parse_args(["train", "--output-stride", "8"]).output_stride == 8
+    assert parser.parse_args(["train", "--zero-init-residual"]).zero_init_residual is True
+    assert parser.parse_args(["train"]).zero_init_residual is False
 
 
 @pytest.mark.slow

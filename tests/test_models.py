@@ -238,3 +238,53 @@ def test_build_option_lists_agree() -> None:
     assert set(checked) == set(built) - {"arch", "width_mult", "out_indices", "pretrained"}
     for name, parameter in checked.items():
         assert parameter.default == built[name].default, f"{name}: defaults differ"
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("mobilenet_v2", {}),
+        ("mobilenet_v3_small", {}),
+        ("efficientnet_lite0", {}),
+        ("mobilenet_v2", {"norm": "none"}),
+        ("mobilenet_v2", {"separable": False}),
+    ],
+)
+def test_zero_init_residual_starts_every_residual_block_as_the_identity(
+    name: str, options: dict[str, object]
+) -> None:
+    from mobilenets.layers.inverted_residual import InvertedResidual
+
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=10, zero_init_residual=True, **options).eval()
+    default = create_model(name, num_classes=10, **options).eval()
+    blocks = [(n, m) for n, m in model.named_modules() if isinstance(m, InvertedResidual)]
+    residual = [(n, m) for n, m in blocks if m.has_residual]
+    assert len(residual) >= 3
+    with torch.no_grad():
+        for block_name, block in residual:
+            x = torch.randn(2, block.in_channels, 8, 8)
+            assert torch.equal(block(x), x), block_name
+            assert not torch.equal(default.get_submodule(block_name)(x), x), block_name
+    # Only the residual branches' last scales change: blocks without a shortcut keep theirs.
+    plain = [m for _, m in blocks if not m.has_residual]
+    last = plain[0].conv_pwl if plain[0].separable else plain[0].conv_full
+    if isinstance(last.bn, nn.BatchNorm2d):
+        assert torch.equal(last.bn.weight, torch.ones_like(last.bn.weight))
+    # The zeroed scales still learn: their gradient is not zero.
+    model.train()
+    model(torch.randn(2, 3, SMALL_RES, SMALL_RES)).logsumexp(1).sum().backward()
+    zeroed = residual[0][1].conv_pwl if residual[0][1].separable else residual[0][1].conv_full
+    parameter = zeroed.bn.weight if isinstance(zeroed.bn, nn.BatchNorm2d) else zeroed.conv.weight
+    assert parameter.grad is not None and parameter.grad.abs().sum() > 0
+
+
+def test_zero_init_residual_is_refused_where_it_cannot_apply() -> None:
+    from mobilenets.training import TrainConfig
+
+    with pytest.raises(UsageError, match="zero_init_residual must be True or False"):
+        mobilenets.mobilenet_v2(zero_init_residual=1)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match=r"no inverted residual blocks.*zero_init_residual"):
+        mobilenets.mobilenet_v1(zero_init_residual=True)
+    with pytest.raises(UsageError, match="zero_init_residual initialises weights for training from scratch"):
+        TrainConfig(pretrained="torchvision_mobilenet_v2", model_options={"zero_init_residual": True})

@@ -539,3 +539,16 @@ def test_the_defaults_train_digits_to_97_percent(tmp_path: Path) -> None:
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config == TrainConfig(out=str(tmp_path / "run")).to_dict()  # nothing but the defaults
     assert summary["epochs_run"] == config["epochs"] and summary["final_top1"] >= 0.97, summary
+
+
+def test_train_zero_init_residual_reaches_the_model_and_its_card(tmp_path: Path) -> None:
+    from .conftest import run_cli
+
+    out = tmp_path / "run"
+    argv = ["train", "--data", "digits", "--width-mult", "0.35", "--epochs", "1", "--batch-size", "64"]
+    code, _, err = run_cli([*argv, "--zero-init-residual", "--no-progress", "--out", str(out)])
+    assert code == 0, err
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_options"] == {"zero_init_residual": True}
+    trained = load_trained_model(out / "best.safetensors")
+    assert trained.card.model == "mobilenet_v2" and trained.model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)

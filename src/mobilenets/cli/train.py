@@ -53,6 +53,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--drop-path", type=float, default=_DEFAULTS.drop_path_rate, help="stochastic depth rate"
     )
     model.add_argument(
+        "--zero-init-residual",
+        action="store_true",
+        help="start every residual block as the identity (its last norm's scale at zero); from scratch only",
+    )
+    model.add_argument(
         "--pretrained",
         metavar="WEIGHTS",
         default=None,
@@ -145,7 +150,10 @@ def run(args: argparse.Namespace) -> int:
         model=args.model,
         width_mult=args.width_mult,
         small_input=args.small_input,
-        model_options=output_stride_options(args),
+        model_options={
+            **output_stride_options(args),
+            **({"zero_init_residual": True} if args.zero_init_residual else {}),
+        },
         norm=args.norm,
         dropout=args.dropout,
         drop_path_rate=args.drop_path,

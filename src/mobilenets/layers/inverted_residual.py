@@ -130,6 +130,19 @@ class InvertedResidual(nn.Module):
         self.separable = separable
         self.drop_path = StochasticDepth(drop_path_rate, "row") if drop_path_rate > 0 else nn.Identity()
 
+    def zero_init_last(self) -> None:
+        """Zero the residual branch's last scale (the projection's norm weight; with no norm, the
+        projection itself), so the branch adds nothing at first and the block starts as the identity."""
+        last = self.conv_pwl if self.separable else self.conv_full
+        if not isinstance(last, ConvNormAct):
+            raise UsageError(f"the residual branch must end in a ConvNormAct, got {type(last).__name__}")
+        if isinstance(last.bn, nn.BatchNorm2d | nn.GroupNorm):
+            nn.init.zeros_(last.bn.weight)
+        else:
+            nn.init.zeros_(last.conv.weight)
+            if last.conv.bias is not None:
+                nn.init.zeros_(last.conv.bias)
+
     def project(self, hidden: torch.Tensor) -> torch.Tensor:
         """The block after its expansion: depthwise (+ squeeze-excite) and projection, or the dense twin."""
         if self.separable:

@@ -88,6 +88,7 @@ def check_build_options(
     separable: bool = True,
     projection_activation: str | None = None,
     shortcut: str = "bottleneck",
+    zero_init_residual: bool = False,
 ) -> None:
     """Raise ``UsageError`` for a build option :func:`build_mobilenet` rejects, without building anything.
 
@@ -123,6 +124,8 @@ def check_build_options(
     check_activation(projection_activation)
     if shortcut not in SHORTCUTS:
         raise UsageError(f"unknown shortcut {shortcut!r}; expected one of {', '.join(SHORTCUTS)}")
+    if not isinstance(zero_init_residual, bool):
+        raise UsageError(f"zero_init_residual must be True or False, got {zero_init_residual!r}")
     if shortcut == "expansion" and features_only:
         raise UsageError(
             "shortcut='expansion' (an ablation arm) has no per-block features; use features_only=False"
@@ -150,6 +153,7 @@ def build_mobilenet(
     separable: bool = True,
     projection_activation: str | None = None,
     shortcut: str = "bottleneck",
+    zero_init_residual: bool = False,
     pretrained: bool | str = False,
 ) -> MobileNet:
     """Build ``arch`` scaled by ``width_mult``.
@@ -164,7 +168,9 @@ def build_mobilenet(
     ("batchnorm", "groupnorm", "none" or a :class:`NormConfig`); ``norm_eps`` overrides its epsilon
     alone (timm's PyTorch-trained ports of TF models use 1e-5 where the TF originals use 1e-3).
     ``padding="tf_same"`` reproduces TensorFlow's SAME padding for checkpoints trained there. Stochastic
-    depth grows linearly to ``drop_path_rate`` over the blocks.
+    depth grows linearly to ``drop_path_rate`` over the blocks. ``zero_init_residual`` starts the scale
+    of the last norm of every residual branch at zero, so each residual block begins as the identity
+    (torchvision's ResNet option of that name; timm's ``zero_init_last``; Goyal et al. 2017).
 
     ``small_input`` adapts the network to tiny images such as CIFAR's 32×32, as the CIFAR variants of
     MobileNet do, by running its first stride-2 layers at stride 1. ``True`` (or 2) does so for the stem
@@ -202,11 +208,13 @@ def build_mobilenet(
         separable=separable,
         projection_activation=projection_activation,
         shortcut=shortcut,
+        zero_init_residual=zero_init_residual,
     )
     has_ir = any(spec.kind == "ir" for spec in arch.blocks)
-    if not has_ir and (projection_activation is not None or shortcut != "bottleneck"):
+    if not has_ir and (projection_activation is not None or shortcut != "bottleneck" or zero_init_residual):
         raise UsageError(
-            f"{arch.name} has no inverted residual blocks, so projection_activation and shortcut do not apply"
+            f"{arch.name} has no inverted residual blocks, so projection_activation, shortcut and "
+            "zero_init_residual do not apply"
         )
     if not separable:
         arch = standard_conv_twin(arch)
@@ -335,7 +343,7 @@ def build_mobilenet(
     else:
         num_classes, head_hidden_size = 0, channels
 
-    return MobileNet(
+    model = MobileNet(
         stem=stem,
         blocks=nn.Sequential(*stages),
         conv_head=conv_head,
@@ -351,6 +359,11 @@ def build_mobilenet(
         default_resolution=arch.default_resolution,
         architecture=arch.name,
     )
+    if zero_init_residual:
+        for block in model.modules():
+            if isinstance(block, InvertedResidual) and block.has_residual:
+                block.zero_init_last()
+    return model
 
 
 def _make_block(

@@ -29,3 +29,5 @@ class BuildOptions(TypedDict, total=False):
     separable: bool
     projection_activation: str | None
     shortcut: str
+    # Initialisation: residual blocks start as the identity (see build_mobilenet).
+    zero_init_residual: bool

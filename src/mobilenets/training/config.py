@@ -137,6 +137,11 @@ class TrainConfig:
             self.pretrained is None or (isinstance(self.pretrained, str) and bool(self.pretrained)),
             f"pretrained must be a weights file or packaged name, or None; got {self.pretrained!r}",
         )
+        _check(
+            not (self.pretrained and self.model_options.get("zero_init_residual")),
+            "zero_init_residual initialises weights for training from scratch; pretrained weights replace "
+            "them, so drop one of the two",
+        )
         if self.img_size is None:
             object.__setattr__(self, "img_size", default_resolution(self.data))
         check_data_spec(self.data, img_size=self.img_size)
