@@ -286,5 +286,7 @@ def test_zero_init_residual_is_refused_where_it_cannot_apply() -> None:
         mobilenets.mobilenet_v2(zero_init_residual=1)  # type: ignore[arg-type]
     with pytest.raises(UsageError, match=r"no inverted residual blocks.*zero_init_residual"):
         mobilenets.mobilenet_v1(zero_init_residual=True)
+    with pytest.raises(UsageError, match="pretrained weights replace them"):
+        mobilenets.mobilenet_v2(pretrained=True, zero_init_residual=True)
     with pytest.raises(UsageError, match="zero_init_residual initialises weights for training from scratch"):
         TrainConfig(pretrained="torchvision_mobilenet_v2", model_options={"zero_init_residual": True})

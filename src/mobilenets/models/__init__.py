@@ -10,6 +10,7 @@ from .efficientnet_lite import (
     efficientnet_lite4,
 )
 from .features import FeatureInfo, FeatureLevel
+from .hub import check_pretrained_options
 from .mobilenet import MAX_INPUT_SIZE, MIN_INPUT_SIZE, MobileNet, check_resolution
 from .mobilenet_v1 import conv_mobilenet_v1, mobilenet_v1
 from .mobilenet_v2 import conv_mobilenet_v2, mobilenet_v2
@@ -28,6 +29,7 @@ __all__ = [
     "MobileNet",
     "build_mobilenet",
     "check_model_options",
+    "check_pretrained_options",
     "check_resolution",
     "conv_mobilenet_v1",
     "conv_mobilenet_v2",

@@ -29,4 +29,14 @@ def build_pretrained(name: str, pretrained: bool | str, options: dict[str, Any])
     """``name`` built with ``options`` and the weights ``pretrained`` names (True: the model's default)."""
     if _loader is None:
         raise UsageError("pretrained weights need mobilenets.weights; `import mobilenets` loads it")
+    check_pretrained_options(options)
     return _loader(name, pretrained, options)
+
+
+def check_pretrained_options(options: dict[str, Any]) -> None:
+    """``UsageError`` for build options that mean nothing once pretrained weights are loaded."""
+    if options.get("zero_init_residual"):
+        raise UsageError(
+            "zero_init_residual initialises weights for training from scratch; pretrained weights replace "
+            "them, so drop one of the two"
+        )

@@ -13,7 +13,7 @@ from ..data.splits import check_data_spec, default_resolution
 from ..data.transforms import check_augment
 from ..errors import UsageError
 from ..layers.norm import NORM_KINDS
-from ..models import check_model_options
+from ..models import check_model_options, check_pretrained_options
 from ..models.builder import small_input_strides
 
 OPTIMIZERS = ("sgd", "rmsprop", "adamw")
@@ -137,11 +137,8 @@ class TrainConfig:
             self.pretrained is None or (isinstance(self.pretrained, str) and bool(self.pretrained)),
             f"pretrained must be a weights file or packaged name, or None; got {self.pretrained!r}",
         )
-        _check(
-            not (self.pretrained and self.model_options.get("zero_init_residual")),
-            "zero_init_residual initialises weights for training from scratch; pretrained weights replace "
-            "them, so drop one of the two",
-        )
+        if self.pretrained:
+            check_pretrained_options(self.model_options)
         if self.img_size is None:
             object.__setattr__(self, "img_size", default_resolution(self.data))
         check_data_spec(self.data, img_size=self.img_size)
