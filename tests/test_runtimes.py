@@ -212,20 +212,21 @@ def test_chunks_and_tiles_keep_their_saving_in_the_executorch_plan(tmp_path: Pat
     chunk once projected and each tile's tensors once the tile is made.
 
     At 128 px (at 64 px the tiles' overlap outweighs what they save; 224 px is in deployed_memory.py),
-    8 chunks: the planner's arenas are exact (plain 1,572,864 bytes, chunked 2.67× less, tiled 1.35×
-    less again), and each chunk more costs lowering time.
+    4 chunks: the planner's arenas are exact (plain 1,572,864 bytes, chunked 2.18× less, tiled 1.65×
+    less again). Each chunk more costs lowering time: 8 chunks save more (2.67×, then 1.35×), but this
+    test took 82 s with them against 66 s (AVX2 EPYC).
     """
     model = mobilenets.mobilenet_v2(width_mult=0.5).eval()
     randomize_norm_stats(model)
-    chunked = memory_efficient(model, 8, resolution=128)
-    patched = memory_efficient(model, 8, patches=4, resolution=128)
+    chunked = memory_efficient(model, 4, resolution=128)
+    patched = memory_efficient(model, 4, patches=4, resolution=128)
     plain = export_executorch(model, tmp_path / "plain.pte", resolution=128, delegate=False)
     chunks_only = export_executorch(chunked, tmp_path / "chunked.pte", resolution=128, delegate=False)
     tiles = export_executorch(patched, tmp_path / "patched.pte", resolution=128, delegate=False)
     arenas = (plain.arena_bytes, chunks_only.arena_bytes, tiles.arena_bytes)
-    print("planned arena: plain {:,} bytes, 8 chunks {:,}, 4×4 tiles too {:,}".format(*arenas))
-    assert chunks_only.arena_bytes * 2.5 < plain.arena_bytes
-    assert tiles.arena_bytes * 1.25 < chunks_only.arena_bytes
+    print("planned arena: plain {:,} bytes, 4 chunks {:,}, 4×4 tiles too {:,}".format(*arenas))
+    assert chunks_only.arena_bytes * 2 < plain.arena_bytes
+    assert tiles.arena_bytes * 1.5 < chunks_only.arena_bytes
     # Delegated, the weight slices are folded into constants so XNNPACK takes every convolution.
     delegated = export_executorch(chunked, tmp_path / "xnnpack.pte", resolution=128)
     x = torch.randn(1, 3, 128, 128)
