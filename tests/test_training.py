@@ -373,6 +373,39 @@ def test_small_input_counts_strides_and_old_run_folders_still_resume(tmp_path: P
         check_resume_config(tmp_path, TrainConfig(small_input=1))
 
 
+def test_resume_refuses_another_optimizer_or_weight_average(tmp_path: Path) -> None:
+    """Their saved state fits only the same kind: loading it used to end in a KeyError."""
+    from mobilenets.training.run_log import check_resume_config
+
+    (tmp_path / "config.json").write_text(json.dumps({"optimizer": "sgd", "ema_decay": 0.0}))
+    check_resume_config(tmp_path, TrainConfig(optimizer="sgd", epochs=40))  # other settings may change
+    for change, message in (
+        ({"optimizer": "adamw"}, r"optimizer='sgd' \(now 'adamw'\)"),
+        ({"ema_decay": 0.99}, r"ema_decay=0\.0 \(now 0\.99\)"),
+    ):
+        with pytest.raises(ValueError, match=f"cannot resume .*trained with {message}"):
+            check_resume_config(tmp_path, TrainConfig(**change))  # type: ignore[arg-type]
+
+
+def test_a_run_saved_without_loss_scaling_resumes_under_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fp32 (or bf16: a CPU, another GPU) saves an empty scaler state; fp16 then starts a fresh scale."""
+    train(TrainConfig(**FAST, epochs=1, out=str(tmp_path)))
+    assert load_training_state(tmp_path)["scaler"] == {}
+    monkeypatch.setattr(engine_module, "resolve_precision", lambda precision, device: torch.float16)
+    calls = {"n": 0}
+
+    def stop_after_2_steps(flag: bool, context: object) -> bool:  # fp16 on a CPU is slow: 2 steps do
+        calls["n"] += 1
+        return calls["n"] == 3
+
+    monkeypatch.setattr(engine_module, "any_process", stop_after_2_steps)
+    assert train(TrainConfig(**FAST, epochs=2, out=str(tmp_path), resume=True))["interrupted"]
+    state = load_training_state(tmp_path)
+    assert (state["next_epoch"], state["next_step"]) == (2, 2) and state["scaler"]["scale"] > 0
+
+
 def test_nan_loss_names_epoch_and_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     original = torch.nn.CrossEntropyLoss.forward
 

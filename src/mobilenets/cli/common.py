@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..deploy.patch_inference import PATCH_STRIDE
-from ..errors import MissingFileError, UsageError
+from ..errors import UsageError
 from ..models import MobileNet, create_model
 from ..models import check_resolution as check_input_size
 from ..models.builder import OUTPUT_STRIDES
@@ -194,21 +194,37 @@ def add_foreign_weight_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="conv padding (default: the source's)",
     )
+    parser.add_argument(
+        "--norm-eps",
+        type=float,
+        default=None,
+        help="BatchNorm epsilon (default: the source's; timm's tf_* ports of TensorFlow weights need 1e-3)",
+    )
 
 
 def foreign_model_kwargs(args: argparse.Namespace) -> dict[str, object]:
     """The build options given by :func:`add_foreign_weight_options` (only those set)."""
-    pairs = (("width_mult", args.width_mult), ("padding", args.padding))
+    pairs = (("width_mult", args.width_mult), ("padding", args.padding), ("norm_eps", args.norm_eps))
     return {key: value for key, value in pairs if value is not None}
 
 
 def load_from_args(args: argparse.Namespace) -> TrainedModel:
     """The model and card named by :func:`add_weights_arguments`' options."""
     from ..weights.card import TrainedModel
+    from ..weights.files import check_weights_path
     from ..weights.load import load_pretrained
     from ..weights.registry import default_pretrained, get_pretrained
 
     if getattr(args, "pretrained", None) is not None:
+        given = [
+            f"--{name}"
+            for name, unset in (("source", "auto"), ("preset", None))
+            if getattr(args, name, unset) != unset
+        ]
+        if given:  # packaged weights carry their own source and preset; ignoring these would mislead
+            raise UsageError(
+                f"{', '.join(given)}: only with --weights FILE (packaged weights carry their own)"
+            )
         if args.pretrained is True:
             if args.model is None:
                 raise UsageError("--pretrained without a name needs --model (e.g. --model mobilenet_v2)")
@@ -219,8 +235,7 @@ def load_from_args(args: argparse.Namespace) -> TrainedModel:
         return TrainedModel(model=model, card=model.card)
     if args.weights is None:
         raise UsageError("give --weights FILE or --pretrained [NAME]")
-    if not args.weights.is_file():
-        raise MissingFileError(f"weights file {str(args.weights)!r} does not exist")
+    check_weights_path(args.weights)
     kwargs = foreign_model_kwargs(args)
     return load_pretrained(args.weights, model=args.model, source=args.source, preset=args.preset, **kwargs)
 

@@ -21,8 +21,10 @@ SCHEDULES = ("cosine", "step", "exponential")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NORMS = NORM_KINDS  # the choices of --norm; the layers own the rule
 # Settings a resumed run must share with the checkpoint it continues; the rest (epochs, ...) may change.
+# The optimizer's and the weight average's saved state fits only the same optimizer and the same average.
 RESUME_MUST_MATCH = (
     "model", "width_mult", "small_input", "norm", "model_options", "data", "img_size", "val_split", "seed",
+    "optimizer", "ema_decay",
 )  # fmt: skip
 # Options with a field of their own; model_options holds the builder's others.
 _OWN_FIELDS = ("width_mult", "small_input", "norm", "dropout", "drop_path_rate", "num_classes", "pretrained")

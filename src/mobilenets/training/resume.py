@@ -95,7 +95,9 @@ def restore_training_state(run: Resumable, state: dict[str, Any]) -> None:
         run.optimizer.param_groups, run.scheduler.base_lrs, run.scheduler.lr_lambdas, strict=True
     ):
         group["lr"] = base_lr * factor(run.scheduler.last_epoch)
-    run.scaler.load_state_dict(state["scaler"])
+    if state["scaler"] or not run.scaler.is_enabled():
+        run.scaler.load_state_dict(state["scaler"])
+    # else saved without loss scaling (fp32 or bf16, on another device or precision): a fresh scale
     torch.set_rng_state(state["rng_state"])
     if "cuda_rng_state" in state and run.device.type == "cuda":
         torch.cuda.set_rng_state(state["cuda_rng_state"], run.device)

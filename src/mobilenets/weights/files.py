@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import struct
 from collections.abc import Mapping
 from pathlib import Path
@@ -26,8 +27,25 @@ _CONTAINER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model", "net", 
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
 
 
-class UnsafeWeightsError(ValueError):
+class UnsafeWeightsError(UsageError):
     """A weights file that holds Python objects other than tensors (possibly code): refused."""
+
+
+# torch's weights-only unpickler explains a refusal in a long multi-line message: the line that names
+# what it refused (a global, a call, an object it will not build) is the one worth showing.
+_REFUSAL = re.compile(r"unsupported global|trying to call reduce|can only (?:create|build)", re.IGNORECASE)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# What a truncated or damaged pickle raises inside torch.load, besides torch's own RuntimeError.
+_DAMAGED = (
+    RuntimeError,
+    EOFError,
+    OSError,
+    struct.error,
+    IndexError,
+    KeyError,
+    UnicodeDecodeError,
+    ValueError,
+)
 
 
 def _kind(path: Path) -> str:
@@ -57,15 +75,35 @@ def _read_torch(path: Path) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        detail = _unpickler_detail(error)
+        if not _REFUSAL.search(detail):  # an unknown opcode, a bad length: damaged, not refused
+            raise UsageError(f"{str(path)!r} is not a readable PyTorch weights file: {detail}") from None
         raise UnsafeWeightsError(
             f"refused to load {str(path)!r}: it holds Python objects other than tensors, which could run "
-            f"code (torch.load with weights_only=True stopped at: {first_line}). Re-save the weights as a "
-            "plain state_dict or safetensors from a trusted environment"
+            f"code (torch.load with weights_only=True: {detail}; a truncated file can look like this too). "
+            "Re-save the weights as a plain state_dict or safetensors from a trusted environment"
         ) from None
-    except (RuntimeError, EOFError, OSError) as error:
-        raise UsageError(f"{str(path)!r} is not a readable PyTorch weights file: {error}") from None
+    except _DAMAGED as error:
+        raise UsageError(f"{str(path)!r} is not a readable PyTorch weights file: {_reason(error)}") from None
     return unwrap_state_dict(loaded, str(path))
+
+
+def _reason(error: BaseException) -> str:
+    """The first line of ``error``'s message, or what it means when it has none."""
+    if isinstance(error, EOFError | struct.error | IndexError):  # what a cut legacy pickle raises
+        return f"it ends early or is damaged ({type(error).__name__}: a truncated copy or download?)"
+    message = _ANSI.sub("", str(error)).strip()
+    return message.splitlines()[0] if message else type(error).__name__
+
+
+def _unpickler_detail(error: pickle.UnpicklingError) -> str:
+    """What torch's weights-only unpickler stopped at, from the long advice around it."""
+    lines = [line.strip() for line in _ANSI.sub("", str(error)).splitlines() if line.strip()]
+    for line in lines:
+        if _REFUSAL.search(line) or line.startswith("WeightsUnpickler error:"):
+            line = line.removeprefix("WeightsUnpickler error:").strip()
+            return line.split(". Please use")[0].rstrip(".")
+    return lines[0] if lines else type(error).__name__
 
 
 def unwrap_state_dict(loaded: Any, source: str) -> dict[str, torch.Tensor]:
@@ -95,15 +133,23 @@ def unwrap_state_dict(loaded: Any, source: str) -> dict[str, torch.Tensor]:
     return tensors
 
 
+def check_weights_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a ``Path`` if it names a file; otherwise a clear error (missing, or a folder)."""
+    file = Path(path)
+    if file.is_dir():
+        raise UsageError(f"weights file {str(file)!r} is a folder; give the weights file inside it")
+    if not file.is_file():
+        raise MissingFileError(f"weights file {str(file)!r} does not exist")
+    return file
+
+
 def read_weights(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """(state_dict, metadata) of a safetensors or PyTorch weights file; metadata is empty for ``.pth``.
 
     Raises ``FileNotFoundError`` if missing, :class:`UnsafeWeightsError` for a file holding more than
     tensors, ``ValueError`` for anything unreadable.
     """
-    file = Path(path)
-    if not file.is_file():
-        raise MissingFileError(f"weights file {str(file)!r} does not exist")
+    file = check_weights_path(path)
     if file.stat().st_size == 0:
         raise UsageError(f"weights file {str(file)!r} is empty (0 bytes): an interrupted copy or download?")
     kind = _kind(file)
