@@ -38,6 +38,10 @@ def test_layer_kinds_and_shares() -> None:
     shares = summary.share_by_kind()
     assert sum(s["macs"] for s in shares.values()) == pytest.approx(1.0)
     assert sum(s["params"] for s in shares.values()) == pytest.approx(1.0)
+    # Without a classifier (num_classes=0), v3's last Linear is pre_logits.fc, not a classifier.
+    headless = summarize(mobilenets.mobilenet_v3_large(num_classes=0), resolution=64)
+    assert {layer.name: layer.kind for layer in headless.layers}["pre_logits.fc"] == "linear"
+    assert "classifier" not in headless.share_by_kind()
     v1 = summarize(mobilenets.mobilenet_v1()).share_by_kind()
     # v1 paper Table 2: 1×1 convs carry 94.86% of the mult-adds, depthwise 3.06%.
     assert round(v1["pointwise"]["macs"] * 100, 2) == 94.86

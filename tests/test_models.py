@@ -51,6 +51,10 @@ def test_features_only_backbone() -> None:
         features = backbone(torch.randn(1, 3, 96, 96))
     assert [tuple(f.shape[1:]) for f in features] == [(32, 12, 12), (96, 6, 6), (320, 3, 3)]
     assert not any(isinstance(m, nn.Linear) for m in backbone.modules())
+    # feature_info describes what forward returns: one map per level, so a level named twice is refused
+    for bad, message in (((-1, 4), "name a feature level twice"), ((5,), "must be indices into the 5")):
+        with pytest.raises(ValueError, match=message):
+            create_model("mobilenet_v2", features_only=True, out_indices=bad)
 
 
 @pytest.mark.parametrize("output_stride", [8, 16])
@@ -290,3 +294,13 @@ def test_zero_init_residual_is_refused_where_it_cannot_apply() -> None:
         mobilenets.mobilenet_v2(pretrained=True, zero_init_residual=True)
     with pytest.raises(UsageError, match="zero_init_residual initialises weights for training from scratch"):
         TrainConfig(pretrained="torchvision_mobilenet_v2", model_options={"zero_init_residual": True})
+    # Options that would change nothing are refused, not accepted silently: no bottleneck shortcut to
+    # zero, no residual branch to drop.
+    for shortcut in ("expansion", "none"):
+        with pytest.raises(UsageError, match=f"shortcut='{shortcut}' has none"):
+            mobilenets.mobilenet_v2(shortcut=shortcut, zero_init_residual=True)
+    with pytest.raises(UsageError, match=r"no inverted residual blocks.*drop_path_rate"):
+        mobilenets.mobilenet_v1(drop_path_rate=0.2)
+    with pytest.raises(UsageError, match="drop_path_rate drops residual branches; shortcut='none'"):
+        mobilenets.mobilenet_v2(shortcut="none", drop_path_rate=0.2)
+    assert mobilenets.mobilenet_v2(shortcut="expansion", drop_path_rate=0.2).blocks[1][1].drop_path.p > 0

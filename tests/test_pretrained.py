@@ -210,11 +210,18 @@ def test_classifier_interface() -> None:
         mobilenets.mobilenet_v3_small().reset_classifier(7, global_pool="")
     model = mobilenets.mobilenet_v2()
     assert model.get_classifier() is model.classifier and model.default_cfg is model.pretrained_cfg
-    model.reset_classifier(7, global_pool="")
-    assert model.pretrained_cfg["num_classes"] == 7
+    # As timm: no pooling only without a Linear classifier (it would meet a 4-D map and fail in forward)
+    with pytest.raises(ValueError, match=r"7-class classifier .* needs pooled features"):
+        model.reset_classifier(7, global_pool="")
+    model.reset_classifier(0, global_pool="")
+    assert model.pretrained_cfg["num_classes"] == 0
     with torch.no_grad():
-        unpooled = model.forward_head(model.forward_features(torch.randn(1, 3, 64, 64)), pre_logits=True)
-    assert unpooled.dim() == 4
+        assert model(torch.randn(1, 3, 64, 64)).shape == (1, 1280, 2, 2)
+    with pytest.raises(ValueError, match="pass global_pool='avg'"):
+        model.reset_classifier(7)  # the pooling it removed stays removed unless asked back
+    model.reset_classifier(7, global_pool="avg")
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 64, 64)).shape == (1, 7)
     with pytest.raises(ValueError, match="global_pool must be 'avg' or ''"):
         model.reset_classifier(7, global_pool="max")
 

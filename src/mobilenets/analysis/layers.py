@@ -78,6 +78,10 @@ def layer_costs(model: nn.Module, example: torch.Tensor, *, bytes_per_element: i
     se_names = {name for name, m in model.named_modules() if isinstance(m, SqueezeExcite)}
     linear_names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     classifier_name = linear_names[-1] if linear_names else ""
+    get_classifier = getattr(model, "get_classifier", None)
+    if callable(get_classifier):  # ours and timm's say which layer it is (none after num_classes=0)
+        head = get_classifier()
+        classifier_name = next((n for n in linear_names if model.get_submodule(n) is head), "")
     owner = _norm_owner(model)
     norm_params: dict[str, int] = {}
     modules = dict(model.named_modules())

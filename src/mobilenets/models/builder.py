@@ -211,11 +211,19 @@ def build_mobilenet(
         zero_init_residual=zero_init_residual,
     )
     has_ir = any(spec.kind == "ir" for spec in arch.blocks)
-    if not has_ir and (projection_activation is not None or shortcut != "bottleneck" or zero_init_residual):
+    ir_only = projection_activation is not None or shortcut != "bottleneck" or zero_init_residual
+    if not has_ir and (ir_only or drop_path_rate):
         raise UsageError(
-            f"{arch.name} has no inverted residual blocks, so projection_activation, shortcut and "
-            "zero_init_residual do not apply"
+            f"{arch.name} has no inverted residual blocks, so projection_activation, shortcut, "
+            "zero_init_residual and drop_path_rate (stochastic depth on residual branches) do not apply"
         )
+    if zero_init_residual and shortcut != "bottleneck":  # it would zero nothing, without a word
+        raise UsageError(
+            f"zero_init_residual starts each bottleneck shortcut's branch at zero; shortcut={shortcut!r} "
+            "has none (use it with shortcut='bottleneck')"
+        )
+    if drop_path_rate and shortcut == "none":
+        raise UsageError("drop_path_rate drops residual branches; shortcut='none' has none")
     if not separable:
         arch = standard_conv_twin(arch)
     strides_to_drop = small_input_strides(small_input)

@@ -130,7 +130,10 @@ class MobileNet(nn.Module):
         bad = [i for i in indices if type(i) is not int or not -levels <= i < levels]
         if bad or not indices:
             raise UsageError(f"out_indices {out_indices!r} must be indices into the {levels} feature levels")
-        return tuple(sorted(i % levels for i in indices))
+        levels_named = sorted(i % levels for i in indices)
+        if len(set(levels_named)) != len(levels_named):  # forward returns each level once
+            raise UsageError(f"out_indices {out_indices!r} name a feature level twice (of {levels})")
+        return tuple(levels_named)
 
     def _set_feature_levels(self, levels: list[FeatureLevel], out_indices: tuple[int, ...]) -> None:
         sequence_names = ["stem"] + [name for name, _ in self.iter_blocks()]
@@ -323,6 +326,15 @@ class MobileNet(nn.Module):
                     "global_pool='' keeps the spatial map, but this model's pre_logits layer (Linear) "
                     "needs pooled features; keep global_pool='avg'"
                 )
+        pooled = (
+            bool(global_pool) if global_pool is not None else not isinstance(self.global_pool, nn.Identity)
+        )
+        if num_classes and not pooled:
+            raise UsageError(
+                f"a {num_classes}-class classifier (Linear) needs pooled features, but global_pool='' keeps "
+                "the spatial map; pass global_pool='avg', or num_classes=0 to keep the map"
+            )
+        if global_pool is not None:
             pool: nn.Module = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
             self.global_pool = pool if global_pool else nn.Identity()
         self.pretrained_cfg = {**self.pretrained_cfg, "num_classes": num_classes}
