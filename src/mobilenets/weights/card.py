@@ -51,7 +51,9 @@ class ModelCard:
     def preprocess(self) -> Preprocess:
         """The eval-time preprocessing these weights expect."""
         resize = self.resize_size or round(self.img_size / EVAL_CROP_FRACTION)
-        return Preprocess(self.img_size, resize, self.interpolation, self.mean, self.std, self.classes)
+        # Trained here: validated on its data's own size when the images already had it (as is).
+        as_is = self.source == "mobilenets"
+        return Preprocess(self.img_size, resize, self.interpolation, self.mean, self.std, self.classes, as_is)
 
     @classmethod
     def for_weights(

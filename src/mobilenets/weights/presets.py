@@ -35,11 +35,23 @@ def imagenet_classes() -> tuple[str, ...]:
     return tuple(line for line in text.splitlines() if line)
 
 
+class _UnlessExactSize:
+    """``inner`` for every image but one already ``size`` × ``size``, which passes unchanged."""
+
+    def __init__(self, size: int, inner: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.size, self.inner = size, inner
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        return image if tuple(image.shape[-2:]) == (self.size, self.size) else self.inner(image)
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """Resize the shorter side to ``resize_size`` (``interpolation``), centre-crop ``crop_size``, normalise.
 
-    ``classes`` names the model's outputs (empty when unknown).
+    ``classes`` names the model's outputs (empty when unknown). ``exact_size_as_is``: an image already
+    ``crop_size`` square is taken as it is, as training here validates data of its own size (CIFAR-10
+    at 32, say), where resizing to ``resize_size`` and cropping back would zoom in on it.
     """
 
     crop_size: int
@@ -48,6 +60,7 @@ class Preprocess:
     mean: Triple = IMAGENET_MEAN
     std: Triple = IMAGENET_STD
     classes: tuple[str, ...] = field(default=(), repr=False)
+    exact_size_as_is: bool = False
 
     def __post_init__(self) -> None:
         for name in ("crop_size", "resize_size"):
@@ -74,11 +87,18 @@ class Preprocess:
 
     def transform(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """uint8 (3, H, W) image (or a PIL image) → normalised float32 (3, crop, crop)."""
+        resize_crop: Callable[[torch.Tensor], torch.Tensor] = v2.Compose(
+            [
+                v2.Resize(self.resize_size, interpolation=INTERPOLATIONS[self.interpolation], antialias=True),
+                v2.CenterCrop(self.crop_size),
+            ]
+        )
+        if self.exact_size_as_is:
+            resize_crop = _UnlessExactSize(self.crop_size, resize_crop)
         return v2.Compose(
             [
                 v2.ToImage(),
-                v2.Resize(self.resize_size, interpolation=INTERPOLATIONS[self.interpolation], antialias=True),
-                v2.CenterCrop(self.crop_size),
+                resize_crop,
                 v2.ToDtype(torch.float32, scale=True),
                 v2.Normalize(list(self.mean), list(self.std)),
             ]
