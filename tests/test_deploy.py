@@ -513,6 +513,8 @@ def test_summary_cli_memory_efficient() -> None:
     assert patched["peak_activation_bytes"] < report["peak_activation_bytes"]  # below one chunk per channel
     code, _, err = run_cli(["summary", "mobilenet_v2", "--patches", "8"])
     assert code == 2 and "--patches and --patch-stride need --memory-efficient" in err
+    code, _, err = run_cli(["summary", "mobilenet_v2", "--memory-efficient", "2", "--patch-stride", "-5"])
+    assert code == 2 and "--patch-stride sets how far tiles reach; it needs --patches N" in err, err
 
 
 @pytest.mark.slow

@@ -145,6 +145,8 @@ def test_export_torch_formats_refuse_onnx_options_and_bad_arguments(tmp_path: Pa
             (["--qat-epochs", "2", "--qat-lr", "0.1"], "--qat-epochs, --qat-lr: only with --int8"),
             (["--int8", "--calib", "d", "--qat-epochs", "0"], "--qat-epochs must be >= 1, got 0"),
             (["--int8", "--calib", "d", "--qat-lr", "-1"], "--qat-lr must be a positive number"),
+            (["--int8", "--calib", " "], "--calib is empty; give a dataset name"),
+            (["--verify-data", ""], "--verify-data is empty"),  # it fell back to the card's data unseen
         ),
     }
     for file_format, suffix in (("torchscript", ".pt"), ("exported-program", ".pt2")):
@@ -394,3 +396,8 @@ def test_predict_with_exported_files(
         ["predict", "--onnx", str(tmp_path / "m.onnx"), "--weights", str(checkpoint), "x.png"]
     )
     assert code == 2 and "not allowed with argument" in err, err
+    # Options for weights files would change nothing on an exported file: refused, not ignored
+    onnx = ["--onnx", str(tmp_path / "m.onnx")]
+    for command in (["predict", *onnx, str(images[0])], ["eval", *onnx, "--data", "digits"]):
+        code, _, err = run_cli([*command, "--model", "mobilenet_v1", "--preset", "imagenet"])
+        assert code == 2 and "--model, --preset: only for weights files, not with --onnx" in err, err

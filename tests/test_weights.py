@@ -397,7 +397,19 @@ def test_eval_list_file_errors(tmp_path: Path) -> None:
         listing.write_text(text)
         code, _, err = run_cli(["eval", "--weights", str(weights), "--data", str(listing)])
         assert code == 2 and message in err, (text, err)
-    listing.write_text("a.png, 2\n./a.png, 0\n")
+    # A binary file (an image given as --data) or UTF-16 text; a label in non-ASCII digits
+    for data, encoded, message in (
+        (image, None, "is not a UTF-8 text file of 'IMAGE_PATH, LABEL' lines"),
+        (listing, "a.png, 1\n".encode("utf-16"), "is not a UTF-8 text file"),
+        (listing, "a.png, \u00b2\n".encode(), "is not 'IMAGE_PATH, LABEL'"),
+    ):
+        if encoded is not None:
+            data.write_bytes(encoded)
+        code, _, err = run_cli(["eval", "--weights", str(weights), "--data", str(data)])
+        assert code == 2 and message in err and "Traceback" not in err, err
+    code, _, err = run_cli(["eval", "--weights", str(weights), "--data", ""])
+    assert code == 2 and "data spec must be a non-empty string" in err, err  # not "give --data"
+    listing.write_bytes(b"\xef\xbb\xbfa.png, 2\r\n./a.png, 0\r\n")  # a byte-order mark and CRLF: Notepad's
     code, stdout, err = run_cli(
         ["eval", "--weights", str(weights), "--data", str(listing), "--json", "--no-confusion"]
     )

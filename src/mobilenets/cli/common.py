@@ -275,8 +275,22 @@ def deployed_path(args: argparse.Namespace) -> Path | None:
         suffix = expected.get(name)
         if suffix is not None and path.suffix.lower() != suffix:
             raise UsageError(f"{flag} {str(path)!r}: expected a {suffix} file")
+        ignored = [
+            f"--{option.replace('_', '-')}"
+            for option, unset in _WEIGHT_OPTIONS
+            if getattr(args, option, unset) != unset
+        ]
+        if ignored:  # an exported file carries its model card: these would change nothing
+            raise UsageError(f"{', '.join(ignored)}: only for weights files, not with {flag} (its card says)")
         return path
     return None
+
+
+# Options that describe weights files (add_weights_arguments), each with its value when not given.
+_WEIGHT_OPTIONS = (
+    ("model", None), ("source", "auto"), ("preset", None), ("width_mult", None), ("padding", None),
+    ("norm_eps", None),
+)  # fmt: skip
 
 
 def add_memory_efficient_arguments(parser: argparse._ActionsContainer, what: str) -> None:
@@ -312,6 +326,8 @@ def memory_efficient_options(args: argparse.Namespace) -> tuple[Chunks, int, int
             raise UsageError("--patches and --patch-stride need --memory-efficient K (use 1 for tiles alone)")
         return None
     patches = 1 if args.patches is None else args.patches  # 0 and negatives reach memory_efficient's check
+    if args.patch_stride is not None and patches == 1:  # without tiles it would change nothing
+        raise UsageError("--patch-stride sets how far tiles reach; it needs --patches N (N >= 2)")
     return chunks, patches, PATCH_STRIDE if args.patch_stride is None else args.patch_stride
 
 

@@ -204,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
 
             network = bf16_inference(network, device=device)
     data = args.data if args.data is not None else card.data
-    if not data:
+    if args.data is None and not data:  # (an empty --data is the data spec's own error)
         raise UsageError(
             f"{str(source_file)!r} does not say what data it was trained on; give --data (a folder or a "
             "labelled list file)"

@@ -216,6 +216,9 @@ def _check_args(args: argparse.Namespace) -> None:
     ]
     if without and not args.int8:
         raise UsageError(f"{', '.join(without)}: only with --int8")
+    for flag, value in (("--calib", args.calib), ("--verify-data", args.verify_data)):
+        if value is not None and not value.strip():  # else it would fall back to other data unseen
+            raise UsageError(f"{flag} is empty; give a dataset name, an image folder or a labelled list file")
     if args.int8 and not args.calib:
         raise UsageError("--int8 needs --calib DATA: real images to calibrate activation ranges on")
     for name in ("calib_images", "verify_images"):

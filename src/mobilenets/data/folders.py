@@ -204,12 +204,19 @@ def read_labelled_list(path: Path) -> Samples:
     """
     samples: Samples = []
     missing: list[str] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:  # utf-8-sig: a byte-order mark (Windows editors write one) is not part of the first path
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except UnicodeDecodeError:
+        raise UsageError(
+            f"{path} is not a UTF-8 text file of 'IMAGE_PATH, LABEL' lines (an image? --data takes such a "
+            "list, an image folder or a dataset name)"
+        ) from None
+    for number, line in enumerate(lines, start=1):
         text = line.strip()
         if not text or text.startswith("#"):
             continue
         name, comma, label = text.rpartition(",")
-        if not comma or not name.strip() or not label.strip().isdigit():
+        if not comma or not name.strip() or not (label.strip().isascii() and label.strip().isdigit()):
             raise UsageError(
                 f"{path}:{number}: {text!r} is not 'IMAGE_PATH, LABEL' (LABEL a 0-based class index)"
             )

@@ -110,7 +110,8 @@ def load_weights(
         raise UsageError(
             f"{found.name} weights do not fit {type(model).__name__} "
             f"({sum(1 for _ in model.iter_blocks())} blocks): {report.describe()}. "
-            "Check --model, --width-mult and --num-classes, or load with strict=False"
+            "Check the architecture and its options (--model, --width-mult, --padding; in Python also "
+            "num_classes), or in Python load what fits with load_weights(..., strict=False)"
         )
     model.load_state_dict(matched, strict=False)
     return report
