@@ -480,7 +480,9 @@ def test_signal_mid_run_then_resume_matches_the_uninterrupted_run(
     assert_same_weights(reference / "last.safetensors", tmp_path / "last.safetensors")
 
 
-def test_image_folder_with_a_corrupt_file_trains_and_reports_it(tmp_path: Path) -> None:
+def test_image_folder_with_a_corrupt_file_trains_and_reports_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from PIL import Image
 
     generator = torch.Generator().manual_seed(0)
@@ -494,15 +496,15 @@ def test_image_folder_with_a_corrupt_file_trains_and_reports_it(tmp_path: Path) 
                 )
                 Image.fromarray(pixels.numpy()).save(folder / f"{index}.png")
     (tmp_path / "data" / "train" / "dogs" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    monkeypatch.chdir(tmp_path)  # --data given relative to the working directory
     with pytest.warns(UserWarning, match="broken.jpg"):
-        result = train(
-            TrainConfig(
-                **{**FAST, "batch_size": 8}, data=str(tmp_path / "data"), epochs=1, out=str(tmp_path / "run")
-            )
-        )
+        result = train(TrainConfig(**{**FAST, "batch_size": 8}, data="data", epochs=1, out="run"))
     assert result["skipped_images"] == 1
     trained = load_trained_model(tmp_path / "run" / "last.safetensors")
-    assert trained.card.classes == ("cats", "dogs") and trained.card.data == str(tmp_path / "data")
+    # The card holds the absolute path, so the checkpoint finds its data from any working directory
+    assert trained.card.classes == ("cats", "dogs") and trained.card.data == str(
+        (tmp_path / "data").resolve()
+    )
 
 
 def test_trainer_runs_relu6_keeping_outputs_and_fast_depthwise_gradients(tmp_path: Path) -> None:

@@ -63,6 +63,16 @@ def parse_data_spec(spec: str) -> DataSpec:
     return DataSpec("list" if path.is_file() else "folder", path)
 
 
+def absolute_data_spec(spec: str) -> str:
+    """``spec`` with its path made absolute (``digits`` as it is), for a model card: a checkpoint then
+    finds its data, or fails clearly, from any working directory, never a same-named folder elsewhere."""
+    parsed = parse_data_spec(spec)
+    if parsed.path is None:
+        return spec
+    absolute = str(parsed.path.resolve())
+    return f"cifar10:{absolute}" if parsed.kind == "cifar10" else absolute
+
+
 def _require_dir(path: Path, spec: str, what: str) -> None:
     if not path.exists():
         raise UsageError(f"data spec {spec!r}: {what} {path} does not exist; expected {SPEC_FORMS}")

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..data.folders import absolute_data_spec
 from ..data.splits import build_loader, load_splits
 from ..errors import TrainingError, UsageError
 from ..evaluation.evaluate import evaluate
@@ -152,7 +153,7 @@ class Trainer:
             mean=splits.mean,
             std=splits.std,
             img_size=config.resolution,
-            data=config.data,
+            data=absolute_data_spec(config.data),
             val_split=config.val_split,
             seed=config.seed,
             config=config.to_dict(),
