@@ -54,6 +54,8 @@ def test_compare_standard_ratios() -> None:
     for c in summary.comparisons:
         assert c.measured_ratio == pytest.approx(c.theoretical_ratio, rel=1e-9)
         assert c.standard_macs > 8 * c.separable_macs * 0.9
+        # Weights on both sides (norms left out of both): the same ratio as the mult-adds
+        assert c.separable_params / c.standard_params == pytest.approx(c.theoretical_ratio, rel=1e-9)
 
 
 def test_json_and_csv_outputs() -> None:

@@ -13,7 +13,11 @@ from .layers import LayerCost
 
 @dataclass(frozen=True)
 class SeparableComparison:
-    """One depthwise + pointwise pair beside a standard K×K conv with the same input, output and stride."""
+    """One depthwise + pointwise pair beside a standard K×K conv with the same input, output and stride.
+
+    Parameters count the convolutions' weights on both sides, as the v1 paper compares them (norms and
+    biases left out), so their ratio is ``1/C_out + 1/K²`` too.
+    """
 
     depthwise: str
     pointwise: str
@@ -69,8 +73,8 @@ def compare_with_standard(costs: list[LayerCost]) -> list[SeparableComparison]:
                 kernel_size=dw.kernel_size,
                 separable_macs=dw.macs + pw.macs,
                 standard_macs=counter.get_total_flops() // 2,
-                separable_params=dw.params + pw.params,
-                standard_params=sum(p.numel() for p in twin.parameters()),
+                separable_params=dw.in_channels * dw.kernel_size**2 + pw.in_channels * pw.out_channels,
+                standard_params=twin.weight.numel(),
             )
         )
     return comparisons
