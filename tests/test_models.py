@@ -304,3 +304,13 @@ def test_zero_init_residual_is_refused_where_it_cannot_apply() -> None:
     with pytest.raises(UsageError, match="drop_path_rate drops residual branches; shortcut='none'"):
         mobilenets.mobilenet_v2(shortcut="none", drop_path_rate=0.2)
     assert mobilenets.mobilenet_v2(shortcut="expansion", drop_path_rate=0.2).blocks[1][1].drop_path.p > 0
+
+
+def test_pretrained_cfg_follows_the_strides_the_model_keeps() -> None:
+    """timm's pool_size and min_input_size: a 224-px input ends at 28×28 with two strides dropped."""
+    cases = (({}, 7, 32), ({"small_input": 2}, 28, 8), ({"output_stride": 16}, 14, 16))
+    for options, pool, smallest in cases:
+        cfg = mobilenets.mobilenet_v2(**options).pretrained_cfg
+        assert cfg["pool_size"] == (pool, pool) and cfg["min_input_size"] == (3, smallest, smallest), options
+    loaded = create_model("mobilenet_v2", pretrained=True, small_input=2)  # the weights' cfg, same rule
+    assert loaded.pretrained_cfg["pool_size"] == (28, 28) and loaded.pretrained_cfg["tag"] == "tv_in1k"

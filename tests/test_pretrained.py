@@ -75,7 +75,7 @@ def test_pretrained_errors_name_what_exists_and_what_to_do() -> None:
         mobilenets.create_model("mobilenet_v2", pretrained="efficientnet_lite1.tf_in1k")
     with pytest.raises(ValueError, match="unknown pretrained weights 'imagenet21k'"):
         mobilenets.create_model("mobilenet_v2", pretrained="imagenet21k")
-    with pytest.raises(ValueError, match=r"do not fit .*Check --model, --width-mult"):
+    with pytest.raises(ValueError, match=r"do not fit .*Check the architecture and its options \(--model"):
         mobilenets.mobilenet_v2(pretrained=True, width_mult=0.5)
     arch = importlib.import_module("mobilenets.models.mobilenet_v2").MOBILENET_V2
     with pytest.raises(ValueError, match="builds mobilenet_v2 from its table"):

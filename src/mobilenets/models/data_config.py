@@ -18,7 +18,7 @@ TF_MEAN: Triple = (127 / 255, 127 / 255, 127 / 255)
 TF_STD: Triple = (128 / 255, 128 / 255, 128 / 255)
 # Centre crop of ImageNet evaluation: resize the shorter side to resolution / 0.875, crop resolution.
 DEFAULT_CROP_FRACTION = 0.875
-REDUCTION = 32  # every model's final stride at the default output stride
+REDUCTION = 32  # the papers' networks' final stride (less with strides dropped or dilated)
 
 
 def data_config(
@@ -31,19 +31,22 @@ def data_config(
     std: Triple = IMAGENET_STD,
     num_classes: int = 1000,
     in_channels: int = 3,
+    total_stride: int = REDUCTION,
     **extra: Any,
 ) -> dict[str, Any]:
     """A timm-style ``pretrained_cfg``: input size, resize/crop, interpolation, normalisation, head names.
 
     ``crop_pct`` is ``resolution / resize_size``, which timm turns back into ``resize_size`` with
-    ``floor(resolution / crop_pct)``. ``extra`` adds keys (``tag``, ``license``, ``source``).
+    ``floor(resolution / crop_pct)``. ``total_stride`` (the model's) sets ``pool_size`` and
+    ``min_input_size``. ``extra`` adds keys (``tag``, ``license``, ``source``).
     """
     resize = resize_size or round(resolution / DEFAULT_CROP_FRACTION)
-    pool = max(resolution // REDUCTION, 1)
+    pool = max(resolution // total_stride, 1)
+    smallest = min(total_stride, REDUCTION)
     return {
         "architecture": architecture,
         "input_size": (in_channels, resolution, resolution),
-        "min_input_size": (in_channels, 32, 32),
+        "min_input_size": (in_channels, smallest, smallest),
         "fixed_input_size": False,
         "pool_size": (pool, pool),
         "crop_pct": resolution / resize,

@@ -97,12 +97,6 @@ class MobileNet(nn.Module):
         self.head_hidden_size = head_hidden_size
         # What the weights were trained on: set by mobilenets.weights when it loads pretrained weights.
         self.card: Any = None
-        self.pretrained_cfg: dict[str, Any] = data_config(
-            architecture=architecture,
-            resolution=default_resolution,
-            num_classes=num_classes,
-            in_channels=in_channels,
-        )
         self.stem = stem
         self.blocks = blocks
         self.conv_head = conv_head
@@ -115,6 +109,13 @@ class MobileNet(nn.Module):
         )
         self.features_only = features_only
         self._set_feature_levels(feature_info, self._check_out_indices(out_indices, len(feature_info)))
+        self.pretrained_cfg: dict[str, Any] = data_config(
+            architecture=architecture,
+            resolution=default_resolution,
+            num_classes=num_classes,
+            in_channels=in_channels,
+            total_stride=self.total_stride,
+        )
         self._init_weights()
 
     @staticmethod
@@ -146,10 +147,15 @@ class MobileNet(nn.Module):
         self._level_positions = [sequence_names.index(level.module) for level in levels]
 
     @property
+    def total_stride(self) -> int:
+        """How much smaller than the input the final feature map is (32 for the papers' networks)."""
+        return self._total_stride
+
+    @property
     def min_input_size(self) -> int:
         """The smallest input side this network takes: its total stride (32 for the papers' networks,
         less with strides dropped), which leaves a 1×1 final map; never more than 32."""
-        return min(MIN_INPUT_SIZE, self._total_stride)
+        return min(MIN_INPUT_SIZE, self.total_stride)
 
     @property
     def default_cfg(self) -> dict[str, Any]:

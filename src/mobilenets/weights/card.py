@@ -156,6 +156,7 @@ def attach_card(model: MobileNet, card: ModelCard) -> None:
         architecture=card.model,
         num_classes=model.num_classes,
         in_channels=model.in_channels,
+        total_stride=model.total_stride,
         source=card.source,
     )
 

@@ -60,7 +60,7 @@ def build_pretrained(model: str, pretrained: bool | str, options: dict[str, Any]
         network, ModelCard.for_weights(model, kwargs, entry.preprocess(), entry.source, network.num_classes)
     )
     network.pretrained_cfg = entry.data_config(
-        num_classes=network.num_classes, in_channels=network.in_channels
+        num_classes=network.num_classes, in_channels=network.in_channels, total_stride=network.total_stride
     )
     return network
 

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from ..errors import MissingFileError, UsageError
+from ..models.data_config import REDUCTION
 from .presets import Preprocess, get_preset
 
 MEASURED_FILE = "measured.json"  # inside the package, next to this module
@@ -90,12 +91,15 @@ class PretrainedWeights:
         """uint8 (3, H, W) image or PIL image → the normalised tensor these weights expect."""
         return self.preprocess().transform()
 
-    def data_config(self, *, num_classes: int = 1000, in_channels: int = 3) -> dict[str, Any]:
+    def data_config(
+        self, *, num_classes: int = 1000, in_channels: int = 3, total_stride: int = REDUCTION
+    ) -> dict[str, Any]:
         """timm's ``pretrained_cfg`` for a model carrying these weights."""
         return self.preprocess().data_config(
             architecture=self.model,
             num_classes=num_classes,
             in_channels=in_channels,
+            total_stride=total_stride,
             tag=self.tag,
             license=self.licence,
             source=self.origin,
