@@ -174,6 +174,16 @@ def test_train_spells_the_input_size_resolution_and_keeps_img_size() -> None:
     assert parser.parse_args(["train"]).zero_init_residual is False
 
 
+def test_train_refuses_a_val_split_its_data_would_ignore(tmp_path: Path) -> None:
+    for folder in ("train/a", "test/a"):
+        (tmp_path / "data" / folder).mkdir(parents=True)
+    result = run_cli("train", "--data", str(tmp_path / "data"), "--val-split", "0.3", "--out", str(tmp_path))
+    assert result.returncode == 2 and not (tmp_path / "metrics.jsonl").exists()
+    assert f"validation images in {tmp_path / 'data' / 'test'}, so --val-split would change nothing" in (
+        result.stderr
+    )
+
+
 @pytest.mark.slow
 def test_demo_writes_report(tmp_path: Path) -> None:
     out = tmp_path / "demo"

@@ -456,6 +456,27 @@ def test_eval_cli_with_the_real_digits_split(
     assert not fake_checkpoint.with_name("best_confusion.png").exists()
 
 
+def test_eval_cli_refuses_split_options_the_data_would_ignore(
+    fake_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--val-split and --seed draw the held-out images of one folder or digits; data that brings its own
+    (a val/ folder, a list file) would ignore them, so they are refused rather than accepted."""
+    for folder in ("train/a", "val/a"):
+        (tmp_path / "two" / folder).mkdir(parents=True)
+    listed = tmp_path / "list.txt"
+    listed.write_text("x.png, 0\n")
+    base = ["--checkpoint", str(fake_checkpoint), "--no-confusion"]
+    code, out, err = run_eval([*base, "--data", str(tmp_path / "two"), "--val-split", "0.2"], capsys)
+    assert code == 2 and out == ""
+    assert "--val-split chooses which images" in err
+    assert f"validation images in {tmp_path / 'two' / 'val'}" in err
+    code, _, err = run_eval([*base, "--data", str(listed), "--seed", "1", "--val-split", "0.3"], capsys)
+    assert code == 2 and "--val-split and --seed choose" in err and "is a list file, evaluated whole" in err
+    code, out, err = run_eval([*base, "--json", "--val-split", "0.2", "--seed", "3"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["num_images"] == 359  # digits: another split, 20% per class, drawn as asked
+
+
 def test_eval_cli_on_a_real_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from mobilenets.training.engine import TrainConfig, train
 

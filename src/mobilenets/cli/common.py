@@ -344,3 +344,20 @@ def parse_chunks(value: str | None) -> Chunks | None:
     if chunks < 1:
         raise UsageError(f"--memory-efficient must be a positive integer or 'channel', got {value!r}")
     return chunks
+
+
+def refuse_unused_split(data: str, given: dict[str, object]) -> None:
+    """Refuse split options (``{flag: value}``, None when not given) that ``data`` would ignore: its
+    validation images are a val/ or test/ folder or a list file, not drawn out of one folder."""
+    from ..data.folders import fixed_validation
+
+    flags = [flag for flag, value in given.items() if value is not None]
+    if not flags:
+        return
+    reason = fixed_validation(data)
+    if reason is not None:
+        named, verb = " and ".join(flags), "choose" if len(flags) > 1 else "chooses"
+        raise UsageError(
+            f"{named} {verb} which images of one folder of class folders (or of digits) are held out for "
+            f"validation; {reason}, so {named} would change nothing"
+        )

@@ -24,6 +24,7 @@ from .common import (
     apply_allocator,
     deployed_path,
     load_from_args,
+    refuse_unused_split,
 )
 
 DEFAULT_BATCH_SIZE = 64
@@ -77,7 +78,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--workers", type=int, default=0, help="data-loading worker processes (default 0)")
     parser.add_argument("--device", default="auto", help=DEVICE_HELP)
     parser.add_argument(
-        "--val-split", type=float, default=None, help="held-out fraction (default: the checkpoint's)"
+        "--val-split",
+        type=float,
+        default=None,
+        help="held-out fraction of one folder or digits (default: the checkpoint's)",
     )
     parser.add_argument(
         "--seed",
@@ -209,6 +213,7 @@ def run(args: argparse.Namespace) -> int:
             f"{str(source_file)!r} does not say what data it was trained on; give --data (a folder or a "
             "labelled list file)"
         )
+    refuse_unused_split(data, {"--val-split": args.val_split, "--seed": args.split_seed})
     dataset, classes = card_eval_set(card, data, val_split=args.val_split, seed=args.split_seed)
     mismatch = class_mismatch(card.classes, classes)
     if mismatch:

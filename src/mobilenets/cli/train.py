@@ -15,6 +15,7 @@ from .common import (
     add_small_input_argument,
     apply_allocator,
     output_stride_options,
+    refuse_unused_split,
 )
 
 _DEFAULTS = TrainConfig()
@@ -69,7 +70,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     data.add_argument(
         "--data", default=_DEFAULTS.data, help="digits (built in), cifar10:PATH, or an image folder PATH"
     )
-    data.add_argument("--val-split", type=float, default=_DEFAULTS.val_split, help="held-out fraction")
+    data.add_argument(
+        "--val-split",
+        type=float,
+        default=None,
+        help=f"held-out fraction of one folder (or digits) (default {_DEFAULTS.val_split}); data with its "
+        "own val/ or test/ folder keeps it",
+    )
     data.add_argument(
         "--augment", choices=AUGMENTATIONS, default=_DEFAULTS.augment, help="extra augmentation"
     )
@@ -146,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
     from ..training import train
 
     apply_allocator(args)
+    refuse_unused_split(args.data, {"--val-split": args.val_split})
     config = TrainConfig(
         model=args.model,
         width_mult=args.width_mult,
@@ -159,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
         drop_path_rate=args.drop_path,
         pretrained=args.pretrained,
         data=args.data,
-        val_split=args.val_split,
+        val_split=_DEFAULTS.val_split if args.val_split is None else args.val_split,
         augment=args.augment,
         img_size=args.resolution,
         workers=args.workers,

@@ -106,6 +106,20 @@ def resolve_layout(spec: str) -> tuple[DataSpec, Path | None, Path | None]:
     return parsed, root, None
 
 
+def fixed_validation(spec: str) -> str | None:
+    """What holds ``spec``'s validation images when they are given rather than drawn (a val/ or test/
+    folder, a list file); None where ``val_split`` and the split seed draw them (digits, one folder).
+
+    A ``--val-split`` or split seed given for such data would change nothing, so the CLI refuses it.
+    """
+    parsed, _, val_dir = resolve_layout(spec)
+    if parsed.kind == "list":
+        return f"{spec!r} is a list file, evaluated whole"
+    if val_dir is not None:
+        return f"{spec!r} has its validation images in {val_dir}"
+    return None
+
+
 def scan_folder(directory: Path, classes: tuple[str, ...] | None = None) -> tuple[tuple[str, ...], Samples]:
     """Class names and (path, label) samples of an ImageFolder-style ``directory``.
 
