@@ -100,6 +100,7 @@ def test_onnx_export_matches_pytorch_in_onnx_runtime(
     ]
     metadata = {p.key: p.value for p in proto.metadata_props}
     assert metadata["input_layout"] == "NCHW" and json.loads(metadata["classes"])[:2] == ["tench", "goldfish"]
+    assert json.loads(metadata["preprocess"])["exact_size_as_is"] is False  # weights from elsewhere: resized
     assert read_card(path) == card
     names = [node.name for node in proto.graph.node]
     assert "stem.conv/Conv" in names and not any(n.startswith("node_") for n in names)

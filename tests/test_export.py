@@ -92,6 +92,7 @@ def test_export_torch_formats_reload_match_and_carry_the_card(
     assert metadata["input_layout"] == "NCHW" and metadata["resolution"] == 32
     assert metadata["dynamic_batch"] is not fixed_batch and metadata["classes"] == list(DIGITS)
     assert metadata["preprocess"]["mean"] == [0.5] * 3 and metadata["preprocess"]["crop_size"] == 32
+    assert metadata["preprocess"]["exact_size_as_is"] is True  # trained here: a 32-px image is not resized
     assert ModelCard.from_metadata(metadata["card"], str(out)) == card == read_torch_card(out)
 
     with torch.inference_mode():

@@ -51,6 +51,9 @@ def card_metadata(card: ModelCard | None, **extra: str) -> dict[str, str]:
             {
                 "resize_size": card.preprocess.resize_size,
                 "crop_size": card.preprocess.crop_size,
+                # Our own runs validate images of their data's size unresized: a 32-px CIFAR image
+                # resized to 37 and cropped back to 32 would be zoomed, as it never was in training.
+                "exact_size_as_is": card.preprocess.exact_size_as_is,
                 "interpolation": card.preprocess.interpolation,
                 "mean": list(card.mean),
                 "std": list(card.std),
