@@ -31,6 +31,21 @@ def test_residual_input_stays_alive_until_the_addition() -> None:
     assert by_name["blocks.1.1.add"] == 3 * block_input
 
 
+def test_expanded_tensor_stays_alive_until_the_next_blocks_addition() -> None:
+    """With shortcuts between the expanded layers, block 2.1's expanded 192×28×28 tensor waits for block
+    2.2's addition: it is alive during 2.1's projection and 2.2's expansion, and the sum makes a third."""
+    summary = summarize(mobilenets.mobilenet_v2(shortcut="expansion"))
+    by_name = {op.name: op.live_bytes for op in summary.schedule}
+    expanded, bottleneck = 192 * 28 * 28 * 4, 32 * 28 * 28 * 4
+    assert by_name["blocks.2.1.conv_pwl"] == 2 * expanded + bottleneck  # 2.1's expansion, its dw output
+    assert by_name["blocks.2.2.conv_pw"] == 2 * expanded + bottleneck  # 2.1's expansion and 2.2's
+    assert by_name["blocks.2.2.add"] == 3 * expanded
+    names = [op.name for op in summary.schedule]
+    assert names.index("blocks.2.2.conv_pw") + 1 == names.index("blocks.2.2.add")
+    assert "blocks.2.1.add" not in by_name  # block 2.0 strides: no shortcut into 2.1
+    assert summary.peak_activation_bytes == summarize(mobilenets.mobilenet_v2()).peak_activation_bytes
+
+
 def test_layer_kinds_and_shares() -> None:
     summary = summarize(mobilenets.mobilenet_v3_large())
     kinds = {layer.kind for layer in summary.layers}

@@ -5,7 +5,9 @@ pooling, a fully-connected layer). Running them one after the other, the memory 
 is the size of every tensor still alive then: its inputs, its output, and any tensor computed earlier
 and consumed later (the input of a residual block waits for the addition at its end). The peak is the
 largest such total. We find it by running the model once and recording which operation produced and
-which consumed each tensor, so skip connections of any shape are counted without special cases.
+which consumed each tensor, so skip connections of any shape are counted without special cases. The
+additions between the expanded layers of an :class:`ExpansionShortcutStage` happen outside any op, so
+they are added to the schedule where their sum first appears as an op's input.
 A module with a ``scratch_bytes(input, bytes_per_element)`` method (the chunked blocks of
 :mod:`mobilenets.deploy.memory_efficient`) is one op whose own transient tensors add to its total.
 """
@@ -18,7 +20,7 @@ import torch
 from torch import nn
 
 from ..layers.conv_norm_act import ConvNormAct
-from ..layers.inverted_residual import InvertedResidual
+from ..layers.inverted_residual import ExpansionShortcutStage, InvertedResidual
 from ..layers.squeeze_excite import SqueezeExcite
 from .trace import record_calls
 
@@ -64,6 +66,20 @@ def _key(tensor: torch.Tensor) -> int:
     return tensor.untyped_storage().data_ptr()
 
 
+def _stage_block(op_name: str, stages: list[str]) -> str | None:
+    """``S.I`` when ``op_name`` is an op of block ``I`` of the :class:`ExpansionShortcutStage` ``S``."""
+    for stage in stages:
+        index, dot, _ = op_name.removeprefix(f"{stage}.").partition(".")
+        if op_name.startswith(f"{stage}.") and dot and index.isdigit():
+            return f"{stage}.{index}"
+    return None
+
+
+def _previous_block(block: str) -> str:
+    stage, _, index = block.rpartition(".")
+    return f"{stage}.{int(index) - 1}"
+
+
 def schedule_memory(model: nn.Module, example: torch.Tensor, *, bytes_per_element: int = 4) -> list[OpMemory]:
     """Live activation bytes at each operation of ``model``'s plain sequential schedule on ``example``."""
     op_names = {name for name, _ in _op_modules(model)}
@@ -74,8 +90,17 @@ def schedule_memory(model: nn.Module, example: torch.Tensor, *, bytes_per_elemen
             name in op_names or (isinstance(module, InvertedResidual) and module.has_residual)
         ),
     )
+    stages = [name for name, module in model.named_modules() if isinstance(module, ExpansionShortcutStage)]
+    produced = {_key(example)}
+    hidden: dict[str, torch.Tensor] = {}  # per block of such a stage: the expanded tensor it projects
     events: list[_Event] = []
     for call in calls:
+        block = _stage_block(call.name, stages)
+        if block is not None and not call.name.endswith(".conv_pw") and block not in hidden:
+            if _key(call.inputs[0]) not in produced:  # an addition the stage made between two ops
+                source = hidden[_previous_block(block)]
+                events.append(_Event(f"{block}.add", (source, events[-1].output), call.inputs[0]))
+            hidden[block] = call.inputs[0]
         if isinstance(call.module, InvertedResidual):
             # The addition joins the block's input (kept alive all along) and its last op's output.
             events.append(_Event(f"{call.name}.add", (call.inputs[0], events[-1].output), call.output))
@@ -83,6 +108,7 @@ def schedule_memory(model: nn.Module, example: torch.Tensor, *, bytes_per_elemen
             scratch_fn = getattr(call.module, "scratch_bytes", None)
             scratch = scratch_fn(call.inputs[0], bytes_per_element) if scratch_fn is not None else 0
             events.append(_Event(call.name, call.inputs, call.output, scratch))
+        produced.add(_key(events[-1].output))
 
     sizes: dict[int, int] = {}
     first: dict[int, int] = {}
