@@ -216,11 +216,7 @@ def load_from_args(args: argparse.Namespace) -> TrainedModel:
     from ..weights.registry import default_pretrained, get_pretrained
 
     if getattr(args, "pretrained", None) is not None:
-        given = [
-            f"--{name}"
-            for name, unset in (("source", "auto"), ("preset", None))
-            if getattr(args, name, unset) != unset
-        ]
+        given = _given(args, (("source", "auto"), ("preset", None)))
         if given:  # packaged weights carry their own source and preset; ignoring these would mislead
             raise UsageError(
                 f"{', '.join(given)}: only with --weights FILE (packaged weights carry their own)"
@@ -275,11 +271,7 @@ def deployed_path(args: argparse.Namespace) -> Path | None:
         suffix = expected.get(name)
         if suffix is not None and path.suffix.lower() != suffix:
             raise UsageError(f"{flag} {str(path)!r}: expected a {suffix} file")
-        ignored = [
-            f"--{option.replace('_', '-')}"
-            for option, unset in _WEIGHT_OPTIONS
-            if getattr(args, option, unset) != unset
-        ]
+        ignored = _given(args, _WEIGHT_OPTIONS)
         if ignored:  # an exported file carries its model card: these would change nothing
             raise UsageError(f"{', '.join(ignored)}: only for weights files, not with {flag} (its card says)")
         return path
@@ -291,6 +283,11 @@ _WEIGHT_OPTIONS = (
     ("model", None), ("source", "auto"), ("preset", None), ("width_mult", None), ("padding", None),
     ("norm_eps", None),
 )  # fmt: skip
+
+
+def _given(args: argparse.Namespace, options: tuple[tuple[str, object], ...]) -> list[str]:
+    """The flags of ``options`` (``(dest, value when not given)`` pairs) that ``args`` sets."""
+    return [f"--{dest.replace('_', '-')}" for dest, unset in options if getattr(args, dest, unset) != unset]
 
 
 def add_memory_efficient_arguments(parser: argparse._ActionsContainer, what: str) -> None:
