@@ -149,6 +149,11 @@ def test_ablate_separable_on_digits_reports_means_spreads_and_the_difference(tmp
         assert arm["train_seconds"] > 0
         assert again["arms"][name]["train_seconds"] == pytest.approx(arm["train_seconds"])
         assert again["arms"][name]["metric_values"] == arm["metric_values"]
+    # Another recipe in the same folder would report these runs under it: refused before any training.
+    for other, saved in ((["--lr", "0.5"], "lr=default (now 0.5)"), (["--epochs", "1"], "epochs=2 (now 1)")):
+        code, stdout, err = run_cli([*command, *other])
+        assert code == 2 and stdout == "" and "holds a run of another recipe" in err and saved in err
+    assert json.loads((out / "separable" / "seed0" / "config.json").read_text())["lr"] is None  # untouched
 
 
 @pytest.mark.slow

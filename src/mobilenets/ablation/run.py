@@ -1,7 +1,8 @@
 """Run a claim: train every arm with the same recipe, budget and seeds, then measure and compare.
 
 Each (arm, seed) is an ordinary training run in ``OUT/ARM/seedK`` (resumable like any other: an
-interrupted ablation picks up where it stopped when run again). Costs (parameters, mult-adds) are
+interrupted ablation picks up where it stopped when run again with the same recipe; a saved run of
+another recipe is refused, not reported under this one). Costs (parameters, mult-adds) are
 exact; latency is measured once per arm at batch 1, the arms interleaved in one process (PyTorch
 eager only, no runtime thread pools to disturb each other).
 """
@@ -26,6 +27,7 @@ from ..evaluation.evaluate import evaluate
 from ..models import MobileNet, create_model
 from ..training.config import TrainConfig
 from ..training.engine import train
+from ..training.run_log import saved_differences
 from ..weights.card import load_trained_model
 from .claims import Arm, Claim
 from .stats import Difference, Summary, difference
@@ -33,6 +35,8 @@ from .stats import Difference, Summary, difference
 CALIBRATION_IMAGES = 256  # training images that set the int8 activation ranges
 LATENCY_REPEATS = 30
 MAX_SEEDS = 20
+# TrainConfig fields that do not change what a run learns; the others must match to reuse a saved run.
+_RUN_ONLY_FIELDS = ("out", "resume", "progress", "workers")
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,24 @@ class AblationReport:
             },
             "seconds": self.seconds,
         }
+
+
+def _saved_run(config: TrainConfig) -> bool:
+    """Whether ``config.out`` holds a run to resume (finished or not)."""
+    return (Path(config.out) / "last_state.pt").is_file()
+
+
+def _check_resumable(config: TrainConfig) -> None:
+    """Refuse a saved run of another recipe: resuming it would report its results under this one's."""
+    if not _saved_run(config):
+        return
+    keys = tuple(key for key in config.to_dict() if key not in _RUN_ONLY_FIELDS)
+    differing = saved_differences(Path(config.out), config, keys)
+    if differing:
+        raise UsageError(
+            f"{config.out} holds a run of another recipe ({', '.join(differing)}); give another --out, "
+            "or remove it to train again"
+        )
 
 
 def _final_top1(out: Path, epochs: int) -> float:
@@ -188,6 +210,8 @@ def run_ablation(
     for arm in claim.arms:  # and every arm's model: some options depend on the architecture
         first = configs[arm.name][0]
         create_model(first.model, **first.model_kwargs(num_classes=10))
+    for config in (config for arm_configs in configs.values() for config in arm_configs):
+        _check_resumable(config)
     results: list[ArmResult] = []
     models: dict[str, MobileNet] = {}
     for arm in claim.arms:
@@ -195,8 +219,7 @@ def run_ablation(
         int8: list[float] = []
         train_seconds = 0.0
         for config in configs[arm.name]:
-            resume = (Path(config.out) / "last_state.pt").is_file()
-            train(TrainConfig(**{**config.to_dict(), "resume": resume}))
+            train(TrainConfig(**{**config.to_dict(), "resume": _saved_run(config)}))
             top1.append(_final_top1(Path(config.out), epochs))
             train_seconds += _run_seconds(Path(config.out))
             if claim.metric == "int8_drop":

@@ -13,18 +13,32 @@ from .checkpoint import save_atomic
 from .config import RESUME_MUST_MATCH, TrainConfig
 
 
-def check_resume_config(out: Path, config: TrainConfig) -> None:
-    """Refuse to resume a run whose model or data differ from ``config``."""
+def saved_differences(out: Path, config: TrainConfig, keys: tuple[str, ...]) -> list[str]:
+    """``key=saved (now new)`` for each of ``keys`` where the run saved in ``out`` differs from ``config``
+    (none when ``out`` holds no ``config.json``)."""
     config_path = out / "config.json"
     if not config_path.is_file():
-        return
+        return []
     saved = json.loads(config_path.read_text())
     if "small_input" in saved:  # runs from before small_input took a stride count saved True / False
         saved["small_input"] = small_input_strides(saved["small_input"])
-    differing = [key for key in RESUME_MUST_MATCH if key in saved and saved[key] != getattr(config, key)]
+    now = json.loads(json.dumps(config.to_dict()))  # as config.json would hold it (tuples as lists)
+
+    def shown(value: object) -> str:
+        return "default" if value is None else repr(value)  # None: resolved when the run starts
+
+    return [
+        f"{key}={shown(saved[key])} (now {shown(now[key])})"
+        for key in keys
+        if key in saved and saved[key] != now[key]
+    ]
+
+
+def check_resume_config(out: Path, config: TrainConfig) -> None:
+    """Refuse to resume a run whose model or data differ from ``config``."""
+    differing = saved_differences(out, config, RESUME_MUST_MATCH)
     if differing:
-        details = ", ".join(f"{key}={saved[key]!r} (now {getattr(config, key)!r})" for key in differing)
-        raise UsageError(f"cannot resume {str(out)!r}: it was trained with {details}")
+        raise UsageError(f"cannot resume {str(out)!r}: it was trained with {', '.join(differing)}")
 
 
 def write_json(path: Path, value: object) -> None:
