@@ -91,6 +91,9 @@ def test_difference_is_welchs_interval() -> None:
     overlapping = difference([90.0, 91.0, 92.0], [90.5, 91.5, 89.0])
     assert overlapping.verdict(higher_is_better=True) == "no significant difference"
     assert difference([1.0], [2.0]).verdict(higher_is_better=True) == "too few seeds for an interval"
+    flat = difference([10.06, 10.06], [11.0, 11.0])  # no spread: Welch's t has no scale, no interval
+    assert (flat.low, flat.high) == (None, None) and flat.mean == pytest.approx(-0.94)
+    assert flat.verdict(higher_is_better=True) == "no spread in either arm for an interval"
 
 
 def test_bad_ablation_arguments_are_named_before_any_training(tmp_path: Path) -> None:

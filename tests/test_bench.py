@@ -132,6 +132,8 @@ def test_cli_prints_warnings_on_stderr_and_in_json(monkeypatch: pytest.MonkeyPat
     assert seen["batch"] == 4 and seen["repeats"] == 7 and seen["warmup"] == 2
     assert "each variant alone in a fresh process, 2 rounds × 4 timed calls" in stdout
     assert "torchvision_eager" in stdout.splitlines()[2]
+    assert "speed vs torchvision_eager" in stdout.splitlines()[1] and " 1.00× " in stdout.splitlines()[2]
+    assert "faster" not in stdout  # a ratio below 1 is slower: the column says speed, not "faster"
 
 
 def test_cli_refuses_bad_variants_and_counts_with_exit_2() -> None:

@@ -134,6 +134,16 @@ def test_summary_table_and_csv() -> None:
     csv = run_cli("summary", "mobilenet_v3_small", "--format", "csv")
     assert csv.returncode == 0
     assert csv.stdout.splitlines()[0].startswith("name,kind")
+    assert "Peak activation memory (plain schedule, float32)" in table.stdout
+    chunked = run_cli("summary", "mobilenet_v2", "--memory-efficient", "4", "--patches", "2")
+    assert "(memory-efficient schedule: 4 channel chunks, 2×2 patches, float32)" in chunked.stdout
+    for given in (["--compare-standard"], ["--memory-efficient", "4"]):  # no column of the CSV holds them
+        refused = run_cli("summary", "mobilenet_v3_small", "--format", "csv", *given)
+        assert (
+            refused.returncode == 2
+            and refused.stdout == ""
+            and "use --format json or table" in refused.stderr
+        )
 
 
 @pytest.mark.parametrize(

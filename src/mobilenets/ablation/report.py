@@ -13,6 +13,8 @@ from .run import AblationReport
 _VERDICTS = {
     "no significant difference": "no significant difference at this budget",
     "too few seeds for an interval": "too few seeds to say (give --seeds 2 or more)",
+    "no spread in either arm for an interval": "cannot say: every seed of both arms scored the same (a "
+    "recipe that does not learn, or too few test images to tell seeds apart)",
 }
 
 

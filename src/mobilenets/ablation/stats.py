@@ -27,14 +27,18 @@ class Summary:
 
 @dataclass(frozen=True)
 class Difference:
-    """``a - b`` of two arms' means with its ``CONFIDENCE`` interval (None when a side has one value)."""
+    """``a - b`` of two arms' means with its ``CONFIDENCE`` interval: None when a side has one value, or
+    when neither side varies (``spread`` False: every seed scored the same, so t has no scale)."""
 
     mean: float
     low: float | None
     high: float | None
+    spread: bool = True
 
     def verdict(self, *, higher_is_better: bool) -> str:
         """Whether ``a`` is better than ``b``: "a better", "b better", "no significant difference"."""
+        if not self.spread:
+            return "no spread in either arm for an interval"
         if self.low is None or self.high is None:
             return "too few seeds for an interval"
         low, high = (self.low, self.high) if higher_is_better else (-self.high, -self.low)
@@ -52,8 +56,8 @@ def difference(a: Sequence[float], b: Sequence[float], *, confidence: float = CO
         return Difference(mean, None, None)
     va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
     se = math.sqrt(va + vb)
-    if se == 0:
-        return Difference(mean, mean, mean)
+    if se == 0:  # a zero-width interval would read as certainty from seeds that all scored alike
+        return Difference(mean, None, None, spread=False)
     dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
     from scipy import stats  # imported here: 0.75 s that every other CLI command would pay at start
 

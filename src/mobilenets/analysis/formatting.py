@@ -54,6 +54,17 @@ def to_csv(summary: ModelSummary) -> str:
     return buffer.getvalue()
 
 
+def _schedule(summary: ModelSummary) -> str:
+    """Which schedule the peak is of: the plain one, or the chunked and tiled one it was asked for."""
+    if summary.memory_efficient is None and summary.patches == 1:
+        return "plain schedule"
+    chunks = summary.memory_efficient
+    parts = [] if chunks in (None, 1) else [f"{chunks} channel chunks"]
+    if summary.patches > 1:
+        parts.append(f"{summary.patches}×{summary.patches} patches")
+    return "memory-efficient schedule: " + ", ".join(parts)
+
+
 def _mega(value: float) -> str:
     return f"{value / 1e6:,.2f}M"
 
@@ -86,7 +97,7 @@ def print_table(summary: ModelSummary, console: Console | None = None) -> None:
         shares.add_row(kind, f"{share['macs']:.2%}", f"{share['params']:.2%}")
     console.print(shares)
     console.print(
-        f"Peak activation memory (plain schedule, {summary.dtype}): "
+        f"Peak activation memory ({_schedule(summary)}, {summary.dtype}): "
         f"[bold]{summary.peak_activation_bytes:,} bytes[/bold] at {summary.peak_op}"
     )
     if summary.comparisons:

@@ -18,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "ablate",
         help="measure a claim of the papers: train arms that differ in one option, compare with intervals",
         description="Train every arm of CLAIM with the same recipe, budget and seeds; report per arm mean ± "
-        "std of the metric, parameters, mult-adds and latency, and each difference with a 95%% interval. "
+        "std of the metric, parameters, mult-adds and latency, and each difference with a 95% interval. "
         "Claims: " + "; ".join(f"{claim.name} ({claim.source})" for claim in CLAIMS.values()),
     )
     parser.add_argument("claim", choices=tuple(CLAIMS), help="the claim to measure")

@@ -162,14 +162,14 @@ def run(args: argparse.Namespace) -> int:
         f"allocator: {result.allocator}; {report['cpu']}"
     )
     print(
-        f"{'variant':<22} {'median ms':>10} {'IQR ms':>8} {'ms/image':>9} {'vs ' + REFERENCE:>24} "
+        f"{'variant':<22} {'median ms':>10} {'IQR ms':>8} {'ms/image':>9} {'speed vs ' + REFERENCE:>24} "
         f"{'peak RSS MB':>12}  round medians ms"
     )
     for name in ALL_VARIANTS:
         if name in result.reports:
             row = report[name]
             speedup = row["speedup_vs_torchvision_eager"]
-            ratio = "n/a" if speedup is None else f"{speedup:.2f}× faster"
+            ratio = "n/a" if speedup is None else f"{speedup:.2f}×"  # above 1: faster, below: slower
             times = f"{row['median_ms']:>10.2f} {row['iqr_ms']:>8.2f} {row['per_image_ms']:>9.2f}"
             peak = row["peak_rss_mb"]
             memory = f"{peak:>12.0f}" if peak is not None else f"{'n/a':>12}"

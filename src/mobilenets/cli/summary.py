@@ -7,6 +7,7 @@ from typing import Any
 
 from ..analysis.formatting import print_table, to_csv, to_json
 from ..analysis.summary import DTYPE_BYTES, summarize
+from ..errors import UsageError
 from .common import (
     add_memory_efficient_arguments,
     add_model_arguments,
@@ -55,6 +56,9 @@ def run(args: argparse.Namespace) -> int:
         "compare_standard": args.compare_standard,
     }
     lean = memory_efficient_options(args)
+    if args.format == "csv" and (args.compare_standard or lean is not None):
+        given = "--compare-standard" if args.compare_standard else "--memory-efficient/--patches"
+        raise UsageError(f"{given}: the per-layer CSV has no place for it; use --format json or table")
     if lean is None:
         summary = summarize(model, **options)
     else:
