@@ -194,6 +194,22 @@ def test_train_refuses_a_val_split_its_data_would_ignore(tmp_path: Path) -> None
     )
 
 
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (["--optimizer", "adamw", "--momentum", "0.5"], "--momentum would change nothing in this run: AdamW"),
+        (["--lr-gamma", "0.5"], "--lr-gamma would change nothing"),
+        (["--schedule", "exponential", "--lr-step-epochs", "3"], "--lr-step-epochs would change nothing"),
+        (["--progressive-resize-until", "0.2"], "only with --progressive-resize SCALE below 1"),
+    ],
+)
+def test_train_refuses_recipe_options_its_recipe_would_not_use(
+    tmp_path: Path, given: list[str], message: str
+) -> None:
+    result = run_cli("train", "--epochs", "1", "--out", str(tmp_path / "run"), *given)
+    assert result.returncode == 2 and message in result.stderr and not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow
 def test_demo_writes_report(tmp_path: Path) -> None:
     out = tmp_path / "demo"

@@ -25,6 +25,13 @@ def test_size_grows_linearly_in_steps_of_four_then_stays_full() -> None:
     assert {train_size(epoch, start=1.0, **schedule) for epoch in range(1, 11)} == {32}
     assert train_size(1, start=0.25, **schedule) == 16  # never below the model's smallest input
     assert train_size(1, epochs=4, full=224, start=0.5, until=1.0, minimum=32) == 112
+    # A ramp shorter than an epoch (until × epochs < 1) still trains the first epoch at the start scale.
+    assert [train_size(e, epochs=3, full=32, start=0.5, until=0.3, minimum=16) for e in (1, 2, 3)] == [
+        16,
+        32,
+        32,
+    ]
+    assert train_size(1, epochs=1, full=32, start=0.5, until=0.75, minimum=16) == 16
 
 
 def test_resized_batch_keeps_its_memory_format() -> None:

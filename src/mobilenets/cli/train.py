@@ -8,6 +8,7 @@ import os
 
 from ..data.transforms import AUGMENTATIONS
 from ..devices import DEVICE_HELP
+from ..errors import UsageError
 from ..training.config import NORMS, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
 from .common import (
     add_allocator_argument,
@@ -104,7 +105,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     recipe.add_argument(
         "--lr", type=float, default=None, help="peak LR (default: per optimizer, batch-scaled; SGD 0.1/256)"
     )
-    recipe.add_argument("--momentum", type=float, default=_DEFAULTS.momentum)
+    recipe.add_argument(
+        "--momentum",
+        type=float,
+        default=None,
+        help=f"SGD (Nesterov) and RMSProp momentum (default {_DEFAULTS.momentum})",
+    )
     recipe.add_argument(
         "--weight-decay", type=float, default=_DEFAULTS.weight_decay, help="none on norms and biases"
     )
@@ -112,7 +118,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     recipe.add_argument(
         "--warmup-epochs", type=float, default=None, help="linear warm-up (default: 1, at most epochs / 10)"
     )
-    recipe.add_argument("--lr-step-epochs", type=int, default=_DEFAULTS.lr_step_epochs, help="step schedule")
+    recipe.add_argument(
+        "--lr-step-epochs",
+        type=int,
+        default=None,
+        help=f"epochs between steps of the step schedule (default {_DEFAULTS.lr_step_epochs})",
+    )
     recipe.add_argument("--lr-gamma", type=float, default=None, help="step: 0.1, exponential: 0.98 (default)")
     recipe.add_argument("--label-smoothing", type=float, default=_DEFAULTS.label_smoothing)
     recipe.add_argument(
@@ -126,7 +137,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     recipe.add_argument(
         "--progressive-resize-until",
         type=float,
-        default=_DEFAULTS.resize_until,
+        default=None,
         metavar="FRACTION",
         help="fraction of the epochs after which training runs at full size "
         f"(default {_DEFAULTS.resize_until})",
@@ -147,6 +158,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run_group.add_argument("--resume", action="store_true", help="continue the run in --out")
     add_allocator_argument(run_group)
     parser.set_defaults(run=run)
+
+
+def _refuse_unused_recipe_options(args: argparse.Namespace) -> None:
+    """Options the chosen optimizer, schedule or resizing would not use: refused, not recorded as if used."""
+    unused = {
+        "--momentum": (args.momentum, args.optimizer == "adamw", "AdamW has none; sgd and rmsprop use it"),
+        "--lr-gamma": (args.lr_gamma, args.schedule == "cosine", "only the step and exponential schedules"),
+        "--lr-step-epochs": (args.lr_step_epochs, args.schedule != "step", "only --schedule step"),
+        "--progressive-resize-until": (
+            args.progressive_resize_until,
+            args.progressive_resize >= 1.0,
+            "only with --progressive-resize SCALE below 1",
+        ),
+    }
+    for flag, (value, ignored, applies) in unused.items():
+        if value is not None and ignored:
+            raise UsageError(f"{flag} would change nothing in this run: {applies}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -175,15 +203,17 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         optimizer=args.optimizer,
         lr=args.lr,
-        momentum=args.momentum,
+        momentum=_DEFAULTS.momentum if args.momentum is None else args.momentum,
         weight_decay=args.weight_decay,
         schedule=args.schedule,
         warmup_epochs=args.warmup_epochs,
-        lr_step_epochs=args.lr_step_epochs,
+        lr_step_epochs=_DEFAULTS.lr_step_epochs if args.lr_step_epochs is None else args.lr_step_epochs,
         lr_gamma=args.lr_gamma,
         label_smoothing=args.label_smoothing,
         resize_start=args.progressive_resize,
-        resize_until=args.progressive_resize_until,
+        resize_until=(
+            _DEFAULTS.resize_until if args.progressive_resize_until is None else args.progressive_resize_until
+        ),
         ema_decay=args.ema_decay,
         grad_clip=args.grad_clip,
         precision=args.precision,
@@ -197,6 +227,7 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         resume=args.resume,
     )
+    _refuse_unused_recipe_options(args)  # after TrainConfig: a bad value is named as such first
     result = train(config)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, one result line, from the main process
         print(json.dumps(result))

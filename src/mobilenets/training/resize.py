@@ -25,7 +25,7 @@ def train_size(epoch: int, *, epochs: int, full: int, start: float, until: float
     ``min_input_size``) nor above ``full``.
     """
     ramp = until * epochs
-    if start >= 1.0 or epoch > ramp:
+    if start >= 1.0 or epoch > max(ramp, 1.0):  # the first epoch is at ``start`` however short the run
         return full
     scale = start + (1.0 - start) * (epoch - 1) / ramp
     size = SIZE_STEP * round(scale * full / SIZE_STEP)
