@@ -22,7 +22,13 @@ from mobilenets.deploy.executorch_export import (
     read_pte_metadata,
 )
 from mobilenets.deploy.memory_efficient import memory_efficient
-from mobilenets.deploy.openvino_export import OpenVINOClassifier, read_openvino_card, supports_bf16
+from mobilenets.deploy.openvino_export import (
+    OpenVINOClassifier,
+    export_openvino,
+    openvino_api,
+    read_openvino_card,
+    supports_bf16,
+)
 from mobilenets.weights import ModelCard
 from tests.conftest import DIGITS, randomize_norm_stats, run_cli
 
@@ -129,6 +135,45 @@ def test_int8_executorch_runs_xnnpack_kernels_as_simulated(
         quantize_xnnpack(model, calibration, resolution=32)
     with pytest.raises(ValueError, match="int8 program runs on XNNPACK"):
         export_executorch(int8, tmp_path / "bad.pte", resolution=32, delegate=False)
+
+
+def test_openvino_int8_keeps_the_named_modules_float(tmp_path: Path) -> None:
+    """NNCF's ignored scope matches OpenVINO's operation names, which carry no module path: the named
+    modules' operations are found through the program they were converted from."""
+    model = mobilenets.create_model("mobilenet_v2", width_mult=0.25, num_classes=10).eval()
+    calibration = torch.rand(8, 3, 32, 32) * 2 - 1
+    ov = openvino_api()
+
+    def inputs_of(path: Path) -> dict[str, list[str]]:
+        """What feeds each convolution and matmul: its first operation's name -> the producers' types."""
+        fed = {}
+        for op in ov.Core().read_model(str(path)).get_ordered_ops():
+            if op.get_type_name() in ("Convolution", "MatMul"):
+                producers = [op.input_value(i).get_node().get_type_name() for i in range(op.get_input_size())]
+                fed[op.get_friendly_name().split("/")[0]] = producers
+        return fed
+
+    plain = export_openvino(model, tmp_path / "q.xml", resolution=32, calibration=calibration)
+    kept = export_openvino(
+        model, tmp_path / "k.xml", resolution=32, calibration=calibration, keep_float=["stem", "classifier"]
+    )
+    quantized, float_kept = inputs_of(plain.path), inputs_of(kept.path)
+    assert "FakeQuantize" in quantized["convolution"] and "Multiply" in quantized["linear"]  # int8 weights
+    assert float_kept["convolution"] == ["Parameter", "Constant"]  # the stem reads the image, float weights
+    assert float_kept["linear"][1] == "Constant"  # the classifier's float weight
+    assert "FakeQuantize" in float_kept["convolution_2"]  # and the rest stays int8
+
+
+def test_openvino_fixed_batch_export_of_a_groupnorm_network(tmp_path: Path) -> None:
+    """A free batch reshaped to 1 after conversion crashed OpenVINO's compiler (a segmentation fault)
+    on GroupNorm networks; a fixed batch is now exported as such."""
+    model = mobilenets.create_model("mobilenet_v2", width_mult=0.25, num_classes=10, norm="groupnorm").eval()
+    result = export_verified(model, tmp_path / "gn.xml", format="openvino", resolution=32)
+    assert result.max_abs_diff < 1e-4
+    (tmp_path / "taken.xml").mkdir()
+    with pytest.raises(ValueError, match=r"taken\.xml. for the OpenVINO IR: it is a folder"):
+        export_openvino(model, tmp_path / "taken.xml", resolution=32)
+    assert not (tmp_path / "taken.bin").exists()  # nothing left behind
 
 
 @pytest.mark.parametrize(("file_format", "suffix", "flag"), RUNTIMES)

@@ -34,7 +34,7 @@ from ..errors import ExternalError, MissingFileError, UsageError, external_step
 from ..weights.card import ModelCard
 from .captured import ExportedClassifier
 from .fuse import fuse
-from .pt2e import Int8Model, calibrate_pt2e, check_options
+from .pt2e import Int8Model, calibrate_pt2e, check_options, in_modules
 from .torch_export import card_from_metadata, torch_metadata
 
 EXECUTORCH_REQUIREMENT = "executorch==1.5.1"  # the version this module is tested with
@@ -105,13 +105,6 @@ def quantize_xnnpack(
     return calibrate_pt2e(model, calibration_batches, resolution=resolution, quantizer=quantizer, hint=_HINT)
 
 
-def _in_modules(node: torch.fx.Node, names: Sequence[str]) -> bool:
-    """Whether ``node`` was traced inside one of the modules ``names`` (or their submodules)."""
-    stack = node.meta.get("nn_module_stack") or {}
-    paths = [str(path) for path, _ in stack.values()]
-    return any(path == name or path.startswith(f"{name}.") for path in paths for name in names)
-
-
 def annotate_conv_relu6(graph_module: torch.fx.GraphModule, config: Any, keep: Any = None) -> None:
     """Annotate each convolution followed by ReLU6 (``hardtanh``) as one quantized unit.
 
@@ -157,7 +150,7 @@ def xnnpack_quantizer(et: ExecuTorchAPI, keep_float: Sequence[str] = ()) -> Any:
     config = et.quantization_config(is_per_channel=True)
 
     def keep(node: torch.fx.Node) -> bool:
-        return not _in_modules(node, keep_float)
+        return not in_modules(node, keep_float)
 
     class Quantizer(et.quantizer):  # type: ignore[name-defined]
         def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:

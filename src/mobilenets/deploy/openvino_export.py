@@ -19,6 +19,7 @@ import io
 import json
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ from ..errors import MissingFileError, UsageError, external_step
 from ..weights.card import ModelCard
 from .captured import MAX_BATCH, ExportedClassifier
 from .fuse import fuse, out_of_place
-from .pt2e import check_options
+from .pt2e import check_options, in_modules
 from .torch_export import card_from_metadata, torch_metadata
 
 OPENVINO_REQUIREMENT = "openvino==2026.4.1 nncf==3.4.0"  # the versions this module is tested with
@@ -75,30 +76,57 @@ def check_precision(precision: str) -> str:
     return precision
 
 
-def convert(model: nn.Module, resolution: int) -> Any:
-    """``model`` (BatchNorm folded, eval mode) as an OpenVINO model taking (N, 3, R, R), N free.
+def convert(model: nn.Module, resolution: int, *, dynamic_batch: bool = True) -> tuple[Any, Any]:
+    """``model`` (BatchNorm folded, eval mode) as an OpenVINO model taking (N, 3, R, R), N free or 1,
+    and the ``torch.export`` program it was converted from (its nodes name OpenVINO's operations).
 
     Converted from a ``torch.export`` program (not OpenVINO's default TorchScript trace, which
-    ``torch.jit`` deprecates).
+    ``torch.jit`` deprecates). A fixed batch is exported as such: a free batch reshaped to 1 afterwards
+    crashed OpenVINO's compiler on GroupNorm networks (a segmentation fault, openvino 2026.4.1).
     """
     ov = openvino_api()
     fused = out_of_place(fuse(model).float().cpu().eval())
-    example = torch.zeros(2, 3, resolution, resolution)
-    dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},)
+    example = torch.zeros(2 if dynamic_batch else 1, 3, resolution, resolution)
+    dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=MAX_BATCH)},) if dynamic_batch else None
     with torch.inference_mode(False), torch.no_grad(), external_step("openvino.convert_model", _HINT):
-        program = torch.export.export(fused, (example,), dynamic_shapes=dynamic_shapes)
+        program = _as_openvino_decomposes(
+            torch.export.export(fused, (example,), dynamic_shapes=dynamic_shapes)
+        )
         ov_model = ov.convert_model(program)
-        ov_model.reshape(ov.PartialShape([-1, 3, resolution, resolution]))
-    return ov_model
+        if dynamic_batch:
+            ov_model.reshape(ov.PartialShape([-1, 3, resolution, resolution]))
+    return ov_model, program
+
+
+def _as_openvino_decomposes(program: Any) -> Any:
+    """``program`` decomposed as OpenVINO's converter decomposes it (which it then leaves unchanged), so
+    that its nodes are those OpenVINO names its operations after (``conv2d`` becomes ``convolution``)."""
+    from openvino.frontend.pytorch.torchdynamo.export_decompositions import ops_to_not_decompose
+    from torch.export.decomp_utils import CustomDecompTable
+
+    table = CustomDecompTable()
+    for op in ops_to_not_decompose():
+        table.pop(op, None)
+    return program.run_decompositions(table)
+
+
+def keep_float_patterns(program: Any, keep_float: Sequence[str]) -> list[str]:
+    """NNCF ignored-scope patterns for the operations traced inside the modules ``keep_float``.
+
+    OpenVINO names each operation converted from a ``torch.export`` node ``NODE/aten.OP/KIND``, without
+    the module path, so the modules are found in the program's own record of them.
+    """
+    nodes = [node for node in program.graph.nodes if node.op == "call_function"]
+    return [rf"{re.escape(node.name)}/.*" for node in nodes if in_modules(node, keep_float)]
 
 
 def quantize_nncf(
-    ov_model: Any, calibration: torch.Tensor, *, keep_float: Sequence[str] = (), batch: int = 1
+    ov_model: Any, calibration: torch.Tensor, *, ignored_patterns: Sequence[str] = (), batch: int = 1
 ) -> Any:
     """``ov_model`` quantized to int8 by NNCF, calibrated on every image of ``calibration``.
 
-    ``keep_float`` names modules of the PyTorch model whose operations stay float (matched by the
-    module path OpenVINO keeps in operation names). NNCF's progress bars and notes are silenced.
+    Operations whose names match ``ignored_patterns`` (:func:`keep_float_patterns`) stay float. NNCF's
+    progress bars and notes are silenced.
     """
     try:
         import nncf
@@ -108,13 +136,9 @@ def quantize_nncf(
         ) from error
     nncf.set_log_level(logging.ERROR)
     items = [piece.numpy() for piece in calibration.float().split(batch)]
-    ignored = None
-    if keep_float:
-        patterns = [rf".*\b{name.replace('.', '[./_]')}\b.*" for name in keep_float]
-        ignored = nncf.IgnoredScope(patterns=patterns, validate=False)
     kwargs: dict[str, Any] = {"subset_size": len(items)}
-    if ignored is not None:
-        kwargs["ignored_scope"] = ignored
+    if ignored_patterns:  # not validated: a pattern may match only operations NNCF would not quantize
+        kwargs["ignored_scope"] = nncf.IgnoredScope(patterns=list(ignored_patterns), validate=False)
     # NNCF draws rich progress bars on standard output, which `--json` keeps for its one document.
     step = external_step("NNCF's nncf.quantize of the OpenVINO model", _HINT)
     with step, contextlib.redirect_stdout(io.StringIO()):
@@ -152,11 +176,13 @@ def export_openvino(
     if path.suffix != ".xml":
         raise UsageError(f"an OpenVINO IR file must end in .xml, got {str(path)!r}")
     check_options(model, resolution, keep_float)
-    ov_model = convert(model, resolution)
+    for target in (path, path.with_suffix(".bin")):  # found before the .bin is renamed into place
+        if target.is_dir():
+            raise UsageError(f"cannot write {str(target)!r} for the OpenVINO IR: it is a folder")
+    ov_model, program = convert(model, resolution, dynamic_batch=dynamic_batch)
     if calibration is not None:
-        ov_model = quantize_nncf(ov_model, calibration, keep_float=keep_float)
-    if not dynamic_batch:
-        ov_model.reshape([1, 3, resolution, resolution])
+        patterns = keep_float_patterns(program, keep_float)
+        ov_model = quantize_nncf(ov_model, calibration, ignored_patterns=patterns)
     metadata = torch_metadata(
         card, file_format=OPENVINO_FORMAT, resolution=resolution, dynamic_batch=dynamic_batch, input_name="x"
     )

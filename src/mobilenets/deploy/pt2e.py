@@ -124,6 +124,13 @@ def check_options(model: nn.Module, resolution: int, keep_float: Sequence[str]) 
             )
 
 
+def in_modules(node: torch.fx.Node, names: Sequence[str]) -> bool:
+    """Whether ``node`` was traced inside one of the modules ``names`` (or their submodules)."""
+    stack = node.meta.get("nn_module_stack") or {}
+    paths = [str(path) for path, _ in stack.values()]
+    return any(path == name or path.startswith(f"{name}.") for path in paths for name in names)
+
+
 def x86_quantizer(ao: TorchaoAPI, *, reduce_range: bool, keep_float: Sequence[str], qat: bool = False) -> Any:
     """torchao's x86 quantizer: per-channel int8 weights, uint8 activations; ``keep_float`` left alone."""
     quantizer = ao.quantizer().set_global(ao.default_config(is_qat=qat, reduce_range=reduce_range))
