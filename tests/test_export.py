@@ -3,6 +3,7 @@ writes TorchScript and torch.export files that reload, match PyTorch and carry t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -106,6 +107,24 @@ def test_export_torch_formats_reload_match_and_carry_the_card(
         # The TF SAME pads are those of 32 px: another size is refused, never silently wrong.
         with pytest.raises((torch.jit.Error, AssertionError), match=r"\(N, 3, 32, 32\)|size\(\)\[2\] == 32"):
             module(torch.randn(1, 3, 64, 64))
+
+
+def test_export_at_another_resolution_keeps_the_crop_fraction(tmp_path: Path) -> None:
+    """A card with an explicit resize (ImageNet's 256 for a 224 crop) scales it with the resolution:
+    at 288 the resize was refused (256 < 288), at 64 the crop took a quarter of the image."""
+    from mobilenets.deploy import export_verified, read_card
+    from mobilenets.weights.presets import get_preset
+
+    model = mobilenets.create_model("mobilenet_v2", width_mult=0.25).eval()
+    card = ModelCard.for_weights("mobilenet_v2", {"width_mult": 0.25}, get_preset("imagenet"), "test", 1000)
+    assert (card.img_size, card.resize_size) == (224, 256)
+    assert card.at_resolution(224) is card
+    assert card.at_resolution(288).preprocess.resize_size == 329
+    export_verified(model, tmp_path / "m.onnx", format="onnx", resolution=64, card=card)
+    written = read_card(tmp_path / "m.onnx")
+    assert (written.img_size, written.resize_size) == (64, 73)  # 64 / 73 = 224 / 256, rounded
+    ours = dataclasses.replace(card, resize_size=None)  # trained here: the resize follows img_size
+    assert ours.at_resolution(64).preprocess.resize_size == round(64 / 0.875)
 
 
 def test_export_torch_formats_without_a_card(tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ prints the report.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -307,7 +306,7 @@ def run(args: argparse.Namespace) -> int:
     card, model = trained.card, trained.model
     resolution = check_resolution(card.img_size if args.resolution is None else args.resolution)
     # Images are prepared at the exported size, which the file's card will say too.
-    card = dataclasses.replace(card, img_size=resolution)
+    card = card.at_resolution(resolution)
     verify, described = _verification_images(args, card)
     lean = memory_efficient_options(args)
     if lean is not None:

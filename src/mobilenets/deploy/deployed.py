@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import zipfile
 from pathlib import Path
@@ -80,5 +79,5 @@ def load_deployed(
         resolution = read_metadata(path).get("resolution")
         module = OnnxClassifier(path, threads=threads)
     if resolution:  # the size the file was exported at, which its graph bakes in
-        card = dataclasses.replace(card, img_size=int(resolution))
+        card = card.at_resolution(int(resolution))
     return module.eval(), card

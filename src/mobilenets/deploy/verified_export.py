@@ -206,7 +206,7 @@ def export_verified(
         resolution = card.img_size
     check_options(model, resolution, keep_float)  # the resolution's range, the keep_float modules
     if card is not None:  # the file's card (and the images it is checked on) use the exported size
-        card = dataclasses.replace(card, img_size=resolution)
+        card = card.at_resolution(resolution)
     images = None if calibration is None else _images(calibration, resolution, "calibration")
     if verify_images is not None:
         verify = _images(verify_images, resolution, "verify_images")

@@ -6,6 +6,7 @@ so ``eval``, ``predict`` and ``export`` rebuild the model from the file alone.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping
@@ -54,6 +55,14 @@ class ModelCard:
         # Trained here: validated on its data's own size when the images already had it (as is).
         as_is = self.source == "mobilenets"
         return Preprocess(self.img_size, resize, self.interpolation, self.mean, self.std, self.classes, as_is)
+
+    def at_resolution(self, resolution: int) -> ModelCard:
+        """This card for the network run at ``resolution``: an explicit resize keeps its crop fraction
+        (ImageNet's 224 from 256 becomes 288 from 329), so the centre crop frames the same part."""
+        if resolution == self.img_size:
+            return self
+        resize = None if self.resize_size is None else round(self.resize_size * resolution / self.img_size)
+        return dataclasses.replace(self, img_size=resolution, resize_size=resize)
 
     @classmethod
     def for_weights(
