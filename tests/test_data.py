@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 import zlib
@@ -432,3 +433,23 @@ def test_cifar10_full_cache() -> None:
     assert len(splits.val) == 10_000 and splits.skipped == ()
     loader = build_loader(splits.train, batch_size=128, train=True, seed=0)
     assert len(loader) == 390
+
+
+def test_card_eval_set_splits_its_own_folder_and_takes_another_whole(tmp_path: Path) -> None:
+    """A checkpoint's own single folder gives its held-out images; another folder (calibration photos,
+    a new test set) is taken whole, unless a split is asked for."""
+    from mobilenets.data import card_eval_set
+    from mobilenets.data.folders import absolute_data_spec
+    from mobilenets.weights import ModelCard
+
+    own = make_folder(tmp_path / "own", {"a": 20, "b": 20}, size=32)
+    other = make_folder(tmp_path / "other", {"a": 15, "b": 15}, size=32)
+    card = ModelCard(
+        model="mobilenet_v2", model_kwargs={}, classes=("a", "b"), mean=(0.5,) * 3, std=(0.5,) * 3,
+        img_size=32, data=absolute_data_spec(str(own)), val_split=0.25, seed=0,
+    )  # fmt: skip
+    assert len(card_eval_set(card, str(own))[0]) == 10  # its run's held-out quarter
+    assert len(card_eval_set(card, str(other))[0]) == 30  # all of it: none was trained on
+    assert len(card_eval_set(card, str(other), val_split=0.2)[0]) == 6  # a split, when asked
+    foreign = dataclasses.replace(card, data="", source="torchvision")  # weights from elsewhere
+    assert len(card_eval_set(foreign, str(other))[0]) == 30

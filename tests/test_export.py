@@ -167,6 +167,8 @@ def test_export_torch_formats_refuse_onnx_options_and_bad_arguments(tmp_path: Pa
             (["--int8", "--calib", "d", "--qat-lr", "-1"], "--qat-lr must be a positive number"),
             (["--int8", "--calib", " "], "--calib is empty; give a dataset name"),
             (["--verify-data", ""], "--verify-data is empty"),  # it fell back to the card's data unseen
+            # No fp32 file to bound: the int8 program is reported by its agreement, the bound was ignored.
+            (["--int8", "--calib", "d", "--tolerance", "0"], "writes no fp32 file"),
         ),
     }
     for file_format, suffix in (("torchscript", ".pt"), ("exported-program", ".pt2")):

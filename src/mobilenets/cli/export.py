@@ -162,7 +162,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=DEFAULT_VERIFY_IMAGES,
         help=f"images to verify on (default {DEFAULT_VERIFY_IMAGES})",
     )
-    parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE, help="fp32 max abs difference")
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=None,
+        help=f"largest |Δ logits| of the fp32 file against PyTorch (default {DEFAULT_TOLERANCE:g})",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(run=run)
 
@@ -220,6 +225,11 @@ def _check_args(args: argparse.Namespace) -> None:
             raise UsageError(f"{flag} is empty; give a dataset name, an image folder or a labelled list file")
     if args.int8 and not args.calib:
         raise UsageError("--int8 needs --calib DATA: real images to calibrate activation ranges on")
+    if args.tolerance is not None and args.int8 and args.format != "onnx":
+        raise UsageError(
+            f"--tolerance bounds an fp32 file's difference from PyTorch; --format {args.format} --int8 "
+            "writes no fp32 file (its int8 file is reported by its top-1 agreement)"
+        )
     for name in ("calib_images", "verify_images"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -227,13 +237,17 @@ def _check_args(args: argparse.Namespace) -> None:
     check_export_values(
         format=args.format,
         out=args.out,
-        tolerance=args.tolerance,
+        tolerance=_tolerance(args),
         calib_method=args.calib_method,
         weight_dtype=args.weight_dtype,
         qat_epochs=args.qat_epochs,
         qat_lr=args.qat_lr,
         names=FLAGS,
     )
+
+
+def _tolerance(args: argparse.Namespace) -> float:
+    return DEFAULT_TOLERANCE if args.tolerance is None else float(args.tolerance)
 
 
 def _verification_images(args: argparse.Namespace, card: ModelCard) -> tuple[torch.Tensor, str]:
@@ -271,7 +285,8 @@ def _message(report: ExportReport) -> str:
     """The human-readable report: one line per file written."""
     portable = report.kernels == "portable"
     runtime = "ExecuTorch (portable kernels)" if portable else RUNTIMES[report.format]
-    sizes = " and ".join(str(size) for size in report.verified_batch_sizes)
+    *most, last = [str(size) for size in report.verified_batch_sizes] or ["none"]
+    sizes = f"{', '.join(most)} and {last}" if most else last
     if report.format == "onnx":
         lines = [
             f"{report.fp32_path}: fp32, {(report.fp32_bytes or 0) / 1e6:.1f} MB, {runtime} vs PyTorch max "
@@ -323,7 +338,7 @@ def run(args: argparse.Namespace) -> int:
         dynamic_batch=args.dynamic_batch,
         verify_images=verify,
         verified_on=described,
-        tolerance=args.tolerance,
+        tolerance=_tolerance(args),
         int8=bool(args.int8),
         calibration=_calibration(args, card),
         calib_method=args.calib_method,

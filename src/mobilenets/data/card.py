@@ -10,7 +10,7 @@ from torch.utils.data import Dataset, Subset
 
 from ..errors import UsageError
 from ..weights.card import ModelCard
-from .folders import parse_data_spec
+from .folders import absolute_data_spec, parse_data_spec
 from .splits import build_loader, load_eval_set, load_preprocessed_eval_set
 
 
@@ -21,9 +21,17 @@ def card_eval_set(
 
     Checkpoints trained here get exactly their training run's validation transform (and its cache);
     other weights, and labelled list files, go through the card's preset. Labels of a list file must
-    be valid class indices of the model.
+    be valid class indices of the model. A single folder is split as the card's run split it when it is
+    that run's data, or when ``val_split`` or ``seed`` is given; any other single folder is taken whole
+    (its images were never the model's training images, and calibration wants them all).
     """
-    val_split = card.val_split if val_split is None else val_split
+    whole = (
+        val_split is None
+        and seed is None
+        and parse_data_spec(data).kind == "folder"
+        and not _trained_on(card, data)
+    )
+    val_split = None if whole else card.val_split if val_split is None else val_split
     seed = card.seed if seed is None else seed
     if card.source == "mobilenets" and parse_data_spec(data).kind != "list":
         dataset, classes = load_eval_set(
@@ -42,6 +50,16 @@ def card_eval_set(
             f"(labels must be 0..{len(card.classes) - 1})"
         )
     return lazy, card.classes
+
+
+def _trained_on(card: ModelCard, data: str) -> bool:
+    """Whether ``data`` names the data the card's run trained on (wherever either path was written)."""
+    if not card.data:
+        return False
+    try:
+        return absolute_data_spec(card.data) == absolute_data_spec(data)
+    except UsageError:  # a card's spec this version cannot parse: not the same data
+        return False
 
 
 def first_images(dataset: Dataset[Any], count: int, *, offset: int = 0, workers: int = 0) -> torch.Tensor:

@@ -189,9 +189,12 @@ def stratified_split(
 
 
 def folder_splits(
-    spec: str, val_split: float, seed: int
+    spec: str, val_split: float | None, seed: int
 ) -> tuple[DataSpec, tuple[str, ...], Samples, Samples]:
-    """(parsed spec, classes, train samples, val samples) for a folder or ``cifar10:`` spec."""
+    """(parsed spec, classes, train samples, val samples) for a folder or ``cifar10:`` spec.
+
+    ``val_split`` None takes a single folder whole, as validation images (no training images).
+    """
     parsed, train_dir, val_dir = resolve_layout(spec)
     if train_dir is None:
         raise UsageError(f"data spec {spec!r} is not a folder spec; expected {SPEC_FORMS}")
@@ -204,6 +207,8 @@ def folder_splits(
     if val_dir is not None:
         _, val_samples = scan_folder(val_dir, classes)
         return parsed, classes, samples, val_samples
+    if val_split is None:
+        return parsed, classes, [], samples
     labels = torch.tensor([label for _, label in samples], dtype=torch.long)
     train_idx, val_idx = stratified_split(labels, val_split, seed)
     if len(val_idx) == 0:

@@ -195,7 +195,7 @@ def _folder_sets(
     spec: str,
     *,
     img_size: int,
-    val_split: float,
+    val_split: float | None,
     seed: int,
     augment: str,
     stats: tuple[Triple, Triple] | None,
@@ -211,7 +211,7 @@ def _folder_sets(
     else:
         mean, std = IMAGENET_MEAN, IMAGENET_STD
     # Decided from both splits and the train files alone, so load_eval_set matches load_splits.
-    size = probe_size([path for path, _ in train_samples], eval_resize(img_size))
+    size = probe_size([path for path, _ in train_samples or val_samples], eval_resize(img_size))
     if cache is None:
         cache = (len(train_samples) + len(val_samples)) * 3 * size * size <= CACHE_BUDGET_BYTES
     train: ImageDataset | None = None
@@ -272,16 +272,17 @@ def load_eval_set(
     img_size: int,
     mean: Sequence[float],
     std: Sequence[float],
-    val_split: float = 0.1,
+    val_split: float | None = 0.1,
     seed: int = 0,
     cache: bool | None = None,
 ) -> tuple[ImageDataset, tuple[str, ...]]:
     """The val (or test) split of ``spec`` with eval transforms and the given normalisation, and classes.
 
     For the same ``val_split`` and ``seed`` it holds exactly the images of ``load_splits(...).val``;
-    only that split is decoded.
+    only that split is decoded. ``val_split`` None takes a single folder whole (digits: 0.1).
     """
-    check_val_split(val_split)
+    if val_split is not None:
+        check_val_split(val_split)
     stats = (_check_stats("mean", mean, positive=False), _check_stats("std", std, positive=True))
     parsed, _, _ = resolve_layout(spec)
     if parsed.kind == "list":
@@ -290,7 +291,7 @@ def load_eval_set(
         )
     _check_img_size(img_size, parsed.kind)
     if parsed.kind == "digits":
-        _, val = _digits_splits(img_size, val_split, seed, "none", *stats)
+        _, val = _digits_splits(img_size, val_split or 0.1, seed, "none", *stats)
         return val, tuple(str(i) for i in range(10))
     _, val_set, classes, _, _ = _folder_sets(
         spec,
@@ -309,15 +310,15 @@ def load_preprocessed_eval_set(
     spec: str,
     transform: Callable[[torch.Tensor], torch.Tensor],
     *,
-    val_split: float = 0.1,
+    val_split: float | None = 0.1,
     seed: int = 0,
 ) -> tuple[FolderImages, tuple[str, ...] | None]:
     """Images of ``spec`` decoded on demand through ``transform`` (a weights preset), and class names.
 
     For weights trained elsewhere, which must see exactly their own preprocessing (e.g. bicubic
     resizing). ``spec`` is an image folder (its val or test split; ``val_split``/``seed`` split a single
-    folder as training does) or a labelled list file, whose labels are class indices: its class
-    names are then None (the model's own).
+    folder as training does, None takes it whole) or a labelled list file, whose labels are class
+    indices: its class names are then None (the model's own).
     """
     parsed, _, _ = resolve_layout(spec)
     if parsed.kind == "digits":
@@ -325,6 +326,7 @@ def load_preprocessed_eval_set(
     if parsed.kind == "list":
         assert parsed.path is not None  # internal invariant: a list spec always has its file
         return FolderImages(read_labelled_list(parsed.path), transform), None
-    check_val_split(val_split)
+    if val_split is not None:
+        check_val_split(val_split)
     _, classes, _, val_samples = folder_splits(spec, val_split, seed)
     return FolderImages(val_samples, transform), classes
