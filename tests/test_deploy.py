@@ -110,6 +110,8 @@ def test_onnx_export_matches_pytorch_in_onnx_runtime(
     with torch.no_grad():
         difference = (runtime(x) - model(x)).abs().max().item()
     assert difference <= 1e-4
+    with pytest.raises(ValueError, match=r"shape \(N, 3, 96, 96\); got \[1, 3, 64, 64\]"):
+        runtime(torch.randn(1, 3, 64, 64))  # not ONNX Runtime's own error about dimension 2
 
 
 def test_onnx_files_without_our_card_are_named(tmp_path: Path) -> None:

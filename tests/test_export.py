@@ -11,10 +11,16 @@ import pytest
 import torch
 
 import mobilenets
-from mobilenets.deploy import export_program, export_torchscript, read_torch_card, read_torch_metadata
+from mobilenets.deploy import (
+    export_program,
+    export_torchscript,
+    load_deployed,
+    read_torch_card,
+    read_torch_metadata,
+)
 from mobilenets.layers.padding import Conv2dSame
 from mobilenets.weights import ModelCard
-from tests.conftest import DIGITS, randomize_norm_stats, run_cli
+from tests.conftest import DIGITS, imagenet_list, randomize_norm_stats, run_cli
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v3_small", "efficientnet_lite0"])
@@ -107,6 +113,12 @@ def test_export_torch_formats_reload_match_and_carry_the_card(
         # The TF SAME pads are those of 32 px: another size is refused, never silently wrong.
         with pytest.raises((torch.jit.Error, AssertionError), match=r"\(N, 3, 32, 32\)|size\(\)\[2\] == 32"):
             module(torch.randn(1, 3, 64, 64))
+        # Loaded as the CLI and load_deployed load it, the same mistake is named in our words.
+        deployed, _ = load_deployed(out)
+        with pytest.raises(
+            ValueError, match=r"takes a float32 NCHW batch of shape \(N, 3, 32, 32\); got \[1, 3, 64, 64\]"
+        ):
+            deployed(torch.randn(1, 3, 64, 64))
 
 
 def test_export_at_another_resolution_keeps_the_crop_fraction(tmp_path: Path) -> None:
@@ -125,6 +137,28 @@ def test_export_at_another_resolution_keeps_the_crop_fraction(tmp_path: Path) ->
     assert (written.img_size, written.resize_size) == (64, 73)  # 64 / 73 = 224 / 256, rounded
     ours = dataclasses.replace(card, resize_size=None)  # trained here: the resize follows img_size
     assert ours.at_resolution(64).preprocess.resize_size == round(64 / 0.875)
+
+
+def test_export_verifies_on_photos_whose_labels_the_model_lacks(
+    digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard], tmp_path: Path
+) -> None:
+    """Verification (and calibration) images are compared with PyTorch, never with their labels, so a
+    list of ImageNet photos (labels up to 999) serves a 10-class model."""
+    checkpoint, _, _ = digits_checkpoint
+    argv = [
+        "export",
+        "--checkpoint",
+        str(checkpoint),
+        "--format",
+        "torchscript",
+        "--out",
+        str(tmp_path / "m.pt"),
+    ]
+    code, stdout, err = run_cli(
+        [*argv, "--verify-data", str(imagenet_list()), "--verify-images", "3", "--json"]
+    )
+    assert code == 0, err
+    assert json.loads(stdout)["verified_on"].startswith("3 images of ")
 
 
 def test_export_torch_formats_without_a_card(tmp_path: Path) -> None:

@@ -261,7 +261,7 @@ def _verification_images(args: argparse.Namespace, card: ModelCard) -> tuple[tor
     data = args.verify_data or args.calib or card.data
     if not data:
         return random_inputs(args.verify_images, card.img_size), "random inputs (no data given)"
-    dataset, _ = card_eval_set(card, data)
+    dataset, _ = card_eval_set(card, data, scored=False)  # compared with PyTorch, not with labels
     images = first_images(dataset, args.verify_images)
     return images, f"{len(images)} images of {data}"
 
@@ -272,7 +272,7 @@ def _calibration(args: argparse.Namespace, card: ModelCard) -> torch.Tensor | No
 
     if not args.int8:
         return None
-    dataset, _ = card_eval_set(card, args.calib)
+    dataset, _ = card_eval_set(card, args.calib, scored=False)
     return first_images(dataset, args.calib_images or DEFAULT_CALIB_IMAGES)
 
 

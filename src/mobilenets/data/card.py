@@ -15,15 +15,21 @@ from .splits import build_loader, load_eval_set, load_preprocessed_eval_set
 
 
 def card_eval_set(
-    card: ModelCard, data: str, *, val_split: float | None = None, seed: int | None = None
+    card: ModelCard,
+    data: str,
+    *,
+    val_split: float | None = None,
+    seed: int | None = None,
+    scored: bool = True,
 ) -> tuple[Dataset[Any], tuple[str, ...]]:
     """The evaluation images of ``data`` prepared as ``card`` says, and their class names.
 
     Checkpoints trained here get exactly their training run's validation transform (and its cache);
     other weights, and labelled list files, go through the card's preset. Labels of a list file must
-    be valid class indices of the model. A single folder is split as the card's run split it when it is
-    that run's data, or when ``val_split`` or ``seed`` is given; any other single folder is taken whole
-    (its images were never the model's training images, and calibration wants them all).
+    be valid class indices of the model, unless the images are not ``scored`` (calibration and
+    verification images, whose labels nobody reads). A single folder is split as the card's run split
+    it when it is that run's data, or when ``val_split`` or ``seed`` is given; any other single folder
+    is taken whole (its images were never the model's training images, and calibration wants them all).
     """
     whole = (
         val_split is None
@@ -44,7 +50,7 @@ def card_eval_set(
     if found is not None:
         return lazy, found
     labels = lazy.labels
-    if int(labels.max()) >= len(card.classes) or int(labels.min()) < 0:
+    if scored and (int(labels.max()) >= len(card.classes) or int(labels.min()) < 0):
         raise UsageError(
             f"data {data!r} has label {int(labels.max())}, but the model has {len(card.classes)} classes "
             f"(labels must be 0..{len(card.classes) - 1})"

@@ -10,18 +10,32 @@ from ..errors import UsageError
 MAX_BATCH = 4096  # the largest batch a dynamic-batch program accepts
 
 
+def check_batch(x: torch.Tensor, resolution: int | None, what: str) -> None:
+    """A clear error unless ``x`` is an (N, 3, R, R) batch for a file exported at ``resolution`` R
+    (a file baked to one input shape would fail inside its runtime, each runtime in its own words)."""
+    if resolution is not None and (x.dim() != 4 or tuple(x.shape[1:]) != (3, resolution, resolution)):
+        raise UsageError(
+            f"{what} takes a float32 NCHW batch of shape (N, 3, {resolution}, {resolution}); "
+            f"got {list(x.shape)}"
+        )
+
+
 class ExportedClassifier(nn.Module):
     """A captured model (a reloaded ``.pt`` / ``.pt2`` file, an int8 graph) that ``.eval()`` chains accept.
 
     ``torch.export`` programs raise on ``train()``/``eval()``; what we capture is captured in eval
     mode, so ``eval()`` is a no-op here and ``train()`` refuses. A program captured with a fixed batch
-    size (``fixed_batch``) runs bigger batches in pieces of that size, as ONNX files do.
+    size (``fixed_batch``) runs bigger batches in pieces of that size, as ONNX files do. With its
+    ``resolution``, another input shape is refused clearly.
     """
 
-    def __init__(self, inner: nn.Module, *, fixed_batch: int | None = None) -> None:
+    def __init__(
+        self, inner: nn.Module, *, fixed_batch: int | None = None, resolution: int | None = None
+    ) -> None:
         super().__init__()
         self.inner = inner
         self.fixed_batch = fixed_batch
+        self.resolution = resolution
         self.training = False
 
     def train(self, mode: bool = True) -> ExportedClassifier:
@@ -30,6 +44,7 @@ class ExportedClassifier(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_batch(x, self.resolution, "this exported model")
         step = self.fixed_batch
         if step is None or len(x) == step:
             out: torch.Tensor = self.inner(x)

@@ -32,7 +32,7 @@ from torch import nn
 from ..atomic import save_atomic
 from ..errors import ExternalError, MissingFileError, UsageError, external_step
 from ..weights.card import ModelCard
-from .captured import ExportedClassifier
+from .captured import ExportedClassifier, check_batch
 from .fuse import fuse
 from .pt2e import Int8Model, calibrate_pt2e, check_options, in_modules
 from .torch_export import card_from_metadata, torch_metadata
@@ -322,12 +322,7 @@ class _Method(nn.Module):
         self.resolution = resolution
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = self.resolution
-        if x.dim() != 4 or tuple(x.shape[1:]) != (3, size, size):
-            raise UsageError(
-                f"this ExecuTorch program takes a float32 NCHW batch of shape (N, 3, {size}, {size}); "
-                f"got {list(x.shape)}"
-            )
+        check_batch(x, self.resolution, "this ExecuTorch program")
         (out,) = self.method.execute((x.detach().float().contiguous(),))
         return out.clone()  # the output tensor is the program's own memory, reused on the next call
 

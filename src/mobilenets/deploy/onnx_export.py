@@ -25,6 +25,7 @@ from torch import nn
 from ..atomic import save_atomic
 from ..errors import UsageError, external_step
 from ..weights.card import ModelCard
+from .captured import check_batch
 from .fuse import fuse, out_of_place
 
 INPUT_NAME = "input"
@@ -217,8 +218,10 @@ class OnnxClassifier(nn.Module):
         self.input_name = spec.name
         # A file exported without --dynamic-batch takes a fixed batch (1): run bigger batches in pieces.
         self.fixed_batch = spec.shape[0] if isinstance(spec.shape[0], int) else None
+        self.resolution = spec.shape[-1] if len(spec.shape) == 4 and isinstance(spec.shape[-1], int) else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_batch(x, self.resolution, f"{self.path}")
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
         step = self.fixed_batch or len(array)
         if len(array) % step:

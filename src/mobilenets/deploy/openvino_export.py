@@ -33,7 +33,7 @@ from torch import nn
 from ..atomic import _fsync_dir
 from ..errors import MissingFileError, UsageError, external_step
 from ..weights.card import ModelCard
-from .captured import MAX_BATCH, ExportedClassifier
+from .captured import MAX_BATCH, ExportedClassifier, check_batch
 from .fuse import fuse, out_of_place
 from .pt2e import check_options, in_modules
 from .torch_export import card_from_metadata, torch_metadata
@@ -259,12 +259,7 @@ class _Request(nn.Module):
         self.resolution = resolution
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = self.resolution
-        if x.dim() != 4 or tuple(x.shape[1:]) != (3, size, size):
-            raise UsageError(
-                f"this OpenVINO model takes a float32 NCHW batch of shape (N, 3, {size}, {size}); "
-                f"got {list(x.shape)}"
-            )
+        check_batch(x, self.resolution, "this OpenVINO model")
         out = self.request.infer({0: np.ascontiguousarray(x.detach().float().numpy())})[0]
         return torch.from_numpy(np.array(out, dtype=np.float32))
 

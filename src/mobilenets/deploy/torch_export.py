@@ -217,4 +217,5 @@ def load_for_inference(path: str | os.PathLike[str]) -> tuple[ExportedClassifier
 
         module = compile_int8(module)
     fixed = None if metadata.get("dynamic_batch", True) else int(metadata["input_shape"][0])
-    return ExportedClassifier(module, fixed_batch=fixed), metadata
+    resolution = int(metadata["resolution"]) if metadata.get("resolution") else None
+    return ExportedClassifier(module, fixed_batch=fixed, resolution=resolution), metadata
