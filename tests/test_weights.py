@@ -50,6 +50,31 @@ TIMM_PAIRS = [
 ]
 
 
+@pytest.mark.parametrize("source", ["torchvision", "timm"])
+def test_a_v3_backbone_loads_the_body_of_full_model_weights(source: str) -> None:
+    """A features_only v3 has no head: its blocks still map (torchvision's were read as v2's, timm's head
+    conv as a 12th block), and only the head's tensors are left over."""
+    import torchvision
+
+    timm = pytest.importorskip("timm") if not os.environ.get("CI") else __import__("timm")
+    if source == "torchvision":
+        full, eps = torchvision.models.mobilenet_v3_small(), 1e-3
+        head = ("features.12.", "classifier.")  # torchvision's head conv, then its two Linear layers
+    else:
+        full, eps = timm.create_model("mobilenetv3_small_100", pretrained=False), 1e-5
+        head = ("blocks.5.0.", "conv_head.", "classifier.")  # timm's head conv is its last "block"
+    randomize_norm_stats(full)
+    backbone = mobilenets.mobilenet_v3_small(features_only=True, norm_eps=eps).eval()
+    report = load_weights(backbone, full.state_dict(), strict=False)
+    assert report.source == source and not report.missing and len(report.loaded) == 234
+    assert report.unexpected and all(key.startswith(head) for key in report.unexpected)
+    whole = mobilenets.mobilenet_v3_small(norm_eps=eps).eval()
+    load_weights(whole, full.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(backbone(x)[-1], whole.blocks(whole.stem(x)))  # the same body
+
+
 @pytest.mark.parametrize(("ours_name", "timm_name"), TIMM_PAIRS)
 def test_timm_state_dicts_load_with_equal_logits(ours_name: str, timm_name: str) -> None:
     timm = pytest.importorskip("timm") if not os.environ.get("CI") else __import__("timm")

@@ -38,7 +38,7 @@ SOURCES: dict[str, Source] = {
     source.name: source
     for source in (
         Source("mobilenets", "stem.conv.weight", _identity, "imagenet"),
-        Source("torchvision", "features.0.0.weight", lambda m, k: torchvision_key_map(m), "imagenet"),
+        Source("torchvision", "features.0.0.weight", torchvision_key_map, "imagenet"),
         # timm's own (non-"tf_") models use PyTorch's BatchNorm eps, whatever the original used.
         Source("timm", "conv_stem.weight", timm_key_map, "imagenet", {"norm_eps": 1e-5}),
         Source(

@@ -44,8 +44,9 @@ _SEPARABLE = {"conv_dw": ("conv_dw", "bn1"), "conv_pw": ("conv_pw", "bn2"), "con
 def timm_module_map(model: MobileNet, keys: Collection[str]) -> ModulePairs:
     """(our module, timm module) pairs, with timm's block names read from its state_dict ``keys``."""
     theirs = numbered_prefixes(keys, r"blocks\.(\d+)\.(\d+)")
-    has_pre_logits = not isinstance(model.pre_logits, nn.Identity)
-    head_block = theirs[-1] if has_pre_logits and theirs and f"{theirs[-1]}.conv.weight" in keys else None
+    # v3's last timm "block" is its head conv (a ConvBnAct: ``.conv``), our conv_head: told by the keys,
+    # not by our model, whose head a features_only backbone lacks.
+    head_block = theirs[-1] if theirs and f"{theirs[-1]}.conv.weight" in keys else None
     check_block_count(model, theirs[:-1] if head_block else theirs, "timm")
     pairs = conv_norm("stem", "conv_stem", "bn1")
     for (name, block), prefix in zip(model.iter_blocks(), theirs, strict=False):

@@ -21,6 +21,8 @@ J counts the parts present in the block (no ``conv_pw`` when the expansion is 1,
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from torch import nn
 
 from ..errors import UsageError
@@ -29,12 +31,20 @@ from ..models.mobilenet import MobileNet
 from .keymap import ModulePairs, block_parts, conv_norm, expand, squeeze_excite
 
 
-def torchvision_module_map(model: MobileNet) -> ModulePairs:
-    """(our module prefix, torchvision module prefix) pairs for a MobileNet v2 or v3 built here."""
+def torchvision_module_map(model: MobileNet, keys: Collection[str] | None = None) -> ModulePairs:
+    """(our module prefix, torchvision module prefix) pairs for a MobileNet v2 or v3 built here.
+
+    v2 and v3 name their blocks' layers differently (``features.N.conv`` / ``features.N.block``): told
+    by torchvision's state_dict ``keys`` when given, else by our model's v3 head (``pre_logits``), which
+    a features_only backbone lacks.
+    """
     named_blocks = list(model.iter_blocks())
     if not named_blocks or not all(isinstance(b, InvertedResidual) and b.separable for _, b in named_blocks):
         raise UsageError("torchvision's key layout exists for mobilenet_v2 and mobilenet_v3_* only")
-    is_v3 = not isinstance(model.pre_logits, nn.Identity)
+    if keys is not None:
+        is_v3 = any(key.startswith("features.1.block.") for key in keys)
+    else:
+        is_v3 = not isinstance(model.pre_logits, nn.Identity)
     pairs = conv_norm("stem", "features.0.0", "features.0.1")
     for flat, (name, block) in enumerate(named_blocks, start=1):
         parent = f"features.{flat}.{'block' if is_v3 else 'conv'}"
@@ -55,6 +65,7 @@ def torchvision_module_map(model: MobileNet) -> ModulePairs:
     return pairs
 
 
-def torchvision_key_map(model: MobileNet) -> dict[str, str]:
-    """torchvision state_dict key → our state_dict key, for every tensor of ``model``."""
-    return expand(model, torchvision_module_map(model))
+def torchvision_key_map(model: MobileNet, keys: Collection[str] | None = None) -> dict[str, str]:
+    """torchvision state_dict key → our state_dict key, for every tensor of ``model`` (``keys``: those of
+    the torchvision state_dict, which tell v2 from v3; see :func:`torchvision_module_map`)."""
+    return expand(model, torchvision_module_map(model, keys))
