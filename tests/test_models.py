@@ -314,3 +314,10 @@ def test_pretrained_cfg_follows_the_strides_the_model_keeps() -> None:
         assert cfg["pool_size"] == (pool, pool) and cfg["min_input_size"] == (3, smallest, smallest), options
     loaded = create_model("mobilenet_v2", pretrained=True, small_input=2)  # the weights' cfg, same rule
     assert loaded.pretrained_cfg["pool_size"] == (28, 28) and loaded.pretrained_cfg["tag"] == "tv_in1k"
+    # A size that strides do not divide ends on the next size up (260 / 32 = 8.1: a 9×9 map), as timm says.
+    for name, options in (("efficientnet_lite2", {}), ("efficientnet_lite3", {"output_stride": 16})):
+        model = create_model(name, width_mult=0.25, **options).eval()
+        cfg = model.pretrained_cfg
+        with torch.no_grad():
+            final = model.forward_features(torch.zeros(1, *cfg["input_size"])).shape[-2:]
+        assert cfg["pool_size"] == tuple(final), name

@@ -41,7 +41,7 @@ def data_config(
     ``min_input_size``. ``extra`` adds keys (``tag``, ``license``, ``source``).
     """
     resize = resize_size or round(resolution / DEFAULT_CROP_FRACTION)
-    pool = max(resolution // total_stride, 1)
+    pool = max(-(-resolution // total_stride), 1)  # ceil: a 260-px input ends at 9×9 after stride 32
     smallest = min(total_stride, REDUCTION)
     return {
         "architecture": architecture,
