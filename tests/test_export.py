@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,23 @@ def test_jit_trace(name: str) -> None:
     with torch.no_grad():
         traced = torch.jit.trace(model, x)
         assert torch.allclose(traced(x), model(x), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [(name, {}) for name in mobilenets.list_models()]
+    + [("mobilenet_v2", {"drop_path_rate": 0.1, "output_stride": 8, "norm": "groupnorm"})],
+)
+def test_jit_script(name: str, options: dict[str, object]) -> None:
+    """torch.jit.script (deprecated in torch 2.14, still what torchvision's users reach for) compiles
+    the classification networks: the Python-side records (card, pretrained_cfg) are left out of it."""
+    model = mobilenets.create_model(name, width_mult=0.25, **options).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # the deprecation
+        scripted = torch.jit.script(model)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(scripted(x), model(x))
 
 
 @pytest.mark.parametrize("padding", ["symmetric", "tf_same"])

@@ -40,6 +40,10 @@ class InvertedResidual(nn.Module):
     the v1 paper's Table 4 does for MobileNet v1.
     """
 
+    # Constants to TorchScript, which then compiles only the branches a block takes (no conv_full
+    # in a separable block, no addition without a residual).
+    __constants__ = ("separable", "has_residual")
+
     def __init__(
         self,
         in_channels: int,

@@ -72,6 +72,11 @@ class MobileNet(nn.Module):
     ``torch.fx.symbolic_trace`` and torchvision's ``create_feature_extractor`` work.
     """
 
+    # Python-side records that TorchScript neither needs nor can type (dicts of mixed values).
+    __jit_ignored_attributes__ = ("card", "pretrained_cfg", "feature_info")
+    __constants__ = ("features_only",)
+    __jit_unused_properties__ = ("default_cfg", "total_stride", "min_input_size")
+
     def __init__(
         self,
         *,
@@ -175,6 +180,7 @@ class MobileNet(nn.Module):
                 nn.init.normal_(module.weight, 0.0, 0.01)
                 nn.init.zeros_(module.bias)
 
+    @torch.jit.unused
     def check_input(self, x: torch.Tensor) -> None:
         """Raise ``ValueError`` naming what was expected unless ``x`` is a floating-point tensor of shape
         (N, in_channels, H, W), H and W at least :attr:`min_input_size` (32 unless strides were dropped),
@@ -298,7 +304,7 @@ class MobileNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """The final spatial feature map, (N, num_features, H/32, W/32) at the default output stride."""
-        if not torch.jit.is_tracing():  # a trace records tensor ops only; the check would warn
+        if not torch.jit.is_tracing() and not torch.jit.is_scripting():  # a trace would warn
             self.check_input(x)
         return self.conv_head(self.blocks(self.stem(x)))
 
