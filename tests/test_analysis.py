@@ -17,6 +17,10 @@ def test_v2_peak_is_the_expanded_tensor_of_the_second_block() -> None:
     assert summary.peak_op == "blocks.1.0.conv_dw"
     half = summarize(mobilenets.mobilenet_v2(), dtype="float16")
     assert half.peak_activation_bytes * 2 == summary.peak_activation_bytes
+    # A model already in half precision is analysed as it is (its input follows its weights' dtype).
+    halved = summarize(mobilenets.mobilenet_v2().to(torch.bfloat16), dtype="bfloat16")
+    assert halved.total_macs == summary.total_macs
+    assert halved.peak_activation_bytes == half.peak_activation_bytes
 
 
 def test_residual_input_stays_alive_until_the_addition() -> None:

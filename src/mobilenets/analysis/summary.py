@@ -128,7 +128,10 @@ def summarize(
                 f"of activations (at most {ANALYSIS_BUDGET_BYTES / 1024**3:g} GiB); lower the resolution "
                 "or batch_size"
             )
-        example = torch.zeros(shape)
+        # The input takes the model's own dtype and device (a half or bf16 model, one on a GPU): the
+        # counts do not depend on them; ``dtype`` sets the bytes the memory figures count per value.
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        example = torch.zeros(shape, dtype=_input_dtype(model), device=device)
         per_element = DTYPE_BYTES[dtype]
         layers = layer_costs(model, example, bytes_per_element=per_element)
         scheduled = model if scheduled_model is None else scheduled_model.eval()
@@ -152,6 +155,11 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _input_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of ``model``'s floating-point weights (float32 for a model without any)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
 def estimated_activation_bytes(model: nn.Module, shape: tuple[int, ...]) -> int | None:
     """Bytes of every conv and linear output of one float32 forward pass on a ``shape`` input.
 
@@ -171,7 +179,7 @@ def estimated_activation_bytes(model: nn.Module, shape: tuple[int, ...]) -> int 
     ]
     try:
         with torch.no_grad():
-            functional_call(model, tensors, (torch.empty(shape, device="meta"),))
+            functional_call(model, tensors, (torch.empty(shape, dtype=_input_dtype(model), device="meta"),))
     except (RuntimeError, NotImplementedError):  # an op without a meta kernel, or a tensor not registered
         return None
     finally:
