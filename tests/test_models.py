@@ -33,6 +33,13 @@ def test_forward_shapes_and_interface(name: str) -> None:
         assert model(x).shape == (2, model.head_hidden_size)
 
 
+def test_a_features_only_model_has_no_classifier_to_reset() -> None:
+    backbone = mobilenets.mobilenet_v2(width_mult=0.25, features_only=True)
+    with pytest.raises(ValueError, match="features_only model returns feature maps and has no classifier"):
+        backbone.reset_classifier(10)  # it set num_classes to 10 and still returned feature maps
+    assert backbone.num_classes == backbone.pretrained_cfg["num_classes"] == 0  # unchanged
+
+
 @pytest.mark.parametrize("name", ALL_MODELS)
 def test_feature_info_matches_real_features(name: str) -> None:
     model = create_model(name).eval()
@@ -98,6 +105,10 @@ def test_width_mult_and_keep_last_wide() -> None:
     assert mobilenets.mobilenet_v2(width_mult=1.4).num_features == 1792
     with pytest.raises(ValueError, match="no separate last layer"):
         mobilenets.mobilenet_v1(keep_last_wide=True)
+    # EfficientNet-Lite's head is 1280 wide at every width: False was accepted and changed nothing.
+    assert mobilenets.efficientnet_lite0(width_mult=0.5, keep_last_wide=True).num_features == 1280
+    with pytest.raises(ValueError, match="keep_last_wide=False cannot apply"):
+        mobilenets.efficientnet_lite0(width_mult=0.5, keep_last_wide=False)
 
 
 def test_efficientnet_lite_keeps_stem_and_head_fixed() -> None:

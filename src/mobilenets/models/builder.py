@@ -227,10 +227,15 @@ def build_mobilenet(
     if not separable:
         arch = standard_conv_twin(arch)
     strides_to_drop = small_input_strides(small_input)
-    keep_last_wide = arch.keep_last_wide if keep_last_wide is None else keep_last_wide
     has_last_layer = any(
         value is not None for value in (arch.head_channels, arch.head_ratio, arch.pre_logits_features)
     )
+    if keep_last_wide is False and has_last_layer and not arch.scale_last:  # given, not the default
+        raise UsageError(
+            f"{arch.name}'s last layer keeps its width at every width_mult (the architecture's), so "
+            "keep_last_wide=False cannot apply"
+        )
+    keep_last_wide = arch.keep_last_wide if keep_last_wide is None else keep_last_wide
     if keep_last_wide and not has_last_layer:
         raise UsageError(f"{arch.name} has no separate last layer, so keep_last_wide cannot apply")
     norm_config = _norm_config(norm, norm_eps, arch.norm)

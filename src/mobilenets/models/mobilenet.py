@@ -329,6 +329,11 @@ class MobileNet(nn.Module):
 
         ``global_pool`` follows timm: ``"avg"`` pools (the default), ``""`` keeps the spatial map.
         """
+        if self.features_only:
+            raise UsageError(
+                "a features_only model returns feature maps and has no classifier to reset; build it "
+                "without features_only to classify"
+            )
         check_num_classes(num_classes)
         if global_pool is not None:
             if global_pool not in ("avg", ""):
