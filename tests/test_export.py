@@ -131,6 +131,11 @@ def test_export_torch_formats_reload_match_and_carry_the_card(
         # The TF SAME pads are those of 32 px: another size is refused, never silently wrong.
         with pytest.raises((torch.jit.Error, AssertionError), match=r"\(N, 3, 32, 32\)|size\(\)\[2\] == 32"):
             module(torch.randn(1, 3, 64, 64))
+        # Given as weights, the program is named as what it is: not torch's warning and unsafe advice.
+        code, _, err = run_cli(["eval", "--weights", str(out), "--data", "digits"])
+        program = "TorchScript" if file_format == "torchscript" else "torch.export"
+        assert code == 2 and f"is a {program} program" in err and "weights_only" not in err, err
+        assert len(err.strip().splitlines()) == 1
         # Loaded as the CLI and load_deployed load it, the same mistake is named in our words.
         deployed, _ = load_deployed(out)
         with pytest.raises(

@@ -221,6 +221,10 @@ def test_runtime_files_refuse_bad_input_clearly(
         load_deployed(digits_programs["delegated"].path, precision="bf16")
     code, _, err = run_cli(["eval", "--pte", str(tmp_path / "fake.xml"), "--data", "digits"])
     assert code == 2 and "--pte" in err and "expected a .pte file" in err, err
+    # Each flag names its runtime: --onnx ran a TorchScript file in PyTorch, --program an ONNX file.
+    for flag, name, wanted in (("--onnx", "m.pt", ".onnx"), ("--program", "m.onnx", ".pt or .pt2")):
+        code, _, err = run_cli(["eval", flag, str(tmp_path / name), "--data", "digits"])
+        assert code == 2 and f"expected a {wanted} file" in err, err
     argv = ["export", "--checkpoint", str(checkpoint), "--format", "openvino", "--out", "m.pte"]
     code, _, err = run_cli(argv)
     assert code == 2 and "must end in .xml" in err, err

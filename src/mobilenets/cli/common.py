@@ -263,14 +263,18 @@ def deployed_path(args: argparse.Namespace) -> Path | None:
     its suffix belongs to another flag's runtime (an ``.onnx`` given to ``--pte``)."""
     from ..deploy.deployed import EXECUTORCH_SUFFIX, OPENVINO_SUFFIX
 
-    expected = {"pte": EXECUTORCH_SUFFIX, "openvino": OPENVINO_SUFFIX}
+    # Each flag names its runtime; the file's suffix (as `mobilenets export` writes it) must agree, since
+    # load_deployed would otherwise pick another runtime by the suffix, unseen.
+    expected = {
+        "onnx": (".onnx",), "program": (".pt", ".pt2"),
+        "pte": (EXECUTORCH_SUFFIX,), "openvino": (OPENVINO_SUFFIX,),
+    }  # fmt: skip
     for name, flag in DEPLOYED_FLAGS.items():
         path: Path | None = getattr(args, name, None)
         if path is None:
             continue
-        suffix = expected.get(name)
-        if suffix is not None and path.suffix.lower() != suffix:
-            raise UsageError(f"{flag} {str(path)!r}: expected a {suffix} file")
+        if path.suffix.lower() not in expected[name]:
+            raise UsageError(f"{flag} {str(path)!r}: expected a {' or '.join(expected[name])} file")
         ignored = _given(args, _WEIGHT_OPTIONS)
         if ignored:  # an exported file carries its model card: these would change nothing
             raise UsageError(f"{', '.join(ignored)}: only for weights files, not with {flag} (its card says)")

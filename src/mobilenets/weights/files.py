@@ -11,6 +11,7 @@ import os
 import pickle
 import re
 import struct
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,27 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
     return tensors, metadata
 
 
+def _exported_program(path: Path) -> str | None:
+    """ "TorchScript" or "torch.export" when ``path`` is such a program's archive rather than weights."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return None  # torch.load names the damage
+    if any(name.endswith("/archive_format") for name in names):
+        return "torch.export"
+    if any("/code/" in name for name in names):
+        return "TorchScript"
+    return None
+
+
 def _read_torch(path: Path) -> dict[str, torch.Tensor]:
+    program = _exported_program(path) if _kind(path) == "torch-zip" else None
+    if program is not None:  # torch.load would warn, then advise weights_only=False
+        raise UsageError(
+            f"{str(path)!r} is a {program} program (what `mobilenets export` writes), not a weights file; "
+            "run it with --program, or give the weights it was exported from"
+        )
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
