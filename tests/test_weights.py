@@ -375,6 +375,16 @@ def test_convert_then_every_command_takes_the_file(tmp_path: Path) -> None:
         ["convert", str(lite0_weights()), "--model", "efficientnet_lite0", "--out", str(tmp_path / "x.pth")]
     )
     assert code == 2 and "must end in .safetensors" in err
+    (tmp_path / "taken.safetensors").mkdir()  # refused up front, not by the rename of a temp file
+    code, _, err = run_cli(
+        ["convert", str(out), "--model", "efficientnet_lite0", "--out", str(tmp_path / "taken.safetensors")]
+    )
+    assert code == 2 and "taken.safetensors' is a folder" in err and ".tmp" not in err, err
+    before = out.read_bytes()
+    code, _, err = run_cli(
+        ["convert", str(out), "--model", "efficientnet_lite0", "--out", str(out)]
+    )  # its own input
+    assert code == 2 and "is the file being converted" in err and out.read_bytes() == before, err
     code, _, err = run_cli(["predict", "--weights", str(lite0_weights()), str(out)])
     assert code == 2 and "carries no model card" in err and "--model" in err
 

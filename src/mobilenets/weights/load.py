@@ -202,6 +202,12 @@ def convert(
     target = Path(out)
     if target.suffix != ".safetensors":
         raise UsageError(f"--out {str(target)!r} must end in .safetensors (convert writes safetensors only)")
+    if target.is_dir():  # found before the weights are read, not by the final rename of a temp file
+        raise UsageError(f"--out {str(target)!r} is a folder; give a file name ending in .safetensors")
+    if target.exists() and Path(path).exists() and target.resolve() == Path(path).resolve():
+        raise UsageError(
+            f"--out {str(target)!r} is the file being converted; write the converted weights beside it"
+        )
     trained = load_pretrained(path, model=model, source=source, preset=preset, **model_kwargs)
     write_safetensors(target, trained.model.state_dict(), trained.card.to_metadata())
     return trained
