@@ -553,6 +553,19 @@ def test_cli_predict_converts_unusual_images_and_names_bad_ones(
     assert err.startswith("mobilenets predict: error: cannot classify 2 of 3 image(s): ")
     assert f"{bad[0]} is not a readable image" in err and f"{bad[1]} is 10000×10000" in err
 
+    # A thin strip: a few hundred bytes on disk, but its shorter side scaled up would make gigabytes.
+    strip = bad_folder.paths["cmyk.jpg"].parent / "strip.png"
+    Image.new("RGB", (100_000, 1)).save(strip)
+    code, _, err = run_cli(["predict", "--weights", str(checkpoint), unusual[0], str(strip)])
+    assert code == 2 and f"{strip}: a 100000×1 image resized to" in err and "over MAX_IMAGE_PIXELS" in err, (
+        err
+    )
+    from mobilenets.weights import get_preset
+
+    lazy = FolderImages([(str(strip), 0)], get_preset("imagenet").transform())  # list files, pretrained
+    assert "a 100000×1 image resized to 256" in lazy[0].reason  # type: ignore[union-attr]  # skipped
+    strip.unlink()
+
     code, _, err = run_cli(["predict", "--weights", str(checkpoint), str(bad_folder.paths["folder.jpg"])])
     assert code == 2 and "expected image files, got folder(s)" in err and "folder.jpg" in err
     code, _, err = run_cli(["predict", "--weights", str(checkpoint), str(bad_folder.paths["dangling.jpg"])])

@@ -25,6 +25,11 @@ class UsageError(MobilenetsError, ValueError):
     """A mistake the caller can fix: the message names the bad value and what was expected."""
 
 
+class ImageSizeError(UsageError):
+    """An image too large to decode, or to resize as its preprocessing asks (a decompression bomb, or a
+    thin strip whose shorter side, scaled up, would make the longer one enormous)."""
+
+
 class WrongTypeError(UsageError, TypeError):
     """An argument of the wrong type (also a ``TypeError``, as Python code expects)."""
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ..errors import MissingFileError, UsageError
+from ..errors import ImageSizeError, MissingFileError, UsageError
 from .common import add_deployed_arguments, add_weights_arguments, deployed_path, load_from_args
 
 
@@ -55,6 +55,8 @@ def _predictions(args: argparse.Namespace) -> list[dict[str, Any]]:
                 images.append(transform(decode_image_file(path)))
             except ImageDecodeError as error:
                 unreadable.append(str(error))
+            except ImageSizeError as error:  # decoded, but its preprocessing would blow it up
+                unreadable.append(f"{path}: {error}")
         if unreadable:
             continue  # the command fails: still check the remaining files, but skip the model
         batch = torch.stack(images)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import UsageError
+from ..errors import ImageSizeError, UsageError
 from .images import ImageDecodeError, decode_image_file
 from .transforms import BatchParams, BatchTransform
 
@@ -89,10 +89,12 @@ class FolderImages(Dataset["tuple[torch.Tensor, int] | Skipped"]):
         path, label = self.samples[index]
         try:
             image = decode_image_file(path)
+            if seed is None:
+                return self.transform(image), label
+            with torch.random.fork_rng(devices=[]):
+                torch.default_generator.manual_seed(seed)
+                return self.transform(image), label
         except ImageDecodeError as err:
             return Skipped(path, str(err))
-        if seed is None:
-            return self.transform(image), label
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(seed)
-            return self.transform(image), label
+        except ImageSizeError as err:  # decoded, but its preprocessing would blow it up
+            return Skipped(path, f"{path}: {err}")

@@ -39,14 +39,11 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as TF
 
 from ..errors import UsageError
+from ..weights.presets import MAX_IMAGE_PIXELS  # the one bound, for decoding and for resizing
 
 # Below this many files a worker pool costs more to start than it saves.
 _PARALLEL_MIN_FILES = 1024
 _CHUNK = 256
-
-# Largest image decoded, in pixels: PIL's default decompression-bomb limit (1024**3 // 4 // 3, a
-# 256 MiB RGB image). Checked from the header, before decoding, for every format.
-MAX_IMAGE_PIXELS = 89_478_485
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

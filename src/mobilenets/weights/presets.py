@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torchvision.transforms import v2
 
-from ..errors import UsageError
+from ..errors import ImageSizeError, UsageError
 from ..models.data_config import IMAGENET_MEAN, IMAGENET_STD, TF_MEAN, TF_STD, Triple, data_config
 
 INTERPOLATIONS = {
@@ -33,6 +33,30 @@ def imagenet_classes() -> tuple[str, ...]:
     """The 1,000 ImageNet-1k class names in class-index order (shipped in ``mobilenets/data``)."""
     text = resources.files("mobilenets").joinpath("weights/imagenet_classes.txt").read_text(encoding="utf-8")
     return tuple(line for line in text.splitlines() if line)
+
+
+# Largest image decoded or made by resizing, in pixels: PIL's default decompression-bomb limit
+# (1024**3 // 4 // 3, a gigabyte of float32 RGB). data.images checks decoded images against it.
+MAX_IMAGE_PIXELS = 89_478_485
+
+
+class _BoundedResize:
+    """``ImageSizeError`` before ``inner`` resizes an image's shorter side to ``size`` when that would make
+    more than :data:`MAX_IMAGE_PIXELS` (a 20000×1 strip becomes 5,120,000×256: 5 GB of floats)."""
+
+    def __init__(self, size: int, inner: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.size, self.inner = size, inner
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        height, width = image.shape[-2:]
+        shorter, longer = min(height, width), max(height, width)
+        resized = self.size * round(longer * self.size / max(shorter, 1))
+        if resized > MAX_IMAGE_PIXELS:
+            raise ImageSizeError(
+                f"a {width}×{height} image resized to {self.size} on its shorter side would have {resized:,} "
+                f"pixels, over MAX_IMAGE_PIXELS = {MAX_IMAGE_PIXELS:,}"
+            )
+        return self.inner(image)
 
 
 class _UnlessExactSize:
@@ -93,6 +117,7 @@ class Preprocess:
                 v2.CenterCrop(self.crop_size),
             ]
         )
+        resize_crop = _BoundedResize(self.resize_size, resize_crop)
         if self.exact_size_as_is:
             resize_crop = _UnlessExactSize(self.crop_size, resize_crop)
         return v2.Compose(
