@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from mobilenets.errors import TrainingError
 from mobilenets.testing.campaign import (
@@ -177,6 +177,35 @@ def test_weights_turning_non_finite_are_never_checkpointed(
     assert not checkpoint_paths(tmp_path, "last")[0].exists()
 
 
+def test_a_stop_request_never_checkpoints_non_finite_weights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C right after a step that broke the weights: the stop's checkpoint is refused too."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    from mobilenets.training import engine as engine_module
+
+    steps, asked = [0], [0]
+
+    def poison(optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
+        steps[0] += 1
+        if steps[0] == 3:
+            optimizer.param_groups[0]["params"][0].data.fill_(float("nan"))
+
+    def stop_after_step_3(flag: bool, context: object) -> bool:
+        asked[0] += 1
+        return asked[0] == 4  # asked at the epoch's start and after each step
+
+    monkeypatch.setattr(engine_module, "any_process", stop_after_step_3)
+    handle = register_optimizer_step_post_hook(poison)
+    try:
+        with pytest.raises(TrainingError, match=r"weights became non-finite during epoch 1 .*No checkpoint"):
+            train(TrainConfig(**FAST, epochs=1, out=str(tmp_path)))
+    finally:
+        handle.remove()
+    assert not any(path.exists() for path in checkpoint_paths(tmp_path, "last"))
+
+
 # ----------------------------------------------------------------------------- hostile files
 def _damage(kind: str, path: Path, tmp_path: Path) -> None:
     data = path.read_bytes()
@@ -238,8 +267,9 @@ def test_a_killed_torchrun_worker_stops_the_run_clearly_and_it_resumes(tmp_path:
     recipe = [
         "train", "--model", "mobilenet_v1", "--width-mult", "0.25", "--data", "digits",
         "--epochs", "2", "--batch-size", "64", "--resolution", "32", "--no-progress", "--device", "cpu",
-        "--out", str(tmp_path),
+        "--dropout", "0.5",  # each process draws its own masks: a resume must give each its own stream
     ]  # fmt: skip
+    out, reference = tmp_path / "run", tmp_path / "uninterrupted"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -249,22 +279,38 @@ def test_a_killed_torchrun_worker_stops_the_run_clearly_and_it_resumes(tmp_path:
         )
 
     # 25 steps per epoch (1617 images, global batch 64): rank 1 dies at step 5 of epoch 2.
-    failed = launch("mobilenets.testing.faults", "--fault", "kill:step:30", "--rank", "1", "--", *recipe)
+    failed = launch(
+        "mobilenets.testing.faults",
+        "--fault",
+        "kill:step:30",
+        "--rank",
+        "1",
+        "--",
+        *recipe,
+        "--out",
+        str(out),
+    )
     output = failed.stdout + failed.stderr
     assert failed.returncode != 0
     assert "process 0 of 2 lost contact with the others" in output and "--resume" in output
     assert "Signal 9 (SIGKILL)" in output  # torchrun's summary names the dead worker
-    assert check_run_directory(tmp_path) == "" and load_training_state(tmp_path)["epoch"] == 1
-    resumed = launch("mobilenets", *recipe, "--resume")
+    assert check_run_directory(out) == "" and load_training_state(out)["epoch"] == 1
+    first, second = (rng["cpu"] for rng in load_training_state(out)["process_rng"])
+    assert not torch.equal(first, second)
+    resumed = launch("mobilenets", *recipe, "--out", str(out), "--resume")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming" in resumed.stdout and "at epoch 2, step 0" in resumed.stdout
-    logged = [json.loads(line)["epoch"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert logged == [1, 2] and load_training_state(tmp_path)["epoch"] == 2
+    logged = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [1, 2] and load_training_state(out)["epoch"] == 2
+    assert launch("mobilenets", *recipe, "--out", str(reference)).returncode == 0
+    resumed_weights = load_file(out / "last.safetensors")
+    for key, value in load_file(reference / "last.safetensors").items():
+        assert torch.equal(resumed_weights[key], value), key
     # Both processes scored half of the validation images each, with rank 0's BatchNorm statistics:
     # the logged score is the saved model's, as one process scores it.
-    last = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     code, stdout, stderr = run_cli(
-        ["eval", "--checkpoint", str(tmp_path / "last.safetensors"), "--json", "--no-confusion"]
+        ["eval", "--checkpoint", str(out / "last.safetensors"), "--json", "--no-confusion"]
     )
     assert code == 0, stderr
     scored = json.loads(stdout)

@@ -158,6 +158,37 @@ def test_stop_mid_epoch_then_resume_is_exact(
     assert [m["epoch"] for m in ours] == [1, 2]
     assert ours[1]["train_loss"] == pytest.approx(theirs[1]["train_loss"], rel=1e-12)
     assert ours[1]["val_top1"] == theirs[1]["val_top1"]
+    assert ours[1]["lr"] == theirs[1]["lr"]  # the epoch's first step, not the step it resumed at
+
+
+def test_resume_trains_with_the_new_lr_and_weight_decay(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A NaN loss advises a lower --lr and --resume: the resumed epochs must use it, not the saved one."""
+    train(TrainConfig(**FAST, epochs=1, out=str(tmp_path)))
+    lower = {**FAST, "lr": 0.01, "weight_decay": 1e-3}
+    train(TrainConfig(**lower, epochs=2, out=str(tmp_path), resume=True))
+    fresh = lr_factor(TrainConfig(**lower, epochs=2), 25)  # 25 steps per epoch
+    assert read_metrics(tmp_path)[1]["lr"] == pytest.approx(0.01 * fresh(25))
+    groups = load_training_state(tmp_path)["optimizer"]["param_groups"]
+    assert [group["weight_decay"] for group in groups] == [1e-3, 0.0]
+    assert all(group["initial_lr"] == 0.01 for group in groups)
+    capsys.readouterr()
+    with pytest.raises(ValueError, match=r"batch_size=64 \(now 32\)"):
+        train(TrainConfig(**{**lower, "batch_size": 32}, epochs=3, out=str(tmp_path), resume=True))
+
+
+def test_resume_without_a_training_state_starts_only_where_nothing_is_lost(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "new"
+    train(TrainConfig(**FAST, epochs=1, out=str(empty), resume=True))
+    assert "nothing to resume" in capsys.readouterr().out
+    (empty / "last_state.pt").unlink()  # the weights alone, as if copied without their state
+    best = (empty / "best.safetensors").read_bytes()
+    with pytest.raises(ValueError, match=r"holds last\.safetensors but not last_state\.pt.*--pretrained"):
+        train(TrainConfig(**FAST, epochs=1, out=str(empty), resume=True))
+    assert (empty / "best.safetensors").read_bytes() == best and len(read_metrics(empty)) == 1
 
 
 def test_lr_schedules_in_closed_form() -> None:
@@ -377,10 +408,13 @@ def test_resume_refuses_another_optimizer_or_weight_average(tmp_path: Path) -> N
     """Their saved state fits only the same kind: loading it used to end in a KeyError."""
     from mobilenets.training.run_log import check_resume_config
 
-    (tmp_path / "config.json").write_text(json.dumps({"optimizer": "sgd", "ema_decay": 0.0}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"optimizer": "sgd", "ema_decay": 0.0, "batch_size": 64})
+    )
     check_resume_config(tmp_path, TrainConfig(optimizer="sgd", epochs=40))  # other settings may change
     for change, message in (
         ({"optimizer": "adamw"}, r"optimizer='sgd' \(now 'adamw'\)"),
+        ({"batch_size": 128}, r"batch_size=64 \(now 128\)"),
         ({"ema_decay": 0.99}, r"ema_decay=0\.0 \(now 0\.99\)"),
     ):
         with pytest.raises(ValueError, match=f"cannot resume .*trained with {message}"):

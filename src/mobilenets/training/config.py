@@ -20,11 +20,12 @@ OPTIMIZERS = ("sgd", "rmsprop", "adamw")
 SCHEDULES = ("cosine", "step", "exponential")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 NORMS = NORM_KINDS  # the choices of --norm; the layers own the rule
-# Settings a resumed run must share with the checkpoint it continues; the rest (epochs, ...) may change.
-# The optimizer's and the weight average's saved state fits only the same optimizer and the same average.
+# Settings a resumed run must share with the checkpoint it continues; the rest (epochs, lr, ...) may change.
+# The optimizer's and the weight average's saved state fits only the same optimizer and the same average;
+# the saved position counts steps of the saved batch size, which no other batch size can continue.
 RESUME_MUST_MATCH = (
     "model", "width_mult", "small_input", "norm", "model_options", "data", "img_size", "val_split", "seed",
-    "optimizer", "ema_decay",
+    "optimizer", "ema_decay", "batch_size",
 )  # fmt: skip
 # Options with a field of their own; model_options holds the builder's others.
 _OWN_FIELDS = ("width_mult", "small_input", "norm", "dropout", "drop_path_rate", "num_classes", "pretrained")

@@ -95,6 +95,15 @@ def any_process(flag: bool, context: DistContext) -> bool:
     return bool(value.item() > 0)
 
 
+def gather_objects(value: object, context: DistContext) -> list[object]:
+    """``value`` of every process, by rank, in every process (``[value]`` when alone)."""
+    if not context.distributed:
+        return [value]
+    values: list[object] = [None] * context.world_size
+    dist.all_gather_object(values, value)
+    return values
+
+
 def barrier(context: DistContext) -> None:
     if context.distributed:
         dist.barrier()

@@ -36,6 +36,7 @@ from .distributed import (
     any_process,
     barrier,
     broadcast_buffers,
+    gather_objects,
     init_distributed,
     is_lost_peer,
     lost_peer_error,
@@ -44,7 +45,7 @@ from .distributed import (
 from .optim import build_ema, build_optimizer, build_scheduler
 from .progress import EpochProgress
 from .resize import resize_batch, train_size
-from .resume import EpochSums, restore_training_state, training_state
+from .resume import EpochSums, restore_training_state, rng_states, training_state
 from .run_log import append_metrics, check_resume_config, keep_metrics_before, write_json
 from .runtime import configure_reproducibility, resolve_precision
 from .stop import StopRequest
@@ -73,6 +74,15 @@ class Trainer:
                 f"{str(self.out)!r} already holds a run; pass --resume to continue it or choose another --out"
             )
         self.resuming = config.resume and state_path.is_file()
+        if config.resume and not self.resuming and weights_path.is_file():
+            # The state is written before the weights, so only a copy or a deletion leaves this.
+            raise UsageError(
+                f"cannot resume {str(self.out)!r}: it holds {weights_path.name} but not {state_path.name}, "
+                f"the optimizer and position a resume continues from. To train on from those weights, "
+                f"start a new run with --pretrained {weights_path} and another --out"
+            )
+        if config.resume and not self.resuming and context.is_main:
+            print(f"nothing to resume in {self.out} (no {state_path.name}): starting a new run", flush=True)
         if self.resuming:
             check_resume_config(self.out, config)
         if context.is_main:  # before the data is read: a bad --out fails in the first second
@@ -181,6 +191,8 @@ class Trainer:
             ) from err
 
     def _save(self, name: str, completed_epoch: int) -> None:
+        """Checkpoint ``name``: every process calls it (each saves its RNG state), the main one writes."""
+        process_rng = gather_objects(rng_states(self.device), self.context)
         if not self.context.is_main:
             return
         with self._writing(f"checkpoint {name!r} after epoch {completed_epoch}"):
@@ -189,7 +201,7 @@ class Trainer:
                 name,
                 weights=self.eval_model.state_dict(),
                 card=self.card,
-                state=training_state(self, completed_epoch),
+                state=training_state(self, completed_epoch, process_rng),  # type: ignore[arg-type]
             )
 
     # ----------------------------------------------------------------------------- the loop
@@ -247,6 +259,11 @@ class Trainer:
         correct = int((logits.detach().argmax(dim=1) == labels).sum())
         return loss_value * labels.numel(), correct
 
+    def _epoch_start_lr(self) -> float:
+        """The learning rate of this epoch's first step (also after resuming part-way through it)."""
+        first_step = (self.epoch - 1) * self.steps_per_epoch
+        return float(self.scheduler.base_lrs[0] * self.scheduler.lr_lambdas[0](first_step))
+
     def _kept_checkpoint(self) -> str:
         """Where the last good checkpoint is, for error messages."""
         if checkpoint_paths(self.out, "last")[1].is_file():
@@ -300,14 +317,15 @@ class Trainer:
                 write_json(self.out / "config.json", config.to_dict())
         barrier(context)
 
-        final_top1, epochs_run, interrupted = self.best_top1, 0, False
+        final_top1: float | None = None  # of the last epoch this call ran
+        epochs_run, interrupted = 0, False
         stopping = StopRequest(ignore_sigterm_after_error=context.distributed)  # see StopRequest
         with stopping as stop, EpochProgress(enabled=config.progress and context.is_main) as progress:
             while self.epoch <= config.epochs:
                 if any_process(stop.requested, context):  # signalled while evaluating: epoch is saved
                     interrupted = True
                     break
-                lr = self.optimizer.param_groups[0]["lr"]
+                lr = self._epoch_start_lr()
                 progress.start_epoch(
                     f"epoch {self.epoch}/{config.epochs}", self.steps_per_epoch, self.step_in_epoch
                 )
@@ -332,6 +350,7 @@ class Trainer:
                     torch.cuda.synchronize(self.device)
                 self.partial.seconds += time.perf_counter() - started
                 if interrupted:
+                    self._check_finite_weights()
                     self._save("last", completed_epoch=self.epoch - 1)
                     break
                 final_top1 = self._finish_epoch(lr, metrics_path)
@@ -350,7 +369,7 @@ class Trainer:
             self._plot(metrics_path)
         barrier(context)
         return {
-            "best_top1": self.best_top1,
+            "best_top1": self.best_top1 if self.best_top1 >= 0 else None,  # None: no epoch finished yet
             "final_top1": final_top1,
             "epochs_run": epochs_run,
             "interrupted": interrupted,
@@ -380,7 +399,7 @@ class Trainer:
             }
             with self._writing(f"the metrics of epoch {epoch}"):
                 append_metrics(metrics_path, record)
-        improved = self.context.is_main and val_top1 > self.best_top1
+        improved = val_top1 > self.best_top1  # the same in every process: they all save
         if improved:
             self.best_top1 = val_top1
         self.epoch, self.step_in_epoch, self.partial = epoch + 1, 0, EpochSums()

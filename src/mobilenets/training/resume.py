@@ -50,8 +50,24 @@ def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {key: value.detach().cpu() for key, value in module.state_dict().items()}
 
 
-def training_state(run: Resumable, completed_epoch: int) -> dict[str, Any]:
-    """Everything a resume needs after ``completed_epoch`` (and ``run.step_in_epoch`` steps of the next)."""
+def rng_states(device: torch.device) -> dict[str, torch.Tensor]:
+    """This process's random number generators: the CPU's, and the GPU's when training on one."""
+    states = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def training_state(
+    run: Resumable, completed_epoch: int, process_rng: list[dict[str, torch.Tensor]] | None = None
+) -> dict[str, Any]:
+    """Everything a resume needs after ``completed_epoch`` (and ``run.step_in_epoch`` steps of the next).
+
+    ``process_rng`` holds every process's :func:`rng_states`, by rank (dropout and drop-path draw
+    differently in each); without it, this process's alone are saved.
+    """
+    if process_rng is None:
+        process_rng = [rng_states(run.device)]
     state: dict[str, Any] = {
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
@@ -61,11 +77,12 @@ def training_state(run: Resumable, completed_epoch: int) -> dict[str, Any]:
         "next_step": run.step_in_epoch,
         "partial": run.partial.as_dict(),
         "best_top1": run.best_top1,
-        "rng_state": torch.get_rng_state(),
+        "rng_state": process_rng[0]["cpu"],
+        "process_rng": process_rng,
         "world_size": run.context.world_size,
     }
-    if run.device.type == "cuda":
-        state["cuda_rng_state"] = torch.cuda.get_rng_state(run.device)
+    if "cuda" in process_rng[0]:
+        state["cuda_rng_state"] = process_rng[0]["cuda"]
     # The weights travel in the state file too, so it alone restores the run: a crash between
     # writing it and the weights file cannot pair one epoch's state with another epoch's weights.
     state["model"] = _cpu_state(run.model)
@@ -88,8 +105,16 @@ def restore_training_state(run: Resumable, state: dict[str, Any]) -> None:
     if run.ema is not None:
         run.ema.module.load_state_dict(state["ema"])
         run.ema.n_averaged.fill_(state["ema_updates"])
+    # The optimizer's state (momentum, averages) and the schedule's position come from the checkpoint;
+    # its hyperparameters from this run's settings, so a resume with a lower --lr (what a NaN loss
+    # advises) or another --weight-decay trains with them. The groups are built alike (same model).
+    settings = [{k: v for k, v in group.items() if k != "params"} for group in run.optimizer.param_groups]
+    base_lrs = list(run.scheduler.base_lrs)
     run.optimizer.load_state_dict(state["optimizer"])
     run.scheduler.load_state_dict(state["scheduler"])
+    for group, setting in zip(run.optimizer.param_groups, settings, strict=True):
+        group.update(setting)
+    run.scheduler.base_lrs = base_lrs
     # The LR of the next step on this run's curve (it differs from the saved one if epochs changed).
     for group, base_lr, factor in zip(
         run.optimizer.param_groups, run.scheduler.base_lrs, run.scheduler.lr_lambdas, strict=True
@@ -98,9 +123,13 @@ def restore_training_state(run: Resumable, state: dict[str, Any]) -> None:
     if state["scaler"] or not run.scaler.is_enabled():
         run.scaler.load_state_dict(state["scaler"])
     # else saved without loss scaling (fp32 or bf16, on another device or precision): a fresh scale
-    torch.set_rng_state(state["rng_state"])
-    if "cuda_rng_state" in state and run.device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda_rng_state"], run.device)
+    saved_rng = state.get("process_rng") or [{"cpu": state["rng_state"]}]  # older states: rank 0's only
+    if len(saved_rng) == world_size:
+        rng = saved_rng[run.context.rank]
+        torch.set_rng_state(rng["cpu"])
+        if "cuda" in rng and run.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], run.device)
+    # else another number of processes (warned above): each keeps the stream seeded for its rank
     run.epoch, run.step_in_epoch = int(state["next_epoch"]), int(state["next_step"])
     run.best_top1 = float(state["best_top1"])
     run.partial = EpochSums(**state["partial"]) if run.step_in_epoch else EpochSums()
