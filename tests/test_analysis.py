@@ -107,3 +107,6 @@ def test_saved_for_backward_bytes_counts_each_saved_storage_once() -> None:
     with torch.no_grad():  # gradients are switched on for the measurement
         assert saved_for_backward_bytes(lambda t: t * t, x) == x.nbytes
     assert saved_for_backward_bytes(lambda t: t * t, x.detach()) == 0  # nothing needs gradients
+    # A module's weights are saved by autograd too, but they are not activation memory.
+    linear = torch.nn.Linear(8, 512, bias=False)
+    assert saved_for_backward_bytes(linear, x) == x.nbytes  # not + the 16 KB weight

@@ -509,6 +509,27 @@ def test_exact_counts_table_matches_the_analysis() -> None:
         assert peak == f"{report.peak_activation_bytes / 1e6:.2f} MB", name
 
 
+def test_kept_for_backward_figures_match_the_analysis() -> None:
+    """training.md's "keeps N MB for the backward instead of M MB" is an exact count: recompute it."""
+    import torch
+
+    import mobilenets
+    from mobilenets.analysis import saved_for_backward_bytes
+    from mobilenets.layers import keep_relu6_outputs
+
+    text = " ".join((REPO_ROOT / "docs" / "training.md").read_text().split())
+    found = re.search(
+        r"\(96×96, batch 64\) a step then keeps (\d+) MB for the backward instead of (\d+) MB", text
+    )
+    assert found, "the figure moved: update this test"
+    images = torch.randn(64, 3, 96, 96)
+    model = mobilenets.mobilenet_v2().train()
+    plain = saved_for_backward_bytes(model, images)
+    keep_relu6_outputs(model)
+    kept = saved_for_backward_bytes(model, images)
+    assert (found[1], found[2]) == (f"{kept / 1e6:.0f}", f"{plain / 1e6:.0f}")
+
+
 def test_benchmark_reports_replace_only_their_own_fragment(tmp_path: Path) -> None:
     from benchmarks import _report
 
