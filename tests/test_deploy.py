@@ -6,6 +6,7 @@ import copy
 import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -435,6 +436,32 @@ def test_memory_efficient_equals_the_plain_forward(name: str, chunks: int | str)
         torch.testing.assert_close(chunked(x), model(x), atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize(
+    "options", [{"projection_activation": "relu6"}, {"shortcut": "expansion"}, {"features_only": True}]
+)
+def test_memory_efficient_keeps_every_builder_option_exact(options: dict[str, Any]) -> None:
+    """A ReLU6 bottleneck applies to the finished projection (chunks sum before it); expansion shortcuts
+    keep their blocks plain; feature maps stay what they are."""
+    model = mobilenets.mobilenet_v2(width_mult=0.35, **options).eval()
+    randomize_norm_stats(model)
+    chunked = memory_efficient(model, 3, resolution=64, only_where_needed=False)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(chunked(x), model(x), atol=1e-4, rtol=1e-4)
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # the in-place sums stay in one dtype
+            assert chunked(x)[-1].isfinite().all()
+    if "features_only" in options:
+        with pytest.raises(ValueError, match="patches apply to classifiers, not features_only models"):
+            memory_efficient(model, 3, patches=2)
+
+
+def test_memory_efficient_names_a_norm_it_cannot_fold() -> None:
+    with pytest.raises(
+        ValueError, match=r"GroupNorm cannot be folded into its convolution.*norm='batchnorm'"
+    ):
+        memory_efficient(mobilenets.mobilenet_v2(width_mult=0.35, norm="groupnorm"), 2)
+
+
 def test_memory_efficient_chunks_the_stem_and_rejects_bad_chunks() -> None:
     chunked = memory_efficient(mobilenets.mobilenet_v2(), 4)
     assert isinstance(chunked.stem, torch.nn.Identity)  # the stem became block 0's expansion
@@ -546,3 +573,10 @@ def test_allocated_forward_memory_confirms_the_chunked_analysis() -> None:
     assert plain >= analysed_plain  # the real pass holds at least what the ideal schedule does
     assert abs(measured - analysed) < 0.1 * analysed, (measured, analysed)
     assert measured * 2 < analysed_plain < plain, (measured, analysed_plain, plain)
+    # TF-same padding: each chunk's depthwise conv reads a zero-padded copy, counted as scratch too.
+    same = memory_efficient(mobilenets.mobilenet_v2(padding="tf_same").eval(), 4)
+    with torch.no_grad():
+        hidden = same.blocks[0](same.stem(x))  # the input of blocks.1.0, a stride-2 depthwise
+    analysed = {op.name: op.live_bytes for op in schedule_memory(same, x)}["blocks.1.0"]
+    measured = forward_peak_allocated(same.blocks[1][0], hidden) + hidden.nbytes
+    assert abs(measured - analysed) < 0.02 * analysed, (measured, analysed)

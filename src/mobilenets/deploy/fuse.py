@@ -60,8 +60,13 @@ def folded_parameters(unit: ConvNormAct, user: str) -> tuple[nn.Parameter, nn.Pa
     """The (weight, bias) of ``unit``'s BatchNorm-folded conv as frozen copies (a zero bias if it has
     none), for modules that re-run the conv piece by piece; ``user`` names them in the error raised
     when BatchNorm is not folded yet."""
-    if not isinstance(unit.bn, nn.Identity):
+    if isinstance(unit.bn, nn.modules.batchnorm._BatchNorm):
         raise UsageError(f"{user}: BatchNorm must be folded first (mobilenets.deploy.fuse)")
+    if not isinstance(unit.bn, nn.Identity):
+        raise UsageError(
+            f"{user}: {type(unit.bn).__name__} cannot be folded into its convolution, only BatchNorm can; "
+            f"build the model with norm='batchnorm'"
+        )
     conv = unit.conv
     bias = conv.bias if conv.bias is not None else torch.zeros(conv.out_channels)
     weight = nn.Parameter(conv.weight.detach(), requires_grad=False)

@@ -3,11 +3,13 @@
 A block computes ``F(x) = A(N(B(x)))``: ``B`` expands to t·C channels (1×1 conv + activation), ``N`` is
 the per-channel depthwise conv + activation, ``A`` the linear 1×1 projection. ``B`` and ``N`` act on
 each expanded channel separately and ``A`` is linear, so splitting the expanded channels into k chunks
-gives ``F(x) = Σᵢ (Aᵢ ∘ N ∘ Bᵢ)(x)``: only one chunk of the expanded tensor ever exists. Each partial
+gives ``F(x) = Σᵢ (Aᵢ ∘ N ∘ Bᵢ)(x)``: only one chunk of the expanded tensor ever exists. (A projection
+with an activation, the ablations' non-linear bottleneck, applies it to the finished sum.) Each partial
 projection is accumulated in place (``addmm_`` on the channels_last output), so no second
 output-sized tensor appears either. As in the paper's Table 3 footnote, the stem conv and the first
 (t = 1) block are treated the same way, the stem playing ``B``; otherwise their 112×112 tensors would
-stay the peak. Blocks with squeeze-excite (whose gate needs every channel) run unchanged.
+stay the peak. Blocks with squeeze-excite (whose gate needs every channel) and blocks whose shortcut
+joins expanded layers (``shortcut="expansion"``) run unchanged.
 
 Works on a BatchNorm-folded copy; outputs equal the plain model's to float rounding.
 """
@@ -27,7 +29,7 @@ from ..analysis.memory import schedule_memory
 from ..analysis.summary import ModelSummary, summarize
 from ..errors import UsageError
 from ..layers.conv_norm_act import ConvNormAct
-from ..layers.inverted_residual import InvertedResidual
+from ..layers.inverted_residual import ExpansionShortcutStage, InvertedResidual
 from ..layers.padding import Conv2dSame, tf_same_pads
 from ..models.mobilenet import MobileNet
 from .fuse import folded_parameters, fuse
@@ -90,6 +92,14 @@ class _ConvPart(nn.Module):
         return self.activation(out)
 
 
+def _padded_pixels(part: _ConvPart, h: int, w: int) -> int:
+    """Pixels of the zero-padded copy of an ``h``×``w`` input that ``part`` makes (0: it pads in the conv)."""
+    if not part.same or part.matrix is not None:
+        return 0
+    (kh, kw), (sh, sw), (dh, dw) = part.weight.shape[-2:], part.stride, part.dilation
+    return (h + sum(tf_same_pads(h, kh, sh, dh))) * (w + sum(tf_same_pads(w, kw, sw, dw)))
+
+
 class ChunkedInvertedResidual(nn.Module):
     """An inverted residual (optionally with the stem as its expansion) evaluated in channel chunks.
 
@@ -108,6 +118,8 @@ class ChunkedInvertedResidual(nn.Module):
         pwl = _ConvPart(block.conv_pwl)
         self.project_weight = nn.Parameter(pwl.weight[:, :, 0, 0].t().contiguous(), requires_grad=False)
         self.project_bias = pwl.bias
+        self.project_act = block.conv_pwl.act  # nn.Identity but for a non-linear bottleneck
+        self.project_activation = pwl.activation  # the same, in place
         self.has_residual = block.has_residual
         self.hidden = block.hidden_channels
         self.out_channels = block.out_channels
@@ -119,15 +131,20 @@ class ChunkedInvertedResidual(nn.Module):
         self.bounds = list(itertools.pairwise(edges))
 
     def scratch_bytes(self, x: torch.Tensor, bytes_per_element: int = 4) -> int:
-        """Bytes alive inside the block besides its input and output: the largest chunk's two tensors."""
-        n, _, h, w = x.shape
+        """Bytes alive inside the block besides its input and output: the largest chunk's two tensors,
+        and with TensorFlow "same" padding the zero-padded copy a conv reads, beside them."""
+        n, channels, h, w = x.shape
         stride_b = self.expand.stride[0] if self.expand is not None else 1
         h_b, w_b = -(-h // stride_b), -(-w // stride_b)
         stride_n = self.depthwise.stride[0]
         h_n, w_n = -(-h_b // stride_n), -(-w_b // stride_n)
         widest = max(stop - start for start, stop in self.bounds)
         expanded = widest * h_b * w_b if self.expand is not None else 0
-        return n * (expanded + widest * h_n * w_n) * bytes_per_element
+        expanding = expanded + (
+            channels * _padded_pixels(self.expand, h, w) if self.expand is not None else 0
+        )
+        mixing = expanded + widest * (_padded_pixels(self.depthwise, h_b, w_b) + h_n * w_n)
+        return n * max(expanding, mixing) * bytes_per_element
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.compiler.is_exporting():
@@ -144,10 +161,11 @@ class ChunkedInvertedResidual(nn.Module):
             if flat is None:
                 flat = torch.addmm(self.project_bias, rows, self.project_weight[start:stop])
                 out = flat.view(n, h, w, self.out_channels).permute(0, 3, 1, 2)
-            else:
-                flat.addmm_(rows, self.project_weight[start:stop])
+            else:  # in place, so outside autocast's reach: in the accumulator's dtype
+                flat.addmm_(rows.to(flat.dtype), self.project_weight[start:stop].to(flat.dtype))
             del mixed, rows
         assert out is not None  # internal invariant: there is at least one chunk
+        out = self.project_activation(out)
         if self.has_residual:
             out.add_(x)
         return out
@@ -168,6 +186,7 @@ class ChunkedInvertedResidual(nn.Module):
             part = F.conv2d(self.depthwise(hidden, start, stop), weight[:, start:stop].contiguous())
             out = part + self.project_bias[:, None, None] if out is None else out + part
         assert out is not None  # internal invariant: there is at least one chunk
+        out = self.project_act(out)
         return out + x if self.has_residual else out
 
 
@@ -179,6 +198,7 @@ def _chunk_all(fused: MobileNet, chunks: Chunks) -> dict[str, tuple[nn.Module, n
             not isinstance(block, InvertedResidual)
             or not block.separable
             or not isinstance(block.se, nn.Identity)
+            or isinstance(fused.blocks[int(name.split(".")[1])], ExpansionShortcutStage)
         ):
             continue
         expand: ConvNormAct | None = None
@@ -231,13 +251,20 @@ def memory_efficient(
     fused = fuse(copy.deepcopy(model))
     if not list(fused.iter_blocks()):
         raise UsageError("the model has no blocks to chunk")
+    if patches != 1 and fused.features_only:
+        raise UsageError(
+            "patches apply to classifiers, not features_only models: the patched stem takes over the "
+            "first blocks, whose outputs are feature levels; use channel chunks alone (patches=1)"
+        )
     size = resolution or fused.default_resolution
     if patches != 1:
         patch_stem(fused, patches, stride=patch_stride, resolution=size)
     replaced = _chunk_all(fused, chunks)
     if not only_where_needed or not replaced:
         return fused
-    example = torch.zeros(1, fused.in_channels, size, size)
+    parameter = next(fused.parameters(), None)
+    dtype = parameter.dtype if parameter is not None else torch.float32
+    example = torch.zeros(1, fused.in_channels, size, size, dtype=dtype)
     live_plain = _block_peaks(fuse(copy.deepcopy(model)), example)
     # Never above the plain schedule's peak either (one chunk keeps a block's input beside its expansion).
     peak = min(max(op.live_bytes for op in schedule_memory(fused, example)), max(live_plain.values()))
