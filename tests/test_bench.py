@@ -80,6 +80,8 @@ def test_spread_warning_flags_only_the_noisy_variant() -> None:
     assert warning.startswith("torchvision_ort_int8: its timings spread over")
     assert "--rounds" in warning
     assert result.to_dict()["warnings"] == [warning]
+    few = _result({"torchvision_eager": (_report(10.0, 30.0, 50.0),)})  # `--rounds 1 --repeats 3`
+    assert few.results["torchvision_eager"].spread_ms == 40.0 and few.warnings  # not an IQR of 0
 
 
 def test_report_keeps_the_keys_people_use_and_adds_rounds() -> None:

@@ -15,7 +15,7 @@ import pytest
 from mobilenets.bench import fresh
 from mobilenets.bench.child import ChildSpec
 from mobilenets.bench.fresh import TimingProcesses
-from mobilenets.bench.paired import PairedResult, median_interval, run_pairs
+from mobilenets.bench.paired import PairedResult, median_interval, min_values, run_pairs
 from mobilenets.bench.prepare import prepare
 from mobilenets.bench.workfiles import WorkFiles
 from mobilenets.errors import ExternalError, UsageError
@@ -39,6 +39,11 @@ def test_median_interval_is_the_narrowest_order_statistics_with_95_percent_cover
 
 def test_median_interval_with_too_few_values_is_the_range_and_bad_input_is_refused() -> None:
     assert median_interval([2.0, 1.0, 3.0]) == (1.0, 3.0)
+    assert min_values() == 6 and _coverage(6, 1) >= 0.95 > _coverage(5, 1)
+    few = PairedResult("a", "b", ((1.0,),) * 5, ((2.0,),) * 5)  # every turn 0.5×, but only 5 of them
+    assert few.verdict(0.8) == "not shown"
+    with pytest.raises(UsageError, match=r"turns must be >= 6 for a 95% interval"):
+        run_pairs("mobilenet_v2", [("ours_eager", "torchvision_eager")], turns=5)
     with pytest.raises(UsageError, match="at least one value"):
         median_interval([])
     with pytest.raises(UsageError, match="confidence"):
@@ -83,7 +88,7 @@ def test_a_failing_side_is_named_and_the_server_serves_on(tmp_path: Path) -> Non
 def test_paired_comparisons_need_fork_and_valid_settings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with pytest.raises(UsageError, match="turns must be >= 1"):
+    with pytest.raises(UsageError, match="turns must be >= 6"):
         run_pairs("mobilenet_v2", [("ours_eager", "torchvision_eager")], turns=0)
     with pytest.raises(UsageError, match="each pair names two variants"):
         run_pairs("mobilenet_v2", [("ours_eager",)])  # type: ignore[list-item]

@@ -8,6 +8,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 CONFIDENCE = 0.95
+# Spreads below this fraction of the values' size are rounding, not seeds differing: drops computed as
+# 100 * (fp32 - int8) from equal image counts differ in their last bits, and Welch's t would turn that
+# into a zero-width interval and a confident verdict.
+ROUNDING = 1e-9
+
+
+def _finite(values: Sequence[float], what: str) -> None:
+    bad = [value for value in values if not math.isfinite(value)]
+    if bad:
+        raise ValueError(f"{what} must be finite numbers, got {bad[0]!r} among {list(values)!r}")
 
 
 @dataclass(frozen=True)
@@ -15,6 +25,9 @@ class Summary:
     """One arm's values over seeds: mean and sample standard deviation (None for one seed)."""
 
     values: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        _finite(self.values, "an arm's values")
 
     @property
     def mean(self) -> float:
@@ -51,12 +64,14 @@ class Difference:
 
 def difference(a: Sequence[float], b: Sequence[float], *, confidence: float = CONFIDENCE) -> Difference:
     """Welch's interval for ``mean(a) - mean(b)``: unequal variances, as arms trained alike may have."""
+    _finite([*a, *b], "the arms' values")
     mean = statistics.fmean(a) - statistics.fmean(b)
     if len(a) < 2 or len(b) < 2:
         return Difference(mean, None, None)
     va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
     se = math.sqrt(va + vb)
-    if se == 0:  # a zero-width interval would read as certainty from seeds that all scored alike
+    if se <= ROUNDING * max(1.0, *(abs(value) for value in (*a, *b))):
+        # a zero-width interval would read as certainty from seeds that all scored alike
         return Difference(mean, None, None, spread=False)
     dof = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
     from scipy import stats  # imported here: 0.75 s that every other CLI command would pay at start

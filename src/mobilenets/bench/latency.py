@@ -34,8 +34,9 @@ class LatencyResult:
 
     @property
     def spread_ms(self) -> float:
-        """Interquartile range: how noisy the median is."""
-        if len(self.times_ms) < 4:
+        """Interquartile range: how noisy the median is (0 for a single timing; from two on, quartiles
+        by the ``exclusive`` method, the range for two or three timings)."""
+        if len(self.times_ms) < 2:
             return 0.0
         q = statistics.quantiles(self.times_ms, n=4)
         return q[2] - q[0]

@@ -40,6 +40,14 @@ PAUSE_S = 0.05  # before each turn: ONNX Runtime's and OpenVINO's workers stop s
 CONFIDENCE = 0.95
 
 
+def min_values(confidence: float = CONFIDENCE) -> int:
+    """The fewest values whose range (min to max) brackets the median with ``confidence``: 6 at 95%.
+
+    The range of ``n`` draws misses the median only when all fall on one side: ``2 × 0.5**n``.
+    """
+    return max(1, math.ceil(math.log2(2 / (1 - confidence))))
+
+
 def median_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
     """A distribution-free ``confidence`` interval for the median of the population ``values`` came from.
 
@@ -87,7 +95,10 @@ class PairedResult:
         return median_interval(self.ratios, confidence)
 
     def verdict(self, goal: float, confidence: float = CONFIDENCE) -> str:
-        """``met``, ``not met`` or ``not shown`` for the goal "``first`` at most ``goal``× ``second``"."""
+        """``met``, ``not met`` or ``not shown`` for the goal "``first`` at most ``goal``× ``second``"
+        (``not shown`` too with fewer turns than :func:`min_values`: no interval reaches ``confidence``)."""
+        if len(self.ratios) < min_values(confidence):
+            return "not shown"
         low, high = self.interval(confidence)
         return "met" if high <= goal else ("not met" if low > goal else "not shown")
 
@@ -127,9 +138,14 @@ def run_pairs(
     should contain 1. Needs ``os.fork`` (Linux, macOS). Prepared files go to ``workdir`` (reused
     from there when present) or a temporary folder. An ``ExternalError`` if a variant fails.
     """
-    for label, value in (("turns", turns), ("repeats", repeats), ("warmup", warmup), ("threads", threads)):
+    for label, value in (("repeats", repeats), ("warmup", warmup), ("threads", threads)):
         if value < 1:
             raise UsageError(f"{label} must be >= 1, got {value}")
+    if turns < min_values():
+        raise UsageError(
+            f"turns must be >= {min_values()} for a {CONFIDENCE:.0%} interval of the ratio (fewer turns "
+            f"cannot bracket its median that often), got {turns}"
+        )
     if pause_s < 0:
         raise UsageError(f"pause_s must be >= 0, got {pause_s}")
     if not hasattr(os, "fork"):
