@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -310,6 +311,18 @@ def test_export_cli_writes_a_chunked_and_tiled_portable_program(
     code, plain_out, err = run_cli(["eval", "--checkpoint", str(checkpoint), "--json", "--no-confusion"])
     assert json.loads(stdout)["top1"] == pytest.approx(json.loads(plain_out)["top1"], abs=1e-9)
     assert read_pte_card(tmp_path / "tiled.pte") == card
+    with pytest.MonkeyPatch.context() as patch:  # a chunked model gone wrong is caught before export
+
+        def wrong(model: torch.nn.Module, *args: Any, **kwargs: Any) -> torch.nn.Module:
+            broken = memory_efficient(model, *args, **kwargs)
+            for parameter in broken.classifier.parameters():
+                parameter.data.zero_()
+            return broken
+
+        patch.setattr("mobilenets.deploy.memory_efficient.memory_efficient", wrong)
+        with pytest.raises(RuntimeError, match="memory-efficient model's logits differ from the plain"):
+            run_cli([*base, "--memory-efficient", "4", "--out", str(tmp_path / "wrong.pte")])
+    assert not (tmp_path / "wrong.pte").exists()
     for argv, message in (
         (["--format", "onnx", "--portable"], "--portable: only for --format executorch in fp32"),
         (

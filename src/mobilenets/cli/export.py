@@ -326,9 +326,19 @@ def run(args: argparse.Namespace) -> int:
     lean = memory_efficient_options(args)
     if lean is not None:
         from ..deploy.memory_efficient import memory_efficient
+        from ..deploy.onnx_export import max_abs_difference
 
         chunks, patches, stride = lean
+        plain = model
         model = memory_efficient(model, chunks, patches=patches, patch_stride=stride, resolution=resolution)
+        # The file is verified against the model it was exported from: this one, so check it first
+        # against the network the checkpoint holds.
+        diff = max_abs_difference(plain, model, verify.split(8))
+        if not diff <= _tolerance(args):
+            raise RuntimeError(
+                f"the memory-efficient model's logits differ from the plain model's by {diff:.3g} on the "
+                f"verification images (tolerance {_tolerance(args):g}); nothing was exported"
+            )
     report = export_verified(
         model,
         args.out,
