@@ -183,6 +183,24 @@ def test_prepare_skips_what_torchvision_lacks(tmp_path: Path) -> None:
     assert _result(reports).to_dict()["ours_eager"]["speedup_vs_torchvision_eager"] is None
 
 
+def test_prepare_skips_what_a_plain_install_lacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pip install mobilenets` without the deploy extra: the runtimes' variants are skipped, saying why."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    lacking = {"onnx", "onnxruntime", "onnxscript", "openvino", "nncf", "executorch", "torchao"}
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name in lacking else real(name, *a)
+    )
+    files = WorkFiles(tmp_path, "mobilenet_v2", 1, SMALL_RES)
+    variants = ("ours_eager", "ours_int8", "ours_openvino_int8", "ours_executorch_fp32", "ours_pt2e_int8")
+    skipped = prepare(files, variants)
+    assert set(skipped) == set(variants[1:]) and "ours_eager" not in skipped
+    assert skipped["ours_openvino_int8"] == (
+        "onnx, onnxscript, openvino, nncf not installed: pip install 'mobilenets[deploy]'"
+    )
+
+
 @pytest.fixture(scope="module")
 def timing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TimingProcesses, Path]]:
     """One timing server for the tests below (starting one imports torch: seconds)."""

@@ -225,6 +225,23 @@ def test_demo_writes_report(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_demo_without_the_deploy_extra_skips_its_deployment_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+
+    from mobilenets.demo import run as demo
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else real(name, *a)
+    )
+    section = demo._deployment(tmp_path, steps=5, threads=1, repeats=1)
+    assert "Skipped: onnxruntime not installed: pip install 'mobilenets[deploy]'" in section
+    assert "[4/5] deploying the trained mobilenet_v2: skipped" in capsys.readouterr().out
+    assert not (tmp_path / "deploy").exists()
+
+
 def test_demo_training_fills_accuracy_column(tmp_path: Path) -> None:
     """The demo's digits runs (here a 1-epoch recipe) land in their folders and in the table."""
     from mobilenets.demo.run import DigitsRecipe, Row, _model_table, train_on_digits

@@ -17,6 +17,8 @@ ExecuTorch and OpenVINO int8 files are calibrated the same way (XNNPACK's quanti
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import torch
 from torch import nn
@@ -111,6 +113,20 @@ def _openvino(files: WorkFiles, variant: str, source: nn.Module, calibration: to
     ov.save_model(quantize_nncf(model, calibration) if int8 else model, path, compress_to_fp16=False)
 
 
+def missing_packages(variant: str) -> list[str]:
+    """The packages of the deploy extra that ``variant`` needs and this environment lacks."""
+    needs: tuple[str, ...] = ()
+    if variant in ONNX_VARIANTS:
+        needs = ("onnx", "onnxscript", "onnxruntime")
+    elif variant in OPENVINO_VARIANTS:
+        needs = ("onnx", "onnxscript", "openvino", *(("nncf",) if variant.endswith("int8") else ()))
+    elif variant in EXECUTORCH_VARIANTS:
+        needs = ("executorch",)
+    elif variant == "ours_pt2e_int8":
+        needs = ("torchao",)
+    return [name for name in needs if importlib.util.find_spec(name) is None]
+
+
 def prepare(files: WorkFiles, variants: tuple[str, ...]) -> dict[str, str]:
     """Write the files ``variants`` need into ``files.root``; returns those that cannot run, and why."""
     torch.manual_seed(0)
@@ -127,7 +143,10 @@ def prepare(files: WorkFiles, variants: tuple[str, ...]) -> dict[str, str]:
     skipped: dict[str, str] = {}
     for variant in variants:
         side = variant.split("_")[0]
-        if side == "torchvision" and reference is None:
+        missing = missing_packages(variant)
+        if missing:
+            skipped[variant] = f"{', '.join(missing)} not installed: pip install 'mobilenets[deploy]'"
+        elif side == "torchvision" and reference is None:
             skipped[variant] = f"torchvision has no {files.model}"
         elif variant in ONNX_VARIANTS:
             _onnx(files, variant, reference if side == "torchvision" else ours, calibration)  # type: ignore[arg-type]

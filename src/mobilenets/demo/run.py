@@ -13,6 +13,7 @@ once for the deployment part.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import shutil
 import time
 from dataclasses import dataclass
@@ -311,6 +312,40 @@ def _charts(out: Path, layers: dict[int, tuple[Row, Row]], models: list[Row]) ->
     return ["layer_ratios.png", "models.png"]
 
 
+DEPLOY_PACKAGES = ("onnx", "onnxruntime")  # the deploy extra's, for the ONNX step
+
+
+def _deployment(out: Path, *, steps: int, threads: int, repeats: int) -> str:
+    """Step 4: the trained model exported to ONNX fp32 and int8 and measured; the report's section.
+
+    Without the deploy extra (a plain ``pip install mobilenets``) the step is skipped and says so,
+    rather than failing after the minutes of measuring and training before it.
+    """
+    missing = [name for name in DEPLOY_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        why = f"{' and '.join(missing)} not installed: pip install 'mobilenets[deploy]'"
+        print(f"[4/{steps}] deploying the trained {DEPLOY_MODEL}: skipped ({why})")
+        return f"## Deployment\n\nSkipped: {why}, then run `mobilenets demo` again.\n"
+    from .deploy_report import deploy_report, deploy_table
+
+    print(f"[4/{steps}] deploying the trained {DEPLOY_MODEL}: fused, ONNX fp32 and int8, each measured")
+    checkpoint = out / "digits" / DEPLOY_MODEL / "last.safetensors"
+    rows = deploy_report(checkpoint, out / "deploy", threads=threads, repeats=repeats)
+    return "\n".join(
+        [
+            f"## Deployment: the trained {DEPLOY_MODEL} (digits, {DIGITS_RECIPE.img_size}×"
+            f"{DIGITS_RECIPE.img_size})",
+            "",
+            deploy_table(rows),
+            "",
+            "The ONNX files were checked against PyTorch in ONNX Runtime (max |Δ logits| ≤ 1e-4) on the "
+            "validation images before being measured; int8 is calibrated on 200 training images. At this "
+            "size per-call overhead dominates latency.",
+            "",
+        ]
+    )
+
+
 def run_demo(out: Path, *, threads: int = 2, repeats: int = 20, train: bool = True) -> Path:
     """Measure both comparisons, train on digits unless ``train`` is False, and write ``out/report.md``.
 
@@ -345,26 +380,7 @@ def run_demo(out: Path, *, threads: int = 2, repeats: int = 20, train: bool = Tr
         trained = {**_ablation_trained(ablation), **train_on_digits(out / "digits", threads=threads)}
     else:
         print(f"[3/{steps}] training on digits: skipped (--no-train)")
-    deployment = ""
-    if train:
-        from .deploy_report import deploy_report, deploy_table
-
-        print(f"[4/{steps}] deploying the trained {DEPLOY_MODEL}: fused, ONNX fp32 and int8, each measured")
-        checkpoint = out / "digits" / DEPLOY_MODEL / "last.safetensors"
-        rows = deploy_report(checkpoint, out / "deploy", threads=threads, repeats=repeats)
-        deployment = "\n".join(
-            [
-                f"## Deployment: the trained {DEPLOY_MODEL} (digits, {DIGITS_RECIPE.img_size}×"
-                f"{DIGITS_RECIPE.img_size})",
-                "",
-                deploy_table(rows),
-                "",
-                "The ONNX files were checked against PyTorch in ONNX Runtime (max |Δ logits| ≤ 1e-4) on the "
-                "validation images before being measured; int8 is calibrated on 200 training images. At this "
-                "size per-call overhead dominates latency.",
-                "",
-            ]
-        )
+    deployment = _deployment(out, steps=steps, threads=threads, repeats=repeats) if train else ""
     print(f"[{steps}/{steps}] writing the report")
     charts = _charts(out, layers, models)
     report = out / "report.md"
