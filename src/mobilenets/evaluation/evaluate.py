@@ -32,6 +32,8 @@ def shifted(images: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     """``images`` (N, C, H, W) moved by ``dy`` rows and ``dx`` columns, borders filled by reflection.
 
     The same size, so a network sees what pad-and-crop training showed it: the scene a few pixels off.
+    Its borders differ: training pads with zeros, this reflects, which suits any network (one trained
+    without pad-and-crop never saw blank borders).
     """
     pad = max(abs(dy), abs(dx))
     if pad == 0:
