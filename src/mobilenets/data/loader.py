@@ -75,7 +75,9 @@ class Loader:
     Cached datasets are batched and augmented in the calling process (vectorised; ``workers`` is
     ignored). Other datasets go through a DataLoader with ``workers`` processes; their unreadable
     files are dropped from the batch, warned about once and listed in :attr:`skipped`. A train batch
-    left with fewer than 2 images that way is dropped, so ``len()`` is then an upper bound.
+    left with fewer than 2 images that way comes out empty (no images, no labels) rather than not at
+    all, so every process under ``torchrun`` takes the same number of steps (the trainer skips the
+    step in all of them) and a step count stays a position in the epoch.
     Call :meth:`set_epoch` before each epoch: iterating twice at one epoch repeats the same batches.
     """
 
@@ -180,6 +182,8 @@ class Loader:
         for images, labels, skipped in self._dataloader:
             self._note_skipped(skipped)
             if images is None or labels is None or len(images) < minimum:
+                if self.train:
+                    yield torch.empty(0), torch.empty(0, dtype=torch.int64)
                 continue
             yield images, labels
 

@@ -52,6 +52,7 @@ from .stop import StopRequest
 from .storage import check_free_space, check_writable, checkpoint_bytes, remove_stale_temp_files
 
 EVAL_BATCH_SIZE = 256
+MIN_TRAIN_BATCH = 2  # BatchNorm's statistics need two images (the loader empties smaller batches)
 
 
 class Trainer:
@@ -224,6 +225,9 @@ class Trainer:
         size = self.epoch_image_size
         self.train_loader.set_epoch(self.epoch, start_step=self.step_in_epoch)
         for images, labels in self.train_loader:
+            if len(labels) < MIN_TRAIN_BATCH:  # unreadable files emptied it: see run()
+                yield images, labels
+                continue
             images = images.to(self.device, non_blocking=True).contiguous(memory_format=memory_format)
             yield resize_batch(images, size), labels.to(self.device, non_blocking=True)
 
@@ -332,6 +336,14 @@ class Trainer:
                 self.train_module.train()
                 started = time.perf_counter()
                 for images, labels in self._batches():
+                    # A batch that unreadable files left with under 2 images is skipped by every
+                    # process at once: a step in one alone would leave the others waiting for it.
+                    too_small = len(labels) < MIN_TRAIN_BATCH
+                    if context.distributed:
+                        too_small = any_process(too_small, context)
+                    if too_small:
+                        self.step_in_epoch += 1
+                        continue
                     loss_sum, correct = self._step(images, labels)
                     self.step_in_epoch += 1
                     self.partial.loss += loss_sum
