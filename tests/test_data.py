@@ -7,6 +7,7 @@ import os
 import warnings
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ import torch
 from PIL import Image
 
 from mobilenets.data.datasets import CachedImages, FolderImages
+from mobilenets.data.folders import scan_folder
 from mobilenets.data.splits import (
     AUGMENTATIONS,
     CIFAR10_MEAN,
@@ -433,6 +435,46 @@ def test_cifar10_full_cache() -> None:
     assert len(splits.val) == 10_000 and splits.skipped == ()
     loader = build_loader(splits.train, batch_size=128, train=True, seed=0)
     assert len(loader) == 390
+
+
+def test_a_changed_folder_cannot_give_its_held_out_images_again(tmp_path: Path) -> None:
+    """The split follows the files' positions: one file removed (a corrupt one, say) redraws it, and
+    most of the "held-out" images would then be training images. Eval and resume refuse."""
+    from mobilenets.data import card_eval_set
+    from mobilenets.data.folders import absolute_data_spec, split_listing
+    from mobilenets.training import TrainConfig, train
+    from mobilenets.weights import ModelCard
+
+    own = make_folder(tmp_path / "own", {"a": 20, "b": 20}, size=32)
+    listing = split_listing(str(own))
+    assert listing.startswith("40:") and split_listing("digits") == ""
+    card = ModelCard(
+        model="mobilenet_v2", model_kwargs={}, classes=("a", "b"), mean=(0.5,) * 3, std=(0.5,) * 3,
+        img_size=32, data=absolute_data_spec(str(own)), val_split=0.25, seed=0, data_listing=listing,
+    )  # fmt: skip
+    run = tmp_path / "run"
+    options: dict[str, Any] = {"data": str(own), "model": "mobilenet_v2", "width_mult": 0.25, "img_size": 32}
+    options |= {"batch_size": 8, "val_split": 0.25, "progress": False, "device": "cpu", "out": str(run)}
+    train(TrainConfig(**options, epochs=1))
+    assert len(card_eval_set(card, str(own))[0]) == 10
+    (own / "a" / "img000.png").unlink()
+    with pytest.raises(ValueError, match=r"held out part of .* when it held 40 image files; it holds 39"):
+        card_eval_set(card, str(own))
+    assert len(card_eval_set(card, str(own), val_split=0.2)[0]) == 8  # a new split, asked for: not its own
+    with pytest.raises(ValueError, match=r"the run in .* held out part of .* 40 image files"):
+        train(TrainConfig(**options, epochs=2, resume=True))
+
+
+def test_hidden_folders_and_files_are_neither_classes_nor_images(tmp_path: Path) -> None:
+    """What file managers and notebooks leave behind: torchvision's ImageFolder would take them."""
+    root = make_folder(tmp_path / "data", {"cat": 3, "dog": 3})
+    make_folder(root / ".Trash-1000", {"files": 2})
+    (root / ".ipynb_checkpoints").mkdir()
+    make_folder(root / "cat", {".thumbnails": 2})
+    (root / "dog" / "._img000.png").write_bytes(b"AppleDouble")
+    classes, samples = scan_folder(root)
+    assert classes == ("cat", "dog") and len(samples) == 6
+    assert not any("/." in path for path, _ in samples)
 
 
 def test_card_eval_set_splits_its_own_folder_and_takes_another_whole(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from torch.utils.data import Dataset, Subset
 
 from ..errors import UsageError
 from ..weights.card import ModelCard
-from .folders import absolute_data_spec, parse_data_spec
+from .folders import absolute_data_spec, check_split_listing, parse_data_spec
 from .splits import build_loader, load_eval_set, load_preprocessed_eval_set
 
 
@@ -37,6 +37,13 @@ def card_eval_set(
         and parse_data_spec(data).kind == "folder"
         and not _trained_on(card, data)
     )
+    if (
+        not whole
+        and _trained_on(card, data)
+        and val_split in (None, card.val_split)
+        and seed in (None, card.seed)
+    ):
+        check_split_listing(data, card.data_listing, "the model's training run")  # its own held-out part
     val_split = None if whole else card.val_split if val_split is None else val_split
     seed = card.seed if seed is None else seed
     if card.source == "mobilenets" and parse_data_spec(data).kind != "list":

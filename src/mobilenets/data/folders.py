@@ -5,6 +5,8 @@ Only directory listings happen here (no decoding), so every layout problem is re
 
 from __future__ import annotations
 
+import hashlib
+import os
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -12,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, has_file_allowed_extension, make_dataset
 
 from ..errors import UsageError
 
@@ -120,18 +122,33 @@ def fixed_validation(spec: str) -> str | None:
     return None
 
 
+def _hidden(name: str) -> bool:
+    """Names a file manager or notebook leaves (``.Trash-1000``, ``.ipynb_checkpoints``, ``._x.jpg``)."""
+    return name.startswith(".")
+
+
 def scan_folder(directory: Path, classes: tuple[str, ...] | None = None) -> tuple[tuple[str, ...], Samples]:
     """Class names and (path, label) samples of an ImageFolder-style ``directory``.
 
-    ``classes``, when given, must match the folder's own classes (a val folder against its train
-    folder). An empty class folder or a folder with no images raises ``ValueError`` naming it.
+    As torchvision's ``ImageFolder``, but hidden folders and files (names starting with ".") are
+    neither classes nor images. ``classes``, when given, must match the folder's own classes (a val
+    folder against its train folder). An empty class folder or a folder with no images raises
+    ``ValueError`` naming it.
     """
     try:
-        found, class_to_idx = find_classes(directory)
-    except FileNotFoundError as err:
-        raise UsageError(
-            f"{directory} holds no class folders; expected one sub-folder of images per class"
-        ) from err
+        found = sorted(
+            entry.name for entry in os.scandir(directory) if entry.is_dir() and not _hidden(entry.name)
+        )
+    except FileNotFoundError:
+        found = []
+    if not found:
+        raise UsageError(f"{directory} holds no class folders; expected one sub-folder of images per class")
+    class_to_idx = {name: index for index, name in enumerate(found)}
+
+    def visible_image(path: str) -> bool:
+        parts = Path(path).relative_to(directory).parts
+        return not any(_hidden(part) for part in parts) and has_file_allowed_extension(path, IMG_EXTENSIONS)
+
     if classes is not None and tuple(found) != classes:
         missing = sorted(set(classes) - set(found))
         extra = sorted(set(found) - set(classes))
@@ -139,7 +156,7 @@ def scan_folder(directory: Path, classes: tuple[str, ...] | None = None) -> tupl
             f"class folders of {directory} differ from the training classes: "
             f"missing {missing or 'none'}, unexpected {extra or 'none'}"
         )
-    samples = make_dataset(directory, class_to_idx, extensions=IMG_EXTENSIONS, allow_empty=True)
+    samples = make_dataset(directory, class_to_idx, is_valid_file=visible_image, allow_empty=True)
     if not samples:
         raise UsageError(
             f"no images in the class folders of {directory}; expected files ending in "
@@ -153,6 +170,37 @@ def scan_folder(directory: Path, classes: tuple[str, ...] | None = None) -> tupl
             f"image ({', '.join(IMG_EXTENSIONS)})"
         )
     return tuple(found), samples
+
+
+def split_listing(spec: str) -> str:
+    """What a single folder's held-out split is drawn from: its image count and a hash of their paths
+    ("" for data whose validation images are given, or digits, which never change).
+
+    The split shuffles each class by the files' positions, so one file added or removed redraws it:
+    a run records this, and evaluating or resuming it on a changed folder is refused.
+    """
+    parsed, train_dir, val_dir = resolve_layout(spec)
+    if parsed.kind != "folder" or train_dir is None or val_dir is not None:
+        return ""
+    _, samples = scan_folder(train_dir)
+    names = sorted(Path(path).relative_to(train_dir).as_posix() for path, _ in samples)
+    return f"{len(names)}:{hashlib.sha256(chr(10).join(names).encode()).hexdigest()[:16]}"
+
+
+def check_split_listing(spec: str, recorded: str, whose: str) -> None:
+    """Refuse to draw ``whose`` held-out split of ``spec`` again if the folder changed since ``recorded``
+    (:func:`split_listing`; "" recorded nothing: nothing to check)."""
+    if not recorded:
+        return
+    now = split_listing(spec)
+    if now != recorded:
+        then_count, now_count = recorded.split(":")[0], now.split(":")[0] if now else "no"
+        raise UsageError(
+            f"{whose} held out part of {spec!r} when it held {then_count} image files; it holds "
+            f"{now_count}{' other' if then_count == now_count else ''} files now, and the split depends on "
+            "every file: drawn again, it would mix in training images. Restore the folder, or evaluate "
+            "on other images with --data"
+        )
 
 
 def check_val_split(val_split: float) -> None:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..data.folders import absolute_data_spec
+from ..data.folders import absolute_data_spec, check_split_listing, split_listing
 from ..data.splits import build_loader, load_splits
 from ..errors import TrainingError, UsageError
 from ..evaluation.evaluate import evaluate
@@ -168,6 +168,7 @@ class Trainer:
             val_split=config.val_split,
             seed=config.seed,
             config=config.to_dict(),
+            data_listing=split_listing(config.data),
         )
         # Position: the next epoch to run and how many of its steps are already done.
         self.epoch, self.step_in_epoch, self.best_top1 = 1, 0, -1.0
@@ -202,7 +203,10 @@ class Trainer:
                 name,
                 weights=self.eval_model.state_dict(),
                 card=self.card,
-                state=training_state(self, completed_epoch, process_rng),  # type: ignore[arg-type]
+                state={
+                    **training_state(self, completed_epoch, process_rng),  # type: ignore[arg-type]
+                    "data_listing": self.card.data_listing,
+                },
             )
 
     # ----------------------------------------------------------------------------- the loop
@@ -302,7 +306,11 @@ class Trainer:
         config, context = self.config, self.context
         metrics_path = self.out / "metrics.jsonl"
         if self.resuming:
-            restore_training_state(self, load_training_state(self.out, "last"))
+            state = load_training_state(self.out, "last")
+            saved_listing = state.get("data_listing", "")
+            if saved_listing and saved_listing != self.card.data_listing:
+                check_split_listing(config.data, saved_listing, f"the run in {str(self.out)!r}")
+            restore_training_state(self, state)
             if context.is_main:
                 with self._writing("metrics.jsonl"):
                     remove_stale_temp_files(self.out)

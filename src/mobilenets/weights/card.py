@@ -31,7 +31,9 @@ class ModelCard:
 
     ``resize_size`` None means ``round(img_size / 0.875)`` (the training recipe's eval resize).
     ``data``, ``val_split`` and ``seed`` describe the training data ("" when unknown, as for weights
-    converted from another project); ``source`` names the project the weights came from.
+    converted from another project), and ``data_listing`` the files of a single folder its held-out
+    split was drawn from (``mobilenets.data.folders.split_listing``); ``source`` names the project the
+    weights came from.
     """
 
     model: str
@@ -47,6 +49,7 @@ class ModelCard:
     resize_size: int | None = None
     interpolation: str = "bilinear"
     source: str = "mobilenets"
+    data_listing: str = ""
 
     @property
     def preprocess(self) -> Preprocess:
@@ -106,6 +109,7 @@ class ModelCard:
             "seed": str(self.seed),
             "source": self.source,
             "config": json.dumps(dict(self.config), sort_keys=True),
+            "data_listing": self.data_listing,
         }
 
     @classmethod
@@ -131,6 +135,7 @@ class ModelCard:
                 resize_size=int(resize) if resize else None,
                 interpolation=metadata.get("interpolation", "bilinear"),
                 source=metadata.get("source", "mobilenets"),
+                data_listing=metadata.get("data_listing", ""),
             )
         except (KeyError, ValueError, TypeError) as error:
             raise UsageError(f"{source!r} has damaged model-card metadata: {error}") from None
