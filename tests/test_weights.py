@@ -133,6 +133,8 @@ def test_torchvision_state_dicts_load_through_load_weights(name: str) -> None:
     ours = mobilenets.create_model(name).eval()
     report = load_weights(ours, theirs.state_dict(), source="auto")
     assert report.source == "torchvision" and report.complete
+    wrapped = {f"module.{key}": value for key, value in theirs.state_dict().items()}  # ddp.state_dict()
+    assert load_weights(mobilenets.create_model(name), wrapped).complete
     x = torch.randn(2, 3, 96, 96)
     with torch.no_grad():
         torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-4)
@@ -260,7 +262,8 @@ def test_read_weights_formats_and_containers(tmp_path: Path) -> None:
     tensors = {"a.weight": torch.ones(2, 2)}
     save_file(tensors, tmp_path / "w.safetensors", metadata={"k": "v"})
     torch.save({"model": {f"module.{k}": v for k, v in tensors.items()}, "epoch": 3}, tmp_path / "ckpt.bin")
-    for name, metadata in (("w.safetensors", {"k": "v"}), ("ckpt.bin", {})):
+    save_file({f"module.{k}": v for k, v in tensors.items()}, tmp_path / "ddp.safetensors")  # DDP's, as is
+    for name, metadata in (("w.safetensors", {"k": "v"}), ("ckpt.bin", {}), ("ddp.safetensors", {})):
         state, meta = read_weights(tmp_path / name)
         assert list(state) == ["a.weight"] and torch.equal(state["a.weight"], tensors["a.weight"])
         assert meta == metadata

@@ -69,7 +69,9 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise UsageError(f"{str(path)!r} is not a readable safetensors file: {error}") from None
-    return tensors, metadata
+    if not tensors:
+        return tensors, metadata
+    return unwrap_state_dict(tensors, str(path)), metadata  # a DDP or compiled model's, saved as is
 
 
 def _exported_program(path: Path) -> str | None:

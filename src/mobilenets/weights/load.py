@@ -13,7 +13,7 @@ import torch
 from ..errors import UsageError
 from ..models import MobileNet, create_model
 from .card import CARD_FORMAT, ModelCard, TrainedModel, attach_card, load_trained_model
-from .files import read_weights, write_safetensors
+from .files import read_weights, unwrap_state_dict, write_safetensors
 from .presets import Preprocess, get_preset
 from .registry import pretrained_for
 from .sources import Source, get_source
@@ -66,7 +66,7 @@ def _fits(tensor: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
 
 def _read(weights: WeightsLike) -> dict[str, torch.Tensor]:
     if isinstance(weights, Mapping):
-        return dict(weights)
+        return unwrap_state_dict(weights, "the given state_dict")  # e.g. ddp.state_dict(): module.*
     return read_weights(weights)[0]
 
 
