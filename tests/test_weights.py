@@ -8,6 +8,7 @@ import json
 import os
 import pickle
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -122,6 +123,23 @@ def test_timms_tf_ports_convert_with_tf_padding_and_eps_from_the_cli(tmp_path: P
             errors[name] = (trained.model(x) - theirs(x)).abs().max().item()
     assert errors["defaults"] > 1e-3 and errors["tf"] < 1e-4, errors  # timm's own models' defaults differ
     assert trained.card.model_kwargs["norm_eps"] == 1e-3 and trained.card.preprocess.mean == (0.5, 0.5, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("model", "options", "sizes"),
+    [
+        ("efficientnet_lite2", {"preset": "inception"}, (260, 292)),  # a named preset at the registry's size
+        ("efficientnet_lite4", {}, (300, 343)),  # no registry entry: the architecture's own resolution
+        ("mobilenet_v2", {}, (224, 256)),
+    ],
+)
+def test_weights_from_elsewhere_are_prepared_at_their_architectures_size(
+    tmp_path: Path, model: str, options: dict[str, Any], sizes: tuple[int, int]
+) -> None:
+    """A preset alone says 224 from 256: right for Lite0, not for the larger Lite models."""
+    torch.save(mobilenets.create_model(model, num_classes=3).state_dict(), tmp_path / "w.pth")
+    preprocess = load_pretrained(tmp_path / "w.pth", model=model, **options).card.preprocess
+    assert (preprocess.crop_size, preprocess.resize_size) == sizes
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v3_small"])

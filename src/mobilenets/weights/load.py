@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +12,7 @@ import torch
 
 from ..errors import UsageError
 from ..models import MobileNet, create_model
-from .card import CARD_FORMAT, ModelCard, TrainedModel, attach_card, load_trained_model
+from .card import CARD_FORMAT, EVAL_CROP_FRACTION, ModelCard, TrainedModel, attach_card, load_trained_model
 from .files import read_weights, unwrap_state_dict, write_safetensors
 from .presets import Preprocess, get_preset
 from .registry import pretrained_for
@@ -125,13 +125,21 @@ def _classes_in(state: Mapping[str, torch.Tensor], key_map: Mapping[str, str]) -
     return None
 
 
-def _preprocess(model: str, found: Source, preset: str | None) -> Preprocess:
-    """``preset`` if given; else the registry's preprocessing for ``model`` weights from that project
-    (EfficientNet-Lite1 at 240/272, not the 224 of the source's preset); else the source's preset."""
-    if preset is not None:
-        return get_preset(preset)
-    entry = next((entry for entry in pretrained_for(model) if entry.source == found.name), None)
-    return entry.preprocess() if entry is not None else get_preset(found.preset)
+def _preprocess(model: str, found: Source, preset: str | None, resolution: int) -> Preprocess:
+    """The registry's preprocessing for ``model`` weights from that project when there is one and no
+    ``preset`` is named (EfficientNet-Lite1 at 240/272); else ``preset`` or the source's, at the sizes
+    the registry gives ``model`` from any project, else at ``resolution`` (the architecture's own,
+    resized by the usual 0.875 crop fraction): a preset alone says 224, which fits Lite0 but not Lite4.
+    """
+    entries = pretrained_for(model)
+    entry = next((entry for entry in entries if entry.source == found.name), None)
+    if preset is None and entry is not None:
+        return entry.preprocess()
+    chosen = get_preset(preset if preset is not None else found.preset)
+    sized = entry or (entries[0] if entries else None)
+    if sized is not None:
+        return replace(chosen, crop_size=sized.resolution, resize_size=sized.resize_size)
+    return replace(chosen, crop_size=resolution, resize_size=round(resolution / EVAL_CROP_FRACTION))
 
 
 def load_pretrained(
@@ -178,9 +186,8 @@ def load_pretrained(
             network = create_model(model, **kwargs)
     load_weights(network, state, source=found.name, strict=True)
     network.eval()
-    card = ModelCard.for_weights(
-        model, kwargs, _preprocess(model, found, preset), found.name, network.num_classes
-    )
+    preprocess = _preprocess(model, found, preset, network.default_resolution)
+    card = ModelCard.for_weights(model, kwargs, preprocess, found.name, network.num_classes)
     attach_card(network, card)
     return TrainedModel(model=network, card=card)
 
