@@ -125,6 +125,29 @@ def test_timms_tf_ports_convert_with_tf_padding_and_eps_from_the_cli(tmp_path: P
     assert trained.card.model_kwargs["norm_eps"] == 1e-3 and trained.card.preprocess.mean == (0.5, 0.5, 0.5)
 
 
+def test_a_headless_file_converts_as_a_feature_extractor_and_is_refused_where_classes_are_asked(
+    tmp_path: Path,
+) -> None:
+    timm = __import__("timm")
+    theirs = timm.create_model("mobilenetv2_050", num_classes=0).eval()  # timm's backbone: no classifier
+    randomize_norm_stats(theirs)
+    torch.save(theirs.state_dict(), tmp_path / "headless.pth")
+    out = tmp_path / "headless.safetensors"
+    argv = ["convert", str(tmp_path / "headless.pth"), "--model", "mobilenet_v2", "--width-mult", "0.5"]
+    code, _, err = run_cli([*argv, "--out", str(out)])
+    assert code == 0, err
+    trained = load_pretrained(out)
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(trained.model(x), theirs(x), atol=1e-5, rtol=1e-4)  # (1, 1280) features
+    from PIL import Image
+
+    Image.new("RGB", (64, 64), "gray").save(tmp_path / "x.jpg")
+    for command in (["predict", str(tmp_path / "x.jpg")], ["eval", "--data", "digits"]):
+        code, _, err = run_cli([*command, "--weights", str(out)])
+        assert code == 2 and "has no classifier (num_classes 0" in err, err
+
+
 @pytest.mark.parametrize(
     ("model", "options", "sizes"),
     [

@@ -14,7 +14,7 @@ from ..models.builder import OUTPUT_STRIDES
 
 if TYPE_CHECKING:
     from ..deploy.memory_efficient import Chunks
-    from ..weights.card import TrainedModel
+    from ..weights.card import ModelCard, TrainedModel
 
 
 def check_resolution(value: int, flag: str = "--resolution") -> int:
@@ -234,6 +234,15 @@ def load_from_args(args: argparse.Namespace) -> TrainedModel:
     check_weights_path(args.weights)
     kwargs = foreign_model_kwargs(args)
     return load_pretrained(args.weights, model=args.model, source=args.source, preset=args.preset, **kwargs)
+
+
+def require_classes(card: ModelCard, command: str) -> None:
+    """Refuse a feature extractor (no classifier: a headless file) where classes are what is asked."""
+    if not card.classes:
+        raise UsageError(
+            f"{command}: this {card.model} has no classifier (num_classes 0: a headless file gives "
+            "features, not classes); fine-tune it with train --pretrained FILE, or export it as a backbone"
+        )
 
 
 DEPLOYED_FLAGS = {"onnx": "--onnx", "program": "--program", "pte": "--pte", "openvino": "--openvino"}

@@ -25,6 +25,7 @@ from .common import (
     deployed_path,
     load_from_args,
     refuse_unused_split,
+    require_classes,
 )
 
 DEFAULT_BATCH_SIZE = 64
@@ -207,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
             from ..deploy.bf16 import bf16_inference
 
             network = bf16_inference(network, device=device)
+    require_classes(card, "eval")
     data = args.data if args.data is not None else card.data
     if args.data is None and not data:  # (an empty --data is the data spec's own error)
         raise UsageError(

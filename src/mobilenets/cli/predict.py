@@ -14,7 +14,13 @@ from typing import Any
 import torch
 
 from ..errors import ImageSizeError, MissingFileError, UsageError
-from .common import add_deployed_arguments, add_weights_arguments, deployed_path, load_from_args
+from .common import (
+    add_deployed_arguments,
+    add_weights_arguments,
+    deployed_path,
+    load_from_args,
+    require_classes,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,6 +47,7 @@ def _predictions(args: argparse.Namespace) -> list[dict[str, Any]]:
     else:
         trained = load_from_args(args)
         network, card = trained.model, trained.card
+    require_classes(card, "predict")
     classes = card.classes
     top = min(args.top, len(classes))
     transform = card.preprocess.transform()

@@ -181,7 +181,8 @@ def load_pretrained(
     network = create_model(model, **kwargs)
     if "num_classes" not in model_kwargs:
         classes = _classes_in(state, found.key_map(network, state.keys()))
-        if classes is not None and classes != network.num_classes:
+        classes = 0 if classes is None else classes  # a headless file (timm's num_classes=0): features
+        if classes != network.num_classes:
             kwargs["num_classes"] = classes
             network = create_model(model, **kwargs)
     load_weights(network, state, source=found.name, strict=True)
