@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -304,6 +305,15 @@ def read_labelled_list(path: Path) -> Samples:
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise UsageError(f"{path} lists image files that do not exist: {', '.join(missing[:3])}{more}")
+    listed = Counter(os.path.normpath(image) for image, _ in samples)
+    repeats = len(samples) - len(listed)
+    if repeats:
+        first = next(image for image, count in listed.items() if count > 1)
+        warnings.warn(
+            f"{path} lists {repeats} image(s) more than once (e.g. {first}); each line counts, so they "
+            "weigh more in scores and calibration",
+            stacklevel=2,
+        )
     if not samples:
         raise UsageError(f"{path} lists no images; expected one 'IMAGE_PATH, LABEL' per line")
     return samples
