@@ -156,47 +156,29 @@ def test_nan_loss_mid_run_stops_naming_the_step_and_keeps_the_last_checkpoint(
     assert check_run_directory(tmp_path) == "" and load_training_state(tmp_path)["epoch"] == 1
 
 
+@pytest.mark.parametrize("stop", [False, True])
 def test_weights_turning_non_finite_are_never_checkpointed(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop: bool
 ) -> None:
-    from torch.optim.optimizer import register_optimizer_step_post_hook
-
-    steps = [0]
-
-    def poison(optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
-        steps[0] += 1
-        if steps[0] == 12:  # the last step of epoch 1, whose loss was still finite
-            optimizer.param_groups[0]["params"][0].data.fill_(float("inf"))
-
-    handle = register_optimizer_step_post_hook(poison)
-    try:
-        with pytest.raises(TrainingError, match=r"weights became non-finite during epoch 1 .*No checkpoint"):
-            train(TrainConfig(**FAST, epochs=1, out=str(tmp_path)))
-    finally:
-        handle.remove()
-    assert not checkpoint_paths(tmp_path, "last")[0].exists()
-
-
-def test_a_stop_request_never_checkpoints_non_finite_weights(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Ctrl-C right after a step that broke the weights: the stop's checkpoint is refused too."""
+    """The last step of epoch 1 (its loss still finite) breaks the weights; or step 3 does and a stop
+    request (Ctrl-C) comes right after it: neither the epoch's checkpoint nor the stop's is written."""
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
     from mobilenets.training import engine as engine_module
 
-    steps, asked = [0], [0]
+    steps, asked, poisoned = [0], [0], 3 if stop else 12
 
     def poison(optimizer: torch.optim.Optimizer, args: object, kwargs: object) -> None:
         steps[0] += 1
-        if steps[0] == 3:
-            optimizer.param_groups[0]["params"][0].data.fill_(float("nan"))
+        if steps[0] == poisoned:
+            optimizer.param_groups[0]["params"][0].data.fill_(float("inf"))
 
     def stop_after_step_3(flag: bool, context: object) -> bool:
         asked[0] += 1
         return asked[0] == 4  # asked at the epoch's start and after each step
 
-    monkeypatch.setattr(engine_module, "any_process", stop_after_step_3)
+    if stop:
+        monkeypatch.setattr(engine_module, "any_process", stop_after_step_3)
     handle = register_optimizer_step_post_hook(poison)
     try:
         with pytest.raises(TrainingError, match=r"weights became non-finite during epoch 1 .*No checkpoint"):
