@@ -466,7 +466,8 @@ def test_a_changed_folder_cannot_give_its_held_out_images_again(tmp_path: Path) 
 
 
 def test_hidden_folders_and_files_are_neither_classes_nor_images(tmp_path: Path) -> None:
-    """What file managers and notebooks leave behind: torchvision's ImageFolder would take them."""
+    """What file managers and notebooks leave behind, and links back into the data: torchvision's
+    ImageFolder would take them all."""
     root = make_folder(tmp_path / "data", {"cat": 3, "dog": 3})
     make_folder(root / ".Trash-1000", {"files": 2})
     (root / ".ipynb_checkpoints").mkdir()
@@ -475,6 +476,12 @@ def test_hidden_folders_and_files_are_neither_classes_nor_images(tmp_path: Path)
     classes, samples = scan_folder(root)
     assert classes == ("cat", "dog") and len(samples) == 6
     assert not any("/." in path for path, _ in samples)
+    elsewhere = make_folder(tmp_path / "elsewhere", {"more": 2})
+    (root / "dog" / "more").symlink_to(elsewhere / "more")  # links to images elsewhere: followed
+    assert len(scan_folder(root)[1]) == 8
+    (root / "cat" / "up").symlink_to(root)  # a link back into the data: every image twice, mislabelled
+    with pytest.raises(ValueError, match=r"cat/up links to .*inside the data folder"):
+        scan_folder(root)
 
 
 def test_card_eval_set_splits_its_own_folder_and_takes_another_whole(tmp_path: Path) -> None:

@@ -128,6 +128,22 @@ def _hidden(name: str) -> bool:
     return name.startswith(".")
 
 
+def _refuse_links_into(directory: Path) -> None:
+    """Refuse a linked folder inside ``directory`` that leads back into it (``a/up -> ..``): followed,
+    as folders of links to images elsewhere need, it would list images again, under another class."""
+    root = directory.resolve()
+    for parent, folders, _ in os.walk(directory):  # links are seen here, not followed
+        for name in folders:
+            link = Path(parent) / name
+            if link.is_symlink():
+                target = link.resolve()
+                if target == root or root in target.parents or target in root.parents:
+                    raise UsageError(
+                        f"{link} links to {target}, inside the data folder {directory} (or above it): its "
+                        "images would be listed twice, under another class; remove the link"
+                    )
+
+
 def scan_folder(directory: Path, classes: tuple[str, ...] | None = None) -> tuple[tuple[str, ...], Samples]:
     """Class names and (path, label) samples of an ImageFolder-style ``directory``.
 
@@ -157,6 +173,7 @@ def scan_folder(directory: Path, classes: tuple[str, ...] | None = None) -> tupl
             f"class folders of {directory} differ from the training classes: "
             f"missing {missing or 'none'}, unexpected {extra or 'none'}"
         )
+    _refuse_links_into(directory)
     samples = make_dataset(directory, class_to_idx, is_valid_file=visible_image, allow_empty=True)
     if not samples:
         raise UsageError(
