@@ -155,7 +155,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _flag(run_group, "deterministic", "deterministic kernels only")
     _flag(run_group, "progress", "live progress bar on a terminal")
     run_group.add_argument("--out", default=_DEFAULTS.out, help=f"run directory (default {_DEFAULTS.out})")
-    run_group.add_argument("--resume", action="store_true", help="continue the run in --out")
+    run_group.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out at the step it stopped (a new run if it holds none); the model, "
+        "data, seed, batch size and optimizer must be the run's, while --epochs, --lr, --weight-decay and "
+        "the schedule may change",
+    )
     add_allocator_argument(run_group)
     parser.set_defaults(run=run)
 
