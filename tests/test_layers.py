@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -8,10 +10,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from mobilenets.analysis import saved_for_backward_bytes
+from mobilenets.errors import UsageError
 from mobilenets.layers import (
     Conv2dSame,
     ConvNormAct,
     DepthwiseSeparableConv,
+    DropPath,
     InvertedResidual,
     NormConfig,
     ReLU6,
@@ -108,6 +112,32 @@ def test_inverted_residual_without_expansion_has_no_expand_conv() -> None:
     block = InvertedResidual(32, 16, hidden_channels=32)
     assert isinstance(block.conv_pw, nn.Identity)
     assert block.conv_dw.conv.groups == 32
+
+
+def test_drop_path_draws_what_torchvisions_stochastic_depth_draws() -> None:
+    from torchvision.ops import StochasticDepth
+
+    x = torch.randn(64, 8, 3, 3)
+    ours, theirs = DropPath(0.3), StochasticDepth(0.3, "row")
+    torch.manual_seed(0)
+    dropped = ours(x)
+    torch.manual_seed(0)
+    assert torch.equal(dropped, theirs(x))
+    kept = dropped.flatten(1).abs().sum(1) > 0  # whole samples dropped, the rest scaled by 1 / 0.7
+    assert 0 < kept.sum() < 64 and torch.allclose(dropped[kept], x[kept] / 0.7)
+    assert ours.eval()(x) is x and DropPath(0.0)(x) is x
+    with pytest.raises(UsageError, match=r"drop-path rate must be in \[0, 1\), got 1.0"):
+        DropPath(1.0)
+
+
+def test_building_a_model_does_not_import_torchvision() -> None:
+    """``import mobilenets`` and a model with stochastic depth stay clear of torchvision's slow import."""
+    code = (
+        "import sys, mobilenets; m = mobilenets.create_model('mobilenet_v3_large', drop_path_rate=0.2); "
+        "print(sorted(k for k in sys.modules if k.split('.')[0] == 'torchvision'))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]", run.stdout
 
 
 def test_inverted_residual_with_squeeze_excite() -> None:

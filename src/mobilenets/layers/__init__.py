@@ -11,6 +11,7 @@ from .activations import (
 from .channels import make_divisible
 from .conv_norm_act import ConvNormAct
 from .depthwise import DepthwiseConv2d, fast_depthwise_gradients
+from .drop_path import DropPath
 from .inverted_residual import ExpansionShortcutStage, InvertedResidual
 from .norm import NormConfig
 from .padding import PADDING_MODES, Conv2dSame, create_conv2d, tf_same_pads
@@ -24,6 +25,7 @@ __all__ = [
     "ConvNormAct",
     "DepthwiseConv2d",
     "DepthwiseSeparableConv",
+    "DropPath",
     "ExpansionShortcutStage",
     "InvertedResidual",
     "NormConfig",

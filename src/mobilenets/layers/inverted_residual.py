@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.ops import StochasticDepth
 
 from ..errors import UsageError
 from .activations import check_activation
 from .channels import is_positive_int, is_real
 from .conv_norm_act import ConvNormAct
+from .drop_path import DropPath
 from .norm import NormConfig
 from .squeeze_excite import SqueezeExcite
 
@@ -132,7 +132,7 @@ class InvertedResidual(nn.Module):
                 padding=padding,
             )
         self.separable = separable
-        self.drop_path = StochasticDepth(drop_path_rate, "row") if drop_path_rate > 0 else nn.Identity()
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
 
     def zero_init_last(self) -> None:
         """Zero the residual branch's last scale (the projection's norm weight; with no norm, the

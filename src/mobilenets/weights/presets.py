@@ -16,16 +16,13 @@ from importlib import resources
 from typing import Any
 
 import torch
-from torchvision.transforms import v2
 
 from ..errors import ImageSizeError, UsageError
 from ..models.data_config import IMAGENET_MEAN, IMAGENET_STD, TF_MEAN, TF_STD, Triple, data_config
 
-INTERPOLATIONS = {
-    "bilinear": v2.InterpolationMode.BILINEAR,
-    "bicubic": v2.InterpolationMode.BICUBIC,
-    "nearest": v2.InterpolationMode.NEAREST,
-}
+# The resampling filters a preset may name (torchvision's ``InterpolationMode`` values; torchvision is
+# imported when a transform is made, not with this module: its import costs seconds).
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 
 
 @cache
@@ -111,9 +108,12 @@ class Preprocess:
 
     def transform(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """uint8 (3, H, W) image (or a PIL image) → normalised float32 (3, crop, crop)."""
+        from torchvision.transforms import v2
+
+        interpolation = v2.InterpolationMode(self.interpolation)
         resize_crop: Callable[[torch.Tensor], torch.Tensor] = v2.Compose(
             [
-                v2.Resize(self.resize_size, interpolation=INTERPOLATIONS[self.interpolation], antialias=True),
+                v2.Resize(self.resize_size, interpolation=interpolation, antialias=True),
                 v2.CenterCrop(self.crop_size),
             ]
         )
