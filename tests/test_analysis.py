@@ -50,6 +50,16 @@ def test_expanded_tensor_stays_alive_until_the_next_blocks_addition() -> None:
     assert summary.peak_activation_bytes == summarize(mobilenets.mobilenet_v2()).peak_activation_bytes
 
 
+def test_tf_same_convs_count_the_padded_copy_they_read() -> None:
+    """Conv2dSame pads its input into a new tensor before convolving: that copy is alive in its op."""
+    plain = {op.name: op.live_bytes for op in summarize(mobilenets.mobilenet_v2()).schedule}
+    same = {op.name: op.live_bytes for op in summarize(mobilenets.mobilenet_v2(padding="tf_same")).schedule}
+    # stride 2 on 112×112: TF pads 0 before and 1 after, so the depthwise conv reads 96×113×113
+    assert same["blocks.1.0.conv_dw"] == plain["blocks.1.0.conv_dw"] + 96 * 113 * 113 * 4
+    assert same["blocks.1.0.conv_pw"] == plain["blocks.1.0.conv_pw"]  # 1×1 convs pad nothing
+    assert same["blocks.1.1.conv_dw"] == plain["blocks.1.1.conv_dw"]  # stride 1, 3×3: SAME is symmetric
+
+
 def test_layer_kinds_and_shares() -> None:
     summary = summarize(mobilenets.mobilenet_v3_large())
     kinds = {layer.kind for layer in summary.layers}

@@ -9,7 +9,9 @@ which consumed each tensor, so skip connections of any shape are counted without
 additions between the expanded layers of an :class:`ExpansionShortcutStage` happen outside any op, so
 they are added to the schedule where their sum first appears as an op's input.
 A module with a ``scratch_bytes(input, bytes_per_element)`` method (the chunked blocks of
-:mod:`mobilenets.deploy.memory_efficient`) is one op whose own transient tensors add to its total.
+:mod:`mobilenets.deploy.memory_efficient`) is one op whose own transient tensors add to its total. A
+conv with TensorFlow "same" padding (:class:`~mobilenets.layers.padding.Conv2dSame`) reads a
+zero-padded copy of its input, which adds to its op's total the same way.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from torch import nn
 
 from ..layers.conv_norm_act import ConvNormAct
 from ..layers.inverted_residual import ExpansionShortcutStage, InvertedResidual
+from ..layers.padding import Conv2dSame, tf_same_pads
 from ..layers.squeeze_excite import SqueezeExcite
 from .trace import record_calls
 
@@ -60,6 +63,17 @@ def _op_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
             ops.append((name, module))
             covered.append(name)
     return ops
+
+
+def _padded_copy_bytes(module: nn.Module, x: torch.Tensor, bytes_per_element: int) -> int:
+    """Bytes of the zero-padded copy of ``x`` a TF-"same" conv op makes before convolving (0 if none)."""
+    conv = module.conv if isinstance(module, ConvNormAct) else module
+    if not isinstance(conv, Conv2dSame):
+        return 0
+    (kh, kw), (sh, sw), (dh, dw) = conv.kernel_size, conv.stride, conv.dilation
+    n, c, h, w = x.shape
+    pad_h, pad_w = sum(tf_same_pads(h, kh, sh, dh)), sum(tf_same_pads(w, kw, sw, dw))
+    return n * c * (h + pad_h) * (w + pad_w) * bytes_per_element if pad_h or pad_w else 0
 
 
 def _key(tensor: torch.Tensor) -> int:
@@ -106,7 +120,10 @@ def schedule_memory(model: nn.Module, example: torch.Tensor, *, bytes_per_elemen
             events.append(_Event(f"{call.name}.add", (call.inputs[0], events[-1].output), call.output))
         else:
             scratch_fn = getattr(call.module, "scratch_bytes", None)
-            scratch = scratch_fn(call.inputs[0], bytes_per_element) if scratch_fn is not None else 0
+            if scratch_fn is not None:
+                scratch = scratch_fn(call.inputs[0], bytes_per_element)
+            else:
+                scratch = _padded_copy_bytes(call.module, call.inputs[0], bytes_per_element)
             events.append(_Event(call.name, call.inputs, call.output, scratch))
         produced.add(_key(events[-1].output))
 

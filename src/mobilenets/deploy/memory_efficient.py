@@ -132,28 +132,42 @@ class ChunkedInvertedResidual(nn.Module):
 
     def scratch_bytes(self, x: torch.Tensor, bytes_per_element: int = 4) -> int:
         """Bytes alive inside the block besides its input and output: the largest chunk's two tensors,
-        and with TensorFlow "same" padding the zero-padded copy a conv reads, beside them."""
+        with TensorFlow "same" padding the zero-padded copy a conv reads beside them, and the
+        channels_last copies :meth:`forward` makes of an input that is not channels_last."""
         n, channels, h, w = x.shape
+        laid_out = x.is_contiguous(memory_format=torch.channels_last)
+        spatial = self._expands_spatially()
+        relaid = 0 if laid_out or spatial else n * channels * h * w  # the whole input, copied once
         stride_b = self.expand.stride[0] if self.expand is not None else 1
         h_b, w_b = -(-h // stride_b), -(-w // stride_b)
         stride_n = self.depthwise.stride[0]
         h_n, w_n = -(-h_b // stride_n), -(-w_b // stride_n)
         widest = max(stop - start for start, stop in self.bounds)
         expanded = widest * h_b * w_b if self.expand is not None else 0
-        expanding = expanded + (
-            channels * _padded_pixels(self.expand, h, w) if self.expand is not None else 0
-        )
+        padded_input = channels * _padded_pixels(self.expand, h, w) if self.expand is not None else 0
+        # The stem's conv on an NCHW image writes each chunk twice (oneDNN's layout, then NCHW) while
+        # its padded copy is alive; the chunk is then copied to channels_last, the NCHW one freed.
+        chunk_copy = expanded if spatial and not laid_out else 0
+        expanding = expanded + padded_input + chunk_copy
         mixing = expanded + widest * (_padded_pixels(self.depthwise, h_b, w_b) + h_n * w_n)
-        return n * max(expanding, mixing) * bytes_per_element
+        return (n * max(expanding, mixing) + relaid) * bytes_per_element
+
+    def _expands_spatially(self) -> bool:
+        """Whether the expansion is the network's stem (a strided K×K conv) rather than a 1×1 matrix."""
+        return self.expand is not None and self.expand.matrix is None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.compiler.is_exporting():
             return self._exportable(x)
-        x = x.contiguous(memory_format=torch.channels_last)
+        spatial = self._expands_spatially()
+        if not spatial:  # the 1×1 convs are matrix products over a channels_last tensor's pixels
+            x = x.contiguous(memory_format=torch.channels_last)
         out: torch.Tensor | None = None
         flat: torch.Tensor | None = None
         for start, stop in self.bounds:
             hidden = self.expand(x, start, stop) if self.expand is not None else x[:, start:stop]
+            if spatial:  # the stem reads the image as it is: each chunk it makes is laid out instead
+                hidden = hidden.contiguous(memory_format=torch.channels_last)
             mixed = self.depthwise(hidden, start, stop).contiguous(memory_format=torch.channels_last)
             del hidden
             n, c, h, w = mixed.shape
