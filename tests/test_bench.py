@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,6 +86,8 @@ def test_spread_warning_flags_only_the_noisy_variant() -> None:
     assert result.to_dict()["warnings"] == [warning]
     few = _result({"torchvision_eager": (_report(10.0, 30.0, 50.0),)})  # `--rounds 1 --repeats 3`
     assert few.results["torchvision_eager"].spread_ms == 40.0 and few.warnings  # not an IQR of 0
+    two = _result({"torchvision_eager": (_report(10.0, 20.0),)}).results["torchvision_eager"]
+    assert two.spread_ms == 10.0  # their range (quartiles by the exclusive method would give 15)
 
 
 def test_report_keeps_the_keys_people_use_and_adds_rounds() -> None:
@@ -129,6 +135,7 @@ def test_cli_prints_warnings_on_stderr_and_in_json(monkeypatch: pytest.MonkeyPat
     assert "mobilenets bench: warning: torchvision_eager: its timings spread" in err
     assert json.loads(stdout)["warnings"] and json.loads(stdout)["rounds"] == 2
     assert seen["batch"] == 2 and seen["rounds"] == 3 and seen["system_malloc"] is True  # --batch: alias
+    assert seen["warmup"] == inference.WARMUP == 5
     code, stdout, err = run_cli(["bench", "--batch-size", "4", "--repeats", "7", "--warmup", "2"])
     assert code == 0, err
     assert seen["batch"] == 4 and seen["repeats"] == 7 and seen["warmup"] == 2
@@ -143,6 +150,11 @@ def test_cli_refuses_bad_variants_and_counts_with_exit_2() -> None:
     assert code == 2 and "unknown bench variant(s) nope" in err
     code, _, err = run_cli(["bench", "--variants", "ours_eager", "--rounds", "0"])
     assert code == 2 and "rounds must be >= 1, got 0" in err
+    # Every variant skipped: an error naming why, not an empty table with exit status 0.
+    argv = ["bench", "--model", "efficientnet_lite0", "--resolution", str(SMALL_RES), "--json"]
+    code, stdout, err = run_cli([*argv, "--variants", "torchvision_eager"])
+    assert code == 2 and stdout == "", stdout
+    assert "no variant could be timed (torchvision_eager: torchvision has no efficientnet_lite0)" in err
 
 
 # --- real timing processes -------------------------------------------------------------------------------
@@ -199,6 +211,61 @@ def test_prepare_skips_what_a_plain_install_lacks(tmp_path: Path, monkeypatch: p
     assert skipped["ours_openvino_int8"] == (
         "onnx, onnxscript, openvino, nncf not installed: pip install 'mobilenets[deploy]'"
     )
+
+
+def test_a_runtime_that_fails_to_prepare_skips_only_its_variants(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Installed but broken (its native module will not import, say): the other variants still run."""
+    from mobilenets.bench import prepare as preparing
+
+    def broken(*args: object) -> None:
+        raise UsageError("ONNX export needs the onnx package (it failed to import)")
+
+    monkeypatch.setattr(preparing, "_onnx", broken)
+    files = WorkFiles(tmp_path, "mobilenet_v2", 1, SMALL_RES)
+    skipped = prepare(files, ("ours_eager", "ours_ort_fp32"))
+    assert skipped == {
+        "ours_ort_fp32": "could not be prepared: ONNX export needs the onnx package (it failed to import)"
+    }
+    assert files.weights("ours").exists()
+
+
+def _processes_with(marker: str) -> list[int]:
+    """Pids of the processes whose environment holds ``marker`` (Linux's /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker.encode() in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
+def test_sigterm_mid_run_leaves_no_timing_process_or_folder(tmp_path: Path) -> None:
+    """A scheduler's kill (`timeout`, SIGTERM) ends bench like Ctrl-C: the timing server, the turn it
+    forked and the temporary folder of prepared files all go."""
+    marker = f"MOBILENETS_TEST_MARK={os.getpid()}-{tmp_path.name}"
+    env = {**os.environ, "TMPDIR": str(tmp_path), marker.split("=")[0]: marker.split("=")[1]}
+    argv = ["bench", "--resolution", "32", "--variants", "ours_eager", "--rounds", "1", "--threads", "1"]
+    argv += ["--repeats", "1000000", "--warmup", "1"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mobilenets", *argv], env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while len(_processes_with(marker)) < 3 and time.monotonic() < deadline:  # bench, server, turn
+            time.sleep(0.2)
+        assert len(_processes_with(marker)) >= 3 and list(tmp_path.glob("mobilenets-bench-*"))
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 130 and "mobilenets bench: interrupted" in stderr, stderr[-2000:]
+    assert "Traceback" not in stderr
+    time.sleep(0.5)  # the killed processes' exit
+    assert _processes_with(marker) == [] and list(tmp_path.iterdir()) == []
 
 
 @pytest.fixture(scope="module")

@@ -90,6 +90,9 @@ def test_paired_comparisons_need_fork_and_valid_settings(
 ) -> None:
     with pytest.raises(UsageError, match="turns must be >= 6"):
         run_pairs("mobilenet_v2", [("ours_eager", "torchvision_eager")], turns=0)
+    for batch in (0, -2):  # not an empty tensor timed, nor a traceback from making one
+        with pytest.raises(UsageError, match=f"batch must be >= 1, got {batch}"):
+            run_pairs("mobilenet_v2", [("ours_eager", "torchvision_eager")], batch=batch)
     with pytest.raises(UsageError, match="each pair names two variants"):
         run_pairs("mobilenet_v2", [("ours_eager",)])  # type: ignore[list-item]
     with pytest.raises(UsageError, match="unknown bench variant"):
@@ -114,3 +117,15 @@ def test_cli_pair_prints_the_ratio_and_its_interval() -> None:
     assert low <= pair["ratio"] <= high and len(pair["ratios"]) == 6
     code, _, err = run_cli(["bench", "--pair", "ours_eager"])
     assert code == 2 and "--pair takes two variants as A,B; got 'ours_eager'" in err
+
+
+def test_cli_pair_warms_up_as_run_pairs_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --warmup a pair takes run_pairs' own warm-up (spinning pools settle), not the table's 5."""
+    from mobilenets.bench import paired
+
+    seen: dict[str, object] = {}
+    monkeypatch.setattr(paired, "run_pairs", lambda model, pairs, **options: seen.update(options) or [])
+    code, _, err = run_cli(["bench", "--pair", "ours_eager,torchvision_eager", "--json"])
+    assert code == 0 and seen["warmup"] == paired.WARMUP == 20, err
+    code, _, err = run_cli(["bench", "--pair", "ours_eager,torchvision_eager", "--warmup", "3", "--json"])
+    assert code == 0 and seen["warmup"] == 3, err

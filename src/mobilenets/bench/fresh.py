@@ -10,8 +10,10 @@ server's stderr (library warnings) goes to a log file, whose last line explains 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -47,16 +49,31 @@ class TimingProcesses:
     ) -> None:
         if self._server is not None:
             if error is not None:  # interrupted or failed mid-run: do not wait for the turn to end
-                self._server.kill()
+                self._kill(self._server)
             self._stop(self._server)
         if self._log is not None:
             self._log.close()
 
     def _start(self, once: bool) -> subprocess.Popen[str]:
         command = [sys.executable, "-m", "mobilenets.bench.server", *(["--once"] if once else [])]
+        # Its own process group, so that the processes it forks can be killed with it (and a Ctrl-C
+        # reaches this process only, which then stops them).
         return subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            text=True,
+            start_new_session=hasattr(os, "killpg"),
         )
+
+    @staticmethod
+    def _kill(process: subprocess.Popen[str]) -> None:
+        """Kill the server and the timing processes it forked (a turn still running included)."""
+        if hasattr(os, "killpg"):
+            with contextlib.suppress(ProcessLookupError):  # already gone
+                os.killpg(process.pid, signal.SIGKILL)
+        process.kill()
 
     @staticmethod
     def _stop(process: subprocess.Popen[str]) -> None:

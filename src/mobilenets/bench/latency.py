@@ -38,6 +38,8 @@ class LatencyResult:
         by the ``exclusive`` method, the range for two or three timings)."""
         if len(self.times_ms) < 2:
             return 0.0
+        if len(self.times_ms) <= 3:  # the exclusive method would extrapolate past two timings
+            return max(self.times_ms) - min(self.times_ms)
         q = statistics.quantiles(self.times_ms, n=4)
         return q[2] - q[0]
 

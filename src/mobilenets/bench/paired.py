@@ -138,7 +138,7 @@ def run_pairs(
     should contain 1. Needs ``os.fork`` (Linux, macOS). Prepared files go to ``workdir`` (reused
     from there when present) or a temporary folder. An ``ExternalError`` if a variant fails.
     """
-    for label, value in (("repeats", repeats), ("warmup", warmup), ("threads", threads)):
+    for label, value in (("repeats", repeats), ("warmup", warmup), ("threads", threads), ("batch", batch)):
         if value < 1:
             raise UsageError(f"{label} must be >= 1, got {value}")
     if turns < min_values():

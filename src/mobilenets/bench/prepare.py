@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import ExternalError, UsageError
 from ..models import create_model
 from .variants import EXECUTORCH_VARIANTS, ONNX_VARIANTS, OPENVINO_VARIANTS
 from .workfiles import WorkFiles
@@ -148,14 +149,25 @@ def prepare(files: WorkFiles, variants: tuple[str, ...]) -> dict[str, str]:
             skipped[variant] = f"{', '.join(missing)} not installed: pip install 'mobilenets[deploy]'"
         elif side == "torchvision" and reference is None:
             skipped[variant] = f"torchvision has no {files.model}"
-        elif variant in ONNX_VARIANTS:
-            _onnx(files, variant, reference if side == "torchvision" else ours, calibration)  # type: ignore[arg-type]
-        elif variant == "ours_pt2e_int8":
-            _pt2e_int8(files, ours, calibration)
-        elif variant in EXECUTORCH_VARIANTS:
-            reason = _executorch(files, variant, ours, calibration)
+        else:
+            source = reference if side == "torchvision" else ours
+            try:  # a runtime that is installed but fails (it will not import, say) skips only its variant
+                reason = _prepare_one(files, variant, source, calibration)  # type: ignore[arg-type]
+            except (UsageError, ExternalError) as error:
+                reason = f"could not be prepared: {error}"
             if reason is not None:
                 skipped[variant] = reason
-        elif variant in OPENVINO_VARIANTS:
-            _openvino(files, variant, reference if side == "torchvision" else ours, calibration)  # type: ignore[arg-type]
     return skipped
+
+
+def _prepare_one(files: WorkFiles, variant: str, source: nn.Module, calibration: torch.Tensor) -> str | None:
+    """Write ``variant``'s file from ``source``; a reason when this machine cannot run it, else None."""
+    if variant in ONNX_VARIANTS:
+        _onnx(files, variant, source, calibration)
+    elif variant == "ours_pt2e_int8":
+        _pt2e_int8(files, source, calibration)
+    elif variant in EXECUTORCH_VARIANTS:
+        return _executorch(files, variant, source, calibration)
+    elif variant in OPENVINO_VARIANTS:
+        _openvino(files, variant, source, calibration)
+    return None

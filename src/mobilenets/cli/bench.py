@@ -15,6 +15,7 @@ import sys
 
 from ..bench.inference import ALL_VARIANTS, EXTRA_VARIANTS, REFERENCE, REPEATS, ROUNDS, VARIANTS, WARMUP
 from ..bench.paired import TURNS as PAIR_TURNS
+from ..bench.paired import WARMUP as PAIR_WARMUP
 from ..errors import UsageError
 from .common import add_allocator_argument, apply_allocator, check_resolution
 
@@ -43,8 +44,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--warmup",
         type=int,
-        default=WARMUP,
-        help=f"untimed calls per process first, where compiling variants compile (default {WARMUP})",
+        default=None,
+        help=f"untimed calls per process first, where compiling variants compile (default {WARMUP}; "
+        f"{PAIR_WARMUP} for --pair, as runtimes' spinning thread pools settle)",
     )
     parser.add_argument(
         "--variants",
@@ -109,7 +111,7 @@ def _run_pairs(args: argparse.Namespace) -> int:
         threads=args.threads,
         turns=args.turns,
         repeats=args.repeats,
-        warmup=args.warmup,
+        warmup=PAIR_WARMUP if args.warmup is None else args.warmup,
         system_malloc=args.system_malloc,
         progress=_progress,
     )
@@ -144,11 +146,14 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         rounds=args.rounds,
         repeats=args.repeats,
-        warmup=args.warmup,
+        warmup=WARMUP if args.warmup is None else args.warmup,
         only=tuple(name.strip() for name in args.variants.split(",") if name.strip()),
         system_malloc=args.system_malloc,
         progress=_progress,
     )
+    if not result.reports:  # every variant asked for was skipped: an empty table is not a result
+        reasons = "; ".join(f"{name}: {why}" for name, why in result.skipped.items())
+        raise UsageError(f"no variant could be timed ({reasons})")
     report = result.to_dict()
     for warning in report["warnings"]:
         print(f"mobilenets bench: warning: {warning}", file=sys.stderr)

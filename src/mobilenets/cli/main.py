@@ -2,15 +2,20 @@
 
 Exit statuses: 0 success; 2 a mistake the user can fix (:class:`~mobilenets.errors.UsageError`, or
 argparse's own); 1 a step that failed outside our code (:class:`~mobilenets.errors.ExternalError`,
-an ``OSError`` from the file system) or a training run that cannot go on. Each is one line on
-stderr. Any other exception is a bug and keeps its traceback.
+an ``OSError`` from the file system) or a training run that cannot go on; 130 interrupted (Ctrl-C,
+or SIGTERM, which ends a command the same way, so temporary files and timing processes are cleaned
+up). Each is one line on stderr. Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from types import FrameType
 
 from ..errors import ExternalError, TrainingError, UsageError
 from . import ablate, bench, convert, demo, export, models, predict, summary, train
@@ -30,13 +35,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises ``KeyboardInterrupt`` while a command runs, as Ctrl-C does, so ``finally`` blocks
+    and context managers clean up (the default action kills the process where it stands). Only where
+    no one else handles SIGTERM (a program calling :func:`main` may) and in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit status (see the module notes)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     prefix = f"mobilenets {args.command}: error:"
     try:
-        return int(args.run(args) or 0)
+        with _sigterm_interrupts():
+            return int(args.run(args) or 0)
+    except KeyboardInterrupt:
+        print(f"mobilenets {args.command}: interrupted", file=sys.stderr)
+        return 130
     except UsageError as error:
         print(f"{prefix} {error}", file=sys.stderr)
         return 2
