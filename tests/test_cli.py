@@ -137,6 +137,8 @@ def test_summary_table_and_csv() -> None:
     assert "Peak activation memory (plain schedule, float32)" in table.stdout
     chunked = run_cli("summary", "mobilenet_v2", "--memory-efficient", "4", "--patches", "2")
     assert "(memory-efficient schedule: 4 channel chunks, 2×2 patches, float32)" in chunked.stdout
+    per_channel = run_cli("summary", "mobilenet_v3_small", "--memory-efficient", "channel")
+    assert "(memory-efficient schedule: one chunk per channel, float32)" in per_channel.stdout
     for given in (["--compare-standard"], ["--memory-efficient", "4"]):  # no column of the CSV holds them
         refused = run_cli("summary", "mobilenet_v3_small", "--format", "csv", *given)
         assert (

@@ -502,3 +502,24 @@ def test_card_eval_set_splits_its_own_folder_and_takes_another_whole(tmp_path: P
     assert len(card_eval_set(card, str(other), val_split=0.2)[0]) == 6  # a split, when asked
     foreign = dataclasses.replace(card, data="", source="torchvision")  # weights from elsewhere
     assert len(card_eval_set(foreign, str(other))[0]) == 30
+
+
+def test_one_odd_photo_does_not_change_how_the_others_are_prepared(tmp_path: Path) -> None:
+    """A folder of 32×32 images is taken as it is; one 227×227 photo among them (probed first, as it
+    sorts first) used to send every image through resize-to-37 and crop instead, zooming in on each."""
+    generator = np.random.default_rng(0)
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        for index in range(1, 21):
+            pixels = generator.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / label / f"{index:03d}.png")
+    stats = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
+    clean, _ = load_eval_set(str(tmp_path), img_size=32, val_split=None, cache=True, **stats)
+    Image.fromarray(generator.integers(0, 256, (227, 227, 3), dtype=np.uint8)).save(
+        tmp_path / "a" / "000.png"
+    )
+    mixed, _ = load_eval_set(str(tmp_path), img_size=32, val_split=None, cache=True, **stats)
+    assert len(mixed) == len(clean) + 1
+    for index in range(len(clean)):  # the odd photo is image 0 of the mixed set
+        assert torch.equal(mixed[index + 1][0], clean[index][0]), index
+    assert mixed[0][0].shape == (3, 32, 32)

@@ -96,6 +96,14 @@ def test_metrics_empty_is_nan_and_json_null() -> None:
     assert json.loads(json.dumps(metrics.to_dict(), allow_nan=False))["top1"] is None
 
 
+@pytest.mark.parametrize("loss", [float("nan"), float("inf")])
+def test_metrics_non_finite_loss_is_json_null(loss: float) -> None:
+    """A model whose logits overflow gives an infinite or NaN loss: JSON has no such number."""
+    metrics = ClassificationMetrics(2)
+    metrics.update(torch.zeros(2, 2), torch.tensor([0, 1]), loss=torch.tensor(loss))
+    assert json.loads(json.dumps(metrics.to_dict(), allow_nan=False))["loss"] is None
+
+
 def test_metrics_state_tensor_sums_like_one_process() -> None:
     torch.manual_seed(1)
     logits, labels = torch.randn(40, 12), torch.randint(0, 12, (40,))
@@ -474,9 +482,27 @@ def test_eval_cli_refuses_split_options_the_data_would_ignore(
     assert f"validation images in {tmp_path / 'two' / 'val'}" in err
     code, _, err = run_eval([*base, "--data", str(listed), "--seed", "1", "--val-split", "0.3"], capsys)
     assert code == 2 and "--val-split and --seed choose" in err and "is a list file, evaluated whole" in err
-    code, out, err = run_eval([*base, "--json", "--val-split", "0.2", "--seed", "3"], capsys)
-    assert code == 0, err
-    assert json.loads(out)["num_images"] == 359  # digits: another split, 20% per class, drawn as asked
+    # On the data the model trained on, another split or seed would score its training images.
+    for options in (["--val-split", "0.2"], ["--seed", "3"], ["--val-split", "0.2", "--seed", "3"]):
+        code, out, err = run_eval([*base, "--json", *options], capsys)
+        assert code == 2 and out == "", err
+        assert "is what this model trained on, with val_split 0.1 and seed 0" in err
+    code, out, err = run_eval([*base, "--json", "--val-split", "0.1", "--seed", "0"], capsys)
+    assert code == 0 and json.loads(out)["num_images"] == 179, err  # the run's own, said out loud
+
+
+def test_eval_cli_threads_apply_to_pytorch_and_exported_files_stay_on_the_cpu(
+    fake_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    threads: list[int] = []
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)  # (and the suite keeps its own)
+    base = ["--checkpoint", str(fake_checkpoint), "--no-confusion", "--json"]
+    code, _, err = run_eval([*base, "--threads", "1"], capsys)
+    assert code == 0 and threads == [1], err  # accepted, and once ignored for weights run in PyTorch
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"not read")
+    code, _, err = run_eval(["--onnx", str(onnx), "--device", "cuda", "--json"], capsys)
+    assert code == 2 and "--device cuda: exported files run on the CPU here" in err, err
 
 
 def test_eval_cli_on_a_real_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -387,13 +387,19 @@ def test_norm_eps_option() -> None:
 # --- CLI: convert, predict, eval --weights ------------------------------------------------------------------
 
 
-def test_packaged_weights_refuse_a_source_or_preset_of_the_users(tmp_path: Path) -> None:
-    """They carry their own; --preset used to be ignored without a word under --pretrained."""
+def test_packaged_weights_refuse_a_source_preset_or_build_option_of_the_users(tmp_path: Path) -> None:
+    """They carry their own; --preset was ignored without a word, --norm-eps and --padding obeyed."""
     from PIL import Image
 
     Image.new("RGB", (40, 40)).save(tmp_path / "photo.png")
     base = ["predict", "--pretrained", "--model", "mobilenet_v2", str(tmp_path / "photo.png")]
-    for extra, flags in ((["--preset", "inception"], "--preset"), (["--source", "timm"], "--source")):
+    cases = [
+        (["--preset", "inception"], "--preset"),
+        (["--source", "timm"], "--source"),
+        (["--norm-eps", "0.1"], "--norm-eps"),  # rebuilt with another epsilon: 0% top-1, said nowhere
+        (["--padding", "tf_same", "--width-mult", "0.5"], "--width-mult, --padding"),
+    ]
+    for extra, flags in cases:
         code, _, err = run_cli([*base, *extra])
         assert code == 2 and f"{flags}: only with --weights FILE" in err, err
     code, _, err = run_cli(["predict", "--weights", str(tmp_path), str(tmp_path / "photo.png")])

@@ -59,7 +59,11 @@ def _schedule(summary: ModelSummary) -> str:
     if summary.memory_efficient is None and summary.patches == 1:
         return "plain schedule"
     chunks = summary.memory_efficient
-    parts = [] if chunks in (None, 1) else [f"{chunks} channel chunks"]
+    parts = (
+        []
+        if chunks in (None, 1)
+        else ["one chunk per channel" if chunks == "channel" else f"{chunks} channel chunks"]
+    )
     if summary.patches > 1:
         parts.append(f"{summary.patches}×{summary.patches} patches")
     return "memory-efficient schedule: " + ", ".join(parts)

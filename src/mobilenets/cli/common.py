@@ -216,8 +216,9 @@ def load_from_args(args: argparse.Namespace) -> TrainedModel:
     from ..weights.registry import default_pretrained, get_pretrained
 
     if getattr(args, "pretrained", None) is not None:
-        given = _given(args, (("source", "auto"), ("preset", None)))
-        if given:  # packaged weights carry their own source and preset; ignoring these would mislead
+        build = (("width_mult", None), ("padding", None), ("norm_eps", None))
+        given = _given(args, (("source", "auto"), ("preset", None), *build))
+        if given:  # packaged weights carry their own build and preparation: another would mislead or break
             raise UsageError(
                 f"{', '.join(given)}: only with --weights FILE (packaged weights carry their own)"
             )
@@ -227,7 +228,7 @@ def load_from_args(args: argparse.Namespace) -> TrainedModel:
             entry = default_pretrained(args.model)
         else:
             entry = get_pretrained(args.pretrained, model=args.model)
-        model = create_model(entry.model, pretrained=entry.tag, **foreign_model_kwargs(args)).eval()
+        model = create_model(entry.model, pretrained=entry.tag).eval()
         return TrainedModel(model=model, card=model.card)
     if args.weights is None:
         raise UsageError("give --weights FILE or --pretrained [NAME]")

@@ -45,7 +45,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--threads",
         type=int,
         default=None,
-        help="CPU threads for --onnx / --program / --pte / --openvino (default: all cores)",
+        help="CPU threads, for PyTorch or the exported file's runtime (default: all cores)",
     )
     parser.add_argument(
         "--precision",
@@ -189,15 +189,17 @@ def run(args: argparse.Namespace) -> int:
 
     _check_args(args)
     apply_allocator(args)
+    exported = deployed_path(args)
+    if exported is not None and args.device not in ("auto", "cpu"):
+        raise UsageError(f"--device {args.device}: exported files run on the CPU here")
     device = resolve_device(args.device)
     network: torch.nn.Module
     source_file: Path | str
-    exported = deployed_path(args)
+    if args.threads is not None and (exported is None or args.program is not None):
+        torch.set_num_threads(args.threads)  # PyTorch runs it; the other runtimes take threads themselves
     if exported is not None:
         from ..deploy.deployed import load_deployed
 
-        if args.program is not None and args.threads is not None:
-            torch.set_num_threads(args.threads)  # PyTorch runs the program; the other runtimes take threads
         network, card = load_deployed(exported, threads=args.threads, precision=args.precision)
         device, source_file = torch.device("cpu"), exported  # exported files run on the CPU here
     else:
@@ -268,7 +270,7 @@ def run(args: argparse.Namespace) -> int:
     if len(classes) > MAX_CONFUSION_CLASSES:
         report["confusion"] = None  # a million numbers for ImageNet: see the PNG (--confusion) instead
     if args.json:
-        print(json.dumps(report))
+        print(json.dumps(report, allow_nan=False))
     else:
         _print_report(report)
     return 0

@@ -10,7 +10,7 @@ from torch.utils.data import Dataset, Subset
 
 from ..errors import UsageError
 from ..weights.card import ModelCard
-from .folders import absolute_data_spec, check_split_listing, parse_data_spec
+from .folders import absolute_data_spec, check_split_listing, parse_data_spec, resolve_layout
 from .splits import build_loader, load_eval_set, load_preprocessed_eval_set
 
 
@@ -37,13 +37,15 @@ def card_eval_set(
         and parse_data_spec(data).kind == "folder"
         and not _trained_on(card, data)
     )
-    if (
-        not whole
-        and _trained_on(card, data)
-        and val_split in (None, card.val_split)
-        and seed in (None, card.seed)
-    ):
-        check_split_listing(data, card.data_listing, "the model's training run")  # its own held-out part
+    if not whole and _trained_on(card, data) and _draws_split(data):
+        if val_split in (None, card.val_split) and seed in (None, card.seed):
+            check_split_listing(data, card.data_listing, "the model's training run")  # its held-out part
+        else:
+            raise UsageError(
+                f"data {data!r} is what this model trained on, with val_split {card.val_split} and seed "
+                f"{card.seed}; another split or seed draws a held-out part full of its training images. "
+                "Leave --val-split and --seed out to score the run's own held-out images, or use other data"
+            )
     val_split = None if whole else card.val_split if val_split is None else val_split
     seed = card.seed if seed is None else seed
     if card.source == "mobilenets" and parse_data_spec(data).kind != "list":
@@ -63,6 +65,12 @@ def card_eval_set(
             f"(labels must be 0..{len(card.classes) - 1})"
         )
     return lazy, card.classes
+
+
+def _draws_split(data: str) -> bool:
+    """Whether ``data``'s held-out images are drawn by a split and seed (digits, a single folder)."""
+    parsed, _, val_dir = resolve_layout(data)
+    return parsed.kind == "digits" or (parsed.kind == "folder" and val_dir is None)
 
 
 def _trained_on(card: ModelCard, data: str) -> bool:

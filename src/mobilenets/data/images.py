@@ -28,6 +28,7 @@ import io
 import os
 import struct
 import warnings
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -44,6 +45,7 @@ from ..weights.presets import MAX_IMAGE_PIXELS  # the one bound, for decoding an
 # Below this many files a worker pool costs more to start than it saves.
 _PARALLEL_MIN_FILES = 1024
 _CHUNK = 256
+MAJORITY = 0.9  # probe_size: the share of probed files that decides the common size
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -183,25 +185,30 @@ def fit_square(image: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def probe_size(paths: Sequence[str], fallback: int, probes: int = 16) -> int:
-    """The common square side of ``paths`` (≤ ``fallback``) judged from a few headers, else ``fallback``.
+    """The square side most of ``paths`` share (≤ ``fallback``), judged from a few headers, else ``fallback``.
 
-    Reads only the headers of up to ``probes`` evenly spaced files, so it is cheap on any folder.
+    Reads only the headers of up to ``probes`` evenly spaced files, so it is cheap on any folder. "Most"
+    is all but one in ten of the readable probes: one odd photo among a folder of 32×32 images does not
+    change how every other image is prepared (each would be zoomed in on), and the odd ones are fitted
+    to the common size. Which files happen to be probed then matters little.
     """
     if not paths:
         return fallback
     step = max(1, len(paths) // probes)
-    sizes: set[tuple[int, int]] = set()
+    sizes: Counter[tuple[int, int]] = Counter()
     with _quiet_decoders():
         for path in paths[::step][:probes]:
             try:
                 with Image.open(path) as image:
-                    sizes.add(image.size)
+                    sizes[image.size] += 1
             except Exception:  # unreadable or too big: the cache builder reports it
                 continue
-    if len(sizes) != 1:
+    if not sizes:
         return fallback
-    width, height = sizes.pop()
-    return min(width, fallback) if width == height else fallback
+    (width, height), count = sizes.most_common(1)[0]
+    if count < MAJORITY * sum(sizes.values()) or width != height:
+        return fallback
+    return min(width, fallback)
 
 
 class _Chunks(Dataset[tuple[torch.Tensor, torch.Tensor, list[str]]]):

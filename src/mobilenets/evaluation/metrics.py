@@ -18,8 +18,9 @@ from ..errors import UsageError
 DEFAULT_TOPK = 5
 
 
-def _nan_to_none(value: float) -> float | None:
-    return None if math.isnan(value) else value
+def _nan_to_none(value: float | None) -> float | None:
+    """None for NaN and infinity, which JSON cannot hold (a model whose logits overflow gives them)."""
+    return None if value is None or not math.isfinite(value) else value
 
 
 class ClassificationMetrics:
@@ -203,7 +204,7 @@ class ClassificationMetrics:
             "top5": _nan_to_none(self.top5),
             "topk": self.topk,
             "num_images": self.num_images,
-            "loss": self.mean_loss,
+            "loss": _nan_to_none(self.mean_loss),
             "classes": names,
             "per_class": {
                 name: _nan_to_none(float(acc))
