@@ -13,8 +13,10 @@ from torch import nn
 
 import mobilenets
 from mobilenets.ablation import CLAIMS, difference, get_claim
+from mobilenets.ablation.run import count_skips
 from mobilenets.ablation.stats import Summary
 from mobilenets.layers import ExpansionShortcutStage, InvertedResidual
+from mobilenets.layers.inverted_residual import SHORTCUTS
 
 from .conftest import run_cli
 
@@ -115,7 +117,20 @@ def test_bad_ablation_arguments_are_named_before_any_training(tmp_path: Path) ->
     assert code == 2 and "seeds must be an integer from 1 to 20" in err
     code, _, err = run_cli(["ablate", "linear-bottleneck", "--model", "mobilenet_v1", "--out", out])
     assert code == 2 and "mobilenet_v1 has no inverted residual blocks" in err
+    # Arms that would be the same network on the model asked for, or a reference without its feature:
+    code, _, err = run_cli(["ablate", "separable", "--model", "conv_mobilenet_v1", "--out", out])
+    assert code == 2 and "the arms 'separable' and 'standard' build the same network" in err
+    code, _, err = run_cli(["ablate", "inverted-residual", "--model", "mobilenet_v3_small", "--out", out])
+    assert code == 2 and "expansion-shortcut arm has no shortcut at all" in err
+    code, _, err = run_cli(["ablate", "relu6-int8", "--model", "mobilenet_v3_small", "--out", out])
+    assert code == 2 and "mobilenet_v3_small has no ReLU6 to compare with ReLU" in err
     assert not (tmp_path / "ablate").exists()
+
+
+def test_expansion_shortcuts_are_one_fewer_per_stage() -> None:
+    """A stage's first block changes width or stride: its expansion joins nothing (n blocks, n - 2 joins)."""
+    counts = {shortcut: count_skips(mobilenets.mobilenet_v2(shortcut=shortcut)) for shortcut in SHORTCUTS}
+    assert counts == {"bottleneck": 10, "expansion": 5, "none": 0}
 
 
 # --- the command -----------------------------------------------------------------------------------------
@@ -183,3 +198,24 @@ def test_ablate_relu6_int8_quantizes_each_run(tmp_path: Path) -> None:
         (int8,) = arm["int8_top1"]
         assert arm["metric_values"] == [pytest.approx(arm["top1_mean"] - int8)]
     assert report["arms"]["relu"]["options"] == {"activation": "relu"}
+    assert report["arms"]["relu"]["skips"] == report["arms"]["relu6"]["skips"] > 0
+
+
+def test_report_names_each_arms_shortcuts_where_they_differ() -> None:
+    from mobilenets.ablation.report import markdown
+
+    def arm(skips: int) -> dict[str, object]:
+        return {"mean": 70.0, "std": 1.0, "params": 1, "mult_adds": 2, "latency_ms": 1.0, "skips": skips}
+
+    report = {
+        "claim": "inverted-residual", "source": "v2", "statement": "s", "model": "mobilenet_v2",
+        "recipe": {"data": "d", "epochs": 1, "width_mult": 1.0, "img_size": 32, "batch_size": 8},
+        "seeds": [0, 1], "metric": "top-1 (%)", "differences": {}, "expectation": "e",
+        "arms": {"bottleneck-shortcut": arm(10), "expansion-shortcut": arm(5), "no-shortcut": arm(0)},
+    }  # fmt: skip
+    text = markdown(report)
+    assert (
+        "Residual shortcuts per network: bottleneck-shortcut 10, expansion-shortcut 5, no-shortcut 0." in text
+    )
+    report["arms"] = {"linear": arm(10), "relu6-bottleneck": arm(10)}
+    assert "Residual shortcuts" not in markdown(report)  # the same in every arm: nothing to say

@@ -47,6 +47,10 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {name} | {_cell(arm['mean'], arm['std'])} |{top1} {arm['params']:,} | {arm['mult_adds']:,} | "
             f"{arm['latency_ms']:.2f} |"
         )
+    skips = {name: arm.get("skips") for name, arm in report["arms"].items()}
+    if len(set(skips.values())) > 1:  # where the shortcuts sit is the claim: say how many each arm has
+        counts = ", ".join(f"{name} {count}" for name, count in skips.items())
+        lines += ["", f"Residual shortcuts per network: {counts}."]
     lines += ["", "Mean ± sample standard deviation over seeds. Differences (95% Welch interval):", ""]
     for name, diff in report["differences"].items():
         interval = (

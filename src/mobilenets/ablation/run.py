@@ -9,6 +9,7 @@ eager only, no runtime thread pools to disturb each other).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from ..analysis import summarize
 from ..bench.latency import measure_interleaved, prepare_for_inference
@@ -24,6 +26,7 @@ from ..data.splits import build_loader, load_splits
 from ..deploy.pt2e import quantize_pt2e
 from ..errors import TrainingError, UsageError
 from ..evaluation.evaluate import evaluate
+from ..layers import ExpansionShortcutStage, InvertedResidual, ReLU6
 from ..models import MobileNet, create_model
 from ..training.config import TrainConfig
 from ..training.engine import train
@@ -50,6 +53,7 @@ class ArmResult:
     mult_adds: int
     latency_ms: float
     train_seconds: float  # all seeds' training and evaluation, summed from their logs
+    skips: int = 0  # residual shortcuts in the network (where they sit is what inverted-residual moves)
 
     @property
     def metric_values(self) -> tuple[float, ...]:
@@ -88,6 +92,7 @@ class AblationReport:
                 "mult_adds": result.mult_adds,
                 "latency_ms": result.latency_ms,
                 "train_seconds": result.train_seconds,
+                "skips": result.skips,
             }
         return {
             "claim": self.claim.name,
@@ -110,6 +115,47 @@ class AblationReport:
             },
             "seconds": self.seconds,
         }
+
+
+def count_skips(model: nn.Module) -> int:
+    """Residual shortcuts of ``model``: blocks that add their input, and joins between expansions."""
+    stages = [module for module in model.modules() if isinstance(module, ExpansionShortcutStage)]
+    inside = {id(block) for stage in stages for block in stage}
+    blocks = (m for m in model.modules() if isinstance(m, InvertedResidual) and id(m) not in inside)
+    return sum(stage.skips for stage in stages) + sum(block.has_residual for block in blocks)
+
+
+def _check_arms_differ(claim: Claim, configs: dict[str, list[TrainConfig]]) -> None:
+    """Refuse arms that build the same network on this model, or a reference arm without its feature:
+    they would be trained and compared as if they tested the claim."""
+    built: dict[str, nn.Module] = {}
+    for arm in claim.arms:
+        first = configs[arm.name][0]
+        torch.manual_seed(0)
+        built[arm.name] = create_model(first.model, **first.model_kwargs(num_classes=10))
+    model = configs[claim.reference.name][0].model
+    names = list(built)
+    for index, name in enumerate(names):
+        for other in names[index + 1 :]:
+            fingerprints = [(repr(built[arm]), count_skips(built[arm])) for arm in (name, other)]
+            if (
+                fingerprints[0] == fingerprints[1]
+            ):  # (a module's repr does not show whether it adds its input)
+                raise UsageError(
+                    f"claim {claim.name!r}: on {model} the arms {name!r} and {other!r} build the same "
+                    "network; choose another --model"
+                )
+    if "expansion-shortcut" in built and not count_skips(built["expansion-shortcut"]):
+        raise UsageError(
+            f"claim {claim.name!r}: {model} has no two consecutive blocks whose expansions match, so its "
+            "expansion-shortcut arm has no shortcut at all (the no-shortcut network); choose another --model"
+        )
+    if claim.name == "relu6-int8" and not any(
+        isinstance(m, nn.ReLU6 | ReLU6) for m in built[claim.reference.name].modules()
+    ):
+        raise UsageError(
+            f"claim 'relu6-int8': {model} has no ReLU6 to compare with ReLU; choose another --model"
+        )
 
 
 def _saved_run(config: TrainConfig) -> bool:
@@ -151,8 +197,10 @@ def _verdict(comparison: str, outcome: str) -> str:
     return {"a better": f"{first} better", "b better": f"{second} better"}.get(outcome, outcome)
 
 
-def _int8_top1(config: TrainConfig, out: Path) -> float:
-    """The final weights of a run, quantized (PT2E int8, calibrated on training images), on its val split."""
+def _fp32_and_int8_top1(config: TrainConfig, out: Path) -> tuple[float, float]:
+    """The final weights of a run on its val split: in fp32, and quantized (PT2E int8, calibrated on
+    training images), both on the CPU. Not the logged top-1: under autocast (bf16, a GPU's default) that
+    is bf16's, and the drop would mix two precisions' errors."""
     trained = load_trained_model(out / "last.safetensors")
     assert config.img_size is not None  # resolved by TrainConfig
     splits = load_splits(config.data, img_size=config.img_size, val_split=config.val_split, seed=config.seed)
@@ -161,9 +209,10 @@ def _int8_top1(config: TrainConfig, out: Path) -> float:
         calibration.append(images)
         if sum(len(batch) for batch in calibration) >= CALIBRATION_IMAGES:
             break
-    quantized = quantize_pt2e(trained.model, calibration, resolution=config.img_size)
     loader = build_loader(splits.val, batch_size=128, train=False, seed=config.seed, workers=0)
-    return evaluate(quantized, loader, device="cpu", channels_last=False).top1
+    fp32 = evaluate(trained.model.float().eval(), loader, device="cpu", channels_last=False).top1
+    quantized = quantize_pt2e(trained.model, calibration, resolution=config.img_size)
+    return fp32, evaluate(quantized, loader, device="cpu", channels_last=False).top1
 
 
 def run_ablation(
@@ -207,9 +256,7 @@ def run_ablation(
         ]
         for arm in claim.arms
     }  # every config is built, and so checked, before any training starts
-    for arm in claim.arms:  # and every arm's model: some options depend on the architecture
-        first = configs[arm.name][0]
-        create_model(first.model, **first.model_kwargs(num_classes=10))
+    _check_arms_differ(claim, configs)  # and every arm's model: some options depend on the architecture
     for config in (config for arm_configs in configs.values() for config in arm_configs):
         _check_resumable(config)
     results: list[ArmResult] = []
@@ -223,7 +270,8 @@ def run_ablation(
             top1.append(_final_top1(Path(config.out), epochs))
             train_seconds += _run_seconds(Path(config.out))
             if claim.metric == "int8_drop":
-                int8.append(_int8_top1(config, Path(config.out)))
+                top1[-1], quantized = _fp32_and_int8_top1(config, Path(config.out))
+                int8.append(quantized)
             log(
                 f"{claim.name} / {arm.name} / seed {config.seed}: top-1 {100 * top1[-1]:.2f}%"
                 + (f", int8 {100 * int8[-1]:.2f}%" if int8 else "")
@@ -242,14 +290,12 @@ def run_ablation(
                 cost.total_macs,
                 0.0,
                 train_seconds,
+                count_skips(network),
             )
         )
     resolution = configs[claim.reference.name][0].img_size or 224
     latency = _latency(models, resolution)
-    results = [
-        ArmResult(r.arm, r.top1, r.int8_top1, r.params, r.mult_adds, latency[r.arm.name], r.train_seconds)
-        for r in results
-    ]
+    results = [dataclasses.replace(r, latency_ms=latency[r.arm.name]) for r in results]
     reference = results[0]
     comparisons = {
         f"{reference.arm.name} - {other.arm.name}": difference(reference.metric_values, other.metric_values)

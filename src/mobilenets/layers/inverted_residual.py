@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -166,9 +168,26 @@ class ExpansionShortcutStage(nn.Sequential):
     The v2 paper's Figure 6b compares shortcuts between bottlenecks (ours, :class:`InvertedResidual`)
     with shortcuts between expansion layers, as a classic residual network would place them. Here block
     ``i + 1``'s expansion adds block ``i``'s expansion when the two have the same shape (block ``i`` at
-    stride 1, same hidden width): the same layers and mult-adds as the default, only the skips move.
-    Blocks keep their names (``blocks.S.I``), so weights and analysis see the same network.
+    stride 1, same hidden width): the same layers and mult-adds as the default, the skips moved, and
+    one fewer per stage (see :attr:`skips`). Blocks keep their names (``blocks.S.I``), so weights and
+    analysis see the same network.
     """
+
+    @property
+    def skips(self) -> int:
+        """How many shortcuts the stage has: one per pair of consecutive blocks whose expansions match.
+
+        A stage's first block changes width or stride, so n blocks give n - 2 such pairs where the
+        bottleneck shortcuts give n - 1: fewer skips, not only moved ones (a one-block stage has none).
+        """
+        blocks = list(self)
+        return sum(
+            isinstance(block, InvertedResidual)
+            and isinstance(following, InvertedResidual)
+            and block.stride == 1
+            and following.hidden_channels == block.hidden_channels
+            for block, following in itertools.pairwise(blocks)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         blocks = [block for block in self if isinstance(block, InvertedResidual)]
