@@ -12,9 +12,10 @@ from scipy import stats as scipy_stats
 from torch import nn
 
 import mobilenets
-from mobilenets.ablation import CLAIMS, difference, get_claim
+from mobilenets.ablation import CLAIMS, difference, get_claim, run_ablation
 from mobilenets.ablation.run import count_skips
 from mobilenets.ablation.stats import Summary
+from mobilenets.errors import UsageError
 from mobilenets.layers import ExpansionShortcutStage, InvertedResidual
 from mobilenets.layers.inverted_residual import SHORTCUTS
 
@@ -125,6 +126,47 @@ def test_bad_ablation_arguments_are_named_before_any_training(tmp_path: Path) ->
     code, _, err = run_cli(["ablate", "relu6-int8", "--model", "mobilenet_v3_small", "--out", out])
     assert code == 2 and "mobilenet_v3_small has no ReLU6 to compare with ReLU" in err
     assert not (tmp_path / "ablate").exists()
+    with pytest.raises(UsageError, match=r"may not set \['progress', 'resume'\]"):
+        run_ablation(get_claim("separable"), data="digits", epochs=1, seeds=1, out=out,
+                     train_options={"progress": True, "resume": True})  # fmt: skip
+
+
+def test_an_out_holding_another_ablation_is_refused(tmp_path: Path) -> None:
+    """Its report would be replaced, and this claim's arms would sit beside the other's."""
+    reported, running = tmp_path / "reported", tmp_path / "running"
+    reported.mkdir()
+    (reported / "ablation.json").write_text('{"claim": "relu6-int8", "model": "mobilenet_v2"}')
+    code, _, err = run_cli(["ablate", "separable", "--out", str(reported)])
+    assert code == 2 and "holds the report of another ablation (relu6-int8 on mobilenet_v2)" in err
+    (running / "relu" / "seed0").mkdir(parents=True)
+    (running / "relu" / "seed0" / "last_state.pt").write_bytes(b"")
+    code, _, err = run_cli(["ablate", "separable", "--out", str(running)])
+    assert code == 2 and "holds runs of other arms (relu), not 'separable''s" in err
+    assert sorted(path.name for path in running.iterdir()) == ["relu"]
+
+
+def test_ablate_passes_the_whole_recipe_and_reports_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mobilenets.ablation as ablation
+    from mobilenets.ablation.report import markdown
+
+    seen: dict[str, object] = {}
+
+    def stop(claim: object, **kwargs: object) -> None:
+        seen.update(kwargs)
+        raise UsageError("stopped here")
+
+    monkeypatch.setattr(ablation, "run_ablation", stop)
+    argv = ["ablate", "separable", "--out", "unused", "--weight-decay", "5e-4", "--label-smoothing", "0.1"]
+    code, _, err = run_cli([*argv, "--warmup-epochs", "2", "--lr", "0.1"])
+    assert code == 2 and "stopped here" in err
+    options = {"weight_decay": 5e-4, "label_smoothing": 0.1, "warmup_epochs": 2.0, "lr": 0.1}
+    assert seen["train_options"] == options
+    recipe = {"model": "m", "data": "d", "epochs": 1, "width_mult": 1.0, "img_size": 32, "batch_size": 8}
+    report = {
+        "claim": "c", "source": "s", "statement": "s", "model": "m", "seeds": [0], "metric": "top-1 (%)",
+        "differences": {}, "expectation": "e", "arms": {}, "recipe": {**recipe, **options, "workers": 2},
+    }  # fmt: skip
+    assert "Recipe: weight_decay 0.0005, label_smoothing 0.1, warmup_epochs 2.0, lr 0.1." in markdown(report)
 
 
 def test_expansion_shortcuts_are_one_fewer_per_stage() -> None:

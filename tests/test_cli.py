@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from mobilenets.errors import UsageError
+
 from .conftest import run_cli as run_cli_argv
 
 
@@ -291,3 +293,14 @@ def test_demo_ablation_gives_both_v1_rows_their_spread_and_the_difference(tmp_pa
     note = demo._ablation_note(report)
     assert note.startswith("The accuracy side: separable - standard = ") and "docs/ablation.md" in note
     assert (tmp_path / "ablate" / "ablation.png").is_file()
+    # Run again, the demo replaces its own ablation; an ablation a user ran into that folder stays.
+    assert demo._check_demo_ablation(tmp_path / "ablate", recipe) is None
+    for index, (name, content) in enumerate(
+        [("notes.txt", "mine"), ("ablation.json", '{"claim": "relu6-int8"}')]
+    ):
+        folder = tmp_path / f"user{index}"
+        folder.mkdir()
+        (folder / name).write_text(content)
+        with pytest.raises(UsageError, match="holds something the demo did not write"):
+            demo.separable_ablation(folder, recipe=recipe, threads=1)
+        assert (folder / name).read_text() == content

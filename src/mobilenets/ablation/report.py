@@ -22,6 +22,14 @@ def _cell(mean: float, std: float | None) -> str:
     return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
 
 
+_SHOWN_ABOVE = ("model", "data", "epochs", "width_mult", "img_size", "batch_size", "workers")
+
+
+def _training(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The recipe's other settings (optimizer, lr, weight decay, ...): what reproduces the runs."""
+    return {key: value for key, value in recipe.items() if key not in _SHOWN_ABOVE}
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The report as Markdown: the claim, the recipe, a row per arm, each difference with its interval."""
     recipe = report["recipe"]
@@ -33,6 +41,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"{report['model']} on {recipe['data']}, {recipe['epochs']} epochs, width {recipe['width_mult']}, "
         f"{recipe['img_size']} px, batch {recipe['batch_size']}, seeds {report['seeds']}; the same recipe "
         "for every arm.",
+        "",
+        "Recipe: " + ", ".join(f"{key} {value}" for key, value in _training(recipe).items()) + ".",
         "",
     ]
     int8 = report["metric"] != "top-1 (%)"

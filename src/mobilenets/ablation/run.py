@@ -158,6 +158,32 @@ def _check_arms_differ(claim: Claim, configs: dict[str, list[TrainConfig]]) -> N
         )
 
 
+def _check_out(root: Path, claim: Claim, model: str) -> None:
+    """Refuse an ``out`` holding another ablation (its report, or runs of other arms): this one's report
+    would replace that report, and its arms would sit beside the other's."""
+    report = root / "ablation.json"
+    if report.is_file():
+        try:
+            previous = json.loads(report.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            previous = {}
+        found = (previous.get("claim"), previous.get("model")) if isinstance(previous, dict) else (None, None)
+        if found != (claim.name, model):
+            raise UsageError(
+                f"{root} holds the report of another ablation ({found[0]} on {found[1]}); give another --out"
+            )
+    arms = {arm.name for arm in claim.arms}
+    others = sorted(
+        folder.name
+        for folder in (root.iterdir() if root.is_dir() else ())
+        if folder.is_dir() and folder.name not in arms and any(folder.glob("seed*/last_state.pt"))
+    )
+    if others:
+        raise UsageError(
+            f"{root} holds runs of other arms ({', '.join(others)}), not {claim.name!r}'s; give another --out"
+        )
+
+
 def _saved_run(config: TrainConfig) -> bool:
     """Whether ``config.out`` holds a run to resume (finished or not)."""
     return (Path(config.out) / "last_state.pt").is_file()
@@ -234,11 +260,13 @@ def run_ablation(
     if type(seeds) is not int or not 1 <= seeds <= MAX_SEEDS:
         raise UsageError(f"seeds must be an integer from 1 to {MAX_SEEDS}, got {seeds!r}")
     options = dict(train_options or {})
-    forbidden = sorted(set(options) & {"model", "model_options", "data", "epochs", "seed", "out"})
+    fixed = {"model", "model_options", "data", "epochs", "seed", "out", "progress", "resume"}
+    forbidden = sorted(set(options) & fixed)
     if forbidden:
         raise UsageError(f"train_options may not set {forbidden}: the ablation sets them for every arm")
     name = model or claim.model
     root = Path(out)
+    _check_out(root, claim, name)
     started = time.perf_counter()
     configs = {
         arm.name: [

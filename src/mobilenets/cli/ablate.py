@@ -31,6 +31,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--resolution", type=int, default=None, help="input side (default: the data's)")
     parser.add_argument("--batch-size", type=int, default=None, help="training batch size (default 64)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: scaled)")
+    parser.add_argument("--weight-decay", type=float, default=None, help="weight decay (default 4e-5)")
+    parser.add_argument("--label-smoothing", type=float, default=None, help="label smoothing (default 0)")
+    parser.add_argument(
+        "--warmup-epochs", type=float, default=None, help="linear warm-up (default: 1, at most epochs / 10)"
+    )
     parser.add_argument("--augment", default=None, help="training augmentation (default none)")
     parser.add_argument("--workers", type=int, default=None, help="data-loading workers (default 2)")
     add_small_input_argument(parser)
@@ -49,6 +54,9 @@ def run(args: argparse.Namespace) -> int:
             ("img_size", args.resolution),
             ("batch_size", args.batch_size),
             ("lr", args.lr),
+            ("weight_decay", args.weight_decay),
+            ("label_smoothing", args.label_smoothing),
+            ("warmup_epochs", args.warmup_epochs),
             ("augment", args.augment),
             ("workers", args.workers),
             ("small_input", args.small_input or None),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import shutil
 import time
 from dataclasses import dataclass
@@ -148,16 +149,44 @@ def _model_table(rows: list[Row], trained: dict[str, Trained]) -> str:
     return "\n".join(lines)
 
 
+_DEMO_ABLATION_FILES = {"separable", "standard", "ablation.json", "ablation.md", "ablation.png"}
+
+
+def _check_demo_ablation(out: Path, recipe: DigitsRecipe) -> None:
+    """Refuse to delete ``out`` unless it holds only what the demo's ablation writes (an ablation a user
+    ran into the same folder, hours of training, would go)."""
+    names = {entry.name for entry in out.iterdir()} if out.is_dir() else {"(a file)"}
+    report = out / "ablation.json"
+    try:
+        previous = json.loads(report.read_text()) if report.is_file() else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        previous = {}
+    demo = {"data": "digits", "epochs": recipe.epochs, "width_mult": recipe.width_mult}
+    ours = previous is None or (
+        isinstance(previous, dict)
+        and previous.get("claim") == "separable"
+        and isinstance(previous.get("recipe"), dict)
+        and all(previous["recipe"].get(key) == value for key, value in demo.items())
+    )
+    if not names <= _DEMO_ABLATION_FILES or not ours:
+        raise UsageError(
+            f"{out} holds something the demo did not write (the demo replaces its own ablation there); "
+            "move it, or give the demo another --out"
+        )
+
+
 def separable_ablation(
     out: Path, *, recipe: DigitsRecipe = DIGITS_RECIPE, threads: int = 2
 ) -> dict[str, Any]:
     """``mobilenets ablate separable`` on digits with the demo's recipe, ``ABLATION_SEEDS`` seeds per arm.
 
-    A previous run in ``out`` is replaced. Returns the ablation's JSON report (see ``ablation.md`` there).
+    A previous demo ablation in ``out`` is replaced; anything else there is refused, not deleted.
+    Returns the ablation's JSON report (see ``ablation.md`` there).
     """
     from ..ablation import get_claim, run_ablation, write_report
 
     if out.exists():
+        _check_demo_ablation(out, recipe)
         shutil.rmtree(out)
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
