@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import mobilenets
+from mobilenets.data import card_eval_set, first_images
 from mobilenets.deploy import export_verified, load_deployed
 from mobilenets.deploy.bf16 import bf16_inference, cpu_has_bf16
 from mobilenets.deploy.executorch_export import (
@@ -30,10 +31,12 @@ from mobilenets.deploy.openvino_export import (
     read_openvino_card,
     supports_bf16,
 )
+from mobilenets.deploy.verified_export import PT2E_CALIBRATION_BATCH
 from mobilenets.weights import ModelCard
 from tests.conftest import DIGITS, randomize_norm_stats, run_cli
 
 RUNTIMES = [("executorch", ".pte", "--pte"), ("openvino", ".xml", "--openvino")]
+INT8_CALIBRATION = ["--calib", "digits", "--calib-images", "40"]
 
 
 @pytest.mark.parametrize(("file_format", "suffix", "flag"), RUNTIMES)
@@ -107,21 +110,38 @@ def test_executorch_metadata_plan_and_portable_lowering(
         assert (ExecuTorchClassifier(portable.path)(x) - model(x)).abs().max().item() <= 1e-4
 
 
+@pytest.fixture(scope="module")
+def cli_int8_program(
+    digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, Any]]:
+    """The digits checkpoint exported once by `export --format executorch --int8` (an int8 lowering
+    takes 20-30 s), with its JSON report: for the CLI test and the kernels test below."""
+    checkpoint, _, _ = digits_checkpoint
+    out = tmp_path_factory.mktemp("int8") / "m.int8.pte"
+    argv = ["export", "--checkpoint", str(checkpoint), "--format", "executorch", "--out", str(out), "--int8"]
+    code, stdout, err = run_cli([*argv, *INT8_CALIBRATION, "--dynamic-batch", "--json"])
+    assert code == 0, err
+    return out, json.loads(stdout)
+
+
 def test_int8_executorch_runs_xnnpack_kernels_as_simulated(
     digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard],
     digits_programs: dict[str, PteFile],
+    cli_int8_program: tuple[Path, dict[str, Any]],
     tmp_path: Path,
 ) -> None:
     """XNNPACK's int8 kernels compute what the quantized PyTorch graph simulates, and the file shrinks."""
     _, model, card = digits_checkpoint
-    calibration = torch.rand(40, 3, 32, 32) * 2 - 1
-    int8 = quantize_xnnpack(model, calibration.split(20), resolution=32)
-    written = export_executorch(int8, tmp_path / "m.int8.pte", resolution=32, card=card, dynamic_batch=True)
-    assert written.int8 and written.bytes < 0.5 * digits_programs["delegated"].bytes
-    assert read_pte_metadata(written.path)["int8"] == "xnnpack"
-    x = torch.rand(8, 3, 32, 32) * 2 - 1
+    written, report = cli_int8_program
+    assert report["bytes"] == written.stat().st_size < 0.5 * digits_programs["delegated"].bytes
+    assert read_pte_metadata(written)["int8"] == "xnnpack" and report["dynamic_batch"]
+    # The graph the export lowered, quantized again in PyTorch from the same 40 images in one batch
+    calibration = first_images(card_eval_set(card, "digits", scored=False)[0], 40)
+    assert len(calibration) == 40 < PT2E_CALIBRATION_BATCH
+    int8 = quantize_xnnpack(model, [calibration], resolution=32)
+    x = torch.rand(8, 3, 32, 32) * 2 - 1  # a batch of 8 in one call: the dynamic batch's upper bound
     with torch.inference_mode():
-        simulated, runtime, float_logits = int8(x), ExecuTorchClassifier(written.path)(x), model(x)
+        simulated, runtime, float_logits = int8(x), ExecuTorchClassifier(written)(x), model(x)
     # The same integer arithmetic: most logits equal exactly, the rest one rounding step apart.
     assert (simulated == runtime).float().mean() >= 0.9
     assert (simulated - runtime).abs().max() <= 0.02 * simulated.abs().max()
@@ -185,21 +205,26 @@ def test_int8_export_through_the_cli_then_eval(
     suffix: str,
     flag: str,
     digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard],
+    request: pytest.FixtureRequest,
     tmp_path: Path,
 ) -> None:
     checkpoint, _, _ = digits_checkpoint
-    out = tmp_path / f"m.int8{suffix}"
-    argv = ["export", "--checkpoint", str(checkpoint), "--format", file_format, "--out", str(out), "--int8"]
-    code, stdout, err = run_cli([*argv, "--calib", "digits", "--calib-images", "40", "--json"])
-    assert code == 0, err
-    result = json.loads(stdout)
+    argv = ["export", "--checkpoint", str(checkpoint), "--format", file_format, "--int8"]
+    if file_format == "executorch":  # written once for this test and the kernels test above
+        out, result = request.getfixturevalue("cli_int8_program")
+    else:
+        out = tmp_path / f"m.int8{suffix}"
+        code, stdout, err = run_cli([*argv, "--out", str(out), *INT8_CALIBRATION, "--json"])
+        assert code == 0, err
+        result = json.loads(stdout)
     assert result["int8"] == {"executorch": "xnnpack", "openvino": "nncf"}[file_format]
     assert result["calibration_images"] == 40 and "32 images of digits" in result["verified_on"]
     assert result["int8_top1_agreement"] >= 0.75, result
     code, stdout, err = run_cli(["eval", flag, str(out), "--json", "--no-confusion"])
     assert code == 0, err
     assert json.loads(stdout)["num_images"] > 100
-    code, _, err = run_cli([*argv, "--calib", "digits", "--weight-dtype", "int8"])
+    refused = [*argv, "--out", str(tmp_path / f"w{suffix}"), "--calib", "digits", "--weight-dtype", "int8"]
+    code, _, err = run_cli(refused)
     assert code == 2 and f"--format {file_format} quantizes with" in err, err
 
 
