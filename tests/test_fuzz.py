@@ -556,7 +556,7 @@ BAD_MODEL_OPTIONS = st.one_of(
         st.one_of(st.text(max_size=8).filter(lambda s: s not in PADDING_MODES), st.none(), st.integers()),
     ),
     st.tuples(
-        st.sampled_from(["features_only", "keep_last_wide", "dilate"]),
+        st.sampled_from(["features_only", "keep_last_wide", "fix_stem", "dilate"]),
         st.one_of(st.integers(), st.text(max_size=3)),
     ),
     st.tuples(  # small_input also takes 0, 1 or 2 (strides to drop)

@@ -111,6 +111,17 @@ def test_width_mult_and_keep_last_wide() -> None:
         mobilenets.efficientnet_lite0(width_mult=0.5, keep_last_wide=False)
 
 
+def test_fix_stem_keeps_the_stem_at_its_table_width() -> None:
+    """timm's MobileNetV3 below width 0.75 and Keras's at any width keep a 16-channel stem."""
+    assert mobilenets.mobilenet_v3_small(width_mult=0.5).stem.out_channels == 8  # torchvision's rule
+    fixed = mobilenets.mobilenet_v3_small(width_mult=0.5, fix_stem=True)
+    assert fixed.stem.out_channels == 16 and fixed.blocks[0][0].conv_dw.conv.in_channels == 16
+    assert mobilenets.mobilenet_v2(width_mult=2.0, fix_stem=True).stem.out_channels == 32
+    assert mobilenets.efficientnet_lite0(width_mult=0.5, fix_stem=True).stem.out_channels == 32
+    with pytest.raises(ValueError, match="fix_stem=False cannot apply"):
+        mobilenets.efficientnet_lite0(fix_stem=False)
+
+
 def test_efficientnet_lite_keeps_stem_and_head_fixed() -> None:
     lite4 = mobilenets.efficientnet_lite4()
     assert lite4.stem.out_channels == 32
@@ -173,6 +184,7 @@ def test_unknown_keyword_is_a_type_error_naming_it() -> None:
         ({"small_input": 3}, "small_input"),
         ({"norm_eps": 0.0}, "norm_eps"),
         ({"keep_last_wide": "yes"}, "keep_last_wide"),
+        ({"fix_stem": 1}, "fix_stem must be True, False or None"),
         ({"features_only": 1}, "features_only"),
     ],
 )

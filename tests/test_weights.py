@@ -90,6 +90,32 @@ def test_timm_state_dicts_load_with_equal_logits(ours_name: str, timm_name: str)
         torch.testing.assert_close(ours(x), expected, atol=1e-5, rtol=1e-4)
 
 
+def test_timms_fixed_stem_below_width_075_is_read_from_the_file(tmp_path: Path) -> None:
+    """timm's mobilenetv3_small_050 keeps its 16-channel stem where ours scales it to 8: the loader sees
+    it in the file and builds with fix_stem=True; the card keeps it, so the converted file rebuilds."""
+    timm = __import__("timm")
+    theirs = timm.create_model("mobilenetv3_small_050", pretrained=False, num_classes=5).eval()
+    randomize_norm_stats(theirs)
+    torch.save(theirs.state_dict(), tmp_path / "s050.pth")
+    mismatch = r"stem\.conv\.weight: file \(16, 3, 3, 3\) vs model \(8, .*fix_stem=True"
+    with pytest.raises(ValueError, match=mismatch):
+        load_weights(mobilenets.mobilenet_v3_small(width_mult=0.5, num_classes=5), theirs.state_dict())
+    argv = ["convert", str(tmp_path / "s050.pth"), "--model", "mobilenet_v3_small", "--width-mult", "0.5"]
+    code, _, err = run_cli([*argv, "--out", str(tmp_path / "s050.safetensors")])
+    assert code == 0, err
+    trained = load_pretrained(tmp_path / "s050.safetensors")
+    kwargs = {"norm_eps": 1e-5, "width_mult": 0.5, "num_classes": 5, "fix_stem": True}
+    assert trained.card.model_kwargs == kwargs
+    x = torch.randn(2, 3, 96, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(trained.model(x), theirs(x), atol=1e-5, rtol=1e-4)
+    # Not where the stem already fits: timm's 0.75 rounds 12 channels up to 16 either way
+    small_075 = timm.create_model("mobilenetv3_small_075", pretrained=False).state_dict()
+    torch.save(small_075, tmp_path / "s075.pth")
+    card = load_pretrained(tmp_path / "s075.pth", model="mobilenet_v3_small", width_mult=0.75).card
+    assert "fix_stem" not in card.model_kwargs
+
+
 def test_timm_weights_through_load_pretrained_get_timm_norm_eps(tmp_path: Path) -> None:
     timm = pytest.importorskip("timm") if not os.environ.get("CI") else __import__("timm")
     theirs = timm.create_model("mobilenetv3_large_100", pretrained=False, num_classes=7).eval()

@@ -79,6 +79,7 @@ def check_build_options(
     output_stride: int = 32,
     dilate: bool = True,
     keep_last_wide: bool | None = None,
+    fix_stem: bool | None = None,
     norm: NormConfig | str | None = None,
     norm_eps: float | None = None,
     activation: str | None = None,
@@ -110,8 +111,9 @@ def check_build_options(
         raise UsageError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride!r}")
     if not isinstance(dilate, bool):
         raise UsageError(f"dilate must be True or False, got {dilate!r}")
-    if keep_last_wide is not None and not isinstance(keep_last_wide, bool):
-        raise UsageError(f"keep_last_wide must be True, False or None, got {keep_last_wide!r}")
+    for name, flag in (("keep_last_wide", keep_last_wide), ("fix_stem", fix_stem)):
+        if flag is not None and not isinstance(flag, bool):
+            raise UsageError(f"{name} must be True, False or None, got {flag!r}")
     _norm_config(norm, norm_eps, NormConfig())
     check_activation(activation)
     if padding not in PADDING_MODES:
@@ -143,6 +145,7 @@ def build_mobilenet(
     output_stride: int = 32,
     dilate: bool = True,
     keep_last_wide: bool | None = None,
+    fix_stem: bool | None = None,
     norm: NormConfig | str | None = None,
     norm_eps: float | None = None,
     activation: str | None = None,
@@ -163,7 +166,9 @@ def build_mobilenet(
     (segmentation backbones); ``dilate=False`` only drops those strides, as CIFAR variants that keep a
     4×4 final map do (and trains faster on CPUs, where a dilated depthwise convolution's backward takes
     a slow path: ``benchmarks/train_profile.py``). ``keep_last_wide`` (default: the architecture's
-    choice) keeps the last layer at its full width when ``width_mult < 1``, as the v2 paper does.
+    choice) keeps the last layer at its full width when ``width_mult < 1``, as the v2 paper does;
+    ``fix_stem`` (default: the architecture's choice) keeps the stem at its table width at every
+    ``width_mult``, as timm's MobileNetV3 does below width 0.75 and Keras's at any width.
     ``activation`` replaces every activation of the network; ``norm`` replaces its normalization
     ("batchnorm", "groupnorm", "none" or a :class:`NormConfig`); ``norm_eps`` overrides its epsilon
     alone (timm's PyTorch-trained ports of TF models use 1e-5 where the TF originals use 1e-3).
@@ -199,6 +204,7 @@ def build_mobilenet(
         output_stride=output_stride,
         dilate=dilate,
         keep_last_wide=keep_last_wide,
+        fix_stem=fix_stem,
         norm=norm,
         norm_eps=norm_eps,
         activation=activation,
@@ -236,6 +242,12 @@ def build_mobilenet(
             "keep_last_wide=False cannot apply"
         )
     keep_last_wide = arch.keep_last_wide if keep_last_wide is None else keep_last_wide
+    if fix_stem is False and not arch.scale_stem:  # given, not the default
+        raise UsageError(
+            f"{arch.name}'s stem keeps its width at every width_mult (the architecture's), so "
+            "fix_stem=False cannot apply"
+        )
+    scale_stem = arch.scale_stem if fix_stem is None else not fix_stem
     if keep_last_wide and not has_last_layer:
         raise UsageError(f"{arch.name} has no separate last layer, so keep_last_wide cannot apply")
     norm_config = _norm_config(norm, norm_eps, arch.norm)
@@ -260,7 +272,7 @@ def build_mobilenet(
         return stride
 
     stem_stride = table_stride(arch.stem_stride)
-    stem_channels = scale(arch.stem_channels) if arch.scale_stem else arch.stem_channels
+    stem_channels = scale(arch.stem_channels) if scale_stem else arch.stem_channels
     stem = ConvNormAct(
         in_channels,
         stem_channels,

@@ -17,6 +17,7 @@ class BuildOptions(TypedDict, total=False):
     output_stride: int
     dilate: bool
     keep_last_wide: bool
+    fix_stem: bool
     norm: NormConfig | str
     norm_eps: float
     activation: str

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -107,22 +107,57 @@ def load_weights(
         mismatched=tuple(mismatched),
     )
     if strict and not report.complete:
+        stem_hint = (
+            ", and fix_stem=True for a stem kept at its table width, as timm's MobileNetV3 below 0.75"
+            if any(item.startswith("stem.conv.weight:") for item in mismatched)
+            else ""
+        )
         raise UsageError(
             f"{found.name} weights do not fit {type(model).__name__} "
             f"({sum(1 for _ in model.iter_blocks())} blocks): {report.describe()}. "
             "Check the architecture and its options (--model, --width-mult, --padding; in Python also "
-            "num_classes), or in Python load what fits with load_weights(..., strict=False)"
+            f"num_classes{stem_hint}), or in Python load what fits with load_weights(..., strict=False)"
         )
     model.load_state_dict(matched, strict=False)
     return report
 
 
-def _classes_in(state: Mapping[str, torch.Tensor], key_map: Mapping[str, str]) -> int | None:
-    """The number of classes the file's classifier was trained for (None if it has no classifier)."""
-    for their_key, ours in key_map.items():
-        if ours == "classifier.weight" and their_key in state:
+def _out_channels(state: Mapping[str, torch.Tensor], key_map: Mapping[str, str], ours: str) -> int | None:
+    """The output channels of the file's tensor that maps onto our ``ours`` (None if it has none)."""
+    for their_key, our_key in key_map.items():
+        if our_key == ours and their_key in state:
             return int(state[their_key].shape[0])
     return None
+
+
+def _options_from_file(
+    model: str,
+    kwargs: dict[str, Any],
+    state: Mapping[str, torch.Tensor],
+    found: Source,
+    given: Collection[str],
+) -> tuple[MobileNet, dict[str, Any]]:
+    """``model`` built with ``kwargs`` plus what the file's shapes say and the caller did not give.
+
+    ``num_classes`` follows the file's classifier (0 for a headless file: timm's ``num_classes=0``);
+    ``fix_stem=True`` where the file's stem keeps its table width and ours would scale it (timm's
+    MobileNetV3 below width 0.75), and only if that makes it fit.
+    """
+    network = create_model(model, **kwargs)
+    key_map = found.key_map(network, state.keys())
+    inferred = dict(kwargs)
+    if "num_classes" not in given:
+        classes = _out_channels(state, key_map, "classifier.weight")
+        if (0 if classes is None else classes) != network.num_classes:
+            inferred["num_classes"] = 0 if classes is None else classes
+    stem = _out_channels(state, key_map, "stem.conv.weight")
+    if "fix_stem" not in given and stem is not None and stem != network.stem.out_channels:
+        fixed = create_model(model, **{**kwargs, "fix_stem": True})
+        if fixed.stem.out_channels == stem:
+            inferred["fix_stem"] = True
+    if inferred == kwargs:
+        return network, kwargs
+    return create_model(model, **inferred), inferred
 
 
 def _preprocess(model: str, found: Source, preset: str | None, resolution: int) -> Preprocess:
@@ -178,13 +213,7 @@ def load_pretrained(
         )
     found: Source = get_source(source, state.keys())
     kwargs = {**found.model_kwargs, **model_kwargs}
-    network = create_model(model, **kwargs)
-    if "num_classes" not in model_kwargs:
-        classes = _classes_in(state, found.key_map(network, state.keys()))
-        classes = 0 if classes is None else classes  # a headless file (timm's num_classes=0): features
-        if classes != network.num_classes:
-            kwargs["num_classes"] = classes
-            network = create_model(model, **kwargs)
+    network, kwargs = _options_from_file(model, kwargs, state, found, given=model_kwargs.keys())
     load_weights(network, state, source=found.name, strict=True)
     network.eval()
     preprocess = _preprocess(model, found, preset, network.default_resolution)
