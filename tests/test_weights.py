@@ -100,6 +100,9 @@ def test_timms_fixed_stem_below_width_075_is_read_from_the_file(tmp_path: Path) 
     mismatch = r"stem\.conv\.weight: file \(16, 3, 3, 3\) vs model \(8, .*fix_stem=True"
     with pytest.raises(ValueError, match=mismatch):
         load_weights(mobilenets.mobilenet_v3_small(width_mult=0.5, num_classes=5), theirs.state_dict())
+    with pytest.raises(ValueError, match="shape mismatches") as caught:  # another width: not the stem's
+        load_weights(mobilenets.mobilenet_v3_small(num_classes=5), theirs.state_dict())
+    assert "fix_stem" not in str(caught.value)
     argv = ["convert", str(tmp_path / "s050.pth"), "--model", "mobilenet_v3_small", "--width-mult", "0.5"]
     code, _, err = run_cli([*argv, "--out", str(tmp_path / "s050.safetensors")])
     assert code == 0, err
@@ -114,6 +117,40 @@ def test_timms_fixed_stem_below_width_075_is_read_from_the_file(tmp_path: Path) 
     torch.save(small_075, tmp_path / "s075.pth")
     card = load_pretrained(tmp_path / "s075.pth", model="mobilenet_v3_small", width_mult=0.75).card
     assert "fix_stem" not in card.model_kwargs
+
+
+def test_crop_resize_and_interpolation_of_foreign_weights_go_into_the_card(tmp_path: Path) -> None:
+    """timm's bicubic models, a Lite4 trained at 380: the preset's sizes and filter are replaced."""
+    timm = __import__("timm")
+    torch.save(timm.create_model("mobilenetv2_050", num_classes=3).state_dict(), tmp_path / "t.pth")
+    argv = ["convert", str(tmp_path / "t.pth"), "--model", "mobilenet_v2", "--width-mult", "0.5"]
+    code, stdout, err = run_cli([*argv, "--out", str(tmp_path / "t.safetensors"), "--json"])
+    assert code == 0 and json.loads(stdout)["preprocess"]["interpolation"] == "bilinear", err
+    sized = [*argv, "--crop-size", "240", "--interpolation", "bicubic", "--json"]
+    code, stdout, err = run_cli([*sized, "--out", str(tmp_path / "b.safetensors")])
+    assert code == 0, err
+    assert json.loads(stdout)["preprocess"] == {
+        "resize_size": 274,  # 240 at the preset's 224/256 crop fraction
+        "crop_size": 240,
+        "interpolation": "bicubic",
+        "mean": list(get_preset("imagenet").mean),
+        "std": list(get_preset("imagenet").std),
+    }
+    card = load_pretrained(tmp_path / "b.safetensors").card
+    assert (card.img_size, card.resize_size, card.interpolation) == (240, 274, "bicubic")
+    python = load_pretrained(tmp_path / "t.pth", model="mobilenet_v2", width_mult=0.5, resize_size=300)
+    assert (python.card.img_size, python.card.resize_size) == (224, 300)
+    for extra, message in (
+        (["--resize-size", "200", "--out", str(tmp_path / "c.safetensors")], "resize_size 200 is smaller"),
+        (["--interpolation", "lanczos"], "invalid choice: 'lanczos'"),
+    ):
+        code, _, err = run_cli([*argv, *extra, "--out", str(tmp_path / "c.safetensors")])
+        assert code == 2 and message in err, err
+    code, _, err = run_cli(["eval", "--weights", str(tmp_path / "b.safetensors"), "--crop-size", "200"])
+    assert code == 2 and "carries its own model card" in err and "crop_size" in err, err
+    packaged = ["eval", "--pretrained", "--model", "mobilenet_v2", "--interpolation", "nearest"]
+    code, _, err = run_cli([*packaged, "--data", str(imagenet_list())])
+    assert code == 2 and "--interpolation: only with --weights FILE" in err, err
 
 
 def test_timm_weights_through_load_pretrained_get_timm_norm_eps(tmp_path: Path) -> None:
@@ -344,6 +381,16 @@ def test_read_weights_formats_and_containers(tmp_path: Path) -> None:
     torch.save({"epoch": 3}, tmp_path / "empty.pth")
     with pytest.raises(ValueError, match="holds no tensors"):
         read_weights(tmp_path / "empty.pth")
+    # torch.compile(DDP(model)).state_dict() wraps twice; a state_dict may carry a version number
+    torch.save({f"_orig_mod.module.{k}": v for k, v in tensors.items()}, tmp_path / "compiled.pth")
+    torch.save({"state_dict": {**tensors, "version": 1}, "epoch": 3}, tmp_path / "versioned.pth")
+    for name in ("compiled.pth", "versioned.pth"):
+        assert list(read_weights(tmp_path / name)[0]) == ["a.weight"], name
+    # pickle.dump's protocol 4, which torch's weights-only reader does not read: refused unread
+    (tmp_path / "p4.pth").write_bytes(pickle.dumps(tensors, protocol=4))
+    with pytest.raises(UsageError, match="weights-only reader stops at Unsupported operand 149") as caught:
+        read_weights(tmp_path / "p4.pth")
+    assert "weights_only` set to `False`" not in str(caught.value)  # not torch's advice
     with pytest.raises(FileNotFoundError):
         read_weights(tmp_path / "missing.pth")
 

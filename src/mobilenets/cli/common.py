@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..deploy.patch_inference import PATCH_STRIDE
 from ..errors import UsageError
@@ -175,7 +175,7 @@ def add_weights_arguments(
 
 def add_foreign_weight_options(parser: argparse.ArgumentParser) -> None:
     """What bare weights from another project need: their source, preset and build options."""
-    from ..weights.presets import PRESETS
+    from ..weights.presets import INTERPOLATIONS, PRESETS
     from ..weights.sources import SOURCE_CHOICES
 
     parser.add_argument(
@@ -200,12 +200,30 @@ def add_foreign_weight_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="BatchNorm epsilon (default: the source's; timm's tf_* ports of TensorFlow weights need 1e-3)",
     )
+    parser.add_argument(
+        "--crop-size", type=int, default=None, help="centre crop in pixels (default: the preset's)"
+    )
+    parser.add_argument(
+        "--resize-size",
+        type=int,
+        default=None,
+        help="shorter side resized to this before the crop (default: the preset's crop fraction)",
+    )
+    parser.add_argument(
+        "--interpolation", choices=INTERPOLATIONS, default=None, help="resize filter (default: the preset's)"
+    )
 
 
 def foreign_model_kwargs(args: argparse.Namespace) -> dict[str, object]:
     """The build options given by :func:`add_foreign_weight_options` (only those set)."""
     pairs = (("width_mult", args.width_mult), ("padding", args.padding), ("norm_eps", args.norm_eps))
     return {key: value for key, value in pairs if value is not None}
+
+
+def foreign_sizes(args: argparse.Namespace) -> dict[str, Any]:
+    """``--crop-size``, ``--resize-size`` and ``--interpolation`` as :func:`~mobilenets.weights.presets.
+    with_sizes` takes them (``None`` where not given)."""
+    return {"crop_size": args.crop_size, "resize_size": args.resize_size, "interpolation": args.interpolation}
 
 
 def load_from_args(args: argparse.Namespace) -> TrainedModel:
@@ -216,7 +234,7 @@ def load_from_args(args: argparse.Namespace) -> TrainedModel:
     from ..weights.registry import default_pretrained, get_pretrained
 
     if getattr(args, "pretrained", None) is not None:
-        build = (("width_mult", None), ("padding", None), ("norm_eps", None))
+        build = (("width_mult", None), ("padding", None), ("norm_eps", None), *_SIZE_OPTIONS)
         given = _given(args, (("source", "auto"), ("preset", None), *build))
         if given:  # packaged weights carry their own build and preparation: another would mislead or break
             raise UsageError(
@@ -233,7 +251,7 @@ def load_from_args(args: argparse.Namespace) -> TrainedModel:
     if args.weights is None:
         raise UsageError("give --weights FILE or --pretrained [NAME]")
     check_weights_path(args.weights)
-    kwargs = foreign_model_kwargs(args)
+    kwargs = {**foreign_model_kwargs(args), **foreign_sizes(args)}
     return load_pretrained(args.weights, model=args.model, source=args.source, preset=args.preset, **kwargs)
 
 
@@ -293,9 +311,10 @@ def deployed_path(args: argparse.Namespace) -> Path | None:
 
 
 # Options that describe weights files (add_weights_arguments), each with its value when not given.
+_SIZE_OPTIONS = (("crop_size", None), ("resize_size", None), ("interpolation", None))
 _WEIGHT_OPTIONS = (
     ("model", None), ("source", "auto"), ("preset", None), ("width_mult", None), ("padding", None),
-    ("norm_eps", None),
+    ("norm_eps", None), *_SIZE_OPTIONS,
 )  # fmt: skip
 
 

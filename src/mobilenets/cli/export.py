@@ -36,6 +36,7 @@ from .common import (
     add_weights_arguments,
     check_resolution,
     foreign_model_kwargs,
+    foreign_sizes,
     load_from_args,
     memory_efficient_options,
 )
@@ -175,7 +176,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _trained(args: argparse.Namespace) -> Any:
     from ..models import create_model
     from ..weights.card import ModelCard, TrainedModel
-    from ..weights.presets import get_preset
+    from ..weights.presets import get_preset, with_sizes
 
     weighted = args.weights is not None or args.pretrained is not None
     if (args.model_name is not None) == weighted:
@@ -184,7 +185,7 @@ def _trained(args: argparse.Namespace) -> Any:
         return load_from_args(args)
     kwargs = foreign_model_kwargs(args)  # --width-mult, --padding
     model = create_model(args.model_name, **kwargs).eval()  # type: ignore[arg-type]
-    preset = get_preset(args.preset or "imagenet")
+    preset = with_sizes(get_preset(args.preset or "imagenet"), **foreign_sizes(args))
     card = ModelCard.for_weights(args.model_name, kwargs, preset, "untrained", model.num_classes)
     return TrainedModel(model=model, card=card)
 

@@ -73,7 +73,7 @@ def get_builder(name: str) -> Builder:
         raise WrongTypeError(f"model name must be a string, got {type(name).__name__}; see list_models()")
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        hint = f"; did you mean {', '.join(close)}?" if close else "."
         raise UsageError(f"unknown model {name!r}{hint} Available models: {', '.join(list_models())}")
     return _REGISTRY[name]
 

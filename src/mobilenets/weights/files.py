@@ -36,6 +36,7 @@ class UnsafeWeightsError(UsageError):
 # what it refused (a global, a call, an object it will not build) is the one worth showing.
 _REFUSAL = re.compile(r"unsupported global|trying to call reduce|can only (?:create|build)", re.IGNORECASE)
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_OPCODE = re.compile(r"unsupported operand", re.IGNORECASE)
 # What a truncated or damaged pickle raises inside torch.load, besides torch's own RuntimeError.
 _DAMAGED = (
     RuntimeError,
@@ -99,7 +100,14 @@ def _read_torch(path: Path) -> dict[str, torch.Tensor]:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         detail = _unpickler_detail(error)
-        if not _REFUSAL.search(detail):  # an unknown opcode, a bad length: damaged, not refused
+        if _OPCODE.search(detail):  # pickle.dump's protocol 4 or 5 (torch.save writes 2): nothing was read
+            raise UsageError(
+                f"{str(path)!r} is not a readable PyTorch weights file: torch.load's weights-only reader "
+                f"stops at {detail} (a pickle protocol other than torch.save's, such as pickle.dump's "
+                "default 4, or damage), so nothing in it ran. Re-save the weights with "
+                "torch.save(state_dict) or as safetensors from a trusted environment"
+            ) from None
+        if not _REFUSAL.search(detail):  # a bad length, a damaged archive: not refused
             raise UsageError(f"{str(path)!r} is not a readable PyTorch weights file: {detail}") from None
         raise UnsafeWeightsError(
             f"refused to load {str(path)!r}: it holds Python objects other than tensors, which could run "
@@ -120,29 +128,33 @@ def _reason(error: BaseException) -> str:
 
 
 def _unpickler_detail(error: pickle.UnpicklingError) -> str:
-    """What torch's weights-only unpickler stopped at, from the long advice around it."""
-    lines = [line.strip() for line in _ANSI.sub("", str(error)).splitlines() if line.strip()]
-    for line in lines:
-        if _REFUSAL.search(line) or line.startswith("WeightsUnpickler error:"):
-            line = line.removeprefix("WeightsUnpickler error:").strip()
-            return line.split(". Please use")[0].rstrip(".")
-    return lines[0] if lines else type(error).__name__
+    """What torch's weights-only unpickler stopped at, from the long advice around it (which ends by
+    suggesting ``weights_only=False``: never shown). torch puts it after ``WeightsUnpickler error:``, on
+    the same line or the next ones."""
+    text = _ANSI.sub("", str(error))
+    marker = "WeightsUnpickler error:"
+    found = text.split(marker, 1)[1] if marker in text else text
+    lines = [line.strip() for line in found.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith("Check the documentation of torch.load")]
+    refusals = [line for line in lines if _REFUSAL.search(line)]
+    detail = (refusals or lines or [type(error).__name__])[0]
+    if marker not in text and not refusals:
+        return type(error).__name__  # torch's advice alone says nothing about the file
+    return detail.split(". Please use")[0].rstrip(".")
 
 
 def unwrap_state_dict(loaded: Any, source: str) -> dict[str, torch.Tensor]:
     """The ``{name: tensor}`` mapping inside ``loaded``: a bare state_dict or a training checkpoint.
 
-    Containers such as ``{"state_dict": ...}`` or ``{"model": ...}`` are opened, and wrapper prefixes
-    added by DistributedDataParallel (``module.``) or ``torch.compile`` (``_orig_mod.``) are removed.
+    Containers such as ``{"state_dict": ...}`` or ``{"model": ...}`` are opened (EMA weights first:
+    ``state_dict_ema``, ``model_ema``, as timm's loader does), and wrapper prefixes added by
+    DistributedDataParallel (``module.``) or ``torch.compile`` (``_orig_mod.``) are removed.
     """
     if isinstance(loaded, Mapping):
         for key in _CONTAINER_KEYS:
             inner = loaded.get(key)
-            if (
-                isinstance(inner, Mapping)
-                and inner
-                and all(isinstance(v, torch.Tensor) for v in inner.values())
-            ):
+            # A state_dict may carry a non-tensor entry or two (a version number): those are dropped.
+            if isinstance(inner, Mapping) and any(isinstance(v, torch.Tensor) for v in inner.values()):
                 loaded = inner
                 break
     if not isinstance(loaded, Mapping) or not loaded:
@@ -150,9 +162,13 @@ def unwrap_state_dict(loaded: Any, source: str) -> dict[str, torch.Tensor]:
     tensors = {str(k): v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         raise UsageError(f"{source!r} holds no tensors; expected a state_dict")
-    for prefix in _WRAPPER_PREFIXES:
-        if all(key.startswith(prefix) for key in tensors):
-            tensors = {key[len(prefix) :]: value for key, value in tensors.items()}
+    wrapped = True
+    while wrapped:  # torch.compile(DDP(model)) saves "_orig_mod.module.": any order, any number
+        wrapped = False
+        for prefix in _WRAPPER_PREFIXES:
+            if all(key.startswith(prefix) for key in tensors):
+                tensors = {key[len(prefix) :]: value for key, value in tensors.items()}
+                wrapped = True
     return tensors
 
 

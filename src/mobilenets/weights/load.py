@@ -14,7 +14,7 @@ from ..errors import UsageError
 from ..models import MobileNet, create_model
 from .card import CARD_FORMAT, EVAL_CROP_FRACTION, ModelCard, TrainedModel, attach_card, load_trained_model
 from .files import read_weights, unwrap_state_dict, write_safetensors
-from .presets import Preprocess, get_preset
+from .presets import Preprocess, get_preset, with_sizes
 from .registry import pretrained_for
 from .sources import Source, get_source
 
@@ -107,9 +107,12 @@ def load_weights(
         mismatched=tuple(mismatched),
     )
     if strict and not report.complete:
+        # Only the stem and what reads it differ: a stem kept at its table width (other widths differ
+        # everywhere).
+        stem_only = all(item.startswith(("stem.", "blocks.0.")) for item in mismatched)
         stem_hint = (
             ", and fix_stem=True for a stem kept at its table width, as timm's MobileNetV3 below 0.75"
-            if any(item.startswith("stem.conv.weight:") for item in mismatched)
+            if stem_only and any(item.startswith("stem.conv.weight:") for item in mismatched)
             else ""
         )
         raise UsageError(
@@ -183,6 +186,9 @@ def load_pretrained(
     model: str | None = None,
     source: str = "auto",
     preset: str | None = None,
+    crop_size: int | None = None,
+    resize_size: int | None = None,
+    interpolation: str | None = None,
     **model_kwargs: Any,
 ) -> TrainedModel:
     """A model with the weights at ``path`` loaded strictly, in eval mode, with its :class:`ModelCard`.
@@ -190,12 +196,18 @@ def load_pretrained(
     Files we wrote (training checkpoints, ``mobilenets convert``) rebuild themselves from their card.
     Other files need ``model``; the source's own defaults apply unless overridden (EfficientNet-Lite
     weights get ``padding="tf_same"`` and the ``efficientnet_lite`` preset at the registry's resolution
-    for that model), and ``num_classes``
-    defaults to the file's classifier width.
+    for that model), ``num_classes`` defaults to the file's classifier width and ``fix_stem`` to what
+    the file's stem says. ``crop_size``, ``resize_size`` and ``interpolation`` replace the preset's
+    (:func:`~mobilenets.weights.presets.with_sizes`).
     """
+    sizes: dict[str, Any] = {
+        "crop_size": crop_size,
+        "resize_size": resize_size,
+        "interpolation": interpolation,
+    }
     state, metadata = read_weights(path)
     if metadata.get("format") == CARD_FORMAT:
-        overrides = [name for name, value in model_kwargs.items() if value is not None]
+        overrides = [name for name, value in {**model_kwargs, **sizes}.items() if value is not None]
         overrides += ["preset"] if preset is not None else []
         overrides += ["source"] if source not in ("auto", "mobilenets") else []
         if overrides:
@@ -216,7 +228,7 @@ def load_pretrained(
     network, kwargs = _options_from_file(model, kwargs, state, found, given=model_kwargs.keys())
     load_weights(network, state, source=found.name, strict=True)
     network.eval()
-    preprocess = _preprocess(model, found, preset, network.default_resolution)
+    preprocess = with_sizes(_preprocess(model, found, preset, network.default_resolution), **sizes)
     card = ModelCard.for_weights(model, kwargs, preprocess, found.name, network.num_classes)
     attach_card(network, card)
     return TrainedModel(model=network, card=card)
@@ -229,12 +241,16 @@ def convert(
     model: str,
     source: str = "auto",
     preset: str | None = None,
+    crop_size: int | None = None,
+    resize_size: int | None = None,
+    interpolation: str | None = None,
     **model_kwargs: Any,
 ) -> TrainedModel:
     """Load ``path`` (any supported project) into ``model`` and write it to ``out`` as safetensors.
 
     The output carries a :class:`ModelCard` (model, its kwargs, preset, classes, source), so every
-    command that takes ``--checkpoint`` accepts it. The write is atomic.
+    command that takes ``--checkpoint`` accepts it. The write is atomic. The options are
+    :func:`load_pretrained`'s.
     """
     target = Path(out)
     if target.suffix != ".safetensors":
@@ -245,6 +261,15 @@ def convert(
         raise UsageError(
             f"--out {str(target)!r} is the file being converted; write the converted weights beside it"
         )
-    trained = load_pretrained(path, model=model, source=source, preset=preset, **model_kwargs)
+    trained = load_pretrained(
+        path,
+        model=model,
+        source=source,
+        preset=preset,
+        crop_size=crop_size,
+        resize_size=resize_size,
+        interpolation=interpolation,
+        **model_kwargs,
+    )
     write_safetensors(target, trained.model.state_dict(), trained.card.to_metadata())
     return trained

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -180,3 +180,26 @@ def get_preset(name: str) -> Preprocess:
     if name not in PRESETS:
         raise UsageError(f"unknown preprocessing preset {name!r}; expected one of {', '.join(PRESETS)}")
     return PRESETS[name]()
+
+
+def with_sizes(
+    preprocess: Preprocess,
+    *,
+    crop_size: int | None = None,
+    resize_size: int | None = None,
+    interpolation: str | None = None,
+) -> Preprocess:
+    """``preprocess`` with the crop, resize and interpolation given (``None`` keeps its own).
+
+    For weights trained with other sizes than their preset says (timm's bicubic models, a Lite4 trained
+    at 380). A crop given alone keeps the preset's crop fraction: ``crop_size=380`` on a 224/256 preset
+    resizes to 434.
+    """
+    if crop_size is not None and resize_size is None and isinstance(crop_size, int):
+        resize_size = max(crop_size, round(crop_size * preprocess.resize_size / preprocess.crop_size))
+    return replace(
+        preprocess,
+        crop_size=preprocess.crop_size if crop_size is None else crop_size,
+        resize_size=preprocess.resize_size if resize_size is None else resize_size,
+        interpolation=preprocess.interpolation if interpolation is None else interpolation,
+    )
