@@ -37,6 +37,7 @@ from tests.conftest import DIGITS, randomize_norm_stats, run_cli
 
 RUNTIMES = [("executorch", ".pte", "--pte"), ("openvino", ".xml", "--openvino")]
 INT8_CALIBRATION = ["--calib", "digits", "--calib-images", "40"]
+FP32_VERIFY = ["--verify-images", "12"]
 
 
 @pytest.mark.parametrize(("file_format", "suffix", "flag"), RUNTIMES)
@@ -47,22 +48,27 @@ def test_fp32_export_reloads_in_its_runtime_matches_and_carries_the_card(
     flag: str,
     dynamic: bool,
     digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard],
+    request: pytest.FixtureRequest,
     tmp_path: Path,
 ) -> None:
     checkpoint, model, card = digits_checkpoint
-    out = tmp_path / f"m{suffix}"
-    argv = ["export", "--checkpoint", str(checkpoint), "--format", file_format, "--out", str(out), "--json"]
-    code, stdout, err = run_cli([*argv, "--verify-images", "12", *(["--dynamic-batch"] if dynamic else [])])
-    assert code == 0, err
-    result = json.loads(stdout)
+    if file_format == "executorch" and not dynamic:  # written once, for this test and those below
+        out, result = request.getfixturevalue("cli_fp32_program")
+    else:
+        out = tmp_path / f"m{suffix}"
+        argv = ["export", "--checkpoint", str(checkpoint), "--format", file_format, "--out", str(out)]
+        dynamic_batch = ["--dynamic-batch"] if dynamic else []
+        code, stdout, err = run_cli([*argv, *FP32_VERIFY, "--json", *dynamic_batch])
+        assert code == 0, err
+        result = json.loads(stdout)
     assert result["format"] == file_format and result["max_abs_diff"] <= 1e-4
     assert "12 images of digits" in result["verified_on"]
     # Batch sizes the file itself ran: an ExecuTorch program takes at most 8 (MAX_PTE_BATCH) at once.
     sizes = {"executorch": [1, 3, 8], "openvino": [1, 11]}[file_format] if dynamic else [1]
     assert result["verified_batch_sizes"] == sizes
-    written = sorted(p.name for p in tmp_path.iterdir())  # atomic: no temporary file or folder left
+    written = sorted(p.name for p in out.parent.iterdir())  # atomic: no temporary file or folder left
     assert written == (["m.bin", "m.xml"] if file_format == "openvino" else ["m.pte"])
-    assert result["bytes"] == sum((tmp_path / name).stat().st_size for name in written)
+    assert result["bytes"] == sum((out.parent / name).stat().st_size for name in written)
 
     module, loaded_card = load_deployed(out)
     assert loaded_card == card and loaded_card.classes == DIGITS
@@ -82,15 +88,33 @@ def test_fp32_export_reloads_in_its_runtime_matches_and_carries_the_card(
 
 
 @pytest.fixture(scope="module")
-def digits_programs(
+def cli_fp32_program(
     digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, Any]]:
+    """The digits checkpoint exported once by `export --format executorch` (fixed batch), with its JSON
+    report: the CLI test above and, as the XNNPACK program, the tests below (a lowering takes 10-30 s)."""
+    checkpoint, _, _ = digits_checkpoint
+    out = tmp_path_factory.mktemp("fp32") / "m.pte"
+    argv = ["export", "--checkpoint", str(checkpoint), "--format", "executorch", "--out", str(out)]
+    code, stdout, err = run_cli([*argv, *FP32_VERIFY, "--json"])
+    assert code == 0, err
+    return out, json.loads(stdout)
+
+
+@pytest.fixture(scope="module")
+def digits_programs(
+    digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard],
+    cli_fp32_program: tuple[Path, dict[str, Any]],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, PteFile]:
-    """The digits model lowered once for the tests below (a lowering takes 10-30 s): XNNPACK, portable."""
+    """The digits model lowered once for the tests below: XNNPACK (by the CLI), portable."""
     _, model, card = digits_checkpoint
-    folder = tmp_path_factory.mktemp("programs")
+    path, report = cli_fp32_program
+    delegated = PteFile(path, report["bytes"], report["arena_bytes"], delegated=True, int8=False)
+    portable = tmp_path_factory.mktemp("programs") / "p.pte"
     return {
-        "delegated": export_executorch(model, folder / "x.pte", resolution=32, card=card),
-        "portable": export_executorch(model, folder / "p.pte", resolution=32, card=card, delegate=False),
+        "delegated": delegated,
+        "portable": export_executorch(model, portable, resolution=32, card=card, delegate=False),
     }
 
 
