@@ -6,6 +6,7 @@ import argparse
 import fnmatch
 import json
 
+import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -97,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     for column in ("model", "params", "input", "pretrained"):
         table.add_column(column, justify="left" if column in ("model", "pretrained") else "right")
     for name in names:
-        model = create_model(name)
+        with torch.device("meta"):  # shapes only: no memory, no random initialisation to wait for
+            model = create_model(name)
         params = sum(p.numel() for p in model.parameters())
         tags = ", ".join(entry.tag for entry in pretrained_for(name))
         table.add_row(name, f"{params:,}", f"{model.default_resolution}×{model.default_resolution}", tags)
