@@ -13,6 +13,7 @@ import io
 import json
 import os
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -38,6 +39,8 @@ from mobilenets.data.images import (
     fit_square,
 )
 from mobilenets.data.splits import build_loader, load_splits
+from mobilenets.weights import read_weights
+from mobilenets.weights.files import write_safetensors
 
 from .conftest import run_cli
 
@@ -573,6 +576,23 @@ def test_cli_predict_converts_unusual_images_and_names_bad_ones(
     lazy = FolderImages([(str(strip), 0)], get_preset("imagenet").transform())  # list files, pretrained
     assert "a 100000×1 image resized to 256" in lazy[0].reason  # type: ignore[union-attr]  # skipped
     strip.unlink()
+
+    # A file name that is not UTF-8 (Python keeps its byte as a lone surrogate): printed escaped, since a
+    # strict UTF-8 terminal refuses the surrogate
+    latin1 = bad_folder.paths["cmyk.jpg"].parent / os.fsdecode(b"caf\xe9.jpg")
+    shutil.copy(bad_folder.paths["cmyk.jpg"], latin1)
+    code, out, err = run_cli(["predict", "--weights", str(checkpoint), str(latin1)])
+    assert code == 0 and out.splitlines()[0].endswith("caf\\xe9.jpg") and out.encode("utf-8"), err
+    code, out, err = run_cli(["predict", "--weights", str(checkpoint), str(latin1), "--json"])
+    assert code == 0 and json.loads(out)["predictions"][0]["image"].endswith("caf\\xe9.jpg"), err
+    latin1.unlink()
+    # Weights that make NaN: no ranking of NaNs (and no NaN in the JSON), one line
+    state, metadata = read_weights(checkpoint)
+    state["classifier.bias"][0] = float("nan")
+    broken = checkpoint.with_name("nan.safetensors")
+    write_safetensors(broken, state, metadata)
+    code, out, err = run_cli(["predict", "--weights", str(broken), "--json", unusual[0]])
+    assert code == 2 and out == "" and "outputs are not finite numbers (NaN or infinite) for" in err, err
 
     code, _, err = run_cli(["predict", "--weights", str(checkpoint), str(bad_folder.paths["folder.jpg"])])
     assert code == 2 and "expected image files, got folder(s)" in err and "folder.jpg" in err

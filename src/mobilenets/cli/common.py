@@ -255,11 +255,12 @@ def load_from_args(args: argparse.Namespace) -> TrainedModel:
     return load_pretrained(args.weights, model=args.model, source=args.source, preset=args.preset, **kwargs)
 
 
-def require_classes(card: ModelCard, command: str) -> None:
-    """Refuse a feature extractor (no classifier: a headless file) where classes are what is asked."""
+def require_classes(card: ModelCard) -> None:
+    """Refuse a feature extractor (no classifier: a headless file) where classes are what is asked (the
+    message goes out after the command's name)."""
     if not card.classes:
         raise UsageError(
-            f"{command}: this {card.model} has no classifier (num_classes 0: a headless file gives "
+            f"this {card.model} has no classifier (num_classes 0: a headless file gives "
             "features, not classes); fine-tune it with train --pretrained FILE, or export it as a backbone"
         )
 

@@ -210,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
             from ..deploy.bf16 import bf16_inference
 
             network = bf16_inference(network, device=device)
-    require_classes(card, "eval")
+    require_classes(card)
     data = args.data if args.data is not None else card.data
     if args.data is None and not data:  # (an empty --data is the data spec's own error)
         raise UsageError(

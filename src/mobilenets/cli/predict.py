@@ -47,7 +47,7 @@ def _predictions(args: argparse.Namespace) -> list[dict[str, Any]]:
     else:
         trained = load_from_args(args)
         network, card = trained.model, trained.card
-    require_classes(card, "predict")
+    require_classes(card)
     classes = card.classes
     top = min(args.top, len(classes))
     transform = card.preprocess.transform()
@@ -69,11 +69,18 @@ def _predictions(args: argparse.Namespace) -> list[dict[str, Any]]:
         batch = torch.stack(images)
         with torch.inference_mode():
             probabilities = model(batch.contiguous(memory_format=torch.channels_last)).softmax(dim=1)
+        finite = probabilities.isfinite().all(dim=1).tolist()
+        broken = [printable(path) for path, ok in zip(paths, finite, strict=True) if not ok]
+        if broken:  # a ranking of NaNs names a class all the same
+            raise UsageError(
+                f"the model's outputs are not finite numbers (NaN or infinite) for {', '.join(broken[:3])}"
+                f"{' and more' if len(broken) > 3 else ''}: its weights hold non-finite values or overflow"
+            )
         values, indices = probabilities.topk(top, dim=1)
         for path, probs, idx in zip(paths, values.tolist(), indices.tolist(), strict=True):
             results.append(
                 {
-                    "image": str(path),
+                    "image": printable(path),
                     "top": [
                         {"class": classes[i], "index": i, "probability": p}
                         for p, i in zip(probs, idx, strict=True)
@@ -85,6 +92,12 @@ def _predictions(args: argparse.Namespace) -> list[dict[str, Any]]:
             f"cannot classify {len(unreadable)} of {len(args.images)} image(s): " + "; ".join(unreadable)
         )
     return results
+
+
+def printable(path: Path) -> str:
+    """``path`` as text any terminal or JSON parser takes: bytes that are not UTF-8 in a file name (which
+    Python keeps as lone surrogates) become ``\\xNN`` escapes."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         raise MissingFileError(f"image file(s) not found: {', '.join(missing)}")
     results = _predictions(args)
     if args.json:
-        print(json.dumps({"predictions": results}))
+        print(json.dumps({"predictions": results}, allow_nan=False))
         return 0
     for result in results:
         print(result["image"])

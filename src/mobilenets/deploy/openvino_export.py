@@ -204,12 +204,21 @@ def export_openvino(
 def _read_model(path: str | os.PathLike[str]) -> Any:
     if not Path(path).is_file():
         raise MissingFileError(f"OpenVINO IR {str(path)!r} does not exist or is not a file")
+    weights = Path(path).with_suffix(".bin")
+    if not weights.is_file():  # copying the .xml alone is the usual mistake
+        raise MissingFileError(
+            f"OpenVINO IR {str(path)!r} has no weights file beside it: {str(weights)!r} does not exist "
+            "(an IR is the .xml and its .bin; copy both)"
+        )
     core = openvino_api().Core()
     try:
         return core, core.read_model(str(path))
     except RuntimeError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UsageError(f"{str(path)!r} is not an OpenVINO IR this runtime can read ({first})") from None
+        # OpenVINO's first line is the C++ source location; the reason comes after it.
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        reasons = [line for line in lines if not line.startswith("Exception from ")]
+        reason = (reasons or lines or [type(error).__name__])[0]
+        raise UsageError(f"{str(path)!r} is not an OpenVINO IR this runtime can read ({reason})") from None
 
 
 def _metadata(ov_model: Any, path: str | os.PathLike[str]) -> dict[str, Any]:
