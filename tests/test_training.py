@@ -404,6 +404,56 @@ def test_small_input_counts_strides_and_old_run_folders_still_resume(tmp_path: P
         check_resume_config(tmp_path, TrainConfig(small_input=1))
 
 
+def test_resume_knows_the_data_by_its_folder_and_a_run_by_any_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folder trained on, however spelled (config.json keeps it as typed, relative to a working
+    directory it does not record; the checkpoint's card holds it absolute)."""
+    from PIL import Image
+
+    from mobilenets.training.run_log import check_resume_config
+
+    for root in ("x1", "x2"):
+        for label, colour in (("a", "red"), ("b", "blue")):
+            (tmp_path / root / "ds" / label).mkdir(parents=True)
+            for index in range(8):
+                Image.new("RGB", (32, 32), colour).save(tmp_path / root / "ds" / label / f"{index}.png")
+    monkeypatch.chdir(tmp_path / "x1")
+    out = tmp_path / "run"
+    recipe = {**FAST, "data": "ds", "batch_size": 4, "val_split": 0.25, "epochs": 1, "out": str(out)}
+    train(TrainConfig(**recipe))
+    spelled_otherwise = f"{tmp_path}/x1/../x1/ds/"
+    check_resume_config(out, TrainConfig(**{**recipe, "data": spelled_otherwise}))
+    monkeypatch.chdir(tmp_path / "x2")  # "ds" here is another folder
+    with pytest.raises(ValueError, match=r"cannot resume .*trained with data='.*x1/ds' \(now '.*x2/ds'\)"):
+        check_resume_config(out, TrainConfig(**recipe))
+    # A best checkpoint alone (the last one deleted to save space) is a run a new one would replace
+    for path in out.glob("last*"):
+        path.unlink()
+    with pytest.raises(ValueError, match=r"already holds a run \(best\.safetensors\); pass --resume"):
+        train(TrainConfig(**recipe))
+    # Checkpoints copied without config.json: refused, not resumed unchecked
+    (out / "config.json").unlink()
+    with pytest.raises(ValueError, match=r"holds no config\.json, so the options of the run cannot be"):
+        check_resume_config(out, TrainConfig(**recipe))
+
+
+def test_a_fine_tune_resumes_without_naming_its_weights_again(tmp_path: Path) -> None:
+    """The default width depends on --pretrained (digits from scratch: 0.5, a fine-tune: 1.0); a resume
+    that leaves --pretrained out keeps the run's width, not today's default."""
+    from .conftest import run_cli
+
+    common = ["train", "--model", "mobilenet_v1", "--resolution", "32", "--batch-size", "128"]
+    common += ["--no-progress"]
+    code, _, err = run_cli([*common, "--width-mult", "1.0", "--epochs", "1", "--out", str(tmp_path / "base")])
+    assert code == 0, err
+    tune = [*common, "--out", str(tmp_path / "tune")]
+    code, _, err = run_cli([*tune, "--epochs", "1", "--pretrained", str(tmp_path / "base/last.safetensors")])
+    assert code == 0, err
+    code, stdout, err = run_cli([*tune, "--epochs", "1", "--resume"])  # checked, then nothing left to run
+    assert code == 0 and json.loads(stdout.splitlines()[-1])["epochs_run"] == 0, err
+
+
 def test_resume_refuses_another_optimizer_or_weight_average(tmp_path: Path) -> None:
     """Their saved state fits only the same kind: loading it used to end in a KeyError."""
     from mobilenets.training.run_log import check_resume_config

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 
 from ..data.transforms import AUGMENTATIONS
 from ..devices import DEVICE_HELP
@@ -185,12 +186,16 @@ def _refuse_unused_recipe_options(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..training import train
+    from ..training.run_log import saved_option
 
     apply_allocator(args)
     refuse_unused_split(args.data, {"--val-split": args.val_split})
+    width_mult = args.width_mult
+    if args.resume and width_mult is None and args.pretrained is None:  # the run's, not today's default
+        width_mult = saved_option(Path(args.out), "width_mult")  # (the default depends on --pretrained)
     config = TrainConfig(
         model=args.model,
-        width_mult=args.width_mult,
+        width_mult=width_mult,
         small_input=args.small_input,
         model_options={
             **output_stride_options(args),

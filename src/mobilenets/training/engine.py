@@ -70,9 +70,12 @@ class Trainer:
                 f"(it is the global batch)"
             )
         weights_path, state_path = checkpoint_paths(self.out, "last")
-        if (weights_path.is_file() or state_path.is_file()) and not config.resume:
+        files = [*checkpoint_paths(self.out, "last"), *checkpoint_paths(self.out, "best")]
+        saved = [path for path in files if path.is_file()]
+        if saved and not config.resume:  # a best checkpoint alone too: a new run would replace it
             raise UsageError(
-                f"{str(self.out)!r} already holds a run; pass --resume to continue it or choose another --out"
+                f"{str(self.out)!r} already holds a run ({saved[0].name}); pass --resume to continue it or "
+                "choose another --out"
             )
         self.resuming = config.resume and state_path.is_file()
         if config.resume and not self.resuming and weights_path.is_file():

@@ -7,9 +7,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError, safe_open
+
+from ..data.folders import absolute_data_spec
 from ..errors import UsageError
 from ..models.builder import small_input_strides
-from .checkpoint import save_atomic
+from ..weights.card import ModelCard
+from .checkpoint import checkpoint_paths, save_atomic
 from .config import RESUME_MUST_MATCH, TrainConfig
 
 
@@ -34,9 +38,35 @@ def saved_differences(out: Path, config: TrainConfig, keys: tuple[str, ...]) -> 
     ]
 
 
+def saved_option(out: Path, key: str) -> Any:
+    """The value of option ``key`` in the run saved in ``out`` (``None`` without one)."""
+    config_path = out / "config.json"
+    return json.loads(config_path.read_text()).get(key) if config_path.is_file() else None
+
+
+def _trained_on(out: Path, saved: object) -> str | None:
+    """The data the run in ``out`` trained on, as an absolute spec: its checkpoint's card records it so
+    (``config.json`` holds the spec as typed, relative to a working directory it does not record)."""
+    weights, _ = checkpoint_paths(out, "last")
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            return ModelCard.from_metadata(handle.metadata() or {}, str(weights)).data
+    except (OSError, SafetensorError, UsageError, KeyError, ValueError):  # no readable card
+        return None if saved is None else absolute_data_spec(str(saved))  # config.json's spec, from here
+
+
 def check_resume_config(out: Path, config: TrainConfig) -> None:
-    """Refuse to resume a run whose model or data differ from ``config``."""
-    differing = saved_differences(out, config, RESUME_MUST_MATCH)
+    """Refuse to resume a run whose model or data differ from ``config``, or whose options are unknown."""
+    if not (out / "config.json").is_file():  # copied checkpoints without it: nothing to check against
+        raise UsageError(
+            f"cannot resume {str(out)!r}: it holds no config.json, so the options of the run cannot be "
+            "checked against these; restore it, or start a new run with --pretrained "
+            f"{checkpoint_paths(out, 'last')[0]} and another --out"
+        )
+    differing = saved_differences(out, config, tuple(key for key in RESUME_MUST_MATCH if key != "data"))
+    trained_on, now = _trained_on(out, saved_option(out, "data")), absolute_data_spec(config.data)
+    if trained_on is not None and trained_on != now:  # the same folder however it is spelled, not another
+        differing.append(f"data={trained_on!r} (now {now!r})")
     if differing:
         raise UsageError(f"cannot resume {str(out)!r}: it was trained with {', '.join(differing)}")
 
