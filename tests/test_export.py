@@ -219,6 +219,7 @@ def test_export_torch_formats_refuse_onnx_options_and_bad_arguments(tmp_path: Pa
             (["--int8", "--calib", "d", "--weight-dtype", "int8"], f"--weight-dtype: {program_onnx}"),
             (["--int8", "--calib", "d", "--calib-method", "minmax"], f"--calib-method: {program_onnx}"),
             (["--keep-float", "stem"], "--keep-float: only with --int8"),
+            (["--calib", "digits"], "--calib: only with --int8; images to verify on go to --verify-data"),
             (["--qat-epochs", "2", "--qat-lr", "0.1"], "--qat-epochs, --qat-lr: only with --int8"),
             (["--int8", "--calib", "d", "--qat-epochs", "0"], "--qat-epochs must be >= 1, got 0"),
             (["--int8", "--calib", "d", "--qat-lr", "-1"], "--qat-lr must be a positive number"),
@@ -228,6 +229,9 @@ def test_export_torch_formats_refuse_onnx_options_and_bad_arguments(tmp_path: Pa
             (["--int8", "--calib", "d", "--tolerance", "0"], "writes no fp32 file"),
         ),
     }
+    (tmp_path / "folder.pt").mkdir()
+    (tmp_path / "folder.pt2").mkdir()
+    (tmp_path / "file").write_text("not a folder")
     for file_format, suffix in (("torchscript", ".pt"), ("exported-program", ".pt2")):
         base = ["export", "mobilenet_v2", "--width-mult", "0.35", "--resolution", "96"]
         base += ["--format", file_format]
@@ -236,10 +240,12 @@ def test_export_torch_formats_refuse_onnx_options_and_bad_arguments(tmp_path: Pa
             *refusals[file_format],
             (["--tolerance", "nan"], "--tolerance must be a finite number"),
             (["--out", str(tmp_path / "m.onnx")], f"must end in {suffix} for --format {file_format}"),
+            (["--out", str(tmp_path / f"folder{suffix}")], "is a folder; give a file name ending in"),
+            (["--out", str(tmp_path / "file" / f"m{suffix}")], "is a file, not a folder"),
         ):
             code, _, err = run_cli([*base, "--out", str(out), *extra])
             assert code == 2 and message in err, err
-        assert not list(tmp_path.iterdir())
+        assert sorted(path.name for path in tmp_path.iterdir()) == ["file", "folder.pt", "folder.pt2"]
     # A model name honours --width-mult (and --padding) in the model and its card.
     code, stdout, err = run_cli([*base, "--out", str(out), "--verify-images", "2", "--json"])
     assert code == 0 and json.loads(stdout)["verified_batch_sizes"] == [1], err

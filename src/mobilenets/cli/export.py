@@ -30,7 +30,7 @@ from ..deploy.verified_export import (
     DEFAULT_VERIFY_IMAGES,
     RUNTIMES,
 )
-from ..errors import UsageError
+from ..errors import ExternalError, UsageError
 from .common import (
     add_memory_efficient_arguments,
     add_weights_arguments,
@@ -217,10 +217,11 @@ def _check_args(args: argparse.Namespace) -> None:
     without = [
         flag
         for name, flag in {**INT8_OPTIONS, **ONNX_ONLY, **QAT_OPTIONS}.items()
-        if name not in ("int8", "calib") and getattr(args, name) is not None
+        if name != "int8" and getattr(args, name) is not None
     ]
-    if without and not args.int8:
-        raise UsageError(f"{', '.join(without)}: only with --int8")
+    if without and not args.int8:  # --calib alone would give an fp32 file without a word
+        hint = "; images to verify on go to --verify-data" if args.calib is not None else ""
+        raise UsageError(f"{', '.join(without)}: only with --int8{hint}")
     for flag, value in (("--calib", args.calib), ("--verify-data", args.verify_data)):
         if value is not None and not value.strip():  # else it would fall back to other data unseen
             raise UsageError(f"{flag} is empty; give a dataset name, an image folder or a labelled list file")
@@ -336,7 +337,7 @@ def run(args: argparse.Namespace) -> int:
         # against the network the checkpoint holds.
         diff = max_abs_difference(plain, model, verify.split(8))
         if not diff <= _tolerance(args):
-            raise RuntimeError(
+            raise ExternalError(
                 f"the memory-efficient model's logits differ from the plain model's by {diff:.3g} on the "
                 f"verification images (tolerance {_tolerance(args):g}); nothing was exported"
             )
