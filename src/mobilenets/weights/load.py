@@ -150,9 +150,9 @@ def _options_from_file(
     key_map = found.key_map(network, state.keys())
     inferred = dict(kwargs)
     if "num_classes" not in given:
-        classes = _out_channels(state, key_map, "classifier.weight")
-        if (0 if classes is None else classes) != network.num_classes:
-            inferred["num_classes"] = 0 if classes is None else classes
+        classes = _out_channels(state, key_map, "classifier.weight") or 0  # none: a headless file
+        if classes != network.num_classes:
+            inferred["num_classes"] = classes
     stem = _out_channels(state, key_map, "stem.conv.weight")
     if "fix_stem" not in given and stem is not None and stem != network.stem.out_channels:
         fixed = create_model(model, **{**kwargs, "fix_stem": True})
