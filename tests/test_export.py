@@ -265,33 +265,28 @@ def test_export_int8_program_through_pt2e(
     fp32, int8 = tmp_path / "fp32.pt2", tmp_path / "int8.pt2"
     code, _, err = run_cli([*argv, "--out", str(fp32), "--verify-images", "2"])
     assert code == 0, err
-    # int8 files verified on one batch size (the fp32 ones on two, above): each new size compiles again
+    # int8 files verified on one batch size (the fp32 ones on two, above): each new size compiles again.
+    # One int8 export, with a quantization-aware fine-tune: it calibrates as the plain --int8 does, then
+    # fine-tunes before converting (the plain one is test_pt2e's, on real photos; each capture costs ~20 s).
     int8_argv = ["--int8", "--calib", "digits", "--calib-images", "40", "--verify-images", "1", "--json"]
-    code, stdout, err = run_cli([*argv, "--out", str(int8), *int8_argv])
+    qat_argv = ["--qat-epochs", "1", "--keep-float", "classifier"]
+    code, stdout, err = run_cli([*argv, "--out", str(int8), *int8_argv, *qat_argv])
     assert code == 0, err
     result = json.loads(stdout)
     assert result["int8"] == "pt2e" and result["calibration_images"] == 40
-    assert result["verified_batch_sizes"] == [1] and result["int8_top1_agreement"] in (0.0, 1.0)
-    assert "qat_epochs" not in result
-    qat = tmp_path / "qat.pt2"
-    qat_argv = ["--qat-epochs", "1", "--keep-float", "classifier"]
-    code, stdout, err = run_cli([*argv, "--out", str(qat), *int8_argv, *qat_argv])
-    assert code == 0, err
-    qat_result = json.loads(stdout)
-    assert qat_result["int8"] == "pt2e" and qat_result["qat_epochs"] == 1 and qat_result["qat_lr"] == 1e-5
-    assert qat_result["verified_batch_sizes"] == [1] and 0.0 <= qat_result["int8_top1_agreement"] <= 1.0
-    # int8 weights only: the float weights convert_pt2e replaced are not in the file
-    assert result["bytes"] < 0.6 * fp32.stat().st_size, (result["bytes"], fp32.stat().st_size)
+    assert result["qat_epochs"] == 1 and result["qat_lr"] == 1e-5
+    assert result["verified_batch_sizes"] == [1] and 0.0 <= result["int8_top1_agreement"] <= 1.0
+    # int8 weights only: the float weights convert_pt2e replaced are not in the file (measured: 0.63 of
+    # the fp32 file with the float classifier, 0.57 without; both would be above 1 with them)
+    assert result["bytes"] < 0.7 * fp32.stat().st_size, (result["bytes"], fp32.stat().st_size)
     loaded, metadata = load_exported(int8)
     assert metadata["int8"] == "pt2e" and read_torch_card(int8).model == "mobilenet_v2"
     weights = [n for n in loaded.graph.nodes if "dequantize_per_channel" in str(n.target)]
     layers = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
-    # torchao's x86 quantizer leaves a conv float behind an explicit pad: TF SAME at stride 2 (5 here)
+    # torchao's x86 quantizer leaves a conv float behind an explicit pad: TF SAME at stride 2 (5 here);
+    # --keep-float leaves the classifier float
     behind_pads = [m for m in layers if isinstance(m, Conv2dSame) and m.stride != (1, 1)]
-    assert len(behind_pads) == 5 and len(weights) == len(layers) - len(behind_pads)
-    qat_graph = load_exported(qat)[0].graph
-    qat_weights = [n for n in qat_graph.nodes if "dequantize_per_channel" in str(n.target)]
-    assert len(qat_weights) == len(weights) - 1  # --keep-float classifier
+    assert len(behind_pads) == 5 and len(weights) == len(layers) - len(behind_pads) - 1
     with torch.no_grad():
         assert loaded(torch.randn(3, 3, 32, 32)).shape == (3, 10)
     # `eval --program` scores exported files like the checkpoint (the int8 one compiled to int8 kernels)
