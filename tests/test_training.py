@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import shutil
 import signal
 import subprocess
 import sys
@@ -132,6 +133,15 @@ def test_resume_after_an_epoch_reproduces_the_uninterrupted_run(
     assert read_metrics(tmp_path)[1]["lr"] == pytest.approx(read_metrics(reference)[1]["lr"])
     with pytest.raises(ValueError, match="width_mult"):
         train(TrainConfig(**{**FAST, "width_mult": 0.5}, epochs=3, out=str(tmp_path), resume=True))
+    # Finished: nothing trains, nothing is rewritten, and the summary gives the run's last score
+    config_text = (tmp_path / "config.json").read_text()
+    again = train(TrainConfig(**{**FAST, "lr": 0.5}, epochs=2, out=str(tmp_path), resume=True))
+    assert "has finished its 2 epochs: nothing to train" in capsys.readouterr().out
+    assert again["epochs_run"] == 0 and again["final_top1"] == read_metrics(tmp_path)[1]["val_top1"]
+    assert (tmp_path / "config.json").read_text() == config_text and len(read_metrics(tmp_path)) == 2
+    with pytest.raises(ValueError, match=r"--epochs 1: it has trained 2 epochs, .* give --epochs 2 or more"):
+        train(TrainConfig(**FAST, epochs=1, out=str(tmp_path), resume=True))
+    assert (tmp_path / "config.json").read_text() == config_text
 
 
 def test_stop_mid_epoch_then_resume_is_exact(
@@ -204,6 +214,13 @@ def test_lr_schedules_in_closed_form() -> None:
     assert [exponential(s) for s in (0, 9, 10, 35)] == pytest.approx([1, 1, 0.98, 0.98**3])
     step = lr_factor(TrainConfig(epochs=9, schedule="step", lr_step_epochs=3, warmup_epochs=0), steps)
     assert [step(s) for s in (29, 30, 60)] == pytest.approx([1, 0.1, 0.01])
+    # Left out, the step is a third of the run: the default 20 epochs decay at 7 and 14 (a fixed 30 did not)
+    default = TrainConfig(schedule="step", warmup_epochs=0)
+    assert default.lr_step_epochs == 7 and TrainConfig(epochs=90).lr_step_epochs == 30
+    assert [lr_factor(default, steps)(s) for s in (69, 70, 140)] == pytest.approx([1, 0.1, 0.01])
+    with pytest.raises(ValueError, match="lr_step_epochs=20 would never step the learning rate in 20 epochs"):
+        TrainConfig(schedule="step", lr_step_epochs=20)
+    assert TrainConfig(lr_step_epochs=30).lr_step_epochs == 30  # unused by cosine: refused by the CLI only
 
 
 def test_default_warmup_is_one_epoch_at_most_a_tenth_of_the_run() -> None:
@@ -452,6 +469,7 @@ def test_a_fine_tune_resumes_without_naming_its_weights_again(tmp_path: Path) ->
     assert code == 0, err
     code, stdout, err = run_cli([*tune, "--epochs", "1", "--resume"])  # checked, then nothing left to run
     assert code == 0 and json.loads(stdout.splitlines()[-1])["epochs_run"] == 0, err
+    assert "has finished its 1 epochs" in stdout
 
 
 def test_resume_refuses_another_optimizer_or_weight_average(tmp_path: Path) -> None:
@@ -589,6 +607,11 @@ def test_image_folder_with_a_corrupt_file_trains_and_reports_it(
     assert trained.card.classes == ("cats", "dogs") and trained.card.data == str(
         (tmp_path / "data").resolve()
     )
+    for split in ("train", "val"):  # one class left: a zero loss from the first step, refused
+        shutil.rmtree(tmp_path / "data" / split / "dogs")
+    with pytest.raises(ValueError, match=r"data holds 1 class \(cats\); training a classifier needs .* 2"):
+        train(TrainConfig(**{**FAST, "batch_size": 8}, data="data", epochs=1, out="one"))
+    assert not list((tmp_path / "one").iterdir())  # (the folder --out names is made before data is read)
 
 
 def test_trainer_runs_relu6_keeping_outputs_and_fast_depthwise_gradients(tmp_path: Path) -> None:

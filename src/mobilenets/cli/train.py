@@ -123,7 +123,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--lr-step-epochs",
         type=int,
         default=None,
-        help=f"epochs between steps of the step schedule (default {_DEFAULTS.lr_step_epochs})",
+        help="epochs between steps of the step schedule (default: a third of --epochs)",
     )
     recipe.add_argument("--lr-gamma", type=float, default=None, help="step: 0.1, exponential: 0.98 (default)")
     recipe.add_argument("--label-smoothing", type=float, default=_DEFAULTS.label_smoothing)
@@ -218,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay,
         schedule=args.schedule,
         warmup_epochs=args.warmup_epochs,
-        lr_step_epochs=_DEFAULTS.lr_step_epochs if args.lr_step_epochs is None else args.lr_step_epochs,
+        lr_step_epochs=args.lr_step_epochs,
         lr_gamma=args.lr_gamma,
         label_smoothing=args.label_smoothing,
         resize_start=args.progressive_resize,

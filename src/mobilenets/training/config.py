@@ -72,7 +72,8 @@ class TrainConfig:
     ``width_mult=None`` is 1.0, or 0.5 for digits trained from scratch (``DIGITS_WIDTH_MULT``);
     ``img_size=None`` the data's input side (32 for digits and CIFAR-10, 224 for other folders:
     :func:`mobilenets.data.default_resolution`); ``warmup_epochs=None`` one epoch, at most a tenth of
-    the run. They are resolved here, so ``config.json`` and checkpoints hold the values used.
+    the run; ``lr_step_epochs=None`` a third of the epochs (the step schedule then decays twice, like
+    torchvision's 30 of 90). They are resolved here, so ``config.json`` and checkpoints hold the values used.
 
     The defaults are the recipe to start from: ``mobilenets train --data digits`` alone reaches the
     digits goal of ``benchmarks/train_accuracy.py`` (>= 97% val top-1; a slow test holds it there).
@@ -100,7 +101,7 @@ class TrainConfig:
     weight_decay: float = 4e-5
     schedule: str = "cosine"
     warmup_epochs: float | None = None
-    lr_step_epochs: int = 30
+    lr_step_epochs: int | None = None
     lr_gamma: float | None = None
     label_smoothing: float = 0.0
     # Progressive resizing (training/resize.py): the first epoch's image scale (1.0: off), and the
@@ -181,9 +182,16 @@ class TrainConfig:
             f"warmup_epochs must be in [0, epochs={self.epochs}), got {self.warmup_epochs!r}",
         )
         _check(
-            _is_int(self.lr_step_epochs) and self.lr_step_epochs >= 1,
+            self.lr_step_epochs is None or (_is_int(self.lr_step_epochs) and self.lr_step_epochs >= 1),
             f"lr_step_epochs must be an integer >= 1, got {self.lr_step_epochs!r}",
         )
+        _check(
+            self.schedule != "step" or self.lr_step_epochs is None or self.lr_step_epochs < self.epochs,
+            f"lr_step_epochs={self.lr_step_epochs} would never step the learning rate in {self.epochs} "
+            "epochs; give fewer than the epochs, or leave it out (a third of them)",
+        )
+        if self.lr_step_epochs is None:  # torchvision's recipe: ×0.1 every 30 of 90 epochs
+            object.__setattr__(self, "lr_step_epochs", max(1, math.ceil(self.epochs / 3)))
         _check(
             self.lr_gamma is None or (_is_number(self.lr_gamma) and 0 < self.lr_gamma <= 1),
             f"lr_gamma must be in (0, 1], got {self.lr_gamma!r}",
@@ -246,6 +254,12 @@ class TrainConfig:
         """Epochs of linear warm-up: ``warmup_epochs``, or the default when it was given as None."""
         assert self.warmup_epochs is not None  # internal invariant: __post_init__ resolves None
         return self.warmup_epochs
+
+    @property
+    def step_epochs(self) -> int:
+        """Epochs between decays of the step schedule: ``lr_step_epochs``, or a third of the run."""
+        assert self.lr_step_epochs is not None  # internal invariant: __post_init__ resolves None
+        return self.lr_step_epochs
 
     @property
     def peak_lr(self) -> float:

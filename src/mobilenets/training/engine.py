@@ -46,7 +46,7 @@ from .optim import build_ema, build_optimizer, build_scheduler
 from .progress import EpochProgress
 from .resize import resize_batch, train_size
 from .resume import EpochSums, restore_training_state, rng_states, training_state
-from .run_log import append_metrics, check_resume_config, keep_metrics_before, write_json
+from .run_log import append_metrics, check_resume_config, keep_metrics_before, last_val_top1, write_json
 from .runtime import configure_reproducibility, resolve_precision
 from .stop import StopRequest
 from .storage import check_free_space, check_writable, checkpoint_bytes, remove_stale_temp_files
@@ -108,6 +108,11 @@ class Trainer:
             seed=config.seed,
         )
         self.classes = splits.classes
+        if len(self.classes) < 2:  # one class: a zero loss from the first step, and nothing learnt
+            raise UsageError(
+                f"{config.data} holds {len(self.classes)} class ({', '.join(self.classes)}); training a "
+                "classifier needs images of at least 2 classes, a folder for each"
+            )
         self.train_loader = build_loader(
             splits.train,
             batch_size=config.batch_size // world,
@@ -314,7 +319,8 @@ class Trainer:
             if saved_listing and saved_listing != self.card.data_listing:
                 check_split_listing(config.data, saved_listing, f"the run in {str(self.out)!r}")
             restore_training_state(self, state)
-            if context.is_main:
+            finished = self._check_epochs_left()
+            if context.is_main and not finished:
                 with self._writing("metrics.jsonl"):
                     remove_stale_temp_files(self.out)
                     keep_metrics_before(metrics_path, self.epoch)
@@ -323,6 +329,14 @@ class Trainer:
                     f"(best val top-1 {100 * max(self.best_top1, 0):.2f}%)",
                     flush=True,
                 )
+            if finished:  # its files stay as the run left them: config.json too, nothing ran on this one
+                if context.is_main:
+                    print(
+                        f"{self.out} has finished its {config.epochs} epochs: nothing to train (a larger "
+                        "--epochs trains on)",
+                        flush=True,
+                    )
+                return self._summary(last_val_top1(metrics_path), epochs_run=0, interrupted=False, skipped=[])
         elif context.is_main:
             with self._writing("metrics.jsonl"):
                 remove_stale_temp_files(self.out)  # a run killed before its first checkpoint
@@ -391,9 +405,28 @@ class Trainer:
         if context.is_main and not interrupted:
             self._plot(metrics_path)
         barrier(context)
+        return self._summary(final_top1, epochs_run=epochs_run, interrupted=interrupted, skipped=skipped)
+
+    def _check_epochs_left(self) -> bool:
+        """Whether the resumed run has already finished ``config.epochs``; refuses an end before where it
+        stands (its checkpoints hold later epochs than that end)."""
+        epochs = self.config.epochs
+        reached = self.epoch if self.step_in_epoch else self.epoch - 1  # begun (stopped within it) or done
+        if epochs < reached:
+            within = f"trained {reached} epochs"
+            within = f"stopped within epoch {self.epoch}" if self.step_in_epoch else within
+            raise UsageError(
+                f"cannot resume {str(self.out)!r} with --epochs {epochs}: it has {within}, and its "
+                f"checkpoints hold them; give --epochs {reached} or more"
+            )
+        return epochs == reached and not self.step_in_epoch
+
+    def _summary(
+        self, final_top1: float | None, *, epochs_run: int, interrupted: bool, skipped: list[str]
+    ) -> dict[str, Any]:
         return {
             "best_top1": self.best_top1 if self.best_top1 >= 0 else None,  # None: no epoch finished yet
-            "final_top1": final_top1,
+            "final_top1": final_top1,  # of the last epoch trained (for a finished run, its last one)
             "epochs_run": epochs_run,
             "interrupted": interrupted,
             "skipped_images": len(skipped),

@@ -78,7 +78,7 @@ def lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], floa
             return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
         epoch = (step - warmup_steps) // steps_per_epoch
         if config.schedule == "step":
-            return float(gamma ** (epoch // config.lr_step_epochs))
+            return float(gamma ** (epoch // config.step_epochs))
         return float(gamma**epoch)
 
     return factor

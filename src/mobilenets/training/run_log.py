@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -90,6 +91,16 @@ def keep_metrics_before(path: Path, next_epoch: int) -> None:
             kept.append(line + "\n")
     text = "".join(kept)
     save_atomic(path, lambda handle: handle.write(text.encode()))
+
+
+def last_val_top1(path: Path) -> float | None:
+    """The val top-1 of the last epoch recorded in ``path`` (``None`` without one)."""
+    top1 = None
+    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
+        with contextlib.suppress(json.JSONDecodeError):  # a line torn by a crash
+            record = json.loads(line)
+            top1 = record.get("val_top1", top1) if isinstance(record, dict) else top1
+    return top1
 
 
 def append_metrics(path: Path, record: dict[str, Any]) -> None:
