@@ -81,7 +81,7 @@ def test_bad_specs_raise_naming_the_spec_and_forms(spec: str, match: str) -> Non
 
 def test_spec_that_is_a_file_or_lacks_val_folder(tmp_path: Path) -> None:
     (tmp_path / "file.txt").write_text("x")
-    with pytest.raises(ValueError, match="labelled list file: it can be evaluated, not trained on"):
+    with pytest.raises(ValueError, match=r"is a file, not a folder \(a labelled list file can be evaluated"):
         check_data_spec(str(tmp_path / "file.txt"))
     with pytest.raises(ValueError, match="not a directory"):
         check_data_spec(f"cifar10:{tmp_path / 'file.txt'}")
@@ -89,6 +89,22 @@ def test_spec_that_is_a_file_or_lacks_val_folder(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no val/ or test/"):
         check_data_spec(str(tmp_path / "only"))
     check_data_spec("digits")
+
+
+def test_a_class_named_train_and_a_val_folder_that_is_the_train_folder(tmp_path: Path) -> None:
+    # "train" holding images is a class (vehicles: bus, car, train), not the train split
+    vehicles = make_folder(tmp_path / "vehicles", {"bus": 3, "car": 3, "train": 3})
+    splits = load_splits(str(vehicles), img_size=32, val_split=0.34)
+    assert splits.classes == ("bus", "car", "train") and (len(splits.train), len(splits.val)) == (6, 3)
+    # A val folder linked to the train folder, or inside it: the scores would be on training images
+    make_folder(tmp_path / "leak" / "train", {"a": 2, "b": 2})
+    (tmp_path / "leak" / "val").symlink_to(tmp_path / "leak" / "train")
+    with pytest.raises(ValueError, match=r"validation folder .*val is the same folder as the training"):
+        check_data_spec(str(tmp_path / "leak"))
+    make_folder(tmp_path / "nested" / "train" / "a", {"x": 1})
+    (tmp_path / "nested" / "test").symlink_to(tmp_path / "nested" / "train" / "a")
+    with pytest.raises(ValueError, match="nested with the training folder"):
+        check_data_spec(f"cifar10:{tmp_path / 'nested'}")
 
 
 def test_train_val_layout(tmp_path: Path) -> None:
@@ -435,6 +451,34 @@ def test_cifar10_full_cache() -> None:
     assert len(splits.val) == 10_000 and splits.skipped == ()
     loader = build_loader(splits.train, batch_size=128, train=True, seed=0)
     assert len(loader) == 390
+
+
+def test_a_file_name_that_is_not_utf8_has_a_listing(tmp_path: Path) -> None:
+    """Names are bytes on Linux: one that is not UTF-8 (an old Windows zip's) still lists and splits."""
+    from mobilenets.data.folders import split_listing
+
+    own = make_folder(tmp_path / "own", {"a": 4, "b": 4})
+    os.rename(own / "a" / "img000.png", os.fsdecode(bytes(own / "a") + b"/\xe9t\xe9.png"))
+    assert split_listing(str(own)).startswith("8:")
+    assert len(load_splits(str(own), img_size=32, val_split=0.25).val) == 2
+
+
+def test_workers_0_decodes_the_cache_in_this_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where worker processes fail (a small /dev/shm), --workers 0 must hold for the cache's decoding too."""
+    from mobilenets.data import splits as splits_module
+
+    seen: list[int | None] = []
+    decode = splits_module.decode_all
+
+    def recording(paths: list[str], size: int, workers: int | None = None) -> Any:
+        seen.append(workers)
+        return decode(paths, size, workers)
+
+    monkeypatch.setattr(splits_module, "decode_all", recording)
+    own = make_folder(tmp_path / "own", {"a": 4, "b": 4})
+    load_splits(str(own), img_size=32, val_split=0.25, workers=0)
+    load_splits(str(own), img_size=32, val_split=0.25, workers=2)
+    assert seen == [0, 0, None, None]  # val and train; 2: decode_all's choice (by the number of files)
 
 
 def test_a_changed_folder_cannot_give_its_held_out_images_again(tmp_path: Path) -> None:

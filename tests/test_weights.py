@@ -548,6 +548,8 @@ def test_eval_list_file_errors(tmp_path: Path) -> None:
         "a.png 1\n": "is not 'IMAGE_PATH, LABEL'",
         "missing.png, 1\n": "do not exist: " + str(tmp_path / "missing.png"),
         "a.png, 7\n": "has label 7, but the model has 3 classes",
+        "a.png, 99999999999999999999\n": "list.txt:1: label 99999999999999999999 is too large for a class",
+        "a.png, 1\n./a.png, 2\n": "lists " + str(tmp_path / "a.png") + " with different labels (1, 2)",
         "# nothing\n\n": "lists no images",
     }
     for text, message in cases.items():
@@ -567,7 +569,7 @@ def test_eval_list_file_errors(tmp_path: Path) -> None:
         assert code == 2 and message in err and "Traceback" not in err, err
     code, _, err = run_cli(["eval", "--weights", str(weights), "--data", ""])
     assert code == 2 and "data spec must be a non-empty string" in err, err  # not "give --data"
-    listing.write_bytes(b"\xef\xbb\xbfa.png, 2\r\n./a.png, 0\r\n")  # a byte-order mark and CRLF: Notepad's
+    listing.write_bytes(b"\xef\xbb\xbfa.png, 2\r\n./a.png, 2\r\n")  # a byte-order mark and CRLF: Notepad's
     with pytest.warns(UserWarning, match=r"lists 1 image\(s\) more than once"):  # a.png and ./a.png
         code, stdout, err = run_cli(
             ["eval", "--weights", str(weights), "--data", str(listing), "--json", "--no-confusion"]

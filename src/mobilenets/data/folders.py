@@ -36,6 +36,8 @@ CIFAR10_CLASSES = (
     "truck",
 )
 # A word followed by ':' that is not an existing path reads as a mistyped spec, not a folder name.
+# Labels of a list file are class indices: anything this large is a typo (and overflows int64 tensors).
+MAX_LABEL = 2**31
 _PREFIX = re.compile(r"[A-Za-z][A-Za-z0-9_-]+")
 
 Samples = list[tuple[str, int]]
@@ -97,16 +99,36 @@ def resolve_layout(spec: str) -> tuple[DataSpec, Path | None, Path | None]:
     if parsed.kind == "cifar10":
         _require_dir(root / "train", spec, "CIFAR-10 train folder")
         _require_dir(root / "test", spec, "CIFAR-10 test folder")
-        return parsed, root / "train", root / "test"
-    if (root / "train").is_dir():
+        return parsed, root / "train", _apart(root / "train", root / "test", spec)
+    if _holds_folders(root / "train"):  # a class named "train" holds images, a split class folders
         for name in ("val", "test"):
             if (root / name).is_dir():
-                return parsed, root / "train", root / name
+                return parsed, root / "train", _apart(root / "train", root / name, spec)
         raise UsageError(
             f"data spec {spec!r}: {root} has a train/ folder but no val/ or test/ folder beside it; "
             "expected ROOT/train and ROOT/val (or ROOT/test), or ROOT holding one folder per class"
         )
     return parsed, root, None
+
+
+def _holds_folders(path: Path) -> bool:
+    """Whether ``path`` is a folder with a (non-hidden) folder in it."""
+    if not path.is_dir():
+        return False
+    with os.scandir(path) as entries:
+        return any(entry.is_dir() and not entry.name.startswith(".") for entry in entries)
+
+
+def _apart(train: Path, val: Path, spec: str) -> Path:
+    """``val``, refused when it is ``train`` (a link) or inside it, or holds it: scores on training images."""
+    a, b = train.resolve(), val.resolve()
+    if a == b or a in b.parents or b in a.parents:
+        how = "the same folder as" if a == b else "nested with"
+        raise UsageError(
+            f"data spec {spec!r}: the validation folder {val} is {how} the training folder {train} "
+            f"(resolved: {b} and {a}); its scores would be on training images"
+        )
+    return val
 
 
 def fixed_validation(spec: str) -> str | None:
@@ -202,7 +224,8 @@ def split_listing(spec: str) -> str:
         return ""
     _, samples = scan_folder(train_dir)
     names = sorted(Path(path).relative_to(train_dir).as_posix() for path, _ in samples)
-    return f"{len(names)}:{hashlib.sha256(chr(10).join(names).encode()).hexdigest()[:16]}"
+    listing = chr(10).join(names).encode("utf-8", "surrogateescape")  # names as the disk has them
+    return f"{len(names)}:{hashlib.sha256(listing).hexdigest()[:16]}"
 
 
 def check_split_listing(spec: str, recorded: str, whose: str) -> None:
@@ -315,6 +338,8 @@ def read_labelled_list(path: Path) -> Samples:
             raise UsageError(
                 f"{path}:{number}: {text!r} is not 'IMAGE_PATH, LABEL' (LABEL a 0-based class index)"
             )
+        if int(label) >= MAX_LABEL:
+            raise UsageError(f"{path}:{number}: label {label.strip()} is too large for a class index")
         image = path.parent / name.strip()
         if not image.is_file():
             missing.append(str(image))
@@ -322,6 +347,13 @@ def read_labelled_list(path: Path) -> Samples:
     if missing:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise UsageError(f"{path} lists image files that do not exist: {', '.join(missing[:3])}{more}")
+    labels: dict[str, set[int]] = {}
+    for listed_image, class_index in samples:
+        labels.setdefault(os.path.normpath(listed_image), set()).add(class_index)
+    conflicting = next((name for name, found in labels.items() if len(found) > 1), None)
+    if conflicting is not None:
+        found = ", ".join(map(str, sorted(labels[conflicting])))
+        raise UsageError(f"{path} lists {conflicting} with different labels ({found}); an image has one")
     listed = Counter(os.path.normpath(image) for image, _ in samples)
     repeats = len(samples) - len(listed)
     if repeats:

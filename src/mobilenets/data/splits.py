@@ -59,8 +59,8 @@ ImageDataset = CachedImages | FolderImages
 
 CACHE_BUDGET_BYTES = 2 * 1024**3
 _LIST_NOT_TRAINABLE = (
-    "data {spec!r} is a labelled list file: it can be evaluated, not trained on; expected an image "
-    "folder, 'cifar10:PATH' or 'digits' for training"
+    "data {spec!r} is a file, not a folder (a labelled list file can be evaluated, not trained on); "
+    "expected an image folder, 'cifar10:PATH' or 'digits' for training"
 )
 # Default input side per kind of data: digits (8×8, upsampled) and CIFAR-10 (32×32) train at the smallest
 # side the models take; other folders at ImageNet's 224, what photos and pretrained weights expect.
@@ -179,9 +179,14 @@ def _digits_splits(
     )
 
 
-def _cached(samples: Samples, transform: BatchTransform, split: str) -> CachedImages:
-    """``samples`` decoded into a cache; unreadable files are left out (warned about by ``decode_all``)."""
-    images, kept, skipped = decode_all([path for path, _ in samples], transform.source_size)
+def _cached(
+    samples: Samples, transform: BatchTransform, split: str, workers: int | None = None
+) -> CachedImages:
+    """``samples`` decoded into a cache; unreadable files are left out (warned about by ``decode_all``).
+    ``workers`` 0 decodes in this process (where worker processes fail, e.g. a small /dev/shm); any other
+    value lets ``decode_all`` choose."""
+    paths = [path for path, _ in samples]
+    images, kept, skipped = decode_all(paths, transform.source_size, workers=0 if workers == 0 else None)
     if skipped and len(kept) == 0:
         raise UsageError(
             f"none of the {len(samples)} {split} image files could be read (e.g. {skipped[0]}); "
@@ -201,6 +206,7 @@ def _folder_sets(
     stats: tuple[Triple, Triple] | None,
     cache: bool | None,
     with_train: bool,
+    workers: int | None = None,
 ) -> tuple[ImageDataset | None, ImageDataset, tuple[str, ...], Triple, Triple]:
     """(train or None, val, classes, mean, std) for a folder or CIFAR-10 spec."""
     parsed, classes, train_samples, val_samples = folder_splits(spec, val_split, seed)
@@ -217,10 +223,10 @@ def _folder_sets(
     train: ImageDataset | None = None
     if cache:
         eval_tf = BatchTransform(size, img_size, mean, std, train=False)
-        val: ImageDataset = _cached(val_samples, eval_tf, "validation")
+        val: ImageDataset = _cached(val_samples, eval_tf, "validation", workers)
         if with_train:
             augmented = BatchTransform(size, img_size, mean, std, True, augment=augment)
-            train = _cached(train_samples, augmented, "training")
+            train = _cached(train_samples, augmented, "training", workers)
     else:
         val = FolderImages(val_samples, SampleTransform(img_size, mean, std, train=False))
         if with_train:
@@ -237,11 +243,13 @@ def load_splits(
     augment: str = "none",
     seed: int = 0,
     cache: bool | None = None,
+    workers: int | None = None,
 ) -> DataSplits:
     """Train (augmented) and val (eval transforms) datasets for ``spec`` at ``img_size``.
 
     ``val_split`` and ``seed`` only matter where a single folder (or digits) is split. ``cache``
     forces (True) or forbids (False) the in-memory cache; None decides by :data:`CACHE_BUDGET_BYTES`.
+    ``workers=0`` decodes the cache without worker processes (the training loader's own setting).
     Layout problems raise ``ValueError`` before any image is decoded.
     """
     check_val_split(val_split)
@@ -261,6 +269,7 @@ def load_splits(
         stats=None,
         cache=cache,
         with_train=True,
+        workers=workers,
     )
     assert train_set is not None  # internal invariant: with_train=True always builds it
     return DataSplits(train_set, val, classes, mean, std, train_set.skipped + val.skipped)

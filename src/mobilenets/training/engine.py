@@ -106,6 +106,7 @@ class Trainer:
             val_split=config.val_split,
             augment=config.augment,
             seed=config.seed,
+            workers=config.workers,
         )
         self.classes = splits.classes
         if len(self.classes) < 2:  # one class: a zero loss from the first step, and nothing learnt
