@@ -23,6 +23,16 @@ def test_v2_peak_is_the_expanded_tensor_of_the_second_block() -> None:
     assert halved.peak_activation_bytes == half.peak_activation_bytes
 
 
+def test_a_backbones_feature_maps_stay_alive_until_it_returns() -> None:
+    """forward returns every level: the first (16×112×112) is alive at the peak (block 1.0's depthwise)."""
+    backbone = summarize(mobilenets.mobilenet_v2(features_only=True))
+    classifier = summarize(mobilenets.mobilenet_v2())
+    assert backbone.peak_op == classifier.peak_op == "blocks.1.0.conv_dw"
+    assert backbone.peak_activation_bytes == classifier.peak_activation_bytes + 16 * 112 * 112 * 4
+    levels = [(16, 112), (24, 56), (32, 28), (96, 14), (320, 7)]
+    assert backbone.schedule[-1].live_bytes >= sum(c * side * side * 4 for c, side in levels)
+
+
 def test_residual_input_stays_alive_until_the_addition() -> None:
     summary = summarize(mobilenets.mobilenet_v2())
     by_name = {op.name: op.live_bytes for op in summary.schedule}
@@ -99,11 +109,22 @@ def test_json_and_csv_outputs() -> None:
     assert rows[-1].startswith("TOTAL") and str(summary.total_macs) in rows[-1]
 
 
-def test_summary_rejects_bad_arguments() -> None:
+def test_summary_rejects_bad_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="resolution"):
         summarize(mobilenets.mobilenet_v2(), resolution=16)
     with pytest.raises(ValueError, match="dtype"):
         summarize(mobilenets.mobilenet_v2(), dtype="float64")
+    with pytest.raises(ValueError, match=r"unknown dtype \['float16'\]"):
+        summarize(mobilenets.mobilenet_v2(), dtype=["float16"])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"model must be a torch\.nn\.Module"):
+        summarize("mobilenet_v2")  # type: ignore[arg-type]
+    # The memory check counts pixels: a grey input skips it no sooner than an RGB one (105 px: checked)
+    from mobilenets.analysis import summary as summary_module
+
+    monkeypatch.setattr(summary_module, "ANALYSIS_BUDGET_BYTES", 2**20)
+    grey = mobilenets.mobilenet_v2(width_mult=0.35, in_channels=1)
+    with pytest.raises(ValueError, match=r"analysing a 1×1×105×105 input would hold about 0.0 GiB"):
+        summarize(grey, resolution=105)
 
 
 def test_saved_for_backward_bytes_counts_each_saved_storage_once() -> None:

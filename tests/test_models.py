@@ -9,6 +9,7 @@ from torch import nn
 
 import mobilenets
 from mobilenets import create_model, list_models
+from mobilenets.analysis import summarize
 from mobilenets.errors import UsageError
 from mobilenets.models import MAX_INPUT_SIZE, MIN_INPUT_SIZE, check_model_options, check_resolution
 from tests.conftest import ALL_MODELS, SMALL_RES
@@ -58,6 +59,14 @@ def test_features_only_backbone() -> None:
         features = backbone(torch.randn(1, 3, 96, 96))
     assert [tuple(f.shape[1:]) for f in features] == [(32, 12, 12), (96, 6, 6), (320, 3, 3)]
     assert not any(isinstance(m, nn.Linear) for m in backbone.modules())
+    # Blocks after the deepest level returned are not built: every weight runs and gets a gradient
+    short = create_model("mobilenet_v2", features_only=True, out_indices=(1, 2))
+    sum(f.sum() for f in short(torch.randn(2, 3, 64, 64))).backward()
+    assert all(p.grad is not None for p in short.parameters()) and len(short.feature_info) == 3
+    assert [name for name, _ in short.blocks.named_children()] == ["0", "1", "2"]
+    report = summarize(short, resolution=64)
+    assert sum(p.numel() for p in short.parameters()) == report.total_params
+    assert report.total_params == sum(layer.params for layer in report.layers)
     # feature_info describes what forward returns: one map per level, so a level named twice is refused
     for bad, message in (((-1, 4), "name a feature level twice"), ((5,), "must be indices into the 5")):
         with pytest.raises(ValueError, match=message):

@@ -74,6 +74,12 @@ def test_a_v3_backbone_loads_the_body_of_full_model_weights(source: str) -> None
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(backbone(x)[-1], whole.blocks(whole.stem(x)))  # the same body
+    # A backbone cut short after its second level takes the first blocks of the whole network's weights
+    short = mobilenets.mobilenet_v3_small(features_only=True, out_indices=(0, 1), norm_eps=eps).eval()
+    report = load_weights(short, full.state_dict(), strict=False)
+    assert not report.missing and 0 < len(report.loaded) < 234
+    with torch.no_grad():
+        assert all(torch.equal(a, b) for a, b in zip(short(x), backbone(x)[:2], strict=False))
 
 
 @pytest.mark.parametrize(("ours_name", "timm_name"), TIMM_PAIRS)

@@ -97,13 +97,22 @@ def _previous_block(block: str) -> str:
 def schedule_memory(model: nn.Module, example: torch.Tensor, *, bytes_per_element: int = 4) -> list[OpMemory]:
     """Live activation bytes at each operation of ``model``'s plain sequential schedule on ``example``."""
     op_names = {name for name, _ in _op_modules(model)}
-    calls = record_calls(
-        model,
-        example,
-        lambda name, module: (
-            name in op_names or (isinstance(module, InvertedResidual) and module.has_residual)
-        ),
-    )
+    returned: list[object] = []  # what forward returns (a backbone's feature maps) lives to the end
+
+    def keep_returned(module: nn.Module, inputs: object, output: object) -> None:
+        returned.extend(output if isinstance(output, list | tuple) else [output])
+
+    handle = model.register_forward_hook(keep_returned)
+    try:
+        calls = record_calls(
+            model,
+            example,
+            lambda name, module: (
+                name in op_names or (isinstance(module, InvertedResidual) and module.has_residual)
+            ),
+        )
+    finally:
+        handle.remove()
     stages = [name for name, module in model.named_modules() if isinstance(module, ExpansionShortcutStage)]
     produced = {_key(example)}
     hidden: dict[str, torch.Tensor] = {}  # per block of such a stage: the expanded tensor it projects
@@ -140,6 +149,9 @@ def schedule_memory(model: nn.Module, example: torch.Tensor, *, bytes_per_elemen
         sizes[key] = max(sizes.get(key, 0), event.output.numel() * bytes_per_element)
         first.setdefault(key, index)
         last[key] = max(last.get(key, index), index)
+    for value in returned:
+        if isinstance(value, torch.Tensor) and _key(value) in last:
+            last[_key(value)] = len(events) - 1
     result = []
     for index, event in enumerate(events):
         live = event.scratch + sum(size for key, size in sizes.items() if first[key] <= index <= last[key])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,7 +10,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from ..errors import UsageError
+from ..errors import UsageError, WrongTypeError
 from ..models import check_resolution
 from .layers import LAYER_KINDS, LayerCost, layer_costs
 from .memory import OpMemory, schedule_memory
@@ -21,7 +20,7 @@ DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}
 # The analysis keeps every layer's output of its float32 forward passes alive; past this total (measured
 # before anything is allocated) a too large resolution or batch fails with a clear error instead.
 ANALYSIS_BUDGET_BYTES = 2 * 1024**3
-# Inputs up to this many values (one 104×104 RGB image, ten CIFAR ones) skip that measurement (a few
+# RGB inputs up to this many values (one 104×104 image, ten CIFAR ones) skip that measurement (a few
 # tenths of a second): even the widest model here, with small_input, stays within the budget on them.
 UNCHECKED_INPUT_VALUES = 2**15
 
@@ -109,7 +108,9 @@ def summarize(
     ``summarize_memory_efficient`` calls this). Counts stay ``model``'s; ``memory_efficient`` and
     ``patches`` record the chunk and tile settings in the report.
     """
-    if dtype not in DTYPE_BYTES:
+    if not isinstance(model, nn.Module):
+        raise WrongTypeError(f"model must be a torch.nn.Module (create_model(NAME)), got {model!r}")
+    if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
         raise UsageError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPE_BYTES)}")
     check_resolution(resolution)
     if not _is_int(batch_size) or batch_size < 1:
@@ -120,7 +121,7 @@ def summarize(
     model.eval()
     try:
         needed = None
-        if math.prod(shape) > UNCHECKED_INPUT_VALUES:
+        if batch_size * 3 * resolution**2 > UNCHECKED_INPUT_VALUES:  # as RGB: grey input, same activations
             needed = estimated_activation_bytes(model, shape)
         if needed is not None and needed > ANALYSIS_BUDGET_BYTES:
             raise UsageError(

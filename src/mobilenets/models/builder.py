@@ -384,6 +384,10 @@ def build_mobilenet(
         default_resolution=arch.default_resolution,
         architecture=arch.name,
     )
+    if features_only and max(model.out_indices) < len(model.feature_info) - 1:
+        # Blocks after the deepest level returned would never run: dropped, not kept as dead weights
+        # (no gradient, which DDP refuses, and counted in the parameters). feature_info ends there too.
+        model.prune_intermediate_layers(list(model.out_indices))
     if zero_init_residual:
         for block in model.modules():
             if isinstance(block, InvertedResidual) and block.has_residual:

@@ -297,7 +297,8 @@ class MobileNet(nn.Module):
             self.conv_head = nn.Identity()
             self.pre_logits = nn.Identity()
             self.num_features = self.head_hidden_size = channels
-            self.reset_classifier(0)
+            if not self.features_only:  # (a backbone has no classifier to remove)
+                self.reset_classifier(0)
         levels = list(self.feature_info)[: deepest + 1]
         self._set_feature_levels(levels, tuple(i for i in self.out_indices if i <= deepest) or (deepest,))
         return taken

@@ -68,8 +68,10 @@ def numbered_prefixes(keys: Iterable[str], pattern: str) -> list[str]:
 
 
 def check_block_count(model: MobileNet, theirs: list[str], source: str) -> None:
+    """Refuse weights with another number of blocks; a backbone cut short after the feature levels it
+    returns (``features_only``) takes the first blocks of a whole network's."""
     ours = sum(1 for _ in model.iter_blocks())
-    if len(theirs) != ours:
+    if len(theirs) != ours and not (model.features_only and len(theirs) > ours):
         raise UsageError(
             f"the {source} weights have {len(theirs)} blocks, the model has {ours}: they are weights of "
             "another architecture or depth (check --model and --width-mult)"
