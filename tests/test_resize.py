@@ -25,6 +25,12 @@ def test_size_grows_linearly_in_steps_of_four_then_stays_full() -> None:
     assert {train_size(epoch, start=1.0, **schedule) for epoch in range(1, 11)} == {32}
     assert train_size(1, start=0.25, **schedule) == 16  # never below the model's smallest input
     assert train_size(1, epochs=4, full=224, start=0.5, until=1.0, minimum=32) == 112
+    # until=1 ramps over every epoch but the last, which trains at full size as every run's last does
+    assert [train_size(e, epochs=3, full=32, start=0.5, until=1.0, minimum=8) for e in (1, 2, 3)] == [
+        16,
+        20,
+        32,
+    ]
     # A ramp shorter than an epoch (until × epochs < 1) still trains the first epoch at the start scale.
     assert [train_size(e, epochs=3, full=32, start=0.5, until=0.3, minimum=16) for e in (1, 2, 3)] == [
         16,
@@ -79,6 +85,13 @@ def test_cli_progressive_resize_reaches_the_config(tmp_path: Path) -> None:
     config = json.loads((out / "config.json").read_text())
     assert (config["resize_start"], config["resize_until"]) == (0.5, 1.0)
     assert read_metrics(out)[0]["train_size"] == 16
+    # Without small_input the network's smallest input is 32 px, the size it trains at: refused
+    code, _, err = run_cli(
+        [*argv[:5], "--epochs", "1", "--progressive-resize", "0.5", "--out", str(out) + "2"]
+    )
+    assert (
+        code == 2 and "progressive resizing would change nothing: mobilenet_v2's smallest input is 32" in err
+    )
 
 
 def test_smallest_input_is_the_networks_total_stride() -> None:

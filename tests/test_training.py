@@ -135,8 +135,11 @@ def test_resume_after_an_epoch_reproduces_the_uninterrupted_run(
         train(TrainConfig(**{**FAST, "width_mult": 0.5}, epochs=3, out=str(tmp_path), resume=True))
     # Finished: nothing trains, nothing is rewritten, and the summary gives the run's last score
     config_text = (tmp_path / "config.json").read_text()
-    again = train(TrainConfig(**{**FAST, "lr": 0.5}, epochs=2, out=str(tmp_path), resume=True))
+    again = train(
+        TrainConfig(**{**FAST, "lr": 0.5, "deterministic": True}, epochs=2, out=str(tmp_path), resume=True)
+    )
     assert "has finished its 2 epochs: nothing to train" in capsys.readouterr().out
+    assert not torch.are_deterministic_algorithms_enabled()  # a run's kernel settings end with it
     assert again["epochs_run"] == 0 and again["final_top1"] == read_metrics(tmp_path)[1]["val_top1"]
     assert (tmp_path / "config.json").read_text() == config_text and len(read_metrics(tmp_path)) == 2
     with pytest.raises(ValueError, match=r"--epochs 1: it has trained 2 epochs, .* give --epochs 2 or more"):
@@ -220,6 +223,8 @@ def test_lr_schedules_in_closed_form() -> None:
     assert [lr_factor(default, steps)(s) for s in (69, 70, 140)] == pytest.approx([1, 0.1, 0.01])
     with pytest.raises(ValueError, match="lr_step_epochs=20 would never step the learning rate in 20 epochs"):
         TrainConfig(schedule="step", lr_step_epochs=20)
+    with pytest.raises(ValueError, match=r"lr_step_epochs=9 .* in 10 epochs \(after 1 of warm-up\)"):
+        TrainConfig(schedule="step", epochs=10, lr_step_epochs=9)  # its first step would come after the end
     assert TrainConfig(lr_step_epochs=30).lr_step_epochs == 30  # unused by cosine: refused by the CLI only
 
 
@@ -236,6 +241,14 @@ def test_optimizers_follow_the_recipes() -> None:
     assert isinstance(rmsprop, torch.optim.RMSprop)
     assert rmsprop.defaults["alpha"] == RMSPROP_ALPHA == 0.9 and rmsprop.defaults["momentum"] == 0.9
     assert rmsprop.defaults["lr"] == pytest.approx(0.045)
+    # TF's RMSProp (the paper's): the squared-gradient average starts at 1, so a first step is ~lr × g,
+    # not torch's ~3 × lr whatever the gradient (measured: 0.031 and 2.87 × lr for g = 1e-3 and 1)
+    weight = torch.nn.Parameter(torch.zeros(3))
+    first = build_optimizer(torch.nn.ParameterList([weight]), TrainConfig(optimizer="rmsprop", lr=1.0))
+    weight.grad = torch.tensor([1e-3, 0.1, 1.0])
+    first.step()
+    assert (-weight.detach()).tolist() == pytest.approx([1e-3, 0.1, 1.0], rel=0.04)
+    assert TrainConfig(optimizer="adamw").weight_decay == 0.05 and TrainConfig().weight_decay == 4e-5
     sgd = build_optimizer(model, TrainConfig(batch_size=256, weight_decay=5e-4))
     assert sgd.defaults["nesterov"] and sgd.defaults["lr"] == pytest.approx(0.1)  # 0.1 per 256 images
     assert TrainConfig().peak_lr == pytest.approx(0.025)  # the default batch of 64

@@ -113,7 +113,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help=f"SGD (Nesterov) and RMSProp momentum (default {_DEFAULTS.momentum})",
     )
     recipe.add_argument(
-        "--weight-decay", type=float, default=_DEFAULTS.weight_decay, help="none on norms and biases"
+        "--weight-decay",
+        type=float,
+        default=None,
+        help="none on norms and biases (default 4e-5; AdamW 0.05, decoupled)",
     )
     recipe.add_argument("--schedule", choices=SCHEDULES, default=_DEFAULTS.schedule)
     recipe.add_argument(

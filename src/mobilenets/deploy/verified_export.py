@@ -166,7 +166,9 @@ def export_verified(
     ``first_images(card_eval_set(card, data)[0], 32)``); ``verified_on`` describes them for the
     report. Without them, an int8 export verifies on its first 32 calibration images and an fp32
     export on 32 seeded random inputs. An fp32 file differing from PyTorch by more than ``tolerance``
-    raises :class:`~mobilenets.errors.ExternalError` (the file stays, for inspection).
+    raises :class:`~mobilenets.errors.ExternalError`. Files are written as ``NAME.unverified.SUFFIX``
+    and renamed to ``out`` once checked: one that fails stays under that name, for inspection, and a
+    file already at ``out`` is left as it was.
 
     ``int8`` quantizes, calibrated on ``calibration`` (float images like ``verify_images``; a few
     hundred). ONNX quantizes in ONNX Runtime (``calib_method``: minmax, percentile or entropy, default
@@ -237,10 +239,38 @@ def export_verified(
         qat_epochs=qat_epochs,
         qat_lr=qat_lr,
     )
-    if format == "executorch":
-        return _executorch(model, base, card, resolution, verify, settings, portable=portable)
-    exports = {"onnx": _onnx, "openvino": _openvino}
-    return exports.get(format, _torch)(model, base, card, resolution, verify, settings)
+    final = Path(out)
+    staged = final.with_name(f"{final.stem}{UNVERIFIED}{final.suffix}")
+    for path in _files(staged, format):  # left by an export that failed its check before
+        path.unlink(missing_ok=True)
+    base = dataclasses.replace(base, path=staged)
+    try:
+        if format == "executorch":
+            report = _executorch(model, base, card, resolution, verify, settings, portable=portable)
+        else:
+            exports = {"onnx": _onnx, "openvino": _openvino}
+            report = exports.get(format, _torch)(model, base, card, resolution, verify, settings)
+    except ExternalError as err:
+        if not staged.exists():
+            raise
+        raise ExternalError(f"{err} ({final} is as it was.)") from err
+    except BaseException:
+        for path in _files(staged, format):
+            path.unlink(missing_ok=True)
+        raise
+    renamed = dict(zip(_files(staged, format), _files(final, format), strict=True))
+    for source, target in renamed.items():  # companions first: the file asked for finds them in place
+        if source.exists():
+            os.replace(source, target)
+    fp32_path = None if report.fp32_path is None else renamed.get(report.fp32_path, report.fp32_path)
+    return dataclasses.replace(report, path=final, fp32_path=fp32_path)
+
+
+def _files(path: Path, format: str) -> list[Path]:
+    """The files an export to ``path`` writes, the file asked for last: ONNX int8's fp32 file beside it,
+    an OpenVINO IR's weights."""
+    companions = {"onnx": [path.with_suffix(".fp32.onnx")], "openvino": [path.with_suffix(".bin")]}
+    return [*companions.get(format, []), path]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -251,6 +281,10 @@ class _Int8Settings:
     keep_float: list[str]
     qat_epochs: int | None
     qat_lr: float | None
+
+
+# Files are written under this name (before their suffix) until they pass their checks.
+UNVERIFIED = ".unverified"
 
 
 def _check_fp32(report: ExportReport, diff: float, path: Path) -> None:

@@ -37,6 +37,10 @@ _OWN_FIELDS = ("width_mult", "small_input", "norm", "dropout", "drop_path_rate",
 # (the CIFAR-10 recipe's 0.1 at batch 128). RMSProp: the v2 paper's 0.045 (TF-slim trained with batch
 # 96); AdamW: 1e-3, not scaled (adaptive steps).
 DEFAULT_LR = {"sgd": 0.1, "rmsprop": 0.045, "adamw": 1e-3}
+# Weight decay when --weight-decay is not given: the v2 paper's 4e-5 (an L2 term in the gradient), but
+# for AdamW, whose decay is decoupled and scaled by its small lr (1e-3 × 4e-5 would shrink nothing),
+# 0.05, timm's usual AdamW setting.
+DEFAULT_WEIGHT_DECAY = {"sgd": 4e-5, "rmsprop": 4e-5, "adamw": 0.05}
 REFERENCE_BATCH = {"sgd": 256, "rmsprop": 96, "adamw": 0}
 # Width when --width-mult is not given: 1.0 (the papers', and that of every ImageNet weights file), but
 # half for the built-in digits trained from scratch: 10 classes of 8×8 strokes need no more, and half the
@@ -72,7 +76,8 @@ class TrainConfig:
     ``width_mult=None`` is 1.0, or 0.5 for digits trained from scratch (``DIGITS_WIDTH_MULT``);
     ``img_size=None`` the data's input side (32 for digits and CIFAR-10, 224 for other folders:
     :func:`mobilenets.data.default_resolution`); ``warmup_epochs=None`` one epoch, at most a tenth of
-    the run; ``lr_step_epochs=None`` a third of the epochs (the step schedule then decays twice, like
+    the run; ``weight_decay=None`` the optimizer's (``DEFAULT_WEIGHT_DECAY``); ``lr_step_epochs=None``
+    a third of the epochs (the step schedule then decays twice, like
     torchvision's 30 of 90). They are resolved here, so ``config.json`` and checkpoints hold the values used.
 
     The defaults are the recipe to start from: ``mobilenets train --data digits`` alone reaches the
@@ -98,7 +103,7 @@ class TrainConfig:
     optimizer: str = "sgd"
     lr: float | None = None
     momentum: float = 0.9
-    weight_decay: float = 4e-5
+    weight_decay: float | None = None
     schedule: str = "cosine"
     warmup_epochs: float | None = None
     lr_step_epochs: int | None = None
@@ -167,8 +172,10 @@ class TrainConfig:
             _is_number(self.momentum) and 0 <= self.momentum < 1,
             f"momentum must be in [0, 1), got {self.momentum!r}",
         )
+        if self.weight_decay is None and self.optimizer in DEFAULT_WEIGHT_DECAY:
+            object.__setattr__(self, "weight_decay", DEFAULT_WEIGHT_DECAY[self.optimizer])
         _check(
-            _is_number(self.weight_decay) and self.weight_decay >= 0,
+            _is_number(self.weight_decay) and self.weight_decay_used >= 0,
             f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}",
         )
         _check(
@@ -185,10 +192,12 @@ class TrainConfig:
             self.lr_step_epochs is None or (_is_int(self.lr_step_epochs) and self.lr_step_epochs >= 1),
             f"lr_step_epochs must be an integer >= 1, got {self.lr_step_epochs!r}",
         )
-        _check(
-            self.schedule != "step" or self.lr_step_epochs is None or self.lr_step_epochs < self.epochs,
+        _check(  # the steps are counted after the warm-up
+            self.schedule != "step"
+            or self.lr_step_epochs is None
+            or self.warmup + self.lr_step_epochs < self.epochs,
             f"lr_step_epochs={self.lr_step_epochs} would never step the learning rate in {self.epochs} "
-            "epochs; give fewer than the epochs, or leave it out (a third of them)",
+            f"epochs (after {self.warmup:g} of warm-up); give fewer, or leave it out (a third of the epochs)",
         )
         if self.lr_step_epochs is None:  # torchvision's recipe: ×0.1 every 30 of 90 epochs
             object.__setattr__(self, "lr_step_epochs", max(1, math.ceil(self.epochs / 3)))
@@ -254,6 +263,12 @@ class TrainConfig:
         """Epochs of linear warm-up: ``warmup_epochs``, or the default when it was given as None."""
         assert self.warmup_epochs is not None  # internal invariant: __post_init__ resolves None
         return self.warmup_epochs
+
+    @property
+    def weight_decay_used(self) -> float:
+        """The weight decay: ``weight_decay``, or the optimizer's default when it was given as None."""
+        assert self.weight_decay is not None  # internal invariant: __post_init__ resolves None
+        return self.weight_decay
 
     @property
     def step_epochs(self) -> int:

@@ -47,7 +47,7 @@ from .progress import EpochProgress
 from .resize import resize_batch, train_size
 from .resume import EpochSums, restore_training_state, rng_states, training_state
 from .run_log import append_metrics, check_resume_config, keep_metrics_before, last_val_top1, write_json
-from .runtime import configure_reproducibility, resolve_precision
+from .runtime import configure_reproducibility, kernel_settings_restored, resolve_precision
 from .stop import StopRequest
 from .storage import check_free_space, check_writable, checkpoint_bytes, remove_stale_temp_files
 
@@ -147,6 +147,12 @@ class Trainer:
         set_inplace_activations(model, False)  # hard-swish & co: faster backward; see its docstring
         memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         self.min_input_size = model.min_input_size  # the smallest progressive resizing may train at
+        if config.resize_start < 1 and self.min_input_size >= config.resolution:
+            raise UsageError(
+                f"progressive resizing would change nothing: {config.model}'s smallest input is "
+                f"{self.min_input_size} px (its total stride), and it trains at {config.resolution}; "
+                "raise --resolution, or leave --progressive-resize out"
+            )
         self.model: nn.Module = model.to(device=self.device, memory_format=memory_format)  # type: ignore[call-overload]
         if config.sync_bn:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
@@ -515,7 +521,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     """
     context = init_distributed(config.device)
     try:
-        return Trainer(config, context).run()
+        with kernel_settings_restored():
+            return Trainer(config, context).run()
     except RuntimeError as error:
         if context.distributed and not isinstance(error, TrainingError) and is_lost_peer(error):
             raise lost_peer_error(error, context) from error

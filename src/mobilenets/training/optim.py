@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -15,6 +16,29 @@ from .config import TrainConfig
 # the squared-gradient average is small, the regime TF's recipe tuned eps for (as timm's RMSpropTF notes).
 RMSPROP_EPS = 1e-3**0.5
 RMSPROP_ALPHA = 0.9  # the v2 paper's "decay 0.9"
+
+
+class TFRMSprop(torch.optim.RMSprop):
+    """torch's RMSprop with its squared-gradient average starting at 1, as TensorFlow's does.
+
+    torch starts it at 0: the first steps then divide by about ``|g| × sqrt(1 - alpha)``, a step of
+    about 3 × lr whatever the gradient's scale (30× TF's for a gradient of 0.01), and a network
+    trained with the paper's RMSProp recipe does worse than chance in its first epoch. TF's average
+    starts at 1 and leaves the first steps near ``lr × g``. The state is torch's, so checkpoints
+    save and resume it as any optimizer's.
+    """
+
+    def __init__(self, params: Any, **kwargs: Any) -> None:
+        super().__init__(params, **kwargs)
+        for group in self.param_groups:
+            for param in group["params"]:
+                state = self.state[param]
+                state["step"] = torch.tensor(0.0)
+                state["square_avg"] = torch.ones_like(param, memory_format=torch.preserve_format)
+                if group["momentum"] > 0:
+                    state["momentum_buffer"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                if group["centered"]:
+                    state["grad_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, object]]:
@@ -40,7 +64,7 @@ def build_optimizer(
     uninitialised when the scaler skips the first step for an overflow, which fp16 runs routinely do, and
     the weights blow up a step later. Fused AdamW skips such steps correctly.
     """
-    groups = parameter_groups(model, config.weight_decay)
+    groups = parameter_groups(model, config.weight_decay_used)
     lr = config.peak_lr
     if config.optimizer == "sgd":
         fused = not loss_scaling
@@ -53,7 +77,7 @@ def build_optimizer(
             foreach=not fused,
         )
     if config.optimizer == "rmsprop":
-        return torch.optim.RMSprop(
+        return TFRMSprop(
             groups, lr=lr, alpha=RMSPROP_ALPHA, eps=RMSPROP_EPS, momentum=config.momentum, foreach=True
         )
     return torch.optim.AdamW(groups, lr=lr, fused=True)

@@ -20,12 +20,14 @@ def train_size(epoch: int, *, epochs: int, full: int, start: float, until: float
     """The training image side in epoch ``epoch`` (1-based) of ``epochs``.
 
     ``start``: the first epoch's scale of ``full`` (1.0: no resizing); ``until``: the fraction of the
-    epochs after which training runs at full size. In between, the scale grows linearly with the
-    epoch, rounded to a multiple of :data:`SIZE_STEP`, never below ``minimum`` (the model's
-    ``min_input_size``) nor above ``full``.
+    epochs after which training runs at full size (the last epoch always does, unless it is the
+    first). In between, the scale grows linearly with the epoch, rounded to a multiple of
+    :data:`SIZE_STEP`, never below ``minimum`` (the model's ``min_input_size``) nor above ``full``.
     """
     ramp = until * epochs
-    if start >= 1.0 or epoch > max(ramp, 1.0):  # the first epoch is at ``start`` however short the run
+    # The first epoch is at ``start`` however short the run; the last at full size in any run of two
+    # or more (``until`` = 1 included): the model ends matched to the size it is scored at.
+    if start >= 1.0 or epoch > max(ramp, 1.0) or epoch == epochs > 1:
         return full
     scale = start + (1.0 - start) * (epoch - 1) / ramp
     size = SIZE_STEP * round(scale * full / SIZE_STEP)

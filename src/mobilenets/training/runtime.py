@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import torch
 
@@ -29,6 +31,20 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.bfloat16 if torch.cpu._is_amx_tile_supported() else None
+
+
+@contextlib.contextmanager
+def kernel_settings_restored() -> Iterator[None]:
+    """Put back the process-wide settings a run changes (deterministic algorithms, cuDNN's autotuner):
+    a deterministic run must not leave later work in this process on slow or refusing kernels."""
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    benchmark = torch.backends.cudnn.benchmark
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.backends.cudnn.benchmark = benchmark
 
 
 def configure_reproducibility(config: TrainConfig) -> None:
