@@ -317,8 +317,27 @@ def test_export_torch_formats_fail_above_the_tolerance(
     checkpoint, _, _ = digits_checkpoint
     out = tmp_path / "m.pt"
     argv = ["export", "--checkpoint", str(checkpoint), "--format", "torchscript", "--out", str(out)]
+    code, _, err = run_cli([*argv, "--verify-images", "4"])
+    assert code == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"], err
+    good = out.read_bytes()
     code, _, err = run_cli([*argv, "--tolerance", "1e-12", "--verify-images", "4"])
     assert code == 1 and "torch.jit.load output differs from PyTorch" in err and "not trustworthy" in err, err
+    # The file that failed stays beside, for inspection; the one already at --out is left as it was
+    assert f"{tmp_path / 'm.unverified.pt'} is not trustworthy" in err and f"({out} is as it was.)" in err
+    assert out.read_bytes() == good and (tmp_path / "m.unverified.pt").is_file()
+    code, _, err = run_cli([*argv, "--verify-images", "4"])
+    assert code == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"], err  # its leftover too
+
+
+def test_a_refused_int8_export_leaves_no_file(
+    digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard], tmp_path: Path
+) -> None:
+    """--keep-float names a module with no ONNX node (dropout): known only once the fp32 file exists."""
+    checkpoint, _, _ = digits_checkpoint
+    argv = ["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "m.onnx"), "--int8"]
+    code, _, err = run_cli([*argv, "--calib", "digits", "--calib-images", "8", "--keep-float", "dropout"])
+    assert code == 2 and "no layer of the model is in module 'dropout'" in err, err
+    assert list(tmp_path.iterdir()) == []
 
 
 # --- ONNX int8 with a fixed batch; the library behind `export`; exported files for inference ----------
