@@ -478,11 +478,15 @@ def test_a_fine_tune_resumes_without_naming_its_weights_again(tmp_path: Path) ->
     code, _, err = run_cli([*common, "--width-mult", "1.0", "--epochs", "1", "--out", str(tmp_path / "base")])
     assert code == 0, err
     tune = [*common, "--out", str(tmp_path / "tune")]
-    code, _, err = run_cli([*tune, "--epochs", "1", "--pretrained", str(tmp_path / "base/last.safetensors")])
+    base = str(tmp_path / "base/last.safetensors")
+    code, _, err = run_cli([*tune, "--epochs", "1", "--pretrained", base, "--weight-decay", "1e-3"])
     assert code == 0, err
     code, stdout, err = run_cli([*tune, "--epochs", "1", "--resume"])  # checked, then nothing left to run
     assert code == 0 and json.loads(stdout.splitlines()[-1])["epochs_run"] == 0, err
     assert "has finished its 1 epochs" in stdout
+    code, stdout, err = run_cli([*tune, "--epochs", "2", "--resume"])  # its weight decay, not the default
+    saved = json.loads((tmp_path / "tune" / "config.json").read_text())
+    assert code == 0 and saved["weight_decay"] == 1e-3 and saved["width_mult"] == 1.0, err
 
 
 def test_resume_refuses_another_optimizer_or_weight_average(tmp_path: Path) -> None:

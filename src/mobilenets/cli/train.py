@@ -196,6 +196,9 @@ def run(args: argparse.Namespace) -> int:
     width_mult = args.width_mult
     if args.resume and width_mult is None and args.pretrained is None:  # the run's, not today's default
         width_mult = saved_option(Path(args.out), "width_mult")  # (the default depends on --pretrained)
+    weight_decay = args.weight_decay  # a resume keeps the run's unless told (AdamW's default changed)
+    if args.resume and weight_decay is None:
+        weight_decay = saved_option(Path(args.out), "weight_decay")
     config = TrainConfig(
         model=args.model,
         width_mult=width_mult,
@@ -218,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
         optimizer=args.optimizer,
         lr=args.lr,
         momentum=_DEFAULTS.momentum if args.momentum is None else args.momentum,
-        weight_decay=args.weight_decay,
+        weight_decay=weight_decay,
         schedule=args.schedule,
         warmup_epochs=args.warmup_epochs,
         lr_step_epochs=args.lr_step_epochs,
