@@ -27,9 +27,11 @@ class Bfloat16Inference(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16):
-            out: torch.Tensor = self.model(x)
+            out = self.model(x)
+        if isinstance(out, list | tuple):  # a features_only backbone's maps
+            return [level.float() for level in out]
         return out.float()
 
 

@@ -31,6 +31,7 @@ from ..errors import UsageError
 from ..layers.conv_norm_act import ConvNormAct
 from ..layers.inverted_residual import ExpansionShortcutStage, InvertedResidual
 from ..layers.padding import Conv2dSame, tf_same_pads
+from ..models import check_resolution
 from ..models.mobilenet import MobileNet
 from .fuse import folded_parameters, fuse
 from .patch_inference import PATCH_STRIDE, patch_stem
@@ -262,6 +263,10 @@ def memory_efficient(
     (:class:`~mobilenets.deploy.patch_inference.PatchedStem`), and channel chunks apply to the blocks
     after them. The tiles' overlapping receptive fields are computed once per tile: a latency cost.
     """
+    if chunks != "channel" and (isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1):
+        raise UsageError(f"chunks must be a positive integer or 'channel', got {chunks!r}")
+    if resolution is not None:
+        check_resolution(resolution)
     fused = fuse(copy.deepcopy(model))
     if not list(fused.iter_blocks()):
         raise UsageError("the model has no blocks to chunk")
@@ -274,6 +279,11 @@ def memory_efficient(
     if patches != 1:
         patch_stem(fused, patches, stride=patch_stride, resolution=size)
     replaced = _chunk_all(fused, chunks)
+    if not replaced and patches == 1:  # mobilenet_v1 and the conv twins: nothing expands
+        raise UsageError(
+            "the model has no inverted residual block to chunk (only blocks that expand and project "
+            "hold a large hidden tensor); its memory-efficient form would be the plain one"
+        )
     if not only_where_needed or not replaced:
         return fused
     parameter = next(fused.parameters(), None)

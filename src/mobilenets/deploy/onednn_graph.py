@@ -111,6 +111,9 @@ class OneDNNGraph(nn.Module):
         return entry
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_input = getattr(self.model, "check_input", None)
+        if check_input is not None:  # a graph checks nothing: wrong channels would read as a refused fusion
+            check_input(x)
         x = x.contiguous()  # one graph per shape: channels_last input is converted, not re-traced
         with torch.no_grad():
             graph, fused = self._graph(tuple(x.shape))

