@@ -34,6 +34,7 @@ BENCHMARKS = (
 # The benchmarks that take --markdown (see benchmarks/_report.py).
 WRITE_DOCS = {
     "train_throughput.py",
+    "inference_latency.py",
     "memory_efficient.py",
     "pretrained_accuracy.py",
     "int8_accuracy.py",

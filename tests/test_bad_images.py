@@ -598,6 +598,11 @@ def test_cli_predict_converts_unusual_images_and_names_bad_ones(
     assert code == 2 and "expected image files, got folder(s)" in err and "folder.jpg" in err
     code, _, err = run_cli(["predict", "--weights", str(checkpoint), str(bad_folder.paths["dangling.jpg"])])
     assert code == 2 and "not found" in err and "dangling.jpg" in err
+    # --pretrained [NAME] takes the image after it as a name: said so, not "IMAGE is required"
+    code, _, err = run_cli(["predict", "--model", "mobilenet_v2", "--pretrained", unusual[0]])
+    assert code == 2 and "--pretrained took the file" in err and "write --pretrained=NAME" in err, err
+    code, _, err = run_cli(["predict", "--weights", str(checkpoint)])
+    assert code == 2 and "give at least one IMAGE file" in err, err
 
 
 def test_cli_predict_on_a_bad_file_exits_2_without_a_traceback(

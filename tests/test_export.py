@@ -329,6 +329,28 @@ def test_export_torch_formats_fail_above_the_tolerance(
     assert code == 0 and sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"], err  # its leftover too
 
 
+def test_calibration_never_takes_the_held_out_images_and_spreads_over_a_folder(
+    digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard], tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    from mobilenets.data import card_eval_set, first_images
+    from mobilenets.data.card import calibration_images
+
+    _, _, card = digits_checkpoint
+    own = calibration_images(card, "digits", 300)  # the data it trained on: its training part
+    held_out = first_images(card_eval_set(card, "digits")[0], 179)
+    assert len(own) == 300 and len(held_out) == 179
+    assert not (own.flatten(1)[:, None] == held_out.flatten(1)[None]).all(-1).any()
+    # A folder comes class by class: 4 images of 40 are taken one per class, not the first class's
+    for label, shade in enumerate((0, 80, 160, 240)):
+        (tmp_path / f"c{label}").mkdir()
+        for index in range(10):
+            Image.new("RGB", (32, 32), (shade, shade, shade)).save(tmp_path / f"c{label}" / f"{index}.png")
+    spread = calibration_images(card, str(tmp_path), 4)
+    assert len(spread) == 4 and len({round(float(image.mean()), 3) for image in spread}) == 4
+
+
 def test_a_refused_int8_export_leaves_no_file(
     digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard], tmp_path: Path
 ) -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import mobilenets
-from mobilenets.data import card_eval_set, first_images
+from mobilenets.data.card import calibration_images
 from mobilenets.deploy import export_verified, load_deployed
 from mobilenets.deploy.bf16 import bf16_inference, cpu_has_bf16
 from mobilenets.deploy.executorch_export import (
@@ -160,7 +160,7 @@ def test_int8_executorch_runs_xnnpack_kernels_as_simulated(
     assert report["bytes"] == written.stat().st_size < 0.5 * digits_programs["delegated"].bytes
     assert read_pte_metadata(written)["int8"] == "xnnpack" and report["dynamic_batch"]
     # The graph the export lowered, quantized again in PyTorch from the same 40 images in one batch
-    calibration = first_images(card_eval_set(card, "digits", scored=False)[0], 40)
+    calibration = calibration_images(card, "digits", 40)  # what export --calib digits takes
     assert len(calibration) == 40 < PT2E_CALIBRATION_BATCH
     int8 = quantize_xnnpack(model, [calibration], resolution=32)
     x = torch.rand(8, 3, 32, 32) * 2 - 1  # a batch of 8 in one call: the dynamic batch's upper bound

@@ -112,7 +112,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--calib-images",
         type=int,
         default=None,
-        help=f"first N images calibrate (default {DEFAULT_CALIB_IMAGES})",
+        help="N images calibrate: a list file's first, a folder's spread over it "
+        f"(default {DEFAULT_CALIB_IMAGES})",
     )
     onnx_only = parser.add_argument_group("ONNX Runtime int8 only")
     onnx_only.add_argument(
@@ -269,13 +270,12 @@ def _verification_images(args: argparse.Namespace, card: ModelCard) -> tuple[tor
 
 
 def _calibration(args: argparse.Namespace, card: ModelCard) -> torch.Tensor | None:
-    """The first ``--calib-images`` images of ``--calib`` (with ``--int8``)."""
-    from ..data import card_eval_set, first_images
+    """``--calib-images`` images of ``--calib`` (with ``--int8``): see :func:`calibration_images`."""
+    from ..data.card import calibration_images
 
     if not args.int8:
         return None
-    dataset, _ = card_eval_set(card, args.calib, scored=False)
-    return first_images(dataset, args.calib_images or DEFAULT_CALIB_IMAGES)
+    return calibration_images(card, args.calib, args.calib_images or DEFAULT_CALIB_IMAGES)
 
 
 def _keep_float(args: argparse.Namespace) -> list[str]:

@@ -28,7 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     what = parser.add_mutually_exclusive_group(required=True)
     add_weights_arguments(parser, required=False, group=what)
     add_deployed_arguments(what)
-    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="image files")
+    # "*", checked in run(): `--pretrained IMAGE` takes the image as a weights name, which argparse
+    # would only report as "IMAGE is required"
+    parser.add_argument("images", nargs="*", type=Path, metavar="IMAGE", help="image files (one or more)")
     parser.add_argument("--top", type=int, default=5, help="classes shown per image (default 5)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -101,6 +103,13 @@ def printable(path: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    if isinstance(args.pretrained, str) and Path(args.pretrained).is_file():
+        raise UsageError(
+            f"--pretrained took the file {args.pretrained!r} as the name of packaged weights; put the "
+            "images before --pretrained, or write --pretrained=NAME"
+        )
+    if not args.images:
+        raise UsageError("give at least one IMAGE file to classify")
     if args.top < 1:
         raise UsageError(f"--top must be >= 1, got {args.top}")
     if args.batch_size < 1:

@@ -4,7 +4,7 @@ Training, evaluation, export (calibration and verification images) and predictio
 through this package, so a folder, a labelled list or CIFAR-10 is prepared the same way everywhere.
 """
 
-from .card import card_eval_set, first_images
+from .card import card_calibration_set, card_eval_set, first_images
 from .folders import DataSpec, parse_data_spec
 from .images import ImageDecodeError, decode_image_file
 from .loader import Loader, build_loader, check_workers
@@ -26,6 +26,7 @@ __all__ = [
     "ImageDecodeError",
     "Loader",
     "build_loader",
+    "card_calibration_set",
     "card_eval_set",
     "check_data_spec",
     "check_workers",

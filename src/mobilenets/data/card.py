@@ -11,7 +11,7 @@ from torch.utils.data import Dataset, Subset
 from ..errors import UsageError
 from ..weights.card import ModelCard
 from .folders import absolute_data_spec, check_split_listing, parse_data_spec, resolve_layout
-from .splits import build_loader, load_eval_set, load_preprocessed_eval_set
+from .splits import build_loader, load_eval_set, load_preprocessed_eval_set, load_splits, unaugmented
 
 
 def card_eval_set(
@@ -67,6 +67,18 @@ def card_eval_set(
     return lazy, card.classes
 
 
+def card_calibration_set(card: ModelCard, data: str) -> Dataset[Any]:
+    """Images to calibrate int8 on: where ``data`` is what the card's run trained on, its training part
+    (eval transforms), never the held-out images the model is then scored on; other data as
+    :func:`card_eval_set` gives it, taken whole where it was never split."""
+    if card.source != "mobilenets" or not _trained_on(card, data) or parse_data_spec(data).kind == "list":
+        return card_eval_set(card, data, scored=False)[0]
+    if _draws_split(data):
+        check_split_listing(data, card.data_listing, "the model's training run")
+    splits = load_splits(data, img_size=card.img_size, val_split=card.val_split, seed=card.seed)
+    return unaugmented(splits.train)
+
+
 def _draws_split(data: str) -> bool:
     """Whether ``data``'s held-out images are drawn by a split and seed (digits, a single folder)."""
     parsed, _, val_dir = resolve_layout(data)
@@ -91,6 +103,22 @@ def first_images(dataset: Dataset[Any], count: int, *, offset: int = 0, workers:
     total = len(dataset)  # type: ignore[arg-type]
     if offset >= total:
         raise UsageError(f"the data has {total} images; cannot start at image {offset}")
-    indices: Sequence[int] = range(offset, min(total, offset + count))
+    return _images_at(dataset, range(offset, min(total, offset + count)), workers)
+
+
+def calibration_images(card: ModelCard, data: str, count: int) -> torch.Tensor:
+    """``count`` images of ``data`` to calibrate int8 on (:func:`card_calibration_set`), as one batch.
+
+    A folder lists its images class by class, so they are taken evenly spread over it (the first 300 of
+    CIFAR-10's train folder are all airplanes); a list file's first ``count``, in the order it gives.
+    """
+    dataset = card_calibration_set(card, data)
+    total = len(dataset)  # type: ignore[arg-type]
+    if parse_data_spec(data).kind == "list" or count >= total:
+        return first_images(dataset, count)
+    return _images_at(dataset, [(i * total) // count for i in range(count)])
+
+
+def _images_at(dataset: Dataset[Any], indices: Sequence[int], workers: int = 0) -> torch.Tensor:
     loader = build_loader(Subset(dataset, indices), batch_size=64, train=False, seed=0, workers=workers)
     return torch.cat([images for images, _ in loader])

@@ -16,6 +16,7 @@ the augmentation rules and :mod:`.loader` for ordering, epochs and sharding.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -273,6 +274,20 @@ def load_splits(
     )
     assert train_set is not None  # internal invariant: with_train=True always builds it
     return DataSplits(train_set, val, classes, mean, std, train_set.skipped + val.skipped)
+
+
+def unaugmented(dataset: ImageDataset) -> ImageDataset:
+    """``dataset``'s images with its eval transform: no crop, flip or policy (training images to calibrate
+    int8 on, say, seen as the model is scored)."""
+    if isinstance(dataset, CachedImages):
+        transform = dataclasses.replace(dataset.transform, train=False)
+        return CachedImages(dataset.images, dataset.labels, transform, dataset.skipped)
+    sample = dataset.transform
+    if not isinstance(sample, SampleTransform):
+        raise UsageError(f"cannot drop the augmentation of {type(sample).__name__}")
+    return FolderImages(
+        dataset.samples, SampleTransform(sample.out_size, sample.mean, sample.std, train=False)
+    )
 
 
 def load_eval_set(
