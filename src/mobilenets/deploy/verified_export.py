@@ -250,8 +250,8 @@ def export_verified(
         else:
             exports = {"onnx": _onnx, "openvino": _openvino}
             report = exports.get(format, _torch)(model, base, card, resolution, verify, settings)
-    except ExternalError as err:
-        if not staged.exists():
+    except ExternalError as err:  # a check failed: what it checked stays, for inspection
+        if not any(path.exists() for path in _files(staged, format)):
             raise
         raise ExternalError(f"{err} ({final} is as it was.)") from err
     except BaseException:
