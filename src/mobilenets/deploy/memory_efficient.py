@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import warnings
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -279,10 +280,12 @@ def memory_efficient(
     if patches != 1:
         patch_stem(fused, patches, stride=patch_stride, resolution=size)
     replaced = _chunk_all(fused, chunks)
-    if not replaced and patches == 1:  # mobilenet_v1 and the conv twins: nothing expands
-        raise UsageError(
-            "the model has no inverted residual block to chunk (only blocks that expand and project "
-            "hold a large hidden tensor); its memory-efficient form would be the plain one"
+    if not replaced and patches == 1:  # mobilenet_v1, the conv twins, expansion shortcuts: said so
+        warnings.warn(
+            "memory_efficient: the model has no block to chunk (one that expands and projects, without "
+            "squeeze-excite or a shortcut between expansions); it runs as it is, BatchNorm folded",
+            UserWarning,
+            stacklevel=2,
         )
     if not only_where_needed or not replaced:
         return fused
