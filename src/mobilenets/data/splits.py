@@ -273,6 +273,11 @@ def load_splits(
         workers=workers,
     )
     assert train_set is not None  # internal invariant: with_train=True always builds it
+    if len(classes) < 2:  # one class: a zero loss from the first step, and nothing learnt
+        raise UsageError(
+            f"{spec} holds {len(classes)} class ({', '.join(classes)}); training a classifier needs "
+            "images of at least 2 classes, a folder for each"
+        )
     return DataSplits(train_set, val, classes, mean, std, train_set.skipped + val.skipped)
 
 

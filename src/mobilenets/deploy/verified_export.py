@@ -30,6 +30,7 @@ from .onnx_export import OnnxClassifier, export_onnx, max_abs_difference, read_m
 from .pt2e import check_options
 from .pt2e_qat import DEFAULT_LR as DEFAULT_QAT_LR
 from .quantize import default_weight_dtype, quantize_onnx
+from .staging import export_checked
 from .torch_export import export_program, export_torchscript, load_for_inference
 
 DEFAULT_TOLERANCE = 1e-4
@@ -239,38 +240,15 @@ def export_verified(
         qat_epochs=qat_epochs,
         qat_lr=qat_lr,
     )
-    final = Path(out)
-    staged = final.with_name(f"{final.stem}{UNVERIFIED}{final.suffix}")
-    for path in _files(staged, format):  # left by an export that failed its check before
-        path.unlink(missing_ok=True)
-    base = dataclasses.replace(base, path=staged)
-    try:
+
+    def export(staged: Path) -> ExportReport:
+        at = dataclasses.replace(base, path=staged)
         if format == "executorch":
-            report = _executorch(model, base, card, resolution, verify, settings, portable=portable)
-        else:
-            exports = {"onnx": _onnx, "openvino": _openvino}
-            report = exports.get(format, _torch)(model, base, card, resolution, verify, settings)
-    except ExternalError as err:  # a check failed: what it checked stays, for inspection
-        if not any(path.exists() for path in _files(staged, format)):
-            raise
-        raise ExternalError(f"{err} ({final} is as it was.)") from err
-    except BaseException:
-        for path in _files(staged, format):
-            path.unlink(missing_ok=True)
-        raise
-    renamed = dict(zip(_files(staged, format), _files(final, format), strict=True))
-    for source, target in renamed.items():  # companions first: the file asked for finds them in place
-        if source.exists():
-            os.replace(source, target)
-    fp32_path = None if report.fp32_path is None else renamed.get(report.fp32_path, report.fp32_path)
-    return dataclasses.replace(report, path=final, fp32_path=fp32_path)
+            return _executorch(model, at, card, resolution, verify, settings, portable=portable)
+        exports = {"onnx": _onnx, "openvino": _openvino}
+        return exports.get(format, _torch)(model, at, card, resolution, verify, settings)
 
-
-def _files(path: Path, format: str) -> list[Path]:
-    """The files an export to ``path`` writes, the file asked for last: ONNX int8's fp32 file beside it,
-    an OpenVINO IR's weights."""
-    companions = {"onnx": [path.with_suffix(".fp32.onnx")], "openvino": [path.with_suffix(".bin")]}
-    return [*companions.get(format, []), path]
+    return export_checked(Path(out), format, export)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -281,10 +259,6 @@ class _Int8Settings:
     keep_float: list[str]
     qat_epochs: int | None
     qat_lr: float | None
-
-
-# Files are written under this name (before their suffix) until they pass their checks.
-UNVERIFIED = ".unverified"
 
 
 def _check_fp32(report: ExportReport, diff: float, path: Path) -> None:

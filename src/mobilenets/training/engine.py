@@ -44,8 +44,8 @@ from .distributed import (
 )
 from .optim import build_ema, build_optimizer, build_scheduler
 from .progress import EpochProgress
-from .resize import resize_batch, train_size
-from .resume import EpochSums, restore_training_state, rng_states, training_state
+from .resize import check_resizing_applies, resize_batch, train_size
+from .resume import EpochSums, restore_training_state, rng_states, run_has_finished, training_state
 from .run_log import append_metrics, check_resume_config, keep_metrics_before, last_val_top1, write_json
 from .runtime import configure_reproducibility, kernel_settings_restored, resolve_precision
 from .stop import StopRequest
@@ -109,11 +109,6 @@ class Trainer:
             workers=config.workers,
         )
         self.classes = splits.classes
-        if len(self.classes) < 2:  # one class: a zero loss from the first step, and nothing learnt
-            raise UsageError(
-                f"{config.data} holds {len(self.classes)} class ({', '.join(self.classes)}); training a "
-                "classifier needs images of at least 2 classes, a folder for each"
-            )
         self.train_loader = build_loader(
             splits.train,
             batch_size=config.batch_size // world,
@@ -147,12 +142,8 @@ class Trainer:
         set_inplace_activations(model, False)  # hard-swish & co: faster backward; see its docstring
         memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         self.min_input_size = model.min_input_size  # the smallest progressive resizing may train at
-        if config.resize_start < 1 and self.min_input_size >= config.resolution:
-            raise UsageError(
-                f"progressive resizing would change nothing: {config.model}'s smallest input is "
-                f"{self.min_input_size} px (its total stride), and it trains at {config.resolution}; "
-                "raise --resolution, or leave --progressive-resize out"
-            )
+        if config.resize_start < 1:
+            check_resizing_applies(config.model, self.min_input_size, config.resolution)
         self.model: nn.Module = model.to(device=self.device, memory_format=memory_format)  # type: ignore[call-overload]
         if config.sync_bn:
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
@@ -326,7 +317,7 @@ class Trainer:
             if saved_listing and saved_listing != self.card.data_listing:
                 check_split_listing(config.data, saved_listing, f"the run in {str(self.out)!r}")
             restore_training_state(self, state)
-            finished = self._check_epochs_left()
+            finished = run_has_finished(self.out, self.epoch, self.step_in_epoch, config.epochs)
             if context.is_main and not finished:
                 with self._writing("metrics.jsonl"):
                     remove_stale_temp_files(self.out)
@@ -413,20 +404,6 @@ class Trainer:
             self._plot(metrics_path)
         barrier(context)
         return self._summary(final_top1, epochs_run=epochs_run, interrupted=interrupted, skipped=skipped)
-
-    def _check_epochs_left(self) -> bool:
-        """Whether the resumed run has already finished ``config.epochs``; refuses an end before where it
-        stands (its checkpoints hold later epochs than that end)."""
-        epochs = self.config.epochs
-        reached = self.epoch if self.step_in_epoch else self.epoch - 1  # begun (stopped within it) or done
-        if epochs < reached:
-            within = f"trained {reached} epochs"
-            within = f"stopped within epoch {self.epoch}" if self.step_in_epoch else within
-            raise UsageError(
-                f"cannot resume {str(self.out)!r} with --epochs {epochs}: it has {within}, and its "
-                f"checkpoints hold them; give --epochs {reached} or more"
-            )
-        return epochs == reached and not self.step_in_epoch
 
     def _summary(
         self, final_top1: float | None, *, epochs_run: int, interrupted: bool, skipped: list[str]

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..errors import UsageError
+
 SIZE_STEP = 4  # sizes are multiples of this: a network's strides then divide them more often
 
 
@@ -32,6 +34,16 @@ def train_size(epoch: int, *, epochs: int, full: int, start: float, until: float
     scale = start + (1.0 - start) * (epoch - 1) / ramp
     size = SIZE_STEP * round(scale * full / SIZE_STEP)
     return max(min(size, full), min(minimum, full))
+
+
+def check_resizing_applies(model: str, minimum: int, full: int) -> None:
+    """Refuse progressive resizing where the network's smallest input (its total stride) is already the
+    training size: every epoch would run at full size, and the recorded option would say otherwise."""
+    if minimum >= full:
+        raise UsageError(
+            f"progressive resizing would change nothing: {model}'s smallest input is {minimum} px (its "
+            f"total stride), and it trains at {full}; raise --resolution, or leave --progressive-resize out"
+        )
 
 
 def resize_batch(images: torch.Tensor, size: int) -> torch.Tensor:

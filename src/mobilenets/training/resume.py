@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
+from ..errors import UsageError
 from .distributed import DistContext
 
 
@@ -133,3 +135,16 @@ def restore_training_state(run: Resumable, state: dict[str, Any]) -> None:
     run.epoch, run.step_in_epoch = int(state["next_epoch"]), int(state["next_step"])
     run.best_top1 = float(state["best_top1"])
     run.partial = EpochSums(**state["partial"]) if run.step_in_epoch else EpochSums()
+
+
+def run_has_finished(out: Path, next_epoch: int, next_step: int, epochs: int) -> bool:
+    """Whether a run saved at ``next_epoch``/``next_step`` has finished ``epochs``; an end before where it
+    stands is refused (its checkpoints hold later epochs than that end)."""
+    reached = next_epoch if next_step else next_epoch - 1  # begun (stopped within it) or done
+    if epochs < reached:
+        where = f"stopped within epoch {next_epoch}" if next_step else f"trained {reached} epochs"
+        raise UsageError(
+            f"cannot resume {str(out)!r} with --epochs {epochs}: it has {where}, and its checkpoints "
+            f"hold them; give --epochs {reached} or more"
+        )
+    return epochs == reached and not next_step
