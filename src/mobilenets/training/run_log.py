@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from pathlib import Path
@@ -95,12 +94,10 @@ def keep_metrics_before(path: Path, next_epoch: int) -> None:
 
 def last_val_top1(path: Path) -> float | None:
     """The val top-1 of the last epoch recorded in ``path`` (``None`` without one)."""
-    top1 = None
-    for line in path.read_text(encoding="utf-8").splitlines() if path.is_file() else []:
-        with contextlib.suppress(json.JSONDecodeError):  # a line torn by a crash
-            record = json.loads(line)
-            top1 = record.get("val_top1", top1) if isinstance(record, dict) else top1
-    return top1
+    from .plots import read_metrics_log
+
+    records = read_metrics_log(path) if path.is_file() else []
+    return records[-1].get("val_top1") if records else None
 
 
 def append_metrics(path: Path, record: dict[str, Any]) -> None:
