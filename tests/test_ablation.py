@@ -122,7 +122,7 @@ def test_bad_ablation_arguments_are_named_before_any_training(tmp_path: Path) ->
     code, _, err = run_cli(["ablate", "separable", "--model", "conv_mobilenet_v1", "--out", out])
     assert code == 2 and "the arms 'separable' and 'standard' build the same network" in err
     code, _, err = run_cli(["ablate", "inverted-residual", "--model", "mobilenet_v3_small", "--out", out])
-    assert code == 2 and "expansion-shortcut arm has no shortcut at all" in err
+    assert code == 2 and "shortcut='expansion' on mobilenet_v3_small: no two consecutive blocks" in err
     code, _, err = run_cli(["ablate", "relu6-int8", "--model", "mobilenet_v3_small", "--out", out])
     assert code == 2 and "mobilenet_v3_small has no ReLU6 to compare with ReLU" in err
     assert not (tmp_path / "ablate").exists()

@@ -586,8 +586,14 @@ def test_cli_predict_converts_unusual_images_and_names_bad_ones(
     code, out, err = run_cli(["predict", "--weights", str(checkpoint), str(latin1), "--json"])
     assert code == 0 and json.loads(out)["predictions"][0]["image"].endswith("caf\\xe9.jpg"), err
     latin1.unlink()
-    # Weights that make NaN: no ranking of NaNs (and no NaN in the JSON), one line
+    # Weights in a folder of such a name: safetensors opens UTF-8 names only, so the file is read whole
     state, metadata = read_weights(checkpoint)
+    elsewhere = latin1.parent / os.fsdecode(b"r\xe9sultats")
+    elsewhere.mkdir()
+    write_safetensors(elsewhere / "w.safetensors", state, metadata)
+    again, card = read_weights(elsewhere / "w.safetensors")
+    assert card == metadata and all(torch.equal(again[key], state[key]) for key in state)
+    # Weights that make NaN: no ranking of NaNs (and no NaN in the JSON), one line
     state["classifier.bias"][0] = float("nan")
     broken = checkpoint.with_name("nan.safetensors")
     write_safetensors(broken, state, metadata)

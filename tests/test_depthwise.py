@@ -103,6 +103,17 @@ def test_only_float32_cpu_training_with_gradients_takes_the_tap_sum() -> None:
     assert "SmallMapDepthwise" not in type(conv(image).grad_fn).__name__
 
 
+def test_only_depthwise_layers_and_inputs_of_their_channels() -> None:
+    """Built directly, the class refuses other groupings; a wrong channel count meets PyTorch's own
+    error on the fast paths too (they would read the input's channels as the groups)."""
+    for channels, groups in ((16, 8), (8, 1)):
+        with pytest.raises(ValueError, match="groups == in_channels == out_channels"):
+            DepthwiseConv2d(8, channels, 3, groups=groups)
+    layer = DepthwiseConv2d(8, 8, 3, padding=1, groups=8).train()
+    with pytest.raises(RuntimeError, match="to have 8 channels"):
+        layer(torch.randn(2, 1, 2, 2))  # a map smaller than the kernel: the tap sum's case
+
+
 def test_switch_keeps_parameters_and_names_and_switches_back() -> None:
     model = create_model("mobilenet_v2", num_classes=10, width_mult=0.35, small_input=1)
     before = dict(model.state_dict())

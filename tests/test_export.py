@@ -47,7 +47,8 @@ def test_jit_trace(name: str) -> None:
 @pytest.mark.parametrize(
     ("name", "options"),
     [(name, {}) for name in mobilenets.list_models()]
-    + [("mobilenet_v2", {"drop_path_rate": 0.1, "output_stride": 8, "norm": "groupnorm"})],
+    + [("mobilenet_v2", {"drop_path_rate": 0.1, "output_stride": 8, "norm": "groupnorm"})]
+    + [("efficientnet_lite0", {"padding": "tf_same"})],  # padding computed from the input's size
 )
 def test_jit_script(name: str, options: dict[str, object]) -> None:
     """torch.jit.script (deprecated in torch 2.14, still what torchvision's users reach for) compiles
@@ -56,7 +57,7 @@ def test_jit_script(name: str, options: dict[str, object]) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # the deprecation
         scripted = torch.jit.script(model)
-    x = torch.randn(2, 3, 64, 64)
+    x = torch.randn(2, 3, 64, 63)
     with torch.no_grad():
         assert torch.equal(scripted(x), model(x))
 
@@ -242,6 +243,7 @@ def test_export_torch_formats_refuse_onnx_options_and_bad_arguments(tmp_path: Pa
             (["--out", str(tmp_path / "m.onnx")], f"must end in {suffix} for --format {file_format}"),
             (["--out", str(tmp_path / f"folder{suffix}")], "is a folder; give a file name ending in"),
             (["--out", str(tmp_path / "file" / f"m{suffix}")], "is a file, not a folder"),
+            (["--model", "mobilenet_v1", "--source", "timm"], "--model, --source: only with --weights FILE"),
         ):
             code, _, err = run_cli([*base, "--out", str(out), *extra])
             assert code == 2 and message in err, err

@@ -331,11 +331,17 @@ def test_zero_init_residual_is_refused_where_it_cannot_apply() -> None:
     for shortcut in ("expansion", "none"):
         with pytest.raises(UsageError, match=f"shortcut='{shortcut}' has none"):
             mobilenets.mobilenet_v2(shortcut=shortcut, zero_init_residual=True)
+    with pytest.raises(UsageError, match=r"projection_activation='hardsigmoid' maps zero to 0\.5"):
+        mobilenets.mobilenet_v2(projection_activation="hardsigmoid", zero_init_residual=True)
+    assert mobilenets.mobilenet_v2(projection_activation="relu6", zero_init_residual=True)
     with pytest.raises(UsageError, match=r"no inverted residual blocks.*drop_path_rate"):
         mobilenets.mobilenet_v1(drop_path_rate=0.2)
     with pytest.raises(UsageError, match="drop_path_rate drops residual branches; shortcut='none'"):
         mobilenets.mobilenet_v2(shortcut="none", drop_path_rate=0.2)
     assert mobilenets.mobilenet_v2(shortcut="expansion", drop_path_rate=0.2).blocks[1][1].drop_path.p > 0
+    # v3's table makes every block its own stage: expansion shortcuts would join nothing
+    with pytest.raises(UsageError, match="shortcut='expansion' on mobilenet_v3_large: no two consecutive"):
+        mobilenets.mobilenet_v3_large(shortcut="expansion")
 
 
 def test_pretrained_cfg_follows_the_strides_the_model_keeps() -> None:

@@ -117,6 +117,10 @@ def test_cli_pair_prints_the_ratio_and_its_interval() -> None:
     assert low <= pair["ratio"] <= high and len(pair["ratios"]) == 6
     code, _, err = run_cli(["bench", "--pair", "ours_eager"])
     assert code == 2 and "--pair takes two variants as A,B; got 'ours_eager'" in err
+    code, _, err = run_cli(["bench", "--pair", "ours_eager,torchvision_eager", "--rounds", "3"])
+    assert code == 2 and "--rounds: to rounds of fresh processes, not to --pair" in err
+    code, _, err = run_cli(["bench", "--turns", "6"])
+    assert code == 2 and "--turns: only with --pair" in err
 
 
 def test_cli_pair_warms_up_as_run_pairs_does(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -58,6 +58,13 @@ def test_pretrained_on_builders_and_tags_and_what_differs() -> None:
     reference = mobilenets.mobilenet_v2(pretrained=True)
     assert ten.classifier.out_features == 10
     assert torch.equal(ten.blocks[3][0].conv_pw.conv.weight, reference.blocks[3][0].conv_pw.conv.weight)
+    # Other input channels: the RGB stem adapted as timm does (grey: summed over the colours).
+    grey = mobilenets.mobilenet_v2(pretrained=True, in_channels=1).eval()
+    image = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(grey(image), reference.eval()(image.expand(1, 3, 64, 64)))
+    four = mobilenets.mobilenet_v2(pretrained=True, in_channels=4)
+    torch.testing.assert_close(four.stem.conv.weight[:, 3], reference.stem.conv.weight[:, 0] * 0.75)
     # A backbone: the body alone.
     backbone = mobilenets.mobilenet_v2(pretrained=True, features_only=True, out_indices=(2, 4))
     assert backbone.feature_info.channels() == [32, 320]
@@ -75,8 +82,10 @@ def test_pretrained_errors_name_what_exists_and_what_to_do() -> None:
         mobilenets.create_model("mobilenet_v2", pretrained="efficientnet_lite1.tf_in1k")
     with pytest.raises(ValueError, match="unknown pretrained weights 'imagenet21k'"):
         mobilenets.create_model("mobilenet_v2", pretrained="imagenet21k")
-    with pytest.raises(ValueError, match=r"do not fit .*Check the architecture and its options \(--model"):
+    with pytest.raises(ValueError, match=r"do not fit this mobilenet_v2 .*they need the default width_mult"):
         mobilenets.mobilenet_v2(pretrained=True, width_mult=0.5)
+    with pytest.raises(TypeError, match="pretrained must be True, False or a tag such as 'tv_in1k', got 1"):
+        mobilenets.mobilenet_v2(pretrained=1)
     arch = importlib.import_module("mobilenets.models.mobilenet_v2").MOBILENET_V2
     with pytest.raises(ValueError, match="builds mobilenet_v2 from its table"):
         mobilenets.models.build_mobilenet(arch, pretrained=True)
@@ -113,6 +122,25 @@ def test_registry_facts_match_the_installed_files_and_the_models(name: str) -> N
     assert entry.transforms()(image).shape == (3, entry.resolution, entry.resolution)
 
 
+def test_the_accuracy_benchmarks_symmetric_row_loads_through_eval(monkeypatch) -> None:
+    """benchmarks/pretrained_accuracy.py's symmetric-padding row: options eval accepts, the entry's file
+    and preprocessing with only the padding changed (packaged weights refuse --padding themselves)."""
+    from mobilenets.cli.common import load_from_args
+    from mobilenets.cli.main import build_parser
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    benchmark = importlib.import_module("pretrained_accuracy")
+    options = benchmark.symmetric_source("efficientnet_lite0.tf_in1k")
+    loaded = load_from_args(build_parser().parse_args(["eval", *options, "--data", "digits"]))
+    packaged = mobilenets.create_model("efficientnet_lite0.tf_in1k", pretrained=True)
+    assert loaded.card.model_kwargs["padding"] == "symmetric"
+    assert loaded.card.preprocess == packaged.card.preprocess
+    assert loaded.card.mean == packaged.card.mean and loaded.card.std == packaged.card.std
+    stem = loaded.model.stem.conv
+    assert not isinstance(stem, mobilenets.layers.padding.Conv2dSame)
+    assert torch.equal(stem.weight, packaged.stem.conv.weight)
+
+
 def test_list_pretrained_shows_every_entry_with_published_and_measured_accuracy() -> None:
     code, out, err = run_cli(["list", "--pretrained"])
     assert code == 0, err
@@ -125,6 +153,8 @@ def test_list_pretrained_shows_every_entry_with_published_and_measured_accuracy(
     rows = json.loads(out)
     assert [row["name"] for row in rows] == [n for n in PRETRAINED if n.startswith("efficientnet_lite")]
     assert all(row["licence"] == "Apache-2.0" and len(row["sha256"]) == 64 for row in rows)
+    code, _, err = run_cli(["list", "--pretrained", "--json", "--names-only"])
+    assert code == 2 and "--json and --names-only: choose one" in err
     code, _, err = run_cli(["list", "--pretrained", "resnet*"])
     assert code == 2 and "no pretrained weights match 'resnet*'" in err
 

@@ -174,6 +174,46 @@ def test_stop_mid_epoch_then_resume_is_exact(
     assert ours[1]["lr"] == theirs[1]["lr"]  # the epoch's first step, not the step it resumed at
 
 
+def test_a_resumed_epoch_counts_every_processs_images_once() -> None:
+    """Under torchrun each process keeps its own epoch totals: the checkpoint saves them added up, and
+    on resume the main process carries them on while the others count from zero, so the epoch's
+    summary (a sum over processes) is what an uninterrupted epoch reports."""
+    from types import SimpleNamespace
+
+    from mobilenets.training.distributed import DistContext
+    from mobilenets.training.resume import EpochSums, restore_training_state, training_state
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+
+    def run(rank: int) -> SimpleNamespace:
+        context = DistContext(rank=rank, world_size=2, local_rank=rank, device=torch.device("cpu"))
+        return SimpleNamespace(
+            model=model, ema=None, optimizer=optimizer, scaler=torch.amp.GradScaler("cpu", enabled=False),
+            scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0), device=context.device,
+            context=context, epoch=2, step_in_epoch=3, best_top1=0.5, partial=EpochSums(),
+        )  # fmt: skip
+
+    ranks = [EpochSums(loss=6.0, correct=5, images=12, seconds=2.0), EpochSums(4.0, 7, 12, 2.1)]
+    state = training_state(run(0), 1, [{"cpu": torch.get_rng_state()}] * 2, ranks)
+    assert state["partial"] == {"loss": 10.0, "correct": 12, "images": 24, "seconds": 2.0}
+    main, other = run(0), run(1)
+    restore_training_state(main, state)
+    restore_training_state(other, state)
+    assert EpochSums.summed([main.partial, other.partial]) == EpochSums.summed(ranks)
+    assert other.partial.images == 0 and other.partial.seconds == 2.0
+
+
+def test_a_global_batch_that_leaves_a_process_one_image_is_refused(tmp_path: Path) -> None:
+    from mobilenets.training.distributed import DistContext
+    from mobilenets.training.engine import Trainer
+
+    two = DistContext(rank=0, world_size=2, local_rank=0, device=torch.device("cpu"))
+    for batch in (2, 5):  # one image per process (batch norm needs two); not divisible
+        with pytest.raises(ValueError, match=f"batch_size {batch} must divide evenly over 2 processes"):
+            Trainer(TrainConfig(batch_size=batch, out=str(tmp_path)), two)
+
+
 def test_resume_trains_with_the_new_lr_and_weight_decay(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -470,7 +510,7 @@ def test_resume_knows_the_data_by_its_folder_and_a_run_by_any_checkpoint(
 
 def test_a_fine_tune_resumes_without_naming_its_weights_again(tmp_path: Path) -> None:
     """The default width depends on --pretrained (digits from scratch: 0.5, a fine-tune: 1.0); a resume
-    that leaves --pretrained out keeps the run's width, not today's default."""
+    that leaves --pretrained out keeps the run's width, and every other option of the run not given."""
     from .conftest import run_cli
 
     common = ["train", "--model", "mobilenet_v1", "--resolution", "32", "--batch-size", "128"]
@@ -479,14 +519,22 @@ def test_a_fine_tune_resumes_without_naming_its_weights_again(tmp_path: Path) ->
     assert code == 0, err
     tune = [*common, "--out", str(tmp_path / "tune")]
     base = str(tmp_path / "base/last.safetensors")
-    code, _, err = run_cli([*tune, "--epochs", "1", "--pretrained", base, "--weight-decay", "1e-3"])
+    recipe = ["--optimizer", "adamw", "--weight-decay", "1e-3", "--label-smoothing", "0.2"]
+    recipe += ["--grad-clip", "1"]
+    code, _, err = run_cli([*tune, "--epochs", "1", "--pretrained", base, *recipe])
     assert code == 0, err
     code, stdout, err = run_cli([*tune, "--epochs", "1", "--resume"])  # checked, then nothing left to run
     assert code == 0 and json.loads(stdout.splitlines()[-1])["epochs_run"] == 0, err
     assert "has finished its 1 epochs" in stdout
-    code, stdout, err = run_cli([*tune, "--epochs", "2", "--resume"])  # its weight decay, not the default
+    # Options not given are the run's, not today's defaults: the bare resume continues the run as it was
+    bare = ["train", "--out", str(tmp_path / "tune"), "--epochs", "2", "--resume", "--no-progress"]
+    code, stdout, err = run_cli([*bare, "--label-smoothing", "0.1"])  # one changed on purpose
     saved = json.loads((tmp_path / "tune" / "config.json").read_text())
-    assert code == 0 and saved["weight_decay"] == 1e-3 and saved["width_mult"] == 1.0, err
+    assert code == 0 and json.loads(stdout.splitlines()[-1])["epochs_run"] == 1, err
+    built = (saved["model"], saved["width_mult"], saved["img_size"], saved["batch_size"])
+    assert built == ("mobilenet_v1", 1.0, 32, 128)
+    assert (saved["optimizer"], saved["weight_decay"], saved["grad_clip"]) == ("adamw", 1e-3, 1.0)
+    assert saved["label_smoothing"] == 0.1
 
 
 def test_resume_refuses_another_optimizer_or_weight_average(tmp_path: Path) -> None:

@@ -82,6 +82,12 @@ def test_a_v3_backbone_loads_the_body_of_full_model_weights(source: str) -> None
         assert all(torch.equal(a, b) for a, b in zip(short(x), backbone(x)[:2], strict=False))
 
 
+def test_a_cut_lite_backbone_takes_the_first_blocks_of_the_original_ports_file() -> None:
+    short = mobilenets.efficientnet_lite0(features_only=True, out_indices=(1, 2))
+    report = load_weights(short, lite0_weights(), strict=False)
+    assert not report.missing and report.unexpected[0].startswith("_blocks.5.")  # past the cut
+
+
 @pytest.mark.parametrize(("ours_name", "timm_name"), TIMM_PAIRS)
 def test_timm_state_dicts_load_with_equal_logits(ours_name: str, timm_name: str) -> None:
     timm = pytest.importorskip("timm") if not os.environ.get("CI") else __import__("timm")
@@ -118,6 +124,16 @@ def test_timms_fixed_stem_below_width_075_is_read_from_the_file(tmp_path: Path) 
     x = torch.randn(2, 3, 96, 96)
     with torch.no_grad():
         torch.testing.assert_close(trained.model(x), theirs(x), atol=1e-5, rtol=1e-4)
+    # Fine-tuning the file: the same stem, named by train's --fix-stem, which the error points to.
+    from mobilenets.weights.finetune import load_for_finetuning
+
+    with pytest.raises(ValueError, match=r"keeps its table width .*add --fix-stem"):
+        load_for_finetuning(mobilenets.mobilenet_v3_small(width_mult=0.5), tmp_path / "s050.pth")
+    tune = ["train", "--model", "mobilenet_v3_small", "--width-mult", "0.5", "--pretrained"]
+    tune += [str(tmp_path / "s050.pth"), "--data", "digits", "--epochs", "1", "--workers", "0"]
+    code, _, err = run_cli([*tune, "--fix-stem", "--no-progress", "--out", str(tmp_path / "tuned")])
+    assert code == 0, err
+    assert load_pretrained(tmp_path / "tuned" / "last.safetensors").card.model_kwargs["fix_stem"] is True
     # Not where the stem already fits: timm's 0.75 rounds 12 channels up to 16 either way
     small_075 = timm.create_model("mobilenetv3_small_075", pretrained=False).state_dict()
     torch.save(small_075, tmp_path / "s075.pth")
@@ -232,6 +248,15 @@ def test_weights_from_elsewhere_are_prepared_at_their_architectures_size(
     torch.save(mobilenets.create_model(model, num_classes=3).state_dict(), tmp_path / "w.pth")
     preprocess = load_pretrained(tmp_path / "w.pth", model=model, **options).card.preprocess
     assert (preprocess.crop_size, preprocess.resize_size) == sizes
+
+
+def test_tensorflows_lite_files_are_resized_as_tensorflow_evaluates_them(tmp_path: Path) -> None:
+    """EfficientNet-PyTorch's Lite4 (no registry entry): TensorFlow's crop + 32, not the 0.875 fraction."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    torch.save(EfficientNet.from_name("efficientnet-lite4").state_dict(), tmp_path / "lite4.pth")
+    preprocess = load_pretrained(tmp_path / "lite4.pth", model="efficientnet_lite4").card.preprocess
+    assert (preprocess.crop_size, preprocess.resize_size, preprocess.interpolation) == (300, 332, "bicubic")
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v2", "mobilenet_v3_small"])
@@ -392,6 +417,10 @@ def test_read_weights_formats_and_containers(tmp_path: Path) -> None:
     torch.save({"state_dict": {**tensors, "version": 1}, "epoch": 3}, tmp_path / "versioned.pth")
     for name in ("compiled.pth", "versioned.pth"):
         assert list(read_weights(tmp_path / name)[0]) == ["a.weight"], name
+    # Our own training state (NAME_state.pt) holds the raw weights and their moving average: the average
+    averaged = {"a.weight": torch.zeros(2, 2)}
+    torch.save({"model": tensors, "ema": averaged, "epoch": 3}, tmp_path / "last_state.pt")
+    assert torch.equal(read_weights(tmp_path / "last_state.pt")[0]["a.weight"], averaged["a.weight"])
     # pickle.dump's protocol 4, which torch's weights-only reader does not read: refused unread
     (tmp_path / "p4.pth").write_bytes(pickle.dumps(tensors, protocol=4))
     with pytest.raises(UsageError, match="weights-only reader stops at Unsupported operand 149") as caught:

@@ -145,11 +145,6 @@ def _check_arms_differ(claim: Claim, configs: dict[str, list[TrainConfig]]) -> N
                     f"claim {claim.name!r}: on {model} the arms {name!r} and {other!r} build the same "
                     "network; choose another --model"
                 )
-    if "expansion-shortcut" in built and not count_skips(built["expansion-shortcut"]):
-        raise UsageError(
-            f"claim {claim.name!r}: {model} has no two consecutive blocks whose expansions match, so its "
-            "expansion-shortcut arm has no shortcut at all (the no-shortcut network); choose another --model"
-        )
     if claim.name == "relu6-int8" and not any(
         isinstance(m, nn.ReLU6 | ReLU6) for m in built[claim.reference.name].modules()
     ):

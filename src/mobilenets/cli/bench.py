@@ -17,7 +17,7 @@ from ..bench.inference import ALL_VARIANTS, EXTRA_VARIANTS, REFERENCE, REPEATS, 
 from ..bench.paired import TURNS as PAIR_TURNS
 from ..bench.paired import WARMUP as PAIR_WARMUP
 from ..errors import UsageError
-from .common import add_allocator_argument, apply_allocator, check_resolution
+from .common import add_allocator_argument, apply_allocator, check_resolution, given_flags
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -59,7 +59,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="append",
         metavar="A,B",
         help="compare variant A against B turn by turn instead (repeatable): A's time as a multiple of "
-        "B's, with its 95%% interval; --variants and --rounds do not apply",
+        "B's, with its 95%% interval (--variants and --rounds are refused with it)",
     )
     parser.add_argument(
         "--turns",
@@ -137,6 +137,10 @@ def run(args: argparse.Namespace) -> int:
     from ..bench.inference import run_bench
 
     apply_allocator(args)  # for the preparing step here; each timing process applies it itself
+    stray = given_flags(args, "variants", "rounds") if args.pair else given_flags(args, "turns")
+    if stray:
+        applies = "to rounds of fresh processes, not to --pair" if args.pair else "only with --pair"
+        raise UsageError(f"{', '.join(stray)}: {applies}")
     if args.pair:
         return _run_pairs(args)
     result = run_bench(

@@ -319,6 +319,24 @@ _WEIGHT_OPTIONS = (
 )  # fmt: skip
 
 
+def given_flags(args: argparse.Namespace, *dests: str) -> list[str]:
+    """The flags among ``dests`` the command line set, whatever their value (``args.given``, which
+    :func:`mobilenets.cli.main.main` records; none when the namespace was made otherwise)."""
+    given: frozenset[str] = getattr(args, "given", frozenset())
+    return [f"--{dest.replace('_', '-')}" for dest in dests if dest in given]
+
+
+def refuse_file_options_with_a_name(args: argparse.Namespace) -> None:
+    """``export MODEL`` builds the named model: the options that say what a weights file holds (its
+    architecture, its project's layout) would change nothing, so they are refused."""
+    stray = _given(args, (("model", None), ("source", "auto")))
+    if stray:
+        raise UsageError(
+            f"{', '.join(stray)}: only with --weights FILE; a MODEL name builds that model (its options: "
+            "--width-mult, --padding, --preset and the sizes)"
+        )
+
+
 def _given(args: argparse.Namespace, options: tuple[tuple[str, object], ...]) -> list[str]:
     """The flags of ``options`` (``(dest, value when not given)`` pairs) that ``args`` sets."""
     return [f"--{dest.replace('_', '-')}" for dest, unset in options if getattr(args, dest, unset) != unset]

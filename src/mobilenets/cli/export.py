@@ -39,6 +39,7 @@ from .common import (
     foreign_sizes,
     load_from_args,
     memory_efficient_options,
+    refuse_file_options_with_a_name,
 )
 
 if TYPE_CHECKING:
@@ -184,6 +185,7 @@ def _trained(args: argparse.Namespace) -> Any:
         raise UsageError("give either a MODEL name or --weights W or --pretrained [NAME] (exactly one)")
     if weighted:
         return load_from_args(args)
+    refuse_file_options_with_a_name(args)
     kwargs = foreign_model_kwargs(args)  # --width-mult, --padding
     model = create_model(args.model_name, **kwargs).eval()  # type: ignore[arg-type]
     preset = with_sizes(get_preset(args.preset or "imagenet"), **foreign_sizes(args))

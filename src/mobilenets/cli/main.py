@@ -10,6 +10,7 @@ up). Each is one line on stderr. Any other exception is a bug and keeps its trac
 from __future__ import annotations
 
 import argparse
+import io
 import signal
 import sys
 import threading
@@ -57,10 +58,34 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+def _given_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> frozenset[str]:
+    """The destinations of the options ``argv`` sets for ``args.command`` (not those at their defaults):
+    a resumed run takes the others from its saved options. ``parser`` has parsed ``argv`` already."""
+    command = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[argv[0]]
+    actions = [action for action in command._actions if action.dest != argparse.SUPPRESS]
+    # Options that add to their value (append, count) start from what the namespace holds: their
+    # default, which they leave as it is unless given. The others would overwrite a marker.
+    adding = (argparse._AppendAction, argparse._CountAction, argparse._ExtendAction)
+    unset = object()
+    marked = {action.dest: unset for action in actions if not isinstance(action, adding)}
+    probe, _ = command.parse_known_args(argv[1:], argparse.Namespace(**marked))
+    defaults = {action.dest: action.default for action in actions if isinstance(action, adding)}
+    return frozenset(
+        dest
+        for dest, value in vars(probe).items()
+        if value is not unset and (dest not in defaults or value != defaults[dest])
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit status (see the module notes)."""
+    for stream in (sys.stdout, sys.stderr):  # a file name of non-UTF-8 bytes prints escaped, not a crash
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.given = _given_options(parser, argv)
     prefix = f"mobilenets {args.command}: error:"
     try:
         with _sigterm_interrupts():

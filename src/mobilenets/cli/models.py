@@ -84,6 +84,8 @@ def run_pretrained(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.json and args.names_only:
+        raise UsageError("--json and --names-only: choose one (JSON rows, or one name per line)")
     if args.pretrained:
         return run_pretrained(args)
     if args.json:

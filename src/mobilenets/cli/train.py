@@ -61,6 +61,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="start every residual block as the identity (its last norm's scale at zero); from scratch only",
     )
     model.add_argument(
+        "--fix-stem",
+        action="store_true",
+        help="keep the stem at its table width at every --width-mult (timm's MobileNetV3 below 0.75 do: "
+        "needed to fine-tune their weights)",
+    )
+    model.add_argument(
         "--pretrained",
         metavar="WEIGHTS",
         default=None,
@@ -162,50 +168,92 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run_group.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --out at the step it stopped (a new run if it holds none); the model, "
-        "data, seed, batch size and optimizer must be the run's, while --epochs, --lr, --weight-decay and "
-        "the schedule may change",
+        help="continue the run in --out at the step it stopped (a new run if it holds none), with the "
+        "run's options where none are given; the model, data, seed, batch size and optimizer must be the "
+        "run's, while --epochs, --lr, --weight-decay and the schedule may change",
     )
     add_allocator_argument(run_group)
     parser.set_defaults(run=run)
 
 
+def _given(args: argparse.Namespace, dest: str) -> object:
+    """The value of option ``dest`` if the command line gave it, else None (a default, or a resumed
+    run's saved value: neither is the user's choice to refuse)."""
+    given = getattr(args, "given", None)  # None: run() called without main(), every value as given
+    return getattr(args, dest) if given is None or dest in given else None
+
+
 def _refuse_unused_recipe_options(args: argparse.Namespace) -> None:
     """Options the chosen optimizer, schedule or resizing would not use: refused, not recorded as if used."""
     unused = {
-        "--momentum": (args.momentum, args.optimizer == "adamw", "AdamW has none; sgd and rmsprop use it"),
-        "--lr-gamma": (args.lr_gamma, args.schedule == "cosine", "only the step and exponential schedules"),
-        "--lr-step-epochs": (args.lr_step_epochs, args.schedule != "step", "only --schedule step"),
+        "--momentum": ("momentum", args.optimizer == "adamw", "AdamW has none; sgd and rmsprop use it"),
+        "--lr-gamma": ("lr_gamma", args.schedule == "cosine", "only the step and exponential schedules"),
+        "--lr-step-epochs": ("lr_step_epochs", args.schedule != "step", "only --schedule step"),
         "--progressive-resize-until": (
-            args.progressive_resize_until,
+            "progressive_resize_until",
             args.progressive_resize >= 1.0,
             "only with --progressive-resize SCALE below 1",
         ),
     }
-    for flag, (value, ignored, applies) in unused.items():
-        if value is not None and ignored:
+    for flag, (dest, ignored, applies) in unused.items():
+        if _given(args, dest) is not None and ignored:
             raise UsageError(f"{flag} would change nothing in this run: {applies}")
+
+
+# TrainConfig fields set by an option of another name, and those a resume takes from this command only.
+_OPTION_OF_FIELD = {
+    "drop_path_rate": "drop_path",
+    "img_size": "resolution",
+    "resize_start": "progressive_resize",
+    "resize_until": "progressive_resize_until",
+}
+_NOT_RESUMED = ("out", "resume", "progress", "device", "pretrained", "model_options", "data")
+# The builder options train sets from its own flags: (option, flag's destination, value when not set).
+_MODEL_OPTION_FLAGS = (
+    ("output_stride", "output_stride", 32),
+    ("dilate", "dilate", True),
+    ("zero_init_residual", "zero_init_residual", False),
+    ("fix_stem", "fix_stem", False),
+)
+
+
+def _resume_as_saved(args: argparse.Namespace) -> None:
+    """On ``--resume``, each option not on the command line takes the run's saved value (config.json),
+    so ``train --resume --out DIR`` continues the run as it was set up: another default (the recipe's
+    AdamW weight decay, say) or a forgotten flag would change the run silently."""
+    from ..models.builder import small_input_strides
+    from ..training.run_log import saved_config, trained_on
+
+    out = Path(args.out)
+    saved = saved_config(out)
+    given: frozenset[str] = getattr(args, "given", frozenset())
+    for field, value in saved.items():
+        dest = _OPTION_OF_FIELD.get(field, field)
+        if field not in _NOT_RESUMED and dest not in given and hasattr(args, dest):
+            setattr(args, dest, small_input_strides(value) if field == "small_input" else value)
+    options = saved.get("model_options") or {}
+    for option, dest, unset in _MODEL_OPTION_FLAGS:
+        if dest not in given:
+            setattr(args, dest, options.get(option, unset))
+    if "data" in saved and "data" not in given:  # as the checkpoint's card records it: absolute
+        args.data = trained_on(out, saved["data"]) or saved["data"]
 
 
 def run(args: argparse.Namespace) -> int:
     from ..training import train
-    from ..training.run_log import saved_option
 
     apply_allocator(args)
-    refuse_unused_split(args.data, {"--val-split": args.val_split})
-    width_mult = args.width_mult
-    if args.resume and width_mult is None and args.pretrained is None:  # the run's, not today's default
-        width_mult = saved_option(Path(args.out), "width_mult")  # (the default depends on --pretrained)
-    weight_decay = args.weight_decay  # a resume keeps the run's unless told (AdamW's default changed)
-    if args.resume and weight_decay is None:
-        weight_decay = saved_option(Path(args.out), "weight_decay")
+    if args.resume:
+        _resume_as_saved(args)
+    refuse_unused_split(args.data, {"--val-split": _given(args, "val_split")})
     config = TrainConfig(
         model=args.model,
-        width_mult=width_mult,
+        width_mult=args.width_mult,
         small_input=args.small_input,
         model_options={
             **output_stride_options(args),
             **({"zero_init_residual": True} if args.zero_init_residual else {}),
+            **({"fix_stem": True} if args.fix_stem else {}),
         },
         norm=args.norm,
         dropout=args.dropout,
@@ -221,7 +269,7 @@ def run(args: argparse.Namespace) -> int:
         optimizer=args.optimizer,
         lr=args.lr,
         momentum=_DEFAULTS.momentum if args.momentum is None else args.momentum,
-        weight_decay=weight_decay,
+        weight_decay=args.weight_decay,
         schedule=args.schedule,
         warmup_epochs=args.warmup_epochs,
         lr_step_epochs=args.lr_step_epochs,

@@ -25,6 +25,7 @@ from torch import nn
 from ..atomic import save_atomic
 from ..errors import UsageError, external_step
 from ..weights.card import ModelCard
+from ..weights.files import utf8_name
 from .captured import check_batch
 from .fuse import fuse, out_of_place
 
@@ -200,8 +201,9 @@ def ort_session(path: str | os.PathLike[str], threads: int | None = None, *, spi
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    model: str | bytes = os.fspath(path) if utf8_name(path) else Path(path).read_bytes()  # see utf8_name
     with external_step(f"ONNX Runtime loading {str(path)!r}", "check that it is a complete ONNX file"):
-        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 class OnnxClassifier(nn.Module):

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import UsageError
 from .activations import is_tracing
 
 
@@ -178,6 +179,15 @@ class DepthwiseConv2d(nn.Conv2d):
     takes the tap-by-tap weight gradient).
     """
 
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, **kwargs: Any) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, **kwargs)
+        if not _is_depthwise(self):
+            raise UsageError(
+                f"DepthwiseConv2d is depthwise: groups == in_channels == out_channels > 1, got "
+                f"in_channels={in_channels}, out_channels={out_channels}, groups={self.groups} "
+                "(use nn.Conv2d for other groupings)"
+            )
+
     def forward(self, input: Tensor) -> Tensor:
         path = self._training_path(input)
         if path == "taps":
@@ -200,6 +210,7 @@ class DepthwiseConv2d(nn.Conv2d):
         if not (
             self.training
             and input.dim() == 4
+            and input.shape[1] == self.in_channels  # else PyTorch's convolution names the mismatch
             and self.weight.requires_grad
             and torch.is_grad_enabled()
             and input.device.type == "cpu"

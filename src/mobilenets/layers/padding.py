@@ -41,7 +41,7 @@ def needs_dynamic_padding(kernel_size: int, stride: int, dilation: int) -> bool:
 
 
 def pad_same(
-    x: torch.Tensor, kernel_size: tuple[int, ...], stride: tuple[int, ...], dilation: tuple[int, ...]
+    x: torch.Tensor, kernel_size: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]
 ) -> torch.Tensor:
     """``x`` padded under TensorFlow's ``SAME`` rule for a conv with these settings (unchanged if none).
 
@@ -65,7 +65,8 @@ class Conv2dSame(nn.Conv2d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = pad_same(x, self.kernel_size, self.stride, self.dilation)
+        # pad_same takes pairs (what TorchScript needs; a Conv2d's are), where torch types tuple[int, ...]
+        x = pad_same(x, self.kernel_size, self.stride, self.dilation)  # type: ignore[arg-type]
         return self._conv_forward(x, self.weight, self.bias)
 
 

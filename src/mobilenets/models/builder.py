@@ -6,6 +6,7 @@ import dataclasses
 import math
 from collections import OrderedDict
 
+import torch
 from torch import nn
 
 from ..errors import UsageError, WrongTypeError
@@ -169,7 +170,8 @@ def build_mobilenet(
     choice) keeps the last layer at its full width when ``width_mult < 1``, as the v2 paper does;
     ``fix_stem`` (default: the architecture's choice) keeps the stem at its table width at every
     ``width_mult``, as timm's MobileNetV3 does below width 0.75 and Keras's at any width.
-    ``activation`` replaces every activation of the network; ``norm`` replaces its normalization
+    ``activation`` replaces the activation of every stem, block and head layer (squeeze-excite keeps
+    its own); ``norm`` replaces its normalization
     ("batchnorm", "groupnorm", "none" or a :class:`NormConfig`); ``norm_eps`` overrides its epsilon
     alone (timm's PyTorch-trained ports of TF models use 1e-5 where the TF originals use 1e-3).
     ``padding="tf_same"`` reproduces TensorFlow's SAME padding for checkpoints trained there. Stochastic
@@ -228,6 +230,13 @@ def build_mobilenet(
             f"zero_init_residual starts each bottleneck shortcut's branch at zero; shortcut={shortcut!r} "
             "has none (use it with shortcut='bottleneck')"
         )
+    if zero_init_residual and projection_activation is not None:
+        at_zero = create_activation(projection_activation)(torch.zeros(1))
+        if at_zero.item() != 0:  # sigmoid's 0.5: the branch would not start at zero
+            raise UsageError(
+                f"zero_init_residual starts each residual branch at zero, but projection_activation="
+                f"{projection_activation!r} maps zero to {at_zero.item():g}; drop one of the two"
+            )
     if drop_path_rate and shortcut == "none":
         raise UsageError("drop_path_rate drops residual branches; shortcut='none' has none")
     if not separable:
@@ -325,6 +334,14 @@ def build_mobilenet(
             block_index += 1
         grouped = shortcut == "expansion" and all(isinstance(block, InvertedResidual) for block in stage)
         stages.append(ExpansionShortcutStage(*stage) if grouped else nn.Sequential(*stage))
+    if shortcut == "expansion" and not any(
+        isinstance(stage, ExpansionShortcutStage) and stage.skips for stage in stages
+    ):
+        raise UsageError(
+            f"shortcut='expansion' on {arch.name}: no two consecutive blocks of a stage have matching "
+            "expansions, so the network would have no shortcut at all (shortcut='none' builds that); "
+            "choose another model"
+        )
 
     position_channels = [stem_channels] + [
         scale(spec.out_channels) for spec in arch.blocks for _ in range(spec.repeats)

@@ -14,7 +14,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -46,7 +46,7 @@ from .optim import build_ema, build_optimizer, build_scheduler
 from .progress import EpochProgress
 from .resize import check_resizing_applies, resize_batch, train_size
 from .resume import EpochSums, restore_training_state, rng_states, run_has_finished, training_state
-from .run_log import append_metrics, check_resume_config, keep_metrics_before, last_val_top1, write_json
+from .run_log import append_metrics, keep_metrics_before, last_val_top1, resumes_run, write_json
 from .runtime import configure_reproducibility, kernel_settings_restored, resolve_precision
 from .stop import StopRequest
 from .storage import check_free_space, check_writable, checkpoint_bytes, remove_stale_temp_files
@@ -64,31 +64,12 @@ class Trainer:
         self.out = Path(config.out)
         self.device = context.device
         world = context.world_size
-        if config.batch_size % world:
+        if config.batch_size % world or config.batch_size // world < MIN_TRAIN_BATCH:
             raise UsageError(
-                f"batch_size {config.batch_size} must divide evenly over {world} processes "
-                f"(it is the global batch)"
+                f"batch_size {config.batch_size} must divide evenly over {world} processes into at least "
+                f"{MIN_TRAIN_BATCH} images each (it is the global batch; batch norm needs two)"
             )
-        weights_path, state_path = checkpoint_paths(self.out, "last")
-        files = [*checkpoint_paths(self.out, "last"), *checkpoint_paths(self.out, "best")]
-        saved = [path for path in files if path.is_file()]
-        if saved and not config.resume:  # a best checkpoint alone too: a new run would replace it
-            raise UsageError(
-                f"{str(self.out)!r} already holds a run ({saved[0].name}); pass --resume to continue it or "
-                "choose another --out"
-            )
-        self.resuming = config.resume and state_path.is_file()
-        if config.resume and not self.resuming and weights_path.is_file():
-            # The state is written before the weights, so only a copy or a deletion leaves this.
-            raise UsageError(
-                f"cannot resume {str(self.out)!r}: it holds {weights_path.name} but not {state_path.name}, "
-                f"the optimizer and position a resume continues from. To train on from those weights, "
-                f"start a new run with --pretrained {weights_path} and another --out"
-            )
-        if config.resume and not self.resuming and context.is_main:
-            print(f"nothing to resume in {self.out} (no {state_path.name}): starting a new run", flush=True)
-        if self.resuming:
-            check_resume_config(self.out, config)
+        self.resuming = resumes_run(self.out, config, announce=context.is_main)
         if context.is_main:  # before the data is read: a bad --out fails in the first second
             check_writable(self.out)
         if config.sync_bn and self.device.type != "cuda":
@@ -200,7 +181,9 @@ class Trainer:
 
     def _save(self, name: str, completed_epoch: int) -> None:
         """Checkpoint ``name``: every process calls it (each saves its RNG state), the main one writes."""
-        process_rng = gather_objects(rng_states(self.device), self.context)
+        mine = (rng_states(self.device), self.partial)
+        gathered = cast(list[tuple[dict[str, torch.Tensor], EpochSums]], gather_objects(mine, self.context))
+        process_rng, process_sums = [rng for rng, _ in gathered], [sums for _, sums in gathered]
         if not self.context.is_main:
             return
         with self._writing(f"checkpoint {name!r} after epoch {completed_epoch}"):
@@ -210,7 +193,7 @@ class Trainer:
                 weights=self.eval_model.state_dict(),
                 card=self.card,
                 state={
-                    **training_state(self, completed_epoch, process_rng),  # type: ignore[arg-type]
+                    **training_state(self, completed_epoch, process_rng, process_sums),
                     "data_listing": self.card.data_listing,
                 },
             )
@@ -397,7 +380,9 @@ class Trainer:
                 f"{self.out / 'last.safetensors'} — continue with --resume",
                 flush=True,
             )
-        skipped = sorted(set(self.train_loader.skipped) | set(self.val_loader.skipped))
+        # Each process reads its share of the images, so each found its own unreadable ones.
+        mine = set(self.train_loader.skipped) | set(self.val_loader.skipped)
+        skipped = sorted(set[str]().union(*cast(list[set[str]], gather_objects(mine, context))))
         if context.is_main and skipped:
             print(f"skipped {len(skipped)} unreadable image(s); the warnings name them", flush=True)
         if context.is_main and not interrupted:

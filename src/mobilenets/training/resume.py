@@ -31,6 +31,16 @@ class EpochSums:
     def as_dict(self) -> dict[str, float]:
         return {"loss": self.loss, "correct": self.correct, "images": self.images, "seconds": self.seconds}
 
+    @staticmethod
+    def summed(processes: list[EpochSums]) -> EpochSums:
+        """Every process's totals added up, with the first's clock (the reported epoch time is rank 0's)."""
+        return EpochSums(
+            loss=sum(sums.loss for sums in processes),
+            correct=sum(sums.correct for sums in processes),
+            images=sum(sums.images for sums in processes),
+            seconds=processes[0].seconds,
+        )
+
 
 class Resumable(Protocol):
     """The parts of a run a checkpoint saves, and its position: the next epoch, the steps of it done."""
@@ -61,15 +71,21 @@ def rng_states(device: torch.device) -> dict[str, torch.Tensor]:
 
 
 def training_state(
-    run: Resumable, completed_epoch: int, process_rng: list[dict[str, torch.Tensor]] | None = None
+    run: Resumable,
+    completed_epoch: int,
+    process_rng: list[dict[str, torch.Tensor]] | None = None,
+    process_sums: list[EpochSums] | None = None,
 ) -> dict[str, Any]:
     """Everything a resume needs after ``completed_epoch`` (and ``run.step_in_epoch`` steps of the next).
 
     ``process_rng`` holds every process's :func:`rng_states`, by rank (dropout and drop-path draw
-    differently in each); without it, this process's alone are saved.
+    differently in each), and ``process_sums`` their epoch totals so far (saved added up); without
+    them, this process's alone are saved.
     """
     if process_rng is None:
         process_rng = [rng_states(run.device)]
+    if process_sums is None:
+        process_sums = [run.partial]
     state: dict[str, Any] = {
         "optimizer": run.optimizer.state_dict(),
         "scheduler": run.scheduler.state_dict(),
@@ -77,7 +93,7 @@ def training_state(
         "epoch": completed_epoch,
         "next_epoch": run.epoch,
         "next_step": run.step_in_epoch,
-        "partial": run.partial.as_dict(),
+        "partial": EpochSums.summed(process_sums).as_dict(),  # every process's images of the epoch
         "best_top1": run.best_top1,
         "rng_state": process_rng[0]["cpu"],
         "process_rng": process_rng,
@@ -134,7 +150,10 @@ def restore_training_state(run: Resumable, state: dict[str, Any]) -> None:
     # else another number of processes (warned above): each keeps the stream seeded for its rank
     run.epoch, run.step_in_epoch = int(state["next_epoch"]), int(state["next_step"])
     run.best_top1 = float(state["best_top1"])
-    run.partial = EpochSums(**state["partial"]) if run.step_in_epoch else EpochSums()
+    # The saved totals are every process's together: the main process carries them on (the epoch's
+    # summary adds up the processes), the others count from zero on the saved clock.
+    partial = EpochSums(**state["partial"]) if run.step_in_epoch else EpochSums()
+    run.partial = partial if run.context.is_main else EpochSums(seconds=partial.seconds)
 
 
 def run_has_finished(out: Path, next_epoch: int, next_step: int, epochs: int) -> bool:

@@ -7,12 +7,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorError, safe_open
-
 from ..data.folders import absolute_data_spec
 from ..errors import UsageError
 from ..models.builder import small_input_strides
 from ..weights.card import ModelCard
+from ..weights.files import read_weights
 from .checkpoint import checkpoint_paths, save_atomic
 from .config import RESUME_MUST_MATCH, TrainConfig
 
@@ -38,20 +37,25 @@ def saved_differences(out: Path, config: TrainConfig, keys: tuple[str, ...]) -> 
     ]
 
 
+def saved_config(out: Path) -> dict[str, Any]:
+    """The options of the run saved in ``out``, as its ``config.json`` holds them (empty without one)."""
+    config_path = out / "config.json"
+    saved: dict[str, Any] = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    return saved
+
+
 def saved_option(out: Path, key: str) -> Any:
     """The value of option ``key`` in the run saved in ``out`` (``None`` without one)."""
-    config_path = out / "config.json"
-    return json.loads(config_path.read_text()).get(key) if config_path.is_file() else None
+    return saved_config(out).get(key)
 
 
-def _trained_on(out: Path, saved: object) -> str | None:
+def trained_on(out: Path, saved: object) -> str | None:
     """The data the run in ``out`` trained on, as an absolute spec: its checkpoint's card records it so
     (``config.json`` holds the spec as typed, relative to a working directory it does not record)."""
     weights, _ = checkpoint_paths(out, "last")
     try:
-        with safe_open(str(weights), framework="pt") as handle:
-            return ModelCard.from_metadata(handle.metadata() or {}, str(weights)).data
-    except (OSError, SafetensorError, UsageError, KeyError, ValueError):  # no readable card
+        return ModelCard.from_metadata(read_weights(weights)[1], str(weights)).data
+    except (OSError, UsageError, KeyError, ValueError):  # no readable card
         return None if saved is None else absolute_data_spec(str(saved))  # config.json's spec, from here
 
 
@@ -64,11 +68,39 @@ def check_resume_config(out: Path, config: TrainConfig) -> None:
             f"{checkpoint_paths(out, 'last')[0]} and another --out"
         )
     differing = saved_differences(out, config, tuple(key for key in RESUME_MUST_MATCH if key != "data"))
-    trained_on, now = _trained_on(out, saved_option(out, "data")), absolute_data_spec(config.data)
-    if trained_on is not None and trained_on != now:  # the same folder however it is spelled, not another
-        differing.append(f"data={trained_on!r} (now {now!r})")
+    was, now = trained_on(out, saved_option(out, "data")), absolute_data_spec(config.data)
+    if was is not None and was != now:  # the same folder however it is spelled, not another
+        differing.append(f"data={was!r} (now {now!r})")
     if differing:
         raise UsageError(f"cannot resume {str(out)!r}: it was trained with {', '.join(differing)}")
+
+
+def resumes_run(out: Path, config: TrainConfig, *, announce: bool) -> bool:
+    """Whether this run continues the one saved in ``out``. Refused: a new run over a saved one, a
+    resume without the training state (the optimizer and position), and a resume whose model or data
+    differ (:func:`check_resume_config`). ``announce``: say so when ``--resume`` finds nothing to resume.
+    """
+    weights_path, state_path = checkpoint_paths(out, "last")
+    files = [*checkpoint_paths(out, "last"), *checkpoint_paths(out, "best")]
+    saved = [path for path in files if path.is_file()]
+    if saved and not config.resume:  # a best checkpoint alone too: a new run would replace it
+        raise UsageError(
+            f"{str(out)!r} already holds a run ({saved[0].name}); pass --resume to continue it or "
+            "choose another --out"
+        )
+    resuming = config.resume and state_path.is_file()
+    if config.resume and not resuming and weights_path.is_file():
+        # The state is written before the weights, so only a copy or a deletion leaves this.
+        raise UsageError(
+            f"cannot resume {str(out)!r}: it holds {weights_path.name} but not {state_path.name}, "
+            f"the optimizer and position a resume continues from. To train on from those weights, "
+            f"start a new run with --pretrained {weights_path} and another --out"
+        )
+    if config.resume and not resuming and announce:
+        print(f"nothing to resume in {out} (no {state_path.name}): starting a new run", flush=True)
+    if resuming:
+        check_resume_config(out, config)
+    return resuming
 
 
 def write_json(path: Path, value: object) -> None:

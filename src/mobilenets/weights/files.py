@@ -7,6 +7,7 @@ length, then JSON), PyTorch's zip archive and legacy PyTorch pickles. PyTorch fi
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import re
@@ -18,13 +19,13 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save
+from safetensors.torch import load, save
 
 from ..atomic import save_atomic
 from ..errors import MissingFileError, UsageError
 
 # Containers other projects wrap a state_dict in, tried in this order.
-_CONTAINER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model", "net", "params")
+_CONTAINER_KEYS = ("state_dict_ema", "model_ema", "ema", "state_dict", "model", "net", "params")  # ema: ours
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
 
 
@@ -63,12 +64,32 @@ def _kind(path: Path) -> str:
     return "unknown"
 
 
+def _safetensors_in_memory(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The file read whole, for names safetensors cannot open (it takes UTF-8 paths only)."""
+    data = path.read_bytes()
+    header = json.loads(data[8 : 8 + struct.unpack("<Q", data[:8])[0]])
+    return load(data), dict(header.get("__metadata__") or {})
+
+
+def utf8_name(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is UTF-8 (a name of other bytes holds surrogates here): libraries written in
+    Rust or C++ (safetensors, ONNX Runtime) take only such names."""
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = dict(handle.metadata() or {})
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        if utf8_name(path):
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = dict(handle.metadata() or {})
+                tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+        else:
+            tensors, metadata = _safetensors_in_memory(path)
+    except (SafetensorError, OSError, ValueError, RuntimeError, struct.error) as error:
         raise UsageError(f"{str(path)!r} is not a readable safetensors file: {error}") from None
     if not tensors:
         return tensors, metadata

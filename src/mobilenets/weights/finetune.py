@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import MissingFileError, UsageError
 from ..models import MobileNet
-from .load import LoadReport, load_weights
+from .load import LoadReport, load_weights, stem_width_differs
 from .registry import PRETRAINED, get_pretrained
 
 HEAD_PREFIX = "classifier."  # our classifier's parameters; everything else is the body
@@ -72,9 +72,15 @@ def load_for_finetuning(model: MobileNet, path: Path) -> FinetuneStart:
         problems = LoadReport(
             report.source, report.loaded, tuple(body_missing), report.unexpected, tuple(body_mismatched)
         )
+        advice = (
+            "the file's stem keeps its table width (as timm's MobileNetV3 below width 0.75 do): add "
+            "--fix-stem (fix_stem=True in Python)"
+            if stem_width_differs(problems)
+            else "Check --model and --width-mult"
+        )
         raise UsageError(
             f"{report.source} weights {str(path)!r} do not fit the body of {type(model).__name__} "
-            f"(only the classifier may differ): {problems.describe()}. Check --model and --width-mult"
+            f"(only the classifier may differ): {problems.describe()}. {advice}"
         )
     head_loaded = any(key.startswith(HEAD_PREFIX) for key in report.loaded)
     return FinetuneStart(report.source, len(report.loaded), head_loaded)

@@ -107,12 +107,9 @@ def load_weights(
         mismatched=tuple(mismatched),
     )
     if strict and not report.complete:
-        # Only the stem and what reads it differ: a stem kept at its table width (other widths differ
-        # everywhere).
-        stem_only = all(item.startswith(("stem.", "blocks.0.")) for item in mismatched)
         stem_hint = (
             ", and fix_stem=True for a stem kept at its table width, as timm's MobileNetV3 below 0.75"
-            if stem_only and any(item.startswith("stem.conv.weight:") for item in mismatched)
+            if stem_width_differs(report)
             else ""
         )
         raise UsageError(
@@ -123,6 +120,14 @@ def load_weights(
         )
     model.load_state_dict(matched, strict=False)
     return report
+
+
+def stem_width_differs(report: LoadReport) -> bool:
+    """Whether only the stem and the block reading it differ in shape: the file's stem kept its table
+    width where ours scaled it (``fix_stem``), as timm's MobileNetV3 below width 0.75 (another width
+    multiplier differs everywhere)."""
+    stem_only = all(item.startswith(("stem.", "blocks.0.")) for item in report.mismatched)
+    return stem_only and any(item.startswith("stem.conv.weight:") for item in report.mismatched)
 
 
 def _out_channels(state: Mapping[str, torch.Tensor], key_map: Mapping[str, str], ours: str) -> int | None:
@@ -167,7 +172,8 @@ def _preprocess(model: str, found: Source, preset: str | None, resolution: int) 
     """The registry's preprocessing for ``model`` weights from that project when there is one and no
     ``preset`` is named (EfficientNet-Lite1 at 240/272); else ``preset`` or the source's, at the sizes
     the registry gives ``model`` from any project, else at ``resolution`` (the architecture's own,
-    resized by the usual 0.875 crop fraction): a preset alone says 224, which fits Lite0 but not Lite4.
+    resized by the source's crop padding or the usual 0.875 crop fraction): a preset alone says 224,
+    which fits Lite0 but not Lite4.
     """
     entries = pretrained_for(model)
     entry = next((entry for entry in entries if entry.source == found.name), None)
@@ -177,6 +183,8 @@ def _preprocess(model: str, found: Source, preset: str | None, resolution: int) 
     sized = entry or (entries[0] if entries else None)
     if sized is not None:
         return replace(chosen, crop_size=sized.resolution, resize_size=sized.resize_size)
+    if found.crop_padding is not None:
+        return replace(chosen, crop_size=resolution, resize_size=resolution + found.crop_padding)
     return replace(chosen, crop_size=resolution, resize_size=round(resolution / EVAL_CROP_FRACTION))
 
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from ..errors import MissingFileError, UsageError
+from ..errors import MissingFileError, UsageError, WrongTypeError
 from ..models.data_config import REDUCTION
 from .presets import Preprocess, get_preset
 
@@ -197,7 +197,7 @@ def get_pretrained(name: str, *, model: str | None = None) -> PretrainedWeights:
     ``UsageError`` listing what exists otherwise.
     """
     if not isinstance(name, str):
-        raise UsageError(
+        raise WrongTypeError(
             f"pretrained weights are named by a string such as 'mobilenet_v2.tv_in1k', got {name!r}"
         )
     entry = PRETRAINED.get(name) or _ALIASES.get(name)
@@ -231,7 +231,9 @@ def default_pretrained(model: str, tag: bool | str = True) -> PretrainedWeights:
     if tag is True:
         return entries[0]
     if not isinstance(tag, str):
-        raise UsageError(f"pretrained must be True, False or a tag such as {entries[0].tag!r}, got {tag!r}")
+        raise WrongTypeError(
+            f"pretrained must be True, False or a tag such as {entries[0].tag!r}, got {tag!r}"
+        )
     return get_pretrained(tag, model=model)
 
 

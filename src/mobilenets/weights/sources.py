@@ -25,6 +25,8 @@ class Source:
 
     ``marker`` is a key only this layout has (used to detect it); ``preset`` and ``model_kwargs`` are
     what its weights need unless the user says otherwise (TensorFlow-trained Lite needs TF padding).
+    ``crop_padding``: where the registry gives no sizes, the resize is the crop plus this (TensorFlow's
+    EfficientNet evaluation: Lite4's 300 from 332); ``None``, the usual 0.875 crop fraction.
     """
 
     name: str
@@ -32,6 +34,7 @@ class Source:
     key_map: KeyMap
     preset: str
     model_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    crop_padding: int | None = None
 
 
 SOURCES: dict[str, Source] = {
@@ -47,6 +50,7 @@ SOURCES: dict[str, Source] = {
             efficientnet_lite_key_map,
             "efficientnet_lite",
             {"padding": "tf_same"},
+            crop_padding=32,
         ),
     )
 }
