@@ -548,6 +548,8 @@ def test_patches_lower_the_chunked_peak_and_reject_what_they_cannot_tile() -> No
         memory_efficient(model, 4, patches=0)
     with pytest.raises(ValueError, match="patch stride must be a positive integer"):
         memory_efficient(model, 4, patches=2, patch_stride=0)
+    with pytest.raises(ValueError, match=r"patch stride 3: .* blocks reach 2, 4, 8, 16, 32"):
+        memory_efficient(model, 4, patches=2, patch_stride=3)
     with pytest.raises(ValueError, match="BatchNorm must be folded first"):
         patch_stem(mobilenets.mobilenet_v2(), 2)
     with pytest.raises(ValueError, match=r"blocks\.3\.0 \(InvertedResidual\) cannot run patch by patch"):

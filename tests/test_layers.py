@@ -192,6 +192,20 @@ def test_tf_same_differs_from_symmetric_on_even_input() -> None:
     assert not torch.allclose(tf_layer.conv(x), sym_layer.conv(x), atol=1e-3)
 
 
+def test_symmetric_padding_keeps_the_size_or_refuses() -> None:
+    """A kernel spanning an even number of pixels cannot be centred: refused, not shrinking the map."""
+    from mobilenets.layers import create_conv2d
+
+    x = torch.randn(1, 4, 8, 8)
+    assert create_conv2d(4, 4, 2, dilation=2)(x).shape[-2:] == (8, 8)  # k=2, d=2 spans 3 pixels
+    for kernel_size, dilation in ((2, 1), (4, 1), (4, 3)):
+        with pytest.raises(UsageError, match=f"kernel_size {kernel_size} with dilation {dilation} spans"):
+            create_conv2d(4, 4, kernel_size, dilation=dilation)
+        with pytest.raises(UsageError, match="use padding='tf_same'"):
+            ConvNormAct(4, 4, kernel_size, dilation=dilation)
+        assert ConvNormAct(4, 4, kernel_size, dilation=dilation, padding="tf_same")(x).shape[-2:] == (8, 8)
+
+
 def _feature_map_clones(model: nn.Module, images: torch.Tensor) -> int:
     """Clones of 4-D tensors in a forward + backward (the linear layer's backward clones tiny matrices)."""
     from torch.profiler import profile

@@ -226,6 +226,12 @@ def patch_stem(
     """
     if type(stride) is not int or stride < 1:
         raise UsageError(f"patch stride must be a positive integer, got {stride!r}")
+    strides = model.feature_info.reduction()
+    if stride not in strides:  # 3 would act as 2 and 1000 as the network's own: say so instead
+        raise UsageError(
+            f"patch stride {stride}: the tiles end after the last block at that output stride, and this "
+            f"network's blocks reach {', '.join(map(str, strides))}"
+        )
     size = resolution or model.default_resolution
     x = torch.zeros(1, model.in_channels, size, size)
     taken: list[tuple[str, nn.Module]] = [("stem", model.stem)]

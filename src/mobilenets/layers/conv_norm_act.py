@@ -9,7 +9,7 @@ from ..errors import UsageError, WrongTypeError
 from .activations import create_activation
 from .channels import is_positive_int
 from .norm import NormConfig
-from .padding import PADDING_MODES, create_conv2d
+from .padding import create_conv2d
 
 
 class ConvNormAct(nn.Module):
@@ -48,13 +48,6 @@ class ConvNormAct(nn.Module):
             raise UsageError(
                 f"groups={groups!r} must be a positive integer dividing in_channels={in_channels} "
                 f"and out_channels={out_channels}"
-            )
-        if padding not in PADDING_MODES:
-            raise UsageError(f"unknown padding {padding!r}; expected one of {', '.join(PADDING_MODES)}")
-        if padding == "symmetric" and kernel_size % 2 == 0:
-            raise UsageError(
-                f"kernel_size must be odd with symmetric padding, got {kernel_size}; "
-                "even kernels need padding='tf_same'"
             )
         if norm is not None and not isinstance(norm, NormConfig):
             raise WrongTypeError(f"norm must be a NormConfig or None, got {type(norm).__name__}")

@@ -81,9 +81,18 @@ def create_conv2d(
     bias: bool = False,
     padding: str = "symmetric",
 ) -> nn.Conv2d:
-    """A conv whose padding follows ``padding`` ("symmetric" or "tf_same")."""
+    """A conv whose padding follows ``padding`` ("symmetric" or "tf_same").
+
+    Symmetric padding keeps a map's size only when the kernel spans an odd number of pixels
+    (``(kernel_size - 1) * dilation`` even); other kernels need ``tf_same``, which pads one side more.
+    """
     if padding not in PADDING_MODES:
         raise UsageError(f"unknown padding {padding!r}; expected one of {', '.join(PADDING_MODES)}")
+    if padding == "symmetric" and (kernel_size - 1) * dilation % 2:
+        raise UsageError(
+            f"kernel_size {kernel_size} with dilation {dilation} spans an even number of pixels, which "
+            "symmetric padding cannot centre (the map would shrink); use padding='tf_same'"
+        )
     if padding == "tf_same" and needs_dynamic_padding(kernel_size, stride, dilation):
         return Conv2dSame(
             in_channels, out_channels, kernel_size, stride, 0, dilation, groups=groups, bias=bias
