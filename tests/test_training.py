@@ -535,6 +535,7 @@ def test_a_fine_tune_resumes_without_naming_its_weights_again(tmp_path: Path) ->
     assert built == ("mobilenet_v1", 1.0, 32, 128)
     assert (saved["optimizer"], saved["weight_decay"], saved["grad_clip"]) == ("adamw", 1e-3, 1.0)
     assert saved["label_smoothing"] == 0.1
+    assert saved["warmup_epochs"] == 0.2  # a default that follows --epochs follows the new one (was 0.1)
 
 
 def test_resume_refuses_another_optimizer_or_weight_average(tmp_path: Path) -> None:

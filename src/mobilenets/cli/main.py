@@ -80,7 +80,7 @@ def _given_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> froz
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit status (see the module notes)."""
     for stream in (sys.stdout, sys.stderr):  # a file name of non-UTF-8 bytes prints escaped, not a crash
-        if isinstance(stream, io.TextIOWrapper):
+        if isinstance(stream, io.TextIOWrapper) and not stream.closed:
             stream.reconfigure(errors="backslashreplace")
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)

@@ -10,7 +10,7 @@ from pathlib import Path
 from ..data.transforms import AUGMENTATIONS
 from ..devices import DEVICE_HELP
 from ..errors import UsageError
-from ..training.config import NORMS, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
+from ..training.config import DERIVED_FROM_EPOCHS, NORMS, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
 from .common import (
     add_allocator_argument,
     add_output_stride_argument,
@@ -229,8 +229,14 @@ def _resume_as_saved(args: argparse.Namespace) -> None:
     given: frozenset[str] = getattr(args, "given", frozenset())
     for field, value in saved.items():
         dest = _OPTION_OF_FIELD.get(field, field)
-        if field not in _NOT_RESUMED and dest not in given and hasattr(args, dest):
-            setattr(args, dest, small_input_strides(value) if field == "small_input" else value)
+        if field in _NOT_RESUMED or dest in given or not hasattr(args, dest):
+            continue
+        derive = DERIVED_FROM_EPOCHS.get(field)
+        if derive is not None and "epochs" in saved and value == derive(saved["epochs"]):
+            continue  # the run's default, which follows this run's --epochs in turn
+        if field == "lr_step_epochs" and saved.get("schedule") != "step":
+            continue  # resolved but unused: a resume may switch to the step schedule
+        setattr(args, dest, small_input_strides(value) if field == "small_input" else value)
     options = saved.get("model_options") or {}
     for option, dest, unset in _MODEL_OPTION_FLAGS:
         if dest not in given:

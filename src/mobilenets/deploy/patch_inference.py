@@ -215,6 +215,20 @@ class PatchedStem(nn.Module):
         return max(live, default=0) * bytes_per_element
 
 
+def _output_strides(model: MobileNet) -> list[int]:
+    """The output strides the stem and blocks reach, read on an image of twice the total stride (every
+    map divides exactly there; at other sizes the ratios round: 67 px ends at 3, not 67/32)."""
+    size = 2 * model.total_stride
+    x = torch.zeros(1, model.in_channels, size, size)
+    with torch.no_grad():
+        x = model.stem(x)
+        reached = {size // x.shape[-1]}
+        for _, block in model.iter_blocks():
+            x = block(x)
+            reached.add(size // x.shape[-1])
+    return sorted(reached)
+
+
 def patch_stem(
     model: MobileNet, patches: int, *, stride: int = PATCH_STRIDE, resolution: int | None = None
 ) -> int:
@@ -226,7 +240,7 @@ def patch_stem(
     """
     if type(stride) is not int or stride < 1:
         raise UsageError(f"patch stride must be a positive integer, got {stride!r}")
-    strides = model.feature_info.reduction()
+    strides = _output_strides(model)
     if stride not in strides:  # 3 would act as 2 and 1000 as the network's own: say so instead
         raise UsageError(
             f"patch stride {stride}: the tiles end after the last block at that output stride, and this "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +50,12 @@ DIGITS_WIDTH_MULT = 0.5
 # Linear warm-up when --warmup-epochs is not given: one epoch, at most a tenth of the run (so one-epoch runs
 # still work). Full-rate first steps on freshly initialised BatchNorm statistics make short runs erratic.
 DEFAULT_WARMUP_EPOCHS = 1.0
+# Options whose default follows --epochs (resolved into config.json): warm-up of one epoch, at most a
+# tenth of the run; the step schedule's step, a third of the run (torchvision's ×0.1 every 30 of 90).
+DERIVED_FROM_EPOCHS: dict[str, Callable[[int], float | int]] = {
+    "warmup_epochs": lambda epochs: min(DEFAULT_WARMUP_EPOCHS, epochs / 10),
+    "lr_step_epochs": lambda epochs: max(1, math.ceil(epochs / 3)),
+}
 # Per-epoch decay of the step and exponential schedules when --lr-gamma is not given (paper: ×0.98).
 DEFAULT_GAMMA = {"cosine": 1.0, "step": 0.1, "exponential": 0.98}
 
@@ -183,7 +190,7 @@ class TrainConfig:
             f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}",
         )
         if self.warmup_epochs is None:
-            object.__setattr__(self, "warmup_epochs", min(DEFAULT_WARMUP_EPOCHS, self.epochs / 10))
+            object.__setattr__(self, "warmup_epochs", DERIVED_FROM_EPOCHS["warmup_epochs"](self.epochs))
         _check(
             _is_number(self.warmup_epochs) and 0 <= self.warmup < self.epochs,
             f"warmup_epochs must be in [0, epochs={self.epochs}), got {self.warmup_epochs!r}",
@@ -199,8 +206,8 @@ class TrainConfig:
             f"lr_step_epochs={self.lr_step_epochs} would never step the learning rate in {self.epochs} "
             f"epochs (after {self.warmup:g} of warm-up); give fewer, or leave it out (a third of the epochs)",
         )
-        if self.lr_step_epochs is None:  # torchvision's recipe: ×0.1 every 30 of 90 epochs
-            object.__setattr__(self, "lr_step_epochs", max(1, math.ceil(self.epochs / 3)))
+        if self.lr_step_epochs is None:
+            object.__setattr__(self, "lr_step_epochs", DERIVED_FROM_EPOCHS["lr_step_epochs"](self.epochs))
         _check(
             self.lr_gamma is None or (_is_number(self.lr_gamma) and 0 < self.lr_gamma <= 1),
             f"lr_gamma must be in (0, 1], got {self.lr_gamma!r}",

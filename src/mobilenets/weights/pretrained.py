@@ -27,8 +27,8 @@ _NOT_THE_FILES = ("features_only", "out_indices", "in_channels", "width_mult")  
 def adapt_input_conv(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     """An RGB stem's weight ``(out, 3, k, k)`` for ``in_channels`` inputs, as timm's ``adapt_input_conv``:
     summed over the colours for one channel (a grey image gives the response its RGB copy would);
-    otherwise the colours repeated and scaled by ``3 / in_channels`` (the same response to an input
-    whose channels all equal one colour plane)."""
+    otherwise the colours repeated and scaled by ``3 / in_channels``, exact for a multiple of 3 (an
+    RGB image given k times gives its RGB response) and timm's approximation for other counts."""
     if in_channels == 1:
         return weight.sum(dim=1, keepdim=True)
     repeats = -(-in_channels // weight.shape[1])
