@@ -160,6 +160,7 @@ class Trainer:
         # Position: the next epoch to run and how many of its steps are already done.
         self.epoch, self.step_in_epoch, self.best_top1 = 1, 0, -1.0
         self.partial = EpochSums()
+        self.carried_images = 0  # every process's images of a resumed epoch, which the main one holds
 
     # ----------------------------------------------------------------------------- checkpoints
     @property
@@ -300,6 +301,7 @@ class Trainer:
             if saved_listing and saved_listing != self.card.data_listing:
                 check_split_listing(config.data, saved_listing, f"the run in {str(self.out)!r}")
             restore_training_state(self, state)
+            self.carried_images = self.partial.images if context.is_main else 0
             finished = run_has_finished(self.out, self.epoch, self.step_in_epoch, config.epochs)
             if context.is_main and not finished:
                 with self._writing("metrics.jsonl"):
@@ -359,7 +361,11 @@ class Trainer:
                     progress.advance(
                         loss=loss_sum / labels.numel(),
                         top1=correct / labels.numel(),
-                        images_per_s=self.partial.images * context.world_size / max(elapsed, 1e-9),
+                        images_per_s=(
+                            (self.partial.images - self.carried_images) * context.world_size
+                            + self.carried_images
+                        )
+                        / max(elapsed, 1e-9),
                     )
                     if any_process(stop.requested, context):
                         interrupted = True
@@ -428,6 +434,7 @@ class Trainer:
         if improved:
             self.best_top1 = val_top1
         self.epoch, self.step_in_epoch, self.partial = epoch + 1, 0, EpochSums()
+        self.carried_images = 0
         if improved:  # best first: a crash between the two repeats this epoch, which rewrites both
             self._save("best", completed_epoch=epoch)
         self._save("last", completed_epoch=epoch)
