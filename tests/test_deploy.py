@@ -626,6 +626,7 @@ def test_allocated_forward_memory_confirms_the_chunked_analysis() -> None:
     # The chunked stem reads the image as it is and lays out each chunk it makes, not a copy of the image.
     first = forward_peak_allocated(same.blocks[0][0], x) + x.nbytes
     analysed_first = {op.name: op.live_bytes for op in schedule_memory(same, x)}["blocks.0.0"]
-    # Above the analysis by less than one copy of the image: on some CPUs oneDNN convolves the first
-    # chunk through a buffer of its own (0.4 MB on the AVX2 EPYC of 2026-12-05; none on earlier ones)
+    # Above the analysis by less than one copy of the image: with AVX-512 oneDNN computes the first
+    # chunk's 8 channels in a 16-channel blocked buffer, then reorders (0.4 MB over at the peak; none
+    # with AVX2's 8-channel blocks)
     assert 0.98 * analysed_first < first < analysed_first + x.nbytes, (first, analysed_first)
