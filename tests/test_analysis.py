@@ -45,6 +45,66 @@ def test_residual_input_stays_alive_until_the_addition() -> None:
     assert by_name["blocks.1.1.add"] == 3 * block_input
 
 
+def test_a_skip_added_in_a_modules_own_code_stays_alive_until_the_addition() -> None:
+    """``x + f(x)`` outside this library's blocks (torchvision's, a user's) keeps ``x`` alive: the same
+    network built by torchvision has the same live bytes at every convolution as ours."""
+    from torchvision.models import mobilenet_v2 as torchvision_mobilenet_v2
+
+    class Residual(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = torch.nn.Conv2d(8, 32, 1), torch.nn.Conv2d(32, 8, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + self.b(torch.relu(self.a(x)))
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), Residual())
+    by_name = {op.name: op.live_bytes for op in summarize(net, resolution=32).schedule}
+    x, hidden = 8 * 32 * 32 * 4, 32 * 32 * 32 * 4
+    assert by_name["1.b"] == x + hidden + x  # the skip, the relu's output, b's output
+
+    theirs = summarize(torchvision_mobilenet_v2()).schedule
+    ours = [op for op in summarize(mobilenets.mobilenet_v2()).schedule if not op.name.endswith(".add")]
+    assert [op.name for op in theirs][7] == "features.3.conv.1.0"  # a block with a residual
+    assert [op.live_bytes for op in theirs[:-1]] == [op.live_bytes for op in ours[: len(theirs) - 1]]
+
+
+def test_the_analysis_leaves_the_model_as_it_was_and_says_what_it_does_not_count() -> None:
+    """Each submodule's mode comes back (a frozen norm stays frozen); the training-memory probe restores
+    batch norm's statistics and the random state; a functional convolution is warned about, and a module
+    called twice has its parameters counted once."""
+    from mobilenets.analysis import saved_for_backward_bytes
+
+    model = mobilenets.mobilenet_v2(width_mult=0.35).train()
+    model.stem.bn.eval()
+    summarize(model, resolution=64)
+    assert model.training and not model.stem.bn.training and model.blocks.training
+    before = {name: b.clone() for name, b in model.named_buffers()}
+    torch.manual_seed(0)
+    saved_for_backward_bytes(model, torch.randn(2, 3, 64, 64))
+    after_probe = torch.rand(1)
+    torch.manual_seed(0)
+    torch.randn(2, 3, 64, 64)
+    assert torch.equal(after_probe, torch.rand(1))  # dropout's draws were forked off
+    assert all(torch.equal(b, before[name]) for name, b in model.named_buffers())
+
+    class Reused(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.randn(8, 3, 3, 3))
+            self.conv = torch.nn.Conv2d(8, 8, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(self.conv(torch.nn.functional.conv2d(x, self.weight)))
+
+    with pytest.warns(UserWarning, match=r"194,400 mult-adds of Reused are in operations other than"):
+        summary = summarize(Reused(), resolution=32)
+    assert [layer.params for layer in summary.layers] == [72, 0] and summary.total_params == 216 + 72
+    assert summarize(torch.nn.Conv2d(3, 8, 3), resolution=32).peak_op == "Conv2d"
+    with pytest.raises(ValueError, match="Sequential has no layer the analysis schedules"):
+        summarize(torch.nn.Sequential(torch.nn.ReLU()), resolution=32)
+
+
 def test_expanded_tensor_stays_alive_until_the_next_blocks_addition() -> None:
     """With shortcuts between the expanded layers, block 2.1's expanded 192×28×28 tensor waits for block
     2.2's addition: it is alive during 2.1's projection and 2.2's expansion, and the sum makes a third."""
@@ -110,8 +170,12 @@ def test_json_and_csv_outputs() -> None:
 
 
 def test_summary_rejects_bad_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(ValueError, match="resolution"):
+    with pytest.raises(ValueError, match="resolution must be an integer from 32 to 4096 pixels, got 16"):
         summarize(mobilenets.mobilenet_v2(), resolution=16)
+    # A network with strides dropped takes smaller inputs, down to its total stride.
+    assert summarize(mobilenets.mobilenet_v2(small_input=True), resolution=16).input_shape[-1] == 16
+    with pytest.raises(ValueError, match="resolution must be an integer from 8 to 4096 pixels, got 4"):
+        summarize(mobilenets.mobilenet_v2(small_input=True), resolution=4)
     with pytest.raises(ValueError, match="dtype"):
         summarize(mobilenets.mobilenet_v2(), dtype="float64")
     with pytest.raises(ValueError, match=r"unknown dtype \['float16'\]"):

@@ -254,8 +254,24 @@ def test_evaluate_rejects_empty_loader_and_wrong_device() -> None:
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
     with pytest.raises(ValueError, match="no images"):
         evaluate(model, [], device="cpu")
+
+    class Unreadable(list[Any]):
+        skipped = ("a.jpg", "b.jpg")
+
+    with pytest.raises(ValueError, match="none of the 2 image files could be read"):
+        evaluate(model, Unreadable(), device="cpu")
     with pytest.raises(ValueError, match="model is on cpu"):
         evaluate(model, [], device="meta")
+
+
+def test_evaluate_refuses_non_finite_logits() -> None:
+    """torch.topk ranks NaN first, so a broken model (a NaN weight) would score a plausible top-1."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    with torch.no_grad():
+        model[1].bias[1] = float("nan")
+    batch = (torch.randn(4, 3, 2, 2), torch.tensor([0, 1, 2, 1]))
+    with pytest.raises(ValueError, match=r"non-finite logits \(NaN or inf\) for 4 of 4 images"):
+        evaluate(model, [batch], device="cpu")
 
 
 # --- plots --------------------------------------------------------------------------------------------
@@ -450,9 +466,36 @@ def test_eval_cli_failures(fake_contracts: Path, tmp_path: Path, capsys: pytest.
 
 def test_class_mismatch_messages() -> None:
     assert eval_cli.class_mismatch(["a", "b"], ["a", "b"]) is None
-    assert "different order" in (eval_cli.class_mismatch(["a", "b"], ["b", "a"]) or "")
-    message = eval_cli.class_mismatch(["a", "b", "c"], ["a", "b"]) or ""
-    assert "3 classes, the data 2" in message and "'c'" in message
+    assert eval_cli.class_mismatch(["a", "b"], ["b", "a"]) is None  # matched by name
+    assert eval_cli.class_mismatch(["a", "b", "c"], ["c", "a"]) is None  # some of the classes
+    assert eval_cli.class_lookup(["a", "b", "c"], ["a", "c"]).tolist() == [0, 2]  # type: ignore[union-attr]
+    assert eval_cli.class_lookup(["a", "b"], ["a", "b"]) is None
+    message = eval_cli.class_mismatch(["a", "b", "c"], ["a", "d"]) or ""
+    assert "3 classes, the data 2" in message and "not in the data: 'b', 'c'" in message
+    assert "not in the checkpoint: 'd'" in message and "labelled list file" in message
+
+
+def test_eval_cli_scores_some_classes_in_another_order_by_name(
+    fake_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder of two of the checkpoint's ten classes: its labels are the checkpoint's, by name; an
+    unwritable default plot is a warning, not a lost evaluation."""
+    from PIL import Image
+
+    counts = {"7": 3, "2": 2}
+    for name, count in counts.items():
+        (tmp_path / "some" / name).mkdir(parents=True)
+        for index in range(count):
+            Image.new("RGB", (32, 32), (40 * index, 90, 200)).save(tmp_path / "some" / name / f"{index}.png")
+    fake_checkpoint.with_name("best_confusion.png").mkdir()  # the default plot cannot be written
+    argv = ["--checkpoint", str(fake_checkpoint), "--data", str(tmp_path / "some"), "--json"]
+    code, out, err = run_eval(argv, capsys)
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["classes"] == list(DIGITS) and report["num_images"] == 5
+    assert report["per_class_images"] == {name: counts.get(name, 0) for name in DIGITS}
+    assert report["per_class"]["0"] is None  # no image of class 0
+    assert "warning: cannot write the confusion plot" in err and report["confusion_png"] is None
 
 
 def test_eval_cli_with_the_real_digits_split(

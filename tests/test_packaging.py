@@ -122,6 +122,57 @@ def test_constraints_pin_every_declared_distribution_within_its_range() -> None:
         assert tool in pins
 
 
+def test_constraints_pin_everything_the_install_pulls_in() -> None:
+    """Not only the declared distributions: every one they require in turn (as installed here, markers
+    evaluated), so a fresh clone resolves to the environment CI tested, not to the newest releases."""
+    pins = _pins()
+    wanted = [(name, set()) for name in CORE] + [
+        (name, set()) for extra in ("dev", "deploy", "weights") for name in EXTRAS[extra]
+    ]
+    seen: set[str] = set()
+    unpinned = []
+    while wanted:
+        name, extras = wanted.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name not in pins:
+            unpinned.append(name)
+        try:
+            requires = importlib.metadata.requires(name) or []
+        except importlib.metadata.PackageNotFoundError:
+            continue  # required only on another platform or Python: its marker said so below
+        for line in requires:
+            requirement = Requirement(line)
+            environments = [{"extra": extra} for extra in extras] or [{"extra": ""}]
+            if requirement.marker is None or any(requirement.marker.evaluate(env) for env in environments):
+                wanted.append((canonicalize_name(requirement.name), set(requirement.extras)))
+    assert not unpinned, f"installed by `make install` but not pinned in constraints.txt: {sorted(unpinned)}"
+    assert "pip" in pins  # the Makefile upgrades pip within the pins
+
+
+def test_the_version_is_one_and_the_cli_says_it() -> None:
+    import mobilenets
+    from mobilenets.cli.main import main
+
+    assert mobilenets.__version__ == PROJECT["version"]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+
+
+def test_a_missing_deploy_package_is_named_with_its_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mobilenets.deploy.onnx_export import ort_session, read_metadata
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what a plain `pip install mobilenets` lacks
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    extra = r"package of the deploy extra: pip install 'mobilenets\[deploy\]'"
+    with pytest.raises(ValueError, match=rf"running an ONNX file needs the onnxruntime {extra}"):
+        ort_session("model.onnx")
+    with pytest.raises(ValueError, match=rf"reading and writing ONNX files needs the onnx {extra}"):
+        read_metadata("model.onnx")
+
+
 def test_package_data_exists_where_setuptools_looks() -> None:
     patterns = PYPROJECT["tool"]["setuptools"]["package-data"]["mobilenets"]
     assert {"py.typed", "weights/*.txt"} <= set(patterns)

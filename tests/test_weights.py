@@ -504,6 +504,7 @@ def test_packaged_weights_refuse_a_source_preset_or_build_option_of_the_users(tm
     cases = [
         (["--preset", "inception"], "--preset"),
         (["--source", "timm"], "--source"),
+        (["--source", "auto"], "--source"),  # the default, given: refused as well (it would change nothing)
         (["--norm-eps", "0.1"], "--norm-eps"),  # rebuilt with another epsilon: 0% top-1, said nowhere
         (["--padding", "tf_same", "--width-mult", "0.5"], "--width-mult, --padding"),
     ]

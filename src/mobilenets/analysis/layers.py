@@ -8,10 +8,12 @@ cheap elementwise work and are not counted.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from .trace import record_calls
 
@@ -55,9 +57,9 @@ def _norm_owner(model: nn.Module) -> dict[str, str]:
     return owner
 
 
-def _kind(name: str, module: nn.Module, se_names: set[str], classifier_name: str) -> str:
+def _kind(name: str, module: nn.Module, se_names: set[str], classifier: nn.Module | None) -> str:
     if isinstance(module, nn.Linear):
-        return "classifier" if name == classifier_name else "linear"
+        return "classifier" if module is classifier else "linear"
     assert isinstance(module, nn.Conv2d)
     if any(name.startswith(prefix + ".") for prefix in se_names):
         return "se"
@@ -76,12 +78,12 @@ def layer_costs(model: nn.Module, example: torch.Tensor, *, bytes_per_element: i
     from ..layers.squeeze_excite import SqueezeExcite
 
     se_names = {name for name, m in model.named_modules() if isinstance(m, SqueezeExcite)}
-    linear_names = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
-    classifier_name = linear_names[-1] if linear_names else ""
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    classifier: nn.Module | None = linears[-1] if linears else None
     get_classifier = getattr(model, "get_classifier", None)
     if callable(get_classifier):  # ours and timm's say which layer it is (none after num_classes=0)
         head = get_classifier()
-        classifier_name = next((n for n in linear_names if model.get_submodule(n) is head), "")
+        classifier = next((m for m in linears if m is head), None)
     owner = _norm_owner(model)
     norm_params: dict[str, int] = {}
     modules = dict(model.named_modules())
@@ -90,12 +92,17 @@ def layer_costs(model: nn.Module, example: torch.Tensor, *, bytes_per_element: i
             p.numel() for p in modules[norm_name].parameters()
         )
 
-    calls = record_calls(model, example, lambda _, module: isinstance(module, nn.Conv2d | nn.Linear))
+    with FlopCounterMode(display=False) as flops:
+        calls = record_calls(model, example, lambda _, module: isinstance(module, nn.Conv2d | nn.Linear))
     costs = []
+    counted: set[int] = set()  # a module called twice has its parameters counted at its first call
     for call in calls:
         name, module = call.name, call.module
         in_shape, out_shape = tuple(call.inputs[0].shape), tuple(call.output.shape)
-        params = sum(p.numel() for p in module.parameters(recurse=False)) + norm_params.get(name, 0)
+        params = 0
+        if id(module) not in counted:
+            counted.add(id(module))
+            params = sum(p.numel() for p in module.parameters(recurse=False)) + norm_params.get(name, 0)
         if isinstance(module, nn.Conv2d):
             kh, kw = module.kernel_size
             out_numel = int(torch.Size(out_shape).numel())
@@ -111,7 +118,7 @@ def layer_costs(model: nn.Module, example: torch.Tensor, *, bytes_per_element: i
         costs.append(
             LayerCost(
                 name=name,
-                kind=_kind(name, module, se_names, classifier_name),
+                kind=_kind(name, module, se_names, classifier),
                 input_shape=in_shape,
                 output_shape=out_shape,
                 kernel_size=kernel,
@@ -122,5 +129,13 @@ def layer_costs(model: nn.Module, example: torch.Tensor, *, bytes_per_element: i
                 activation_bytes=out_bytes,
                 arithmetic_intensity=2 * macs / (in_bytes + out_bytes + weight_bytes),
             )
+        )
+    uncounted = flops.get_total_flops() // 2 - sum(cost.macs for cost in costs)
+    if uncounted > 0:
+        warnings.warn(
+            f"{uncounted:,} mult-adds of {type(model).__name__} are in operations other than nn.Conv2d and "
+            "nn.Linear modules (functional, transposed, 1-D or 3-D convolutions, matrix products): they are "
+            "not in the per-layer costs or the totals",
+            stacklevel=2,
         )
     return costs

@@ -5,9 +5,11 @@ pooling, a fully-connected layer). Running them one after the other, the memory 
 is the size of every tensor still alive then: its inputs, its output, and any tensor computed earlier
 and consumed later (the input of a residual block waits for the addition at its end). The peak is the
 largest such total. We find it by running the model once and recording which operation produced and
-which consumed each tensor, so skip connections of any shape are counted without special cases. The
-additions between the expanded layers of an :class:`ExpansionShortcutStage` happen outside any op, so
-they are added to the schedule where their sum first appears as an op's input.
+which consumed each tensor. A tensor read between operations (a skip added or concatenated by any
+module's own code, a flatten before the classifier) stays alive until the operation before that read,
+so skip connections of any shape are counted without special cases; the additions of this library's
+blocks are ops of their own (``NAME.add``), and so are those between the expanded layers of an
+:class:`ExpansionShortcutStage`, added where their sum first appears as an op's input.
 A module with a ``scratch_bytes(input, bytes_per_element)`` method (the chunked blocks of
 :mod:`mobilenets.deploy.memory_efficient`) is one op whose own transient tensors add to its total. A
 conv with TensorFlow "same" padding (:class:`~mobilenets.layers.padding.Conv2dSame`) reads a
@@ -17,9 +19,12 @@ zero-padded copy of its input, which adds to its op's total the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from ..layers.conv_norm_act import ConvNormAct
 from ..layers.inverted_residual import ExpansionShortcutStage, InvertedResidual
@@ -80,6 +85,31 @@ def _key(tensor: torch.Tensor) -> int:
     return tensor.untyped_storage().data_ptr()
 
 
+class _ReadsBetweenOps(TorchDispatchMode):
+    """The tensors each aten operation outside the schedule's ops reads (``x + f(x)`` in a module's own
+    code), each as ``(storage key, calls finished before the read)``. Ops call ``enter``/``leave``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.finished = 0  # calls finished: those record_calls records, in the same order
+        self.depth = 0  # > 0 inside an op, whose own reads are its business
+        self.reads: list[tuple[int, int]] = []
+
+    def enter(self, *_: object) -> None:
+        self.depth += 1
+
+    def leave(self, *_: object) -> None:
+        self.depth -= 1
+        self.finished += 1
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        if self.depth == 0 and self.finished:
+            self.reads.extend(
+                (_key(t), self.finished) for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)
+            )
+        return func(*args, **(kwargs or {}))
+
+
 def _stage_block(op_name: str, stages: list[str]) -> str | None:
     """``S.I`` when ``op_name`` is an op of block ``I`` of the :class:`ExpansionShortcutStage` ``S``."""
     for stage in stages:
@@ -100,23 +130,29 @@ def schedule_memory(model: nn.Module, example: torch.Tensor, *, bytes_per_elemen
     returned: list[object] = []  # what forward returns (a backbone's feature maps) lives to the end
 
     def keep_returned(module: nn.Module, inputs: object, output: object) -> None:
-        returned.extend(output if isinstance(output, list | tuple) else [output])
+        returned.extend(tree_leaves(output))
 
-    handle = model.register_forward_hook(keep_returned)
+    def selected(name: str, module: nn.Module) -> bool:
+        return name in op_names or (isinstance(module, InvertedResidual) and module.has_residual)
+
+    reads = _ReadsBetweenOps()
+    handles = [model.register_forward_hook(keep_returned)]
+    for name, module in model.named_modules():
+        if selected(name, module):  # a residual block is not an op: its own code runs between them
+            is_op = name in op_names
+            handles.append(module.register_forward_pre_hook(reads.enter if is_op else lambda *_: None))
+            handles.append(module.register_forward_hook(reads.leave if is_op else _count_finished(reads)))
     try:
-        calls = record_calls(
-            model,
-            example,
-            lambda name, module: (
-                name in op_names or (isinstance(module, InvertedResidual) and module.has_residual)
-            ),
-        )
+        with reads:
+            calls = record_calls(model, example, selected)
     finally:
-        handle.remove()
+        for handle in handles:
+            handle.remove()
     stages = [name for name, module in model.named_modules() if isinstance(module, ExpansionShortcutStage)]
     produced = {_key(example)}
     hidden: dict[str, torch.Tensor] = {}  # per block of such a stage: the expanded tensor it projects
     events: list[_Event] = []
+    event_after_call: list[int] = []  # the index of the last event once each call is scheduled
     for call in calls:
         block = _stage_block(call.name, stages)
         if block is not None and not call.name.endswith(".conv_pw") and block not in hidden:
@@ -135,6 +171,7 @@ def schedule_memory(model: nn.Module, example: torch.Tensor, *, bytes_per_elemen
                 scratch = _padded_copy_bytes(call.module, call.inputs[0], bytes_per_element)
             events.append(_Event(call.name, call.inputs, call.output, scratch))
         produced.add(_key(events[-1].output))
+        event_after_call.append(len(events) - 1)
 
     sizes: dict[int, int] = {}
     first: dict[int, int] = {}
@@ -149,6 +186,9 @@ def schedule_memory(model: nn.Module, example: torch.Tensor, *, bytes_per_elemen
         sizes[key] = max(sizes.get(key, 0), event.output.numel() * bytes_per_element)
         first.setdefault(key, index)
         last[key] = max(last.get(key, index), index)
+    for key, finished in reads.reads:  # read between ops: alive through the op before the read
+        if key in last and first[key] <= event_after_call[finished - 1]:
+            last[key] = max(last[key], event_after_call[finished - 1])
     for value in returned:
         if isinstance(value, torch.Tensor) and _key(value) in last:
             last[_key(value)] = len(events) - 1
@@ -157,6 +197,15 @@ def schedule_memory(model: nn.Module, example: torch.Tensor, *, bytes_per_elemen
         live = event.scratch + sum(size for key, size in sizes.items() if first[key] <= index <= last[key])
         result.append(OpMemory(event.name, live, tuple(event.output.shape)))
     return result
+
+
+def _count_finished(reads: _ReadsBetweenOps) -> Any:
+    """A forward hook counting a finished call that is not an op (a residual block) for ``reads``."""
+
+    def hook(*_: object) -> None:
+        reads.finished += 1
+
+    return hook
 
 
 def peak_activation_bytes(model: nn.Module, example: torch.Tensor, *, bytes_per_element: int = 4) -> int:

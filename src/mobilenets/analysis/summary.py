@@ -11,7 +11,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..errors import UsageError, WrongTypeError
-from ..models import check_resolution
+from ..models import MIN_INPUT_SIZE, check_resolution
 from .layers import LAYER_KINDS, LayerCost, layer_costs
 from .memory import OpMemory, schedule_memory
 from .separable import SeparableComparison, compare_with_standard
@@ -112,12 +112,13 @@ def summarize(
         raise WrongTypeError(f"model must be a torch.nn.Module (create_model(NAME)), got {model!r}")
     if not isinstance(dtype, str) or dtype not in DTYPE_BYTES:
         raise UsageError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPE_BYTES)}")
-    check_resolution(resolution)
+    # A MobileNet with strides dropped (small_input) takes inputs down to its total stride.
+    check_resolution(resolution, minimum=getattr(model, "min_input_size", MIN_INPUT_SIZE))
     if not _is_int(batch_size) or batch_size < 1:
         raise UsageError(f"batch_size must be a positive integer, got {batch_size!r}")
     in_channels = getattr(model, "in_channels", 3)
     shape = (batch_size, in_channels, resolution, resolution)
-    was_training = model.training
+    modes = _training_modes(model, scheduled_model)
     model.eval()
     try:
         needed = None
@@ -138,7 +139,13 @@ def summarize(
         scheduled = model if scheduled_model is None else scheduled_model.eval()
         schedule = schedule_memory(scheduled, example, bytes_per_element=per_element)
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
+    if not schedule:
+        raise UsageError(
+            f"{type(model).__name__} has no layer the analysis schedules (convolutions, fully-connected "
+            "layers, pooling): nothing to report"
+        )
     return ModelSummary(
         model=name or type(model).__name__,
         input_shape=tuple(example.shape),
@@ -152,6 +159,11 @@ def summarize(
     )
 
 
+def _training_modes(*models: nn.Module | None) -> list[tuple[nn.Module, bool]]:
+    """Each submodule with its ``training`` flag, to restore as it was (a frozen norm stays frozen)."""
+    return [(module, module.training) for model in models if model is not None for module in model.modules()]
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -162,16 +174,17 @@ def _input_dtype(model: nn.Module) -> torch.dtype:
 
 
 def estimated_activation_bytes(model: nn.Module, shape: tuple[int, ...]) -> int | None:
-    """Bytes of every conv and linear output of one float32 forward pass on a ``shape`` input.
+    """Bytes of every conv and linear input and output of one float32 forward pass on a ``shape`` input.
 
     Runs on the meta device (shapes only, nothing allocated); ``None`` when the model cannot run there.
     """
     total = 0
 
     def count(module: nn.Module, inputs: tuple[object, ...], output: object) -> None:
-        nonlocal total
-        if isinstance(output, torch.Tensor):
-            total += output.numel() * 4
+        nonlocal total  # the analysis keeps each layer's input with its output (another layer's output)
+        for tensor in (*inputs, output):
+            if isinstance(tensor, torch.Tensor):
+                total += tensor.numel() * 4
 
     tensors = {name: torch.empty_like(t, device="meta") for name, t in model.named_parameters()}
     tensors.update({name: torch.empty_like(t, device="meta") for name, t in model.named_buffers()})

@@ -11,7 +11,8 @@ from torch import nn
 
 @dataclass(frozen=True)
 class ModuleCall:
-    """One finished call of a module: its name, the tensors it took and the tensor it returned."""
+    """One finished call of a module: its name (the model's class name for the model itself), the
+    tensors it took and the tensor it returned."""
 
     name: str
     module: nn.Module
@@ -28,6 +29,7 @@ def record_calls(
     for name, module in model.named_modules():
         if not select(name, module):
             continue
+        name = name or type(module).__name__  # the model itself, when it is one of the selected
 
         def hook(mod: nn.Module, inputs: tuple[object, ...], output: torch.Tensor, name: str = name) -> None:
             tensors = tuple(i for i in inputs if isinstance(i, torch.Tensor))

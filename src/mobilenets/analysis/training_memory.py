@@ -16,7 +16,8 @@ def saved_for_backward_bytes(model: Callable[[torch.Tensor], object], inputs: to
     memory a training step holds between its forward and its backward, besides weights and optimizer
     state: it is what in-place activations and smaller batches save. When ``model`` is a module, its
     parameters and buffers are not counted, though autograd saves them too (the weights are in memory
-    anyway).
+    anyway). The model is left as it was: batch norm's running statistics are restored and the random
+    state dropout draws from is forked.
     """
     resident: set[int] = set()
     if isinstance(model, nn.Module):
@@ -30,6 +31,16 @@ def saved_for_backward_bytes(model: Callable[[torch.Tensor], object], inputs: to
             storages[storage.data_ptr()] = storage.nbytes()
         return tensor
 
-    with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        model(inputs)
+    buffers = [(b, b.clone()) for b in model.buffers()] if isinstance(model, nn.Module) else []
+    try:
+        with (
+            torch.random.fork_rng(devices=[inputs.device] if inputs.device.type == "cuda" else []),
+            torch.enable_grad(),
+            torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor),
+        ):
+            model(inputs)
+    finally:
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
     return sum(storages.values())

@@ -322,8 +322,7 @@ _WEIGHT_OPTIONS = (
 def given_flags(args: argparse.Namespace, *dests: str) -> list[str]:
     """The flags among ``dests`` the command line set, whatever their value (``args.given``, which
     :func:`mobilenets.cli.main.main` records; none when the namespace was made otherwise)."""
-    given: frozenset[str] = getattr(args, "given", frozenset())
-    return [f"--{dest.replace('_', '-')}" for dest in dests if dest in given]
+    return _given(args, tuple((dest, getattr(args, dest, None)) for dest in dests))
 
 
 def refuse_file_options_with_a_name(args: argparse.Namespace) -> None:
@@ -338,8 +337,15 @@ def refuse_file_options_with_a_name(args: argparse.Namespace) -> None:
 
 
 def _given(args: argparse.Namespace, options: tuple[tuple[str, object], ...]) -> list[str]:
-    """The flags of ``options`` (``(dest, value when not given)`` pairs) that ``args`` sets."""
-    return [f"--{dest.replace('_', '-')}" for dest, unset in options if getattr(args, dest, unset) != unset]
+    """The flags of ``options`` (``(dest, value when not given)`` pairs) the command line set: those in
+    ``args.given`` (:func:`mobilenets.cli.main.main` records it, so a default given on purpose counts),
+    or, for a namespace made otherwise, those whose value is not the unset one."""
+    recorded: frozenset[str] | None = getattr(args, "given", None)
+    return [
+        f"--{dest.replace('_', '-')}"
+        for dest, unset in options
+        if (dest in recorded if recorded is not None else getattr(args, dest, unset) != unset)
+    ]
 
 
 def add_memory_efficient_arguments(parser: argparse._ActionsContainer, what: str) -> None:

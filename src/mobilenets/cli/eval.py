@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,20 +121,39 @@ def _quote(names: Sequence[str]) -> str:
 
 
 def class_mismatch(trained: Sequence[str], found: Sequence[str]) -> str | None:
-    """Why the data's classes ``found`` differ from the checkpoint's ``trained``; None if they match."""
+    """Why the data's classes ``found`` cannot be scored by the checkpoint's ``trained``: some are not
+    the checkpoint's. None when every one is (some of them, or all in another order, are matched by
+    name: :func:`class_lookup`)."""
     trained, found = list(trained), list(found)
-    if trained == found:
+    extra = [name for name in found if name not in trained]
+    if not extra:
         return None
     missing = [name for name in trained if name not in found]
-    extra = [name for name in found if name not in trained]
     parts = [f"the checkpoint has {len(trained)} classes, the data {len(found)}"]
     if missing:
         parts.append(f"not in the data: {_quote(missing)}")
-    if extra:
-        parts.append(f"not in the checkpoint: {_quote(extra)}")
-    if not missing and not extra:
-        parts = ["the data has the checkpoint's classes in a different order"]
+    parts.append(f"not in the checkpoint: {_quote(extra)}")
+    parts.append("a labelled list file (IMAGE_PATH, LABEL lines) scores images under the checkpoint's labels")
     return "; ".join(parts)
+
+
+def class_lookup(trained: Sequence[str], found: Sequence[str]) -> torch.Tensor | None:
+    """The checkpoint's label of each of the data's labels, matched by class name, when the data holds
+    some of the checkpoint's classes or all of them in another order; None when they are the same."""
+    if list(trained) == list(found):
+        return None
+    index = {name: label for label, name in enumerate(trained)}
+    return torch.tensor([index[name] for name in found], dtype=torch.int64)
+
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def _relabelled(loader: Iterable[Batch], lookup: torch.Tensor | None) -> Iterable[Batch]:
+    """``loader``'s batches with each label replaced by ``lookup[label]``."""
+    if lookup is None:
+        return loader
+    return ((images, lookup[labels]) for images, labels in loader)
 
 
 def _print_report(report: dict[str, Any]) -> None:
@@ -222,6 +241,8 @@ def run(args: argparse.Namespace) -> int:
     mismatch = class_mismatch(card.classes, classes)
     if mismatch:
         raise UsageError(f"data {data!r} does not match the weights {str(source_file)!r}: {mismatch}")
+    lookup = class_lookup(card.classes, classes)
+    classes = tuple(card.classes)  # the data's labels are the checkpoint's from here on
     loader = build_loader(
         dataset,
         batch_size=args.batch_size or DEFAULT_BATCH_SIZE,
@@ -232,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
     model = network.to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     metrics = evaluate(
         model,
-        loader,
+        _relabelled(loader, lookup),
         device=device,
         criterion=torch.nn.CrossEntropyLoss(),
         flip_tta=args.flip_tta,
@@ -246,13 +267,17 @@ def run(args: argparse.Namespace) -> int:
     wants_plot = args.confusion is not None or len(classes) <= MAX_CONFUSION_CLASSES
     if not args.no_confusion and wants_plot:
         source = Path(source_file)
-        target = args.confusion or source.with_name(f"{source.stem}_confusion.png")
+        # An exported file's plot names its format: m.onnx and m.pte beside each other keep their own.
+        stem = source.stem if exported is None else f"{source.stem}_{source.suffix.lstrip('.')}"
+        target = args.confusion or source.with_name(f"{stem}_confusion.png")
         try:
             confusion_png = plot_confusion_matrix(metrics.confusion, classes, target)
         except OSError as error:
-            raise UsageError(
-                f"cannot write the confusion plot {str(target)!r}: {error.strerror or error}"
-            ) from None
+            reason = f"cannot write the confusion plot {str(target)!r}: {error.strerror or error}"
+            if args.confusion is not None:
+                raise UsageError(reason) from None
+            # Not asked for: the evaluation is reported all the same.
+            print(f"warning: {reason}; give --confusion PATH or --no-confusion", file=sys.stderr)
 
     report = {
         **metrics.to_dict(classes),

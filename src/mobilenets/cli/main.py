@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
 
+from .. import __version__
 from ..errors import ExternalError, TrainingError, UsageError
 from . import ablate, bench, convert, demo, export, models, predict, summary, train
 from . import eval as eval_command
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mobilenets",
         description="Build, analyse, train, export and benchmark MobileNet-family networks.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for command in COMMANDS:
         command.add_parser(sub)

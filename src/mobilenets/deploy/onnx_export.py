@@ -9,6 +9,7 @@ model card (model, build options, classes, preprocessing) plus ``input_name``/``
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import json
 import os
@@ -35,12 +36,18 @@ ONNX_FORMAT = "mobilenets-onnx/1"
 DEFAULT_OPSET = 20
 
 
-def _onnx() -> Any:
+def deploy_package(name: str, needed_for: str) -> Any:
+    """The module ``name`` of the deploy extra, or a ``UsageError`` saying how to install it."""
     try:
-        import onnx
-    except ImportError:  # pragma: no cover - the deploy extra is part of `make install`
-        raise UsageError("ONNX export needs the deploy extra: pip install 'mobilenets[deploy]'") from None
-    return onnx
+        return importlib.import_module(name)
+    except ImportError:  # the deploy extra is part of `make install`, not of a plain `pip install`
+        raise UsageError(
+            f"{needed_for} needs the {name} package of the deploy extra: pip install 'mobilenets[deploy]'"
+        ) from None
+
+
+def _onnx() -> Any:
+    return deploy_package("onnx", "reading and writing ONNX files")
 
 
 def card_metadata(card: ModelCard | None, **extra: str) -> dict[str, str]:
@@ -154,6 +161,7 @@ def export_onnx(
     ``dynamic_batch`` leaves N free (1..4096), otherwise N is 1.
     """
     onnx = _onnx()
+    deploy_package("onnxscript", "ONNX export (torch.onnx.export)")
     fused = out_of_place(fuse(model).float())
     example = torch.zeros(1, 3, resolution, resolution)
     dynamic_shapes = ({0: torch.export.Dim("batch", min=1, max=4096)},) if dynamic_batch else None
@@ -192,8 +200,7 @@ def ort_session(path: str | os.PathLike[str], threads: int | None = None, *, spi
     on an idle machine but, next to PyTorch's threads or other processes, it starves everyone (an
     evaluation slowed more than tenfold on 2 busy cores). ``mobilenets bench`` times ORT's default.
     """
-    import onnxruntime as ort
-
+    ort = deploy_package("onnxruntime", "running an ONNX file")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if not spinning:

@@ -112,6 +112,13 @@ def evaluate(
                         "(a features_only model cannot be evaluated)"
                     )
                 logits = output.float()
+                broken = int((~torch.isfinite(logits).all(dim=1)).sum()) if logits.ndim == 2 else 0
+                if broken:  # topk ranks NaN first: a broken model would still get a plausible score
+                    raise UsageError(
+                        f"the model gave non-finite logits (NaN or inf) for {broken} of {logits.shape[0]} "
+                        "images in a batch: its weights or its precision are broken (a NaN weight, an "
+                        "overflow); no accuracy is reported"
+                    )
                 if metrics is None:
                     if logits.ndim != 2:
                         raise UsageError(
@@ -125,5 +132,8 @@ def evaluate(
     if into is not None:
         return into
     if metrics is None or metrics.num_images == 0:
+        skipped = len(getattr(loader, "skipped", ()))
+        if skipped:
+            raise UsageError(f"none of the {skipped:,} image files could be read; expected at least one")
         raise UsageError("the loader yielded no images; expected at least one batch to evaluate")
     return metrics

@@ -23,16 +23,17 @@ MAX_INPUT_SIZE = 4096
 MAX_NUM_CLASSES = 100_000
 
 
-def check_resolution(value: object, *, name: str = "resolution") -> int:
+def check_resolution(value: object, *, name: str = "resolution", minimum: int = MIN_INPUT_SIZE) -> int:
     """``value`` if it is an input side (pixels) the models take, else a ``UsageError`` naming ``name``.
 
     The one rule for every resolution option (training, data, analysis, export, benchmarks): an integer
-    from :data:`MIN_INPUT_SIZE` to :data:`MAX_INPUT_SIZE`. Callers pass their own option name (a flag
-    such as ``--resolution``, or a field such as ``img_size``) so the message names what the user typed.
+    from :data:`MIN_INPUT_SIZE` (or ``minimum``: a network's own ``min_input_size``) to
+    :data:`MAX_INPUT_SIZE`. Callers pass their own option name (a flag such as ``--resolution``, or a
+    field such as ``img_size``) so the message names what the user typed.
     """
-    if not isinstance(value, int) or isinstance(value, bool) or not MIN_INPUT_SIZE <= value <= MAX_INPUT_SIZE:
+    if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= MAX_INPUT_SIZE:
         raise UsageError(
-            f"{name} must be an integer from {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE} pixels, got {value!r}"
+            f"{name} must be an integer from {minimum} to {MAX_INPUT_SIZE} pixels, got {value!r}"
         )
     return value
 
