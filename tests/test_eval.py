@@ -27,6 +27,8 @@ from mobilenets.training.plots import plot_training_curves, read_metrics_log
 from mobilenets.weights.card import ModelCard
 from mobilenets.weights.files import write_safetensors
 
+from .conftest import imagenet_list
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -496,6 +498,36 @@ def test_eval_cli_scores_some_classes_in_another_order_by_name(
     assert report["per_class_images"] == {name: counts.get(name, 0) for name in DIGITS}
     assert report["per_class"]["0"] is None  # no image of class 0
     assert "warning: cannot write the confusion plot" in err and report["confusion_png"] is None
+
+
+def test_eval_cli_reads_imagenet_class_folders_named_by_wordnet_id(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ImageNet's own layout names class folders n01440764 and so on: packaged ImageNet weights score
+    such a folder (here 20 shared photos in their classes' folders) exactly as the labelled list."""
+    import shutil
+
+    from mobilenets.weights.presets import imagenet_classes, imagenet_synsets
+
+    listing = imagenet_list()
+    assert len(imagenet_synsets()) == len(set(imagenet_synsets())) == len(imagenet_classes())
+    assert imagenet_synsets()[0] == "n01440764" and list(imagenet_synsets()) == sorted(imagenet_synsets())
+    lines = listing.read_text().splitlines()[:20]
+    (tmp_path / "list.txt").write_text("".join(f"{listing.parent / line}\n" for line in lines))
+    for line in lines:
+        name, label = line.rsplit(",", 1)
+        folder = tmp_path / "folders" / imagenet_synsets()[int(label)]
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(listing.parent / name, folder)
+    reports = []
+    for data in (tmp_path / "folders", tmp_path / "list.txt"):
+        argv = ["--pretrained", "--model", "mobilenet_v2", "--data", str(data), "--json", "--no-confusion"]
+        code, out, err = run_eval(argv, capsys)
+        assert code == 0, err
+        reports.append(json.loads(out))
+    by_folders, by_list = reports
+    assert by_folders["num_images"] == 20 and by_folders["top1"] == by_list["top1"] >= 0.5
+    assert by_folders["per_class_images"] == by_list["per_class_images"]
 
 
 def test_eval_cli_with_the_real_digits_split(

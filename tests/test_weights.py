@@ -548,6 +548,45 @@ def test_convert_then_every_command_takes_the_file(tmp_path: Path) -> None:
     assert code == 2 and "carries no model card" in err and "--model" in err
 
 
+def test_classes_file_names_the_classes_of_weights_trained_elsewhere(tmp_path: Path) -> None:
+    """A torchvision mobilenet_v2 fine-tuned to 3 classes: its file has no names ("0", "1", "2" unless
+    told); --classes FILE gives them, so predict and eval speak the user's classes."""
+    import torchvision
+    from PIL import Image
+
+    torch.save(torchvision.models.mobilenet_v2(num_classes=3).state_dict(), tmp_path / "three.pth")
+    (tmp_path / "names.txt").write_text("cat\n  dog \n\nbird\n")
+    out = tmp_path / "three.safetensors"
+    base = ["convert", str(tmp_path / "three.pth"), "--model", "mobilenet_v2", "--out", str(out)]
+    code, _, err = run_cli([*base, "--classes", str(tmp_path / "names.txt")])
+    assert code == 0, err
+    assert load_pretrained(out).card.classes == ("cat", "dog", "bird")
+    assert load_pretrained(tmp_path / "three.pth", model="mobilenet_v2").card.classes == ("0", "1", "2")
+    for text, message in (
+        ("cat\ndog\n", "2 class names given, but the weights' classifier has 3 classes"),
+        ("cat\ndog\ncat\n", "names 'cat' twice"),
+        ("\n \n", "names no class; expected one name per line"),
+    ):
+        (tmp_path / "bad.txt").write_text(text)
+        code, _, err = run_cli([*base, "--classes", str(tmp_path / "bad.txt")])
+        assert code == 2 and message in err, err
+    code, _, err = run_cli([*base, "--classes", str(tmp_path / "none.txt")])
+    assert code == 2 and "class names file" in err and "not found" in err, err
+    # Files that carry a card, and packaged weights, have their own names.
+    image = tmp_path / "photo.png"
+    Image.new("RGB", (40, 40)).save(image)
+    names = ["--classes", str(tmp_path / "names.txt")]
+    code, _, err = run_cli(["predict", "--weights", str(out), *names, str(image)])
+    assert code == 2 and "carries its own model card" in err and "classes" in err, err
+    argv = ["predict", "--pretrained", "--model", "mobilenet_v2", "--classes", str(tmp_path / "names.txt")]
+    code, _, err = run_cli([*argv, str(image)])
+    assert code == 2 and "--classes: only with --weights FILE" in err, err
+    argv = ["predict", "--weights", str(tmp_path / "three.pth"), "--model", "mobilenet_v2", "--json"]
+    code, stdout, err = run_cli([*argv, "--classes", str(tmp_path / "names.txt"), str(image)])
+    assert code == 0, err
+    assert json.loads(stdout)["predictions"][0]["top"][0]["class"] in ("cat", "dog", "bird")
+
+
 def test_predict_names_the_class_of_a_real_photo() -> None:
     photos = imagenet_list().parent
     lines = [line.split(", ") for line in imagenet_list().read_text().splitlines()[:2]]

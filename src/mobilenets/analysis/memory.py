@@ -138,10 +138,11 @@ def schedule_memory(model: nn.Module, example: torch.Tensor, *, bytes_per_elemen
     reads = _ReadsBetweenOps()
     handles = [model.register_forward_hook(keep_returned)]
     for name, module in model.named_modules():
-        if selected(name, module):  # a residual block is not an op: its own code runs between them
-            is_op = name in op_names
-            handles.append(module.register_forward_pre_hook(reads.enter if is_op else lambda *_: None))
-            handles.append(module.register_forward_hook(reads.leave if is_op else _count_finished(reads)))
+        if name in op_names:
+            handles.append(module.register_forward_pre_hook(reads.enter))
+            handles.append(module.register_forward_hook(reads.leave))
+        elif selected(name, module):  # a residual block is no op: its own code runs between its ops
+            handles.append(module.register_forward_hook(_count_finished(reads)))
     try:
         with reads:
             calls = record_calls(model, example, selected)

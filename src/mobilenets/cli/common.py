@@ -212,6 +212,14 @@ def add_foreign_weight_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--interpolation", choices=INTERPOLATIONS, default=None, help="resize filter (default: the preset's)"
     )
+    parser.add_argument(
+        "--classes",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="names of the classifier's classes, one per line in label order (default: ImageNet's for a "
+        "1000-class head, else 0, 1, ...)",
+    )
 
 
 def foreign_model_kwargs(args: argparse.Namespace) -> dict[str, object]:
@@ -226,6 +234,13 @@ def foreign_sizes(args: argparse.Namespace) -> dict[str, Any]:
     return {"crop_size": args.crop_size, "resize_size": args.resize_size, "interpolation": args.interpolation}
 
 
+def foreign_classes(args: argparse.Namespace) -> tuple[str, ...] | None:
+    """The class names of ``--classes FILE`` (None when not given)."""
+    from ..weights.card import read_class_names
+
+    return None if args.classes is None else read_class_names(args.classes)
+
+
 def load_from_args(args: argparse.Namespace) -> TrainedModel:
     """The model and card named by :func:`add_weights_arguments`' options."""
     from ..weights.card import TrainedModel
@@ -234,8 +249,7 @@ def load_from_args(args: argparse.Namespace) -> TrainedModel:
     from ..weights.registry import default_pretrained, get_pretrained
 
     if getattr(args, "pretrained", None) is not None:
-        build = (("width_mult", None), ("padding", None), ("norm_eps", None), *_SIZE_OPTIONS)
-        given = _given(args, (("source", "auto"), ("preset", None), *build))
+        given = _given(args, tuple(option for option in _WEIGHT_OPTIONS if option[0] != "model"))
         if given:  # packaged weights carry their own build and preparation: another would mislead or break
             raise UsageError(
                 f"{', '.join(given)}: only with --weights FILE (packaged weights carry their own)"
@@ -251,7 +265,7 @@ def load_from_args(args: argparse.Namespace) -> TrainedModel:
     if args.weights is None:
         raise UsageError("give --weights FILE or --pretrained [NAME]")
     check_weights_path(args.weights)
-    kwargs = {**foreign_model_kwargs(args), **foreign_sizes(args)}
+    kwargs = {**foreign_model_kwargs(args), **foreign_sizes(args), "classes": foreign_classes(args)}
     return load_pretrained(args.weights, model=args.model, source=args.source, preset=args.preset, **kwargs)
 
 
@@ -315,7 +329,7 @@ def deployed_path(args: argparse.Namespace) -> Path | None:
 _SIZE_OPTIONS = (("crop_size", None), ("resize_size", None), ("interpolation", None))
 _WEIGHT_OPTIONS = (
     ("model", None), ("source", "auto"), ("preset", None), ("width_mult", None), ("padding", None),
-    ("norm_eps", None), *_SIZE_OPTIONS,
+    ("norm_eps", None), ("classes", None), *_SIZE_OPTIONS,
 )  # fmt: skip
 
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import add_foreign_weight_options, foreign_model_kwargs, foreign_sizes
+from .common import add_foreign_weight_options, foreign_classes, foreign_model_kwargs, foreign_sizes
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..weights.load import convert
 
-    kwargs = {**foreign_model_kwargs(args), **foreign_sizes(args)}
+    kwargs = {**foreign_model_kwargs(args), **foreign_sizes(args), "classes": foreign_classes(args)}
     trained = convert(args.src, args.out, model=args.model, source=args.source, preset=args.preset, **kwargs)
     card = trained.card
     result = {

@@ -120,12 +120,23 @@ def _quote(names: Sequence[str]) -> str:
     return shown + (f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else "")
 
 
+def class_aliases(trained: Sequence[str]) -> dict[str, int]:
+    """Other names of the checkpoint's classes, each with its label: the WordNet IDs of ImageNet's
+    classes (``n01440764`` for tench), which name the class folders of ImageNet's own layout."""
+    from ..weights.presets import imagenet_classes, imagenet_synsets
+
+    if tuple(trained) != imagenet_classes():
+        return {}
+    return {synset: label for label, synset in enumerate(imagenet_synsets())}
+
+
 def class_mismatch(trained: Sequence[str], found: Sequence[str]) -> str | None:
     """Why the data's classes ``found`` cannot be scored by the checkpoint's ``trained``: some are not
     the checkpoint's. None when every one is (some of them, or all in another order, are matched by
-    name: :func:`class_lookup`)."""
+    name or :func:`class_aliases`: :func:`class_lookup`)."""
     trained, found = list(trained), list(found)
-    extra = [name for name in found if name not in trained]
+    aliases = class_aliases(trained)
+    extra = [name for name in found if name not in trained and name not in aliases]
     if not extra:
         return None
     missing = [name for name in trained if name not in found]
@@ -138,11 +149,12 @@ def class_mismatch(trained: Sequence[str], found: Sequence[str]) -> str | None:
 
 
 def class_lookup(trained: Sequence[str], found: Sequence[str]) -> torch.Tensor | None:
-    """The checkpoint's label of each of the data's labels, matched by class name, when the data holds
-    some of the checkpoint's classes or all of them in another order; None when they are the same."""
+    """The checkpoint's label of each of the data's labels, matched by class name (or WordNet ID), when
+    the data holds some of the checkpoint's classes or all of them in another order; None when they are
+    the same."""
     if list(trained) == list(found):
         return None
-    index = {name: label for label, name in enumerate(trained)}
+    index = {**class_aliases(trained), **{name: label for label, name in enumerate(trained)}}
     return torch.tensor([index[name] for name in found], dtype=torch.int64)
 
 

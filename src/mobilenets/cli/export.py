@@ -35,6 +35,7 @@ from .common import (
     add_memory_efficient_arguments,
     add_weights_arguments,
     check_resolution,
+    foreign_classes,
     foreign_model_kwargs,
     foreign_sizes,
     load_from_args,
@@ -189,7 +190,9 @@ def _trained(args: argparse.Namespace) -> Any:
     kwargs = foreign_model_kwargs(args)  # --width-mult, --padding
     model = create_model(args.model_name, **kwargs).eval()  # type: ignore[arg-type]
     preset = with_sizes(get_preset(args.preset or "imagenet"), **foreign_sizes(args))
-    card = ModelCard.for_weights(args.model_name, kwargs, preset, "untrained", model.num_classes)
+    card = ModelCard.for_weights(
+        args.model_name, kwargs, preset, "untrained", model.num_classes, foreign_classes(args)
+    )
     return TrainedModel(model=model, card=card)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,24 @@ from .presets import Preprocess
 
 CARD_FORMAT = "mobilenets-checkpoint/1"
 EVAL_CROP_FRACTION = 0.875
+
+
+def read_class_names(path: str | os.PathLike[str]) -> tuple[str, ...]:
+    """The class names in a text file, one per line in label order (blank lines and surrounding spaces
+    ignored): what ``--classes FILE`` gives weights trained elsewhere."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise MissingFileError(f"class names file {str(path)!r} not found") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"cannot read the class names file {str(path)!r}: {error}") from None
+    names = tuple(line.strip() for line in text.splitlines() if line.strip())
+    if not names:
+        raise UsageError(f"class names file {str(path)!r} names no class; expected one name per line")
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise UsageError(f"class names file {str(path)!r} names {', '.join(map(repr, duplicates))} twice")
+    return names
 
 
 @dataclass(frozen=True)
@@ -75,9 +93,18 @@ class ModelCard:
         preprocess: Preprocess,
         source: str,
         num_classes: int,
+        classes: Sequence[str] | None = None,
     ) -> ModelCard:
-        """A card for weights trained elsewhere: data unknown, classes from the preset when they fit."""
-        classes = preprocess.classes if len(preprocess.classes) == num_classes else ()
+        """A card for weights trained elsewhere: data unknown; ``classes`` the names of their classes in
+        label order (:func:`read_class_names`), else the preset's when they fit, else "0", "1", ..."""
+        if classes is not None:
+            classes = tuple(classes)
+            if len(classes) != num_classes:
+                raise UsageError(
+                    f"{len(classes)} class names given, but the weights' classifier has {num_classes} classes"
+                )
+        elif len(preprocess.classes) == num_classes:
+            classes = preprocess.classes
         return cls(
             model=model,
             model_kwargs=dict(model_kwargs),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -197,6 +197,7 @@ def load_pretrained(
     crop_size: int | None = None,
     resize_size: int | None = None,
     interpolation: str | None = None,
+    classes: Sequence[str] | None = None,
     **model_kwargs: Any,
 ) -> TrainedModel:
     """A model with the weights at ``path`` loaded strictly, in eval mode, with its :class:`ModelCard`.
@@ -206,7 +207,8 @@ def load_pretrained(
     weights get ``padding="tf_same"`` and the ``efficientnet_lite`` preset at the registry's resolution
     for that model), ``num_classes`` defaults to the file's classifier width and ``fix_stem`` to what
     the file's stem says. ``crop_size``, ``resize_size`` and ``interpolation`` replace the preset's
-    (:func:`~mobilenets.weights.presets.with_sizes`).
+    (:func:`~mobilenets.weights.presets.with_sizes`); ``classes`` names the classifier's classes in
+    label order (ImageNet's names when the preset's fit, "0", "1", ... otherwise).
     """
     sizes: dict[str, Any] = {
         "crop_size": crop_size,
@@ -218,6 +220,7 @@ def load_pretrained(
         overrides = [name for name, value in {**model_kwargs, **sizes}.items() if value is not None]
         overrides += ["preset"] if preset is not None else []
         overrides += ["source"] if source not in ("auto", "mobilenets") else []
+        overrides += ["classes"] if classes is not None else []
         if overrides:
             raise UsageError(
                 f"{str(path)!r} carries its own model card (model, build options, preprocessing); "
@@ -237,7 +240,7 @@ def load_pretrained(
     load_weights(network, state, source=found.name, strict=True)
     network.eval()
     preprocess = with_sizes(_preprocess(model, found, preset, network.default_resolution), **sizes)
-    card = ModelCard.for_weights(model, kwargs, preprocess, found.name, network.num_classes)
+    card = ModelCard.for_weights(model, kwargs, preprocess, found.name, network.num_classes, classes)
     attach_card(network, card)
     return TrainedModel(model=network, card=card)
 
@@ -252,6 +255,7 @@ def convert(
     crop_size: int | None = None,
     resize_size: int | None = None,
     interpolation: str | None = None,
+    classes: Sequence[str] | None = None,
     **model_kwargs: Any,
 ) -> TrainedModel:
     """Load ``path`` (any supported project) into ``model`` and write it to ``out`` as safetensors.
@@ -277,6 +281,7 @@ def convert(
         crop_size=crop_size,
         resize_size=resize_size,
         interpolation=interpolation,
+        classes=classes,
         **model_kwargs,
     )
     write_safetensors(target, trained.model.state_dict(), trained.card.to_metadata())

@@ -32,6 +32,14 @@ def imagenet_classes() -> tuple[str, ...]:
     return tuple(line for line in text.splitlines() if line)
 
 
+@cache
+def imagenet_synsets() -> tuple[str, ...]:
+    """The WordNet IDs of the 1,000 ImageNet-1k classes (``n01440764`` for tench) in class-index order:
+    the names of the class folders in ImageNet's own layout, sorted."""
+    text = resources.files("mobilenets").joinpath("weights/imagenet_synsets.txt").read_text(encoding="utf-8")
+    return tuple(line for line in text.splitlines() if line)
+
+
 # Largest image decoded or made by resizing, in pixels: PIL's default decompression-bomb limit
 # (1024**3 // 4 // 3, a gigabyte of float32 RGB). data.images checks decoded images against it.
 MAX_IMAGE_PIXELS = 89_478_485
