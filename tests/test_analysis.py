@@ -101,6 +101,23 @@ def test_the_analysis_leaves_the_model_as_it_was_and_says_what_it_does_not_count
         summary = summarize(Reused(), resolution=32)
     assert [layer.params for layer in summary.layers] == [72, 0] and summary.total_params == 216 + 72
     assert summarize(torch.nn.Conv2d(3, 8, 3), resolution=32).peak_op == "Conv2d"
+    from mobilenets.layers.conv_norm_act import ConvNormAct
+
+    assert [op.name for op in summarize(ConvNormAct(3, 8), resolution=32).schedule] == ["ConvNormAct"]
+    with pytest.raises(ValueError, match="meta device"):
+        summarize(mobilenets.mobilenet_v2(width_mult=0.35).to("meta"), resolution=32)
+
+    class Attention(torch.nn.Module):  # PyTorch's CPU attention kernel, which FlopCounterMode lacks
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            tokens = self.conv(x).flatten(2).transpose(1, 2).unsqueeze(1)  # (1, 1, 1024, 8)
+            return torch.nn.functional.scaled_dot_product_attention(tokens, tokens, tokens)
+
+    with pytest.warns(UserWarning, match=f"{2 * 1024 * 1024 * 8:,} mult-adds of Attention"):
+        summarize(Attention(), resolution=32)
     with pytest.raises(ValueError, match="Sequential has no layer the analysis schedules"):
         summarize(torch.nn.Sequential(torch.nn.ReLU()), resolution=32)
 
@@ -172,8 +189,12 @@ def test_json_and_csv_outputs() -> None:
 def test_summary_rejects_bad_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="resolution must be an integer from 32 to 4096 pixels, got 16"):
         summarize(mobilenets.mobilenet_v2(), resolution=16)
-    # A network with strides dropped takes smaller inputs, down to its total stride.
+    # A network with strides dropped takes smaller inputs, down to its total stride; chunked too.
     assert summarize(mobilenets.mobilenet_v2(small_input=True), resolution=16).input_shape[-1] == 16
+    from mobilenets.deploy.memory_efficient import summarize_memory_efficient
+
+    small = mobilenets.mobilenet_v2(width_mult=0.35, small_input=True)
+    assert summarize_memory_efficient(small, 4, resolution=16).peak_activation_bytes > 0
     with pytest.raises(ValueError, match="resolution must be an integer from 8 to 4096 pixels, got 4"):
         summarize(mobilenets.mobilenet_v2(small_input=True), resolution=4)
     with pytest.raises(ValueError, match="dtype"):

@@ -272,8 +272,11 @@ def test_evaluate_refuses_non_finite_logits() -> None:
     with torch.no_grad():
         model[1].bias[1] = float("nan")
     batch = (torch.randn(4, 3, 2, 2), torch.tensor([0, 1, 2, 1]))
-    with pytest.raises(ValueError, match=r"non-finite logits \(NaN or inf\) for 4 of 4 images"):
+    with pytest.raises(ValueError, match=r"NaN logits for 4 of 4 images in a batch"):
         evaluate(model, [batch], device="cpu")
+    with torch.no_grad():  # an overflow to +inf still ranks its class first: scored
+        model[1].bias[1] = float("inf")
+    assert evaluate(model, [batch], device="cpu").top1 == 0.5
 
 
 # --- plots --------------------------------------------------------------------------------------------
@@ -472,6 +475,16 @@ def test_class_mismatch_messages() -> None:
     assert eval_cli.class_mismatch(["a", "b", "c"], ["c", "a"]) is None  # some of the classes
     assert eval_cli.class_lookup(["a", "b", "c"], ["a", "c"]).tolist() == [0, 2]  # type: ignore[union-attr]
     assert eval_cli.class_lookup(["a", "b"], ["a", "b"]) is None
+    lookup = torch.tensor([1, 0])
+    assert eval_cli._Relabelled(FakeLoader(_tiny_set(4, classes=2), 2), lookup).skipped == ["bad.jpg"]
+    from mobilenets.weights.presets import imagenet_classes
+
+    imagenet = imagenet_classes()
+    message = eval_cli.class_mismatch(imagenet, ["n01440764", "n01443537", "stray"]) or ""
+    assert "not in the checkpoint: 'stray'" in message and "'tench'" not in message  # found by its ID
+    assert "'great white shark'" in message  # the third class is not in the data
+    message = eval_cli.class_mismatch(imagenet, ["n01440764", "tench"]) or ""
+    assert "classes 'tench' each have two folders" in message
     message = eval_cli.class_mismatch(["a", "b", "c"], ["a", "d"]) or ""
     assert "3 classes, the data 2" in message and "not in the data: 'b', 'c'" in message
     assert "not in the checkpoint: 'd'" in message and "labelled list file" in message

@@ -555,7 +555,7 @@ def test_classes_file_names_the_classes_of_weights_trained_elsewhere(tmp_path: P
     from PIL import Image
 
     torch.save(torchvision.models.mobilenet_v2(num_classes=3).state_dict(), tmp_path / "three.pth")
-    (tmp_path / "names.txt").write_text("cat\n  dog \n\nbird\n")
+    (tmp_path / "names.txt").write_text("\ufeffcat\n  dog \n\nbird\n", encoding="utf-8")  # a BOM too
     out = tmp_path / "three.safetensors"
     base = ["convert", str(tmp_path / "three.pth"), "--model", "mobilenet_v2", "--out", str(out)]
     code, _, err = run_cli([*base, "--classes", str(tmp_path / "names.txt")])

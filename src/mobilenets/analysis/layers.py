@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from .trace import record_calls
 
@@ -69,6 +70,12 @@ def _kind(name: str, module: nn.Module, se_names: set[str], classifier: nn.Modul
     return "pointwise" if kh == kw == 1 else "standard"
 
 
+def _attention_flops(
+    query: Any, key: Any, value: Any, *args: Any, out_shape: Any = None, **kwargs: Any
+) -> int:
+    return int(sdpa_flop_count(query, key, value))
+
+
 def layer_costs(model: nn.Module, example: torch.Tensor, *, bytes_per_element: int = 4) -> list[LayerCost]:
     """Run ``model`` once on ``example`` and return the cost of every conv and linear layer, in order.
 
@@ -92,7 +99,9 @@ def layer_costs(model: nn.Module, example: torch.Tensor, *, bytes_per_element: i
             p.numel() for p in modules[norm_name].parameters()
         )
 
-    with FlopCounterMode(display=False) as flops:
+    # torch's counter knows the GPU attention kernels only; the CPU one counts as they do.
+    attention = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _attention_flops}
+    with FlopCounterMode(display=False, custom_mapping=attention) as flops:
         calls = record_calls(model, example, lambda _, module: isinstance(module, nn.Conv2d | nn.Linear))
     costs = []
     counted: set[int] = set()  # a module called twice has its parameters counted at its first call

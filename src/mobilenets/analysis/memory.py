@@ -62,7 +62,7 @@ def _op_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
     ops: list[tuple[str, nn.Module]] = []
     covered: list[str] = []
     for name, module in model.named_modules():
-        if any(name.startswith(prefix + ".") for prefix in covered):
+        if any(not prefix or name.startswith(prefix + ".") for prefix in covered):  # "": the model itself
             continue
         if _is_op(module):
             ops.append((name, module))

@@ -133,6 +133,8 @@ def summarize(
         # The input takes the model's own dtype and device (a half or bf16 model, one on a GPU): the
         # counts do not depend on them; ``dtype`` sets the bytes the memory figures count per value.
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        if device.type == "meta":  # no storage: every tensor would look like one
+            raise UsageError("the model is on the meta device (no memory to follow); materialize it first")
         example = torch.zeros(shape, dtype=_input_dtype(model), device=device)
         per_element = DTYPE_BYTES[dtype]
         layers = layer_costs(model, example, bytes_per_element=per_element)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--confusion",
         type=Path,
         default=None,
-        help=f"confusion PNG (default: <weights stem>_confusion.png, up to {MAX_CONFUSION_CLASSES} classes)",
+        help=f"confusion PNG (default: <weights stem>_confusion.png beside the weights, "
+        f"<stem>_<suffix>_confusion.png beside an exported file; up to {MAX_CONFUSION_CLASSES} classes)",
     )
     confusion.add_argument("--no-confusion", action="store_true", help="do not write a confusion PNG")
     add_allocator_argument(parser)
@@ -136,10 +138,17 @@ def class_mismatch(trained: Sequence[str], found: Sequence[str]) -> str | None:
     name or :func:`class_aliases`: :func:`class_lookup`)."""
     trained, found = list(trained), list(found)
     aliases = class_aliases(trained)
-    extra = [name for name in found if name not in trained and name not in aliases]
+    labels = {**aliases, **{name: label for label, name in enumerate(trained)}}
+    extra = [name for name in found if name not in labels]
     if not extra:
+        twice = [
+            trained[label] for label, count in Counter(labels[name] for name in found).items() if count > 1
+        ]
+        if twice:  # `tench/` beside `n01440764/`: one class in two folders
+            return f"classes {_quote(twice)} each have two folders in the data (a name and a WordNet ID)"
         return None
-    missing = [name for name in trained if name not in found]
+    covered = {labels[name] for name in found if name in labels}
+    missing = [name for label, name in enumerate(trained) if label not in covered]
     parts = [f"the checkpoint has {len(trained)} classes, the data {len(found)}"]
     if missing:
         parts.append(f"not in the data: {_quote(missing)}")
@@ -161,11 +170,18 @@ def class_lookup(trained: Sequence[str], found: Sequence[str]) -> torch.Tensor |
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-def _relabelled(loader: Iterable[Batch], lookup: torch.Tensor | None) -> Iterable[Batch]:
-    """``loader``'s batches with each label replaced by ``lookup[label]``."""
-    if lookup is None:
-        return loader
-    return ((images, lookup[labels]) for images, labels in loader)
+class _Relabelled:
+    """``loader``'s batches with each label replaced by ``lookup[label]``; its ``skipped`` files too."""
+
+    def __init__(self, loader: Any, lookup: torch.Tensor) -> None:
+        self.loader, self.lookup = loader, lookup
+
+    @property
+    def skipped(self) -> Sequence[str]:
+        return getattr(self.loader, "skipped", ())
+
+    def __iter__(self) -> Iterator[Batch]:
+        return ((images, self.lookup[labels]) for images, labels in self.loader)
 
 
 def _print_report(report: dict[str, Any]) -> None:
@@ -265,7 +281,7 @@ def run(args: argparse.Namespace) -> int:
     model = network.to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     metrics = evaluate(
         model,
-        _relabelled(loader, lookup),
+        loader if lookup is None else _Relabelled(loader, lookup),
         device=device,
         criterion=torch.nn.CrossEntropyLoss(),
         flip_tta=args.flip_tta,

@@ -32,7 +32,7 @@ from ..errors import UsageError
 from ..layers.conv_norm_act import ConvNormAct
 from ..layers.inverted_residual import ExpansionShortcutStage, InvertedResidual
 from ..layers.padding import Conv2dSame, tf_same_pads
-from ..models import check_resolution
+from ..models import MIN_INPUT_SIZE, check_resolution
 from ..models.mobilenet import MobileNet
 from .fuse import folded_parameters, fuse
 from .patch_inference import PATCH_STRIDE, patch_stem
@@ -267,7 +267,7 @@ def memory_efficient(
     if chunks != "channel" and (isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1):
         raise UsageError(f"chunks must be a positive integer or 'channel', got {chunks!r}")
     if resolution is not None:
-        check_resolution(resolution)
+        check_resolution(resolution, minimum=getattr(model, "min_input_size", MIN_INPUT_SIZE))
     fused = fuse(copy.deepcopy(model))
     if not list(fused.iter_blocks()):
         raise UsageError("the model has no blocks to chunk")

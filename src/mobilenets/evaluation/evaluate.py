@@ -112,12 +112,14 @@ def evaluate(
                         "(a features_only model cannot be evaluated)"
                     )
                 logits = output.float()
-                broken = int((~torch.isfinite(logits).all(dim=1)).sum()) if logits.ndim == 2 else 0
-                if broken:  # topk ranks NaN first: a broken model would still get a plausible score
+                # topk ranks NaN first: a broken model would still get a plausible score. (Training
+                # evaluates `into` its own metrics, and checks its weights itself, on every process.)
+                broken = int(logits.isnan().any(dim=1).sum()) if into is None and logits.ndim == 2 else 0
+                if broken:
                     raise UsageError(
-                        f"the model gave non-finite logits (NaN or inf) for {broken} of {logits.shape[0]} "
-                        "images in a batch: its weights or its precision are broken (a NaN weight, an "
-                        "overflow); no accuracy is reported"
+                        f"the model gave NaN logits for {broken} of {logits.shape[0]} images in a batch: "
+                        "its weights or its precision are broken (a NaN weight, an overflow); no accuracy "
+                        "is reported"
                     )
                 if metrics is None:
                     if logits.ndim != 2:

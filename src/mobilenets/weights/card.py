@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ def read_class_names(path: str | os.PathLike[str]) -> tuple[str, ...]:
     """The class names in a text file, one per line in label order (blank lines and surrounding spaces
     ignored): what ``--classes FILE`` gives weights trained elsewhere."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # a byte-order mark is not part of a name
     except FileNotFoundError:
         raise MissingFileError(f"class names file {str(path)!r} not found") from None
     except (OSError, UnicodeDecodeError) as error:
@@ -37,7 +38,7 @@ def read_class_names(path: str | os.PathLike[str]) -> tuple[str, ...]:
     names = tuple(line.strip() for line in text.splitlines() if line.strip())
     if not names:
         raise UsageError(f"class names file {str(path)!r} names no class; expected one name per line")
-    duplicates = sorted({name for name in names if names.count(name) > 1})
+    duplicates = sorted(name for name, count in Counter(names).items() if count > 1)
     if duplicates:
         raise UsageError(f"class names file {str(path)!r} names {', '.join(map(repr, duplicates))} twice")
     return names
