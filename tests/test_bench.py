@@ -355,3 +355,9 @@ def test_cli_times_the_device_runtimes_alone() -> None:
     report = json.loads(stdout)
     for name in variants:
         assert report[name]["median_ms"] > 0 and len(report[name]["per_round_median_ms"]) == 1, name
+
+
+def test_a_batch_too_large_for_memory_is_a_usage_error() -> None:
+    argv = ["bench", "--variants", "ours_eager", "--rounds", "1", "--repeats", "1", "--warmup", "1"]
+    code, _, err = run_cli([*argv, "--batch-size", "1000000000"])
+    assert code == 2 and "does not fit in this machine's memory" in err and "Traceback" not in err, err

@@ -524,3 +524,23 @@ def test_predict_with_exported_files(
     for command in (["predict", *onnx, str(images[0])], ["eval", *onnx, "--data", "digits"]):
         code, _, err = run_cli([*command, "--model", "mobilenet_v1", "--preset", "imagenet"])
         assert code == 2 and "--model, --preset: only for weights files, not with --onnx" in err, err
+
+
+def test_export_and_eval_refuse_to_overwrite_what_they_read(tmp_path: Path) -> None:
+    """An --out (or --confusion) naming the weights being read would destroy them: refused."""
+    from .conftest import run_cli
+
+    weights = tmp_path / "their.pt"
+    torch.save(mobilenets.mobilenet_v2(width_mult=0.35).state_dict(), weights)
+    before = weights.read_bytes()
+    argv = ["export", "--weights", str(weights), "--model", "mobilenet_v2", "--width-mult", "0.35"]
+    code, _, err = run_cli([*argv, "--format", "torchscript", "--out", str(weights)])
+    assert code == 2 and "would overwrite" in err and "its own input" in err, err
+    code, _, err = run_cli(
+        ["eval", "--weights", str(weights), "--model", "mobilenet_v2", "--confusion", str(weights)]
+    )
+    assert code == 2 and "must end in .png" in err, err
+    assert weights.read_bytes() == before
+    for argv in (["eval", "--weights", ""], ["export", "mobilenet_v2", "--out", ""]):
+        code, _, err = run_cli(argv)
+        assert code == 2 and "an empty path; expected a file or folder name" in err, err

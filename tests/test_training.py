@@ -226,6 +226,13 @@ def test_resume_trains_with_the_new_lr_and_weight_decay(
     groups = load_training_state(tmp_path)["optimizer"]["param_groups"]
     assert [group["weight_decay"] for group in groups] == [1e-3, 0.0]
     assert all(group["initial_lr"] == 0.01 for group in groups)
+    # config.json holds the new options and keeps what the first epoch ran with.
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["lr"] == 0.01 and config["epochs"] == 2
+    (change,) = config["resumed"]
+    assert change["epoch"] == 2 and change["step"] == 0
+    assert change["changed"]["lr"] == [FAST.get("lr"), 0.01] and change["changed"]["epochs"] == [1, 2]
+    assert change["changed"]["weight_decay"][1] == 1e-3 and "resume" not in change["changed"]
     capsys.readouterr()
     with pytest.raises(ValueError, match=r"batch_size=64 \(now 32\)"):
         train(TrainConfig(**{**lower, "batch_size": 32}, epochs=3, out=str(tmp_path), resume=True))
@@ -760,3 +767,14 @@ def test_train_zero_init_residual_reaches_the_model_and_its_card(tmp_path: Path)
     assert config["model_options"] == {"zero_init_residual": True}
     trained = load_trained_model(out / "best.safetensors")
     assert trained.card.model == "mobilenet_v2" and trained.model(torch.zeros(1, 3, 32, 32)).shape == (1, 10)
+
+
+def test_a_run_refused_before_it_writes_leaves_no_folder(tmp_path: Path) -> None:
+    from .conftest import run_cli
+
+    out = tmp_path / "run"
+    code, _, err = run_cli(["train", "--data", "digits", "--batch-size", "100000", "--out", str(out)])
+    assert code == 2 and "exceeds the 1618 training images" in err and not out.exists(), err
+    out.mkdir()  # a folder that was there before stays
+    code, _, err = run_cli(["train", "--data", "digits", "--batch-size", "100000", "--out", str(out)])
+    assert code == 2 and out.is_dir()

@@ -6,9 +6,8 @@ import argparse
 import contextlib
 import json
 import sys
-from pathlib import Path
 
-from .common import add_small_input_argument
+from .common import add_small_input_argument, path_argument
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +24,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", default="digits", help="digits (built in), cifar10:PATH or an image folder")
     parser.add_argument("--epochs", type=int, default=10, help="training epochs per run (default 10)")
     parser.add_argument("--seeds", type=int, default=3, help="runs per arm, seeds 0..N-1 (default 3)")
-    parser.add_argument("--out", type=Path, required=True, help="directory for the runs and the report")
+    parser.add_argument(
+        "--out", type=path_argument, required=True, help="directory for the runs and the report"
+    )
     parser.add_argument("--model", default=None, help="the model (default: the claim's)")
     parser.add_argument("--width-mult", type=float, default=None, help="width multiplier, every arm")
     parser.add_argument("--resolution", type=int, default=None, help="input side (default: the data's)")

@@ -10,8 +10,10 @@ with a 95% interval, far narrower on a noisy machine than rounds can give.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 
 from ..bench.inference import ALL_VARIANTS, EXTRA_VARIANTS, REFERENCE, REPEATS, ROUNDS, VARIANTS, WARMUP
 from ..bench.paired import TURNS as PAIR_TURNS
@@ -134,15 +136,32 @@ def _run_pairs(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bench.inference import run_bench
-
     apply_allocator(args)  # for the preparing step here; each timing process applies it itself
     stray = given_flags(args, "variants", "rounds") if args.pair else given_flags(args, "turns")
     if stray:
         applies = "to rounds of fresh processes, not to --pair" if args.pair else "only with --pair"
         raise UsageError(f"{', '.join(stray)}: {applies}")
-    if args.pair:
-        return _run_pairs(args)
+    with _memory_refused(args):
+        return _run_pairs(args) if args.pair else _run_rounds(args)
+
+
+@contextlib.contextmanager
+def _memory_refused(args: argparse.Namespace) -> Iterator[None]:
+    """PyTorch's allocation failure (a batch too large for this machine) as a usage error."""
+    try:
+        yield
+    except RuntimeError as error:
+        if "can't allocate memory" not in str(error) and "not enough memory" not in str(error):
+            raise
+        raise UsageError(
+            f"batch {args.batch_size} at {_resolution(args)}×{_resolution(args)} does not fit in this "
+            f"machine's memory ({str(error).splitlines()[0]}); lower --batch-size"
+        ) from None
+
+
+def _run_rounds(args: argparse.Namespace) -> int:
+    from ..bench.inference import run_bench
+
     result = run_bench(
         args.model,
         batch=args.batch_size,

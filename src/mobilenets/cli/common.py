@@ -17,6 +17,14 @@ if TYPE_CHECKING:
     from ..weights.card import ModelCard, TrainedModel
 
 
+def path_argument(text: str) -> Path:
+    """An argparse ``type`` for file and folder options: a path, never an empty string (which
+    ``Path("")`` would turn into the current folder, and its messages into nonsense)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path; expected a file or folder name")
+    return Path(text)
+
+
 def check_resolution(value: int, flag: str = "--resolution") -> int:
     """``value`` if it is an input side the models take, else a ``ValueError`` naming ``flag``.
 
@@ -155,7 +163,7 @@ def add_weights_arguments(
         "--weights",
         "--checkpoint",
         dest="weights",
-        type=Path,
+        type=path_argument,
         required=required,
         help="weights file: ours (training checkpoint, `mobilenets convert` output) or another project's "
         ".pth/.safetensors (then give --model)",
@@ -214,7 +222,7 @@ def add_foreign_weight_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--classes",
-        type=Path,
+        type=path_argument,
         default=None,
         metavar="FILE",
         help="names of the classifier's classes, one per line in label order (default: ImageNet's for a "
@@ -285,19 +293,25 @@ DEPLOYED_FLAGS = {"onnx": "--onnx", "program": "--program", "pte": "--pte", "ope
 def add_deployed_arguments(group: argparse._ActionsContainer) -> None:
     """``--onnx``, ``--program``, ``--pte``, ``--openvino``: a file ``mobilenets export`` wrote."""
     group.add_argument(
-        "--onnx", type=Path, default=None, help="an ONNX file we exported, run in ONNX Runtime"
+        "--onnx", type=path_argument, default=None, help="an ONNX file we exported, run in ONNX Runtime"
     )
     group.add_argument(
         "--program",
-        type=Path,
+        type=path_argument,
         default=None,
         help="a TorchScript (.pt) or torch.export (.pt2, fp32 or int8) file we exported, run on the CPU",
     )
     group.add_argument(
-        "--pte", type=Path, default=None, help="an ExecuTorch program (.pte) we exported, run by ExecuTorch"
+        "--pte",
+        type=path_argument,
+        default=None,
+        help="an ExecuTorch program (.pte) we exported, run by ExecuTorch",
     )
     group.add_argument(
-        "--openvino", type=Path, default=None, help="an OpenVINO IR (.xml) we exported, run by OpenVINO"
+        "--openvino",
+        type=path_argument,
+        default=None,
+        help="an OpenVINO IR (.xml) we exported, run by OpenVINO",
     )
 
 
@@ -331,6 +345,18 @@ _WEIGHT_OPTIONS = (
     ("model", None), ("source", "auto"), ("preset", None), ("width_mult", None), ("padding", None),
     ("norm_eps", None), ("classes", None), *_SIZE_OPTIONS,
 )  # fmt: skip
+
+
+def refuse_overwriting(out: Path, flag: str, *inputs: object) -> None:
+    """A ``UsageError`` when the file ``out`` (or an OpenVINO IR's ``.bin`` beside it) is one of the
+    files the command reads: writing it would destroy the input (weights, an exported file)."""
+    targets = [Path(out), *([Path(out).with_suffix(".bin")] if Path(out).suffix == ".xml" else [])]
+    for source in inputs:
+        if not isinstance(source, Path) or not source.exists():
+            continue
+        for target in targets:
+            if target.exists() and target.resolve() == source.resolve():
+                raise UsageError(f"{flag} {str(out)!r} would overwrite {str(source)!r}, its own input")
 
 
 def given_flags(args: argparse.Namespace, *dests: str) -> list[str]:

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
-from .common import add_foreign_weight_options, foreign_classes, foreign_model_kwargs, foreign_sizes
+from .common import (
+    add_foreign_weight_options,
+    foreign_classes,
+    foreign_model_kwargs,
+    foreign_sizes,
+    path_argument,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -15,10 +20,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="convert torchvision/timm/EfficientNet-PyTorch weights to safetensors with a model card",
     )
     parser.add_argument(
-        "src", type=Path, help="weights file (.pth/.pt read with weights_only=True, .safetensors)"
+        "src", type=path_argument, help="weights file (.pth/.pt read with weights_only=True, .safetensors)"
     )
     parser.add_argument("--model", required=True, help="our architecture the weights are for")
-    parser.add_argument("--out", required=True, type=Path, help="output .safetensors file")
+    parser.add_argument("--out", required=True, type=path_argument, help="output .safetensors file")
     add_foreign_weight_options(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON object describing the result")
     parser.set_defaults(run=run)

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .common import path_argument
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "demo", help="measure standard vs depthwise separable convs, train on digits; write a report"
     )
-    parser.add_argument("--out", type=Path, default=Path("runs/demo"), help="report folder")
+    parser.add_argument("--out", type=path_argument, default=Path("runs/demo"), help="report folder")
     parser.add_argument(
         "--threads", type=int, default=2, help="CPU threads for timing and training (default 2)"
     )

@@ -25,6 +25,8 @@ from .common import (
     apply_allocator,
     deployed_path,
     load_from_args,
+    path_argument,
+    refuse_overwriting,
     refuse_unused_split,
     require_classes,
 )
@@ -96,7 +98,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     confusion = parser.add_mutually_exclusive_group()
     confusion.add_argument(
         "--confusion",
-        type=Path,
+        type=path_argument,
         default=None,
         help=f"confusion PNG (default: <weights stem>_confusion.png beside the weights, "
         f"<stem>_<suffix>_confusion.png beside an exported file; up to {MAX_CONFUSION_CLASSES} classes)",
@@ -237,6 +239,10 @@ def run(args: argparse.Namespace) -> int:
     _check_args(args)
     apply_allocator(args)
     exported = deployed_path(args)
+    if args.confusion is not None:
+        if args.confusion.suffix.lower() != ".png":
+            raise UsageError(f"--confusion {str(args.confusion)!r} must end in .png (the plot is an image)")
+        refuse_overwriting(args.confusion, "--confusion", args.weights, exported)
     if exported is not None and args.device not in ("auto", "cpu"):
         raise UsageError(f"--device {args.device}: exported files run on the CPU here")
     device = resolve_device(args.device)

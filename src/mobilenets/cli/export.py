@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -40,7 +39,9 @@ from .common import (
     foreign_sizes,
     load_from_args,
     memory_efficient_options,
+    path_argument,
     refuse_file_options_with_a_name,
+    refuse_overwriting,
 )
 
 if TYPE_CHECKING:
@@ -91,7 +92,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="onnx (.onnx), torchscript (traced, frozen: .pt), exported-program (torch.export: .pt2), "
         "executorch (XNNPACK: .pte) or openvino (IR: .xml + .bin); default onnx",
     )
-    parser.add_argument("--out", required=True, type=Path, help="output file (the int8 model with --int8)")
+    parser.add_argument(
+        "--out", required=True, type=path_argument, help="output file (the int8 model with --int8)"
+    )
     parser.add_argument("--resolution", type=int, default=None, help="input size (default: the weights')")
     parser.add_argument(
         "--dynamic-batch",
@@ -242,6 +245,7 @@ def _check_args(args: argparse.Namespace) -> None:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    refuse_overwriting(args.out, "--out", args.weights)
     check_export_values(
         format=args.format,
         out=args.out,

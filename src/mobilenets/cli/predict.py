@@ -19,6 +19,7 @@ from .common import (
     add_weights_arguments,
     deployed_path,
     load_from_args,
+    path_argument,
     require_classes,
 )
 
@@ -30,7 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_deployed_arguments(what)
     # "*", checked in run(): `--pretrained IMAGE` takes the image as a weights name, which argparse
     # would only report as "IMAGE is required"
-    parser.add_argument("images", nargs="*", type=Path, metavar="IMAGE", help="image files (one or more)")
+    parser.add_argument(
+        "images", nargs="*", type=path_argument, metavar="IMAGE", help="image files (one or more)"
+    )
     parser.add_argument("--top", type=int, default=5, help="classes shown per image (default 5)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")

@@ -46,7 +46,14 @@ from .optim import build_ema, build_optimizer, build_scheduler
 from .progress import EpochProgress
 from .resize import check_resizing_applies, resize_batch, train_size
 from .resume import EpochSums, restore_training_state, rng_states, run_has_finished, training_state
-from .run_log import append_metrics, keep_metrics_before, last_val_top1, resumes_run, write_json
+from .run_log import (
+    append_metrics,
+    config_record,
+    keep_metrics_before,
+    last_val_top1,
+    resumes_run,
+    write_json,
+)
 from .runtime import configure_reproducibility, kernel_settings_restored, resolve_precision
 from .stop import StopRequest
 from .storage import check_free_space, check_writable, checkpoint_bytes, remove_stale_temp_files
@@ -325,8 +332,11 @@ class Trainer:
                 remove_stale_temp_files(self.out)  # a run killed before its first checkpoint
                 metrics_path.write_text("")
         if context.is_main:
+            record = config_record(
+                self.out, config, epoch=self.epoch, step=self.step_in_epoch, resuming=self.resuming
+            )
             with self._writing("config.json"):
-                write_json(self.out / "config.json", config.to_dict())
+                write_json(self.out / "config.json", record)
         barrier(context)
 
         final_top1: float | None = None  # of the last epoch this call ran
@@ -489,6 +499,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     GPU) and only rank 0 writes files and prints.
     """
     context = init_distributed(config.device)
+    fresh = not Path(config.out).exists()  # a run refused before it wrote anything leaves no folder
     try:
         with kernel_settings_restored():
             return Trainer(config, context).run()
@@ -497,4 +508,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
             raise lost_peer_error(error, context) from error
         raise
     finally:
+        if fresh and context.is_main:
+            with contextlib.suppress(OSError):  # not there, or not empty: kept
+                Path(config.out).rmdir()
         shutdown_distributed(context)

@@ -103,6 +103,27 @@ def resumes_run(out: Path, config: TrainConfig, *, announce: bool) -> bool:
     return resuming
 
 
+# Options that differ on every resume or only in spelling (the data must be the run's): not changes.
+_NOT_RECORDED = ("resume", "progress", "out", "device", "data", "pretrained")
+
+
+def config_record(out: Path, config: TrainConfig, *, epoch: int, step: int, resuming: bool) -> dict[str, Any]:
+    """What ``config.json`` holds: the options, and, once a resume changed some (``--lr``, label
+    smoothing, ...), ``resumed``: each such resume's epoch and step with every changed option's
+    ``[before, after]``, so the record still says what the earlier epochs ran with."""
+    now: dict[str, Any] = json.loads(json.dumps(config.to_dict()))  # as JSON holds it (tuples as lists)
+    saved = saved_config(out) if resuming else {}
+    history = list(saved.get("resumed", []))
+    changed = {
+        key: [saved[key], value]
+        for key, value in now.items()
+        if key in saved and saved[key] != value and key not in _NOT_RECORDED
+    }
+    if changed:
+        history.append({"epoch": epoch, "step": step, "changed": changed})
+    return {**now, "resumed": history} if history else now
+
+
 def write_json(path: Path, value: object) -> None:
     text = json.dumps(value, indent=2, sort_keys=True) + "\n"
     save_atomic(path, lambda handle: handle.write(text.encode()))
