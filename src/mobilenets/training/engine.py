@@ -28,7 +28,7 @@ from ..evaluation.metrics import ClassificationMetrics
 from ..layers import fast_depthwise_gradients, keep_relu6_outputs, set_inplace_activations
 from ..models import MobileNet, create_model
 from ..weights.finetune import load_for_finetuning, resolve_pretrained
-from .checkpoint import ModelCard, checkpoint_paths, load_training_state, save_checkpoint
+from .checkpoint import ModelCard, load_training_state, save_checkpoint
 from .config import TrainConfig
 from .distributed import (
     DistContext,
@@ -56,7 +56,15 @@ from .run_log import (
 )
 from .runtime import configure_reproducibility, kernel_settings_restored, resolve_precision
 from .stop import StopRequest
-from .storage import check_free_space, check_writable, checkpoint_bytes, remove_stale_temp_files
+from .storage import (
+    check_free_space,
+    check_writable,
+    checkpoint_bytes,
+    failed_write_explained,
+    kept_checkpoint,
+    remove_stale_temp_files,
+    removed_if_left_empty,
+)
 
 EVAL_BATCH_SIZE = 256
 MIN_TRAIN_BATCH = 2  # BatchNorm's statistics need two images (the loader empties smaller batches)
@@ -175,17 +183,8 @@ class Trainer:
         """The model that is evaluated and saved as weights: the EMA when there is one."""
         return self.ema.module if self.ema is not None else self.model
 
-    @contextlib.contextmanager
-    def _writing(self, what: str) -> Iterator[None]:
-        """Turn a failed write of ``what`` (disk full, directory gone) into a clear :class:`TrainingError`."""
-        try:
-            yield
-        except OSError as err:
-            raise TrainingError(
-                f"cannot write {what} in {str(self.out)!r} ({err.strerror or err}); a failed write never "
-                f"replaces a file. {self._kept_checkpoint()} Free some space or fix the directory, then "
-                f"continue with --resume"
-            ) from err
+    def _writing(self, what: str) -> contextlib.AbstractContextManager[None]:
+        return failed_write_explained(self.out, what)
 
     def _save(self, name: str, completed_epoch: int) -> None:
         """Checkpoint ``name``: every process calls it (each saves its RNG state), the main one writes."""
@@ -244,7 +243,7 @@ class Trainer:
             raise TrainingError(
                 f"loss became {loss_value} at epoch {self.epoch}, step {self.step_in_epoch + 1}; "
                 f"try a lower --lr (now {self.config.peak_lr:g}), --grad-clip 1.0 or --precision fp32. "
-                f"{self._kept_checkpoint()}"
+                f"{kept_checkpoint(self.out)}"
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -269,12 +268,6 @@ class Trainer:
         first_step = (self.epoch - 1) * self.steps_per_epoch
         return float(self.scheduler.base_lrs[0] * self.scheduler.lr_lambdas[0](first_step))
 
-    def _kept_checkpoint(self) -> str:
-        """Where the last good checkpoint is, for error messages."""
-        if checkpoint_paths(self.out, "last")[1].is_file():
-            return f"The last good checkpoint in {str(self.out)!r} is unchanged."
-        return "No checkpoint was written yet."
-
     def _check_finite_weights(self) -> None:
         """Refuse to checkpoint weights that became NaN/inf (the loss of the last step was still finite)."""
         bad = [name for name, value in self.model.state_dict().items() if not bool(value.isfinite().all())]
@@ -282,21 +275,8 @@ class Trainer:
             raise TrainingError(
                 f"weights became non-finite during epoch {self.epoch} (first: {bad[0]!r}, {len(bad)} "
                 f"tensors); try a lower --lr (now {self.config.peak_lr:g}) or --grad-clip 1.0. "
-                f"{self._kept_checkpoint()}"
+                f"{kept_checkpoint(self.out)}"
             )
-
-    def _epoch_summary(self) -> dict[str, float]:
-        totals = torch.tensor(
-            [self.partial.loss, self.partial.correct, self.partial.images], dtype=torch.float64
-        )
-        loss_sum, correct, images = all_reduce_sum(totals.to(self.device), self.context).tolist()
-        seconds = self.partial.seconds
-        return {
-            "train_loss": loss_sum / max(images, 1),
-            "train_top1": correct / max(images, 1),
-            "images_per_s": images / seconds if seconds > 0 else float("nan"),
-            "seconds": seconds,
-        }
 
     def run(self) -> dict[str, Any]:
         """Train to ``config.epochs``; returns best/final val top-1 (fractions) and what happened."""
@@ -421,7 +401,7 @@ class Trainer:
     def _finish_epoch(self, lr: float, metrics_path: Path) -> float:
         """Evaluate, log and checkpoint the epoch just trained; returns its val top-1."""
         self._check_finite_weights()
-        summary = self._epoch_summary()
+        summary = self.partial.report(self.device, self.context)
         epoch, size = self.epoch, self.epoch_image_size
         started = time.perf_counter()
         result = self._evaluate()
@@ -499,16 +479,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
     GPU) and only rank 0 writes files and prints.
     """
     context = init_distributed(config.device)
-    fresh = not Path(config.out).exists()  # a run refused before it wrote anything leaves no folder
     try:
-        with kernel_settings_restored():
+        with kernel_settings_restored(), removed_if_left_empty(Path(config.out), context.is_main):
             return Trainer(config, context).run()
     except RuntimeError as error:
         if context.distributed and not isinstance(error, TrainingError) and is_lost_peer(error):
             raise lost_peer_error(error, context) from error
         raise
     finally:
-        if fresh and context.is_main:
-            with contextlib.suppress(OSError):  # not there, or not empty: kept
-                Path(config.out).rmdir()
         shutdown_distributed(context)

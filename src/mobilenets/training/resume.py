@@ -16,7 +16,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from ..errors import UsageError
-from .distributed import DistContext
+from .distributed import DistContext, all_reduce_sum
 
 
 @dataclass
@@ -30,6 +30,17 @@ class EpochSums:
 
     def as_dict(self) -> dict[str, float]:
         return {"loss": self.loss, "correct": self.correct, "images": self.images, "seconds": self.seconds}
+
+    def report(self, device: torch.device, context: DistContext) -> dict[str, float]:
+        """The epoch's train loss, top-1 and images/s over every process (this one's clock)."""
+        totals = torch.tensor([self.loss, self.correct, self.images], dtype=torch.float64)
+        loss_sum, correct, images = all_reduce_sum(totals.to(device), context).tolist()
+        return {
+            "train_loss": loss_sum / max(images, 1),
+            "train_top1": correct / max(images, 1),
+            "images_per_s": images / self.seconds if self.seconds > 0 else float("nan"),
+            "seconds": self.seconds,
+        }
 
     @staticmethod
     def summed(processes: list[EpochSums]) -> EpochSums:

@@ -7,14 +7,17 @@ previous files (see :func:`mobilenets.atomic.save_atomic`) and training stops wi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from torch import nn
 
-from ..errors import UsageError
+from ..errors import TrainingError, UsageError
+from .checkpoint import checkpoint_paths
 
 # Optimizer state per parameter, in parameter-sized tensors (SGD momentum; RMSProp square average and
 # momentum; AdamW both moments).
@@ -48,6 +51,40 @@ def check_writable(out: Path) -> None:
         raise UsageError(
             f"cannot write the run directory {str(out)!r} ({reason}); choose a writable --out"
         ) from err
+
+
+def kept_checkpoint(out: Path) -> str:
+    """Where the last good checkpoint of the run in ``out`` is, for error messages."""
+    if checkpoint_paths(out, "last")[1].is_file():
+        return f"The last good checkpoint in {str(out)!r} is unchanged."
+    return "No checkpoint was written yet."
+
+
+@contextlib.contextmanager
+def failed_write_explained(out: Path, what: str) -> Iterator[None]:
+    """Turn a failed write of ``what`` in ``out`` (disk full, directory gone) into a clear
+    :class:`TrainingError`."""
+    try:
+        yield
+    except OSError as err:
+        raise TrainingError(
+            f"cannot write {what} in {str(out)!r} ({err.strerror or err}); a failed write never "
+            f"replaces a file. {kept_checkpoint(out)} Free some space or fix the directory, then "
+            f"continue with --resume"
+        ) from err
+
+
+@contextlib.contextmanager
+def removed_if_left_empty(out: Path, enabled: bool) -> Iterator[None]:
+    """Around a run: a folder ``out`` it made and left empty (refused before writing anything) is
+    removed; one that was there before, or holds files, stays."""
+    fresh = enabled and not out.exists()
+    try:
+        yield
+    finally:
+        if fresh:
+            with contextlib.suppress(OSError):  # not there, or not empty
+                out.rmdir()
 
 
 def checkpoint_bytes(model: nn.Module, optimizer: str, ema: bool) -> int:
