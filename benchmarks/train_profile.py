@@ -5,16 +5,21 @@ A real :class:`~mobilenets.training.engine.Trainer` built with the ``cifar10`` r
 keeping its output, ``mobilenets train``'s allocator setting) runs ``_step`` on a synthetic batch in
 one process with ``--threads`` threads. After warm-up steps, ``torch.profiler`` records ``--steps``
 steps and each aten operator's self CPU time is summed into kinds (convolution, batch norm, activation,
-each forward and backward; the optimizer; the rest). This says what a faster step has to speed up:
+each forward and backward, convolutions split into depthwise and the rest by their weights' shapes;
+the optimizer; the rest). This says what a faster step has to speed up:
 a kind's share is the most that making it free could save.
 
 Each variant of ``--variants`` is profiled alone in its own process, side by side in one table: the
 recipe's network (ends at 2×2); the same with its last stride dropped (``output_stride=8``, ends at
 4×4), dilated as segmentation backbones are and undilated as CIFAR variants are (``dilate=False``);
-and the recipe's step under ``torch.compile`` (``mobilenets train --compile``), whose generated
-kernels fuse batch norm with the activation (their time counts as "other").
+the recipe's step under ``torch.compile`` (``mobilenets train --compile``), whose generated
+kernels fuse batch norm with the activation (their time counts as "other"); and the recipe's step
+under bf16 autocast (``--precision bf16``), which ``--precision auto`` does not pick on CPUs.
 
     python benchmarks/train_profile.py --markdown     # ~2 minutes on 2 cores
+
+``--fragment train-profile-amx`` writes the table between other markers of the page (default
+``train-profile``), so that the bf16 comparison on a CPU with AMX tiles does not replace that one.
 """
 
 from __future__ import annotations
@@ -36,9 +41,13 @@ from mobilenets.training.distributed import DistContext
 from mobilenets.training.engine import Trainer
 
 # Self time of these aten operators (and autograd nodes) makes up each kind; the rest is "other".
+# Convolutions are split by their weight's shape, depthwise (one input channel per filter) or not.
+CONV_FORWARD = ("aten::mkldnn_convolution", "aten::convolution_overrideable")
+CONV_BACKWARD = ("aten::convolution_backward",)
+CONV_KINDS = [
+    f"{which} convolution, {way}" for which in ("depthwise", "other") for way in ("forward", "backward")
+]
 KINDS: dict[str, tuple[str, ...]] = {
-    "convolution, forward": ("aten::mkldnn_convolution", "aten::convolution_overrideable"),
-    "convolution, backward": ("aten::convolution_backward",),
     "batch norm, forward": ("aten::native_batch_norm", "aten::_native_batch_norm_legit"),
     "batch norm, backward": ("aten::native_batch_norm_backward",),
     # The trainer's ReLU6 (mobilenets.layers.ReLU6) is an autograd function around an in-place clamp.
@@ -54,6 +63,7 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "output_stride 8, dilated (4×4)": ({"output_stride": 8}, {}),
     "output_stride 8, undilated (4×4)": ({"output_stride": 8, "dilate": False}, {}),
     "recipe, torch.compile": ({}, {"compile": True}),
+    "recipe, bf16 autocast": ({}, {"precision": "bf16"}),
 }
 
 
@@ -101,14 +111,23 @@ def profile_variant(args: argparse.Namespace, variant: str) -> dict[str, Any]:
         for _ in range(args.steps):
             trainer._step(images, labels)
         step_ms = 1000 * (time.perf_counter() - timed) / args.steps
-        with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as profiler:
             for _ in range(args.steps):
                 trainer._step(images, labels)
-    self_ms = {event.key: event.self_cpu_time_total / 1000 / args.steps for event in profiler.key_averages()}
-    total = sum(self_ms.values())
-    kinds = {kind: sum(self_ms.get(name, 0.0) for name in names) for kind, names in KINDS.items()}
-    kinds["other"] = total - sum(kinds.values())
-    return {"step_ms": step_ms, "profiled_ms": total, "kinds": kinds}
+    kinds = dict.fromkeys([*CONV_KINDS, *KINDS, "other"], 0.0)
+    for event in profiler.key_averages(group_by_input_shape=True):
+        kinds[kind_of(event.key, event.input_shapes)] += event.self_cpu_time_total / 1000 / args.steps
+    return {"step_ms": step_ms, "profiled_ms": sum(kinds.values()), "kinds": kinds}
+
+
+def kind_of(op: str, shapes: list[list[int]]) -> str:
+    """The kind an aten operator's self time counts to; a convolution's by its weight (forward: input
+    1, backward: input 2), depthwise when it has one input channel per filter, ``(C, 1, k, k)``."""
+    if op in CONV_FORWARD or op in CONV_BACKWARD:
+        weight = shapes[1 if op in CONV_FORWARD else 2] if len(shapes) > 2 else []
+        which = "depthwise" if len(weight) == 4 and weight[1] == 1 else "other"
+        return f"{which} convolution, {'forward' if op in CONV_FORWARD else 'backward'}"
+    return next((kind for kind, names in KINDS.items() if op in names), "other")
 
 
 def share(result: dict[str, Any], kind: str) -> str:
@@ -128,6 +147,12 @@ def main() -> int:
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--child", choices=list(VARIANTS), help=argparse.SUPPRESS)
     add_markdown_argument(parser, "training.md")
+    parser.add_argument(
+        "--fragment",
+        choices=("train-profile", "train-profile-amx"),  # the default table; bf16 on a CPU with AMX tiles
+        default="train-profile",
+        help="the page's markers to write between",
+    )
     args = parser.parse_args()
     if args.steps < 1 or args.threads < 1:
         parser.error("--steps and --threads must be at least 1")
@@ -136,7 +161,7 @@ def main() -> int:
         return 0
     started = time.perf_counter()
     results = {variant: in_own_process(__file__, variant) for variant in args.variants}
-    cells = [[kind, *(share(r, kind) for r in results.values())] for kind in [*KINDS, "other"]]
+    cells = [[kind, *(share(r, kind) for r in results.values())] for kind in [*CONV_KINDS, *KINDS, "other"]]
     cells.append(["**step, unprofiled**", *(f"**{r['step_ms']:.0f}**" for r in results.values())])
     cells.append(["images/s", *(f"{1000 * args.batch_size / r['step_ms']:.0f}" for r in results.values())])
     recipe = results.get(RECIPE)
@@ -158,7 +183,7 @@ def main() -> int:
     body = table(["kind", *results], cells, "l" + "r" * len(results))
     text = f"{provenance(time.perf_counter() - started)}\n\n{body}\n\n{summary}"
     print(text)
-    write_fragments(args.markdown, {"train-profile": text})
+    write_fragments(args.markdown, {args.fragment: text})
     return 0
 
 

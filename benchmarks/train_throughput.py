@@ -8,8 +8,8 @@ CrossEntropyLoss: zero_grad, forward, loss, backward, step. All variants of one 
 the same process with the same threads, one step each per round, interleaved (A, B, C, A, B, C, ...),
 after one untimed warm-up step; we report the median images/s and ratios of medians. "Kept for
 backward" is what autograd saves during one forward (distinct storages): a step's activation memory.
-The rows ending in ", bf16" (or ", fp32" where ``precision='auto'`` picks bf16) time the precision
-that ``auto`` did not pick, against the one it did.
+The rows ending in ", bf16" time bf16 autocast against the fp32 that ``precision='auto'`` picks on
+CPUs (", fp32" if ``auto`` ever picks bf16 on the CPU again).
 
 Two settings: ``--resolution`` (default 96) with the standard networks, and a CIFAR-style 32×32 one,
 where our ``small_input=True`` network keeps two more stride-2 positions at full resolution and so

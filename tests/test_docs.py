@@ -454,6 +454,7 @@ FRAGMENTS = {
         "train-throughput": "train_throughput.py",
         "cifar10-reference": "cifar10_reference.py",
         "train-profile": "train_profile.py",
+        "train-profile-amx": "train_profile.py",
         "depthwise-gradient": "depthwise_gradient.py",
         "depthwise-dilated": "depthwise_gradient.py",
     },

@@ -15,10 +15,11 @@ from .config import TrainConfig
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for ``precision`` on ``device`` (``None``: plain fp32).
 
-    ``auto`` uses bf16 on GPUs that support it (else fp16) and on CPUs with AMX tiles; elsewhere fp32.
-    Without AMX, bf16 training is slower than fp32 on CPU: 10× on an EPYC without bf16 instructions, and
-    still 0.65× the images/s (mobilenet_v2 at 96×96) to 0.84× (CIFAR network) on one with AVX512-BF16
-    (``benchmarks/train_throughput.py --reuse``).
+    ``auto`` uses bf16 on GPUs that support it (else fp16) and fp32 on every CPU. bf16 autocast trains
+    MobileNets slower than fp32 on each CPU measured (``benchmarks/train_throughput.py --reuse``): 10× on
+    an EPYC without bf16 instructions, 0.65-0.84× the images/s with AVX512-BF16, and still 0.55-0.65×
+    with AMX tiles (Sapphire Rapids), where oneDNN's bf16 depthwise-convolution backward takes 8-12× its
+    fp32 time and outweighs the faster 1×1 convolutions and batch norm.
     """
     if precision == "fp32":
         return None
@@ -30,7 +31,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
         return torch.bfloat16
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if torch.cpu._is_amx_tile_supported() else None
+    return None
 
 
 @contextlib.contextmanager
