@@ -23,6 +23,16 @@ DIGITS = tuple(str(i) for i in range(10))
 DIGITS_KWARGS = {"width_mult": 0.35, "num_classes": 10, "padding": "tf_same"}  # TF SAME pads: baked in
 
 
+def unwritable_folder(tmp_path: Path) -> Path:
+    """A folder nobody can create files in: ``/proc`` for root (who writes through permission bits),
+    else a folder under ``tmp_path`` without write permission."""
+    if os.geteuid() == 0:
+        return Path("/proc")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500, exist_ok=True)
+    return locked
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Hide GPUs from the suite unless ``MOBILENETS_TEST_CUDA=1`` (``make test-cuda``).
 

@@ -148,6 +148,11 @@ def test_summary_table_and_csv() -> None:
             and refused.stdout == ""
             and "use --format json or table" in refused.stderr
         )
+    for formats in (["--json", "--format", "csv"], ["--format", "table", "--json"]):  # not: the last wins
+        refused = run_cli("summary", "mobilenet_v3_small", *formats)
+        assert refused.returncode == 2 and "ask for two formats; give one" in refused.stderr, formats
+    same = run_cli("summary", "mobilenet_v3_small", "--json", "--format", "json")
+    assert same.returncode == 0 and json.loads(same.stdout)["total_params"] > 0
 
 
 @pytest.mark.parametrize(

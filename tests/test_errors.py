@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from mobilenets.atomic import unwritable_reason
 from mobilenets.errors import ExternalError, MissingFileError, UsageError, WrongTypeError, external_step
 
-from .conftest import run_cli
+from .conftest import run_cli, unwritable_folder
 
 
 def _run_with(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> tuple[int, str, str]:
@@ -72,3 +73,32 @@ def test_a_file_that_is_not_onnx_says_so(tmp_path: Path) -> None:
     fake.write_bytes(b"not a protobuf at all \xff\xfe")
     code, _, err = run_cli(["eval", "--onnx", str(fake), "--data", "digits"])
     assert code == 2 and "not a readable ONNX file" in err, err
+
+
+def test_unwritable_reason_names_what_stands_in_the_way(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    assert unwritable_reason(tmp_path / "new" / "deeper" / "m.onnx") is None  # created later, by the write
+    assert unwritable_reason(tmp_path, folder=True) is None
+    assert not list(tmp_path.glob(".write-test.*"))  # the probe is removed
+    for out, folder in ((tmp_path / "file" / "m.onnx", False), (tmp_path / "file", True)):
+        assert unwritable_reason(out, folder=folder) == f"{str(tmp_path / 'file')!r} is a file, not a folder"
+    locked = unwritable_folder(tmp_path)
+    assert f"cannot write in {str(locked)!r}" in str(unwritable_reason(locked / "m.onnx"))
+
+
+@pytest.mark.parametrize("command", ["export", "convert", "demo"])
+def test_an_out_that_cannot_be_written_is_refused_before_the_work(tmp_path: Path, command: str) -> None:
+    """Found before exporting, converting or measuring, not by the final write (an export can take
+    minutes), and a mistake to fix (exit 2) as in `train`."""
+    (tmp_path / "file").write_text("not a folder")
+    locked = unwritable_folder(tmp_path)
+    argv = {
+        "export": ["export", "mobilenet_v2", "--format", "onnx", "--out", str(locked / "m.onnx")],
+        "convert": ["convert", str(tmp_path / "file"), "--model", "mobilenet_v2", "--out"],
+        "demo": ["demo", "--no-train", "--repeats", "1", "--out", str(locked / "demo")],
+    }[command]
+    if command == "convert":
+        argv.append(str(locked / "m.safetensors"))
+    code, stdout, err = run_cli(argv)
+    assert code == 2 and f"cannot write in {str(locked)!r}" in err and ".tmp" not in err, err
+    assert stdout == "" and "[1/" not in err

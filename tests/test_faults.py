@@ -37,7 +37,7 @@ from mobilenets.training import storage as storage_module
 from mobilenets.training.checkpoint import checkpoint_paths
 from mobilenets.training.stop import StopRequest
 
-from .conftest import CodePayload, run_cli
+from .conftest import CodePayload, run_cli, unwritable_folder
 
 FAST: dict[str, Any] = {"model": "mobilenet_v1", "width_mult": 0.25, "batch_size": 128, "progress": False}
 
@@ -99,18 +99,10 @@ def test_disk_full_at_a_checkpoint_write_keeps_the_last_good_one(
     assert compare_with_reference(out, reference.out, reference.epochs) == []
 
 
-def _unwritable(tmp_path: Path) -> Path:
-    if os.geteuid() == 0:  # root writes through permissions; /proc refuses everyone
-        return Path("/proc/mobilenets-run")
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o500)
-    return locked / "run"
-
-
 @pytest.mark.parametrize("kind", ["under_a_file", "unwritable"])
 def test_out_that_cannot_be_written_fails_before_training(tmp_path: Path, kind: str) -> None:
     (tmp_path / "file").write_text("not a directory")
-    out = tmp_path / "file" / "run" if kind == "under_a_file" else _unwritable(tmp_path)
+    out = tmp_path / "file" / "run" if kind == "under_a_file" else unwritable_folder(tmp_path) / "run"
     code, stdout, stderr = run_cli(["train", *RECIPE, "--no-progress", "--out", str(out)])
     assert code == 2 and "epoch" not in stdout
     assert f"cannot write the run directory {str(out)!r}" in stderr and "writable --out" in stderr

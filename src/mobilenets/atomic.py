@@ -29,6 +29,30 @@ def _current_umask() -> int:
     return mask
 
 
+def unwritable_reason(out: str | os.PathLike[str], *, folder: bool = False) -> str | None:
+    """Why ``out`` (a file, or with ``folder`` a folder) could not be written, or None if it could.
+
+    Asked before the work that produces it, so that a long export or run is not lost at its final
+    write: the nearest existing folder on the path must take a new file. Found by creating and removing
+    a temporary file there, since permission bits do not tell (root writes through them; a read-only
+    mount or ``/proc`` refuses everyone). A file where a folder of the path should be is named.
+    """
+    target = Path(out)
+    places = [target, *target.parents] if folder else list(target.parents)
+    above = next((place for place in places if place.exists()), None)
+    if above is None:
+        return None
+    if not above.is_dir():
+        return f"{str(above)!r} is a file, not a folder"
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=above)
+    except OSError as err:
+        return f"cannot write in {str(above)!r} ({err.strerror or err})"
+    os.close(fd)
+    Path(probe).unlink(missing_ok=True)
+    return None
+
+
 def save_atomic(path: str | os.PathLike[str], write_fn: Callable[[BinaryIO], object]) -> None:
     """Write ``path`` atomically: ``write_fn`` fills a same-directory temp file that then replaces it.
 

@@ -11,6 +11,7 @@ from ..errors import UsageError
 from .common import (
     add_memory_efficient_arguments,
     add_model_arguments,
+    given_flags,
     memory_efficient_options,
     model_from_args,
     model_name_from_args,
@@ -37,9 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_memory_efficient_arguments(parser, "peak memory when")
     parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
-    parser.add_argument(
-        "--json", dest="format", action="store_const", const="json", help="the same as --format json"
-    )
+    parser.add_argument("--json", action="store_true", help="the same as --format json")
     parser.set_defaults(run=run)
 
 
@@ -55,8 +54,13 @@ def run(args: argparse.Namespace) -> int:
         "name": model_name_from_args(args),
         "compare_standard": args.compare_standard,
     }
+    output = args.format
+    if args.json:
+        if given_flags(args, "format") and args.format != "json":
+            raise UsageError(f"--json and --format {args.format} ask for two formats; give one")
+        output = "json"
     lean = memory_efficient_options(args)
-    if args.format == "csv" and (args.compare_standard or lean is not None):
+    if output == "csv" and (args.compare_standard or lean is not None):
         given = "--compare-standard" if args.compare_standard else "--memory-efficient/--patches"
         raise UsageError(f"{given}: the per-layer CSV has no place for it; use --format json or table")
     if lean is None:
@@ -66,9 +70,9 @@ def run(args: argparse.Namespace) -> int:
 
         chunks, patches, stride = lean
         summary = summarize_memory_efficient(model, chunks, patches=patches, patch_stride=stride, **options)
-    if args.format == "json":
+    if output == "json":
         print(to_json(summary))
-    elif args.format == "csv":
+    elif output == "csv":
         print(to_csv(summary), end="")
     else:
         print_table(summary)

@@ -26,6 +26,7 @@ from torch import nn
 
 from ..analysis.layers import layer_costs
 from ..analysis.memory import peak_activation_bytes
+from ..atomic import unwritable_reason
 from ..bench.latency import measure_interleaved, prepare_for_inference
 from ..bench.machine import cpu_description
 from ..errors import UsageError
@@ -382,6 +383,9 @@ def run_demo(out: Path, *, threads: int = 2, repeats: int = 20, train: bool = Tr
     """
     if threads < 1 or repeats < 1:
         raise UsageError(f"threads and repeats must be positive, got {threads} and {repeats}")
+    unwritable = unwritable_reason(out, folder=True)
+    if unwritable is not None:
+        raise UsageError(f"--out {str(out)!r}: {unwritable}")
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     steps = 5 if train else 4

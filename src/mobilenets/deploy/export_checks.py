@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..atomic import unwritable_reason
 from ..errors import UsageError
 from .pt2e_qat import check_qat_values
 from .quantize import check_quantize_values
@@ -61,9 +62,9 @@ def check_export_values(
         raise UsageError(f"{name('out')} {str(out)!r} must end in {suffix} for {name('format')} {format}")
     if Path(out).is_dir():  # found now, not by the final rename after the whole export
         raise UsageError(f"{name('out')} {str(out)!r} is a folder; give a file name ending in {suffix}")
-    above = next((parent for parent in Path(out).parents if parent.exists()), None)
-    if above is not None and not above.is_dir():
-        raise UsageError(f"{name('out')} {str(out)!r}: {str(above)!r} is a file, not a folder")
+    unwritable = unwritable_reason(out)
+    if unwritable is not None:
+        raise UsageError(f"{name('out')} {str(out)!r}: {unwritable}")
     check_tolerance(tolerance, name=name("tolerance"))
     check_quantize_values(method=calib_method, weight_dtype=weight_dtype)
     check_qat_values(epochs=qat_epochs, lr=qat_lr, epochs_name=name("qat_epochs"), lr_name=name("qat_lr"))

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from ..atomic import unwritable_reason
 from ..errors import UsageError
 from ..models import MobileNet, create_model
 from .card import CARD_FORMAT, EVAL_CROP_FRACTION, ModelCard, TrainedModel, attach_card, load_trained_model
@@ -269,6 +270,9 @@ def convert(
         raise UsageError(f"--out {str(target)!r} must end in .safetensors (convert writes safetensors only)")
     if target.is_dir():  # found before the weights are read, not by the final rename of a temp file
         raise UsageError(f"--out {str(target)!r} is a folder; give a file name ending in .safetensors")
+    unwritable = unwritable_reason(target)
+    if unwritable is not None:
+        raise UsageError(f"--out {str(target)!r}: {unwritable}")
     if target.exists() and Path(path).exists() and target.resolve() == Path(path).resolve():
         raise UsageError(
             f"--out {str(target)!r} is the file being converted; write the converted weights beside it"
