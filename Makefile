@@ -42,7 +42,8 @@ lint: install
 
 # The package as users get it: build the wheel (no build isolation: offline, with the pinned setuptools),
 # install it into a fresh virtual environment with the CI pins, and run it from outside the source tree
-# (no PYTHONPATH), so a missing dependency, module or package-data file fails here.
+# (no PYTHONPATH), so a missing dependency, module or package-data file fails here. Then the source
+# distribution, which must hold the whole project (MANIFEST.in).
 WHEEL_CHECK := build/wheel-check
 wheel-check: install
 	rm -rf build/lib build/bdist.* src/mobilenets.egg-info $(WHEEL_CHECK)
@@ -53,6 +54,8 @@ wheel-check: install
 	cd $(WHEEL_CHECK) && env -u PYTHONPATH venv/bin/mobilenets list
 	cd $(WHEEL_CHECK) && env -u PYTHONPATH venv/bin/mobilenets summary mobilenet_v2 > summary.txt
 	cd $(WHEEL_CHECK) && env -u PYTHONPATH venv/bin/python -c "$$WHEEL_CHECK_PY"
+	$(BIN)/python -c "from setuptools import build_meta; build_meta.build_sdist('$(WHEEL_CHECK)/sdist')" > /dev/null
+	$(BIN)/python -c "$$SDIST_CHECK_PY" $(WHEEL_CHECK)/sdist/mobilenets-*.tar.gz
 	rm -rf $(WHEEL_CHECK) build/lib build/bdist.* src/mobilenets.egg-info
 
 define VENV_CHECK_PY
@@ -79,6 +82,21 @@ if "mobilenet_v2" not in pathlib.Path("summary.txt").read_text(): fail("summary 
 print(f"wheel check passed: {mobilenets.__file__}, 1000 ImageNet classes, py.typed, LICENSE, list, summary")
 endef
 export WHEEL_CHECK_PY
+
+# Run by wheel-check on the source distribution: every source, test, benchmark and doc file is in it.
+define SDIST_CHECK_PY
+import pathlib, sys, tarfile
+with tarfile.open(sys.argv[1]) as sdist:
+    held = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
+wanted = {"LICENSE", "README.md", "pyproject.toml", "Makefile", "constraints.txt", ".ci/run"}
+for folder in ("src", "tests", "docs", "benchmarks"):
+    wanted |= {str(path) for path in pathlib.Path(folder).rglob("*") if path.is_file()
+               and "__pycache__" not in path.parts and ".egg-info" not in str(path)}
+missing = sorted(wanted - held)
+if missing: sys.exit(f"sdist check failed: {len(missing)} files missing, e.g. {missing[:5]}")
+print(f"sdist check passed: {len(wanted)} files of the project in {sys.argv[1]}")
+endef
+export SDIST_CHECK_PY
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py

@@ -86,19 +86,22 @@ def test_unwritable_reason_names_what_stands_in_the_way(tmp_path: Path) -> None:
     assert f"cannot write in {str(locked)!r}" in str(unwritable_reason(locked / "m.onnx"))
 
 
-@pytest.mark.parametrize("command", ["export", "convert", "demo"])
+@pytest.mark.parametrize("command", ["export", "convert", "demo", "eval"])
 def test_an_out_that_cannot_be_written_is_refused_before_the_work(tmp_path: Path, command: str) -> None:
-    """Found before exporting, converting or measuring, not by the final write (an export can take
-    minutes), and a mistake to fix (exit 2) as in `train`."""
+    """Found before exporting, converting, measuring or evaluating, not by the final write (an export
+    can take minutes), and a mistake to fix (exit 2) as in `train`."""
     (tmp_path / "file").write_text("not a folder")
     locked = unwritable_folder(tmp_path)
     argv = {
         "export": ["export", "mobilenet_v2", "--format", "onnx", "--out", str(locked / "m.onnx")],
         "convert": ["convert", str(tmp_path / "file"), "--model", "mobilenet_v2", "--out"],
         "demo": ["demo", "--no-train", "--repeats", "1", "--out", str(locked / "demo")],
+        "eval": ["eval", "--weights", str(tmp_path / "file"), "--data", "digits"],
     }[command]
     if command == "convert":
         argv.append(str(locked / "m.safetensors"))
+    if command == "eval":  # the plot asked for
+        argv += ["--confusion", str(locked / "confusion.png")]
     code, stdout, err = run_cli(argv)
     assert code == 2 and f"cannot write in {str(locked)!r}" in err and ".tmp" not in err, err
     assert stdout == "" and "[1/" not in err

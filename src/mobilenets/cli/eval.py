@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ..atomic import unwritable_reason
 from ..devices import DEVICE_HELP, resolve_device
 from ..errors import UsageError
 from .common import (
@@ -243,6 +244,9 @@ def run(args: argparse.Namespace) -> int:
         if args.confusion.suffix.lower() != ".png":
             raise UsageError(f"--confusion {str(args.confusion)!r} must end in .png (the plot is an image)")
         refuse_overwriting(args.confusion, "--confusion", args.weights, exported)
+        unwritable = unwritable_reason(args.confusion)  # found now, not after the whole evaluation
+        if unwritable is not None:
+            raise UsageError(f"--confusion {str(args.confusion)!r}: {unwritable}")
     if exported is not None and args.device not in ("auto", "cpu"):
         raise UsageError(f"--device {args.device}: exported files run on the CPU here")
     device = resolve_device(args.device)

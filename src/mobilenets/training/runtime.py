@@ -18,7 +18,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     ``auto`` uses bf16 on GPUs that support it (else fp16) and fp32 on every CPU. bf16 autocast trains
     MobileNets slower than fp32 on each CPU measured (``benchmarks/train_throughput.py --reuse``): 10× on
     an EPYC without bf16 instructions, 0.65-0.84× the images/s with AVX512-BF16, and still 0.55-0.65×
-    with AMX tiles (Sapphire Rapids), where oneDNN's bf16 depthwise-convolution backward takes 8-12× its
+    with AMX tiles (Sapphire Rapids), where oneDNN's bf16 depthwise-convolution backward takes 8.6-12.5× its
     fp32 time and outweighs the faster 1×1 convolutions and batch norm.
     """
     if precision == "fp32":

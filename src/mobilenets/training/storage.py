@@ -16,6 +16,7 @@ from pathlib import Path
 
 from torch import nn
 
+from ..atomic import unwritable_reason
 from ..errors import TrainingError, UsageError
 from .checkpoint import checkpoint_paths
 
@@ -37,20 +38,21 @@ RUN_FILES = (
 
 def check_writable(out: Path) -> None:
     """Create ``out`` if needed and prove a file can be written there; ``ValueError`` naming why not."""
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=out)
+    reason = unwritable_reason(out, folder=True)  # e.g. a file where a folder of the path should be
+    if reason is None:
         try:
-            os.write(fd, b"mobilenets")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-            Path(probe).unlink(missing_ok=True)
-    except OSError as err:
-        reason = err.strerror or str(err)
-        raise UsageError(
-            f"cannot write the run directory {str(out)!r} ({reason}); choose a writable --out"
-        ) from err
+            out.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=out)
+            try:
+                os.write(fd, b"mobilenets")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+                Path(probe).unlink(missing_ok=True)
+        except OSError as err:
+            reason = err.strerror or str(err)
+    if reason is not None:
+        raise UsageError(f"cannot write the run directory {str(out)!r} ({reason}); choose a writable --out")
 
 
 def kept_checkpoint(out: Path) -> str:
