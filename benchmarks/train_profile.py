@@ -14,7 +14,8 @@ recipe's network (ends at 2×2); the same with its last stride dropped (``output
 4×4), dilated as segmentation backbones are and undilated as CIFAR variants are (``dilate=False``);
 the recipe's step under ``torch.compile`` (``mobilenets train --compile``), whose generated
 kernels fuse batch norm with the activation (their time counts as "other"); and the recipe's step
-under bf16 autocast (``--precision bf16``), which ``--precision auto`` does not pick on CPUs.
+under bf16 autocast (``--precision bf16``), which ``--precision auto`` does not pick on CPUs (only
+when named in ``--variants``).
 
     python benchmarks/train_profile.py --markdown     # ~2 minutes on 2 cores
 
@@ -58,12 +59,13 @@ KINDS: dict[str, tuple[str, ...]] = {
 # The variants compared: builder options on top of the recipe's (mobilenet_v2, small_input=1), and
 # TrainConfig settings.
 RECIPE = "recipe (2×2)"
+BF16 = "recipe, bf16 autocast"
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     RECIPE: ({}, {}),
     "output_stride 8, dilated (4×4)": ({"output_stride": 8}, {}),
     "output_stride 8, undilated (4×4)": ({"output_stride": 8, "dilate": False}, {}),
     "recipe, torch.compile": ({}, {"compile": True}),
-    "recipe, bf16 autocast": ({}, {"precision": "bf16"}),
+    BF16: ({}, {"precision": "bf16"}),
 }
 
 
@@ -121,11 +123,14 @@ def profile_variant(args: argparse.Namespace, variant: str) -> dict[str, Any]:
 
 
 def kind_of(op: str, shapes: list[list[int]]) -> str:
-    """The kind an aten operator's self time counts to; a convolution's by its weight (forward: input
-    1, backward: input 2), depthwise when it has one input channel per filter, ``(C, 1, k, k)``."""
+    """The kind an aten operator's self time counts to; a convolution's by its input and weight
+    (forward: arguments 0 and 1, backward: 1 and 2), depthwise when each filter sees one of several
+    input channels: weight ``(C, 1, k, k)`` on a ``(N, C > 1, H, W)`` input."""
     if op in CONV_FORWARD or op in CONV_BACKWARD:
-        weight = shapes[1 if op in CONV_FORWARD else 2] if len(shapes) > 2 else []
-        which = "depthwise" if len(weight) == 4 and weight[1] == 1 else "other"
+        first = 0 if op in CONV_FORWARD else 1
+        images, weight = (shapes[first], shapes[first + 1]) if len(shapes) > first + 1 else ([], [])
+        depthwise = len(weight) == 4 and weight[1] == 1 and len(images) == 4 and images[1] > 1
+        which = "depthwise" if depthwise else "other"
         return f"{which} convolution, {'forward' if op in CONV_FORWARD else 'backward'}"
     return next((kind for kind, names in KINDS.items() if op in names), "other")
 
@@ -144,7 +149,9 @@ def main() -> int:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=10, help="profiled steps, after 3 warm-up steps")
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument(  # bf16 only when asked: emulated (10× slower) on CPUs without bf16 instructions
+        "--variants", nargs="+", choices=list(VARIANTS), default=[v for v in VARIANTS if v != BF16]
+    )
     parser.add_argument("--child", choices=list(VARIANTS), help=argparse.SUPPRESS)
     add_markdown_argument(parser, "training.md")
     parser.add_argument(

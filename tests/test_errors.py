@@ -83,7 +83,11 @@ def test_unwritable_reason_names_what_stands_in_the_way(tmp_path: Path) -> None:
     for out, folder in ((tmp_path / "file" / "m.onnx", False), (tmp_path / "file", True)):
         assert unwritable_reason(out, folder=folder) == f"{str(tmp_path / 'file')!r} is a file, not a folder"
     locked = unwritable_folder(tmp_path)
-    assert f"cannot write in {str(locked)!r}" in str(unwritable_reason(locked / "m.onnx"))
+    assert f"no file can be created in {str(locked)!r}" in str(unwritable_reason(locked / "m.onnx"))
+    assert unwritable_reason(tmp_path) == f"{str(tmp_path)!r} is a folder, not a file"
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")  # exists() follows links: named, not skipped
+    for out, folder in ((tmp_path / "gone" / "m.onnx", False), (tmp_path / "gone", True)):
+        assert unwritable_reason(out, folder=folder) == f"{str(tmp_path / 'gone')!r} is a link to nothing"
 
 
 @pytest.mark.parametrize("command", ["export", "convert", "demo", "eval"])
@@ -103,5 +107,5 @@ def test_an_out_that_cannot_be_written_is_refused_before_the_work(tmp_path: Path
     if command == "eval":  # the plot asked for
         argv += ["--confusion", str(locked / "confusion.png")]
     code, stdout, err = run_cli(argv)
-    assert code == 2 and f"cannot write in {str(locked)!r}" in err and ".tmp" not in err, err
+    assert code == 2 and f"no file can be created in {str(locked)!r}" in err and ".tmp" not in err, err
     assert stdout == "" and "[1/" not in err

@@ -107,7 +107,7 @@ def test_out_that_cannot_be_written_fails_before_training(tmp_path: Path, kind: 
     assert code == 2 and "epoch" not in stdout
     assert f"cannot write the run directory {str(out)!r}" in stderr and "writable --out" in stderr
     if kind == "under_a_file":  # says what is in the way, not the OS's "File exists"
-        assert f"({str(tmp_path / 'file')!r} is a file, not a folder)" in stderr, stderr
+        assert f": {str(tmp_path / 'file')!r} is a file, not a folder;" in stderr, stderr
 
 
 def test_too_little_free_space_fails_before_training(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -35,21 +35,28 @@ def unwritable_reason(out: str | os.PathLike[str], *, folder: bool = False) -> s
     Asked before the work that produces it, so that a long export or run is not lost at its final
     write: the nearest existing folder on the path must take a new file. Found by creating and removing
     a temporary file there, since permission bits do not tell (root writes through them; a read-only
-    mount or ``/proc`` refuses everyone). A file where a folder of the path should be is named.
+    mount or ``/proc`` refuses everyone). A folder where the file should be, a file where a folder of
+    the path should be and a broken link on the path are named.
     """
     target = Path(out)
+    if not folder and target.is_dir():
+        return f"{str(target)!r} is a folder, not a file"
     places = [target, *target.parents] if folder else list(target.parents)
-    above = next((place for place in places if place.exists()), None)
+    above = next((place for place in places if place.exists() or place.is_symlink()), None)
     if above is None:
         return None
+    if not above.exists():
+        return f"{str(above)!r} is a link to nothing"
     if not above.is_dir():
         return f"{str(above)!r} is a file, not a folder"
     try:
         fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=above)
     except OSError as err:
-        return f"cannot write in {str(above)!r} ({err.strerror or err})"
-    os.close(fd)
-    Path(probe).unlink(missing_ok=True)
+        return f"no file can be created in {str(above)!r} ({err.strerror or err})"
+    try:
+        os.close(fd)
+    finally:
+        Path(probe).unlink(missing_ok=True)
     return None
 
 

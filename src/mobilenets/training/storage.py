@@ -50,9 +50,9 @@ def check_writable(out: Path) -> None:
                 os.close(fd)
                 Path(probe).unlink(missing_ok=True)
         except OSError as err:
-            reason = err.strerror or str(err)
+            reason = f"{err.strerror or err}"
     if reason is not None:
-        raise UsageError(f"cannot write the run directory {str(out)!r} ({reason}); choose a writable --out")
+        raise UsageError(f"cannot write the run directory {str(out)!r}: {reason}; choose a writable --out")
 
 
 def kept_checkpoint(out: Path) -> str:
