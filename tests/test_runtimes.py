@@ -211,12 +211,27 @@ def test_openvino_int8_keeps_the_named_modules_float(tmp_path: Path) -> None:
     assert "FakeQuantize" in float_kept["convolution_2"]  # and the rest stays int8
 
 
+def _input_shapes(*paths: Path) -> list[str]:
+    core = openvino_api().Core()
+    return [str(core.read_model(path).inputs[0].get_partial_shape()) for path in paths]
+
+
+def test_openvino_ir_input_shape_is_the_files(tmp_path: Path) -> None:
+    """Fixed as the file says, [1,3,R,R], or with a free batch, not left free ([?,3,?,?]) by the
+    converter: a free shape makes OpenVINO infer shapes at every inference."""
+    model = mobilenets.create_model("mobilenet_v2", width_mult=0.25, num_classes=10).eval()
+    export_openvino(model, tmp_path / "fixed.xml", resolution=32)
+    export_openvino(model, tmp_path / "free.xml", resolution=32, dynamic_batch=True)
+    assert _input_shapes(tmp_path / "fixed.xml", tmp_path / "free.xml") == ["[1,3,32,32]", "[?,3,32,32]"]
+
+
 def test_openvino_fixed_batch_export_of_a_groupnorm_network(tmp_path: Path) -> None:
-    """A free batch reshaped to 1 after conversion crashed OpenVINO's compiler (a segmentation fault)
-    on GroupNorm networks; a fixed batch is now exported as such."""
+    """OpenVINO's fp32 compiler crashes (a segmentation fault) on GroupNorm networks with a fixed input
+    shape, which a free batch reshaped to 1 also gave: they keep the converter's free shape."""
     model = mobilenets.create_model("mobilenet_v2", width_mult=0.25, num_classes=10, norm="groupnorm").eval()
     result = export_verified(model, tmp_path / "gn.xml", format="openvino", resolution=32)
     assert result.max_abs_diff < 1e-4
+    assert _input_shapes(tmp_path / "gn.xml") == ["[?,3,?,?]"]
     (tmp_path / "taken.xml").mkdir()
     with pytest.raises(ValueError, match=r"taken\.xml. for the OpenVINO IR: it is a folder"):
         export_openvino(model, tmp_path / "taken.xml", resolution=32)

@@ -81,8 +81,11 @@ def convert(model: nn.Module, resolution: int, *, dynamic_batch: bool = True) ->
     and the ``torch.export`` program it was converted from (its nodes name OpenVINO's operations).
 
     Converted from a ``torch.export`` program (not OpenVINO's default TorchScript trace, which
-    ``torch.jit`` deprecates). A fixed batch is exported as such: a free batch reshaped to 1 afterwards
-    crashed OpenVINO's compiler on GroupNorm networks (a segmentation fault, openvino 2026.4.1).
+    ``torch.jit`` deprecates). The converter leaves every input dimension free (``[?,3,?,?]``) unless
+    told, so the input shape is given: ``[?,3,R,R]`` or, for a fixed batch, ``[1,3,R,R]``, which spares
+    OpenVINO's shape inference at every inference. Except on GroupNorm networks: with a fixed shape
+    OpenVINO's compiler crashes on them in fp32 (a segmentation fault, openvino 2026.4.1), so they keep
+    the free shape and run as before.
     """
     ov = openvino_api()
     fused = out_of_place(fuse(model).float().cpu().eval())
@@ -92,9 +95,13 @@ def convert(model: nn.Module, resolution: int, *, dynamic_batch: bool = True) ->
         program = _as_openvino_decomposes(
             torch.export.export(fused, (example,), dynamic_shapes=dynamic_shapes)
         )
-        ov_model = ov.convert_model(program)
         if dynamic_batch:
-            ov_model.reshape(ov.PartialShape([-1, 3, resolution, resolution]))
+            shape = ov.PartialShape([-1, 3, resolution, resolution])
+        elif any(isinstance(module, nn.GroupNorm) for module in fused.modules()):
+            shape = None  # the converter's free shape: a fixed one crashes the fp32 compiler (see above)
+        else:  # fixed, as the file says: a free shape costs shape inference at every inference
+            shape = ov.PartialShape([1, 3, resolution, resolution])
+        ov_model = ov.convert_model(program) if shape is None else ov.convert_model(program, input=[shape])
     return ov_model, program
 
 
