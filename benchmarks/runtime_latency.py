@@ -12,7 +12,8 @@ The goals are judged by paired comparisons (:mod:`mobilenets.bench.paired`): aft
 fastest variant and an anchor stay loaded in two processes that take ``--turns`` turns each, and the
 verdict is the 95% interval of the median per-turn ratio (int8: against each int8 anchor). Writes
 ``runs/bench/runtime_latency.json`` and, with ``--markdown``, the ``runtime-latency`` table of
-``docs/deployment.md``.
+``docs/deployment.md`` (``--fragment runtime-latency-epyc``: the table kept for the AVX-512 EPYC, so
+that two machines never share one table).
 
     python benchmarks/runtime_latency.py --markdown     # ~5 minutes on 2 idle cores
 """
@@ -93,6 +94,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--turns", type=int, default=100, help="turns of each paired comparison")
     add_markdown_argument(parser, "deployment.md")
+    parser.add_argument(
+        "--fragment",
+        choices=("runtime-latency", "runtime-latency-epyc"),  # the main table; the AVX-512 EPYC's
+        default="runtime-latency",
+        help="the page's markers to write between",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="runtime-latency-") as workdir:  # prepared once for both
@@ -122,7 +129,7 @@ def main() -> int:
     heading = provenance(time.perf_counter() - started)
     text = f"{heading}\n\n{table(header, rows, 'llrrr')}{notes}\n\n{verdict(result, paired)}"
     print(text)
-    write_fragments(args.markdown, {"runtime-latency": text})
+    write_fragments(args.markdown, {args.fragment: text})
     return 0
 
 

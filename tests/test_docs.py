@@ -443,6 +443,7 @@ FRAGMENTS = {
         "memory-efficient": "memory_efficient.py",
         "runtime-accuracy": "runtime_accuracy.py",
         "runtime-latency": "runtime_latency.py",
+        "runtime-latency-epyc": "runtime_latency.py",
         "openvino-profile": "openvino_profile.py",
         "deployed-memory": "deployed_memory.py",
         "export-time": "export_time.py",
