@@ -309,3 +309,17 @@ def test_demo_ablation_gives_both_v1_rows_their_spread_and_the_difference(tmp_pa
         with pytest.raises(UsageError, match="holds something the demo did not write"):
             demo.separable_ablation(folder, recipe=recipe, threads=1)
         assert (folder / name).read_text() == content
+
+
+@pytest.mark.parametrize("command", ["bench", "eval", "demo"])
+def test_threads_beyond_the_cpus_or_below_one_are_refused(command: str) -> None:
+    """A thread count past the CPUs this process may use only makes threads take turns (ONNX Runtime's
+    spin on each other): a typo such as 10000 is refused at once, naming the range."""
+    import os
+
+    usable = len(os.sched_getaffinity(0))
+    extra = ["--pretrained", "torchvision_mobilenet_v2"] if command == "eval" else []
+    for wrong in ("0", str(usable + 1), "10000", "two"):
+        code, _, err = run_cli_argv([command, *extra, "--threads", wrong])
+        assert code == 2 and "argument --threads" in err, (wrong, err)
+        assert (f"give 1 to {usable}" in err) if wrong != "two" else ("not a whole number" in err), err

@@ -19,7 +19,7 @@ from ..bench.inference import ALL_VARIANTS, EXTRA_VARIANTS, REFERENCE, REPEATS, 
 from ..bench.paired import TURNS as PAIR_TURNS
 from ..bench.paired import WARMUP as PAIR_WARMUP
 from ..errors import UsageError
-from .common import add_allocator_argument, apply_allocator, check_resolution, given_flags
+from .common import add_allocator_argument, apply_allocator, check_resolution, given_flags, thread_count
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +33,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--resolution", type=int, default=None, help="input size (default: the model's own, 224 for most)"
     )
-    parser.add_argument("--threads", type=int, default=2, help="threads for every runtime (default 2)")
+    parser.add_argument(
+        "--threads", type=thread_count, default=2, help="threads for every runtime (default 2)"
+    )
     parser.add_argument(
         "--rounds",
         type=int,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,21 @@ def path_argument(text: str) -> Path:
     if not text.strip():
         raise argparse.ArgumentTypeError("an empty path; expected a file or folder name")
     return Path(text)
+
+
+def thread_count(text: str) -> int:
+    """An argparse ``type`` for ``--threads``: from 1 to the CPUs this process may run on. More
+    threads than CPUs only take turns (ONNX Runtime's spin), so a larger number is taken for a typo."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of threads") from None
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if not 1 <= value <= usable:
+        raise argparse.ArgumentTypeError(
+            f"{value}: this process may run on {usable} CPUs; give 1 to {usable}"
+        )
+    return value
 
 
 def check_resolution(value: int, flag: str = "--resolution") -> int:

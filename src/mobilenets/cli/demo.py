@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import path_argument
+from .common import path_argument, thread_count
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -14,7 +14,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", type=path_argument, default=Path("runs/demo"), help="report folder")
     parser.add_argument(
-        "--threads", type=int, default=2, help="CPU threads for timing and training (default 2)"
+        "--threads", type=thread_count, default=2, help="CPU threads for timing and training (default 2)"
     )
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per variant (median reported)")
     parser.add_argument(

@@ -30,6 +30,7 @@ from .common import (
     refuse_overwriting,
     refuse_unused_split,
     require_classes,
+    thread_count,
 )
 
 DEFAULT_BATCH_SIZE = 64
@@ -47,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_deployed_arguments(what)
     parser.add_argument(
         "--threads",
-        type=int,
+        type=thread_count,
         default=None,
         help="CPU threads, for PyTorch or the exported file's runtime (default: all cores)",
     )
@@ -112,8 +113,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _check_args(args: argparse.Namespace) -> None:
     if args.batch_size is not None and args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
-    if args.threads is not None and args.threads < 1:
-        raise UsageError(f"--threads must be >= 1, got {args.threads}")
     if args.workers < 0:
         raise UsageError(f"--workers must be >= 0, got {args.workers}")
     if args.shift_tta < 0:
