@@ -194,6 +194,8 @@ def test_counts_on_edges_count_what_numpy_counts() -> None:
         assert counted is not None and np.array_equal(counted, expected), bins.dtype
     uneven = np.append(np.linspace(0.0, 1e-3, 100), 5.0)  # most bins near 0, one to 5
     assert counts_on_edges([data], uneven) is None  # far from even: counted NumPy's way
+    tiny = np.histogram_bin_edges(np.array([0.0, 1e-36], np.float32), bins=2048)  # 2048 / span: inf
+    assert counts_on_edges([np.array([0.0, 1e-36], np.float32)], tiny) is None
 
 
 @pytest.mark.parametrize("method", ["percentile", "entropy"])
@@ -225,13 +227,20 @@ def test_parallel_histograms_equal_onnx_runtimes_own(method: str, monkeypatch: p
         }
         for collector in collectors:
             collector.collect(batch)
+    odd = {"tiny": [np.array([0.0, 1e-36, -1e-36], np.float32)], "ragged": [np.ones(3, np.float32)] * 2}
+    for collector in collectors:  # left to ORT's code: a span float32 cannot divide, a list of two shapes
+        collector.collect(odd)
+    ragged = [np.ones(3, np.float32), np.ones(4, np.float32)]
+    for collector in collectors:
+        with pytest.raises(ValueError, match="inhomogeneous"):
+            collector.collect({"ragged": ragged})
     ours, theirs = collectors[1].histogram_dict, collectors[0].histogram_dict
-    assert ours.keys() == theirs.keys() and len(ours) == 6
+    assert ours.keys() == theirs.keys() and len(ours) == 8
     for name, entry in theirs.items():
         assert len(ours[name]) == len(entry)
         assert all(np.array_equal(a, b) for a, b in zip(ours[name], entry, strict=True)), name
     # percentile: every tensor's every batch binned without sorting; entropy: ORT's code throughout
-    assert len(binned) == (18 if method == "percentile" else 0)
+    assert len(binned) == (20 if method == "percentile" else 0)
 
 
 def test_quantize_calibrates_through_parallel_histograms_into_the_same_file(

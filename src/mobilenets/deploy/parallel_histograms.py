@@ -10,8 +10,11 @@ the bin edges a tensor already has: given an array of edges, NumPy sorts the val
 and ORT copies each batch twice before that. Those edges are evenly spaced (ORT makes them so), so
 :func:`counts_on_edges` computes each value's bin from the spacing and moves the few guesses the
 edges themselves contradict, which counts exactly what NumPy counts, without the sort or the copies.
-The entropy method and any input out of the ordinary (NaN, infinities, not float32) still run ORT's
-own code, and the histograms come out bit for bit the same (``tests/test_deploy.py`` checks it).
+The entropy method and any input out of the ordinary (NaN, infinities, not float32, spans too narrow
+for float32) still run ORT's own code, and the histograms come out bit for bit the same
+(``tests/test_deploy.py`` checks it). One difference remains: when several arrays of one tensor in
+one batch (``quantize_onnx`` gives one) meet 0.0 and -0.0 at an extreme, the stored zero may carry
+the other sign, which no scale or zero point sees.
 ``benchmarks/export_time.py`` times the difference.
 """
 
@@ -51,6 +54,8 @@ def counts_on_edges(values: Sequence[np.ndarray], edges: np.ndarray) -> np.ndarr
     # slots: 0 below the first edge, 1..n the bins, n + 1 exactly the last edge, n + 2 above it
     bounds = np.concatenate(([-np.inf], edges, [np.nextafter(top, kind.type(np.inf)), np.inf])).astype(kind)
     step, offset = np.float32(scale), np.float32(1 - low * scale)
+    if not (np.isfinite(step) and np.isfinite(offset)):  # a span too narrow for float32 guesses
+        return None
     counts = np.zeros(n + 3, dtype=np.intp)
     for array in values:
         flat = array.reshape(-1)
@@ -93,7 +98,11 @@ def _grow_absolute(collector: Any, name: str, arrays: Any) -> bool:
     ordinary = [isinstance(a, np.ndarray) and a.dtype == np.float32 and a.size > 0 for a in values]
     if (entry is not None and len(entry) != 4) or not values or not all(ordinary):
         return False
-    low, high = min(a.min() for a in values), max(a.max() for a in values)
+    if len({a.shape for a in values}) > 1:  # ORT stacks a list into one array, and says why it cannot
+        return False
+    # ORT's own reductions (which of 0.0 and -0.0 an extreme zero keeps depends on them)
+    low = np.fmin.reduce([np.nanmin(a) for a in values])
+    high = np.fmax.reduce([np.nanmax(a) for a in values])
     if not (np.isfinite(low) and np.isfinite(high)):  # ORT's code says what NaN or inf do
         return False
     largest = max(abs(low), abs(high))
