@@ -227,10 +227,11 @@ def test_parallel_histograms_equal_onnx_runtimes_own(method: str, monkeypatch: p
         }
         for collector in collectors:
             collector.collect(batch)
-    odd = {"tiny": [np.array([0.0, 1e-36, -1e-36], np.float32)], "ragged": [np.ones(3, np.float32)] * 2}
-    for collector in collectors:  # left to ORT's code: a span float32 cannot divide, a list of two shapes
+    # a span too narrow for float32 guesses (left to ORT's code); a list of two arrays (binned by ours)
+    odd = {"tiny": [np.array([0.0, 1e-36, -1e-36], np.float32)], "pair": [np.ones(3, np.float32)] * 2}
+    for collector in collectors:
         collector.collect(odd)
-    ragged = [np.ones(3, np.float32), np.ones(4, np.float32)]
+    ragged = [np.ones(3, np.float32), np.ones(4, np.float32)]  # two shapes: ORT's code refuses them
     for collector in collectors:
         with pytest.raises(ValueError, match="inhomogeneous"):
             collector.collect({"ragged": ragged})
