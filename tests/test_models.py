@@ -12,10 +12,10 @@ from mobilenets import create_model, list_models
 from mobilenets.analysis import summarize
 from mobilenets.errors import UsageError
 from mobilenets.models import MAX_INPUT_SIZE, MIN_INPUT_SIZE, check_model_options, check_resolution
-from tests.conftest import ALL_MODELS, SMALL_RES
+from tests.conftest import IMAGENET_MODELS, SMALL_RES
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", IMAGENET_MODELS)
 def test_forward_shapes_and_interface(name: str) -> None:
     model = create_model(name, num_classes=7).eval()
     x = torch.randn(2, 3, SMALL_RES, SMALL_RES)
@@ -41,7 +41,7 @@ def test_a_features_only_model_has_no_classifier_to_reset() -> None:
     assert backbone.num_classes == backbone.pretrained_cfg["num_classes"] == 0  # unchanged
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", IMAGENET_MODELS)
 def test_feature_info_matches_real_features(name: str) -> None:
     model = create_model(name).eval()
     x = torch.randn(1, 3, SMALL_RES, SMALL_RES)
@@ -245,7 +245,7 @@ def test_grayscale_model_accepts_one_channel() -> None:
         assert model(torch.randn(1, 1, 32, 32)).shape == (1, 10)
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+@pytest.mark.parametrize("name", IMAGENET_MODELS)
 def test_small_input_keeps_32px_images_at_4x4(name: str) -> None:
     """small_input drops the first two stride-2 steps: total reduction 8, not 32, same weights."""
     small = create_model(name, num_classes=10, small_input=True).eval()

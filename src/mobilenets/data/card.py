@@ -113,10 +113,17 @@ def calibration_images(card: ModelCard, data: str, count: int) -> torch.Tensor:
     CIFAR-10's train folder are all airplanes); a list file's first ``count``, in the order it gives.
     """
     dataset = card_calibration_set(card, data)
-    total = len(dataset)  # type: ignore[arg-type]
-    if parse_data_spec(data).kind == "list" or count >= total:
+    if parse_data_spec(data).kind == "list":
         return first_images(dataset, count)
-    return _images_at(dataset, [(i * total) // count for i in range(count)])
+    return spread_images(dataset, count)
+
+
+def spread_images(dataset: Dataset[Any], count: int, *, workers: int = 0) -> torch.Tensor:
+    """``count`` images of ``dataset`` spread evenly over it (all of them if it has no more), as one batch."""
+    total = len(dataset)  # type: ignore[arg-type]
+    if count >= total:
+        return first_images(dataset, total, workers=workers)
+    return _images_at(dataset, [(i * total) // count for i in range(count)], workers)
 
 
 def _images_at(dataset: Dataset[Any], indices: Sequence[int], workers: int = 0) -> torch.Tensor:

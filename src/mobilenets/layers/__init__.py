@@ -15,8 +15,9 @@ from .drop_path import DropPath
 from .inverted_residual import ExpansionShortcutStage, InvertedResidual
 from .norm import NormConfig
 from .padding import PADDING_MODES, Conv2dSame, create_conv2d, tf_same_pads
-from .separable import DepthwiseSeparableConv
+from .separable import DepthwiseSeparableConv, PooledSeparableConv
 from .squeeze_excite import SqueezeExcite
+from .whitening import PatchWhitening
 
 __all__ = [
     "ACTIVATION_NAMES",
@@ -29,6 +30,8 @@ __all__ = [
     "ExpansionShortcutStage",
     "InvertedResidual",
     "NormConfig",
+    "PatchWhitening",
+    "PooledSeparableConv",
     "ReLU6",
     "SqueezeExcite",
     "create_activation",

@@ -1,12 +1,15 @@
-"""Depthwise separable convolution, the building block of MobileNet v1."""
+"""Depthwise separable convolutions: MobileNet v1's block, and Xception's single-norm form."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from ..errors import UsageError
+from .activations import create_activation
 from .conv_norm_act import ConvNormAct
 from .norm import NormConfig
+from .padding import create_conv2d
 
 
 class DepthwiseSeparableConv(nn.Module):
@@ -46,3 +49,59 @@ class DepthwiseSeparableConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv_pw(self.conv_dw(x))
+
+
+class PooledSeparableConv(nn.Module):
+    """K×K depthwise conv → 1×1 pointwise conv → (2×2 max pool) → norm → activation.
+
+    The separable convolution as Xception (Chollet 2017) uses it: nothing between the two convolutions,
+    so a block makes one pass of normalisation and activation where MobileNet v1's makes two. At stride
+    2 the pointwise output is max-pooled before the norm, as airbench's CIFAR-10 network downsamples
+    (Jordan 2024, arXiv 2404.00498): the convolutions see the full map, the norm and activation a quarter
+    of it. ``separable=False`` puts one dense K×K conv in place of the pair (the standard-conv twin).
+
+    Sub-modules: ``conv_dw`` (``nn.Identity`` in the twin), ``conv_pw`` (the dense conv in the twin),
+    ``pool`` (``nn.Identity`` at stride 1), ``bn``, ``act``. The norm follows the pool, so
+    :func:`mobilenets.deploy.fuse` leaves it unfolded.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        kernel_size: int = 3,
+        stride: int = 1,
+        dilation: int = 1,
+        activation: str | None = "relu",
+        norm: NormConfig | None = None,
+        padding: str = "symmetric",
+        separable: bool = True,
+    ) -> None:
+        super().__init__()
+        if stride not in (1, 2):
+            raise UsageError(f"stride must be 1 or 2 (a 2×2 max pool), got {stride!r}")
+        norm = NormConfig() if norm is None else norm
+        bias = norm.kind == "none"
+        self.conv_dw: nn.Module = nn.Identity()
+        if separable:
+            self.conv_dw = create_conv2d(
+                in_channels,
+                in_channels,
+                kernel_size,
+                dilation=dilation,
+                groups=in_channels,
+                bias=False,
+                padding=padding,
+            )
+            self.conv_pw = create_conv2d(in_channels, out_channels, 1, bias=bias, padding=padding)
+        else:
+            self.conv_pw = create_conv2d(
+                in_channels, out_channels, kernel_size, dilation=dilation, bias=bias, padding=padding
+            )
+        self.pool: nn.Module = nn.MaxPool2d(2) if stride == 2 else nn.Identity()
+        self.bn = norm.create(out_channels)
+        self.act = create_activation(activation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.pool(self.conv_pw(self.conv_dw(x)))))

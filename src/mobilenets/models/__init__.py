@@ -1,6 +1,7 @@
 """MobileNet-family models: architecture tables, one builder, a registry."""
 
 from .builder import build_mobilenet, standard_conv_twin
+from .cifar_separable import cifar_separable
 from .config import ArchSpec, BlockSpec
 from .efficientnet_lite import (
     efficientnet_lite0,
@@ -31,6 +32,7 @@ __all__ = [
     "check_model_options",
     "check_pretrained_options",
     "check_resolution",
+    "cifar_separable",
     "conv_mobilenet_v1",
     "conv_mobilenet_v2",
     "create_model",

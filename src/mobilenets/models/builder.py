@@ -16,7 +16,8 @@ from ..layers.conv_norm_act import ConvNormAct
 from ..layers.inverted_residual import SHORTCUTS, ExpansionShortcutStage, InvertedResidual
 from ..layers.norm import NormConfig
 from ..layers.padding import PADDING_MODES
-from ..layers.separable import DepthwiseSeparableConv
+from ..layers.separable import DepthwiseSeparableConv, PooledSeparableConv
+from ..layers.whitening import PatchWhitening
 from .config import ArchSpec, BlockSpec, check_rate
 from .features import FeatureLevel
 from .mobilenet import MobileNet, check_num_classes
@@ -281,16 +282,21 @@ def build_mobilenet(
         return stride
 
     stem_stride = table_stride(arch.stem_stride)
-    stem_channels = scale(arch.stem_channels) if scale_stem else arch.stem_channels
-    stem = ConvNormAct(
-        in_channels,
-        stem_channels,
-        arch.stem_kernel_size,
-        stride=stem_stride,
-        activation=act(arch.stem_activation),
-        norm=norm_config,
-        padding=padding,
-    )
+    stem: nn.Module
+    if arch.stem_whitening:  # fitted to the data, so its width is the data's: 2 × in_channels × k²
+        stem = PatchWhitening(in_channels, arch.stem_kernel_size, activation=act(arch.stem_activation))
+        stem_channels = stem.out_channels
+    else:
+        stem_channels = scale(arch.stem_channels) if scale_stem else arch.stem_channels
+        stem = ConvNormAct(
+            in_channels,
+            stem_channels,
+            arch.stem_kernel_size,
+            stride=stem_stride,
+            activation=act(arch.stem_activation),
+            norm=norm_config,
+            padding=padding,
+        )
 
     total_blocks = sum(spec.repeats for spec in arch.blocks)
     raw_strides = [stem_stride]  # stride of each position (stem, then blocks) before dilation
@@ -449,6 +455,18 @@ def _make_block(
             norm=norm,
             padding=padding,
         )
+    if spec.kind == "sep":
+        return PooledSeparableConv(
+            in_channels,
+            out_channels,
+            kernel_size=spec.kernel_size,
+            stride=stride,
+            dilation=dilation,
+            activation=activation,
+            norm=norm,
+            padding=padding,
+            separable=spec.separable,
+        )
     if spec.expand_ratio == 1:
         hidden_channels = in_channels
     else:
@@ -485,7 +503,7 @@ def standard_conv_twin(arch: ArchSpec) -> ArchSpec:
         dataclasses.replace(spec, kind="conv")
         if spec.kind == "ds"
         else dataclasses.replace(spec, separable=False, se=False)
-        if spec.kind == "ir"
+        if spec.kind in ("ir", "sep")
         else spec
         for spec in arch.blocks
     )

@@ -12,8 +12,8 @@ from ..layers.channels import is_positive_int, is_real
 from ..layers.norm import NormConfig
 from .mobilenet import check_resolution
 
-BlockKind = Literal["conv", "ds", "ir"]
-BLOCK_KINDS: tuple[str, ...] = ("conv", "ds", "ir")
+BlockKind = Literal["conv", "ds", "sep", "ir"]
+BLOCK_KINDS: tuple[str, ...] = ("conv", "ds", "sep", "ir")
 
 
 def _check_positive_int(label: str, value: object) -> None:
@@ -48,11 +48,13 @@ def _check_flags(owner: object, *labels: str) -> None:
 class BlockSpec:
     """One row of an architecture table: ``repeats`` blocks of one kind; only the first one strides.
 
-    kind: ``"conv"`` a standard K×K conv, ``"ds"`` a depthwise separable conv (v1), ``"ir"`` an inverted
-    residual (v2/v3/EfficientNet). For ``"ir"`` the hidden width is ``make_divisible(expand_ratio ×
-    in_channels)`` (v2's ``t``), the input being already scaled by ``width_mult``.
-    ``se`` adds squeeze-excite with ``make_divisible(hidden / 4)`` channels. ``separable=False`` makes an
-    ``"ir"`` block the standard-convolution twin (see :class:`InvertedResidual`).
+    kind: ``"conv"`` a standard K×K conv, ``"ds"`` a depthwise separable conv (v1), ``"sep"`` one with
+    a single norm and activation that downsamples by max pooling (:class:`PooledSeparableConv`),
+    ``"ir"`` an inverted residual (v2/v3/EfficientNet). For ``"ir"`` the hidden width is
+    ``make_divisible(expand_ratio × in_channels)`` (v2's ``t``), the input being already scaled by
+    ``width_mult``. ``se`` adds squeeze-excite with ``make_divisible(hidden / 4)`` channels.
+    ``separable=False`` makes an ``"ir"`` or ``"sep"`` block the standard-convolution twin (see
+    :class:`InvertedResidual`).
     """
 
     kind: BlockKind
@@ -75,8 +77,8 @@ class BlockSpec:
         if not is_real(self.expand_ratio) or not math.isfinite(self.expand_ratio) or self.expand_ratio <= 0:
             raise UsageError(f"expand_ratio must be a positive finite number, got {self.expand_ratio!r}")
         _check_flags(self, "se", "separable")
-        if not self.separable and (self.kind != "ir" or self.se):
-            raise UsageError("separable=False applies to 'ir' blocks without squeeze-excite only")
+        if not self.separable and (self.kind not in ("ir", "sep") or self.se):
+            raise UsageError("separable=False applies to 'ir' and 'sep' blocks without squeeze-excite only")
         if self.se and self.kind != "ir":
             raise UsageError(f"squeeze-excite is only supported in 'ir' blocks, not {self.kind!r}")
         check_activation(self.activation)
@@ -91,6 +93,8 @@ class ArchSpec:
     The last of these two (or the last block when both are ``None``) is the network's *last layer*,
     which ``keep_last_wide`` keeps at its full width below ``width_mult=1``.
     ``scale_stem`` / ``scale_last``: whether those follow ``width_mult`` at all (EfficientNet-Lite: no).
+    ``stem_whitening``: the stem is a :class:`~mobilenets.layers.PatchWhitening` of ``stem_kernel_size``
+    (``2 × in_channels × k²`` channels, not ``stem_channels``; fitted to training images by the trainer).
     ``head_ratio``: v3 states its head conv as a multiple (6×) of the last block's scaled width; when set,
     it replaces ``head_channels``.
     """
@@ -100,6 +104,7 @@ class ArchSpec:
     blocks: tuple[BlockSpec, ...]
     stem_activation: str = "relu6"
     stem_kernel_size: int = 3
+    stem_whitening: bool = False
     stem_stride: int = 2
     head_channels: int | None = None
     head_activation: str = "relu6"
@@ -128,7 +133,13 @@ class ArchSpec:
             value = getattr(self, label)
             if value is not None:
                 _check_positive_int(label, value)
-        _check_kernel_size("stem_kernel_size", self.stem_kernel_size)
+        _check_flags(self, "stem_whitening")
+        if self.stem_whitening:  # a k×k patch covariance: any size; stride 1 (the conv shrinks by k - 1)
+            _check_positive_int("stem_kernel_size", self.stem_kernel_size)
+            if self.stem_stride != 1:
+                raise UsageError(f"a whitening stem has stride 1, got stem_stride={self.stem_stride}")
+        else:
+            _check_kernel_size("stem_kernel_size", self.stem_kernel_size)
         _check_stride("stem_stride", self.stem_stride)
         for act in (self.stem_activation, self.head_activation, self.pre_logits_activation, self.se_gate):
             check_activation(act)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import UsageError, WrongTypeError
+from ..layers.whitening import PatchWhitening
 from .data_config import data_config
 from .features import FeatureInfo, FeatureLevel, Indices, take_indices
 
@@ -160,8 +161,10 @@ class MobileNet(nn.Module):
     @property
     def min_input_size(self) -> int:
         """The smallest input side this network takes: its total stride (32 for the papers' networks,
-        less with strides dropped), which leaves a 1×1 final map; never more than 32."""
-        return min(MIN_INPUT_SIZE, self.total_stride)
+        less with strides dropped), which leaves a 1×1 final map, never more than 32; plus what an
+        unpadded stem trims (a k×k whitening stem: k - 1 pixels)."""
+        trimmed = self.stem.kernel_size - 1 if isinstance(self.stem, PatchWhitening) else 0
+        return min(MIN_INPUT_SIZE, self.total_stride) + trimmed
 
     @property
     def default_cfg(self) -> dict[str, Any]:
@@ -170,7 +173,7 @@ class MobileNet(nn.Module):
 
     def _init_weights(self) -> None:
         for module in self.modules():
-            if isinstance(module, nn.Conv2d):
+            if isinstance(module, nn.Conv2d) and module.weight.requires_grad:  # (frozen: fitted to data)
                 nn.init.kaiming_normal_(module.weight, mode="fan_out")
                 if module.bias is not None:
                     nn.init.zeros_(module.bias)
@@ -220,7 +223,7 @@ class MobileNet(nn.Module):
         if x.shape[2] < minimum or x.shape[3] < minimum:
             raise UsageError(
                 f"input is {x.shape[2]}×{x.shape[3]}; this MobileNet needs at least {minimum}×{minimum} "
-                "(its total stride)"
+                + ("(its total stride)" if minimum == self.total_stride else "(its total stride and stem)")
             )
 
     def iter_blocks(self) -> Iterator[tuple[str, nn.Module]]:

@@ -30,6 +30,7 @@ from ..models import MobileNet, create_model
 from ..weights.finetune import load_for_finetuning, resolve_pretrained
 from .checkpoint import ModelCard, load_training_state, save_checkpoint
 from .config import TrainConfig
+from .data_init import fit_to_data
 from .distributed import (
     DistContext,
     all_reduce_sum,
@@ -133,6 +134,8 @@ class Trainer:
             start = load_for_finetuning(model, pretrained)
             if context.is_main:
                 print(start.describe(pretrained), flush=True)
+        elif not self.resuming:  # (a resumed run's checkpoint holds the fitted stem)
+            fit_to_data(model, splits.train)
         keep_relu6_outputs(model)  # no copy of each ReLU6's input for the backward
         fast_depthwise_gradients(model)  # oneDNN's slow weight gradient on maps smaller than the kernel
         set_inplace_activations(model, False)  # hard-swish & co: faster backward; see its docstring

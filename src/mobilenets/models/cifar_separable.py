@@ -1,0 +1,41 @@
+"""A network for CIFAR-sized images made of separable convolutions, laid out for learning per epoch.
+
+MobileNet v2 from scratch on CIFAR-10 learns about 82% in 10 epochs and 87% in the hour 2 CPU cores
+allow (docs/training.md). This network follows the layout of airbench's CIFAR-10 network (Jordan 2024,
+arXiv 2404.00498), with each of its 3×3 convolutions depthwise separable: a 2×2 patch-whitening stem
+fitted to the training images, then three stages of two separable convolutions (64, 256 and 256
+channels) that each halve the map by max pooling, GELU throughout, and no classifier dropout.
+"""
+
+from __future__ import annotations
+
+from typing_extensions import Unpack
+
+from .builder import build_mobilenet
+from .config import ArchSpec, BlockSpec
+from .mobilenet import MobileNet
+from .options import BuildOptions
+from .registry import register_model
+
+
+def _sep(out_channels: int, stride: int = 1) -> BlockSpec:
+    return BlockSpec("sep", out_channels, stride=stride, activation="gelu")
+
+
+CIFAR_SEPARABLE = ArchSpec(
+    name="cifar_separable",
+    stem_channels=24,  # (the whitening stem's width is 2 × 3 × 2², set by the data's channels)
+    stem_whitening=True,
+    stem_kernel_size=2,
+    stem_stride=1,
+    stem_activation="gelu",
+    blocks=(_sep(64, stride=2), _sep(64), _sep(256, stride=2), _sep(256), _sep(256, stride=2), _sep(256)),
+    dropout=0.0,
+    default_resolution=32,
+)
+
+
+@register_model
+def cifar_separable(*, width_mult: float = 1.0, **options: Unpack[BuildOptions]) -> MobileNet:
+    """The separable CIFAR network, widths scaled by ``width_mult``; ``mobilenets train`` fits its stem."""
+    return build_mobilenet(CIFAR_SEPARABLE, width_mult=width_mult, **options)

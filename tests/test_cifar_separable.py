@@ -1,0 +1,162 @@
+"""The separable CIFAR network: its whitening stem, its max-pooling separable blocks, and its training."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from mobilenets.errors import UsageError
+from mobilenets.layers import PatchWhitening, PooledSeparableConv
+from mobilenets.models import ArchSpec, BlockSpec, build_mobilenet, create_model
+from mobilenets.models.cifar_separable import CIFAR_SEPARABLE
+from mobilenets.training import TrainConfig, load_trained_model, train
+
+
+def correlated_images(count: int = 64, size: int = 16) -> torch.Tensor:
+    """Smooth colour images: neighbouring pixels and the three channels strongly correlated."""
+    noise = torch.randn(count, 1, size + 2, size + 2)
+    smooth = F.avg_pool2d(noise, 3, stride=1)
+    second = 0.8 * smooth + 0.2 * torch.randn_like(smooth)
+    return torch.cat([smooth, second, 0.3 * torch.randn_like(smooth) - smooth], dim=1)
+
+
+def test_fitted_whitening_decorrelates_the_patches() -> None:
+    images = correlated_images()
+    layer = PatchWhitening(3, 2, activation=None)
+    assert not bool(layer.fitted)
+    layer.fit(images, eps=1e-9)
+    assert bool(layer.fitted) and layer.out_channels == 24
+    out = layer.conv(images)  # 12 whitened components, then their negatives
+    assert torch.equal(out[:, 12:], -out[:, :12])  # (the bias starts at zero)
+    components = out[:, :12].permute(0, 2, 3, 1).reshape(-1, 12).double()
+    covariance = torch.cov(components.T)
+    assert torch.allclose(covariance, torch.eye(12, dtype=torch.float64), atol=1e-3)
+    # the raw patches were far from white: the test would fail without the fit
+    raw = images.unfold(2, 2, 1).unfold(3, 2, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, 12).double()
+    assert not torch.allclose(torch.cov(raw.T), torch.eye(12, dtype=torch.float64), atol=0.1)
+
+
+def test_an_unfitted_whitening_stem_refuses_to_train_and_says_why() -> None:
+    layer = PatchWhitening()
+    layer.train()
+    with pytest.raises(UsageError, match="not fitted"):
+        layer(torch.randn(2, 3, 8, 8))
+    layer.eval()  # inference of whatever was loaded is the caller's business
+    assert layer(torch.randn(2, 3, 8, 8)).shape == (2, 24, 7, 7)
+
+
+@pytest.mark.parametrize(
+    ("images", "message"),
+    [
+        (torch.randn(4, 1, 8, 8), r"\(N, 3, H, W\)"),
+        (torch.randn(4, 3, 1, 8), "no 2×2 patch"),
+        (torch.randn(1, 3, 2, 2), "cannot fit 12"),
+        (torch.full((4, 3, 8, 8), float("nan")), "NaN"),
+    ],
+)
+def test_whitening_fit_rejects_unusable_images(images: torch.Tensor, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        PatchWhitening().fit(images)
+
+
+def test_pooled_separable_conv_pools_after_the_pointwise_conv() -> None:
+    block = PooledSeparableConv(8, 16, stride=2)
+    assert block.conv_dw.groups == 8 and block.conv_pw.kernel_size == (1, 1)
+    assert block(torch.randn(2, 8, 15, 15)).shape == (2, 16, 7, 7)  # floor, as max pooling does
+    dense = PooledSeparableConv(8, 16, separable=False)
+    assert isinstance(dense.conv_dw, torch.nn.Identity) and dense.conv_pw.kernel_size == (3, 3)
+    assert dense(torch.randn(2, 8, 15, 15)).shape == (2, 16, 15, 15)
+    with pytest.raises(UsageError, match="stride must be 1 or 2"):
+        PooledSeparableConv(8, 16, stride=3)
+
+
+def test_architecture_table_checks_the_new_options() -> None:
+    with pytest.raises(UsageError, match="squeeze-excite is only supported"):
+        BlockSpec("sep", 16, se=True)
+    BlockSpec("sep", 16, separable=False)  # the twin is allowed
+    with pytest.raises(UsageError, match="whitening stem has stride 1"):
+        dataclasses.replace(CIFAR_SEPARABLE, stem_stride=2)
+    with pytest.raises(UsageError, match="stem_kernel_size must be a positive odd"):
+        dataclasses.replace(CIFAR_SEPARABLE, stem_whitening=False)  # a 2×2 conv stem cannot centre
+
+
+def test_cifar_separable_builds_its_table_and_its_standard_conv_twin() -> None:
+    model = create_model("cifar_separable", num_classes=10)
+    assert isinstance(model.stem, PatchWhitening) and model.stem.out_channels == 24
+    blocks = [block for stage in model.blocks for block in stage]
+    assert [block.conv_pw.out_channels for block in blocks] == [64, 64, 256, 256, 256, 256]
+    assert [isinstance(block.pool, torch.nn.MaxPool2d) for block in blocks] == [True, False] * 3
+    assert not model.stem.conv.weight.requires_grad  # frozen, and not re-initialised at random
+    assert torch.count_nonzero(model.stem.conv.weight) == 0
+    model.eval()
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    half = create_model("cifar_separable", width_mult=0.5, num_classes=10)
+    assert half.stem.out_channels == 24 and half.num_features == 128
+    twin = build_mobilenet(CIFAR_SEPARABLE, separable=False, num_classes=10)
+    assert all(isinstance(b.conv_dw, torch.nn.Identity) for stage in twin.blocks for b in stage)
+
+
+def test_a_plain_table_with_a_whitening_stem_uses_the_datas_width() -> None:
+    arch = ArchSpec(
+        name="tiny",
+        stem_channels=99,  # not used: the whitening stem's width is 2 × in_channels × k²
+        stem_whitening=True,
+        stem_kernel_size=3,
+        stem_stride=1,
+        blocks=(BlockSpec("ds", 16, stride=2),),
+    )
+    model = build_mobilenet(arch, in_channels=1, num_classes=2)
+    assert model.stem.out_channels == 18
+    assert model.blocks[0][0].conv_dw.conv.in_channels == 18
+
+
+def test_training_fits_the_stem_on_training_images_and_a_resume_keeps_it(tmp_path: Path) -> None:
+    common = {
+        "model": "cifar_separable",
+        "width_mult": 0.25,
+        "img_size": 32,
+        "batch_size": 64,
+        "lr": 0.1,
+        "label_smoothing": 0.2,
+        "progress": False,
+        "device": "cpu",
+    }
+    out = tmp_path / "run"
+    result = train(TrainConfig(**common, epochs=3, out=str(out)))
+    assert result["final_top1"] > 0.5  # digits: 10 classes, chance 0.1
+    weights = load_file(out / "last.safetensors")
+    assert bool(weights["stem.fitted"]) and torch.count_nonzero(weights["stem.conv.weight"]) == 24 * 3 * 4
+    model = load_trained_model(out / "last.safetensors").model
+    model.train()
+    model(torch.randn(2, 3, 32, 32))  # fitted, so it trains on
+    # one more epoch on top: the stem is the checkpoint's, not refitted, and still frozen
+    train(TrainConfig(**common, epochs=4, out=str(out), resume=True))
+    resumed = load_file(out / "last.safetensors")
+    assert torch.equal(resumed["stem.conv.weight"], weights["stem.conv.weight"])
+
+
+def test_cifar_separable_has_the_model_interface_at_its_own_scale() -> None:
+    """What tests/test_models.py checks of the ImageNet-layout networks, at reductions 1 to 8."""
+    model = create_model("cifar_separable", num_classes=7).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        features = model.forward_intermediates(x, intermediates_only=True)
+        final = model.forward_features(x)
+        assert model(x).shape == (2, 7)
+    assert [level.reduction for level in model.feature_info] == [1, 2, 4, 8]
+    # the unpadded 2×2 stem trims a pixel, then each max pool halves (rounding down): 31, 15, 7, 3
+    for level, feature in zip(model.feature_info, features, strict=True):
+        assert feature.shape == (2, level.num_chs, 31 // level.reduction, 31 // level.reduction)
+    assert final.shape == (2, 256, 3, 3) and model.total_stride == 8
+    model.reset_classifier(3)
+    with torch.no_grad():
+        assert model(x).shape == (2, 3)
+    dropped = create_model("cifar_separable", small_input=1)  # the first pool's stride dropped
+    assert dropped.feature_info[-1].reduction == 4 and dropped.min_input_size == 5
+    with pytest.raises(UsageError, match=r"needs at least 9×9 \(its total stride and stem\)"):
+        model(torch.randn(1, 3, 8, 8))
