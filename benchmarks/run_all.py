@@ -20,6 +20,7 @@ from pathlib import Path
 BENCHMARKS = (
     "model_latency.py",
     "train_throughput.py",
+    "autocast_speed.py",
     "inference_latency.py",
     "memory_efficient.py",
     "pretrained_accuracy.py",
@@ -34,6 +35,7 @@ BENCHMARKS = (
 # The benchmarks that take --markdown (see benchmarks/_report.py).
 WRITE_DOCS = {
     "train_throughput.py",
+    "autocast_speed.py",
     "inference_latency.py",
     "memory_efficient.py",
     "pretrained_accuracy.py",

@@ -101,6 +101,32 @@ def test_cifar_separable_builds_its_table_and_its_standard_conv_twin() -> None:
     assert all(isinstance(b.conv_dw, torch.nn.Identity) for stage in twin.blocks for b in stage)
 
 
+def test_cifar_separable_keeps_pytorchs_default_initialisation() -> None:
+    """torch_init: convs and linears keep PyTorch's draws (uniform within 1/sqrt(fan_in)), not He fan-out."""
+
+    def depthwise_weights(model: torch.nn.Module) -> torch.Tensor:
+        convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+        return torch.cat([conv.weight.flatten() for conv in convs])
+
+    torch.manual_seed(0)
+    model = create_model("cifar_separable", num_classes=10)
+    drawn = depthwise_weights(model)
+    assert model.torch_init and drawn.abs().max() <= 1 / 3 and drawn.std() > 0.15  # U(±1/3): fan-in 9
+    he = build_mobilenet(dataclasses.replace(CIFAR_SEPARABLE, torch_init=False), num_classes=10)
+    assert not he.torch_init and depthwise_weights(he).std() < 0.1  # He fan-out: sqrt(2 / (9 C))
+    assert torch.count_nonzero(model.stem.conv.weight) == 0  # frozen stem untouched either way
+    bound = 1 / model.head_hidden_size**0.5
+    heads = [model.classifier]
+    model.reset_classifier(5)  # a fresh head is drawn the same way
+    for head in [*heads, model.classifier]:
+        assert head.weight.abs().max() <= bound and head.weight.std() > 0.5 * bound / 3**0.5
+        assert torch.count_nonzero(head.bias) > 0  # PyTorch draws biases too
+    he.reset_classifier(5)
+    assert he.classifier.weight.std() < 0.02 and torch.count_nonzero(he.classifier.bias) == 0
+    with pytest.raises(UsageError, match="torch_init must be True or False"):
+        dataclasses.replace(CIFAR_SEPARABLE, torch_init="yes")
+
+
 def test_a_plain_table_with_a_whitening_stem_uses_the_datas_width() -> None:
     arch = ArchSpec(
         name="tiny",

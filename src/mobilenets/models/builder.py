@@ -16,9 +16,9 @@ from ..layers.conv_norm_act import ConvNormAct
 from ..layers.inverted_residual import SHORTCUTS, ExpansionShortcutStage, InvertedResidual
 from ..layers.norm import NormConfig
 from ..layers.padding import PADDING_MODES
-from ..layers.separable import DepthwiseSeparableConv, PooledSeparableConv
 from ..layers.whitening import PatchWhitening
-from .config import ArchSpec, BlockSpec, check_rate
+from .blocks import make_block
+from .config import ArchSpec, check_rate
 from .features import FeatureLevel
 from .mobilenet import MobileNet, check_num_classes
 
@@ -319,7 +319,7 @@ def build_mobilenet(
                 else:
                     current_stride *= stride
             stage.append(
-                _make_block(
+                make_block(
                     spec,
                     channels,
                     out_channels,
@@ -406,6 +406,7 @@ def build_mobilenet(
         out_indices=out_indices,
         default_resolution=arch.default_resolution,
         architecture=arch.name,
+        torch_init=arch.torch_init,
     )
     if features_only and max(model.out_indices) < len(model.feature_info) - 1:
         # Blocks after the deepest level returned would never run: dropped, not kept as dead weights
@@ -416,78 +417,6 @@ def build_mobilenet(
             if isinstance(block, InvertedResidual) and block.has_residual:
                 block.zero_init_last()
     return model
-
-
-def _make_block(
-    spec: BlockSpec,
-    in_channels: int,
-    out_channels: int,
-    *,
-    stride: int,
-    dilation: int,
-    activation: str,
-    se_gate: str,
-    norm: NormConfig,
-    padding: str,
-    drop_path_rate: float,
-    projection_activation: str | None = None,
-    shortcut: str = "bottleneck",
-) -> nn.Module:
-    if spec.kind == "conv":
-        return ConvNormAct(
-            in_channels,
-            out_channels,
-            spec.kernel_size,
-            stride=stride,
-            dilation=dilation,
-            activation=activation,
-            norm=norm,
-            padding=padding,
-        )
-    if spec.kind == "ds":
-        return DepthwiseSeparableConv(
-            in_channels,
-            out_channels,
-            kernel_size=spec.kernel_size,
-            stride=stride,
-            dilation=dilation,
-            activation=activation,
-            norm=norm,
-            padding=padding,
-        )
-    if spec.kind == "sep":
-        return PooledSeparableConv(
-            in_channels,
-            out_channels,
-            kernel_size=spec.kernel_size,
-            stride=stride,
-            dilation=dilation,
-            activation=activation,
-            norm=norm,
-            padding=padding,
-            separable=spec.separable,
-        )
-    if spec.expand_ratio == 1:
-        hidden_channels = in_channels
-    else:
-        hidden_channels = make_divisible(in_channels * spec.expand_ratio)
-    return InvertedResidual(
-        in_channels,
-        out_channels,
-        hidden_channels=hidden_channels,
-        kernel_size=spec.kernel_size,
-        stride=stride,
-        dilation=dilation,
-        activation=activation,
-        se_channels=make_divisible(hidden_channels / 4) if spec.se else 0,
-        se_gate=se_gate,
-        norm=norm,
-        padding=padding,
-        drop_path_rate=drop_path_rate,
-        separable=spec.separable,
-        projection_activation=projection_activation,
-        shortcut=shortcut,
-    )
 
 
 def standard_conv_twin(arch: ArchSpec) -> ArchSpec:

@@ -97,6 +97,9 @@ class ArchSpec:
     (``2 × in_channels × k²`` channels, not ``stem_channels``; fitted to training images by the trainer).
     ``head_ratio``: v3 states its head conv as a multiple (6×) of the last block's scaled width; when set,
     it replaces ``head_channels``.
+    ``torch_init``: keep PyTorch's default initialisation of convs and linears (airbench's) instead of
+    torchvision's He-normal fan-out (:func:`~mobilenets.models.mobilenet.init_weights`): depthwise filters
+    start several times larger and wide 1×1 filters smaller, which ``cifar_separable`` learns faster from.
     """
 
     name: str
@@ -118,6 +121,7 @@ class ArchSpec:
     se_gate: str = "hardsigmoid"
     dropout: float = 0.2
     default_resolution: int = 224
+    torch_init: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -145,6 +149,6 @@ class ArchSpec:
             check_activation(act)
         if not isinstance(self.norm, NormConfig):
             raise WrongTypeError(f"norm must be a NormConfig, got {type(self.norm).__name__}")
-        _check_flags(self, "scale_stem", "scale_last", "keep_last_wide")
+        _check_flags(self, "scale_stem", "scale_last", "keep_last_wide", "torch_init")
         check_rate("dropout", self.dropout)
         check_resolution(self.default_resolution, name="default_resolution")

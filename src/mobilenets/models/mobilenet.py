@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -54,6 +54,9 @@ def _autocast_enabled(device_type: str) -> bool:
         return False
 
 
+M = TypeVar("M", bound=nn.Module)
+
+
 class MobileNet(nn.Module):
     """stem → blocks (stages of blocks) → conv_head → pooling → pre_logits → dropout → classifier.
 
@@ -96,8 +99,10 @@ class MobileNet(nn.Module):
         out_indices: tuple[int, ...] | None = None,
         default_resolution: int = 224,
         architecture: str = "",
+        torch_init: bool = False,
     ) -> None:
         super().__init__()
+        self.torch_init = torch_init
         self.in_channels = in_channels
         self.default_resolution = default_resolution
         self.num_features = num_features
@@ -123,7 +128,8 @@ class MobileNet(nn.Module):
             in_channels=in_channels,
             total_stride=self.total_stride,
         )
-        self._init_weights()
+        if not torch_init:
+            init_weights(self)
 
     @staticmethod
     def _check_out_indices(out_indices: tuple[int, ...] | None, levels: int) -> tuple[int, ...]:
@@ -170,19 +176,6 @@ class MobileNet(nn.Module):
     def default_cfg(self) -> dict[str, Any]:
         """timm's older name for :attr:`pretrained_cfg`."""
         return self.pretrained_cfg
-
-    def _init_weights(self) -> None:
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d) and module.weight.requires_grad:  # (frozen: fitted to data)
-                nn.init.kaiming_normal_(module.weight, mode="fan_out")
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.BatchNorm2d | nn.GroupNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Linear):
-                nn.init.normal_(module.weight, 0.0, 0.01)
-                nn.init.zeros_(module.bias)
 
     @torch.jit.unused
     def check_input(self, x: torch.Tensor) -> None:
@@ -374,8 +367,24 @@ class MobileNet(nn.Module):
         self.num_classes = num_classes
         if num_classes:
             classifier = nn.Linear(self.head_hidden_size, num_classes)
-            nn.init.normal_(classifier.weight, 0.0, 0.01)
-            nn.init.zeros_(classifier.bias)
-            self.classifier = classifier
+            self.classifier = classifier if self.torch_init else init_weights(classifier)
         else:
             self.classifier = nn.Identity()
+
+
+def init_weights(model: M) -> M:
+    """The builders' initialisation (torchvision's): He-normal (fan-out) convs, unit norms, N(0, 0.01)
+    classifiers, zero biases; returns ``model``. Frozen convs (fitted to data, such as a whitening stem)
+    keep their weights. Tables with ``torch_init`` keep the layers' own defaults instead."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d) and module.weight.requires_grad:
+            nn.init.kaiming_normal_(module.weight, mode="fan_out")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d | nn.GroupNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, 0.0, 0.01)
+            nn.init.zeros_(module.bias)
+    return model

@@ -19,7 +19,9 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     MobileNets slower than fp32 on each CPU measured (``benchmarks/train_throughput.py --reuse``): 10× on
     an EPYC without bf16 instructions, 0.65-0.84× the images/s with AVX512-BF16, and still 0.55-0.65×
     with AMX tiles (Sapphire Rapids), where oneDNN's bf16 depthwise-convolution backward takes 8.6-12.5× its
-    fp32 time and outweighs the faster 1×1 convolutions and batch norm.
+    fp32 time and outweighs the faster 1×1 convolutions and batch norm. A network of narrow depthwise
+    and wide 1×1 convolutions gains instead (``cifar_separable``: 1.5-1.8× with AVX512-BF16,
+    ``benchmarks/autocast_speed.py``), so ask for ``bf16`` there.
     """
     if precision == "fp32":
         return None
