@@ -193,6 +193,21 @@ def test_train_spells_the_input_size_resolution_and_keeps_img_size() -> None:
     assert parser.parse_args(["train"]).zero_init_residual is False
 
 
+def test_train_records_and_resumes_its_crop_and_cutout(tmp_path: Path) -> None:
+    common = ["--data", "digits", "--model", "mobilenet_v2", "--width-mult", "0.35", "--batch-size", "128"]
+    first = run_cli("train", *common, "--epochs", "1", "--cutout", "6", "--crop-padding", "2",
+                    "--padding-mode", "reflect", "--no-progress", "--out", str(tmp_path))  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert (saved["cutout"], saved["crop_padding"], saved["padding_mode"]) == (6, 2, "reflect")
+    resumed = run_cli("train", "--epochs", "2", "--resume", "--no-progress", "--out", str(tmp_path))
+    assert resumed.returncode == 0, resumed.stderr
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert (saved["cutout"], saved["crop_padding"], saved["padding_mode"]) == (6, 2, "reflect")
+    refused = run_cli("train", *common, "--cutout", "33", "--out", str(tmp_path / "big"))
+    assert refused.returncode == 2 and "cutout 33 px is larger than the 32 px image" in refused.stderr
+
+
 def test_train_refuses_a_val_split_its_data_would_ignore(tmp_path: Path) -> None:
     for folder in ("train/a", "test/a"):
         (tmp_path / "data" / folder).mkdir(parents=True)

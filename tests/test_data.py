@@ -29,7 +29,7 @@ from mobilenets.data.splits import (
     load_eval_set,
     load_splits,
 )
-from mobilenets.data.transforms import BatchTransform
+from mobilenets.data.transforms import Augmentation, BatchTransform, SampleTransform
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CIFAR10_ROOT = Path(os.environ.get("MOBILENETS_SHARED", REPO_ROOT.parent / "shared")) / "data" / "cifar10"
@@ -261,6 +261,70 @@ def test_pad_crop_is_a_shifted_flipped_window() -> None:
     shifted = torch.nn.functional.pad(images[1].float(), (0, 1))[:, :, 1:]  # x = 2: one column left
     expected[1] = torch.nn.functional.pad(shifted, (0, 0, 1, 0))[:, :8].flip(-1)  # y = 0: one row down
     torch.testing.assert_close(out, expected)
+
+
+def test_reflect_padding_crops_from_the_mirrored_image() -> None:
+    images = torch.randint(
+        0, 256, (16, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    augment = Augmentation(padding=3, padding_mode="reflect")
+    transform = BatchTransform(
+        8, 8, (0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255), train=True, augment=augment
+    )
+    params = transform.draw(16, torch.Generator().manual_seed(1))
+    assert params.crop[:, :2].max() <= 6 and len(params.crop[:, :2].unique()) > 3  # offsets span 0..2·3
+    out = transform(images, params)
+    for image, (x, y), flip, got in zip(
+        images, params.crop[:, :2].long().tolist(), params.flip, out, strict=True
+    ):
+        padded = torch.nn.functional.pad(image[None].float(), (3, 3, 3, 3), mode="reflect")[0]
+        window = padded[:, y : y + 8, x : x + 8]
+        torch.testing.assert_close(got, window.flip(-1) if flip else window)
+
+
+def test_cutout_blanks_one_square_inside_each_training_image() -> None:
+    white = torch.full((32, 3, 16, 16), 255, dtype=torch.uint8)
+    augment = Augmentation(cutout=5, padding=0)
+    transform = BatchTransform(16, 16, (0.5,) * 3, (0.5,) * 3, train=True, augment=augment)
+    params = transform.draw(32, torch.Generator().manual_seed(0))
+    out = transform(white, params)
+    blank = out == 0  # the mean, once normalised
+    assert torch.equal(blank.sum((1, 2, 3)), torch.full((32,), 3 * 25))  # whole 5×5 squares, every channel
+    for mask, (x, y) in zip(blank[:, 0], params.cutout.tolist(), strict=True):
+        assert mask[y : y + 5, x : x + 5].all()
+    assert len({tuple(corner) for corner in params.cutout.tolist()}) > 8  # placed at random
+    assert params.cutout.min() >= 0 and params.cutout.max() <= 11  # wholly inside the 16 px image
+    # The draws of crop and flip are those of a run without cutout; eval leaves images whole.
+    plain = BatchTransform(16, 16, (0.5,) * 3, (0.5,) * 3, train=True, augment=Augmentation(padding=0))
+    unblanked = plain.draw(32, torch.Generator().manual_seed(0))
+    assert torch.equal(unblanked.flip, params.flip) and torch.equal(unblanked.crop, params.crop)
+    evaluated = dataclasses.replace(transform, train=False)
+    assert not (evaluated(white, evaluated.draw(32)) == 0).any()
+    # Files read one at a time follow the same rules.
+    sample = SampleTransform(
+        16, (0.5,) * 3, (0.5,) * 3, train=True, augment=Augmentation(cutout=5, padding=0)
+    )
+    assert int((sample(white[0]) == 0).sum()) == 3 * 25
+    mirrored = SampleTransform(
+        16, (0.5,) * 3, (0.5,) * 3, train=True, augment=Augmentation(padding_mode="reflect")
+    )
+    assert not (mirrored(white[0]) != 1).any()  # a white image padded with its mirror stays white
+
+
+def test_augmentation_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="cutout 40 px is larger than the 32 px image"):
+        load_splits("digits", img_size=32, augment=Augmentation(cutout=40))
+    with pytest.raises(ValueError, match="reflect padding must be below the image size 32; got 32"):
+        load_splits("digits", img_size=32, augment=Augmentation(padding=32, padding_mode="reflect"))
+    with pytest.raises(ValueError, match="padding_mode must be one of zeros, reflect; got 'edge'"):
+        Augmentation(padding_mode="edge")
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ValueError, match="cutout must be a whole number of pixels >= 0"):
+            Augmentation(cutout=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="padding must be a whole number of pixels >= 0"):
+        Augmentation(padding=-2)
+    with pytest.raises(ValueError, match="augment must be one of"):
+        Augmentation(policy="autoaugment")
 
 
 def test_resized_crop_selects_the_drawn_window() -> None:

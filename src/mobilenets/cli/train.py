@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from ..data.transforms import AUGMENTATIONS
+from ..data.transforms import AUGMENTATIONS, PADDING_MODES
 from ..devices import DEVICE_HELP
 from ..errors import UsageError
 from ..training.config import DERIVED_FROM_EPOCHS, NORMS, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
@@ -87,6 +87,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     data.add_argument(
         "--augment", choices=AUGMENTATIONS, default=_DEFAULTS.augment, help="extra augmentation"
+    )
+    data.add_argument(
+        "--cutout",
+        type=int,
+        default=_DEFAULTS.cutout,
+        metavar="PX",
+        help="blank a PX×PX square at random inside each training image to the mean (0: off)",
+    )
+    data.add_argument(
+        "--crop-padding",
+        type=int,
+        default=None,
+        metavar="PX",
+        help="pad-and-crop shift for images already at --resolution (default: resolution / 8, 4 px at 32)",
+    )
+    data.add_argument(
+        "--padding-mode",
+        choices=PADDING_MODES,
+        default=_DEFAULTS.padding_mode,
+        help="what pad-and-crop pads with: zeros (the standard CIFAR recipe) or a mirror of the image",
     )
     data.add_argument(
         "--resolution",
@@ -268,6 +288,9 @@ def run(args: argparse.Namespace) -> int:
         data=args.data,
         val_split=_DEFAULTS.val_split if args.val_split is None else args.val_split,
         augment=args.augment,
+        cutout=args.cutout,
+        crop_padding=args.crop_padding,
+        padding_mode=args.padding_mode,
         img_size=args.resolution,
         workers=args.workers,
         epochs=args.epochs,

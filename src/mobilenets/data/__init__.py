@@ -17,10 +17,12 @@ from .splits import (
     load_preprocessed_eval_set,
     load_splits,
 )
-from .transforms import AUGMENTATIONS
+from .transforms import AUGMENTATIONS, PADDING_MODES, Augmentation
 
 __all__ = [
     "AUGMENTATIONS",
+    "PADDING_MODES",
+    "Augmentation",
     "DataSpec",
     "DataSplits",
     "ImageDecodeError",

@@ -39,11 +39,19 @@ from .folders import (
 )
 from .images import decode_all, probe_size
 from .loader import Loader, build_loader
-from .transforms import AUGMENTATIONS, BatchTransform, SampleTransform, check_augment, eval_resize
+from .transforms import (
+    AUGMENTATIONS,
+    Augmentation,
+    BatchTransform,
+    SampleTransform,
+    as_augmentation,
+    eval_resize,
+)
 
 __all__ = [
     "AUGMENTATIONS",
     "CACHE_BUDGET_BYTES",
+    "Augmentation",
     "DataSplits",
     "ImageDataset",
     "Loader",
@@ -166,7 +174,7 @@ def load_digits_dataset(
 
 
 def _digits_splits(
-    img_size: int, val_split: float, seed: int, augment: str, mean: Triple, std: Triple
+    img_size: int, val_split: float, seed: int, augment: Augmentation, mean: Triple, std: Triple
 ) -> tuple[CachedImages, CachedImages]:
     """Digits cached as uint8 at ``img_size``: train pad-crops without flipping (digits are not symmetric)."""
     images, labels = _digits_images(img_size)
@@ -203,7 +211,7 @@ def _folder_sets(
     img_size: int,
     val_split: float | None,
     seed: int,
-    augment: str,
+    augment: Augmentation,
     stats: tuple[Triple, Triple] | None,
     cache: bool | None,
     with_train: bool,
@@ -241,20 +249,22 @@ def load_splits(
     *,
     img_size: int,
     val_split: float = 0.1,
-    augment: str = "none",
+    augment: str | Augmentation = "none",
     seed: int = 0,
     cache: bool | None = None,
     workers: int | None = None,
 ) -> DataSplits:
     """Train (augmented) and val (eval transforms) datasets for ``spec`` at ``img_size``.
 
+    ``augment``: a policy name or an :class:`Augmentation`.
     ``val_split`` and ``seed`` only matter where a single folder (or digits) is split. ``cache``
     forces (True) or forbids (False) the in-memory cache; None decides by :data:`CACHE_BUDGET_BYTES`.
     ``workers=0`` decodes the cache without worker processes (the training loader's own setting).
     Layout problems raise ``ValueError`` before any image is decoded.
     """
     check_val_split(val_split)
-    check_augment(augment)
+    augment = as_augmentation(augment)
+    augment.check_size(img_size)
     check_data_spec(spec, img_size=img_size)
     parsed = parse_data_spec(spec)
     if parsed.kind == "digits":
@@ -320,14 +330,14 @@ def load_eval_set(
         )
     _check_img_size(img_size, parsed.kind)
     if parsed.kind == "digits":
-        _, val = _digits_splits(img_size, val_split or 0.1, seed, "none", *stats)
+        _, val = _digits_splits(img_size, val_split or 0.1, seed, Augmentation(), *stats)
         return val, tuple(str(i) for i in range(10))
     _, val_set, classes, _, _ = _folder_sets(
         spec,
         img_size=img_size,
         val_split=val_split,
         seed=seed,
-        augment="none",
+        augment=Augmentation(),
         stats=stats,
         cache=cache,
         with_train=False,

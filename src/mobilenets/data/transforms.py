@@ -3,12 +3,14 @@
 Rules, shared by both paths (S = ``out_size``, E = round(S / 0.875)):
 
 * train, source already S×S (CIFAR at 32, digits): zero-pad by S // 8 and random-crop S (the standard
-  CIFAR recipe), then horizontal flip (unless ``flip=False``, e.g. digits);
+  CIFAR recipe; :class:`Augmentation` sets the padding and its fill), then horizontal flip (unless
+  ``flip=False``, e.g. digits);
 * train, any other size: random-resized crop to S, area scale ``RRC_SCALE``, aspect ``RRC_RATIO``,
   then flip;
 * optional ``augment`` policy after the crop: "trivialaugment" or "randaugment" (torchvision defaults);
 * eval: identity when the source is already S×S, else resize the shorter side to E and centre-crop S;
-* finally uint8 → float32 in [0, 1], normalised with the dataset's mean and std.
+* then uint8 → float32 in [0, 1], normalised with the dataset's mean and std;
+* train, optional cutout last: an N×N square inside the image set to the mean (0 once normalised).
 
 Randomness of a batch comes only from the parameters drawn by :meth:`BatchTransform.draw` (or the
 per-image seed given to :class:`SampleTransform`), which the loader derives from (seed, epoch).
@@ -29,6 +31,7 @@ from torchvision.transforms.v2 import functional as TF
 from ..errors import UsageError
 
 AUGMENTATIONS = ("none", "trivialaugment", "randaugment")
+PADDING_MODES = ("zeros", "reflect")
 RRC_SCALE = (0.35, 1.0)  # wider than ImageNet's 0.08: small images lose too much below ~1/3 area
 RRC_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 EVAL_CROP_FRACTION = 0.875
@@ -40,6 +43,66 @@ def check_augment(augment: str) -> None:
     """``ValueError`` unless ``augment`` is one of :data:`AUGMENTATIONS`."""
     if augment not in AUGMENTATIONS:
         raise UsageError(f"augment must be one of {', '.join(AUGMENTATIONS)}; got {augment!r}")
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """What training adds to crop and flip, and how pad-and-crop pads.
+
+    ``policy``: one of :data:`AUGMENTATIONS`. ``cutout``: side in pixels of a square, placed at random
+    wholly inside each image, set to the dataset mean (DeVries & Taylor 2017; 0: off). ``padding``:
+    the pad-and-crop shift in pixels (None: S // 8, 4 px at 32); ``padding_mode``: "zeros" or
+    "reflect" (mirror the image into the border instead of black).
+    """
+
+    policy: str = "none"
+    cutout: int = 0
+    padding: int | None = None
+    padding_mode: str = "zeros"
+
+    def __post_init__(self) -> None:
+        check_augment(self.policy)
+        _check_pixels("cutout", self.cutout)
+        if self.padding is not None:
+            _check_pixels("padding", self.padding)
+        if self.padding_mode not in PADDING_MODES:
+            raise UsageError(
+                f"padding_mode must be one of {', '.join(PADDING_MODES)}; got {self.padding_mode!r}"
+            )
+
+    def check_size(self, out_size: int) -> None:
+        """``UsageError`` where the cutout or the reflected padding do not fit ``out_size`` pixels."""
+        if self.cutout > out_size:
+            raise UsageError(f"cutout {self.cutout} px is larger than the {out_size} px image")
+        if self.padding_mode == "reflect" and self.pad(out_size) >= out_size:
+            raise UsageError(
+                f"reflect padding must be below the image size {out_size}; got {self.pad(out_size)}"
+            )
+
+    def pad(self, out_size: int) -> int:
+        """The pad-and-crop shift at ``out_size``."""
+        return crop_padding(out_size) if self.padding is None else self.padding
+
+
+def _check_pixels(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise UsageError(f"{name} must be a whole number of pixels >= 0; got {value!r}")
+
+
+def as_augmentation(augment: str | Augmentation) -> Augmentation:
+    """``augment`` as an :class:`Augmentation` (a policy name means that policy and nothing else)."""
+    return augment if isinstance(augment, Augmentation) else Augmentation(policy=augment)
+
+
+def cutout_(images: torch.Tensor, corners: torch.Tensor, size: int) -> torch.Tensor:
+    """Zero a ``size``×``size`` square of each image in place, its top-left corner at ``corners`` (n, 2) =
+    (x, y)."""
+    if size == 0:
+        return images
+    rows, cols = torch.arange(images.shape[-2]), torch.arange(images.shape[-1])
+    inside_x = (cols >= corners[:, 0:1]) & (cols < corners[:, 0:1] + size)  # (n, W)
+    inside_y = (rows >= corners[:, 1:2]) & (rows < corners[:, 1:2] + size)  # (n, H)
+    return images.masked_fill_((inside_y[:, :, None] & inside_x[:, None, :])[:, None], 0.0)
 
 
 def eval_resize(out_size: int) -> int:
@@ -74,15 +137,18 @@ def _normalize(images: torch.Tensor, mean: Triple, std: Triple) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class BatchParams:
-    """Per-image random choices for a batch: crop (4 numbers), flip flag and policy seed."""
+    """Per-image random choices for a batch: crop (4 numbers), flip flag, policy seed, cutout corner."""
 
     crop: torch.Tensor  # float64 (n, 4): pad-crop (x, y, -, -) or resized-crop (x0, y0, w, h) fractions
     flip: torch.Tensor  # bool (n,)
     seeds: torch.Tensor  # int64 (n,)
+    cutout: torch.Tensor  # int64 (n, 2): the square's top-left (x, y)
 
     def take(self, positions: torch.Tensor) -> BatchParams:
         """The parameters at ``positions``."""
-        return BatchParams(self.crop[positions], self.flip[positions], self.seeds[positions])
+        return BatchParams(
+            self.crop[positions], self.flip[positions], self.seeds[positions], self.cutout[positions]
+        )
 
 
 @dataclass(frozen=True)
@@ -95,15 +161,20 @@ class BatchTransform:
     std: Triple
     train: bool
     flip: bool = True
-    augment: str = "none"
+    augment: str | Augmentation = "none"
 
     def __post_init__(self) -> None:
-        check_augment(self.augment)
+        self.augmentation.check_size(self.out_size)
+
+    @cached_property
+    def augmentation(self) -> Augmentation:
+        """``augment`` as an :class:`Augmentation`."""
+        return as_augmentation(self.augment)
 
     @cached_property
     def policy(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
         """The per-image augmentation policy, built once."""
-        return make_policy(self.augment)
+        return make_policy(self.augmentation.policy)
 
     @property
     def pad_crop(self) -> bool:
@@ -115,10 +186,12 @@ class BatchTransform:
         crop = torch.zeros((n, 4), dtype=torch.float64)
         flip = torch.zeros(n, dtype=torch.bool)
         seeds = torch.zeros(n, dtype=torch.int64)
+        cutout = torch.zeros((n, 2), dtype=torch.int64)
+        augmentation = self.augmentation
         if not self.train:
-            return BatchParams(crop, flip, seeds)
+            return BatchParams(crop, flip, seeds, cutout)
         if self.pad_crop:
-            span = 2 * crop_padding(self.out_size) + 1
+            span = 2 * augmentation.pad(self.out_size) + 1
             crop[:, :2] = torch.randint(0, span, (n, 2), generator=generator).to(torch.float64)
         else:
             area = torch.empty(n, dtype=torch.float64).uniform_(*RRC_SCALE, generator=generator)
@@ -131,9 +204,11 @@ class BatchTransform:
             crop = torch.stack([offsets[:, 0] * (1 - w), offsets[:, 1] * (1 - h), w, h], dim=1)
         if self.flip:
             flip = torch.rand(n, generator=generator) < 0.5
-        if self.augment != "none":
+        if augmentation.policy != "none":
             seeds = torch.randint(0, 2**62, (n,), generator=generator)
-        return BatchParams(crop, flip, seeds)
+        if augmentation.cutout:  # drawn last, so runs without it keep their draws
+            cutout = torch.randint(0, self.out_size - augmentation.cutout + 1, (n, 2), generator=generator)
+        return BatchParams(crop, flip, seeds, cutout)
 
     def __call__(self, images: torch.Tensor, params: BatchParams) -> torch.Tensor:
         """Float32 normalised, contiguous (B, 3, S, S) images."""
@@ -146,7 +221,8 @@ class BatchTransform:
             out = self._resized_crop(images, params)
         if self.train and self.policy is not None:
             out = self._apply_policy(out, params.seeds, self.policy)
-        return _normalize(out, self.mean, self.std)
+        out = _normalize(out, self.mean, self.std)
+        return cutout_(out, params.cutout, self.augmentation.cutout) if self.train else out
 
     def _eval(self, images: torch.Tensor) -> torch.Tensor:
         if self.source_size == self.out_size:
@@ -164,14 +240,19 @@ class BatchTransform:
         return TF.center_crop(resized, [self.out_size, self.out_size])
 
     def _pad_crop(self, images: torch.Tensor, params: BatchParams) -> torch.Tensor:
-        """Zero-pad, crop at per-image offsets and flip: one ``gather`` on the flattened uint8 batch."""
-        size, pad = self.out_size, crop_padding(self.out_size)
-        n, width = len(images), self.out_size + 2 * pad
-        padded = F.pad(images, (pad, pad, pad, pad)).view(n, 3, width * width)
+        """Pad, crop at per-image offsets and flip: one ``gather`` on the flattened uint8 batch (reflect
+        padding is only a reflection of the gathered indices)."""
+        size, pad = self.out_size, self.augmentation.pad(self.out_size)
+        reflect = self.augmentation.padding_mode == "reflect"
+        n, width = len(images), self.out_size if reflect else self.out_size + 2 * pad
+        padded = images if reflect else F.pad(images, (pad, pad, pad, pad))
+        padded = padded.reshape(n, 3, width * width)
         steps = torch.arange(size)
         offsets = params.crop[:, :2].to(torch.int64)
-        rows = offsets[:, 1:2] + steps  # (B, S)
+        rows = offsets[:, 1:2] + steps  # (B, S), in padded coordinates
         cols = offsets[:, 0:1] + steps
+        if reflect:  # back to image coordinates, mirrored at the edges (the edge pixel not repeated)
+            rows, cols = (_reflect(index - pad, size) for index in (rows, cols))
         cols = torch.where(params.flip[:, None], cols.flip(1), cols)
         flat = (rows[:, :, None] * width + cols[:, None, :]).view(n, 1, size * size)
         return padded.gather(2, flat.expand(n, 3, size * size)).view(n, 3, size, size)
@@ -206,6 +287,12 @@ class BatchTransform:
         return out
 
 
+def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
+    """Indices in [-size + 1, 2 * size - 2] mirrored into [0, size) as ``F.pad(mode="reflect")`` does."""
+    index = index.abs()
+    return torch.where(index > size - 1, 2 * (size - 1) - index, index)
+
+
 class SampleTransform:
     """The same rules as :class:`BatchTransform` for one decoded uint8 (3, H, W) image of any size.
 
@@ -213,16 +300,24 @@ class SampleTransform:
     """
 
     def __init__(
-        self, out_size: int, mean: Triple, std: Triple, train: bool, flip: bool = True, augment: str = "none"
+        self,
+        out_size: int,
+        mean: Triple,
+        std: Triple,
+        train: bool,
+        flip: bool = True,
+        augment: str | Augmentation = "none",
     ) -> None:
         self.out_size = out_size
         self.mean = mean
         self.std = std
         self.train = train
         self.flip = flip
-        self.augment = augment
-        self.policy = make_policy(augment)
-        self._pad_crop = v2.RandomCrop(out_size, padding=crop_padding(out_size))
+        self.augmentation = as_augmentation(augment)
+        self.augmentation.check_size(out_size)
+        self.policy = make_policy(self.augmentation.policy)
+        mode = "constant" if self.augmentation.padding_mode == "zeros" else "reflect"
+        self._pad_crop = v2.RandomCrop(out_size, padding=self.augmentation.pad(out_size), padding_mode=mode)
         self._resized_crop = v2.RandomResizedCrop(out_size, scale=RRC_SCALE, ratio=RRC_RATIO, antialias=True)
         self._flip = v2.RandomHorizontalFlip()
 
@@ -238,4 +333,8 @@ class SampleTransform:
                 image = self.policy(image)
         elif not already:
             image = TF.center_crop(TF.resize(image, [eval_resize(size)], antialias=True), [size, size])
-        return _normalize(image.unsqueeze(0), self.mean, self.std)[0]
+        out = _normalize(image.unsqueeze(0), self.mean, self.std)
+        side = self.augmentation.cutout
+        if self.train and side:
+            cutout_(out, torch.randint(0, size - side + 1, (1, 2)), side)
+        return out[0]

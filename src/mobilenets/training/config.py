@@ -11,7 +11,7 @@ from typing import Any
 from ..data.folders import check_val_split
 from ..data.loader import check_workers
 from ..data.splits import check_data_spec, default_resolution
-from ..data.transforms import check_augment
+from ..data.transforms import Augmentation
 from ..errors import UsageError
 from ..layers.norm import NORM_KINDS
 from ..models import check_model_options, check_pretrained_options
@@ -104,6 +104,10 @@ class TrainConfig:
     data: str = "digits"
     val_split: float = 0.1
     augment: str = "none"
+    # Pad-and-crop and cutout (data.transforms.Augmentation): None pads S // 8 (4 px at 32).
+    cutout: int = 0
+    crop_padding: int | None = None
+    padding_mode: str = "zeros"
     epochs: int = 20
     batch_size: int = 64
     img_size: int | None = None
@@ -159,7 +163,7 @@ class TrainConfig:
             object.__setattr__(self, "img_size", default_resolution(self.data))
         check_data_spec(self.data, img_size=self.img_size)
         check_val_split(self.val_split)
-        check_augment(self.augment)
+        self.augmentation.check_size(self.resolution)
         _check(
             _is_int(self.epochs) and self.epochs >= 1, f"epochs must be an integer >= 1, got {self.epochs!r}"
         )
@@ -264,6 +268,11 @@ class TrainConfig:
         """The input side in pixels: ``img_size``, or the data's default when it was given as None."""
         assert self.img_size is not None  # internal invariant: __post_init__ resolves None
         return self.img_size
+
+    @property
+    def augmentation(self) -> Augmentation:
+        """The training augmentation these settings ask for (checked as it is built)."""
+        return Augmentation(self.augment, self.cutout, self.crop_padding, self.padding_mode)
 
     @property
     def warmup(self) -> float:

@@ -101,7 +101,7 @@ class Trainer:
             config.data,
             img_size=config.resolution,
             val_split=config.val_split,
-            augment=config.augment,
+            augment=config.augmentation,
             seed=config.seed,
             workers=config.workers,
         )
