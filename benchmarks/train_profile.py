@@ -15,12 +15,18 @@ recipe's network (ends at 2×2); the same with its last stride dropped (``output
 the recipe's step under ``torch.compile`` (``mobilenets train --compile``), whose generated
 kernels fuse batch norm with the activation (their time counts as "other"); and the recipe's step
 under bf16 autocast (``--precision bf16``), which ``--precision auto`` does not pick on CPUs (only
-when named in ``--variants``).
+when named in ``--variants``), and the same with every activation a hard-swish (``--activation
+hardswish``). The first of ``--variants`` is the one the others are timed against.
 
     python benchmarks/train_profile.py --markdown     # ~2 minutes on 2 cores
 
 ``--fragment train-profile-amx`` writes the table between other markers of the page (default
-``train-profile``), so that the bf16 comparison on a CPU with AMX tiles does not replace that one.
+``train-profile``), so that the bf16 comparison on a CPU with AMX tiles does not replace that one;
+``train-profile-separable`` is ``cifar_separable``'s GELU against hard-swish::
+
+    python benchmarks/train_profile.py --model cifar_separable --width-mult 1.5 --small-input 0 \
+        --batch-size 256 --threads 1 --variants "recipe, bf16 autocast" "recipe, bf16, hardswish" \
+        --fragment train-profile-separable --markdown
 """
 
 from __future__ import annotations
@@ -51,9 +57,24 @@ CONV_KINDS = [
 KINDS: dict[str, tuple[str, ...]] = {
     "batch norm, forward": ("aten::native_batch_norm", "aten::_native_batch_norm_legit"),
     "batch norm, backward": ("aten::native_batch_norm_backward",),
-    # The trainer's ReLU6 (mobilenets.layers.ReLU6) is an autograd function around an in-place clamp.
-    "activation, forward": ("aten::clamp_", "aten::hardtanh_", "aten::hardtanh", "_ClampKeepingOutput"),
-    "activation, backward": ("aten::hardtanh_backward", "_ClampKeepingOutputBackward"),
+    # The trainer's ReLU6 (mobilenets.layers.ReLU6) is an autograd function around an in-place clamp;
+    # cifar_separable's GELU, or the hard-swish of --activation hardswish.
+    "activation, forward": (
+        "aten::clamp_",
+        "aten::hardtanh_",
+        "aten::hardtanh",
+        "_ClampKeepingOutput",
+        "aten::gelu",
+        "aten::hardswish",
+        "aten::hardswish_",
+    ),
+    "activation, backward": (
+        "aten::hardtanh_backward",
+        "_ClampKeepingOutputBackward",
+        "aten::gelu_backward",
+        "aten::hardswish_backward",
+    ),
+    "max pooling": ("aten::max_pool2d_with_indices", "aten::max_pool2d_with_indices_backward"),
     "optimizer": ("aten::_fused_sgd_", "Optimizer.step#SGD.step", "Optimizer.zero_grad#SGD.zero_grad"),
 }
 # The variants compared: builder options on top of the recipe's (mobilenet_v2, small_input=1), and
@@ -66,6 +87,7 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "output_stride 8, undilated (4×4)": ({"output_stride": 8, "dilate": False}, {}),
     "recipe, torch.compile": ({}, {"compile": True}),
     BF16: ({}, {"precision": "bf16"}),
+    "recipe, bf16, hardswish": ({"activation": "hardswish"}, {"precision": "bf16"}),
 }
 
 
@@ -150,13 +172,18 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=10, help="profiled steps, after 3 warm-up steps")
     parser.add_argument(  # bf16 only when asked: emulated (10× slower) on CPUs without bf16 instructions
-        "--variants", nargs="+", choices=list(VARIANTS), default=[v for v in VARIANTS if v != BF16]
+        "--variants",
+        nargs="+",
+        choices=list(VARIANTS),
+        default=[RECIPE, *(v for v in VARIANTS if v != RECIPE and "bf16" not in v)],
+        help="the first is the one the others are compared with",
     )
     parser.add_argument("--child", choices=list(VARIANTS), help=argparse.SUPPRESS)
     add_markdown_argument(parser, "training.md")
     parser.add_argument(
         "--fragment",
-        choices=("train-profile", "train-profile-amx"),  # the default table; bf16 on a CPU with AMX tiles
+        # the default table; bf16 on a CPU with AMX tiles; cifar_separable's activations
+        choices=("train-profile", "train-profile-amx", "train-profile-separable"),
         default="train-profile",
         help="the page's markers to write between",
     )
@@ -171,22 +198,22 @@ def main() -> int:
     cells = [[kind, *(share(r, kind) for r in results.values())] for kind in [*CONV_KINDS, *KINDS, "other"]]
     cells.append(["**step, unprofiled**", *(f"**{r['step_ms']:.0f}**" for r in results.values())])
     cells.append(["images/s", *(f"{1000 * args.batch_size / r['step_ms']:.0f}" for r in results.values())])
-    recipe = results.get(RECIPE)
+    baseline = args.variants[0]
+    base = results[baseline]
     summary = (
         f"`{args.model}` width {args.width_mult}, `small_input={args.small_input}`, batch "
         f"{args.batch_size} at 32×32, {args.threads} threads, each variant in its own process; ms of "
         "profiled self time per step (share of the variant's profiled total)."
     )
-    if recipe is not None:
-        kinds = recipe["kinds"].items()
-        memory_bound = sum(ms for kind, ms in kinds if kind.startswith(("batch norm", "activation")))
-        summary += (
-            f" In the recipe's step, batch norm and activations, passes over the activation tensors that "
-            f"compute almost nothing, take {memory_bound / recipe['profiled_ms']:.0%}."
-        )
-        for variant, r in results.items():
-            if variant != RECIPE:
-                summary += f" {variant}: {r['step_ms'] / recipe['step_ms']:.2f}× the recipe's step."
+    kinds = base["kinds"].items()
+    memory_bound = sum(ms for kind, ms in kinds if kind.startswith(("batch norm", "activation", "max pool")))
+    summary += (
+        f" In the step of “{baseline}”, batch norm, activations and pooling, passes over the activation "
+        f"tensors that compute almost nothing, take {memory_bound / base['profiled_ms']:.0%}."
+    )
+    for variant, r in results.items():
+        if variant != baseline:
+            summary += f" {variant}: {r['step_ms'] / base['step_ms']:.2f}× the step of “{baseline}”."
     body = table(["kind", *results], cells, "l" + "r" * len(results))
     text = f"{provenance(time.perf_counter() - started)}\n\n{body}\n\n{summary}"
     print(text)

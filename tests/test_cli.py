@@ -193,17 +193,30 @@ def test_train_spells_the_input_size_resolution_and_keeps_img_size() -> None:
     assert parser.parse_args(["train"]).zero_init_residual is False
 
 
-def test_train_records_and_resumes_its_crop_and_cutout(tmp_path: Path) -> None:
+def test_train_records_and_resumes_its_crop_cutout_and_activation(tmp_path: Path) -> None:
+    import torch
+
+    from mobilenets.layers.activations import ReLU6
+    from mobilenets.training import load_trained_model
+
     common = ["--data", "digits", "--model", "mobilenet_v2", "--width-mult", "0.35", "--batch-size", "128"]
     first = run_cli("train", *common, "--epochs", "1", "--cutout", "6", "--crop-padding", "2",
-                    "--padding-mode", "reflect", "--no-progress", "--out", str(tmp_path))  # fmt: skip
+                    "--padding-mode", "reflect", "--activation", "hardswish", "--no-progress",
+                    "--out", str(tmp_path))  # fmt: skip
     assert first.returncode == 0, first.stderr
     saved = json.loads((tmp_path / "config.json").read_text())
     assert (saved["cutout"], saved["crop_padding"], saved["padding_mode"]) == (6, 2, "reflect")
+    assert saved["model_options"] == {"activation": "hardswish"}
     resumed = run_cli("train", "--epochs", "2", "--resume", "--no-progress", "--out", str(tmp_path))
     assert resumed.returncode == 0, resumed.stderr
     saved = json.loads((tmp_path / "config.json").read_text())
     assert (saved["cutout"], saved["crop_padding"], saved["padding_mode"]) == (6, 2, "reflect")
+    assert saved["model_options"] == {"activation": "hardswish"}
+    model = load_trained_model(tmp_path / "last.safetensors").model  # rebuilt from its card
+    kinds = {type(module) for module in model.modules()}
+    assert torch.nn.Hardswish in kinds and not kinds & {torch.nn.ReLU6, ReLU6}
+    other = run_cli("train", "--epochs", "3", "--resume", "--activation", "relu", "--out", str(tmp_path))
+    assert other.returncode == 2 and "trained with model_options={'activation': 'hardswish'}" in other.stderr
     refused = run_cli("train", *common, "--cutout", "33", "--out", str(tmp_path / "big"))
     assert refused.returncode == 2 and "cutout 33 px is larger than the 32 px image" in refused.stderr
 

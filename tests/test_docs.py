@@ -458,6 +458,7 @@ FRAGMENTS = {
         "cifar10-reference": "cifar10_reference.py",
         "train-profile": "train_profile.py",
         "train-profile-amx": "train_profile.py",
+        "train-profile-separable": "train_profile.py",
         "depthwise-gradient": "depthwise_gradient.py",
         "depthwise-dilated": "depthwise_gradient.py",
     },

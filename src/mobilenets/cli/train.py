@@ -10,6 +10,7 @@ from pathlib import Path
 from ..data.transforms import AUGMENTATIONS, PADDING_MODES
 from ..devices import DEVICE_HELP
 from ..errors import UsageError
+from ..layers.activations import ACTIVATION_NAMES
 from ..training.config import DERIVED_FROM_EPOCHS, NORMS, OPTIMIZERS, PRECISIONS, SCHEDULES, TrainConfig
 from .common import (
     add_allocator_argument,
@@ -49,6 +50,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_small_input_argument(model)
     add_output_stride_argument(model)
     model.add_argument("--norm", choices=NORMS, default=_DEFAULTS.norm, help="normalization layers")
+    model.add_argument(
+        "--activation",
+        choices=ACTIVATION_NAMES,
+        default=None,
+        help="replace every stem, block and head activation (default: the model's own; hardswish is "
+        "cheaper on CPUs than GELU)",
+    )
     model.add_argument(
         "--dropout", type=float, default=None, help="classifier dropout (default: the model's)"
     )
@@ -234,6 +242,7 @@ _MODEL_OPTION_FLAGS = (
     ("dilate", "dilate", True),
     ("zero_init_residual", "zero_init_residual", False),
     ("fix_stem", "fix_stem", False),
+    ("activation", "activation", None),
 )
 
 
@@ -280,6 +289,7 @@ def run(args: argparse.Namespace) -> int:
             **output_stride_options(args),
             **({"zero_init_residual": True} if args.zero_init_residual else {}),
             **({"fix_stem": True} if args.fix_stem else {}),
+            **({"activation": args.activation} if args.activation else {}),
         },
         norm=args.norm,
         dropout=args.dropout,
