@@ -16,17 +16,22 @@ the recipe's step under ``torch.compile`` (``mobilenets train --compile``), whos
 kernels fuse batch norm with the activation (their time counts as "other"); and the recipe's step
 under bf16 autocast (``--precision bf16``), which ``--precision auto`` does not pick on CPUs (only
 when named in ``--variants``), and the same with every activation a hard-swish (``--activation
-hardswish``). The first of ``--variants`` is the one the others are timed against.
+hardswish``); ``cifar_separable_deep`` so, in place of ``--model``. The first of ``--variants`` is the
+one the others are timed against.
 
     python benchmarks/train_profile.py --markdown     # ~2 minutes on 2 cores
 
 ``--fragment train-profile-amx`` writes the table between other markers of the page (default
 ``train-profile``), so that the bf16 comparison on a CPU with AMX tiles does not replace that one;
-``train-profile-separable`` is ``cifar_separable``'s GELU against hard-swish::
+``train-profile-separable`` is ``cifar_separable``'s GELU against hard-swish, ``train-profile-deep``
+the same network against its deeper twin::
 
     python benchmarks/train_profile.py --model cifar_separable --width-mult 1.5 --small-input 0 \
         --batch-size 256 --threads 1 --variants "recipe, bf16 autocast" "recipe, bf16, hardswish" \
         --fragment train-profile-separable --markdown
+    python benchmarks/train_profile.py --model cifar_separable --width-mult 1.5 --small-input 0 \
+        --batch-size 256 --threads 1 --variants "recipe, bf16, hardswish" \
+        "cifar_separable_deep, bf16, hardswish" --fragment train-profile-deep --markdown
 """
 
 from __future__ import annotations
@@ -81,6 +86,7 @@ KINDS: dict[str, tuple[str, ...]] = {
 # TrainConfig settings.
 RECIPE = "recipe (2×2)"
 BF16 = "recipe, bf16 autocast"
+DEEP = "cifar_separable_deep, bf16, hardswish"
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     RECIPE: ({}, {}),
     "output_stride 8, dilated (4×4)": ({"output_stride": 8}, {}),
@@ -88,6 +94,8 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "recipe, torch.compile": ({}, {"compile": True}),
     BF16: ({}, {"precision": "bf16"}),
     "recipe, bf16, hardswish": ({"activation": "hardswish"}, {"precision": "bf16"}),
+    # cifar_separable's deeper twin, in place of --model (a third block where maps are 7×7 and 3×3)
+    DEEP: ({"activation": "hardswish"}, {"precision": "bf16", "model": "cifar_separable_deep"}),
 }
 
 
@@ -96,17 +104,19 @@ def recipe_trainer(
 ) -> Trainer:
     """A :class:`Trainer` as ``mobilenets train`` builds it for ``args``' network, in one CPU process."""
     config = TrainConfig(
-        model=args.model,
-        width_mult=args.width_mult,
-        small_input=args.small_input,
-        model_options=options,
-        data="digits",  # only builds the Trainer (10 classes, 32 px); the batch is synthetic
-        img_size=32,
-        batch_size=args.batch_size,
-        workers=0,
-        progress=False,
-        out=folder,
-        **settings,
+        **{
+            "model": args.model,
+            "width_mult": args.width_mult,
+            "small_input": args.small_input,
+            "model_options": options,
+            "data": "digits",  # only builds the Trainer (10 classes, 32 px); the batch is synthetic
+            "img_size": 32,
+            "batch_size": args.batch_size,
+            "workers": 0,
+            "progress": False,
+            "out": folder,
+            **settings,  # may name another model
+        }
     )
     trainer = Trainer(config, DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu")))
     trainer.train_module.train()
@@ -182,8 +192,8 @@ def main() -> int:
     add_markdown_argument(parser, "training.md")
     parser.add_argument(
         "--fragment",
-        # the default table; bf16 on a CPU with AMX tiles; cifar_separable's activations
-        choices=("train-profile", "train-profile-amx", "train-profile-separable"),
+        # the default table; bf16 on a CPU with AMX tiles; cifar_separable's activations; its depth
+        choices=("train-profile", "train-profile-amx", "train-profile-separable", "train-profile-deep"),
         default="train-profile",
         help="the page's markers to write between",
     )

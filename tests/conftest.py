@@ -17,7 +17,7 @@ from mobilenets.weights.files import write_safetensors
 
 ALL_MODELS = mobilenets.list_models()
 # The networks laid out as the papers' ImageNet models: five levels, reductions 2 to 32.
-IMAGENET_MODELS = [name for name in ALL_MODELS if name != "cifar_separable"]
+IMAGENET_MODELS = [name for name in ALL_MODELS if not name.startswith("cifar_")]
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MOBILENETS_SHARED", REPO_ROOT.parent / "shared"))
 SMALL_RES = 64

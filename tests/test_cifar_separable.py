@@ -99,6 +99,14 @@ def test_cifar_separable_builds_its_table_and_its_standard_conv_twin() -> None:
     assert half.stem.out_channels == 24 and half.num_features == 128
     twin = build_mobilenet(CIFAR_SEPARABLE, separable=False, num_classes=10)
     assert all(isinstance(b.conv_dw, torch.nn.Identity) for stage in twin.blocks for b in stage)
+    # the deep variant: a third block where the maps are 7×7 and 3×3; the same stem, pools and head
+    deep = create_model("cifar_separable_deep", num_classes=10)
+    deep_blocks = [block for stage in deep.blocks for block in stage]
+    assert [block.conv_pw.out_channels for block in deep_blocks] == [64, 64, 256, 256, 256, 256, 256, 256]
+    pools = [True, False, True, False, False, True, False, False]
+    assert [isinstance(block.pool, torch.nn.MaxPool2d) for block in deep_blocks] == pools
+    extra = 2 * (256 * 9 + 256 * 256 + 2 * 256)  # two more depthwise, pointwise and norm layers
+    assert sum(p.numel() for p in deep.parameters()) - sum(p.numel() for p in model.parameters()) == extra
 
 
 def test_cifar_separable_keeps_pytorchs_default_initialisation() -> None:
@@ -166,9 +174,10 @@ def test_training_fits_the_stem_on_training_images_and_a_resume_keeps_it(tmp_pat
     assert torch.equal(resumed["stem.conv.weight"], weights["stem.conv.weight"])
 
 
-def test_cifar_separable_has_the_model_interface_at_its_own_scale() -> None:
+@pytest.mark.parametrize("name", ["cifar_separable", "cifar_separable_deep"])
+def test_cifar_separable_has_the_model_interface_at_its_own_scale(name: str) -> None:
     """What tests/test_models.py checks of the ImageNet-layout networks, at reductions 1 to 8."""
-    model = create_model("cifar_separable", num_classes=7).eval()
+    model = create_model(name, num_classes=7).eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         features = model.forward_intermediates(x, intermediates_only=True)
@@ -182,7 +191,7 @@ def test_cifar_separable_has_the_model_interface_at_its_own_scale() -> None:
     model.reset_classifier(3)
     with torch.no_grad():
         assert model(x).shape == (2, 3)
-    dropped = create_model("cifar_separable", small_input=1)  # the first pool's stride dropped
+    dropped = create_model(name, small_input=1)  # the first pool's stride dropped
     assert dropped.feature_info[-1].reduction == 4 and dropped.min_input_size == 5
     with pytest.raises(UsageError, match=r"needs at least 9×9 \(its total stride and stem\)"):
         model(torch.randn(1, 3, 8, 8))

@@ -14,6 +14,7 @@ from .layers import (
 from .models import (
     MobileNet,
     cifar_separable,
+    cifar_separable_deep,
     conv_mobilenet_v1,
     conv_mobilenet_v2,
     create_model,
@@ -42,6 +43,7 @@ __all__ = [
     "SqueezeExcite",
     "__version__",
     "cifar_separable",
+    "cifar_separable_deep",
     "conv_mobilenet_v1",
     "conv_mobilenet_v2",
     "create_model",
