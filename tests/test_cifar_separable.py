@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 from mobilenets.errors import UsageError
-from mobilenets.layers import PatchWhitening, PooledSeparableConv
+from mobilenets.layers import PatchWhitening, PooledSeparableConv, SqueezeExcite
 from mobilenets.models import ArchSpec, BlockSpec, build_mobilenet, create_model
-from mobilenets.models.cifar_separable import CIFAR_SEPARABLE
+from mobilenets.models.cifar_separable import CIFAR_SEPARABLE, CIFAR_SEPARABLE_SE
 from mobilenets.training import TrainConfig, load_trained_model, train
 
 
@@ -75,10 +75,29 @@ def test_pooled_separable_conv_pools_after_the_pointwise_conv() -> None:
         PooledSeparableConv(8, 16, stride=3)
 
 
+def test_pooled_separable_conv_gates_its_output_channels_with_squeeze_excite() -> None:
+    block = PooledSeparableConv(8, 16, stride=2, se_channels=4).eval()
+    assert isinstance(block.se, SqueezeExcite) and block.se.fc1.out_channels == 4
+    x = torch.randn(2, 8, 15, 15)
+    with torch.no_grad():
+        ungated = block.act(block.bn(block.pool(block.conv_pw(block.conv_dw(x)))))
+        gate = torch.sigmoid(block.se.fc2(F.relu(block.se.fc1(ungated.mean((2, 3), keepdim=True)))))
+        torch.testing.assert_close(block(x), ungated * gate)  # on the pooled output, one gate per channel
+    assert isinstance(PooledSeparableConv(8, 16).se, torch.nn.Identity)
+    twin = PooledSeparableConv(8, 16, separable=False, se_channels=4)  # the dense twin keeps its gate
+    assert isinstance(twin.se, SqueezeExcite)
+    for bad in (-1, 2.0, True):
+        with pytest.raises(UsageError, match="se_channels must be a non-negative integer"):
+            PooledSeparableConv(8, 16, se_channels=bad)
+
+
 def test_architecture_table_checks_the_new_options() -> None:
-    with pytest.raises(UsageError, match="squeeze-excite is only supported"):
-        BlockSpec("sep", 16, se=True)
+    with pytest.raises(UsageError, match="squeeze-excite is only supported in 'ir' and 'sep' blocks"):
+        BlockSpec("ds", 16, se=True)
     BlockSpec("sep", 16, separable=False)  # the twin is allowed
+    BlockSpec("sep", 16, se=True, separable=False)  # with its output gate
+    with pytest.raises(UsageError, match="'ir' blocks without squeeze-excite"):
+        BlockSpec("ir", 16, expand_ratio=6, se=True, separable=False)
     with pytest.raises(UsageError, match="whitening stem has stride 1"):
         dataclasses.replace(CIFAR_SEPARABLE, stem_stride=2)
     with pytest.raises(UsageError, match="stem_kernel_size must be a positive odd"):
@@ -107,6 +126,17 @@ def test_cifar_separable_builds_its_table_and_its_standard_conv_twin() -> None:
     assert [isinstance(block.pool, torch.nn.MaxPool2d) for block in deep_blocks] == pools
     extra = 2 * (256 * 9 + 256 * 256 + 2 * 256)  # two more depthwise, pointwise and norm layers
     assert sum(p.numel() for p in deep.parameters()) - sum(p.numel() for p in model.parameters()) == extra
+    # the squeeze-excite variant: a gate on the output of the four blocks at 7×7 and 3×3, nothing else
+    gated = create_model("cifar_separable_se", num_classes=10)
+    gated_blocks = [block for stage in gated.blocks for block in stage]
+    assert [isinstance(block.se, SqueezeExcite) for block in gated_blocks] == [False] * 2 + [True] * 4
+    assert all(isinstance(block.se.gate, torch.nn.Sigmoid) for block in gated_blocks[2:])
+    gates = 4 * (256 * 64 + 64 + 64 * 256 + 256)  # fc1 256→64 and fc2 64→256, with biases
+    assert sum(p.numel() for p in gated.parameters()) - sum(p.numel() for p in model.parameters()) == gates
+    gated_twin = build_mobilenet(CIFAR_SEPARABLE_SE, separable=False, num_classes=10)  # gates on outputs stay
+    assert [isinstance(b.se, SqueezeExcite) for stage in gated_twin.blocks for b in stage] == [False] * 2 + [
+        True
+    ] * 4
 
 
 def test_cifar_separable_keeps_pytorchs_default_initialisation() -> None:
@@ -174,7 +204,7 @@ def test_training_fits_the_stem_on_training_images_and_a_resume_keeps_it(tmp_pat
     assert torch.equal(resumed["stem.conv.weight"], weights["stem.conv.weight"])
 
 
-@pytest.mark.parametrize("name", ["cifar_separable", "cifar_separable_deep"])
+@pytest.mark.parametrize("name", ["cifar_separable", "cifar_separable_deep", "cifar_separable_se"])
 def test_cifar_separable_has_the_model_interface_at_its_own_scale(name: str) -> None:
     """What tests/test_models.py checks of the ImageNet-layout networks, at reductions 1 to 8."""
     model = create_model(name, num_classes=7).eval()

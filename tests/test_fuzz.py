@@ -45,7 +45,13 @@ from .conftest import run_cli as run_cli_in_process
 
 MODELS = list_models()
 # No residual blocks, so no stochastic depth to set.
-WITHOUT_RESIDUALS = ("mobilenet_v1", "conv_mobilenet_v1", "cifar_separable", "cifar_separable_deep")
+WITHOUT_RESIDUALS = (
+    "mobilenet_v1",
+    "conv_mobilenet_v1",
+    "cifar_separable",
+    "cifar_separable_deep",
+    "cifar_separable_se",
+)
 # Each example is milliseconds to a few tenths of a second; no per-example deadline (a loaded CI
 # machine would make one flaky), the example counts keep the whole file well under a minute.
 # No example database: it would write an untracked .hypothesis/ folder into the checkout.

@@ -10,6 +10,7 @@ from .activations import create_activation
 from .conv_norm_act import ConvNormAct
 from .norm import NormConfig
 from .padding import create_conv2d
+from .squeeze_excite import SqueezeExcite
 
 
 class DepthwiseSeparableConv(nn.Module):
@@ -59,10 +60,13 @@ class PooledSeparableConv(nn.Module):
     2 the pointwise output is max-pooled before the norm, as airbench's CIFAR-10 network downsamples
     (Jordan 2024, arXiv 2404.00498): the convolutions see the full map, the norm and activation a quarter
     of it. ``separable=False`` puts one dense K×K conv in place of the pair (the standard-conv twin).
+    ``se_channels`` > 0 gates the block's output channels by squeeze-excite, after the pool where the
+    map is smallest (as SE-ResNet places it on a block's output): a depthwise conv mixes no channels and
+    a 1×1 conv sees one pixel, so the gate is what gives each channel a view of the whole image.
 
     Sub-modules: ``conv_dw`` (``nn.Identity`` in the twin), ``conv_pw`` (the dense conv in the twin),
-    ``pool`` (``nn.Identity`` at stride 1), ``bn``, ``act``. The norm follows the pool, so
-    :func:`mobilenets.deploy.fuse` leaves it unfolded.
+    ``pool`` (``nn.Identity`` at stride 1), ``bn``, ``act``, ``se`` (``nn.Identity`` without it). The
+    norm follows the pool, so :func:`mobilenets.deploy.fuse` leaves it unfolded.
     """
 
     def __init__(
@@ -77,10 +81,16 @@ class PooledSeparableConv(nn.Module):
         norm: NormConfig | None = None,
         padding: str = "symmetric",
         separable: bool = True,
+        se_channels: int = 0,
+        se_gate: str = "sigmoid",
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
             raise UsageError(f"stride must be 1 or 2 (a 2×2 max pool), got {stride!r}")
+        if type(se_channels) is not int or se_channels < 0:
+            raise UsageError(
+                f"se_channels must be a non-negative integer (0: no squeeze-excite), got {se_channels!r}"
+            )
         norm = NormConfig() if norm is None else norm
         bias = norm.kind == "none"
         self.conv_dw: nn.Module = nn.Identity()
@@ -102,6 +112,9 @@ class PooledSeparableConv(nn.Module):
         self.pool: nn.Module = nn.MaxPool2d(2) if stride == 2 else nn.Identity()
         self.bn = norm.create(out_channels)
         self.act = create_activation(activation)
+        self.se: nn.Module = nn.Identity()
+        if se_channels:
+            self.se = SqueezeExcite(out_channels, se_channels, gate=se_gate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.pool(self.conv_pw(self.conv_dw(x)))))
+        return self.se(self.act(self.bn(self.pool(self.conv_pw(self.conv_dw(x))))))

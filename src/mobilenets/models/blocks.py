@@ -61,6 +61,8 @@ def make_block(
             norm=norm,
             padding=padding,
             separable=spec.separable,
+            se_channels=make_divisible(out_channels / 4) if spec.se else 0,
+            se_gate=se_gate,
         )
     if spec.expand_ratio == 1:
         hidden_channels = in_channels

@@ -425,13 +425,14 @@ def standard_conv_twin(arch: ArchSpec) -> ArchSpec:
     MobileNet v1: each depthwise + pointwise pair becomes a full K×K conv (the v1 paper's Table 4
     "Conv MobileNet"). Inverted residuals: the depthwise K×K + 1×1 projection pair (itself a depthwise
     separable conv) becomes one dense K×K conv from the expanded width to the output, linear as the
-    projection was; the expansion and the residual stay. Squeeze-excite, which sits inside the pair, is
-    dropped. The twin isolates exactly what depthwise separability saves.
+    projection was; the expansion and the residual stay. Squeeze-excite, which sits inside that pair, is
+    dropped; a pooled separable block's gate, on its output, stays. The twin isolates exactly what
+    depthwise separability saves.
     """
     twin_blocks = tuple(
         dataclasses.replace(spec, kind="conv")
         if spec.kind == "ds"
-        else dataclasses.replace(spec, separable=False, se=False)
+        else dataclasses.replace(spec, separable=False, se=spec.se and spec.kind == "sep")
         if spec.kind in ("ir", "sep")
         else spec
         for spec in arch.blocks

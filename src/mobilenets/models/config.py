@@ -52,9 +52,10 @@ class BlockSpec:
     a single norm and activation that downsamples by max pooling (:class:`PooledSeparableConv`),
     ``"ir"`` an inverted residual (v2/v3/EfficientNet). For ``"ir"`` the hidden width is
     ``make_divisible(expand_ratio × in_channels)`` (v2's ``t``), the input being already scaled by
-    ``width_mult``. ``se`` adds squeeze-excite with ``make_divisible(hidden / 4)`` channels.
-    ``separable=False`` makes an ``"ir"`` or ``"sep"`` block the standard-convolution twin (see
-    :class:`InvertedResidual`).
+    ``width_mult``. ``se`` adds squeeze-excite with ``make_divisible(hidden / 4)`` channels to an
+    ``"ir"`` block (on its depthwise output), ``make_divisible(out / 4)`` to a ``"sep"`` one (on its
+    output). ``separable=False`` makes an ``"ir"`` or ``"sep"`` block the standard-convolution twin
+    (see :class:`InvertedResidual`); a ``"sep"`` twin keeps its squeeze-excite.
     """
 
     kind: BlockKind
@@ -77,10 +78,12 @@ class BlockSpec:
         if not is_real(self.expand_ratio) or not math.isfinite(self.expand_ratio) or self.expand_ratio <= 0:
             raise UsageError(f"expand_ratio must be a positive finite number, got {self.expand_ratio!r}")
         _check_flags(self, "se", "separable")
-        if not self.separable and (self.kind not in ("ir", "sep") or self.se):
-            raise UsageError("separable=False applies to 'ir' and 'sep' blocks without squeeze-excite only")
-        if self.se and self.kind != "ir":
-            raise UsageError(f"squeeze-excite is only supported in 'ir' blocks, not {self.kind!r}")
+        if self.se and self.kind not in ("ir", "sep"):
+            raise UsageError(f"squeeze-excite is only supported in 'ir' and 'sep' blocks, not {self.kind!r}")
+        if not self.separable and (self.kind not in ("ir", "sep") or (self.se and self.kind == "ir")):
+            raise UsageError(
+                "separable=False applies to 'ir' blocks without squeeze-excite and to 'sep' blocks only"
+            )
         check_activation(self.activation)
 
 
