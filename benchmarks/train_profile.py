@@ -16,8 +16,8 @@ the recipe's step under ``torch.compile`` (``mobilenets train --compile``), whos
 kernels fuse batch norm with the activation (their time counts as "other"); and the recipe's step
 under bf16 autocast (``--precision bf16``), which ``--precision auto`` does not pick on CPUs (only
 when named in ``--variants``), and the same with every activation a hard-swish (``--activation
-hardswish``); ``cifar_separable_deep`` so, and ``cifar_separable_se`` in bf16, in place of
-``--model``. The first of ``--variants`` is the one the others are timed against.
+hardswish``); ``cifar_separable_deep`` so, and ``cifar_separable_se`` and
+``cifar_separable_dwlast`` in bf16, in place of ``--model``. The first of ``--variants`` is the one the others are timed against.
 
     python benchmarks/train_profile.py --markdown     # ~2 minutes on 2 cores
 
@@ -25,7 +25,7 @@ hardswish``); ``cifar_separable_deep`` so, and ``cifar_separable_se`` in bf16, i
 ``train-profile``), so that the bf16 comparison on a CPU with AMX tiles does not replace that one;
 ``train-profile-separable`` is ``cifar_separable``'s GELU against hard-swish, ``train-profile-deep``
 the same network against its deeper twin, ``train-profile-se`` the recipe against its squeeze-excite
-twin::
+twin, ``train-profile-dwlast`` against its twin with the depthwise conv last where it widens::
 
     python benchmarks/train_profile.py --model cifar_separable --width-mult 1.5 --small-input 0 \
         --batch-size 256 --threads 1 --variants "recipe, bf16 autocast" "recipe, bf16, hardswish" \
@@ -36,6 +36,9 @@ twin::
     python benchmarks/train_profile.py --model cifar_separable --width-mult 1.5 --small-input 0 \
         --batch-size 256 --threads 1 --variants "recipe, bf16 autocast" "cifar_separable_se, bf16" \
         --fragment train-profile-se --markdown
+    python benchmarks/train_profile.py --model cifar_separable --width-mult 1.5 --small-input 0 \
+        --batch-size 256 --threads 1 --variants "recipe, bf16 autocast" "cifar_separable_dwlast, bf16" \
+        --fragment train-profile-dwlast --markdown
 """
 
 from __future__ import annotations
@@ -92,6 +95,7 @@ RECIPE = "recipe (2×2)"
 BF16 = "recipe, bf16 autocast"
 DEEP = "cifar_separable_deep, bf16, hardswish"
 SE = "cifar_separable_se, bf16"
+DWLAST = "cifar_separable_dwlast, bf16"
 VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     RECIPE: ({}, {}),
     "output_stride 8, dilated (4×4)": ({"output_stride": 8}, {}),
@@ -103,6 +107,8 @@ VARIANTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     DEEP: ({"activation": "hardswish"}, {"precision": "bf16", "model": "cifar_separable_deep"}),
     # and its squeeze-excite twin (a gate on each block's output where maps are 7×7 and 3×3), GELU
     SE: ({}, {"precision": "bf16", "model": "cifar_separable_se"}),
+    # and its twin whose widening blocks run the pointwise conv first, the depthwise on the wide map
+    DWLAST: ({}, {"precision": "bf16", "model": "cifar_separable_dwlast"}),
 }
 
 
@@ -199,13 +205,15 @@ def main() -> int:
     add_markdown_argument(parser, "training.md")
     parser.add_argument(
         "--fragment",
-        # the default table; bf16 on a CPU with AMX tiles; cifar_separable's activations; its depth
+        # the default table; bf16 on a CPU with AMX tiles; cifar_separable's activations, depth, gates
+        # and depthwise order
         choices=(
             "train-profile",
             "train-profile-amx",
             "train-profile-separable",
             "train-profile-deep",
             "train-profile-se",
+            "train-profile-dwlast",
         ),
         default="train-profile",
         help="the page's markers to write between",

@@ -12,8 +12,9 @@ from safetensors.torch import load_file
 
 from mobilenets.errors import UsageError
 from mobilenets.layers import PatchWhitening, PooledSeparableConv, SqueezeExcite
+from mobilenets.layers.norm import NormConfig
 from mobilenets.models import ArchSpec, BlockSpec, build_mobilenet, create_model
-from mobilenets.models.cifar_separable import CIFAR_SEPARABLE, CIFAR_SEPARABLE_SE
+from mobilenets.models.cifar_separable import CIFAR_SEPARABLE, CIFAR_SEPARABLE_DWLAST, CIFAR_SEPARABLE_SE
 from mobilenets.training import TrainConfig, load_trained_model, train
 
 
@@ -91,6 +92,19 @@ def test_pooled_separable_conv_gates_its_output_channels_with_squeeze_excite() -
             PooledSeparableConv(8, 16, se_channels=bad)
 
 
+def test_depthwise_last_filters_the_pointwise_output() -> None:
+    block = PooledSeparableConv(8, 16, stride=2, depthwise_last=True).eval()
+    assert block.conv_pw.in_channels == 8 and block.conv_dw.groups == 16 == block.conv_dw.in_channels
+    x = torch.randn(2, 8, 15, 15)
+    with torch.no_grad():
+        expected = block.act(block.bn(block.pool(block.conv_dw(block.conv_pw(x)))))
+        torch.testing.assert_close(block(x), expected)
+    unnormed = PooledSeparableConv(8, 16, norm=NormConfig("none"), depthwise_last=True)
+    assert unnormed.conv_dw.bias is not None and unnormed.conv_pw.bias is None  # the last conv's bias
+    dense = PooledSeparableConv(8, 16, separable=False, depthwise_last=True)  # the twin: one dense conv
+    assert isinstance(dense.conv_dw, torch.nn.Identity) and not dense.depthwise_last
+
+
 def test_architecture_table_checks_the_new_options() -> None:
     with pytest.raises(UsageError, match="squeeze-excite is only supported in 'ir' and 'sep' blocks"):
         BlockSpec("ds", 16, se=True)
@@ -98,6 +112,10 @@ def test_architecture_table_checks_the_new_options() -> None:
     BlockSpec("sep", 16, se=True, separable=False)  # with its output gate
     with pytest.raises(UsageError, match="'ir' blocks without squeeze-excite"):
         BlockSpec("ir", 16, expand_ratio=6, se=True, separable=False)
+    with pytest.raises(UsageError, match="depthwise_last applies to 'sep' blocks only, not 'ir'"):
+        BlockSpec("ir", 16, expand_ratio=6, depthwise_last=True)
+    with pytest.raises(UsageError, match="depthwise_last must be True or False"):
+        BlockSpec("sep", 16, depthwise_last=1)  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="whitening stem has stride 1"):
         dataclasses.replace(CIFAR_SEPARABLE, stem_stride=2)
     with pytest.raises(UsageError, match="stem_kernel_size must be a positive odd"):
@@ -134,9 +152,19 @@ def test_cifar_separable_builds_its_table_and_its_standard_conv_twin() -> None:
     gates = 4 * (256 * 64 + 64 + 64 * 256 + 256)  # fc1 256→64 and fc2 64→256, with biases
     assert sum(p.numel() for p in gated.parameters()) - sum(p.numel() for p in model.parameters()) == gates
     gated_twin = build_mobilenet(CIFAR_SEPARABLE_SE, separable=False, num_classes=10)  # gates on outputs stay
-    assert [isinstance(b.se, SqueezeExcite) for stage in gated_twin.blocks for b in stage] == [False] * 2 + [
-        True
-    ] * 4
+    twin_gates = [isinstance(b.se, SqueezeExcite) for stage in gated_twin.blocks for b in stage]
+    assert twin_gates == [False] * 2 + [True] * 4
+    # depthwise last in the two widening blocks: their depthwise conv has the output's width
+    wide = create_model("cifar_separable_dwlast", num_classes=10)
+    wide_blocks = [block for stage in wide.blocks for block in stage]
+    assert [block.conv_dw.groups for block in wide_blocks] == [64, 64, 256, 256, 256, 256]
+    assert [block.depthwise_last for block in wide_blocks] == [True, False, True, False, False, False]
+    filters = 9 * ((64 - 24) + (256 - 64))  # the depthwise weights of the wider maps
+    assert sum(p.numel() for p in wide.parameters()) - sum(p.numel() for p in model.parameters()) == filters
+    wide_twin = build_mobilenet(CIFAR_SEPARABLE_DWLAST, separable=False, num_classes=10)
+    assert all(isinstance(b.conv_dw, torch.nn.Identity) for stage in wide_twin.blocks for b in stage)
+    twin_params = sum(p.numel() for p in twin.parameters())
+    assert sum(p.numel() for p in wide_twin.parameters()) == twin_params  # the same dense network
 
 
 def test_cifar_separable_keeps_pytorchs_default_initialisation() -> None:
@@ -204,7 +232,9 @@ def test_training_fits_the_stem_on_training_images_and_a_resume_keeps_it(tmp_pat
     assert torch.equal(resumed["stem.conv.weight"], weights["stem.conv.weight"])
 
 
-@pytest.mark.parametrize("name", ["cifar_separable", "cifar_separable_deep", "cifar_separable_se"])
+@pytest.mark.parametrize(
+    "name", ["cifar_separable", "cifar_separable_deep", "cifar_separable_se", "cifar_separable_dwlast"]
+)
 def test_cifar_separable_has_the_model_interface_at_its_own_scale(name: str) -> None:
     """What tests/test_models.py checks of the ImageNet-layout networks, at reductions 1 to 8."""
     model = create_model(name, num_classes=7).eval()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import warnings
 import zlib
@@ -364,6 +365,56 @@ def _indexed_set(n: int, size: int = 8, augment: str = "none", train: bool = Tru
     images = torch.randint(0, 256, (n, 3, size, size), generator=torch.Generator().manual_seed(n))
     transform = BatchTransform(size, size, (0.5,) * 3, (0.5,) * 3, train=train, augment=augment)
     return CachedImages(images.to(torch.uint8), torch.arange(n), transform)
+
+
+def _flips_by_label(loader: Any, epoch: int, plain: dict[int, torch.Tensor]) -> dict[int, bool]:
+    """Which images (by label) ``loader`` mirrored in ``epoch``, against their unmirrored ``plain`` form."""
+    loader.set_epoch(epoch)
+    flips = {}
+    for images, labels in loader:
+        for image, label in zip(images, labels.tolist(), strict=True):
+            flipped = torch.allclose(image, plain[label].flip(-1), atol=1e-6)
+            assert flipped or torch.allclose(image, plain[label], atol=1e-6)  # no shift: it or its mirror
+            flips[label] = flipped
+    return flips
+
+
+def test_alternate_flip_mirrors_each_image_in_every_other_epoch(tmp_path: Path) -> None:
+    n, augment = 40, Augmentation(padding=0, alternate_flip=True)
+    images = torch.randint(0, 256, (n, 3, 8, 8), generator=torch.Generator().manual_seed(0)).to(torch.uint8)
+    transform = BatchTransform(8, 8, (0.5,) * 3, (0.5,) * 3, train=True, augment=augment)
+    dataset = CachedImages(images, torch.arange(n), transform)
+    plain = {i: (images[i].float() / 255 - 0.5) / 0.5 for i in range(n)}
+    single = build_loader(dataset, batch_size=8, train=True, seed=3)
+    epochs = [_flips_by_label(single, epoch, plain) for epoch in range(4)]
+    assert 10 < sum(epochs[0].values()) < 30  # the first epoch tosses a coin per image
+    for before, after in itertools.pairwise(epochs):
+        assert before.keys() == after.keys() and all(after[i] != before[i] for i in before)
+    # Ranks split the images, not the rule: their union flips what the single process flips.
+    ranks = [build_loader(dataset, batch_size=4, train=True, seed=3, rank=r, world_size=2) for r in range(2)]
+    union = _flips_by_label(ranks[0], 1, plain) | _flips_by_label(ranks[1], 1, plain)
+    assert union == epochs[1]
+    # The draw stays whole: crops and cutouts are those of random flips, another seed tosses anew.
+    random_flips = dataclasses.replace(transform, augment=Augmentation(padding=0))
+    assert random_flips.draw(n, torch.Generator().manual_seed(1)).crop.equal(
+        transform.draw(n, torch.Generator().manual_seed(1)).crop
+    )
+    reseeded = build_loader(dataset, batch_size=8, train=True, seed=4)
+    assert _flips_by_label(reseeded, 0, plain) != epochs[0]
+    # Files read one at a time alternate the same way (32 px files: pad-and-crop with no shift).
+    make_folder(tmp_path, {"a": 6, "b": 6}, size=32)
+    lazy = load_splits(str(tmp_path), img_size=32, val_split=0.25, cache=False, augment=augment).train
+    loader = build_loader(lazy, batch_size=len(lazy), train=True, seed=0, workers=0)  # every image
+    views = []
+    for epoch in range(3):  # labels name classes here, so images are matched by content
+        loader.set_epoch(epoch)
+        views.append(torch.cat([x for x, _ in loader]))
+    assert all(any(torch.equal(x.flip(-1), y) for y in views[0]) for x in views[1])
+    assert all(any(torch.equal(x, y) for y in views[0]) for x in views[2])
+    with pytest.raises(ValueError, match="alternate_flip needs training images that are flipped"):
+        load_splits("digits", img_size=32, augment=augment)
+    with pytest.raises(ValueError, match="alternate_flip must be True or False"):
+        Augmentation(alternate_flip=1)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("augment", ["none", "trivialaugment"])

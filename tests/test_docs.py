@@ -461,6 +461,7 @@ FRAGMENTS = {
         "train-profile-separable": "train_profile.py",
         "train-profile-deep": "train_profile.py",
         "train-profile-se": "train_profile.py",
+        "train-profile-dwlast": "train_profile.py",
         "depthwise-gradient": "depthwise_gradient.py",
         "depthwise-dilated": "depthwise_gradient.py",
     },

@@ -51,6 +51,7 @@ WITHOUT_RESIDUALS = (
     "cifar_separable",
     "cifar_separable_deep",
     "cifar_separable_se",
+    "cifar_separable_dwlast",
 )
 # Each example is milliseconds to a few tenths of a second; no per-example deadline (a loaded CI
 # machine would make one flaky), the example counts keep the whole file well under a minute.

@@ -676,8 +676,11 @@ def test_image_folder_with_a_corrupt_file_trains_and_reports_it(
     (tmp_path / "data" / "train" / "dogs" / "broken.jpg").write_bytes(b"not a jpeg at all")
     monkeypatch.chdir(tmp_path)  # --data given relative to the working directory
     with pytest.warns(UserWarning, match="broken.jpg"):
-        result = train(TrainConfig(**{**FAST, "batch_size": 8}, data="data", epochs=1, out="run"))
+        result = train(
+            TrainConfig(**{**FAST, "batch_size": 8}, data="data", epochs=1, alternate_flip=True, out="run")
+        )
     assert result["skipped_images"] == 1
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["alternate_flip"] is True
     trained = load_trained_model(tmp_path / "run" / "last.safetensors")
     # The card holds the absolute path, so the checkpoint finds its data from any working directory
     assert trained.card.classes == ("cats", "dogs") and trained.card.data == str(

@@ -117,6 +117,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="what pad-and-crop pads with: zeros (the standard CIFAR recipe) or a mirror of the image",
     )
     data.add_argument(
+        "--alternate-flip",
+        action=argparse.BooleanOptionalAction,
+        default=_DEFAULTS.alternate_flip,
+        help="mirror each training image in every other epoch (a coin toss per image in the first) "
+        "instead of a coin toss per image and epoch: airbench's derandomised flip",
+    )
+    data.add_argument(
         "--resolution",
         "--img-size",
         dest="resolution",
@@ -301,6 +308,7 @@ def run(args: argparse.Namespace) -> int:
         cutout=args.cutout,
         crop_padding=args.crop_padding,
         padding_mode=args.padding_mode,
+        alternate_flip=args.alternate_flip,
         img_size=args.resolution,
         workers=args.workers,
         epochs=args.epochs,

@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 
 from ..errors import ImageSizeError, UsageError
 from .images import ImageDecodeError, decode_image_file
-from .transforms import BatchParams, BatchTransform
+from .transforms import BatchParams, BatchTransform, SampleTransform
 
 
 class CachedImages(Dataset[tuple[torch.Tensor, int]]):
@@ -64,7 +64,8 @@ class FolderImages(Dataset["tuple[torch.Tensor, int] | Skipped"]):
     """Image files decoded on demand, for folders too big to cache; runs inside DataLoader workers.
 
     An item is an index, or ``(index, seed)`` to seed the random transform of that one image (so the
-    result does not depend on which worker process decodes it). Unreadable files give :class:`Skipped`.
+    result does not depend on which worker process decodes it), or ``(index, seed, flip)`` to decide
+    its mirroring too (a :class:`SampleTransform`'s ``flip``). Unreadable files give :class:`Skipped`.
     """
 
     def __init__(
@@ -84,8 +85,16 @@ class FolderImages(Dataset["tuple[torch.Tensor, int] | Skipped"]):
         """int64 labels of all samples."""
         return torch.tensor([label for _, label in self.samples], dtype=torch.int64)
 
-    def __getitem__(self, item: int | tuple[int, int]) -> tuple[torch.Tensor, int] | Skipped:
-        index, seed = item if isinstance(item, tuple) else (item, None)
+    def __getitem__(
+        self, item: int | tuple[int, int] | tuple[int, int, bool]
+    ) -> tuple[torch.Tensor, int] | Skipped:
+        seed: int | None = None
+        flip: bool | None = None
+        if isinstance(item, tuple):
+            index, seed, *rest = item
+            flip = rest[0] if rest else None
+        else:
+            index = item
         path, label = self.samples[index]
         try:
             image = decode_image_file(path)
@@ -93,7 +102,11 @@ class FolderImages(Dataset["tuple[torch.Tensor, int] | Skipped"]):
                 return self.transform(image), label
             with torch.random.fork_rng(devices=[]):
                 torch.default_generator.manual_seed(seed)
-                return self.transform(image), label
+                if flip is None:
+                    return self.transform(image), label
+                if not isinstance(self.transform, SampleTransform):
+                    raise UsageError("an item's flip needs a SampleTransform to apply it")
+                return self.transform(image, flip=bool(flip)), label
         except ImageDecodeError as err:
             return Skipped(path, str(err))
         except ImageSizeError as err:  # decoded, but its preprocessing would blow it up

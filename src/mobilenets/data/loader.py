@@ -7,10 +7,12 @@ ranks get the same count, like ``DistributedSampler``; eval: not padded, so ever
 Hence with world_size 1 and batch B versus world_size w and batch B / w, the union of the w ranks'
 step-k batches is exactly the single-process step-k batch, augmented pixels included, for every step
 the single-process loader has (when N is not a multiple of w, ranks may get one extra padded step).
+With the augmentation's ``alternate_flip``, the flips are per *image* instead (:func:`alternating_flips`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import warnings
@@ -22,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from ..errors import UsageError, WrongTypeError
 from .datasets import CachedImages, FolderImages, Skipped
+from .transforms import BatchTransform, SampleTransform
 
 _RawBatch = tuple[torch.Tensor | None, torch.Tensor | None, list[tuple[str, str]]]
 
@@ -34,6 +37,19 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """A CPU generator seeded by a hash of (seed, epoch), so nearby pairs give unrelated streams."""
     digest = hashlib.blake2b(f"{seed}:{epoch}".encode(), digest_size=8).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
+
+
+def alternating_flips(num_images: int, seed: int, epoch: int) -> torch.Tensor:
+    """Whether to mirror each image (bool, by dataset index) in ``epoch`` under alternating flips.
+
+    Epoch 0 tosses one coin per image, from a generator seeded by ``seed`` alone; each later epoch
+    mirrors exactly the images the one before did not. Random flips show an image the same way in both
+    epochs of a pair half of the time; these show both sides in every two epochs.
+    """
+    digest = hashlib.blake2b(f"{seed}:alternate-flip".encode(), digest_size=8).digest()
+    generator = torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
+    first = torch.rand(num_images, generator=generator) < 0.5
+    return first ^ bool(epoch % 2)
 
 
 def _collate_skipping(items: list[Any]) -> _RawBatch:
@@ -126,6 +142,12 @@ class Loader:
                 f"batch_size {batch_size} exceeds the {self.num_samples} training images{where}; "
                 "lower batch_size or add images"
             )
+        transform = getattr(dataset, "transform", None)
+        self._alternate_flip = (
+            self.train
+            and isinstance(transform, BatchTransform | SampleTransform)
+            and transform.augmentation.alternate_flip
+        )
         self._batches = _Batches()
         self._dataloader: DataLoader[Any] | None = None
         if not isinstance(dataset, CachedImages):
@@ -166,13 +188,18 @@ class Loader:
         order = torch.randperm(n, generator=generator) if self.train else torch.arange(n)
         if isinstance(self.dataset, CachedImages):
             params = self.dataset.transform.draw(n, generator)
+            if self._alternate_flip:  # the draw is kept whole, so crops and cutouts stay the same
+                params = dataclasses.replace(params, flip=alternating_flips(n, self.seed, self.epoch)[order])
             for slots in self._slot_batches():
                 yield self.dataset.batch(order[slots], params.take(slots))
             return
         if self.train and isinstance(self.dataset, FolderImages):
             seeds = torch.randint(0, 2**62, (n,), generator=generator)
+            columns = [order, seeds]
+            if self._alternate_flip:
+                columns.append(alternating_flips(n, self.seed, self.epoch)[order])
             self._batches.batches = [
-                list(zip(order[slots].tolist(), seeds[slots].tolist(), strict=True))
+                list(zip(*(column[slots].tolist() for column in columns), strict=True))
                 for slots in self._slot_batches()
             ]
         else:

@@ -52,16 +52,22 @@ class Augmentation:
     ``policy``: one of :data:`AUGMENTATIONS`. ``cutout``: side in pixels of a square, placed at random
     wholly inside each image, set to the dataset mean (DeVries & Taylor 2017; 0: off). ``padding``:
     the pad-and-crop shift in pixels (None: S // 8, 4 px at 32); ``padding_mode``: "zeros" or
-    "reflect" (mirror the image into the border instead of black).
+    "reflect" (mirror the image into the border instead of black). ``alternate_flip``: mirror each
+    image in every other epoch instead of by a coin toss each epoch (airbench's derandomised flip,
+    Jordan 2024, arXiv 2404.00498): the first epoch tosses a coin per image, each later epoch shows the
+    other side, so every two epochs show both; see :func:`mobilenets.data.loader.alternating_flips`.
     """
 
     policy: str = "none"
     cutout: int = 0
     padding: int | None = None
     padding_mode: str = "zeros"
+    alternate_flip: bool = False
 
     def __post_init__(self) -> None:
         check_augment(self.policy)
+        if not isinstance(self.alternate_flip, bool):
+            raise UsageError(f"alternate_flip must be True or False; got {self.alternate_flip!r}")
         _check_pixels("cutout", self.cutout)
         if self.padding is not None:
             _check_pixels("padding", self.padding)
@@ -87,6 +93,14 @@ class Augmentation:
 def _check_pixels(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise UsageError(f"{name} must be a whole number of pixels >= 0; got {value!r}")
+
+
+def _check_flipped(augmentation: Augmentation, flip: bool) -> None:
+    if augmentation.alternate_flip and not flip:
+        raise UsageError(
+            "alternate_flip needs training images that are flipped; this data is not (digits are not "
+            "mirror-symmetric)"
+        )
 
 
 def as_augmentation(augment: str | Augmentation) -> Augmentation:
@@ -165,6 +179,7 @@ class BatchTransform:
 
     def __post_init__(self) -> None:
         self.augmentation.check_size(self.out_size)
+        _check_flipped(self.augmentation, self.flip)
 
     @cached_property
     def augmentation(self) -> Augmentation:
@@ -315,20 +330,23 @@ class SampleTransform:
         self.flip = flip
         self.augmentation = as_augmentation(augment)
         self.augmentation.check_size(out_size)
+        _check_flipped(self.augmentation, flip)
         self.policy = make_policy(self.augmentation.policy)
         mode = "constant" if self.augmentation.padding_mode == "zeros" else "reflect"
         self._pad_crop = v2.RandomCrop(out_size, padding=self.augmentation.pad(out_size), padding_mode=mode)
         self._resized_crop = v2.RandomResizedCrop(out_size, scale=RRC_SCALE, ratio=RRC_RATIO, antialias=True)
         self._flip = v2.RandomHorizontalFlip()
 
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        """Float32 normalised (3, S, S)."""
+    def __call__(self, image: torch.Tensor, *, flip: bool | None = None) -> torch.Tensor:
+        """Float32 normalised (3, S, S); ``flip`` decides the mirroring in training (None: a coin toss)."""
         size = self.out_size
         already = tuple(image.shape[-2:]) == (size, size)
         if self.train:
             image = self._pad_crop(image) if already else self._resized_crop(image)
-            if self.flip:
+            if self.flip and flip is None:
                 image = self._flip(image)
+            elif self.flip and flip:
+                image = TF.horizontal_flip(image)
             if self.policy is not None:
                 image = self.policy(image)
         elif not already:

@@ -64,6 +64,10 @@ class PooledSeparableConv(nn.Module):
     map is smallest (as SE-ResNet places it on a block's output): a depthwise conv mixes no channels and
     a 1×1 conv sees one pixel, so the gate is what gives each channel a view of the whole image.
 
+    ``depthwise_last=True`` puts the depthwise conv after the pointwise one, so that in a block that
+    widens it filters the wide map (MobileNet v2's depthwise on the expanded tensor): ``out_channels``
+    spatial filters where the usual order has ``in_channels``, for K² × (out − in) more mult-adds per pixel.
+
     Sub-modules: ``conv_dw`` (``nn.Identity`` in the twin), ``conv_pw`` (the dense conv in the twin),
     ``pool`` (``nn.Identity`` at stride 1), ``bn``, ``act``, ``se`` (``nn.Identity`` without it). The
     norm follows the pool, so :func:`mobilenets.deploy.fuse` leaves it unfolded.
@@ -83,6 +87,7 @@ class PooledSeparableConv(nn.Module):
         separable: bool = True,
         se_channels: int = 0,
         se_gate: str = "sigmoid",
+        depthwise_last: bool = False,
     ) -> None:
         super().__init__()
         if stride not in (1, 2):
@@ -93,18 +98,21 @@ class PooledSeparableConv(nn.Module):
             )
         norm = NormConfig() if norm is None else norm
         bias = norm.kind == "none"
+        self.depthwise_last = depthwise_last and separable
         self.conv_dw: nn.Module = nn.Identity()
         if separable:
+            dw_channels = out_channels if self.depthwise_last else in_channels
             self.conv_dw = create_conv2d(
-                in_channels,
-                in_channels,
+                dw_channels,
+                dw_channels,
                 kernel_size,
                 dilation=dilation,
-                groups=in_channels,
-                bias=False,
+                groups=dw_channels,
+                bias=bias and self.depthwise_last,
                 padding=padding,
             )
-            self.conv_pw = create_conv2d(in_channels, out_channels, 1, bias=bias, padding=padding)
+            pw_bias = bias and not self.depthwise_last
+            self.conv_pw = create_conv2d(in_channels, out_channels, 1, bias=pw_bias, padding=padding)
         else:
             self.conv_pw = create_conv2d(
                 in_channels, out_channels, kernel_size, dilation=dilation, bias=bias, padding=padding
@@ -117,4 +125,8 @@ class PooledSeparableConv(nn.Module):
             self.se = SqueezeExcite(out_channels, se_channels, gate=se_gate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.se(self.act(self.bn(self.pool(self.conv_pw(self.conv_dw(x))))))
+        if self.depthwise_last:
+            x = self.conv_dw(self.conv_pw(x))
+        else:
+            x = self.conv_pw(self.conv_dw(x))
+        return self.se(self.act(self.bn(self.pool(x))))

@@ -1,7 +1,7 @@
 """MobileNet-family models: architecture tables, one builder, a registry."""
 
 from .builder import build_mobilenet, standard_conv_twin
-from .cifar_separable import cifar_separable, cifar_separable_deep, cifar_separable_se
+from .cifar_separable import cifar_separable, cifar_separable_deep, cifar_separable_dwlast, cifar_separable_se
 from .config import ArchSpec, BlockSpec
 from .efficientnet_lite import (
     efficientnet_lite0,
@@ -34,6 +34,7 @@ __all__ = [
     "check_resolution",
     "cifar_separable",
     "cifar_separable_deep",
+    "cifar_separable_dwlast",
     "cifar_separable_se",
     "conv_mobilenet_v1",
     "conv_mobilenet_v2",

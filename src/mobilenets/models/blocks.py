@@ -63,6 +63,7 @@ def make_block(
             separable=spec.separable,
             se_channels=make_divisible(out_channels / 4) if spec.se else 0,
             se_gate=se_gate,
+            depthwise_last=spec.depthwise_last,
         )
     if spec.expand_ratio == 1:
         hidden_channels = in_channels

@@ -432,7 +432,9 @@ def standard_conv_twin(arch: ArchSpec) -> ArchSpec:
     twin_blocks = tuple(
         dataclasses.replace(spec, kind="conv")
         if spec.kind == "ds"
-        else dataclasses.replace(spec, separable=False, se=spec.se and spec.kind == "sep")
+        else dataclasses.replace(
+            spec, separable=False, se=spec.se and spec.kind == "sep", depthwise_last=False
+        )
         if spec.kind in ("ir", "sep")
         else spec
         for spec in arch.blocks

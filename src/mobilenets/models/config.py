@@ -55,7 +55,8 @@ class BlockSpec:
     ``width_mult``. ``se`` adds squeeze-excite with ``make_divisible(hidden / 4)`` channels to an
     ``"ir"`` block (on its depthwise output), ``make_divisible(out / 4)`` to a ``"sep"`` one (on its
     output). ``separable=False`` makes an ``"ir"`` or ``"sep"`` block the standard-convolution twin
-    (see :class:`InvertedResidual`); a ``"sep"`` twin keeps its squeeze-excite.
+    (see :class:`InvertedResidual`); a ``"sep"`` twin keeps its squeeze-excite. ``depthwise_last``
+    puts a ``"sep"`` block's depthwise conv after its pointwise one, on the block's output width.
     """
 
     kind: BlockKind
@@ -67,6 +68,7 @@ class BlockSpec:
     se: bool = False
     activation: str = "relu6"
     separable: bool = True
+    depthwise_last: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in BLOCK_KINDS:
@@ -77,7 +79,9 @@ class BlockSpec:
         _check_stride("stride", self.stride)
         if not is_real(self.expand_ratio) or not math.isfinite(self.expand_ratio) or self.expand_ratio <= 0:
             raise UsageError(f"expand_ratio must be a positive finite number, got {self.expand_ratio!r}")
-        _check_flags(self, "se", "separable")
+        _check_flags(self, "se", "separable", "depthwise_last")
+        if self.depthwise_last and self.kind != "sep":
+            raise UsageError(f"depthwise_last applies to 'sep' blocks only, not {self.kind!r}")
         if self.se and self.kind not in ("ir", "sep"):
             raise UsageError(f"squeeze-excite is only supported in 'ir' and 'sep' blocks, not {self.kind!r}")
         if not self.separable and (self.kind not in ("ir", "sep") or (self.se and self.kind == "ir")):

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..data.folders import check_val_split
+from ..data.folders import check_val_split, parse_data_spec
 from ..data.loader import check_workers
 from ..data.splits import check_data_spec, default_resolution
 from ..data.transforms import Augmentation
@@ -108,6 +108,7 @@ class TrainConfig:
     cutout: int = 0
     crop_padding: int | None = None
     padding_mode: str = "zeros"
+    alternate_flip: bool = False
     epochs: int = 20
     batch_size: int = 64
     img_size: int | None = None
@@ -164,6 +165,10 @@ class TrainConfig:
         check_data_spec(self.data, img_size=self.img_size)
         check_val_split(self.val_split)
         self.augmentation.check_size(self.resolution)
+        _check(
+            not (self.alternate_flip and parse_data_spec(self.data).kind == "digits"),
+            "alternate_flip needs training images that are flipped; digits are not (not mirror-symmetric)",
+        )
         _check(
             _is_int(self.epochs) and self.epochs >= 1, f"epochs must be an integer >= 1, got {self.epochs!r}"
         )
@@ -253,6 +258,7 @@ class TrainConfig:
         # Early strides dropped (see build_mobilenet); True / False from older configs mean 2 / 0.
         object.__setattr__(self, "small_input", small_input_strides(self.small_input))
         for flag in (
+            "alternate_flip",
             "channels_last",
             "compile",
             "sync_bn",
@@ -272,7 +278,13 @@ class TrainConfig:
     @property
     def augmentation(self) -> Augmentation:
         """The training augmentation these settings ask for (checked as it is built)."""
-        return Augmentation(self.augment, self.cutout, self.crop_padding, self.padding_mode)
+        return Augmentation(
+            self.augment,
+            self.cutout,
+            self.crop_padding,
+            self.padding_mode,
+            alternate_flip=self.alternate_flip,
+        )
 
     @property
     def warmup(self) -> float:
