@@ -17,7 +17,8 @@ kernels fuse batch norm with the activation (their time counts as "other"); and 
 under bf16 autocast (``--precision bf16``), which ``--precision auto`` does not pick on CPUs (only
 when named in ``--variants``), and the same with every activation a hard-swish (``--activation
 hardswish``); ``cifar_separable_deep`` so, and ``cifar_separable_se`` and
-``cifar_separable_dwlast`` in bf16, in place of ``--model``. The first of ``--variants`` is the one the others are timed against.
+``cifar_separable_dwlast`` in bf16, in place of ``--model``. The first of ``--variants`` is the one the
+others are timed against.
 
     python benchmarks/train_profile.py --markdown     # ~2 minutes on 2 cores
 
