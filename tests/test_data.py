@@ -394,11 +394,26 @@ def test_alternate_flip_mirrors_each_image_in_every_other_epoch(tmp_path: Path) 
     ranks = [build_loader(dataset, batch_size=4, train=True, seed=3, rank=r, world_size=2) for r in range(2)]
     union = _flips_by_label(ranks[0], 1, plain) | _flips_by_label(ranks[1], 1, plain)
     assert union == epochs[1]
-    # The draw stays whole: crops and cutouts are those of random flips, another seed tosses anew.
-    random_flips = dataclasses.replace(transform, augment=Augmentation(padding=0))
-    assert random_flips.draw(n, torch.Generator().manual_seed(1)).crop.equal(
-        transform.draw(n, torch.Generator().manual_seed(1)).crop
-    )
+    # Only the flips change: with 2-px shifts, each image is the random-flip loader's or its mirror.
+    shifted = [
+        build_loader(
+            CachedImages(images, torch.arange(n), dataclasses.replace(transform, augment=augment)),
+            batch_size=8,
+            train=True,
+            seed=3,
+        )
+        for augment in (Augmentation(padding=2), Augmentation(padding=2, alternate_flip=True))
+    ]
+    for loader in shifted:
+        loader.set_epoch(1)
+    mirrored = []
+    for (x_random, y_random), (x_alternate, y_alternate) in zip(*map(collect, shifted), strict=True):
+        assert torch.equal(y_random, y_alternate)  # the same order
+        for a, b in zip(x_random, x_alternate, strict=True):
+            assert torch.equal(a, b) or torch.equal(a.flip(-1), b)
+            mirrored.append(not torch.equal(a, b))
+    assert 5 < sum(mirrored) < 35
+    # Another seed tosses anew.
     reseeded = build_loader(dataset, batch_size=8, train=True, seed=4)
     assert _flips_by_label(reseeded, 0, plain) != epochs[0]
     # Files read one at a time alternate the same way (32 px files: pad-and-crop with no shift).
