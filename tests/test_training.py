@@ -384,6 +384,30 @@ def test_ema_run_saves_the_average_as_the_model(tmp_path: Path) -> None:
     assert math.isfinite(result["final_top1"])
 
 
+def test_eval_every_scores_only_due_epochs_and_the_last_and_trains_the_same(
+    tmp_path: Path, two_epoch_run: tuple[Path, dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    reference, reference_result = two_epoch_run
+    first = train(TrainConfig(**FAST, epochs=3, eval_every=2, out=str(tmp_path)))
+    printed = capsys.readouterr().out
+    records = read_metrics(tmp_path)
+    scored = [("val_top1" in r, "eval_seconds" in r) for r in records]
+    assert scored == [(False, False), (True, True), (True, True)]
+    assert "epoch 1/3" in printed and "not scored" in printed.split("epoch 2/3")[0]
+    assert all("lr" in r and "train_top1" in r for r in records)
+    assert first["final_top1"] == records[2]["val_top1"]
+    assert first["best_top1"] == max(records[1]["val_top1"], records[2]["val_top1"])
+    # Skipping a score changes nothing else: the weights are those of the run scored every epoch.
+    short = tmp_path / "short"
+    train(TrainConfig(**FAST, epochs=2, eval_every=2, out=str(short)))
+    assert_same_weights(short / "last.safetensors", reference / "last.safetensors")
+    assert read_metrics(short)[1]["val_top1"] == reference_result["final_top1"]
+    # A resume may score on another rhythm; the last epoch is always scored.
+    resumed = train(TrainConfig(**FAST, epochs=5, eval_every=3, out=str(tmp_path), resume=True))
+    assert ["val_top1" in r for r in read_metrics(tmp_path)] == [False, True, True, False, True]
+    assert resumed["final_top1"] == read_metrics(tmp_path)[4]["val_top1"]
+
+
 def test_precision_choices(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
     assert resolve_precision("fp32", cpu) is None and resolve_precision("bf16", cpu) is torch.bfloat16
@@ -417,6 +441,8 @@ def test_sync_bn_on_cpu_is_refused(tmp_path: Path) -> None:
         ("warmup_epochs", float(TrainConfig().epochs), "warmup_epochs"),
         ("label_smoothing", 1.0, "label_smoothing"),
         ("ema_decay", 1.0, "ema_decay"),
+        ("eval_every", 0, "eval_every must be a positive integer"),
+        ("eval_every", 2.0, "eval_every must be a positive integer"),
         ("precision", "int8", "precision"),
         ("augment", "mixup", "augment"),
         ("cutout", 33, "cutout 33 px is larger than the 32 px image"),

@@ -198,6 +198,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     _flag(run_group, "sync-bn", "SyncBatchNorm across processes (CUDA only)")
     run_group.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="seeds weights, split, order")
     _flag(run_group, "deterministic", "deterministic kernels only")
+    run_group.add_argument(
+        "--eval-every",
+        type=int,
+        default=_DEFAULTS.eval_every,
+        metavar="N",
+        help="score the validation set after every Nth epoch and the last (default 1: every epoch); "
+        "best.safetensors follows the scored epochs only",
+    )
     _flag(run_group, "progress", "live progress bar on a terminal")
     run_group.add_argument("--out", default=_DEFAULTS.out, help=f"run directory (default {_DEFAULTS.out})")
     run_group.add_argument(
@@ -328,6 +336,7 @@ def run(args: argparse.Namespace) -> int:
         ),
         ema_decay=args.ema_decay,
         grad_clip=args.grad_clip,
+        eval_every=args.eval_every,
         precision=args.precision,
         device=args.device,
         channels_last=args.channels_last,

@@ -33,10 +33,15 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _hashed_generator(key: str) -> torch.Generator:
+    """A CPU generator seeded by a hash of ``key``, so nearby keys give unrelated streams."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
+
+
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """A CPU generator seeded by a hash of (seed, epoch), so nearby pairs give unrelated streams."""
-    digest = hashlib.blake2b(f"{seed}:{epoch}".encode(), digest_size=8).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
+    return _hashed_generator(f"{seed}:{epoch}")
 
 
 def alternating_flips(num_images: int, seed: int, epoch: int) -> torch.Tensor:
@@ -46,9 +51,7 @@ def alternating_flips(num_images: int, seed: int, epoch: int) -> torch.Tensor:
     mirrors exactly the images the one before did not. Random flips show an image the same way in both
     epochs of a pair half of the time; these show both sides in every two epochs.
     """
-    digest = hashlib.blake2b(f"{seed}:alternate-flip".encode(), digest_size=8).digest()
-    generator = torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
-    first = torch.rand(num_images, generator=generator) < 0.5
+    first = torch.rand(num_images, generator=_hashed_generator(f"{seed}:alternate-flip")) < 0.5
     return first ^ bool(epoch % 2)
 
 

@@ -95,7 +95,8 @@ def _check_pixels(name: str, value: object) -> None:
         raise UsageError(f"{name} must be a whole number of pixels >= 0; got {value!r}")
 
 
-def _check_flipped(augmentation: Augmentation, flip: bool) -> None:
+def check_flipped(augmentation: Augmentation, flip: bool) -> None:
+    """Refuse ``alternate_flip`` for training images that are never flipped (``flip=False``: digits)."""
     if augmentation.alternate_flip and not flip:
         raise UsageError(
             "alternate_flip needs training images that are flipped; this data is not (digits are not "
@@ -179,7 +180,7 @@ class BatchTransform:
 
     def __post_init__(self) -> None:
         self.augmentation.check_size(self.out_size)
-        _check_flipped(self.augmentation, self.flip)
+        check_flipped(self.augmentation, self.flip)
 
     @cached_property
     def augmentation(self) -> Augmentation:
@@ -330,7 +331,7 @@ class SampleTransform:
         self.flip = flip
         self.augmentation = as_augmentation(augment)
         self.augmentation.check_size(out_size)
-        _check_flipped(self.augmentation, flip)
+        check_flipped(self.augmentation, flip)
         self.policy = make_policy(self.augmentation.policy)
         mode = "constant" if self.augmentation.padding_mode == "zeros" else "reflect"
         self._pad_crop = v2.RandomCrop(out_size, padding=self.augmentation.pad(out_size), padding_mode=mode)

@@ -74,7 +74,8 @@ CIFAR_SEPARABLE_SE = dataclasses.replace(
 # MobileNet v2's depthwise on the wide tensor: in the two blocks that widen the network (24 → 64 and
 # 64 → 256 channels at width 1) the pointwise conv comes first, so the depthwise one filters the block's
 # output width: 4× the spatial filters there at width 1.5 (24 → 96 and 96 → 384) for 4% more
-# mult-adds, but 1.19× the training step on a CPU (docs/training.md times the step and trains it).
+# mult-adds, but 1.19× the training step on a CPU (docs/training.md times the step and trains it). The
+# network of the CIFAR-10 from-scratch recipe (benchmarks/train_accuracy.py cifar10-separable).
 CIFAR_SEPARABLE_DWLAST = dataclasses.replace(
     CIFAR_SEPARABLE,
     name="cifar_separable_dwlast",

@@ -401,40 +401,42 @@ class Trainer:
             "out": str(self.out),
         }
 
-    def _finish_epoch(self, lr: float, metrics_path: Path) -> float:
-        """Evaluate, log and checkpoint the epoch just trained; returns its val top-1."""
+    def _finish_epoch(self, lr: float, metrics_path: Path) -> float | None:
+        """Log and checkpoint the epoch just trained, scoring it if it is due (``eval_every``, and always
+        the last epoch); returns its val top-1, or None for an epoch not scored."""
         self._check_finite_weights()
         summary = self.partial.report(self.device, self.context)
         epoch, size = self.epoch, self.epoch_image_size
+        scored = epoch % self.config.eval_every == 0 or epoch >= self.config.epochs
         started = time.perf_counter()
-        result = self._evaluate()
-        val_top1 = result.top1
+        result = self._evaluate() if scored else None
+        val_top1 = None if result is None else result.top1
         if self.context.is_main:
-            record = {
-                "epoch": epoch,
-                **summary,
-                "val_loss": result.mean_loss,
-                "val_top1": val_top1,
-                "val_top5": result.top5,
-                "val_images": result.num_images,
-                "lr": lr,
-                "eval_seconds": time.perf_counter() - started,
-                "train_size": size,
-            }
+            scores: dict[str, Any] = {}
+            if result is not None:
+                scores = {
+                    "val_loss": result.mean_loss,
+                    "val_top1": result.top1,
+                    "val_top5": result.top5,
+                    "val_images": result.num_images,
+                }
+            timing = {} if result is None else {"eval_seconds": time.perf_counter() - started}
+            record = {"epoch": epoch, **summary, **scores, "lr": lr, **timing, "train_size": size}
             with self._writing(f"the metrics of epoch {epoch}"):
                 append_metrics(metrics_path, record)
-        improved = val_top1 > self.best_top1  # the same in every process: they all save
-        if improved:
-            self.best_top1 = val_top1
+        improved = False
+        if val_top1 is not None and val_top1 > self.best_top1:  # the same in every process: they all save
+            self.best_top1, improved = val_top1, True
         self.epoch, self.step_in_epoch, self.partial = epoch + 1, 0, EpochSums()
         self.carried_images = 0
         if improved:  # best first: a crash between the two repeats this epoch, which rewrites both
             self._save("best", completed_epoch=epoch)
         self._save("last", completed_epoch=epoch)
         if self.context.is_main:
+            scored_text = "not scored" if val_top1 is None else f"val top-1 {100 * val_top1:.2f}%"
             print(
                 f"epoch {epoch}/{self.config.epochs}  loss {summary['train_loss']:.4f}  "
-                f"train {100 * summary['train_top1']:.2f}%  val top-1 {100 * val_top1:.2f}%  "
+                f"train {100 * summary['train_top1']:.2f}%  {scored_text}  "
                 f"{summary['images_per_s']:,.0f} images/s"
                 f"{f'  at {size}×{size}' if size != self.config.resolution else ''}"
                 f"{'  *best' if improved else ''}",
