@@ -50,12 +50,33 @@ def test_fuse_folds_every_batchnorm_and_keeps_outputs(name: str) -> None:
     model = mobilenets.create_model(name, width_mult=0.5).eval()
     randomize_norm_stats(model)
     fused = fuse(model)
-    after_a_pool = sum(isinstance(m, PooledSeparableConv) for m in model.modules())  # not folded: see it
-    assert count_batchnorms(fused) == after_a_pool and count_batchnorms(model) > 0  # the original untouched
+    assert count_batchnorms(fused) == 0 and count_batchnorms(model) > 0  # the original untouched
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(fused(x), model(x), atol=1e-4, rtol=1e-4)
     assert set(dict(fused.named_modules())) == set(dict(model.named_modules()))  # names survive
+
+
+@pytest.mark.parametrize("depthwise_last", [False, True])
+@pytest.mark.parametrize("separable", [True, False])
+def test_fuse_folds_a_norm_past_a_max_pool_only_without_negative_scales(
+    separable: bool, depthwise_last: bool
+) -> None:
+    x = torch.randn(2, 8, 12, 12)
+    for stride in (1, 2):
+        block = PooledSeparableConv(8, 16, stride=stride, separable=separable, depthwise_last=depthwise_last)
+        randomize_norm_stats(block)
+        block.bn.weight.data[3] = 0.0  # a zero scale still commutes with the maximum
+        block.eval()
+        fused = fuse(block)
+        assert isinstance(fused.bn, torch.nn.Identity)
+        with torch.no_grad():
+            torch.testing.assert_close(fused(x), block(x), atol=1e-5, rtol=1e-5)
+        block.bn.weight.data[5] = -0.7  # one channel's maximum would become a minimum
+        kept = fuse(block)
+        assert isinstance(kept.bn, torch.nn.BatchNorm2d) == (stride == 2)
+        with torch.no_grad():
+            torch.testing.assert_close(kept(x), block(x), atol=1e-5, rtol=1e-5)
 
 
 def test_fuse_leaves_groupnorm_alone_and_works_in_place() -> None:

@@ -4,6 +4,11 @@ In eval mode ``bn(conv(x)) = γ (W x + b − μ) / √(σ² + ε) + β`` is itse
 ``W γ / √(σ² + ε)`` and bias ``β + (b − μ) γ / √(σ² + ε)``. Folding removes a full pass over every
 activation tensor, and is what runtimes and quantizers expect (a conv's int8 scale must cover the
 folded weight).
+
+A norm after a max pool (:class:`~mobilenets.layers.PooledSeparableConv` at stride 2) folds too when
+every channel's scale ``γ / √(σ² + ε)`` is non-negative: an affine map that does not decrease
+commutes with a maximum, ``max(s y + t) = s max(y) + t`` for ``s ≥ 0``. A channel with a negative
+scale would turn the maximum into a minimum, so such a norm stays where it is.
 """
 
 from __future__ import annotations
@@ -17,12 +22,14 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ..errors import UsageError
 from ..layers.conv_norm_act import ConvNormAct
+from ..layers.separable import PooledSeparableConv
 
 M = TypeVar("M", bound=nn.Module)
 
 
 def fuse(model: M, *, inplace: bool = False) -> M:
-    """``model`` with the BatchNorm of every ``ConvNormAct`` folded into its conv (``bn`` → Identity).
+    """``model`` with the BatchNorm of every ``ConvNormAct`` folded into its conv (``bn`` → Identity),
+    and that of every ``PooledSeparableConv`` into its last conv where the pool allows (see above).
 
     Returns a fused copy in eval mode unless ``inplace``. Outputs equal the unfused model's in eval
     mode to float rounding. Units with another norm (GroupNorm) or none are left as they are. Module
@@ -34,7 +41,24 @@ def fuse(model: M, *, inplace: bool = False) -> M:
         if isinstance(module, ConvNormAct) and isinstance(module.bn, nn.BatchNorm2d):
             module.conv = fuse_conv_bn_eval(module.conv, module.bn)
             module.bn = nn.Identity()
+        elif isinstance(module, PooledSeparableConv):
+            _fold_past_pool(module)
     return fused
+
+
+def _fold_past_pool(block: PooledSeparableConv) -> None:
+    """Fold ``block``'s BatchNorm into its last conv when it follows no pool, or a max pool and no
+    channel's scale is negative (see the module notes); otherwise leave it."""
+    bn, last = block.bn, "conv_dw" if block.depthwise_last else "conv_pw"
+    conv = getattr(block, last)
+    if not isinstance(bn, nn.BatchNorm2d) or not isinstance(conv, nn.Conv2d):
+        return
+    if not isinstance(block.pool, nn.Identity):
+        scale = bn.weight if bn.weight is not None else torch.ones_like(bn.running_var)
+        if not isinstance(block.pool, nn.MaxPool2d) or bool((scale < 0).any()):
+            return
+    setattr(block, last, fuse_conv_bn_eval(conv, bn))
+    block.bn = nn.Identity()
 
 
 def out_of_place(model: nn.Module) -> nn.Module:

@@ -70,7 +70,8 @@ class PooledSeparableConv(nn.Module):
 
     Sub-modules: ``conv_dw`` (``nn.Identity`` in the twin), ``conv_pw`` (the dense conv in the twin),
     ``pool`` (``nn.Identity`` at stride 1), ``bn``, ``act``, ``se`` (``nn.Identity`` without it). The
-    norm follows the pool, so :func:`mobilenets.deploy.fuse` leaves it unfolded.
+    norm follows the pool; :func:`mobilenets.deploy.fuse` folds it into the last conv all the same
+    where no channel's scale is negative (a maximum commutes with such an affine map).
     """
 
     def __init__(
