@@ -559,3 +559,28 @@ def test_benchmark_reports_replace_only_their_own_fragment(tmp_path: Path) -> No
     assert _report.table(["a", "b"], [[1, "x"]]) == "| a | b |\n| --- | ---: |\n| 1 | x |"
     with pytest.raises(ValueError, match="300 characters"):
         _report.table(["a"], [["x" * 301]])
+
+
+def test_training_report_names_the_scored_epochs_when_some_were_not_scored(monkeypatch) -> None:
+    """benchmarks/train_accuracy.py's text under its table: the whole curve when every epoch was scored,
+    each scored epoch by number under ``--eval-every`` (unscored epochs hold None), and the goal."""
+    import importlib
+
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
+    report = importlib.import_module("train_accuracy")
+    result = {
+        "recipe": "digits",
+        "top1": 0.975,
+        "top5": 1.0,
+        "train_wall_seconds": 61.0,
+        "images_per_s_per_epoch": [900.0, 1000.0, 950.0],
+        "num_images": 360,
+        "command": "mobilenets train --data digits",
+        "val_top1_per_epoch": [0.5, 0.75, 0.975],
+    }
+    text = report.markdown(result)
+    assert "by epoch: 50.0, 75.0, 97.5%." in text and "Goal ≥ 97% top-1 within 2 min: met." in text
+    assert "| digits | 3 | 97.50% | 100.00% | — | — |" in text and "| 900–1000 | 360 |" in text
+    sparse = report.markdown({**result, "val_top1_per_epoch": [None, 0.7, None, 0.96], "top1": 0.96})
+    assert "after the epochs scored: 2: 70.0, 4: 96.0%." in sparse and "| digits | 4 | 96.00% |" in sparse
+    assert "within 2 min: not met." in sparse
