@@ -31,6 +31,8 @@ from pathlib import Path
 from _report import add_markdown_argument, provenance, table, write_fragments
 from mobilenets.bench.inference import BenchResult, run_bench
 from mobilenets.bench.paired import PairedResult, run_pairs
+from mobilenets.bench.workfiles import WorkFiles
+from mobilenets.deploy.openvino_kernels import kernel_preferences
 
 OUT = Path("runs/bench/runtime_latency.json")
 FLOAT = ("torchvision_eager", "torchvision_ort_fp32", "ours_ort_fp32", "ours_executorch_fp32",
@@ -87,6 +89,20 @@ def verdict(result: BenchResult, paired: list[PairedResult]) -> str:
     )
 
 
+def kernel_note(files: WorkFiles) -> str:
+    """Which convolution kernels our IRs ask OpenVINO for (``--kernels tune`` decided at export)."""
+    said = []
+    for int8 in (False, True):
+        path = files.openvino("ours", int8=int8)
+        if path.exists():
+            kernels = "OpenVINO's direct kernels" if kernel_preferences(path) else "OpenVINO's own order"
+            said.append(f"{'int8' if int8 else 'float'} IR, {kernels}")
+    return (
+        "Our IRs are exported with `--kernels tune`, which keeps OpenVINO's direct convolution kernels "
+        f"where they timed faster on this machine at export: {'; '.join(said) or 'none written'}."
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -111,6 +127,7 @@ def main() -> int:
             "mobilenet_v2", goal_pairs(result), threads=args.threads, turns=args.turns,
             workdir=workdir, progress=print,
         )  # fmt: skip
+        kernels = kernel_note(WorkFiles(Path(workdir), "mobilenet_v2", 1, 224))
     report = {**result.to_dict(), "paired": [pair.to_dict() for pair in paired]}
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(report, indent=2) + "\n")
@@ -127,7 +144,7 @@ def main() -> int:
     if warnings:
         notes += f"\n\nSpread warnings (IQR over 25% of the median): {', '.join(warnings)}."
     heading = provenance(time.perf_counter() - started)
-    text = f"{heading}\n\n{table(header, rows, 'llrrr')}{notes}\n\n{verdict(result, paired)}"
+    text = f"{heading}\n\n{table(header, rows, 'llrrr')}{notes}\n\n{kernels}\n\n{verdict(result, paired)}"
     print(text)
     write_fragments(args.markdown, {args.fragment: text})
     return 0

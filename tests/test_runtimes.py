@@ -31,6 +31,13 @@ from mobilenets.deploy.openvino_export import (
     read_openvino_card,
     supports_bf16,
 )
+from mobilenets.deploy.openvino_kernels import (
+    PRIORITY_ATTRIBUTE,
+    TUNE_ROUNDS,
+    KernelTiming,
+    kernel_preferences,
+    prefer_kernels,
+)
 from mobilenets.deploy.verified_export import PT2E_CALIBRATION_BATCH
 from mobilenets.weights import ModelCard
 from tests.conftest import DIGITS, randomize_norm_stats, run_cli
@@ -223,6 +230,72 @@ def test_openvino_ir_input_shape_is_the_files(tmp_path: Path) -> None:
     export_openvino(model, tmp_path / "fixed.xml", resolution=32)
     export_openvino(model, tmp_path / "free.xml", resolution=32, dynamic_batch=True)
     assert _input_shapes(tmp_path / "fixed.xml", tmp_path / "free.xml") == ["[1,3,32,32]", "[?,3,32,32]"]
+
+
+def _kernels_run(path: Path, precision: str = "f32") -> dict[str, str]:
+    """Each executed convolution's kernel (OpenVINO's profiler) when the IR at ``path`` is compiled."""
+    core = openvino_api().Core()
+    config = {"PERF_COUNT": True, "INFERENCE_NUM_THREADS": 1, "INFERENCE_PRECISION_HINT": precision}
+    request = core.compile_model(core.read_model(str(path)), "CPU", config).create_infer_request()
+    request.infer({0: torch.zeros(1, 3, 32, 32).numpy()})
+    return {
+        node.node_name: node.exec_type
+        for node in request.profiling_info
+        if node.node_type in ("Convolution", "GroupConvolution") and str(node.status).endswith("EXECUTED")
+    }
+
+
+def test_openvino_kernel_preference_is_written_into_the_ir_and_obeyed(
+    tmp_path: Path, digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard]
+) -> None:
+    """--kernels jit: every (non-depthwise) convolution of the IR asks for OpenVINO's direct kernels,
+    which OpenVINO then runs, with the same outputs and card; the default leaves its own order."""
+    _, model, card = digits_checkpoint
+    plain = export_openvino(model, tmp_path / "plain.xml", resolution=32, card=card)
+    jit = export_openvino(model, tmp_path / "jit.xml", resolution=32, card=card, kernels="jit")
+    assert (plain.kernels, jit.kernels, plain.kernel_ratio) == ("default", "jit", None)
+    assert kernel_preferences(plain.path) == {}
+    preferences = kernel_preferences(jit.path)
+    core = openvino_api().Core()
+    convolutions = [op for op in core.read_model(str(jit.path)).get_ordered_ops()]
+    names = {op.get_friendly_name() for op in convolutions if op.get_type_name() == "Convolution"}
+    assert set(preferences) == names and len(names) == 35  # the 1x1s, the stem: not the depthwise ones
+    assert set(preferences.values()) == {"cpu:jit_avx512_1x1,cpu:jit_avx512,cpu:jit_avx2_1x1,cpu:jit_avx2"}
+    assert prefer_kernels(jit.path) == 35 and kernel_preferences(jit.path) == preferences  # not twice
+    assert (tmp_path / "jit.xml").read_text().count(PRIORITY_ATTRIBUTE) == 35
+    ran = _kernels_run(jit.path)  # OpenVINO's own order would run brgconv kernels on AVX-512 CPUs
+    pointwise = [name for name in ran if name in names]
+    assert pointwise and all(ran[name].startswith("jit_") for name in pointwise), ran
+    x = torch.rand(3, 3, 32, 32) * 2 - 1
+    outputs = [OpenVINOClassifier(path)(x) for path in (plain.path, jit.path)]
+    torch.testing.assert_close(outputs[1], outputs[0], atol=1e-5, rtol=1e-5)
+    assert read_openvino_card(jit.path) == read_openvino_card(plain.path)
+    with pytest.raises(ValueError, match="unknown kernels 'fast'; expected one of default, jit, tune"):
+        export_openvino(model, tmp_path / "x.xml", resolution=32, kernels="fast")
+
+
+def test_openvino_kernel_tuning_keeps_the_preference_only_if_it_wins(
+    tmp_path: Path, digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard]
+) -> None:
+    """--kernels tune times both orders in turns and writes the preference only where it won at least
+    12 of 15 rounds; the report says which, with the measured ratio."""
+    won, lost, split = (KernelTiming((ratio,) * TUNE_ROUNDS) for ratio in (0.95, 1.02, 1.0))
+    assert (won.preferred, lost.preferred, split.preferred) == (True, False, False)
+    close = KernelTiming((0.9,) * 11 + (1.1,) * 4)
+    assert (close.wins, close.preferred, close.ratio) == (11, False, 0.9)
+    checkpoint, model, _ = digits_checkpoint
+    tuned = export_openvino(model, tmp_path / "t.xml", resolution=32, kernels="tune")
+    assert tuned.kernel_ratio is not None and 0.3 < tuned.kernel_ratio < 3
+    assert bool(kernel_preferences(tuned.path)) == (tuned.kernels == "jit")
+    export = ["export", "--weights", str(checkpoint), "--format", "openvino", "--kernels"]
+    code, out, err = run_cli([*export, "tune", "--out", str(tmp_path / "c.xml"), "--json"])
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["kernels"] in ("default", "jit") and isinstance(report["kernel_ratio"], float)
+    code, out, err = run_cli([*export, "jit", "--out", str(tmp_path / "j.xml")])
+    assert code == 0 and "direct convolution kernels preferred" in out, err
+    code, _, err = run_cli(["export", "mobilenet_v2", "--kernels", "jit", "--out", str(tmp_path / "m.onnx")])
+    assert code == 2 and "--kernels: only for --format openvino, not --format onnx" in err
 
 
 def test_openvino_fixed_batch_export_of_a_groupnorm_network(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..deploy.export_checks import FORMATS, INT8_FORMATS, check_export_values
+from ..deploy.openvino_kernels import KERNEL_CHOICES
 from ..deploy.pt2e_qat import DEFAULT_LR as DEFAULT_QAT_LR
 from ..deploy.quantize import CALIBRATION_METHODS, WEIGHT_DTYPES, default_weight_dtype
 from ..deploy.verified_export import (
@@ -161,6 +162,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "planned arena the report states (where --memory-efficient's saving shows)",
     )
     parser.add_argument(
+        "--kernels",
+        choices=KERNEL_CHOICES,
+        default=None,
+        help="--format openvino: the convolution kernels the IR asks OpenVINO for: default (its own "
+        "order), jit (its direct kernels first) or tune (jit only if timed faster on this machine)",
+    )
+    parser.add_argument(
         "--verify-data", default=None, help="images to verify on (default: --calib, else the data)"
     )
     parser.add_argument(
@@ -220,6 +228,8 @@ def _check_args(args: argparse.Namespace) -> None:
                                       ("--portable", bool(args.portable))) if given]  # fmt: skip
     if memory and (args.format != "executorch" or args.int8):
         raise UsageError(f"{', '.join(memory)}: only for --format executorch in fp32 (not --int8)")
+    if args.kernels is not None and args.format != "openvino":
+        raise UsageError(f"--kernels: only for --format openvino, not --format {args.format}")
     qat = [flag for name, flag in QAT_OPTIONS.items() if getattr(args, name) is not None]
     if qat and args.format != "exported-program":
         raise UsageError(f"{', '.join(qat)}: only for --format exported-program --int8 (torchao PT2E)")
@@ -310,6 +320,12 @@ def _message(report: ExportReport) -> str:
             )
         return "\n".join(lines)
     arena = "" if report.arena_bytes is None else f", planned arena {report.arena_bytes / 1e6:.1f} MB"
+    if report.format == "openvino" and report.kernels == "jit":
+        ratio = report.kernel_ratio
+        timed = "" if ratio is None else f", timed at {ratio:.2f}× OpenVINO's order"
+        arena += f", direct convolution kernels preferred{timed}"
+    elif report.kernel_ratio is not None:
+        arena += f", OpenVINO's kernel order kept (the direct kernels timed {report.kernel_ratio:.2f}×)"
     if report.int8 is not None:
         compiled = " + compile_int8" if report.format == "exported-program" else ""
         return (
@@ -368,6 +384,7 @@ def run(args: argparse.Namespace) -> int:
         qat_epochs=args.qat_epochs,
         qat_lr=args.qat_lr,
         portable=bool(args.portable),
+        kernels=args.kernels or "default",
     )
     print(json.dumps(report.to_dict()) if args.json else _message(report))
     return 0

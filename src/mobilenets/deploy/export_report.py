@@ -22,7 +22,10 @@ class ExportReport:
     (``"onnxruntime"``, ``"pt2e"``, ``"xnnpack"`` or ``"nncf"``); ``int8_top1_agreement`` is the share
     of verification images whose top-1 class the int8 file and the float model agree on.
     ``arena_bytes`` is an ExecuTorch program's planned activation memory, ``kernels`` what it runs on
-    (``"xnnpack"``, or ``"portable"``: every operator in the planned arena). ``export_seconds`` covers
+    (``"xnnpack"``, or ``"portable"``: every operator in the planned arena); for an OpenVINO IR,
+    ``kernels`` says whether its convolutions prefer OpenVINO's direct kernels (``"jit"``) or not
+    (``"default"``), and ``kernel_ratio`` what the preference's time was over the default order's
+    where the export timed both (``--kernels tune``). ``export_seconds`` covers
     writing (and quantizing), not verifying. Fields that do not apply are None.
     """
 
@@ -46,7 +49,8 @@ class ExportReport:
     qat_epochs: int | None = None
     qat_lr: float | None = None
     arena_bytes: int | None = None  # ExecuTorch: the memory planner's activation arena of forward
-    kernels: str | None = None  # ExecuTorch: "xnnpack" (delegated) or "portable"
+    kernels: str | None = None  # ExecuTorch: "xnnpack" or "portable"; OpenVINO: "default" or "jit"
+    kernel_ratio: float | None = None  # OpenVINO, kernels "tune": the jit preference's time over default's
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON-ready values (paths as strings), leaving out those that are None.

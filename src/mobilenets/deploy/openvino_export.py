@@ -35,6 +35,7 @@ from ..errors import MissingFileError, UsageError, external_step
 from ..weights.card import ModelCard
 from .captured import MAX_BATCH, ExportedClassifier, check_batch
 from .fuse import fuse, out_of_place
+from .openvino_kernels import check_kernels, prefer_kernels, tune_kernels
 from .pt2e import check_options, in_modules
 from .torch_export import card_from_metadata, torch_metadata
 
@@ -160,6 +161,8 @@ class IrFile:
     weights_path: Path
     bytes: int  # both files together
     int8: bool
+    kernels: str = "default"  # "jit": the convolutions prefer OpenVINO's direct kernels (openvino_kernels)
+    kernel_ratio: float | None = None  # kernels="tune": the preference's time over the default order's
 
 
 def export_openvino(
@@ -171,17 +174,22 @@ def export_openvino(
     dynamic_batch: bool = False,
     calibration: torch.Tensor | None = None,
     keep_float: Sequence[str] = (),
+    kernels: str = "default",
 ) -> IrFile:
     """Write ``model`` as OpenVINO IR: ``path`` (``.xml``) and its weights (``.bin`` beside it).
 
     With ``calibration`` (float (N, 3, R, R) images prepared as the model expects) the IR is int8,
     quantized by :func:`quantize_nncf`. The IR takes float32 NCHW (N, 3, R, R); N is 1 unless
-    ``dynamic_batch``. Both files are written to temporary names and renamed, ``.bin`` first.
+    ``dynamic_batch``. ``kernels``: ``"default"`` (OpenVINO's own choice), ``"jit"`` (the
+    convolutions prefer OpenVINO's direct kernels) or ``"tune"`` (that preference only if it runs
+    faster on this machine, timed at export; see :mod:`~mobilenets.deploy.openvino_kernels`). Both
+    files are written to temporary names and renamed, ``.bin`` first.
     """
     ov = openvino_api()
     path = Path(path)
     if path.suffix != ".xml":
         raise UsageError(f"an OpenVINO IR file must end in .xml, got {str(path)!r}")
+    check_kernels(kernels)
     check_options(model, resolution, keep_float)
     for target in (path, path.with_suffix(".bin")):  # found before the .bin is renamed into place
         if target.is_dir():
@@ -202,10 +210,24 @@ def export_openvino(
         staged = Path(scratch) / "model.xml"
         with external_step("openvino.save_model", _HINT):
             ov.save_model(ov_model, staged, compress_to_fp16=False)
+        # Timed as OpenVINO runs it by default: its own threads and precision.
+        timing = (
+            tune_kernels(staged, ov.Core(), compile_config(None, "default")) if kernels == "tune" else None
+        )
+        if kernels == "jit":
+            prefer_kernels(staged)
+        preferred = kernels == "jit" or (timing is not None and timing.preferred)
         os.replace(staged.with_suffix(".bin"), weights)
         os.replace(staged, path)
     _fsync_dir(path.parent)
-    return IrFile(path, weights, path.stat().st_size + weights.stat().st_size, calibration is not None)
+    return IrFile(
+        path,
+        weights,
+        path.stat().st_size + weights.stat().st_size,
+        calibration is not None,
+        kernels="jit" if preferred else "default",
+        kernel_ratio=None if timing is None else round(timing.ratio, 4),
+    )
 
 
 def _read_model(path: str | os.PathLike[str]) -> Any:

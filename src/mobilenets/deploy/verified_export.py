@@ -27,6 +27,7 @@ from ..weights.card import ModelCard
 from .export_checks import INT8_FORMATS, check_export_values
 from .export_report import ExportReport
 from .onnx_export import OnnxClassifier, export_onnx, max_abs_difference, read_metadata
+from .openvino_kernels import check_kernels
 from .pt2e import check_options
 from .pt2e_qat import DEFAULT_LR as DEFAULT_QAT_LR
 from .quantize import default_weight_dtype, quantize_onnx
@@ -107,12 +108,15 @@ def _check_combination(
     qat_epochs: int | None,
     qat_lr: float | None,
     portable: bool = False,
+    kernels: str = "default",
 ) -> None:
     """Options that only mean something together with others."""
     if portable and (format != "executorch" or int8):
         raise UsageError(
             "portable: only for format 'executorch' in fp32 (an int8 program runs on XNNPACK's kernels)"
         )
+    if kernels != "default" and format != "openvino":
+        raise UsageError(f"kernels={kernels!r}: only for format 'openvino' (OpenVINO's CPU kernels)")
     if int8 and format not in INT8_FORMATS:
         formats = f"{', '.join(INT8_FORMATS[:-1])} or {INT8_FORMATS[-1]}"
         raise UsageError(f"int8: format {format!r} has no int8 export; use {formats}")
@@ -156,6 +160,7 @@ def export_verified(
     qat_epochs: int | None = None,
     qat_lr: float | None = None,
     portable: bool = False,
+    kernels: str = "default",
 ) -> ExportReport:
     """Export ``model`` to ``out``, reload the file in its runtime and check it against PyTorch.
 
@@ -181,6 +186,8 @@ def export_verified(
     ``portable`` lowers an fp32 ExecuTorch program to the portable kernels instead of XNNPACK: every
     activation then lives in the memory planner's arena (``arena_bytes``), which is where the chunked
     and tiled models of :mod:`~mobilenets.deploy.memory_efficient` keep their saving.
+    ``kernels`` (OpenVINO only): ``"default"``, ``"jit"`` or ``"tune"``, the convolution kernels the IR
+    asks OpenVINO for (:func:`~mobilenets.deploy.openvino_export.export_openvino`).
     ``model`` is put in eval mode and not otherwise changed.
     """
     check_export_values(
@@ -202,6 +209,7 @@ def export_verified(
         qat_epochs=qat_epochs,
         qat_lr=qat_lr,
         portable=portable,
+        kernels=check_kernels(kernels),
     )
     if resolution is None:
         if card is None:
@@ -245,7 +253,9 @@ def export_verified(
         at = dataclasses.replace(base, path=staged)
         if format == "executorch":
             return _executorch(model, at, card, resolution, verify, settings, portable=portable)
-        exports = {"onnx": _onnx, "openvino": _openvino}
+        if format == "openvino":
+            return _openvino(model, at, card, resolution, verify, settings, kernels=kernels)
+        exports = {"onnx": _onnx}
         return exports.get(format, _torch)(model, at, card, resolution, verify, settings)
 
     return export_checked(Path(out), format, export)
@@ -465,6 +475,8 @@ def _openvino(
     resolution: int,
     verify: torch.Tensor,
     settings: _Int8Settings,
+    *,
+    kernels: str,
 ) -> ExportReport:
     """OpenVINO IR (fp32, or int8 by NNCF), compiled by OpenVINO in fp32 and checked against PyTorch."""
     from .openvino_export import OpenVINOClassifier, export_openvino
@@ -479,10 +491,12 @@ def _openvino(
         dynamic_batch=base.dynamic_batch,
         calibration=calibration,
         keep_float=settings.keep_float,
+        kernels=kernels,
     )
     export_seconds = time.perf_counter() - started
     loaded = OpenVINOClassifier(out, precision="fp32")
     batches = verification_batches(verify, fixed_batch=not base.dynamic_batch)
     return _checked(
-        base, model, loaded, batches, calibration, "nncf", seconds=export_seconds, size=written.bytes
-    )
+        base, model, loaded, batches, calibration, "nncf", seconds=export_seconds, size=written.bytes,
+        kernels=written.kernels, kernel_ratio=written.kernel_ratio,
+    )  # fmt: skip
