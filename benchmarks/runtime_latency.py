@@ -13,7 +13,9 @@ fastest variant and an anchor stay loaded in two processes that take ``--turns``
 verdict is the 95% interval of the median per-turn ratio (int8: against each int8 anchor). Writes
 ``runs/bench/runtime_latency.json`` and, with ``--markdown``, the ``runtime-latency`` table of
 ``docs/deployment.md`` (``--fragment runtime-latency-epyc``: the table kept for the AVX-512 EPYC, so
-that two machines never share one table).
+that two machines never share one table). Files are made from seeded random weights, int8 calibrated
+on random inputs, unless ``--pretrained``: the packaged weights, int8 calibrated on the first 300
+shared ImageNet photos (the files a user deploys; kernel choices and int8 speed can differ).
 
     python benchmarks/runtime_latency.py --markdown     # ~5 minutes on 2 idle cores
 """
@@ -27,10 +29,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from _report import add_markdown_argument, provenance, table, write_fragments
+from _shared import CALIBRATION, photo_entries, photos_found, write_photo_list
 from mobilenets.bench.inference import BenchResult, run_bench
 from mobilenets.bench.paired import PairedResult, run_pairs
+from mobilenets.bench.prepare import bench_calibration
 from mobilenets.bench.workfiles import WorkFiles
 from mobilenets.deploy.openvino_kernels import kernel_preferences
 
@@ -112,22 +117,35 @@ def main() -> int:
     add_markdown_argument(parser, "deployment.md")
     parser.add_argument(
         "--fragment",
-        choices=("runtime-latency", "runtime-latency-epyc"),  # the main table; the AVX-512 EPYC's
+        # the main table; the AVX-512 EPYC's; the EPYC's with the packaged weights
+        choices=("runtime-latency", "runtime-latency-epyc", "runtime-latency-epyc-pretrained"),
         default="runtime-latency",
         help="the page's markers to write between",
+    )
+    parser.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="the packaged weights (torchvision's ImageNet mobilenet_v2), int8 calibrated on the first "
+        f"{CALIBRATION} shared ImageNet photos as issue 21's accuracy protocol does",
     )
     args = parser.parse_args()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="runtime-latency-") as workdir:  # prepared once for both
+        weights: dict[str, Any] = {"pretrained": args.pretrained, "calibration": None}
+        if args.pretrained:
+            if not photos_found():
+                return 1
+            listing = write_photo_list(Path(workdir) / "calibration.txt", photo_entries()[:CALIBRATION])
+            weights["calibration"] = bench_calibration("mobilenet_v2", 224, str(listing), CALIBRATION)
         result = run_bench(
             "mobilenet_v2", batch=1, resolution=224, threads=args.threads, rounds=args.rounds,
-            repeats=args.repeats, warmup=5, only=FLOAT + INT8, workdir=workdir, progress=print,
+            repeats=args.repeats, warmup=5, only=FLOAT + INT8, workdir=workdir, progress=print, **weights,
         )  # fmt: skip
         paired = run_pairs(
             "mobilenet_v2", goal_pairs(result), threads=args.threads, turns=args.turns,
-            workdir=workdir, progress=print,
+            workdir=workdir, progress=print, **weights,
         )  # fmt: skip
-        kernels = kernel_note(WorkFiles(Path(workdir), "mobilenet_v2", 1, 224))
+        kernels = kernel_note(WorkFiles(Path(workdir), "mobilenet_v2", 1, 224, args.pretrained))
     report = {**result.to_dict(), "paired": [pair.to_dict() for pair in paired]}
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(report, indent=2) + "\n")
@@ -144,6 +162,11 @@ def main() -> int:
     if warnings:
         notes += f"\n\nSpread warnings (IQR over 25% of the median): {', '.join(warnings)}."
     heading = provenance(time.perf_counter() - started)
+    if args.pretrained:
+        heading += (
+            f" Packaged weights (torchvision's ImageNet mobilenet_v2 on both sides); int8 files calibrated "
+            f"on the first {CALIBRATION} shared ImageNet photos."
+        )
     text = f"{heading}\n\n{table(header, rows, 'llrrr')}{notes}\n\n{kernels}\n\n{verdict(result, paired)}"
     print(text)
     write_fragments(args.markdown, {args.fragment: text})

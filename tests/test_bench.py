@@ -29,7 +29,7 @@ from mobilenets.bench.variants import check_variants
 from mobilenets.bench.workfiles import WorkFiles
 from mobilenets.errors import ExternalError, UsageError
 
-from .conftest import SMALL_RES, run_cli
+from .conftest import SMALL_RES, imagenet_list, run_cli
 
 SETTING = "glibc mallopt: M_MMAP_THRESHOLD=1 GiB, M_TRIM_THRESHOLD=2 GiB (freed memory reused)"
 
@@ -193,6 +193,36 @@ def test_prepare_skips_what_torchvision_lacks(tmp_path: Path) -> None:
     assert not files.weights("torchvision").exists()
     reports = {"ours_eager": (_report(4.0, 5.0, 4.0, 4.0),)}
     assert _result(reports).to_dict()["ours_eager"]["speedup_vs_torchvision_eager"] is None
+
+
+def test_prepare_with_the_packaged_weights_and_real_calibration(tmp_path: Path) -> None:
+    """--pretrained: the packaged weights on both sides, in their own file names (a folder serves seeded
+    and packaged runs apart); weights the timing processes' plain build would compute differently
+    (EfficientNet-Lite0's TF padding) are refused; --calib needs --pretrained."""
+    import mobilenets
+
+    seeded, packaged = (WorkFiles(tmp_path, "mobilenet_v2", 1, SMALL_RES, flag) for flag in (False, True))
+    assert (
+        seeded.weights("ours") != packaged.weights("ours")
+        and "pretrained" in packaged.openvino("ours", int8=True).name
+    )
+    assert prepare(packaged, ("ours_eager", "torchvision_eager")) == {}
+    weights = torch.load(packaged.weights("ours"), weights_only=True)
+    reference = mobilenets.create_model("mobilenet_v2", pretrained=True).state_dict()
+    assert all(torch.equal(weights[key], value) for key, value in reference.items())
+    assert not seeded.weights("ours").exists()
+    lite = WorkFiles(tmp_path, "efficientnet_lite0", 1, SMALL_RES, True)
+    with pytest.raises(UsageError, match="packaged weights of efficientnet_lite0 are built with options"):
+        prepare(lite, ("ours_eager",))
+    code, _, err = run_cli(["bench", "--variants", "ours_eager", "--calib", "digits"])
+    assert code == 2 and "--calib: only with --pretrained" in err
+    code, _, err = run_cli(["bench", "--variants", "ours_eager", "--pretrained", "--calib-images", "9"])
+    assert code == 2 and "--calib-images: only with --calib" in err
+    pair = ["bench", "--pair", "ours_int8,ours_eager", "--pretrained", "--calib", str(imagenet_list())]
+    pair += ["--calib-images", "4", "--resolution", str(SMALL_RES), "--turns", "6", "--repeats", "2"]
+    code, out, err = run_cli([*pair, "--threads", "1", "--json"])
+    assert code == 0, err
+    assert json.loads(out)["pairs"][0]["first"] == "ours_int8"
 
 
 def test_prepare_skips_what_a_plain_install_lacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -444,6 +444,7 @@ FRAGMENTS = {
         "runtime-accuracy": "runtime_accuracy.py",
         "runtime-latency": "runtime_latency.py",
         "runtime-latency-epyc": "runtime_latency.py",
+        "runtime-latency-epyc-pretrained": "runtime_latency.py",
         "openvino-profile": "openvino_profile.py",
         "deployed-memory": "deployed_memory.py",
         "export-time": "export_time.py",

@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..errors import UsageError
 from .child import ChildReport, ChildSpec
 from .fresh import TimingProcesses, start_method
@@ -151,21 +153,24 @@ def run_bench(
     system_malloc: bool = False,
     workdir: str | os.PathLike[str] | None = None,
     progress: Callable[[str], None] | None = None,
+    pretrained: bool = False,
+    calibration: torch.Tensor | None = None,
 ) -> BenchResult:
     """Prepare the variants ``only``, then time each alone in a fresh process, ``rounds`` times.
 
     ``repeats`` timed calls per process follow ``warmup`` untimed ones (at least 1: the first call
     compiles or initialises). ``system_malloc`` keeps glibc's default allocator in the timing
     processes. Prepared files go to ``workdir`` (reused from there when present) or a temporary
-    folder. ``progress`` receives a line after preparing and after each round.
+    folder. ``progress`` receives a line after preparing and after each round. ``pretrained`` times
+    the model's packaged weights (int8 files calibrated on ``calibration``, else on random inputs).
     """
     variants = check_variants(only)
     _check(batch=batch, threads=threads, rounds=rounds, repeats=repeats, warmup=warmup)
     say = progress or (lambda line: None)
     with tempfile.TemporaryDirectory(prefix="mobilenets-bench-") as tmp:
-        files = WorkFiles(Path(workdir) if workdir else Path(tmp), model_name, batch, resolution)
+        files = WorkFiles(Path(workdir) if workdir else Path(tmp), model_name, batch, resolution, pretrained)
         started = time.perf_counter()
-        skipped = prepare(files, variants)
+        skipped = prepare(files, variants, calibration)
         say(f"prepared {', '.join(variants)} in {time.perf_counter() - started:.0f} s")
         started = time.perf_counter()
         runnable = [name for name in variants if name not in skipped]

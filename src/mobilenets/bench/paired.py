@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from ..errors import UsageError
 from .child import ChildSpec
 from .fresh import TimingProcesses
@@ -131,12 +133,15 @@ def run_pairs(
     system_malloc: bool = False,
     workdir: str | os.PathLike[str] | None = None,
     progress: Callable[[str], None] | None = None,
+    pretrained: bool = False,
+    calibration: torch.Tensor | None = None,
 ) -> list[PairedResult]:
     """Prepare the variants of ``pairs`` (as ``mobilenets bench`` does), then compare each pair.
 
     A variant paired with itself (an A/A comparison) shows the method's own noise: its interval
     should contain 1. Needs ``os.fork`` (Linux, macOS). Prepared files go to ``workdir`` (reused
     from there when present) or a temporary folder. An ``ExternalError`` if a variant fails.
+    ``pretrained`` and ``calibration``: as :func:`~mobilenets.bench.inference.run_bench` takes them.
     """
     for label, value in (("repeats", repeats), ("warmup", warmup), ("threads", threads), ("batch", batch)):
         if value < 1:
@@ -157,8 +162,8 @@ def run_pairs(
     say = progress or (lambda line: None)
     results: list[PairedResult] = []
     with tempfile.TemporaryDirectory(prefix="mobilenets-pairs-") as tmp:
-        files = WorkFiles(Path(workdir) if workdir else Path(tmp), model_name, batch, resolution)
-        skipped = prepare(files, variants)
+        files = WorkFiles(Path(workdir) if workdir else Path(tmp), model_name, batch, resolution, pretrained)
+        skipped = prepare(files, variants, calibration)
         if skipped:
             raise UsageError("cannot compare " + "; ".join(f"{name}: {why}" for name, why in skipped.items()))
         with TimingProcesses(files.root / "timing.log") as processes:

@@ -131,12 +131,20 @@ def missing_packages(variant: str) -> list[str]:
     return [name for name in needs if importlib.util.find_spec(name) is None]
 
 
-def prepare(files: WorkFiles, variants: tuple[str, ...]) -> dict[str, str]:
-    """Write the files ``variants`` need into ``files.root``; returns those that cannot run, and why."""
+def prepare(
+    files: WorkFiles, variants: tuple[str, ...], calibration: torch.Tensor | None = None
+) -> dict[str, str]:
+    """Write the files ``variants`` need into ``files.root``; returns those that cannot run, and why.
+
+    ``files.pretrained`` takes the model's packaged weights; int8 files are then calibrated on
+    ``calibration`` (real images, prepared as :func:`bench_calibration` gives them), else on random
+    inputs (speed only).
+    """
     torch.manual_seed(0)
-    ours = create_model(files.model).eval()
+    ours = _ours(files)
     x = torch.randn(files.batch, 3, files.resolution, files.resolution)
-    calibration = torch.randn(CALIBRATION_IMAGES, 3, files.resolution, files.resolution)
+    if calibration is None:
+        calibration = torch.randn(CALIBRATION_IMAGES, 3, files.resolution, files.resolution)
     files.root.mkdir(parents=True, exist_ok=True)
     np.save(files.input, x.numpy())
     torch.save(ours.state_dict(), files.weights("ours"))
@@ -161,6 +169,38 @@ def prepare(files: WorkFiles, variants: tuple[str, ...]) -> dict[str, str]:
             if reason is not None:
                 skipped[variant] = reason
     return skipped
+
+
+def _ours(files: WorkFiles) -> nn.Module:
+    """Our model, seeded or with its packaged weights, which the timing processes' plain build of the
+    model (:func:`.load._model`) must compute as they are: same keys and shapes, same outputs (weights
+    built with other options, a padding say, would not)."""
+    if not files.pretrained:
+        return create_model(files.model).eval()
+    packaged = create_model(files.model, pretrained=True).eval()
+    plain = create_model(files.model).eval()
+    x = torch.randn(1, 3, files.resolution, files.resolution, generator=torch.Generator().manual_seed(0))
+    try:
+        plain.load_state_dict(packaged.state_dict())
+        with torch.no_grad():
+            same = torch.allclose(plain(x), packaged(x), atol=1e-5, rtol=1e-4)
+    except RuntimeError:  # missing or mismatched keys
+        same = False
+    if not same:
+        raise UsageError(
+            f"the packaged weights of {files.model} are built with options the bench's timing processes "
+            "do not pass; bench it without --pretrained"
+        )
+    return packaged
+
+
+def bench_calibration(model_name: str, resolution: int, data: str, count: int) -> torch.Tensor:
+    """``count`` images of ``data`` prepared as ``model_name``'s packaged weights expect, at
+    ``resolution``: what ``mobilenets export --int8 --calib`` calibrates on."""
+    from ..data.card import calibration_images
+
+    card = create_model(model_name, pretrained=True).card.at_resolution(resolution)
+    return calibration_images(card, data, count)
 
 
 def _prepare_one(files: WorkFiles, variant: str, source: nn.Module, calibration: torch.Tensor) -> str | None:

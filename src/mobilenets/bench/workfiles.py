@@ -13,12 +13,19 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class WorkFiles:
-    """The files of one model, batch and resolution in the folder ``root``."""
+    """The files of one model, batch and resolution in the folder ``root``; ``pretrained``: the model's
+    packaged weights (and int8 files calibrated on real images) instead of a seeded initialisation."""
 
     root: Path
     model: str
     batch: int
     resolution: int
+    pretrained: bool = False
+
+    @property
+    def stem(self) -> str:
+        """The model as file names say it: ``mobilenet_v2``, or ``mobilenet_v2.pretrained``."""
+        return f"{self.model}.pretrained" if self.pretrained else self.model
 
     @property
     def input(self) -> Path:
@@ -27,7 +34,7 @@ class WorkFiles:
 
     def weights(self, side: str) -> Path:
         """The state dict of ``side`` (``ours`` or ``torchvision``), same weights in each one's layout."""
-        return self.root / f"{side}_{self.model}.weights.pt"
+        return self.root / f"{side}_{self.stem}.weights.pt"
 
     @property
     def dynamic_batch(self) -> bool:
@@ -42,18 +49,18 @@ class WorkFiles:
 
     def onnx(self, side: str, *, int8: bool) -> Path:
         """ONNX export of ``side``'s model taking this batch, or its int8 quantization."""
-        return self.root / f"{side}_{self.model}_{self.resolution}_{self.shape}{'.int8' if int8 else ''}.onnx"
+        return self.root / f"{side}_{self.stem}_{self.resolution}_{self.shape}{'.int8' if int8 else ''}.onnx"
 
     @property
     def pt2e_int8(self) -> Path:
         """Our model quantized by torchao's PT2E flow, as a ``.pt2`` program taking this batch."""
-        return self.root / f"ours_{self.model}_{self.resolution}_{self.shape}.pt2e_int8.pt2"
+        return self.root / f"ours_{self.stem}_{self.resolution}_{self.shape}.pt2e_int8.pt2"
 
     def pte(self, *, int8: bool) -> Path:
         """Our model as an ExecuTorch program (XNNPACK), fp32 or int8, taking this batch."""
-        return self.root / f"ours_{self.model}_{self.resolution}_{self.shape}{'.int8' if int8 else ''}.pte"
+        return self.root / f"ours_{self.stem}_{self.resolution}_{self.shape}{'.int8' if int8 else ''}.pte"
 
     def openvino(self, side: str, *, int8: bool) -> Path:
         """``side``'s model as OpenVINO IR (``.xml``) taking this batch, or NNCF's int8 of it."""
-        name = f"{side}_{self.model}_{self.resolution}_{self.shape}{'.int8' if int8 else ''}.openvino.xml"
+        name = f"{side}_{self.stem}_{self.resolution}_{self.shape}{'.int8' if int8 else ''}.openvino.xml"
         return self.root / name

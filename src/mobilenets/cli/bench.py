@@ -14,12 +14,14 @@ import contextlib
 import json
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 from ..bench.inference import ALL_VARIANTS, EXTRA_VARIANTS, REFERENCE, REPEATS, ROUNDS, VARIANTS, WARMUP
 from ..bench.paired import TURNS as PAIR_TURNS
 from ..bench.paired import WARMUP as PAIR_WARMUP
 from ..errors import UsageError
 from .common import add_allocator_argument, apply_allocator, check_resolution, given_flags, thread_count
+from .export import DEFAULT_CALIB_IMAGES as CALIB_IMAGES
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -72,6 +74,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help=f"turns of each side of a --pair, --repeats timed calls each (default {PAIR_TURNS})",
     )
     parser.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="time the model's packaged ImageNet weights instead of a seeded initialisation (int8 "
+        "files calibrated on --calib, else on random inputs)",
+    )
+    parser.add_argument(
+        "--calib", default=None, help="with --pretrained: images to calibrate the int8 variants on"
+    )
+    parser.add_argument(
+        "--calib-images", type=int, default=None, help="how many --calib images (default 300)"
+    )
+    parser.add_argument(
         "--peak-rss",
         action="store_true",
         help="accepted for older scripts: every timing process now measures its peak resident memory",
@@ -92,6 +106,23 @@ def _resolution(args: argparse.Namespace) -> int:
     from ..models import create_model
 
     return create_model(args.model).default_resolution
+
+
+def _weights(args: argparse.Namespace) -> dict[str, Any]:
+    """``run_bench``'s and ``run_pairs``' ``pretrained`` and ``calibration`` from the flags."""
+    if args.calib is not None and not args.pretrained:
+        raise UsageError("--calib: only with --pretrained (random weights are calibrated on random inputs)")
+    if args.calib_images is not None and args.calib is None:
+        raise UsageError("--calib-images: only with --calib")
+    count = CALIB_IMAGES if args.calib_images is None else args.calib_images
+    if count < 1:
+        raise UsageError(f"--calib-images must be >= 1, got {count}")
+    calibration = None
+    if args.calib is not None:
+        from ..bench.prepare import bench_calibration
+
+        calibration = bench_calibration(args.model, _resolution(args), args.calib, count)
+    return {"pretrained": bool(args.pretrained), "calibration": calibration}
 
 
 def _pairs(values: list[str]) -> list[tuple[str, str]]:
@@ -118,13 +149,15 @@ def _run_pairs(args: argparse.Namespace) -> int:
         warmup=PAIR_WARMUP if args.warmup is None else args.warmup,
         system_malloc=args.system_malloc,
         progress=_progress,
+        **_weights(args),
     )
     if args.json:
         print(json.dumps({"model": args.model, "pairs": [result.to_dict() for result in results]}))
         return 0
+    weights = ", packaged weights" if args.pretrained else ""
     print(
-        f"{args.model}, batch {args.batch_size}, {args.threads} threads; each pair loaded in two fresh "
-        f"processes taking {args.turns} turns of {args.repeats} timed calls each, one at a time"
+        f"{args.model}{weights}, batch {args.batch_size}, {args.threads} threads; each pair loaded in two "
+        f"fresh processes taking {args.turns} turns of {args.repeats} timed calls each, one at a time"
     )
     print(f"{'A':<26} {'B':<26} {'A ms':>7} {'B ms':>7} {'A / B':>7}  95% interval")
     for result in results:
@@ -175,6 +208,7 @@ def _run_rounds(args: argparse.Namespace) -> int:
         only=tuple(name.strip() for name in args.variants.split(",") if name.strip()),
         system_malloc=args.system_malloc,
         progress=_progress,
+        **_weights(args),
     )
     if not result.reports:  # every variant asked for was skipped: an empty table is not a result
         reasons = "; ".join(f"{name}: {why}" for name, why in result.skipped.items())
