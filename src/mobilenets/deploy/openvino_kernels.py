@@ -2,8 +2,9 @@
 
 OpenVINO picks each convolution's kernel by a fixed order: on AVX-512 CPUs its ``brgconv`` kernels
 first. On the AVX-512 EPYC (Zen 4, 2 cores) its older direct kernels (``jit_avx512_1x1`` and
-``jit_avx512``) ran MobileNet v2's convolutions faster at batch 1, in int8 and in bf16
-(``benchmarks/openvino_profile.py`` shows the kernels; ``benchmarks/runtime_latency.py`` the times).
+``jit_avx512``) ran MobileNet v2's convolutions faster at batch 1 in bf16, and in int8 for seeded
+weights but not for the packaged ones calibrated on real photos (``benchmarks/openvino_profile.py``
+shows the kernels; ``benchmarks/runtime_latency.py``, with and without ``--pretrained``, the times).
 A layer of an IR may carry a ``primitives_priority`` (its ``rt_info``) that puts named kernels first;
 where none of them applies (another CPU, another precision) the plugin falls back to its own order,
 so an IR with the preference still runs everywhere. Which order is faster depends on the CPU, so
