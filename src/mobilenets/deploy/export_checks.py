@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+import torch
 
 from ..atomic import unwritable_reason
 from ..errors import UsageError
@@ -68,3 +70,47 @@ def check_export_values(
     check_tolerance(tolerance, name=name("tolerance"))
     check_quantize_values(method=calib_method, weight_dtype=weight_dtype)
     check_qat_values(epochs=qat_epochs, lr=qat_lr, epochs_name=name("qat_epochs"), lr_name=name("qat_lr"))
+
+
+def check_combination(
+    *,
+    format: str,
+    int8: bool,
+    calibration: torch.Tensor | None,
+    calib_method: str | None,
+    weight_dtype: str | None,
+    keep_float: Sequence[str],
+    qat_epochs: int | None,
+    qat_lr: float | None,
+    portable: bool = False,
+    kernels: str = "default",
+) -> None:
+    """Options that only mean something together with others."""
+    if portable and (format != "executorch" or int8):
+        raise UsageError(
+            "portable: only for format 'executorch' in fp32 (an int8 program runs on XNNPACK's kernels)"
+        )
+    if kernels != "default" and format != "openvino":
+        raise UsageError(f"kernels={kernels!r}: only for format 'openvino' (OpenVINO's CPU kernels)")
+    if int8 and format not in INT8_FORMATS:
+        formats = f"{', '.join(INT8_FORMATS[:-1])} or {INT8_FORMATS[-1]}"
+        raise UsageError(f"int8: format {format!r} has no int8 export; use {formats}")
+    if int8 and calibration is None:
+        raise UsageError("int8 needs calibration images: real images to calibrate activation ranges on")
+    int8_only = {
+        "calibration": calibration is not None,
+        "calib_method": calib_method is not None,
+        "weight_dtype": weight_dtype is not None,
+        "keep_float": bool(keep_float),
+        "qat_epochs": qat_epochs is not None,
+        "qat_lr": qat_lr is not None,
+    }
+    given = [name for name, present in int8_only.items() if present]
+    if given and not int8:
+        raise UsageError(f"{', '.join(given)}: only with int8=True")
+    onnx_only = [name for name in ("calib_method", "weight_dtype") if int8_only[name]]
+    if onnx_only and format != "onnx":
+        raise UsageError(f"{', '.join(onnx_only)}: only for format 'onnx' (ONNX Runtime's quantizer)")
+    qat = [name for name in ("qat_epochs", "qat_lr") if int8_only[name]]
+    if qat and format != "exported-program":
+        raise UsageError(f"{', '.join(qat)}: only for format 'exported-program' (torchao PT2E)")

@@ -24,7 +24,7 @@ from torch import nn
 
 from ..errors import ExternalError, UsageError, WrongTypeError
 from ..weights.card import ModelCard
-from .export_checks import INT8_FORMATS, check_export_values
+from .export_checks import check_combination, check_export_values
 from .export_report import ExportReport
 from .onnx_export import OnnxClassifier, export_onnx, max_abs_difference, read_metadata
 from .openvino_kernels import check_kernels
@@ -97,50 +97,6 @@ def _images(images: object, resolution: int, name: str) -> torch.Tensor:
     return images.float()
 
 
-def _check_combination(
-    *,
-    format: str,
-    int8: bool,
-    calibration: torch.Tensor | None,
-    calib_method: str | None,
-    weight_dtype: str | None,
-    keep_float: Sequence[str],
-    qat_epochs: int | None,
-    qat_lr: float | None,
-    portable: bool = False,
-    kernels: str = "default",
-) -> None:
-    """Options that only mean something together with others."""
-    if portable and (format != "executorch" or int8):
-        raise UsageError(
-            "portable: only for format 'executorch' in fp32 (an int8 program runs on XNNPACK's kernels)"
-        )
-    if kernels != "default" and format != "openvino":
-        raise UsageError(f"kernels={kernels!r}: only for format 'openvino' (OpenVINO's CPU kernels)")
-    if int8 and format not in INT8_FORMATS:
-        formats = f"{', '.join(INT8_FORMATS[:-1])} or {INT8_FORMATS[-1]}"
-        raise UsageError(f"int8: format {format!r} has no int8 export; use {formats}")
-    if int8 and calibration is None:
-        raise UsageError("int8 needs calibration images: real images to calibrate activation ranges on")
-    int8_only = {
-        "calibration": calibration is not None,
-        "calib_method": calib_method is not None,
-        "weight_dtype": weight_dtype is not None,
-        "keep_float": bool(keep_float),
-        "qat_epochs": qat_epochs is not None,
-        "qat_lr": qat_lr is not None,
-    }
-    given = [name for name, present in int8_only.items() if present]
-    if given and not int8:
-        raise UsageError(f"{', '.join(given)}: only with int8=True")
-    onnx_only = [name for name in ("calib_method", "weight_dtype") if int8_only[name]]
-    if onnx_only and format != "onnx":
-        raise UsageError(f"{', '.join(onnx_only)}: only for format 'onnx' (ONNX Runtime's quantizer)")
-    qat = [name for name in ("qat_epochs", "qat_lr") if int8_only[name]]
-    if qat and format != "exported-program":
-        raise UsageError(f"{', '.join(qat)}: only for format 'exported-program' (torchao PT2E)")
-
-
 def export_verified(
     model: nn.Module,
     out: str | os.PathLike[str],
@@ -199,7 +155,7 @@ def export_verified(
         qat_epochs=qat_epochs,
         qat_lr=qat_lr,
     )
-    _check_combination(
+    check_combination(
         format=format,
         int8=int8,
         calibration=calibration,
@@ -255,8 +211,7 @@ def export_verified(
             return _executorch(model, at, card, resolution, verify, settings, portable=portable)
         if format == "openvino":
             return _openvino(model, at, card, resolution, verify, settings, kernels=kernels)
-        exports = {"onnx": _onnx}
-        return exports.get(format, _torch)(model, at, card, resolution, verify, settings)
+        return (_onnx if format == "onnx" else _torch)(model, at, card, resolution, verify, settings)
 
     return export_checked(Path(out), format, export)
 
