@@ -2,7 +2,7 @@
 
 Times the eight variants (torchvision eager/compile/ONNX Runtime fp32/int8; ours eager/optimize/ONNX
 Runtime fp32/int8) the way ``mobilenets bench`` does (see ``mobilenets.bench.inference``): each
-variant alone in a fresh process, variants taking turns over rounds in rotated order, with its peak
+variant alone in a fresh process, variants taking turns over rounds in balanced orders, with its peak
 resident memory from the same processes. Batch 32 runs once more with glibc's default allocator, to
 show what page faults cost eager PyTorch. The settings share one folder of prepared files, so the
 ONNX exports and int8 calibrations happen once. Writes ``runs/bench/inference/*.json`` and prints

@@ -7,6 +7,10 @@ shared process used to get wrong (ONNX Runtime fp32 against int8) comes out righ
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+import importlib
+import itertools
 import json
 import os
 import signal
@@ -23,13 +27,14 @@ from mobilenets.bench import fresh, inference
 from mobilenets.bench.child import ChildReport, ChildSpec
 from mobilenets.bench.fresh import TimingProcesses
 from mobilenets.bench.inference import NOISY_SPREAD, BenchResult, run_bench
+from mobilenets.bench.paired import PairedResult
 from mobilenets.bench.prepare import prepare
-from mobilenets.bench.rounds import rotation, run_rounds
+from mobilenets.bench.rounds import round_orders, run_rounds
 from mobilenets.bench.variants import check_variants
-from mobilenets.bench.workfiles import WorkFiles
+from mobilenets.bench.workfiles import WorkFiles, calibration_tag
 from mobilenets.errors import ExternalError, UsageError
 
-from .conftest import SMALL_RES, imagenet_list, run_cli
+from .conftest import REPO_ROOT, SMALL_RES, imagenet_list, run_cli
 
 SETTING = "glibc mallopt: M_MMAP_THRESHOLD=1 GiB, M_TRIM_THRESHOLD=2 GiB (freed memory reused)"
 
@@ -45,12 +50,23 @@ def _result(reports: dict[str, tuple[ChildReport, ...]], **skipped: str) -> Benc
 # --- orchestration, with fake timing processes ----------------------------------------------------------
 
 
-def test_rounds_rotate_so_every_variant_takes_every_place() -> None:
-    orders = rotation(["a", "b", "c"], 4)
-    assert orders == [("a", "b", "c"), ("b", "c", "a"), ("c", "a", "b"), ("a", "b", "c")]
-    for place in range(3):  # over 3 rounds each variant has been first, second and last once
-        assert sorted(order[place] for order in orders[:3]) == ["a", "b", "c"]
-    assert rotation([], 3) == []
+@pytest.mark.parametrize("count", [2, 3, 4, 5, 6])
+def test_round_orders_balance_places_and_who_follows_whom(count: int) -> None:
+    variants = [chr(ord("a") + i) for i in range(count)]
+    cycle = count if count % 2 == 0 else 2 * count  # an odd count needs the reversed rows too
+    orders = round_orders(variants, cycle + 1)
+    assert orders[cycle] == orders[0] and all(sorted(order) == variants for order in orders)
+    for place in range(count):  # each variant in each place equally often
+        assert sorted(order[place] for order in orders[:cycle]) == sorted(variants * (cycle // count))
+    followers = collections.Counter((a, b) for order in orders[:cycle] for a, b in itertools.pairwise(order))
+    assert set(followers) == {(a, b) for a in variants for b in variants if a != b}
+    assert set(followers.values()) == {cycle // count}  # each neighbour equally often: no fixed carry-over
+
+
+def test_round_orders_of_three_then_none() -> None:
+    orders = [("a", "b", "c"), ("b", "c", "a"), ("c", "a", "b"), ("c", "b", "a")]  # then the reversals
+    assert round_orders(["a", "b", "c"], 4) == orders
+    assert round_orders([], 3) == []
 
 
 def test_run_rounds_times_each_variant_once_a_round_and_drops_one_that_fails() -> None:
@@ -223,6 +239,61 @@ def test_prepare_with_the_packaged_weights_and_real_calibration(tmp_path: Path) 
     code, out, err = run_cli([*pair, "--threads", "1", "--json"])
     assert code == 0, err
     assert json.loads(out)["pairs"][0]["first"] == "ours_int8"
+
+
+def test_int8_file_names_say_their_calibration_so_a_folder_never_serves_another(tmp_path: Path) -> None:
+    """A bench folder reused with other calibration images must not time the int8 files of the first:
+    int8 names carry a digest of the images (float names do not), and prepare refuses a mismatch."""
+    images = torch.rand(4, 3, SMALL_RES, SMALL_RES)
+    tag = calibration_tag(images)
+    assert tag == calibration_tag(images.clone()) != calibration_tag(images * 0.5)
+    assert calibration_tag(None) == "random" and tag.startswith("calib-")
+    seeded = WorkFiles(tmp_path, "mobilenet_v2", 1, SMALL_RES)
+    real = dataclasses.replace(seeded, calibration=tag)
+    assert seeded.onnx("ours", int8=False) == real.onnx("ours", int8=False)
+    assert seeded.openvino("torchvision", int8=False) == real.openvino("torchvision", int8=False)
+    int8_names = [
+        (files.onnx("ours", int8=True), files.pte(int8=True), files.pt2e_int8) for files in (seeded, real)
+    ]
+    assert all(mine != theirs and tag in theirs.name for mine, theirs in zip(*int8_names, strict=True))
+    with pytest.raises(UsageError, match="named for calibration 'random', not for the images given"):
+        prepare(seeded, ("ours_int8",), images)
+    assert prepare(real, ("ours_int8",), images) == {} and prepare(seeded, ("ours_int8",)) == {}
+    assert seeded.onnx("ours", int8=True).read_bytes() != real.onnx("ours", int8=True).read_bytes()
+
+
+def test_runtime_latency_goal_is_not_met_against_an_anchor_never_timed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """benchmarks/runtime_latency.py: the int8 goal is against every int8 anchor, so one that was not
+    timed leaves it not shown, named with why, instead of judged on the anchors that remain."""
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
+    latency = importlib.import_module("runtime_latency")
+    fast, slow = (_report(1.0, 1.0),), (_report(2.0, 2.0),)
+    reports = {"ours_openvino_bf16": fast, "torchvision_openvino_bf16": slow, "ours_openvino_int8": fast}
+    reports["torchvision_openvino_int8"] = slow
+    result = _result(reports, torchvision_ort_int8="onnxruntime not installed")
+    pairs = latency.goal_pairs(result)
+    assert pairs == [
+        ("ours_openvino_bf16", "torchvision_openvino_bf16"),
+        ("ours_openvino_int8", "torchvision_openvino_int8"),
+    ]
+    paired = [PairedResult(first, second, ((1.0,),) * 10, ((2.0,),) * 10) for first, second in pairs]
+    text = latency.verdict(result, paired)
+    assert text.startswith("Float goal (ours ≤ 1.0× OpenVINO's default): ours_openvino_bf16 at 0.500×")
+    assert (
+        "(95% interval 0.500–0.500× over 10 paired turns: met; the rounds alone: 0.50×, 0.50–0.50×): met."
+        in text
+    )
+    missing = (
+        "no comparison with torchvision_ort_int8 (onnxruntime not installed); ours_openvino_int8 at 0.500×"
+    )
+    assert missing in text and text.endswith("0.50×, 0.50–0.50×): not shown.")
+    timed = _result({**reports, "torchvision_ort_int8": slow})
+    pairs = latency.goal_pairs(timed)
+    assert pairs[1] == ("ours_openvino_int8", "torchvision_ort_int8") and len(pairs) == 3
+    paired = [PairedResult(first, second, ((1.0,),) * 10, ((2.0,),) * 10) for first, second in pairs]
+    assert latency.verdict(timed, paired).endswith(": met.")
 
 
 def test_prepare_skips_what_a_plain_install_lacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

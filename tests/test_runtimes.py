@@ -12,7 +12,7 @@ import torch
 
 import mobilenets
 from mobilenets.data.card import calibration_images
-from mobilenets.deploy import export_verified, load_deployed
+from mobilenets.deploy import export_verified, load_deployed, openvino_kernels
 from mobilenets.deploy.bf16 import bf16_inference, cpu_has_bf16
 from mobilenets.deploy.executorch_export import (
     ExecuTorchClassifier,
@@ -216,6 +216,10 @@ def test_openvino_int8_keeps_the_named_modules_float(tmp_path: Path) -> None:
     assert float_kept["convolution"] == ["Parameter", "Constant"]  # the stem reads the image, float weights
     assert float_kept["linear"][1] == "Constant"  # the classifier's float weight
     assert "FakeQuantize" in float_kept["convolution_2"]  # and the rest stays int8
+    with pytest.raises(ValueError, match=r"keep_float: module 'stem\.bn' has no operation of its own"):
+        export_openvino(
+            model, tmp_path / "b.xml", resolution=32, calibration=calibration, keep_float=["stem.bn"]
+        )
 
 
 def _input_shapes(*paths: Path) -> list[str]:
@@ -263,6 +267,7 @@ def test_openvino_kernel_preference_is_written_into_the_ir_and_obeyed(
     assert set(preferences.values()) == {"cpu:jit_avx512_1x1,cpu:jit_avx512,cpu:jit_avx2_1x1,cpu:jit_avx2"}
     assert prefer_kernels(jit.path) == 35 and kernel_preferences(jit.path) == preferences  # not twice
     assert (tmp_path / "jit.xml").read_text().count(PRIORITY_ATTRIBUTE) == 35
+    assert jit.path.stat().st_mode & 0o777 == jit.weights_path.stat().st_mode & 0o777  # not a temp's 0600
     ran = _kernels_run(jit.path)  # OpenVINO's own order would run brgconv kernels on AVX-512 CPUs
     pointwise = [name for name in ran if name in names]
     assert pointwise and all(ran[name].startswith("jit_") for name in pointwise), ran
@@ -305,6 +310,16 @@ def test_openvino_fixed_batch_export_of_a_groupnorm_network(tmp_path: Path) -> N
     result = export_verified(model, tmp_path / "gn.xml", format="openvino", resolution=32)
     assert result.max_abs_diff < 1e-4
     assert _input_shapes(tmp_path / "gn.xml") == ["[?,3,?,?]"]
+    timed: set[tuple[int, ...]] = set()
+
+    def median_call(request: Any, x: Any) -> float:
+        timed.add(tuple(x.shape))
+        return 1.0
+
+    with pytest.MonkeyPatch.context() as patch:  # what --kernels tune times the free-shape IR on
+        patch.setattr(openvino_kernels, "_median_call", median_call)
+        export_openvino(model, tmp_path / "tuned.xml", resolution=32, kernels="tune")
+    assert timed == {(1, 3, 32, 32)}
     (tmp_path / "taken.xml").mkdir()
     with pytest.raises(ValueError, match=r"taken\.xml. for the OpenVINO IR: it is a folder"):
         export_openvino(model, tmp_path / "taken.xml", resolution=32)
@@ -371,6 +386,23 @@ def test_runtime_files_refuse_bad_input_clearly(
     assert code == 2 and "must end in .xml" in err, err
     with pytest.raises(ValueError, match="no mobilenets model card"):
         read_openvino_card(export_verified(model, tmp_path / "m.xml", format="openvino", resolution=32).path)
+    for module in (
+        OpenVINOClassifier(tmp_path / "m.xml"),
+        ExecuTorchClassifier(digits_programs["delegated"].path),
+    ):
+        # fixed-batch files: the shape given is named, not that of its first slice
+        with pytest.raises(ValueError, match=r"\(N, 3, 32, 32\); got \[3, 32, 32\]"):
+            module(torch.randn(3, 32, 32))
+        with pytest.raises(ValueError, match=r"empty batch \(shape \[0, 3, 32, 32\]\); give it at least one"):
+            module(torch.randn(0, 3, 32, 32))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        planned_arena_bytes(tmp_path / "none.pte")
+    (tmp_path / "d.bin").mkdir()  # where the IR's weights would go: refused before the export runs
+    code, _, err = run_cli(
+        ["export", "--checkpoint", str(checkpoint), "--format", "openvino", "--out", str(tmp_path / "d.xml")]
+    )
+    assert code == 2 and "also writes" in err and "d.bin' beside it, which is a folder" in err, err
+    assert not list(tmp_path.glob("d.unverified*"))
 
 
 def test_bf16_inference_and_openvino_bf16(

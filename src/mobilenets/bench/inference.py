@@ -6,7 +6,7 @@ Then every variant is timed alone in a fresh process (:mod:`.fresh`, :mod:`.chil
 PyTorch and ONNX Runtime thread count and the same allocator setting (:mod:`.allocator`) in each,
 applied inside that process; ``warmup`` untimed calls (where ``torch.compile`` and the PT2E int8
 program compile), then ``repeats`` timed ones. Variants take turns over ``rounds``, a new process
-each turn, in an order rotated every round (:mod:`.rounds`). Reported per variant: the median and
+each turn, in balanced orders over the rounds (:mod:`.rounds`). Reported per variant: the median and
 interquartile range of all its timed calls over all rounds, each round's median, its resident memory
 and peak, and the ratio to ``torchvision_eager`` (torchvision's model, eager, NCHW: what most people
 run). A variant whose spread is large next to its median gets a warning: the machine was busy.
@@ -38,7 +38,7 @@ from .machine import cpu_description
 from .prepare import prepare
 from .rounds import run_rounds
 from .variants import ALL_VARIANTS, EXTRA_VARIANTS, REFERENCE, VARIANTS, check_variants
-from .workfiles import WorkFiles
+from .workfiles import WorkFiles, calibration_tag
 
 __all__ = [
     "ALL_VARIANTS",
@@ -124,7 +124,7 @@ class BenchResult:
             "allocator": self.allocator,
             "cpu": cpu_description(),
             "method": f"each variant alone in a fresh process ({self.start_method}), "
-            "variants taking turns over rounds in rotated order",
+            "variants taking turns over rounds in balanced orders (a Williams design)",
             "rounds": self.rounds,
             "repeats": self.repeats,
             "warmup": self.warmup,
@@ -168,7 +168,8 @@ def run_bench(
     _check(batch=batch, threads=threads, rounds=rounds, repeats=repeats, warmup=warmup)
     say = progress or (lambda line: None)
     with tempfile.TemporaryDirectory(prefix="mobilenets-bench-") as tmp:
-        files = WorkFiles(Path(workdir) if workdir else Path(tmp), model_name, batch, resolution, pretrained)
+        root = Path(workdir) if workdir else Path(tmp)
+        files = WorkFiles(root, model_name, batch, resolution, pretrained, calibration_tag(calibration))
         started = time.perf_counter()
         skipped = prepare(files, variants, calibration)
         say(f"prepared {', '.join(variants)} in {time.perf_counter() - started:.0f} s")

@@ -33,7 +33,7 @@ from .child import ChildSpec
 from .fresh import TimingProcesses
 from .prepare import prepare
 from .variants import check_variants
-from .workfiles import WorkFiles
+from .workfiles import WorkFiles, calibration_tag
 
 TURNS = 60
 REPEATS = 20
@@ -162,7 +162,8 @@ def run_pairs(
     say = progress or (lambda line: None)
     results: list[PairedResult] = []
     with tempfile.TemporaryDirectory(prefix="mobilenets-pairs-") as tmp:
-        files = WorkFiles(Path(workdir) if workdir else Path(tmp), model_name, batch, resolution, pretrained)
+        root = Path(workdir) if workdir else Path(tmp)
+        files = WorkFiles(root, model_name, batch, resolution, pretrained, calibration_tag(calibration))
         skipped = prepare(files, variants, calibration)
         if skipped:
             raise UsageError("cannot compare " + "; ".join(f"{name}: {why}" for name, why in skipped.items()))

@@ -26,7 +26,7 @@ from torch import nn
 from ..errors import ExternalError, UsageError
 from ..models import create_model
 from .variants import EXECUTORCH_VARIANTS, ONNX_VARIANTS, OPENVINO_VARIANTS
-from .workfiles import WorkFiles
+from .workfiles import WorkFiles, calibration_tag
 
 CALIBRATION_IMAGES = 8
 
@@ -107,14 +107,15 @@ def _openvino(files: WorkFiles, variant: str, source: nn.Module, calibration: to
         )
         return
     from ..deploy import export_onnx
-    from ..deploy.openvino_export import openvino_api, quantize_nncf
+    from ..deploy.openvino_export import openvino_api, quantize_nncf, staged_ir
 
     ov = openvino_api()
     onnx = files.onnx(side, int8=False)
     if not onnx.exists():
         export_onnx(source, onnx, resolution=files.resolution, dynamic_batch=files.dynamic_batch)
     model = ov.Core().read_model(str(onnx))
-    ov.save_model(quantize_nncf(model, calibration) if int8 else model, path, compress_to_fp16=False)
+    with staged_ir(path) as staged:  # a half-written IR would be reused by the next run in this folder
+        ov.save_model(quantize_nncf(model, calibration) if int8 else model, staged, compress_to_fp16=False)
 
 
 def missing_packages(variant: str) -> list[str]:
@@ -140,6 +141,11 @@ def prepare(
     ``calibration`` (real images, prepared as :func:`bench_calibration` gives them), else on random
     inputs (speed only).
     """
+    if calibration_tag(calibration) != files.calibration:  # the int8 files' names would lie
+        raise UsageError(
+            f"the int8 files are named for calibration {files.calibration!r}, not for the images given "
+            f"({calibration_tag(calibration)!r}): build the WorkFiles with calibration_tag(calibration)"
+        )
     torch.manual_seed(0)
     ours = _ours(files)
     x = torch.randn(files.batch, 3, files.resolution, files.resolution)

@@ -1,9 +1,11 @@
 """Variants taking turns over rounds, each turn a fresh timing process.
 
-In round ``r`` every variant runs once, in the order of the list rotated by ``r`` places, so that no
-variant always follows the same neighbour or always runs first (right after the preparing step) or
-last. A slow spell of a shared machine then falls on different variants in different rounds instead
-of on one, and the spread over rounds shows it. A variant whose timing process fails is dropped
+Every variant runs once a round, in orders of a Williams design (a Latin square balanced for
+carry-over): over ``n`` rounds of ``n`` variants (``2n`` rounds when ``n`` is odd) each variant runs
+in each place equally often and right after each other variant equally often. So none always runs
+first (right after the preparing step) or last, and none always inherits the same neighbour's cache
+and heat. A slow spell of a shared machine then falls on different variants in different rounds
+instead of on one, and the spread over rounds shows it. A variant whose timing process fails is dropped
 from the later rounds and reported as skipped, with why.
 """
 
@@ -15,10 +17,25 @@ from ..errors import ExternalError
 from .child import ChildReport
 
 
-def rotation(variants: Sequence[str], rounds: int) -> list[tuple[str, ...]]:
-    """The order of each round: ``variants`` rotated one place further each round."""
+def round_orders(variants: Sequence[str], rounds: int) -> list[tuple[str, ...]]:
+    """The order of each of ``rounds`` rounds: the rows of a Williams design over ``variants``, repeated.
+
+    Row ``r`` is the sequence 0, 1, n-1, 2, n-2, ... shifted by ``r``; for an odd count the rows are
+    followed by their reversals, since no single square balances who follows whom then.
+    """
     count = len(variants)
-    return [tuple(variants[(r + i) % count] for i in range(count)) for r in range(rounds)] if count else []
+    base = [0]
+    low, high = 1, count - 1
+    while len(base) < count:
+        base.append(low)
+        low += 1
+        if len(base) < count:
+            base.append(high)
+            high -= 1
+    rows = [[(place + shift) % count for place in base] for shift in range(count)]
+    if count % 2:
+        rows += [row[::-1] for row in rows]
+    return [tuple(variants[i] for i in rows[r % len(rows)]) for r in range(rounds)] if count else []
 
 
 def run_rounds(
@@ -28,7 +45,7 @@ def run_rounds(
     measure: Callable[[str], ChildReport],
     progress: Callable[[int, dict[str, ChildReport]], None] | None = None,
 ) -> tuple[dict[str, list[ChildReport]], dict[str, str]]:
-    """``measure`` each variant once per round, in :func:`rotation` order.
+    """``measure`` each variant once per round, in :func:`round_orders` order.
 
     Returns each variant's reports in round order, and the variants whose ``measure`` raised an
     :class:`~mobilenets.errors.ExternalError` (with its message; their earlier rounds are dropped).
@@ -36,7 +53,7 @@ def run_rounds(
     """
     reports: dict[str, list[ChildReport]] = {name: [] for name in variants}
     failed: dict[str, str] = {}
-    for index, order in enumerate(rotation(variants, rounds)):
+    for index, order in enumerate(round_orders(variants, rounds)):
         this_round: dict[str, ChildReport] = {}
         for name in order:
             if name in failed:

@@ -265,6 +265,7 @@ def _check_args(args: argparse.Namespace) -> None:
         qat_epochs=args.qat_epochs,
         qat_lr=args.qat_lr,
         names=FLAGS,
+        int8=args.int8,
     )
 
 

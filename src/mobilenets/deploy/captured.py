@@ -20,6 +20,14 @@ def check_batch(x: torch.Tensor, resolution: int | None, what: str) -> None:
         )
 
 
+def check_not_empty(x: torch.Tensor, what: str) -> None:
+    """A clear error for an empty batch, which runtimes fail on each in its own way. Not part of
+    :func:`check_batch`, which ``torch.export`` traces: a test of the batch size there would constrain
+    an exported program's free batch dimension."""
+    if len(x) == 0:
+        raise UsageError(f"{what} got an empty batch (shape {list(x.shape)}); give it at least one image")
+
+
 class ExportedClassifier(nn.Module):
     """A captured model (a reloaded ``.pt`` / ``.pt2`` file, an int8 graph) that ``.eval()`` chains accept.
 
@@ -49,6 +57,7 @@ class ExportedClassifier(nn.Module):
         if step is None or len(x) == step:
             out: torch.Tensor = self.inner(x)
             return out
+        check_not_empty(x, "this exported model")
         if len(x) % step:
             raise UsageError(f"this model takes batches of {step}; got {len(x)} images")
         return torch.cat([self.inner(x[i : i + step]) for i in range(0, len(x), step)])

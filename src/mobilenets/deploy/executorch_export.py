@@ -32,7 +32,7 @@ from torch import nn
 from ..atomic import save_atomic
 from ..errors import ExternalError, MissingFileError, UsageError, external_step
 from ..weights.card import ModelCard
-from .captured import ExportedClassifier, check_batch
+from .captured import ExportedClassifier, check_batch, check_not_empty
 from .fuse import fuse
 from .pt2e import Int8Model, calibrate_pt2e, check_options, in_modules
 from .torch_export import card_from_metadata, torch_metadata
@@ -270,9 +270,8 @@ def planned_arena_bytes(path: str | os.PathLike[str]) -> int:
     """
     from executorch.exir._serialize._program import deserialize_pte_binary
 
-    executorch_api()
-    with external_step(f"reading the ExecuTorch program {str(path)!r}", "re-export it"):
-        pte = deserialize_pte_binary(Path(path).read_bytes())
+    _load_program(path)  # a clear error for a missing file, or one that is not a program of ours
+    pte = deserialize_pte_binary(Path(path).read_bytes())
     return int(sum(_forward_plan(pte.program).non_const_buffer_sizes))
 
 
@@ -323,6 +322,7 @@ class _Method(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_batch(x, self.resolution, "this ExecuTorch program")
+        check_not_empty(x, "this ExecuTorch program")
         (out,) = self.method.execute((x.detach().float().contiguous(),))
         return out.clone()  # the output tensor is the program's own memory, reused on the next call
 
@@ -345,7 +345,10 @@ class ExecuTorchClassifier(ExportedClassifier):
             et.reset_threadpool(threads)
         method = program.load_method("forward")
         dynamic = bool(metadata.get("dynamic_batch"))
-        super().__init__(_Method(method, int(metadata["resolution"])), fixed_batch=None if dynamic else 1)
+        resolution = int(metadata["resolution"])
+        super().__init__(
+            _Method(method, resolution), fixed_batch=None if dynamic else 1, resolution=resolution
+        )
         self.program = program  # the method needs the program alive
         self.metadata = metadata
         self.path = Path(path)

@@ -17,6 +17,7 @@ from ..atomic import unwritable_reason
 from ..errors import UsageError
 from .pt2e_qat import check_qat_values
 from .quantize import check_quantize_values
+from .staging import files_written
 
 FORMATS = ("onnx", "torchscript", "exported-program", "executorch", "openvino")
 SUFFIXES = {
@@ -46,8 +47,10 @@ def check_export_values(
     qat_epochs: int | None = None,
     qat_lr: float | None = None,
     names: Mapping[str, str] | None = None,
+    int8: bool = False,
 ) -> None:
     """A :class:`UsageError` for the first value an export cannot take; ``names`` renames parameters.
+    ``int8``: whether the export is int8 (an ONNX one then also writes its fp32 file beside ``out``).
 
     ``names`` maps a parameter (``"format"``, ``"out"``, ``"tolerance"``, ``"calib_method"``,
     ``"weight_dtype"``, ``"qat_epochs"``, ``"qat_lr"``) to the word the message uses for it, e.g.
@@ -64,6 +67,13 @@ def check_export_values(
         raise UsageError(f"{name('out')} {str(out)!r} must end in {suffix} for {name('format')} {format}")
     if Path(out).is_dir():  # found now, not by the final rename after the whole export
         raise UsageError(f"{name('out')} {str(out)!r} is a folder; give a file name ending in {suffix}")
+    companions = files_written(Path(out), format)[:-1] if format != "onnx" or int8 else []
+    for companion in companions:
+        if companion.is_dir():
+            raise UsageError(
+                f"{name('out')} {str(out)!r}: the export also writes {str(companion)!r} beside it, "
+                "which is a folder; move it or give another name"
+            )
     unwritable = unwritable_reason(out)
     if unwritable is not None:
         raise UsageError(f"{name('out')} {str(out)!r}: {unwritable}")

@@ -27,7 +27,7 @@ from ..atomic import save_atomic
 from ..errors import UsageError, external_step
 from ..weights.card import ModelCard
 from ..weights.files import utf8_name
-from .captured import check_batch
+from .captured import check_batch, check_not_empty
 from .fuse import fuse, out_of_place
 
 INPUT_NAME = "input"
@@ -231,6 +231,7 @@ class OnnxClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_batch(x, self.resolution, f"{self.path}")
+        check_not_empty(x, f"{self.path}")
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
         step = self.fixed_batch or len(array)
         if len(array) % step:

@@ -21,7 +21,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from torch import nn
 from ..atomic import _fsync_dir
 from ..errors import MissingFileError, UsageError, external_step
 from ..weights.card import ModelCard
-from .captured import MAX_BATCH, ExportedClassifier, check_batch
+from .captured import MAX_BATCH, ExportedClassifier, check_batch, check_not_empty
 from .fuse import fuse, out_of_place
 from .openvino_kernels import check_kernels, prefer_kernels, tune_kernels
 from .pt2e import check_options, in_modules
@@ -125,6 +125,12 @@ def keep_float_patterns(program: Any, keep_float: Sequence[str]) -> list[str]:
     the module path, so the modules are found in the program's own record of them.
     """
     nodes = [node for node in program.graph.nodes if node.op == "call_function"]
+    for name in keep_float:  # as ONNX's int8 refuses it: a module that would silently stay int8
+        if not any(in_modules(node, [name]) for node in nodes):
+            raise UsageError(
+                f"keep_float: module {name!r} has no operation of its own in the exported graph (a "
+                "BatchNorm is folded into the conv before it); name the conv or the block to keep float"
+            )
     return [rf"{re.escape(node.name)}/.*" for node in nodes if in_modules(node, keep_float)]
 
 
@@ -204,22 +210,19 @@ def export_openvino(
     if calibration is not None:
         metadata["int8"] = NNCF_INT8
     ov_model.set_rt_info(json.dumps(metadata, sort_keys=True), METADATA_PATH)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    weights = path.with_suffix(".bin")
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as scratch:
-        staged = Path(scratch) / "model.xml"
+    with staged_ir(path) as staged:
         with external_step("openvino.save_model", _HINT):
             ov.save_model(ov_model, staged, compress_to_fp16=False)
         # Timed as OpenVINO runs it by default: its own threads and precision.
         timing = (
-            tune_kernels(staged, ov.Core(), compile_config(None, "default")) if kernels == "tune" else None
+            tune_kernels(staged, ov.Core(), compile_config(None, "default"), resolution=resolution)
+            if kernels == "tune"
+            else None
         )
         if kernels == "jit":
             prefer_kernels(staged)
         preferred = kernels == "jit" or (timing is not None and timing.preferred)
-        os.replace(staged.with_suffix(".bin"), weights)
-        os.replace(staged, path)
-    _fsync_dir(path.parent)
+    weights = path.with_suffix(".bin")
     return IrFile(
         path,
         weights,
@@ -228,6 +231,23 @@ def export_openvino(
         kernels="jit" if preferred else "default",
         kernel_ratio=None if timing is None else round(timing.ratio, 4),
     )
+
+
+@contextlib.contextmanager
+def staged_ir(path: Path) -> Iterator[Path]:
+    """A scratch ``.xml`` path beside ``path`` to write an IR to; when the block ends without error its
+    ``.bin`` and then the ``.xml`` are renamed to ``path``'s, so an interrupted write leaves no IR that
+    a later run would take for a whole one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.name}.") as scratch:
+        staged = Path(scratch) / "model.xml"
+        yield staged
+        for written in (staged.with_suffix(".bin"), staged):  # on disk before the names point at them
+            with open(written, "rb") as handle:
+                os.fsync(handle.fileno())
+        os.replace(staged.with_suffix(".bin"), path.with_suffix(".bin"))
+        os.replace(staged, path)
+    _fsync_dir(path.parent)
 
 
 def _read_model(path: str | os.PathLike[str]) -> Any:
@@ -298,6 +318,7 @@ class _Request(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_batch(x, self.resolution, "this OpenVINO model")
+        check_not_empty(x, "this OpenVINO model")
         out = self.request.infer({0: np.ascontiguousarray(x.detach().float().numpy())})[0]
         return torch.from_numpy(np.array(out, dtype=np.float32))
 
@@ -320,7 +341,10 @@ class OpenVINOClassifier(ExportedClassifier):
         with external_step(f"OpenVINO compile of {str(path)!r}", "re-export it with this openvino"):
             compiled = core.compile_model(ov_model, "CPU", compile_config(threads, precision))
         dynamic = bool(metadata.get("dynamic_batch"))
-        super().__init__(_Request(compiled, int(metadata["resolution"])), fixed_batch=None if dynamic else 1)
+        resolution = int(metadata["resolution"])
+        super().__init__(
+            _Request(compiled, resolution), fixed_batch=None if dynamic else 1, resolution=resolution
+        )
         self.metadata = metadata
         self.precision = precision
         self.path = Path(path)

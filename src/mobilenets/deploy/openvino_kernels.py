@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import save_atomic
 from ..errors import UsageError
 
 KERNEL_CHOICES = ("default", "jit", "tune")
@@ -68,9 +69,7 @@ def prefer_kernels(xml_path: str | os.PathLike[str], priority: str = JIT_CONVOLU
             rt_info.remove(old)
         ET.SubElement(rt_info, "attribute", name=PRIORITY_ATTRIBUTE, version="0", value=priority)
         count += 1
-    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as staged:
-        tree.write(staged, encoding="utf-8", xml_declaration=True)
-    os.replace(staged.name, path)
+    save_atomic(path, lambda handle: tree.write(handle, encoding="utf-8", xml_declaration=True))
     return count
 
 
@@ -104,11 +103,17 @@ class KernelTiming:
 
 
 def time_kernels(
-    xml_path: str | os.PathLike[str], core: Any, config: dict[str, Any], *, rounds: int = TUNE_ROUNDS
+    xml_path: str | os.PathLike[str],
+    core: Any,
+    config: dict[str, Any],
+    *,
+    resolution: int,
+    rounds: int = TUNE_ROUNDS,
 ) -> KernelTiming:
     """Time the IR ``xml_path`` with :func:`prefer_kernels`'s preference and without, compiled by
-    OpenVINO's ``core`` with ``config``, at the IR's own batch size (1 for a free batch), in this
-    process, taking turns."""
+    OpenVINO's ``core`` with ``config``, on one (1, 3, ``resolution``, ``resolution``) image (what a
+    fixed-batch IR takes; an IR whose shape is free is timed on that too), in this process, taking
+    turns."""
     path = Path(xml_path)
     with tempfile.TemporaryDirectory(prefix="openvino-kernels-") as folder:
         preferred = Path(folder) / path.name
@@ -118,8 +123,7 @@ def time_kernels(
         requests = [
             core.compile_model(core.read_model(str(xml), weights), "CPU", config) for xml in (path, preferred)
         ]
-    shape = [1 if dim.is_dynamic else dim.get_length() for dim in requests[0].inputs[0].get_partial_shape()]
-    x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
+    x = np.random.default_rng(0).standard_normal((1, 3, resolution, resolution), dtype=np.float32)
     runs = [request.create_infer_request() for request in requests]
     ratios = []
     for turn in range(rounds):
@@ -141,10 +145,12 @@ def _median_call(request: Any, x: np.ndarray) -> float:
     return statistics.median(times)
 
 
-def tune_kernels(xml_path: str | os.PathLike[str], core: Any, config: dict[str, Any]) -> KernelTiming:
-    """Time the preference on this machine (:func:`time_kernels`) and write it into the IR
-    ``xml_path`` only if it won (:attr:`KernelTiming.preferred`)."""
-    timing = time_kernels(xml_path, core, config)
+def tune_kernels(
+    xml_path: str | os.PathLike[str], core: Any, config: dict[str, Any], *, resolution: int
+) -> KernelTiming:
+    """Time the preference on this machine (:func:`time_kernels`, images of ``resolution``) and write
+    it into the IR ``xml_path`` only if it won (:attr:`KernelTiming.preferred`)."""
+    timing = time_kernels(xml_path, core, config, resolution=resolution)
     if timing.preferred:
         prefer_kernels(xml_path)
     return timing

@@ -154,6 +154,7 @@ def export_verified(
         weight_dtype=weight_dtype,
         qat_epochs=qat_epochs,
         qat_lr=qat_lr,
+        int8=int8,
     )
     check_combination(
         format=format,
