@@ -34,7 +34,7 @@ from typing import Any
 from _report import add_markdown_argument, provenance, table, write_fragments
 from _shared import CALIBRATION, photo_entries, photos_found, write_photo_list
 from mobilenets.bench.inference import BenchResult, run_bench
-from mobilenets.bench.paired import PairedResult, run_pairs
+from mobilenets.bench.paired import PairedResult, block_medians, run_pairs
 from mobilenets.bench.prepare import bench_calibration
 from mobilenets.bench.workfiles import WorkFiles, calibration_tag
 from mobilenets.deploy.openvino_export import supports_bf16
@@ -82,7 +82,8 @@ def _described(result: BenchResult, pair: PairedResult, goal: float) -> str:
     low, high = pair.interval()
     return (
         f"{pair.first} at {pair.ratio:.3f}× {pair.second} (95% interval {low:.3f}–{high:.3f}× over "
-        f"{len(pair.ratios)} paired turns: {pair.verdict(goal)}; the rounds alone: "
+        f"{len(pair.ratios)} paired turns in {len(block_medians(pair.ratios))} blocks: {pair.verdict(goal)}; "
+        "the rounds alone: "
         f"{_rounds(result, pair.first, pair.second)})"
     )
 

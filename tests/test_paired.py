@@ -15,7 +15,7 @@ import pytest
 from mobilenets.bench import fresh
 from mobilenets.bench.child import ChildSpec
 from mobilenets.bench.fresh import TimingProcesses
-from mobilenets.bench.paired import PairedResult, median_interval, min_values, run_pairs
+from mobilenets.bench.paired import PairedResult, block_medians, median_interval, min_values, run_pairs
 from mobilenets.bench.prepare import prepare
 from mobilenets.bench.workfiles import WorkFiles
 from mobilenets.errors import ExternalError, UsageError
@@ -61,6 +61,19 @@ def test_paired_result_ratios_pair_each_turn_with_the_other_sides_turn() -> None
     spread = PairedResult("a", "b", tuple((r,) for r in (0.7, 0.75, 0.8, 0.85, 0.9, 0.95)), ((1.0,),) * 6)
     assert spread.verdict(0.8) == "not shown"  # the interval of 6 turns is their range: 0.7-0.95
     assert spread.to_dict()["turns"] == 6 and spread.to_dict()["interval"] == pytest.approx([0.7, 0.95])
+
+
+def test_the_interval_is_over_blocks_of_turns_so_a_slow_spell_cannot_narrow_it() -> None:
+    """Turns next to each other share the machine's state: ten spells of ten turns, each at its own
+    ratio, are ten draws, not a hundred: over single turns the interval would be 0.76-0.82."""
+    assert block_medians([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0], blocks=3) == [1.5, 4.0, 6.5]  # runs of 2, 3, 2
+    assert block_medians([3.0, 1.0], blocks=10) == [3.0, 1.0]  # fewer values: each its own block
+    spells = [0.70, 0.86, 0.74, 0.80, 0.88, 0.72, 0.84, 0.76, 0.78, 0.82]
+    result = PairedResult("a", "b", tuple((spell,) for spell in spells for _ in range(10)), ((1.0,),) * 100)
+    assert median_interval(result.ratios) == pytest.approx((0.76, 0.82))  # the turns, as if independent
+    assert result.interval() == pytest.approx((0.72, 0.86))  # the second lowest and highest spell
+    assert result.verdict(0.9) == "met" and result.verdict(0.8) == "not shown"
+    assert result.to_dict()["blocks"] == 10
 
 
 def test_a_variant_against_itself_comes_out_even_turn_by_turn(tmp_path: Path) -> None:
