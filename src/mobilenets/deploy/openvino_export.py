@@ -129,7 +129,8 @@ def keep_float_patterns(program: Any, keep_float: Sequence[str]) -> list[str]:
         if not any(in_modules(node, [name]) for node in nodes):
             raise UsageError(
                 f"keep_float: module {name!r} has no operation of its own in the exported graph (a "
-                "BatchNorm is folded into the conv before it); name the conv or the block to keep float"
+                "BatchNorm is folded into the conv before it, a dropout does nothing at inference); name "
+                "the conv or the block to keep float"
             )
     return [rf"{re.escape(node.name)}/.*" for node in nodes if in_modules(node, keep_float)]
 
