@@ -292,6 +292,16 @@ def test_runtime_latency_goal_is_not_met_against_an_anchor_never_timed(
     assert pairs[1] == ("ours_openvino_int8", "torchvision_ort_int8") and len(pairs) == 3
     paired = [PairedResult(first, second, ((1.0,),) * 10, ((2.0,),) * 10) for first, second in pairs]
     assert latency.verdict(timed, paired).endswith(": met.")
+    # A busy machine: an anchor whose rounds spread widely leaves its comparison unjudged.
+    busy = _result({**reports, "torchvision_ort_int8": (_report(1.0, 3.0, 2.0, 4.0),)})
+    assert set(busy.noisy) == {"torchvision_ort_int8"}
+    text = latency.verdict(busy, paired)
+    assert text.endswith(
+        "not judged: the rounds spread over 25% of their median (torchvision_ort_int8 100%), so the machine "
+        "was busy; rerun it idle; ours_openvino_int8 at 0.500× torchvision_openvino_int8 (95% interval "
+        "0.500–0.500× over 10 paired turns in 10 blocks: met; the rounds alone: 0.50×, 0.50–0.50×): "
+        "not shown."
+    ), text
 
 
 def test_prepare_skips_what_a_plain_install_lacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

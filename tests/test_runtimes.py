@@ -3,7 +3,9 @@ by `mobilenets export`, verified in their runtime, carrying the card, run by `ev
 
 from __future__ import annotations
 
+import copy
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -403,6 +405,17 @@ def test_runtime_files_refuse_bad_input_clearly(
     )
     assert code == 2 and "also writes" in err and "d.bin' beside it, which is a folder" in err, err
     assert not list(tmp_path.glob("d.unverified*"))
+    # The .bin of another export of the same network (OpenVINO would run it), or one cut short.
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        next(twin.parameters()).add_(0.5)
+    export_openvino(twin, tmp_path / "twin.xml", resolution=32)
+    shutil.copyfile(tmp_path / "twin.bin", tmp_path / "m.bin")
+    with pytest.raises(ValueError, match=r"m\.bin' is not the one it was exported with .*together"):
+        OpenVINOClassifier(tmp_path / "m.xml")
+    (tmp_path / "m.bin").write_bytes((tmp_path / "twin.bin").read_bytes()[:1000])
+    with pytest.raises(ValueError, match=r"m\.bin' is shorter than the \.xml needs"):
+        load_deployed(tmp_path / "m.xml")
 
 
 def test_bf16_inference_and_openvino_bf16(

@@ -85,11 +85,21 @@ class BenchResult:
         return "; ".join(settings) or "no variant was timed"
 
     @property
+    def noisy(self) -> dict[str, float]:
+        """Each variant whose interquartile range is over :data:`NOISY_SPREAD` of its median, with that
+        fraction: the machine was busy while it was timed."""
+        return {
+            name: result.spread_ms / result.median_ms
+            for name, result in self.results.items()
+            if result.spread_ms > NOISY_SPREAD * result.median_ms
+        }
+
+    @property
     def warnings(self) -> list[str]:
         """One line for each variant whose interquartile range is large next to its median."""
         lines = []
         for name, result in self.results.items():
-            if result.spread_ms > NOISY_SPREAD * result.median_ms:
+            if name in self.noisy:
                 lines.append(
                     f"{name}: its timings spread over {result.spread_ms:.2f} ms (interquartile range), "
                     f"{result.spread_ms / result.median_ms:.0%} of its median {result.median_ms:.2f} ms; "

@@ -9,7 +9,9 @@ and in float32 elsewhere; :class:`OpenVINOClassifier` takes ``precision`` ``"fp3
 bias correction), computed by OpenVINO's int8 kernels.
 
 The model card travels in the IR's ``rt_info`` under ``mobilenets/metadata`` (the JSON document
-``.pt2`` files carry), so ``mobilenets eval`` and ``predict`` run the file without the weights.
+``.pt2`` files carry), so ``mobilenets eval`` and ``predict`` run the file without the weights. Beside
+it the ``.xml`` records the ``.bin``'s SHA-256: an IR read beside the weights of another export is
+refused, not run.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import logging
 import os
 import re
 import tempfile
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..atomic import _fsync_dir
+from ..atomic import _fsync_dir, save_atomic
+from ..digest import file_sha256
 from ..errors import MissingFileError, UsageError, external_step
 from ..weights.card import ModelCard
 from .captured import MAX_BATCH, ExportedClassifier, check_batch, check_not_empty
@@ -42,6 +46,7 @@ from .torch_export import card_from_metadata, torch_metadata
 OPENVINO_REQUIREMENT = "openvino==2026.4.1 nncf==3.4.0"  # the versions this module is tested with
 OPENVINO_FORMAT = "mobilenets-openvino/1"
 METADATA_PATH = ["mobilenets", "metadata"]
+WEIGHTS_DIGEST_PATH = ["mobilenets", "weights_sha256"]  # the .bin's SHA-256, checked when the IR is read
 PRECISIONS = ("fp32", "bf16", "default")
 NNCF_INT8 = "nncf"  # metadata "int8" of an IR quantized by NNCF
 _HINT = "try --format onnx, or keep_float (--keep-float) for the layer the error names"
@@ -223,6 +228,7 @@ def export_openvino(
         if kernels == "jit":
             prefer_kernels(staged)
         preferred = kernels == "jit" or (timing is not None and timing.preferred)
+        record_weights_digest(staged)
     weights = path.with_suffix(".bin")
     return IrFile(
         path,
@@ -251,6 +257,38 @@ def staged_ir(path: Path) -> Iterator[Path]:
     _fsync_dir(path.parent)
 
 
+def record_weights_digest(xml_path: Path) -> None:
+    """Write the SHA-256 of the IR's ``.bin`` into its ``.xml`` (``rt_info``, :data:`WEIGHTS_DIGEST_PATH`).
+
+    The two files are renamed into place one after the other, and users copy them one at a time: with
+    the digest, an ``.xml`` beside a ``.bin`` of another export (same layer sizes, other weights, which
+    OpenVINO would run without a word) is refused when read.
+    """
+    tree = ET.parse(xml_path)
+    rt_info = tree.getroot().find("rt_info")
+    if rt_info is None:
+        rt_info = ET.SubElement(tree.getroot(), "rt_info")
+    node = rt_info
+    for name in WEIGHTS_DIGEST_PATH[:-1]:
+        child = node.find(name)
+        node = ET.SubElement(node, name) if child is None else child
+    for old in node.findall(WEIGHTS_DIGEST_PATH[-1]):
+        node.remove(old)
+    ET.SubElement(node, WEIGHTS_DIGEST_PATH[-1], value=file_sha256(xml_path.with_suffix(".bin")))
+    save_atomic(xml_path, lambda handle: tree.write(handle, encoding="utf-8", xml_declaration=True))
+
+
+def _check_weights_digest(ov_model: Any, path: Path, weights: Path) -> None:
+    if not ov_model.has_rt_info(WEIGHTS_DIGEST_PATH):  # IRs written before the digest: not checked
+        return
+    if ov_model.get_rt_info(WEIGHTS_DIGEST_PATH).astype(str) != file_sha256(weights):
+        raise UsageError(
+            f"OpenVINO IR {str(path)!r}: its weights file {str(weights)!r} is not the one it was exported "
+            "with (its SHA-256 differs from the one the .xml records: a .bin of another export, or a copy "
+            "or write that did not finish); copy the .xml and its .bin together, or export again"
+        )
+
+
 def _read_model(path: str | os.PathLike[str]) -> Any:
     if not Path(path).is_file():
         raise MissingFileError(f"OpenVINO IR {str(path)!r} does not exist or is not a file")
@@ -262,13 +300,21 @@ def _read_model(path: str | os.PathLike[str]) -> Any:
         )
     core = openvino_api().Core()
     try:
-        return core, core.read_model(str(path))
+        ov_model = core.read_model(str(path))
     except RuntimeError as error:
+        if "Incorrect weights in bin file" in str(error):
+            raise UsageError(
+                f"OpenVINO IR {str(path)!r}: its weights file {str(weights)!r} is shorter than the .xml "
+                "needs (cut short, or the .bin of another export); copy the .xml and its .bin together, "
+                "or export again"
+            ) from None
         # OpenVINO's first line is the C++ source location; the reason comes after it.
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
         reasons = [line for line in lines if not line.startswith("Exception from ")]
         reason = (reasons or lines or [type(error).__name__])[0]
         raise UsageError(f"{str(path)!r} is not an OpenVINO IR this runtime can read ({reason})") from None
+    _check_weights_digest(ov_model, Path(path), weights)
+    return core, ov_model
 
 
 def _metadata(ov_model: Any, path: str | os.PathLike[str]) -> dict[str, Any]:

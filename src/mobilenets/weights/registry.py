@@ -12,7 +12,6 @@ and older names (``torchvision_mobilenet_v2``) stay as aliases.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from typing import Any
 
 import torch
 
+from ..digest import file_sha256
 from ..errors import MissingFileError, UsageError, WrongTypeError
 from ..models.data_config import REDUCTION
 from .presets import Preprocess, get_preset
@@ -74,7 +74,7 @@ class PretrainedWeights:
     def verified_path(self) -> Path:
         """:meth:`path`, after checking the file's size and SHA-256 against the registry's."""
         path = self.path()
-        digest = _sha256(str(path), path.stat().st_size, path.stat().st_mtime_ns)
+        digest = file_sha256(path)
         if digest != self.sha256:
             raise UsageError(
                 f"{path} does not match the registry's {self.name} (SHA-256 {digest[:16]}…, expected "
@@ -127,16 +127,6 @@ class PretrainedWeights:
             "published_by": self.published_by,
             "measured": measured,
         }
-
-
-@cache
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    """SHA-256 of a file, cached per (path, size, mtime): once per process for an unchanged file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _lite(index: int, sha256: str, file_bytes: int, resolution: int, published: float) -> PretrainedWeights:
