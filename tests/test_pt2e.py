@@ -100,6 +100,8 @@ def test_keep_float_and_argument_errors() -> None:
     cases: list[tuple[dict[str, object], type[Exception], str]] = [
         ({"keep_float": ["stemm"]}, ValueError, "no module 'stemm'; its top-level modules are stem, "),
         ({"keep_float": "stem"}, TypeError, "sequence of module names"),
+        # a BatchNorm folds into the conv before it, which would silently stay int8
+        ({"keep_float": ["stem.bn"]}, ValueError, r"module 'stem\.bn' has no operation of its own"),
         ({"calibration_batches": []}, ValueError, "no calibration batch"),
         ({"calibration_batches": images}, TypeError, r"not one tensor; pass e.g. images.split\(50\)"),
         (

@@ -189,6 +189,8 @@ def test_int8_executorch_runs_xnnpack_kernels_as_simulated(
     assert len(linears) == 1 and "dequantize" not in str(linears[0].args[1].target)  # a float weight
     with pytest.raises(ValueError, match=r"an iterable of .* batches, not one tensor"):
         quantize_xnnpack(model, calibration, resolution=32)
+    with pytest.raises(ValueError, match=r"module 'stem\.bn' has no operation of its own"):
+        quantize_xnnpack(model, calibration.split(20), resolution=32, keep_float=["stem.bn"])
     with pytest.raises(ValueError, match="int8 program runs on XNNPACK"):
         export_executorch(int8, tmp_path / "bad.pte", resolution=32, delegate=False)
 

@@ -40,7 +40,7 @@ from ..weights.card import ModelCard
 from .captured import MAX_BATCH, ExportedClassifier, check_batch, check_not_empty
 from .fuse import fuse, out_of_place
 from .openvino_kernels import check_kernels, prefer_kernels, tune_kernels
-from .pt2e import check_options, in_modules
+from .pt2e import check_options, in_modules, no_operation_error
 from .torch_export import card_from_metadata, torch_metadata
 
 OPENVINO_REQUIREMENT = "openvino==2026.4.1 nncf==3.4.0"  # the versions this module is tested with
@@ -132,11 +132,7 @@ def keep_float_patterns(program: Any, keep_float: Sequence[str]) -> list[str]:
     nodes = [node for node in program.graph.nodes if node.op == "call_function"]
     for name in keep_float:  # as ONNX's int8 refuses it: a module that would silently stay int8
         if not any(in_modules(node, [name]) for node in nodes):
-            raise UsageError(
-                f"keep_float: module {name!r} has no operation of its own in the exported graph (a "
-                "BatchNorm is folded into the conv before it, a dropout does nothing at inference); name "
-                "the conv or the block to keep float"
-            )
+            raise no_operation_error(name)
     return [rf"{re.escape(node.name)}/.*" for node in nodes if in_modules(node, keep_float)]
 
 

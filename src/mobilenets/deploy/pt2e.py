@@ -115,13 +115,33 @@ def check_options(model: nn.Module, resolution: int, keep_float: Sequence[str]) 
         raise WrongTypeError(
             f"keep_float must be a sequence of module names, e.g. [{keep_float!r}], not a string"
         )
-    names = {name for name, _ in model.named_modules() if name}
+    modules = {name: module for name, module in model.named_modules() if name}
     for name in keep_float:
-        if name not in names:
+        if name not in modules:
             children = ", ".join(name for name, _ in model.named_children())
             raise UsageError(
                 f"keep_float: the model has no module {name!r}; its top-level modules are {children}"
             )
+        if _inert(modules[name]):  # kept float, it would leave the quantized conv before it as it was
+            raise no_operation_error(name)
+
+
+def no_operation_error(name: str) -> UsageError:
+    """The refusal of a ``keep_float`` module with nothing to keep float: it would silently stay int8."""
+    return UsageError(
+        f"keep_float: module {name!r} has no operation of its own in the exported graph (a BatchNorm "
+        "is folded into the conv before it, a dropout does nothing at inference); name the conv or the "
+        "block to keep float"
+    )
+
+
+_INERT = (nn.modules.batchnorm._BatchNorm, nn.modules.dropout._DropoutNd, nn.Identity)
+
+
+def _inert(module: nn.Module) -> bool:
+    """Whether ``module`` is made only of layers that vanish from an inference graph whose BatchNorm is
+    folded: BatchNorm, dropout, identity."""
+    return all(isinstance(leaf, _INERT) for leaf in module.modules() if not list(leaf.children()))
 
 
 def in_modules(node: torch.fx.Node, names: Sequence[str]) -> bool:
