@@ -193,6 +193,8 @@ def test_int8_executorch_runs_xnnpack_kernels_as_simulated(
         quantize_xnnpack(model, calibration.split(20), resolution=32, keep_float=["stem.bn"])
     with pytest.raises(ValueError, match="int8 program runs on XNNPACK"):
         export_executorch(int8, tmp_path / "bad.pte", resolution=32, delegate=False)
+    with pytest.raises(ValueError, match=r"must end in \.pte, got '.*bad\.onnx'"):
+        export_executorch(int8, tmp_path / "bad.onnx", resolution=32)
 
 
 def test_openvino_int8_keeps_the_named_modules_float(tmp_path: Path) -> None:

@@ -193,6 +193,8 @@ def export_executorch(
     (N, 3, resolution, resolution) tensor, N = 1, or 1 to 8 with ``dynamic_batch`` (the arena is then
     planned for 8). ``delegate=False`` lowers to the portable kernels (see the module notes).
     """
+    if Path(path).suffix != ".pte":  # loaders tell a program by its suffix
+        raise UsageError(f"an ExecuTorch program file must end in .pte, got {str(path)!r}")
     et = executorch_api()
     int8 = isinstance(model, Int8Model)
     if int8 and not delegate:
