@@ -222,7 +222,7 @@ def test_openvino_int8_keeps_the_named_modules_float(tmp_path: Path) -> None:
     assert float_kept["convolution"] == ["Parameter", "Constant"]  # the stem reads the image, float weights
     assert float_kept["linear"][1] == "Constant"  # the classifier's float weight
     assert "FakeQuantize" in float_kept["convolution_2"]  # and the rest stays int8
-    with pytest.raises(ValueError, match=r"keep_float: module 'stem\.bn' has no operation of its own"):
+    with pytest.raises(ValueError, match=r"keep_float \(--keep-float\): module 'stem\.bn' has no operation"):
         export_openvino(
             model, tmp_path / "b.xml", resolution=32, calibration=calibration, keep_float=["stem.bn"]
         )

@@ -120,7 +120,8 @@ def check_options(model: nn.Module, resolution: int, keep_float: Sequence[str]) 
         if name not in modules:
             children = ", ".join(name for name, _ in model.named_children())
             raise UsageError(
-                f"keep_float: the model has no module {name!r}; its top-level modules are {children}"
+                f"keep_float (--keep-float): the model has no module {name!r}; its top-level modules are "
+                f"{children}"
             )
         if _inert(modules[name]):  # kept float, it would leave the quantized conv before it as it was
             raise no_operation_error(name)
@@ -129,9 +130,9 @@ def check_options(model: nn.Module, resolution: int, keep_float: Sequence[str]) 
 def no_operation_error(name: str) -> UsageError:
     """The refusal of a ``keep_float`` module with nothing to keep float: it would silently stay int8."""
     return UsageError(
-        f"keep_float: module {name!r} has no operation of its own in the exported graph (a BatchNorm "
-        "is folded into the conv before it, a dropout does nothing at inference); name the conv or the "
-        "block to keep float"
+        f"keep_float (--keep-float): module {name!r} has no operation of its own in the exported graph (a "
+        "BatchNorm is folded into the conv before it, a dropout does nothing at inference); name the conv "
+        "or the block to keep float"
     )
 
 
