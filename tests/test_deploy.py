@@ -590,6 +590,27 @@ def test_patched_stem_equals_the_plain_forward(name: str, patches: int, stride: 
         torch.testing.assert_close(patched(x), model(x), atol=1e-4, rtol=1e-4)
 
 
+def test_patches_and_chunks_run_in_the_models_dtype() -> None:
+    model = mobilenets.mobilenet_v2(width_mult=0.35).eval().double()
+    randomize_norm_stats(model)
+    patched = memory_efficient(model, 2, patches=2, resolution=64)
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(patched(x), model(x))
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_large", "mobilenet_v2", "efficientnet_lite0"])
+def test_relaxing_blocks_never_raises_the_chunked_peak(name: str) -> None:
+    """only_where_needed judges each block by the whole schedule: a plain block leaves NCHW output,
+    which the chunked block after it copies (MobileNetV3's first block raised the peak that way)."""
+    model = mobilenets.create_model(name, width_mult=0.35).eval()
+    peaks = [
+        summarize(model, resolution=96, scheduled_model=memory_efficient(model, 4, resolution=96, **kw))
+        for kw in ({}, {"only_where_needed": False})
+    ]
+    assert peaks[0].peak_activation_bytes <= peaks[1].peak_activation_bytes
+
+
 def test_patches_lower_the_chunked_peak_and_reject_what_they_cannot_tile() -> None:
     """mobilenet_v2 at 224: 8×8 tiles over the stride-4 blocks, then 16 channel chunks, beat chunks alone."""
     model = mobilenets.mobilenet_v2()
@@ -605,8 +626,18 @@ def test_patches_lower_the_chunked_peak_and_reject_what_they_cannot_tile() -> No
     assert isinstance(fused.blocks[1][1], torch.nn.Identity)
     x = torch.zeros(1, 3, 224, 224)
     assert 0 < fused.stem.scratch_bytes(x) < 4 * 96 * 112 * 112 / 4  # a quarter of block 1's expansion
-    with pytest.raises(ValueError, match="patches must be a positive integer"):
-        memory_efficient(model, 4, patches=0)
+    for patches in (0, True):
+        with pytest.raises(ValueError, match="patches must be a positive integer"):
+            memory_efficient(model, 4, patches=patches)
+    with pytest.raises(ValueError, match="patches must be a positive integer"):  # not the features_only error
+        memory_efficient(mobilenets.mobilenet_v2(width_mult=0.35, features_only=True), 4, patches=0)
+    # The unpadded whitening stem trims the image: it is what cannot be tiled, whatever the stride.
+    with pytest.raises(ValueError, match=r"stem \(PatchWhitening\) cannot run patch by patch"):
+        memory_efficient(mobilenets.create_model("cifar_separable"), 2, patches=2, patch_stride=4)
+    for size in (33, 64):  # 33 px: the stride-16 map has 3 pixels, the stride-32 one 2 (33 / 16 rounds to 2)
+        small = fuse(mobilenets.mobilenet_v2(width_mult=0.35))
+        patch_stem(small, 2, stride=16, resolution=size)
+        assert isinstance(small.stem, PatchedStem) and small.stem.names[-1] == "blocks.4.2", size
     with pytest.raises(ValueError, match="patch stride must be a positive integer"):
         memory_efficient(model, 4, patches=2, patch_stride=0)
     with pytest.raises(ValueError, match=r"patch stride 3: .* blocks reach 2, 4, 8, 16, 32"):

@@ -35,7 +35,7 @@ from ..layers.padding import Conv2dSame, tf_same_pads
 from ..models import MIN_INPUT_SIZE, check_resolution
 from ..models.mobilenet import MobileNet
 from .fuse import folded_parameters, fuse
-from .patch_inference import PATCH_STRIDE, patch_stem
+from .patch_inference import PATCH_STRIDE, check_patches, patch_stem
 
 Chunks = int | Literal["channel"]
 
@@ -102,6 +102,12 @@ def _padded_pixels(part: _ConvPart, h: int, w: int) -> int:
     return (h + sum(tf_same_pads(h, kh, sh, dh))) * (w + sum(tf_same_pads(w, kw, sw, dw)))
 
 
+def check_chunks(chunks: Chunks) -> None:
+    """A clear error unless ``chunks`` is a positive integer or ``"channel"``."""
+    if chunks != "channel" and (isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1):
+        raise UsageError(f"chunks must be a positive integer or 'channel', got {chunks!r}")
+
+
 class ChunkedInvertedResidual(nn.Module):
     """An inverted residual (optionally with the stem as its expansion) evaluated in channel chunks.
 
@@ -125,10 +131,8 @@ class ChunkedInvertedResidual(nn.Module):
         self.has_residual = block.has_residual
         self.hidden = block.hidden_channels
         self.out_channels = block.out_channels
-        count = self.hidden if chunks == "channel" else int(chunks)
-        if count < 1:
-            raise UsageError(f"chunks must be a positive integer or 'channel', got {chunks!r}")
-        count = min(count, self.hidden)
+        check_chunks(chunks)
+        count = min(self.hidden if chunks == "channel" else int(chunks), self.hidden)
         edges = [round(i * self.hidden / count) for i in range(count + 1)]
         self.bounds = list(itertools.pairwise(edges))
 
@@ -264,8 +268,8 @@ def memory_efficient(
     (:class:`~mobilenets.deploy.patch_inference.PatchedStem`), and channel chunks apply to the blocks
     after them. The tiles' overlapping receptive fields are computed once per tile: a latency cost.
     """
-    if chunks != "channel" and (isinstance(chunks, bool) or not isinstance(chunks, int) or chunks < 1):
-        raise UsageError(f"chunks must be a positive integer or 'channel', got {chunks!r}")
+    check_chunks(chunks)
+    check_patches(patches, patch_stride)
     if resolution is not None:
         check_resolution(resolution, minimum=getattr(model, "min_input_size", MIN_INPUT_SIZE))
     fused = fuse(copy.deepcopy(model))
@@ -294,20 +298,33 @@ def memory_efficient(
     example = torch.zeros(1, fused.in_channels, size, size, dtype=dtype)
     live_plain = _block_peaks(fuse(copy.deepcopy(model)), example)
     # Never above the plain schedule's peak either (one chunk keeps a block's input beside its expansion).
-    peak = min(max(op.live_bytes for op in schedule_memory(fused, example)), max(live_plain.values()))
+    peak = min(_peak(fused, example), max(live_plain.values()))
     one_chunk = fuse(copy.deepcopy(model))
     single = {name: chunked for name, (_, chunked) in _chunk_all(one_chunk, 1).items()}
     live_one = _block_peaks(one_chunk, example)
     first = next(iter(replaced))
+    reached = _peak(fused, example)
     for name, (plain, chunked) in replaced.items():
         keeps_stem = chunked.expand is not None and name == first and isinstance(fused.stem, nn.Identity)
         if keeps_stem:  # the stem is this block's expansion now; the block cannot go back to plain
             continue
-        if live_one.get(name, peak + 1) <= peak:
-            _set_block(fused, name, single[name])
-        elif live_plain.get(name, peak + 1) <= peak:
-            _set_block(fused, name, plain)
+        for live, relaxed in ((live_one, single[name]), (live_plain, plain)):
+            if live.get(name, peak + 1) > peak:
+                continue
+            # A block's own peak is not the whole story: a plain block leaves its output in NCHW, and
+            # the chunked block after it then copies its input to channels_last (MobileNetV3's first
+            # block). So a relaxation is kept only if the whole schedule's peak does not rise with it.
+            _set_block(fused, name, relaxed)
+            after = _peak(fused, example)
+            if after <= max(peak, reached):
+                reached = after
+                break
+            _set_block(fused, name, chunked)
     return fused
+
+
+def _peak(model: MobileNet, example: torch.Tensor) -> int:
+    return max(op.live_bytes for op in schedule_memory(model, example))
 
 
 def _block_peaks(model: MobileNet, example: torch.Tensor) -> dict[str, int]:

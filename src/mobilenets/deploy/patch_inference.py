@@ -100,6 +100,14 @@ def _tile_block(module: nn.Module, name: str) -> _TileBlock:
     )
 
 
+def check_patches(patches: int, stride: int = PATCH_STRIDE) -> None:
+    """A clear error unless ``patches`` (tiles per side) and ``stride`` are positive integers."""
+    if type(patches) is not int or patches < 1:
+        raise UsageError(f"patches must be a positive integer (tiles per side), got {patches!r}")
+    if type(stride) is not int or stride < 1:
+        raise UsageError(f"patch stride must be a positive integer, got {stride!r}")
+
+
 def _split(size: int, parts: int) -> list[Interval]:
     edges = [round(i * size / parts) for i in range(parts + 1)]
     return [(start, stop) for start, stop in itertools.pairwise(edges) if stop > start]
@@ -118,8 +126,7 @@ class PatchedStem(nn.Module):
 
     def __init__(self, modules: list[tuple[str, nn.Module]], patches: int) -> None:
         super().__init__()
-        if type(patches) is not int or patches < 1:
-            raise UsageError(f"patches must be a positive integer (tiles per side), got {patches!r}")
+        check_patches(patches)
         if not modules:
             raise UsageError("patch-based inference needs at least the stem to patch")
         self.patches = patches
@@ -216,17 +223,14 @@ class PatchedStem(nn.Module):
 
 
 def _output_strides(model: MobileNet) -> list[int]:
-    """The output strides the stem and blocks reach, read on an image of twice the total stride (every
-    map divides exactly there; at other sizes the ratios round: 67 px ends at 3, not 67/32)."""
-    size = 2 * model.total_stride
-    x = torch.zeros(1, model.in_channels, size, size)
-    with torch.no_grad():
-        x = model.stem(x)
-        reached = {size // x.shape[-1]}
-        for _, block in model.iter_blocks():
-            x = block(x)
-            reached.add(size // x.shape[-1])
-    return sorted(reached)
+    """The output strides the stem and blocks reach (the network's feature levels' reductions)."""
+    return sorted({level.reduction for level in model.feature_info})
+
+
+def _probe(model: MobileNet, size: int) -> torch.Tensor:
+    """A zero image of ``size`` in the dtype and on the device of ``model``'s weights."""
+    weight = next(model.parameters(), torch.zeros(()))
+    return torch.zeros(1, model.in_channels, size, size, dtype=weight.dtype, device=weight.device)
 
 
 def patch_stem(
@@ -238,8 +242,8 @@ def patch_stem(
     Returns how many blocks the patched stem took over (they become Identity, so block names keep
     their places). ``resolution`` (default: the model's) sets where each block's stride is read.
     """
-    if type(stride) is not int or stride < 1:
-        raise UsageError(f"patch stride must be a positive integer, got {stride!r}")
+    check_patches(patches, stride)
+    _tile_block(model.stem, "stem")  # a stem that cannot be tiled is the first thing to say
     strides = _output_strides(model)
     if stride not in strides:  # 3 would act as 2 and 1000 as the network's own: say so instead
         raise UsageError(
@@ -247,15 +251,17 @@ def patch_stem(
             f"network's blocks reach {', '.join(map(str, strides))}"
         )
     size = resolution or model.default_resolution
-    x = torch.zeros(1, model.in_channels, size, size)
+    # A map at output stride s has ceil(size / s) pixels ("same" padding); any later stride, fewer.
+    smallest = -(-size // stride)
+    x = _probe(model, size)
     taken: list[tuple[str, nn.Module]] = [("stem", model.stem)]
     with torch.no_grad():
         x = model.stem(x)
-        if round(size / x.shape[-1]) > stride:
+        if x.shape[-1] < smallest:
             raise UsageError(f"the stem alone reduces the input by more than the patch stride {stride}")
         for name, block in model.iter_blocks():
             x = block(x)
-            if round(size / x.shape[-1]) > stride:
+            if x.shape[-1] < smallest:
                 break
             taken.append((name, block))
     model.stem = PatchedStem(taken, patches)
