@@ -143,6 +143,28 @@ def test_export_torch_formats_reload_match_and_carry_the_card(
             ValueError, match=r"takes a float32 NCHW batch of shape \(N, 3, 32, 32\); got \[1, 3, 64, 64\]"
         ):
             deployed(torch.randn(1, 3, 64, 64))
+        x = torch.randn(3, 3, 32, 32)  # float64 is converted, as the ONNX, ExecuTorch and OpenVINO files do
+        torch.testing.assert_close(deployed(x.double()), deployed(x))
+    with pytest.raises(ValueError, match=r"threads must be a whole number >= 1 .* got 0"):
+        load_deployed(out, threads=0)
+
+
+def test_a_dynamic_program_runs_batches_over_its_cap_in_pieces(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A --dynamic-batch program's batch dimension is capped (MAX_BATCH): a bigger batch (an eval with
+    --batch-size 5000) runs in pieces instead of failing the program's guard."""
+    from mobilenets.deploy import captured
+
+    sizes: list[int] = []
+
+    class Probe(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            sizes.append(len(x))
+            return x.flatten(1)[:, :2]
+
+    monkeypatch.setattr(captured, "MAX_BATCH", 4)
+    x = torch.randn(10, 3, 8, 8)
+    assert torch.equal(captured.ExportedClassifier(Probe(), resolution=8)(x), x.flatten(1)[:, :2])
+    assert sizes == [4, 4, 2]
 
 
 def test_export_at_another_resolution_keeps_the_crop_fraction(tmp_path: Path) -> None:

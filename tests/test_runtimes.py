@@ -19,6 +19,7 @@ from mobilenets.deploy.bf16 import bf16_inference, cpu_has_bf16
 from mobilenets.deploy.executorch_export import (
     ExecuTorchClassifier,
     PteFile,
+    executorch_api,
     export_executorch,
     planned_arena_bytes,
     quantize_xnnpack,
@@ -379,6 +380,19 @@ def test_runtime_files_refuse_bad_input_clearly(
                 load_deployed(tmp_path / name)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_deployed(tmp_path / "none.pte")
+    # Bytes 4-7 that are not UTF-8: ExecuTorch's log of the wrong identifier aborted the process.
+    (tmp_path / "gz.pte").write_bytes(b"\x1f\x8b\x08\x00\xd5\xff\xfe\x80" + bytes(64))
+    with pytest.raises(ValueError, match="not an ExecuTorch program"):
+        load_deployed(tmp_path / "gz.pte")
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty\.onnx' is empty \(0 bytes\)"):
+        load_deployed(tmp_path / "empty.onnx")
+    ExecuTorchClassifier(digits_programs["delegated"].path)  # threads=1 for one file is not kept for the next
+    default = executorch_api().thread_count()
+    ExecuTorchClassifier(digits_programs["delegated"].path, threads=1)
+    assert executorch_api().thread_count() == 1
+    ExecuTorchClassifier(digits_programs["delegated"].path)
+    assert executorch_api().thread_count() == default
     with pytest.raises(ValueError, match=r"precision bf16: only OpenVINO files \(\.xml\)"):
         load_deployed(digits_programs["delegated"].path, precision="bf16")
     code, _, err = run_cli(["eval", "--pte", str(tmp_path / "fake.xml"), "--data", "digits"])

@@ -20,6 +20,14 @@ def check_batch(x: torch.Tensor, resolution: int | None, what: str) -> None:
         )
 
 
+def check_threads(threads: int | None) -> None:
+    """A clear error unless ``threads`` is None (the runtime's choice) or a whole number >= 1."""
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise UsageError(
+            f"threads must be a whole number >= 1 (or None: the runtime's choice), got {threads!r}"
+        )
+
+
 def check_not_empty(x: torch.Tensor, what: str) -> None:
     """A clear error for an empty batch, which runtimes fail on each in its own way. Not part of
     :func:`check_batch`, which ``torch.export`` traces: a test of the batch size there would constrain
@@ -53,7 +61,14 @@ class ExportedClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_batch(x, self.resolution, "this exported model")
+        if (
+            x.dtype != torch.float32
+        ):  # captured in float32; the ONNX, ExecuTorch and OpenVINO files convert too
+            x = x.float()
         step = self.fixed_batch
+        # A dynamic batch is capped at MAX_BATCH: bigger ones run in pieces (not while being exported).
+        if step is None and not torch.compiler.is_exporting() and len(x) > MAX_BATCH:
+            return torch.cat([self.inner(piece) for piece in x.split(MAX_BATCH)])
         if step is None or len(x) == step:
             out: torch.Tensor = self.inner(x)
             return out

@@ -10,6 +10,7 @@ from torch import nn
 
 from ..errors import MissingFileError, UsageError
 from ..weights.card import ModelCard
+from .captured import check_threads
 from .onnx_export import OnnxClassifier, read_card, read_metadata
 from .torch_export import card_from_metadata, load_for_inference, read_torch_card
 
@@ -49,6 +50,9 @@ def load_deployed(
     """
     if not Path(path).is_file():
         raise MissingFileError(f"exported model file {str(path)!r} does not exist or is not a file")
+    if Path(path).stat().st_size == 0:
+        raise UsageError(f"exported model file {str(path)!r} is empty (0 bytes): an interrupted copy?")
+    check_threads(threads)  # every runtime's, PyTorch's too (which this call leaves as it is)
     if precision not in PRECISIONS:
         raise UsageError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
     suffix = Path(path).suffix.lower()

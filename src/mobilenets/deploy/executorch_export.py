@@ -23,6 +23,7 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from torch import nn
 from ..atomic import save_atomic
 from ..errors import ExternalError, MissingFileError, UsageError, external_step
 from ..weights.card import ModelCard
-from .captured import ExportedClassifier, check_batch, check_not_empty
+from .captured import ExportedClassifier, check_batch, check_not_empty, check_threads
 from .fuse import fuse
 from .pt2e import Int8Model, calibrate_pt2e, check_options, in_modules
 from .torch_export import card_from_metadata, torch_metadata
@@ -58,6 +59,7 @@ class ExecuTorchAPI:
     quantization_config: Any
     runtime: Any
     reset_threadpool: Any
+    thread_count: Any
 
 
 def executorch_api() -> ExecuTorchAPI:
@@ -69,7 +71,10 @@ def executorch_api() -> ExecuTorchAPI:
             get_symmetric_quantization_config,
         )
         from executorch.exir import to_edge, to_edge_transform_and_lower
-        from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+        from executorch.extension.pybindings.portable_lib import (
+            _threadpool_get_thread_count,
+            _unsafe_reset_threadpool,
+        )
         from executorch.runtime import Runtime
     except ImportError as error:
         raise UsageError(
@@ -84,6 +89,7 @@ def executorch_api() -> ExecuTorchAPI:
         get_symmetric_quantization_config,
         Runtime,
         _unsafe_reset_threadpool,
+        _threadpool_get_thread_count,
     )
 
 
@@ -280,11 +286,18 @@ def planned_arena_bytes(path: str | os.PathLike[str]) -> int:
 def _load_program(path: str | os.PathLike[str]) -> Any:
     if not Path(path).is_file():
         raise MissingFileError(f"ExecuTorch program {str(path)!r} does not exist or is not a file")
+    not_a_program = UsageError(f"{str(path)!r} is not an ExecuTorch program this runtime can load")
+    with open(path, "rb") as handle:
+        head = handle.read(8)
+    # Bytes 4-7 are the flatbuffer's identifier, "ET" and a version (ET12). The runtime logs a wrong
+    # identifier through Python as text, and bytes that are not UTF-8 abort the process there.
+    if len(head) < 8 or head[4:6] != b"ET" or not head[6:8].isdigit():
+        raise not_a_program
     et = executorch_api()
     try:
         program = et.runtime.get().load_program(Path(path))
     except RuntimeError:
-        raise UsageError(f"{str(path)!r} is not an ExecuTorch program this runtime can load") from None
+        raise not_a_program from None
     if METADATA_METHOD not in program.method_names:
         raise UsageError(
             f"{str(path)!r} carries no {METADATA_METHOD} method (not exported by mobilenets?); run it with "
@@ -329,22 +342,35 @@ class _Method(nn.Module):
         return out.clone()  # the output tensor is the program's own memory, reused on the next call
 
 
+@cache
+def _default_threads() -> int:
+    """The XNNPACK pool's size as the runtime set it (one per core), read before any reset."""
+    return int(executorch_api().thread_count())
+
+
+def _set_threads(threads: int | None) -> None:
+    """Size the process-wide XNNPACK pool: ``threads``, or with None the runtime's own size again (an
+    earlier file's ``threads`` would otherwise carry over to every file loaded after it)."""
+    check_threads(threads)
+    wanted = _default_threads() if threads is None else threads
+    et = executorch_api()
+    if et.thread_count() != wanted:
+        et.reset_threadpool(wanted)
+
+
 class ExecuTorchClassifier(ExportedClassifier):
     """A ``.pte`` file we exported, run by ExecuTorch's runtime on the CPU, as an inference module.
 
     ``threads`` sets the XNNPACK thread pool, which is process-wide (default: as the runtime set it,
-    one per core). A fixed-batch program runs bigger batches one image at a time; a dynamic-batch one
-    in pieces of up to 8. ``metadata`` is the file's document (card, resolution, ``int8``).
+    one per core, restored if an earlier file set another size). A fixed-batch program runs bigger
+    batches one image at a time; a dynamic-batch one in pieces of up to 8. ``metadata`` is the file's
+    document (card, resolution, ``int8``).
     """
 
     def __init__(self, path: str | os.PathLike[str], threads: int | None = None) -> None:
         program = _load_program(path)
         metadata = _metadata(program, path)
-        et = executorch_api()
-        if threads is not None:
-            if threads < 1:
-                raise UsageError(f"threads must be >= 1, got {threads}")
-            et.reset_threadpool(threads)
+        _set_threads(threads)
         method = program.load_method("forward")
         dynamic = bool(metadata.get("dynamic_batch"))
         resolution = int(metadata["resolution"])

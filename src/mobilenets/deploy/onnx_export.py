@@ -27,7 +27,7 @@ from ..atomic import save_atomic
 from ..errors import UsageError, external_step
 from ..weights.card import ModelCard
 from ..weights.files import utf8_name
-from .captured import check_batch, check_not_empty
+from .captured import check_batch, check_not_empty, check_threads
 from .fuse import fuse, out_of_place
 
 INPUT_NAME = "input"
@@ -200,12 +200,13 @@ def ort_session(path: str | os.PathLike[str], threads: int | None = None, *, spi
     on an idle machine but, next to PyTorch's threads or other processes, it starves everyone (an
     evaluation slowed more than tenfold on 2 busy cores). ``mobilenets bench`` times ORT's default.
     """
+    check_threads(threads)
     ort = deploy_package("onnxruntime", "running an ONNX file")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if threads:
+    if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     model: str | bytes = os.fspath(path) if utf8_name(path) else Path(path).read_bytes()  # see utf8_name

@@ -37,7 +37,7 @@ from ..atomic import _fsync_dir, save_atomic
 from ..digest import file_sha256
 from ..errors import MissingFileError, UsageError, external_step
 from ..weights.card import ModelCard
-from .captured import MAX_BATCH, ExportedClassifier, check_batch, check_not_empty
+from .captured import MAX_BATCH, ExportedClassifier, check_batch, check_not_empty, check_threads
 from .fuse import fuse, out_of_place
 from .openvino_kernels import check_kernels, prefer_kernels, tune_kernels
 from .pt2e import check_options, in_modules, no_operation_error
@@ -342,9 +342,8 @@ def read_openvino_card(path: str | os.PathLike[str]) -> ModelCard:
 def compile_config(threads: int | None, precision: str) -> dict[str, Any]:
     """The CPU plugin's settings: latency mode, ``threads`` inference threads, the precision hint."""
     config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+    check_threads(threads)
     if threads is not None:
-        if threads < 1:
-            raise UsageError(f"threads must be >= 1, got {threads}")
         config["INFERENCE_NUM_THREADS"] = threads
     if precision != "default":
         config["INFERENCE_PRECISION_HINT"] = _OV_PRECISION[precision]
