@@ -368,6 +368,7 @@ def test_int8_within_one_point_of_fp32_on_imagenet_photos(weights: str, tmp_path
         assert code == 0, err
         report = json.loads(stdout)
         assert report["num_images"] == 1000
+        assert report["precision"] == ("int8 (onnxruntime)" if name == "int8.onnx" else "fp32")
         top1[name] = report["top1"]
     assert top1["int8.fp32.onnx"] > 0.78
     assert top1["int8.onnx"] >= top1["int8.fp32.onnx"] - 0.01, top1

@@ -376,13 +376,29 @@ def test_calibration_never_takes_the_held_out_images_and_spreads_over_a_folder(
 
 
 def test_a_refused_int8_export_leaves_no_file(
-    digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard], tmp_path: Path
+    digits_checkpoint: tuple[Path, torch.nn.Module, ModelCard],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """--keep-float names a module with no ONNX node (dropout): known only once the fp32 file exists."""
+    """A --keep-float module with no operation at all (a dropout) is refused before anything is written;
+    one whose nodes ONNX Runtime's quantizer cannot find is known only once the fp32 file exists, and
+    that refusal leaves nothing behind either."""
+    from mobilenets.deploy import quantize
+    from mobilenets.errors import UsageError
+
     checkpoint, _, _ = digits_checkpoint
     argv = ["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "m.onnx"), "--int8"]
-    code, _, err = run_cli([*argv, "--calib", "digits", "--calib-images", "8", "--keep-float", "dropout"])
-    assert code == 2 and "no layer of the model is in module 'dropout'" in err, err
+    argv += ["--calib", "digits", "--calib-images", "8", "--keep-float"]
+    code, _, err = run_cli([*argv, "dropout"])
+    assert code == 2 and "module 'dropout' has no operation of its own" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+    def no_nodes(model_proto: object, modules: object) -> list[str]:
+        raise UsageError("no layer of the model is in module 'stem'")
+
+    monkeypatch.setattr(quantize, "nodes_in_modules", no_nodes)
+    code, _, err = run_cli([*argv, "stem"])
+    assert code == 2 and "no layer of the model is in module 'stem'" in err, err
     assert list(tmp_path.iterdir()) == []
 
 

@@ -356,7 +356,8 @@ def test_int8_export_through_the_cli_then_eval(
     assert result["int8_top1_agreement"] >= 0.75, result
     code, stdout, err = run_cli(["eval", flag, str(out), "--json", "--no-confusion"])
     assert code == 0, err
-    assert json.loads(stdout)["num_images"] > 100
+    report = json.loads(stdout)
+    assert report["num_images"] > 100 and report["precision"] == f"int8 ({result['int8']})"  # not "fp32"
     refused = [*argv, "--out", str(tmp_path / f"w{suffix}"), "--calib", "digits", "--weight-dtype", "int8"]
     code, _, err = run_cli(refused)
     assert code == 2 and f"--format {file_format} quantizes with" in err, err

@@ -253,10 +253,14 @@ def run(args: argparse.Namespace) -> int:
     source_file: Path | str
     if args.threads is not None and (exported is None or args.program is not None):
         torch.set_num_threads(args.threads)  # PyTorch runs it; the other runtimes take threads themselves
+    precision = args.precision
     if exported is not None:
-        from ..deploy.deployed import load_deployed
+        from ..deploy.deployed import deployed_int8, load_deployed
 
         network, card = load_deployed(exported, threads=args.threads, precision=args.precision)
+        int8 = deployed_int8(exported)  # an int8 file is reported as such, not as the fp32 default
+        if int8 is not None:
+            precision = f"int8 ({int8})" if precision == "fp32" else f"int8 ({int8}), float parts {precision}"
         device, source_file = torch.device("cpu"), exported  # exported files run on the CPU here
     else:
         trained = load_from_args(args)
@@ -324,7 +328,7 @@ def run(args: argparse.Namespace) -> int:
         "data": data,
         "flip_tta": args.flip_tta,
         "shift_tta": args.shift_tta,
-        "precision": args.precision,
+        "precision": precision,
         "skipped": len(skipped),
         "skipped_files": skipped,
         "confusion_png": None if confusion_png is None else str(confusion_png),

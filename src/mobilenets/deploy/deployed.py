@@ -12,7 +12,7 @@ from ..errors import MissingFileError, UsageError
 from ..weights.card import ModelCard
 from .captured import check_threads
 from .onnx_export import OnnxClassifier, read_card, read_metadata
-from .torch_export import card_from_metadata, load_for_inference, read_torch_card
+from .torch_export import card_from_metadata, load_for_inference, read_torch_card, read_torch_metadata
 
 ONNX_SUFFIXES = (".onnx",)
 TORCH_SUFFIXES = (".pt", ".pt2")
@@ -85,3 +85,23 @@ def load_deployed(
     if resolution:  # the size the file was exported at, which its graph bakes in
         card = card.at_resolution(int(resolution))
     return module.eval(), card
+
+
+def deployed_int8(path: str | os.PathLike[str]) -> str | None:
+    """Whose int8 the exported file ``path`` computes (``"onnxruntime"``, ``"xnnpack"``, ``"nncf"``,
+    ``"pt2e"``), or None for a float file: what a report of its scores says beside its precision."""
+    suffix = Path(path).suffix.lower()
+    if suffix == EXECUTORCH_SUFFIX:
+        from .executorch_export import read_pte_metadata
+
+        metadata = read_pte_metadata(path)
+    elif suffix == OPENVINO_SUFFIX:
+        from .openvino_export import read_openvino_metadata
+
+        metadata = read_openvino_metadata(path)
+    elif is_torch_file(path):
+        metadata = read_torch_metadata(path)
+    else:
+        return "onnxruntime" if "quantization" in read_metadata(path) else None
+    kind = metadata.get("int8")
+    return str(kind) if kind else None

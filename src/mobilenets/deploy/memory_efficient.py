@@ -298,12 +298,12 @@ def memory_efficient(
     example = torch.zeros(1, fused.in_channels, size, size, dtype=dtype)
     live_plain = _block_peaks(fuse(copy.deepcopy(model)), example)
     # Never above the plain schedule's peak either (one chunk keeps a block's input beside its expansion).
-    peak = min(_peak(fused, example), max(live_plain.values()))
+    reached = _peak(fused, example)
+    peak = min(reached, max(live_plain.values()))
     one_chunk = fuse(copy.deepcopy(model))
     single = {name: chunked for name, (_, chunked) in _chunk_all(one_chunk, 1).items()}
     live_one = _block_peaks(one_chunk, example)
     first = next(iter(replaced))
-    reached = _peak(fused, example)
     for name, (plain, chunked) in replaced.items():
         keeps_stem = chunked.expand is not None and name == first and isinstance(fused.stem, nn.Identity)
         if keeps_stem:  # the stem is this block's expansion now; the block cannot go back to plain
