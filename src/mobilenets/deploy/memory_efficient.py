@@ -304,6 +304,9 @@ def memory_efficient(
     single = {name: chunked for name, (_, chunked) in _chunk_all(one_chunk, 1).items()}
     live_one = _block_peaks(one_chunk, example)
     first = next(iter(replaced))
+    names = [name for name, _ in fused.iter_blocks()]
+    before = dict(zip(names[1:], names, strict=False))  # each block's predecessor
+    made_plain: set[str] = set()
     for name, (plain, chunked) in replaced.items():
         keeps_stem = chunked.expand is not None and name == first and isinstance(fused.stem, nn.Identity)
         if keeps_stem:  # the stem is this block's expansion now; the block cannot go back to plain
@@ -311,15 +314,20 @@ def memory_efficient(
         for live, relaxed in ((live_one, single[name]), (live_plain, plain)):
             if live.get(name, peak + 1) > peak:
                 continue
-            # A block's own peak is not the whole story: a plain block leaves its output in NCHW, and
-            # the chunked block after it then copies its input to channels_last (MobileNetV3's first
-            # block). So a relaxation is kept only if the whole schedule's peak does not rise with it.
             _set_block(fused, name, relaxed)
-            after = _peak(fused, example)
-            if after <= max(peak, reached):
+            # A block's own peak is the whole story only where the layouts around it are those its
+            # estimate assumed. A block made plain can leave NCHW output, which a chunked block after
+            # it then copies to channels_last (MobileNetV3's first block), and a block after one made
+            # plain may copy its input so: there the whole schedule's peak decides (it must not rise).
+            if relaxed is plain or before.get(name) in made_plain:
+                after = _peak(fused, example)
+                if after > max(peak, reached):
+                    _set_block(fused, name, chunked)
+                    continue
                 reached = after
-                break
-            _set_block(fused, name, chunked)
+            if relaxed is plain:
+                made_plain.add(name)
+            break
     return fused
 
 
