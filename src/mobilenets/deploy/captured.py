@@ -61,9 +61,8 @@ class ExportedClassifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_batch(x, self.resolution, "this exported model")
-        if (
-            x.dtype != torch.float32
-        ):  # captured in float32; the ONNX, ExecuTorch and OpenVINO files convert too
+        # Captured in float32; the ONNX, ExecuTorch and OpenVINO files convert other dtypes too.
+        if x.dtype != torch.float32:
             x = x.float()
         step = self.fixed_batch
         # A dynamic batch is capped at MAX_BATCH: bigger ones run in pieces (not while being exported).

@@ -35,7 +35,7 @@ from ..layers.padding import Conv2dSame, tf_same_pads
 from ..models import MIN_INPUT_SIZE, check_resolution
 from ..models.mobilenet import MobileNet
 from .fuse import folded_parameters, fuse
-from .patch_inference import PATCH_STRIDE, check_patches, patch_stem
+from .patch_inference import PATCH_STRIDE, check_patches, patch_stem, probe_image
 
 Chunks = int | Literal["channel"]
 
@@ -293,9 +293,7 @@ def memory_efficient(
         )
     if not only_where_needed or not replaced:
         return fused
-    parameter = next(fused.parameters(), None)
-    dtype = parameter.dtype if parameter is not None else torch.float32
-    example = torch.zeros(1, fused.in_channels, size, size, dtype=dtype)
+    example = probe_image(fused, size)
     live_plain = _block_peaks(fuse(copy.deepcopy(model)), example)
     # Never above the plain schedule's peak either (one chunk keeps a block's input beside its expansion).
     reached = _peak(fused, example)

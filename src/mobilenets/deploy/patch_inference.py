@@ -227,7 +227,7 @@ def _output_strides(model: MobileNet) -> list[int]:
     return sorted({level.reduction for level in model.feature_info})
 
 
-def _probe(model: MobileNet, size: int) -> torch.Tensor:
+def probe_image(model: MobileNet, size: int) -> torch.Tensor:
     """A zero image of ``size`` in the dtype and on the device of ``model``'s weights."""
     weight = next(model.parameters(), torch.zeros(()))
     return torch.zeros(1, model.in_channels, size, size, dtype=weight.dtype, device=weight.device)
@@ -253,7 +253,7 @@ def patch_stem(
     size = resolution or model.default_resolution
     # A map at output stride s has ceil(size / s) pixels ("same" padding); any later stride, fewer.
     smallest = -(-size // stride)
-    x = _probe(model, size)
+    x = probe_image(model, size)
     taken: list[tuple[str, nn.Module]] = [("stem", model.stem)]
     with torch.no_grad():
         x = model.stem(x)
