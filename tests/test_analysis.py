@@ -162,6 +162,12 @@ def test_layer_kinds_and_shares() -> None:
     # v1 paper Table 2: 1×1 convs carry 94.86% of the mult-adds, depthwise 3.06%.
     assert round(v1["pointwise"]["macs"] * 100, 2) == 94.86
     assert round(v1["depthwise"]["macs"] * 100, 2) == 3.06
+    # A norm's parameters go to the layer that ran before it, not the one registered before it:
+    # dwlast's first block registers conv_dw then conv_pw but runs conv_pw, conv_dw, pool, BatchNorm.
+    dwlast = summarize(mobilenets.create_model("cifar_separable_dwlast"), resolution=32)
+    params = {layer.name: layer.params for layer in dwlast.layers}
+    assert (params["blocks.0.0.conv_pw"], params["blocks.0.0.conv_dw"]) == (24 * 64, 64 * 9 + 2 * 64)
+    assert sum(params.values()) == dwlast.total_params
 
 
 def test_compare_standard_ratios() -> None:
@@ -172,6 +178,20 @@ def test_compare_standard_ratios() -> None:
         assert c.standard_macs > 8 * c.separable_macs * 0.9
         # Weights on both sides (norms left out of both): the same ratio as the mult-adds
         assert c.separable_params / c.standard_params == pytest.approx(c.theoretical_ratio, rel=1e-9)
+    # Inverted residuals pair the depthwise conv with its projection, never with the expansion before it
+    for name in ("mobilenet_v2", "mobilenet_v3_small", "efficientnet_lite0"):
+        comparisons = summarize(
+            mobilenets.create_model(name), resolution=64, compare_standard=True
+        ).comparisons
+        assert comparisons and all(c.depthwise_first for c in comparisons), name
+    # Blocks run pointwise first pair the other way round, and save 1/C_in + 1/K²
+    dwlast = summarize(
+        mobilenets.create_model("cifar_separable_dwlast"), resolution=32, compare_standard=True
+    )
+    first = {c.depthwise: c.depthwise_first for c in dwlast.comparisons}
+    assert first == {f"blocks.{i}.0.conv_dw": i not in (0, 2) for i in range(6)}
+    widening = dwlast.comparisons[0]  # 24 → 64 channels, stride 1
+    assert widening.measured_ratio == pytest.approx(1 / 24 + 1 / 9, rel=1e-9) == widening.theoretical_ratio
 
 
 def test_json_and_csv_outputs() -> None:

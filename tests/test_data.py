@@ -432,6 +432,22 @@ def test_alternate_flip_mirrors_each_image_in_every_other_epoch(tmp_path: Path) 
         Augmentation(alternate_flip=1)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_streamed_loader_leaves_the_global_rng_alone(tmp_path: Path, workers: int) -> None:
+    """A DataLoader draws its workers' base seed at every new iterator: from the global RNG, persistent
+    workers drew once per process, so a resumed run's dropout draws shifted (not bit-exact)."""
+    make_folder(tmp_path, {"a": 6, "b": 6}, size=32)
+    lazy = load_splits(
+        str(tmp_path), img_size=32, val_split=0.25, cache=False, augment="trivialaugment"
+    ).train
+    loader = build_loader(lazy, batch_size=4, train=True, seed=0, workers=workers)
+    state = torch.get_rng_state()
+    for epoch in range(2):
+        loader.set_epoch(epoch)
+        assert sum(len(labels) for _, labels in loader) == len(lazy)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
 @pytest.mark.parametrize("augment", ["none", "trivialaugment"])
 def test_set_epoch_fixes_order_and_augmentation(augment: str) -> None:
     dataset = _indexed_set(40, augment=augment)

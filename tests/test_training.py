@@ -191,7 +191,7 @@ def test_a_resumed_epoch_counts_every_processs_images_once() -> None:
         return SimpleNamespace(
             model=model, ema=None, optimizer=optimizer, scaler=torch.amp.GradScaler("cpu", enabled=False),
             scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0), device=context.device,
-            context=context, epoch=2, step_in_epoch=3, best_top1=0.5, partial=EpochSums(),
+            context=context, epoch=2, step_in_epoch=3, best_top1=0.5, partial=EpochSums(), train_images=48,
         )  # fmt: skip
 
     ranks = [EpochSums(loss=6.0, correct=5, images=12, seconds=2.0), EpochSums(4.0, 7, 12, 2.1)]
@@ -538,10 +538,64 @@ def test_resume_knows_the_data_by_its_folder_and_a_run_by_any_checkpoint(
         path.unlink()
     with pytest.raises(ValueError, match=r"already holds a run \(best\.safetensors\); pass --resume"):
         train(TrainConfig(**recipe))
+    # ... and --resume finds no state to continue: refused too, not a new run over the best weights
+    best = (out / "best.safetensors").read_bytes()
+    with pytest.raises(ValueError, match=r"holds best\.safetensors but not last_state\.pt"):
+        train(TrainConfig(**{**recipe, "resume": True}))
+    assert (out / "best.safetensors").read_bytes() == best
+    # A config.json that is not JSON (edited by hand, cut short) is named, not a JSONDecodeError
+    saved = (out / "config.json").read_text()
+    (out / "config.json").write_text(saved[:-5])
+    with pytest.raises(ValueError, match=r"config\.json': it is not valid JSON \(.*\); restore"):
+        check_resume_config(out, TrainConfig(**recipe))
+    (out / "config.json").write_text(saved)
     # Checkpoints copied without config.json: refused, not resumed unchecked
     (out / "config.json").unlink()
     with pytest.raises(ValueError, match=r"holds no config\.json, so the options of the run cannot be"):
         check_resume_config(out, TrainConfig(**recipe))
+
+
+def test_pad_crop_options_are_refused_where_the_images_are_resized_crops(tmp_path: Path) -> None:
+    """40 px photos trained at 32 are random-resized-cropped: no pad-and-crop for the options to set."""
+    from PIL import Image
+
+    for label, colour in (("a", "red"), ("b", "blue")):
+        (tmp_path / "ds" / label).mkdir(parents=True)
+        for index in range(8):
+            Image.new("RGB", (40, 40), colour).save(tmp_path / "ds" / label / f"{index}.png")
+    recipe = {**FAST, "data": str(tmp_path / "ds"), "batch_size": 4, "val_split": 0.25, "epochs": 1}
+    for option, flags in (
+        ({"crop_padding": 2}, "--crop-padding"),
+        ({"crop_padding": 2, "padding_mode": "reflect"}, "--crop-padding and --padding-mode"),
+    ):
+        with pytest.raises(
+            ValueError, match=f"{flags} would change nothing in this run: the training images"
+        ):
+            train(TrainConfig(**recipe, **option, out=str(tmp_path / "run")))
+        assert not (tmp_path / "run" / "last.safetensors").exists()
+
+
+def test_resume_on_a_train_folder_that_changed_is_refused(tmp_path: Path) -> None:
+    """A train/val layout records no split listing: the number of training images is checked instead
+    (images added would change the epochs' length and the schedule's steps under the resumed run)."""
+    from PIL import Image
+
+    def images(split: str, count: int, start: int = 0) -> None:
+        for label, colour in (("a", "red"), ("b", "blue")):
+            (tmp_path / "ds" / split / label).mkdir(parents=True, exist_ok=True)
+            for index in range(start, start + count):
+                Image.new("RGB", (32, 32), colour).save(tmp_path / "ds" / split / label / f"{index}.png")
+
+    images("train", 8)
+    images("val", 2)
+    out = tmp_path / "run"
+    recipe = {**FAST, "data": str(tmp_path / "ds"), "batch_size": 4, "out": str(out)}
+    train(TrainConfig(**recipe, epochs=1))
+    images("train", 2, start=8)
+    with pytest.raises(
+        ValueError, match=r"it trained on 16 images, and its data holds 20 training images now"
+    ):
+        train(TrainConfig(**recipe, epochs=2, resume=True))
 
 
 def test_a_fine_tune_resumes_without_naming_its_weights_again(tmp_path: Path) -> None:

@@ -88,6 +88,23 @@ def test_a_cut_lite_backbone_takes_the_first_blocks_of_the_original_ports_file()
     assert not report.missing and report.unexpected[0].startswith("_blocks.5.")  # past the cut
 
 
+def test_load_pretrained_gives_a_backbone_or_a_headless_network_the_files_body() -> None:
+    """As timm's create_model(..., pretrained=True): the whole network is loaded strictly, then cut."""
+    path = torchvision_v2_weights()
+    whole = load_pretrained(path, model="mobilenet_v2").model
+    short = load_pretrained(path, model="mobilenet_v2", features_only=True, out_indices=(1, 3))
+    headless = load_pretrained(path, model="mobilenet_v2", num_classes=0)
+    assert short.card.model_kwargs == {"features_only": True, "out_indices": (1, 3)}
+    assert headless.model.num_classes == 0 and headless.card.classes == ()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        levels = whole.forward_intermediates(x, indices=[1, 3], intermediates_only=True)
+        assert all(torch.equal(a, b) for a, b in zip(short.model(x), levels, strict=True))
+        assert torch.equal(headless.model(x), whole.forward_head(whole.forward_features(x), pre_logits=True))
+    with pytest.raises(ValueError, match=r"246 shape mismatches: blocks\.0\.0\.conv_pwl"):  # another width
+        load_pretrained(path, model="mobilenet_v2", features_only=True, width_mult=0.5)
+
+
 @pytest.mark.parametrize(("ours_name", "timm_name"), TIMM_PAIRS)
 def test_timm_state_dicts_load_with_equal_logits(ours_name: str, timm_name: str) -> None:
     timm = pytest.importorskip("timm") if not os.environ.get("CI") else __import__("timm")
@@ -162,9 +179,13 @@ def test_crop_resize_and_interpolation_of_foreign_weights_go_into_the_card(tmp_p
     assert (card.img_size, card.resize_size, card.interpolation) == (240, 274, "bicubic")
     python = load_pretrained(tmp_path / "t.pth", model="mobilenet_v2", width_mult=0.5, resize_size=300)
     assert (python.card.img_size, python.card.resize_size) == (224, 300)
+    with pytest.raises(ValueError, match="crop_size must be an integer from 32 to 4096 pixels, got 16"):
+        load_pretrained(tmp_path / "t.pth", model="mobilenet_v2", width_mult=0.5, crop_size=16)
     for extra, message in (
         (["--resize-size", "200", "--out", str(tmp_path / "c.safetensors")], "resize_size 200 is smaller"),
         (["--interpolation", "lanczos"], "invalid choice: 'lanczos'"),
+        (["--crop-size", "16"], "--crop-size must be an integer from 32 to 4096 pixels, got 16"),
+        (["--resize-size", "20000"], "--resize-size must be an integer from 32 to 4096 pixels, got 20000"),
     ):
         code, _, err = run_cli([*argv, *extra, "--out", str(tmp_path / "c.safetensors")])
         assert code == 2 and message in err, err
@@ -686,6 +707,10 @@ def test_registry_lookup_names_what_exists_and_what_to_install() -> None:
     assert get_pretrained("torchvision_mobilenet_v2") is get_pretrained("mobilenet_v2.tv_in1k")
     assert get_pretrained("efficientnet_lite1").resolution == 240
     assert get_pretrained("tf_in1k", model="efficientnet_lite2").name == "efficientnet_lite2.tf_in1k"
+    # A MODEL.TAG name built without its weights (random ones, as timm) still names weights that exist
+    assert mobilenets.create_model("mobilenet_v2.tv_in1k", num_classes=10).card is None
+    with pytest.raises(ValueError, match=r"unknown pretrained weights 'tv_in1kk'; expected one of"):
+        mobilenets.create_model("mobilenet_v2.tv_in1kk")
     missing = dataclasses.replace(
         get_pretrained("mobilenet_v2"), package="no_such_package_xyz", pip_name="no-such-package==1"
     )

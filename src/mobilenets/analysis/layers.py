@@ -46,15 +46,28 @@ class LayerCost:
         return self.output_shape[1]
 
 
-def _norm_owner(model: nn.Module) -> dict[str, str]:
-    """Map each norm layer's name to the conv/linear layer it follows, so its parameters are counted there."""
+_NORMS = nn.BatchNorm2d | nn.GroupNorm | nn.LayerNorm
+
+
+def _norm_owner(model: nn.Module, calls: list[Any]) -> dict[str, str]:
+    """Map each norm layer's name to the conv/linear layer it follows, so its parameters are counted there:
+    the one that ran last before it (``calls``, in the order of the forward pass: a block may register
+    its layers in another order than it runs them), else, for a norm not run, the one registered before it."""
     owner: dict[str, str] = {}
     last_compute: str | None = None
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d | nn.Linear):
             last_compute = name
-        elif isinstance(module, nn.BatchNorm2d | nn.GroupNorm | nn.LayerNorm) and last_compute is not None:
+        elif isinstance(module, _NORMS) and last_compute is not None:
             owner[name] = last_compute
+    last_compute = None
+    ran: set[str] = set()
+    for call in calls:
+        if not isinstance(call.module, _NORMS):
+            last_compute = call.name
+        elif last_compute is not None and call.name not in ran:  # a norm run twice: its first call
+            ran.add(call.name)
+            owner[call.name] = last_compute
     return owner
 
 
@@ -91,18 +104,20 @@ def layer_costs(model: nn.Module, example: torch.Tensor, *, bytes_per_element: i
     if callable(get_classifier):  # ours and timm's say which layer it is (none after num_classes=0)
         head = get_classifier()
         classifier = next((m for m in linears if m is head), None)
-    owner = _norm_owner(model)
+    # torch's counter knows the GPU attention kernels only; the CPU one counts as they do.
+    attention = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _attention_flops}
+    with FlopCounterMode(display=False, custom_mapping=attention) as flops:
+        calls = record_calls(
+            model, example, lambda _, module: isinstance(module, nn.Conv2d | nn.Linear | _NORMS)
+        )
+    owner = _norm_owner(model, calls)
+    calls = [call for call in calls if not isinstance(call.module, _NORMS)]
     norm_params: dict[str, int] = {}
     modules = dict(model.named_modules())
     for norm_name, layer_name in owner.items():
         norm_params[layer_name] = norm_params.get(layer_name, 0) + sum(
             p.numel() for p in modules[norm_name].parameters()
         )
-
-    # torch's counter knows the GPU attention kernels only; the CPU one counts as they do.
-    attention = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _attention_flops}
-    with FlopCounterMode(display=False, custom_mapping=attention) as flops:
-        calls = record_calls(model, example, lambda _, module: isinstance(module, nn.Conv2d | nn.Linear))
     costs = []
     counted: set[int] = set()  # a module called twice has its parameters counted at its first call
     for call in calls:
@@ -118,7 +133,7 @@ def layer_costs(model: nn.Module, example: torch.Tensor, *, bytes_per_element: i
             macs = out_numel * (module.in_channels // module.groups) * kh * kw
             kernel, stride, groups = kh, module.stride[0], module.groups
         else:
-            assert isinstance(module, nn.Linear)  # record_calls selected only these two types
+            assert isinstance(module, nn.Linear)  # the norms' calls were taken out above
             macs = int(torch.Size(out_shape).numel()) * module.in_features
             kernel, stride, groups = 1, 1, 1
         weight_bytes = sum(p.numel() for p in module.parameters(recurse=False)) * bytes_per_element

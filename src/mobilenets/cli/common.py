@@ -254,7 +254,10 @@ def foreign_model_kwargs(args: argparse.Namespace) -> dict[str, object]:
 
 def foreign_sizes(args: argparse.Namespace) -> dict[str, Any]:
     """``--crop-size``, ``--resize-size`` and ``--interpolation`` as :func:`~mobilenets.weights.presets.
-    with_sizes` takes them (``None`` where not given)."""
+    with_sizes` takes them (``None`` where not given), each size checked as an input side."""
+    for flag, value in (("--crop-size", args.crop_size), ("--resize-size", args.resize_size)):
+        if value is not None:
+            check_resolution(value, flag)
     return {"crop_size": args.crop_size, "resize_size": args.resize_size, "interpolation": args.interpolation}
 
 

@@ -160,6 +160,10 @@ class Loader:
                 num_workers=workers,
                 collate_fn=_collate_skipping,
                 persistent_workers=workers > 0,
+                # Each new iterator draws its workers' base seed from this generator, not from the global
+                # RNG: persistent workers draw once per process, so a resumed run would otherwise shift
+                # the dropout and drop-path draws that follow. (Augmentation takes per-image seeds.)
+                generator=torch.Generator().manual_seed(seed),
             )
 
     def set_epoch(self, epoch: int, start_step: int = 0) -> None:

@@ -16,13 +16,25 @@ from .mobilenet import MobileNet
 # (model name, pretrained: True or a tag, build options) → the model with the weights loaded.
 PretrainedLoader = Callable[[str, "bool | str", dict[str, Any]], MobileNet]
 
+# (model name, tag) → raises unless the tag names packaged weights of that model
+TagCheck = Callable[[str, str], object]
+
 _loader: PretrainedLoader | None = None
+_tag_check: TagCheck | None = None
 
 
-def set_pretrained_loader(loader: PretrainedLoader) -> None:
-    """Install the function that builds a model with pretrained weights (done by ``mobilenets.weights``)."""
-    global _loader
-    _loader = loader
+def set_pretrained_loader(loader: PretrainedLoader, tag_check: TagCheck | None = None) -> None:
+    """Install the function that builds a model with pretrained weights, and the one that checks a
+    weights tag (done by ``mobilenets.weights``)."""
+    global _loader, _tag_check
+    _loader, _tag_check = loader, tag_check
+
+
+def check_tag(name: str, tag: str) -> None:
+    """Raise unless ``tag`` names packaged weights of ``name``: a ``MODEL.TAG`` built without its
+    weights is checked too, as timm does, so that a misspelt tag is not silently a random model."""
+    if _tag_check is not None:
+        _tag_check(name, tag)
 
 
 def build_pretrained(name: str, pretrained: bool | str, options: dict[str, Any]) -> MobileNet:

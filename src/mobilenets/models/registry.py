@@ -11,7 +11,7 @@ from typing import Any, TypeVar, cast, overload
 
 from ..errors import UsageError, WrongTypeError
 from .builder import MAX_WIDTH_MULT, check_build_options, check_width_mult
-from .hub import build_pretrained
+from .hub import build_pretrained, check_tag
 from .mobilenet import MobileNet
 from .options import BuildOptions
 
@@ -117,6 +117,8 @@ def create_model(name: str, pretrained: bool | str = False, **kwargs: object) ->
     """
     if isinstance(name, str) and "." in name:
         name, tag = name.split(".", 1)
+        get_builder(name)  # an unknown model is named first
+        check_tag(name, tag)
         pretrained = tag if pretrained is True else pretrained
     builder = get_builder(name)
     _check_keywords(name, builder, kwargs)

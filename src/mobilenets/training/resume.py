@@ -67,6 +67,7 @@ class Resumable(Protocol):
     step_in_epoch: int
     best_top1: float
     partial: EpochSums
+    train_images: int
 
 
 def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
@@ -109,6 +110,7 @@ def training_state(
         "rng_state": process_rng[0]["cpu"],
         "process_rng": process_rng,
         "world_size": run.context.world_size,
+        "train_images": run.train_images,
     }
     if "cuda" in process_rng[0]:
         state["cuda_rng_state"] = process_rng[0]["cuda"]
@@ -119,6 +121,19 @@ def training_state(
         state["ema"] = _cpu_state(run.ema.module)
         state["ema_updates"] = int(run.ema.n_averaged)
     return state
+
+
+def check_same_training_images(out: Path, state: dict[str, Any], train_images: int) -> None:
+    """Refuse to resume on another number of training images than the run saved in ``out`` had (a train
+    folder with images added or removed): the epochs, the order and the schedule's steps would not be
+    the run's. (A single folder's held-out split is checked by its listing; states before this: unchecked.)"""
+    saved = state.get("train_images")
+    if saved is not None and saved != train_images:
+        raise UsageError(
+            f"cannot resume {str(out)!r}: it trained on {saved:,} images, and its data holds "
+            f"{train_images:,} training images now; restore the data, or start a new run with --pretrained "
+            f"{out / 'last.safetensors'} and another --out"
+        )
 
 
 def restore_training_state(run: Resumable, state: dict[str, Any]) -> None:

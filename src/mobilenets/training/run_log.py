@@ -19,10 +19,9 @@ from .config import RESUME_MUST_MATCH, TrainConfig
 def saved_differences(out: Path, config: TrainConfig, keys: tuple[str, ...]) -> list[str]:
     """``key=saved (now new)`` for each of ``keys`` where the run saved in ``out`` differs from ``config``
     (none when ``out`` holds no ``config.json``)."""
-    config_path = out / "config.json"
-    if not config_path.is_file():
+    saved = saved_config(out)
+    if not saved:
         return []
-    saved = json.loads(config_path.read_text())
     if "small_input" in saved:  # runs from before small_input took a stride count saved True / False
         saved["small_input"] = small_input_strides(saved["small_input"])
     now = json.loads(json.dumps(config.to_dict()))  # as config.json would hold it (tuples as lists)
@@ -40,7 +39,17 @@ def saved_differences(out: Path, config: TrainConfig, keys: tuple[str, ...]) -> 
 def saved_config(out: Path) -> dict[str, Any]:
     """The options of the run saved in ``out``, as its ``config.json`` holds them (empty without one)."""
     config_path = out / "config.json"
-    saved: dict[str, Any] = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    if not config_path.is_file():
+        return {}
+    try:
+        saved = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UsageError(
+            f"cannot read {str(config_path)!r}: it is not valid JSON ({error}); restore the file the run "
+            "wrote, or start a new run with another --out"
+        ) from None
+    if not isinstance(saved, dict):
+        raise UsageError(f"{str(config_path)!r} holds {type(saved).__name__}, expected the run's options")
     return saved
 
 
@@ -80,7 +89,7 @@ def resumes_run(out: Path, config: TrainConfig, *, announce: bool) -> bool:
     resume without the training state (the optimizer and position), and a resume whose model or data
     differ (:func:`check_resume_config`). ``announce``: say so when ``--resume`` finds nothing to resume.
     """
-    weights_path, state_path = checkpoint_paths(out, "last")
+    state_path = checkpoint_paths(out, "last")[1]
     files = [*checkpoint_paths(out, "last"), *checkpoint_paths(out, "best")]
     saved = [path for path in files if path.is_file()]
     if saved and not config.resume:  # a best checkpoint alone too: a new run would replace it
@@ -89,12 +98,14 @@ def resumes_run(out: Path, config: TrainConfig, *, announce: bool) -> bool:
             "choose another --out"
         )
     resuming = config.resume and state_path.is_file()
-    if config.resume and not resuming and weights_path.is_file():
-        # The state is written before the weights, so only a copy or a deletion leaves this.
+    if config.resume and not resuming and saved:
+        # The state is written before the weights, so only a copy or a deletion leaves this; a new run
+        # would replace the weights (a best checkpoint alone too).
+        held = next((path for path in saved if path.suffix != ".pt"), saved[0])
         raise UsageError(
-            f"cannot resume {str(out)!r}: it holds {weights_path.name} but not {state_path.name}, "
+            f"cannot resume {str(out)!r}: it holds {held.name} but not {state_path.name}, "
             f"the optimizer and position a resume continues from. To train on from those weights, "
-            f"start a new run with --pretrained {weights_path} and another --out"
+            f"start a new run with --pretrained {held} and another --out"
         )
     if config.resume and not resuming and announce:
         print(f"nothing to resume in {out} (no {state_path.name}): starting a new run", flush=True)

@@ -12,7 +12,7 @@ import torch
 
 from ..atomic import unwritable_reason
 from ..errors import UsageError
-from ..models import MobileNet, create_model
+from ..models import MobileNet, check_resolution, create_model
 from .card import CARD_FORMAT, EVAL_CROP_FRACTION, ModelCard, TrainedModel, attach_card, load_trained_model
 from .files import read_weights, unwrap_state_dict, write_safetensors
 from .presets import Preprocess, get_preset, with_sizes
@@ -169,6 +169,36 @@ def _options_from_file(
     return create_model(model, **inferred), inferred
 
 
+_BODY_ONLY = ("features_only", "out_indices")  # options of a network cut short after its body
+
+
+def _load_from_file(
+    model: str, state: Mapping[str, torch.Tensor], found: Source, model_kwargs: Mapping[str, Any]
+) -> tuple[MobileNet, dict[str, Any]]:
+    """``model`` built with ``model_kwargs`` (over the source's defaults), the file's weights loaded
+    strictly: the whole network the file holds is built and loaded first, so that a backbone
+    (``features_only``) or a headless network (``num_classes=0``) takes its body, as timm's
+    ``create_model(..., pretrained=True)`` gives them, while anything else that differs is an error."""
+    kwargs = {**found.model_kwargs, **model_kwargs}
+    headless = kwargs.get("num_classes") == 0
+    whole = {
+        key: value
+        for key, value in kwargs.items()
+        if key not in _BODY_ONLY and not (key == "num_classes" and headless)
+    }
+    given = [key for key in model_kwargs if key in whole]
+    full, whole = _options_from_file(model, whole, state, found, given=given)
+    load_weights(full, state, source=found.name, strict=True)
+    cut = {key: value for key, value in kwargs.items() if key in _BODY_ONLY}
+    if not (cut.get("features_only") or (headless and full.num_classes)):
+        return full, {**whole, **cut}
+    kwargs = {**whole, **cut, **({"num_classes": 0} if headless else {})}
+    network = create_model(model, **kwargs)
+    loaded = full.state_dict()
+    network.load_state_dict({key: loaded[key] for key in network.state_dict()})
+    return network, kwargs
+
+
 def _preprocess(model: str, found: Source, preset: str | None, resolution: int) -> Preprocess:
     """The registry's preprocessing for ``model`` weights from that project when there is one and no
     ``preset`` is named (EfficientNet-Lite1 at 240/272); else ``preset`` or the source's, at the sizes
@@ -236,9 +266,10 @@ def load_pretrained(
             f"{str(path)!r} carries no model card; name the architecture its weights are for (--model)"
         )
     found: Source = get_source(source, state.keys())
-    kwargs = {**found.model_kwargs, **model_kwargs}
-    network, kwargs = _options_from_file(model, kwargs, state, found, given=model_kwargs.keys())
-    load_weights(network, state, source=found.name, strict=True)
+    network, kwargs = _load_from_file(model, state, found, model_kwargs)
+    for name, size in (("crop_size", crop_size), ("resize_size", resize_size)):
+        if size is not None:  # what the model takes, not only a positive number
+            check_resolution(size, name=name, minimum=network.min_input_size)
     network.eval()
     preprocess = with_sizes(_preprocess(model, found, preset, network.default_resolution), **sizes)
     card = ModelCard.for_weights(model, kwargs, preprocess, found.name, network.num_classes, classes)

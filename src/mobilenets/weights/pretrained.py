@@ -85,4 +85,4 @@ def build_pretrained(model: str, pretrained: bool | str, options: dict[str, Any]
     return network
 
 
-set_pretrained_loader(build_pretrained)
+set_pretrained_loader(build_pretrained, default_pretrained)
