@@ -593,7 +593,7 @@ def test_resume_on_a_train_folder_that_changed_is_refused(tmp_path: Path) -> Non
     train(TrainConfig(**recipe, epochs=1))
     images("train", 2, start=8)
     with pytest.raises(
-        ValueError, match=r"it trained on 16 images, and its data holds 20 training images now"
+        ValueError, match=r"the run trained on 16 images, and its data holds 20 training images now"
     ):
         train(TrainConfig(**recipe, epochs=2, resume=True))
 

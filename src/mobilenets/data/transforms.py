@@ -357,3 +357,20 @@ class SampleTransform:
         if self.train and side:
             cutout_(out, torch.randint(0, size - side + 1, (1, 2)), side)
         return out[0]
+
+
+def check_pad_crop_applies(train_set: object, *, crop_padding: int | None, padding_mode: str) -> None:
+    """Refuse pad-and-crop options where the cached training images are not at the training size: those
+    are random-resized-cropped, so ``--crop-padding`` and ``--padding-mode`` would be recorded unused.
+    (Streamed folders choose per image, by its size, and are not checked.)"""
+    transform = getattr(train_set, "transform", None)
+    if not isinstance(transform, BatchTransform) or transform.pad_crop:
+        return
+    given = [flag for flag, used in (("--crop-padding", crop_padding is not None),
+                                     ("--padding-mode", padding_mode != "zeros")) if used]  # fmt: skip
+    if given:
+        raise UsageError(
+            f"{' and '.join(given)} would change nothing in this run: the training images are "
+            f"{transform.source_size} px, not --resolution {transform.out_size}, so they are "
+            "random-resized-cropped, not padded and cropped; leave the option out"
+        )

@@ -22,7 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..data.folders import absolute_data_spec, check_split_listing, split_listing
 from ..data.splits import build_loader, load_splits
-from ..data.transforms import BatchTransform
+from ..data.transforms import check_pad_crop_applies
 from ..errors import TrainingError, UsageError
 from ..evaluation.evaluate import evaluate
 from ..evaluation.metrics import ClassificationMetrics
@@ -47,14 +47,7 @@ from .distributed import (
 from .optim import build_ema, build_optimizer, build_scheduler
 from .progress import EpochProgress
 from .resize import check_resizing_applies, resize_batch, train_size
-from .resume import (
-    EpochSums,
-    check_same_training_images,
-    restore_training_state,
-    rng_states,
-    run_has_finished,
-    training_state,
-)
+from .resume import EpochSums, restore_training_state, rng_states, run_has_finished, training_state
 from .run_log import (
     append_metrics,
     config_record,
@@ -77,29 +70,6 @@ from .storage import (
 
 EVAL_BATCH_SIZE = 256
 MIN_TRAIN_BATCH = 2  # BatchNorm's statistics need two images (the loader empties smaller batches)
-
-
-def check_padding_applies(config: TrainConfig, train_set: object) -> None:
-    """Refuse pad-and-crop options where the cached training images are not at the training size: those
-    are random-resized-cropped, so ``--crop-padding`` and ``--padding-mode`` would be recorded unused.
-    (Streamed folders choose per image, by its size, and are not checked.)"""
-    transform = getattr(train_set, "transform", None)
-    if not isinstance(transform, BatchTransform) or transform.pad_crop:
-        return
-    given = [
-        flag
-        for flag, used in (
-            ("--crop-padding", config.crop_padding is not None),
-            ("--padding-mode", config.padding_mode != "zeros"),
-        )
-        if used
-    ]
-    if given:
-        raise UsageError(
-            f"{' and '.join(given)} would change nothing in this run: the training images are "
-            f"{transform.source_size} px, not --resolution {transform.out_size}, so they are "
-            "random-resized-cropped, not padded and cropped; leave the option out"
-        )
 
 
 class Trainer:
@@ -137,7 +107,9 @@ class Trainer:
             workers=config.workers,
         )
         self.classes = splits.classes
-        check_padding_applies(config, splits.train)
+        check_pad_crop_applies(
+            splits.train, crop_padding=config.crop_padding, padding_mode=config.padding_mode
+        )
         self.train_loader = build_loader(
             splits.train,
             batch_size=config.batch_size // world,
@@ -323,7 +295,6 @@ class Trainer:
             saved_listing = state.get("data_listing", "")
             if saved_listing and saved_listing != self.card.data_listing:
                 check_split_listing(config.data, saved_listing, f"the run in {str(self.out)!r}")
-            check_same_training_images(self.out, state, self.train_images)
             restore_training_state(self, state)
             self.carried_images = self.partial.images if context.is_main else 0
             finished = run_has_finished(self.out, self.epoch, self.step_in_epoch, config.epochs)

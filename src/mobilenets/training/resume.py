@@ -123,21 +123,20 @@ def training_state(
     return state
 
 
-def check_same_training_images(out: Path, state: dict[str, Any], train_images: int) -> None:
-    """Refuse to resume on another number of training images than the run saved in ``out`` had (a train
-    folder with images added or removed): the epochs, the order and the schedule's steps would not be
-    the run's. (A single folder's held-out split is checked by its listing; states before this: unchecked.)"""
-    saved = state.get("train_images")
-    if saved is not None and saved != train_images:
-        raise UsageError(
-            f"cannot resume {str(out)!r}: it trained on {saved:,} images, and its data holds "
-            f"{train_images:,} training images now; restore the data, or start a new run with --pretrained "
-            f"{out / 'last.safetensors'} and another --out"
-        )
-
-
 def restore_training_state(run: Resumable, state: dict[str, Any]) -> None:
-    """Put ``state`` (from :func:`training_state`) back into ``run``: weights, optimizer, RNG, position."""
+    """Put ``state`` (from :func:`training_state`) back into ``run``: weights, optimizer, RNG, position.
+
+    Refused: another number of training images than the run had (a train folder with images added or
+    removed: the epochs, the order and the schedule's steps would not be the run's; states saved
+    before the count was recorded are not checked).
+    """
+    saved_images = state.get("train_images")
+    if saved_images is not None and saved_images != run.train_images:
+        raise UsageError(
+            f"cannot resume: the run trained on {saved_images:,} images, and its data holds "
+            f"{run.train_images:,} training images now; restore the data, or start a new run from its "
+            "weights (--pretrained) in another --out"
+        )
     world_size = run.context.world_size
     if state.get("world_size", 1) != world_size:
         warnings.warn(
