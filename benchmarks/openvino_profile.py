@@ -1,8 +1,9 @@
 """Where OpenVINO spends a batch-1 inference of MobileNet v2, by kind of operator: ours against torchvision's.
 
-The four OpenVINO variants of ``benchmarks/runtime_latency.py``, prepared as ``mobilenets bench``
-prepares them (fixed batch 1, int8 by NNCF on random calibration images): our IR in bf16 (OpenVINO's
-default on a CPU with AVX512-BF16) and int8, torchvision's ONNX file read by OpenVINO in bf16 and int8.
+OpenVINO variants of ``benchmarks/runtime_latency.py``, prepared as ``mobilenets bench`` prepares
+them (fixed batch 1, int8 by NNCF on random calibration images): our IR in bf16 (OpenVINO's default
+on a CPU with AVX512-BF16) and int8, torchvision's ONNX file read by OpenVINO in bf16 and int8, and
+our int8 IR taking its input quantized (``export --uint8-input``).
 Each is compiled alone in its own process with OpenVINO's profiler on (``PERF_COUNT``), run
 ``--warmup`` times, then ``--runs`` times; each executed node's real time is summed by the kernel
 OpenVINO picked for it (its type and implementation, e.g. ``GroupConvolution brgconv_avx512_dw_I8``).
@@ -24,8 +25,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from _report import add_markdown_argument, provenance, table, write_fragments
 from mobilenets.bench.prepare import prepare
 from mobilenets.bench.workfiles import WorkFiles
@@ -35,6 +34,7 @@ VARIANTS = (
     "torchvision_openvino_bf16",
     "ours_openvino_int8",
     "torchvision_openvino_int8",
+    "ours_openvino_uint8",
 )
 SHOWN_US = 5.0  # kernels taking less than this in every variant are summed into "other"
 
@@ -42,11 +42,13 @@ SHOWN_US = 5.0  # kernels taking less than this in every variant are summed into
 def profile_variant(path: str, threads: int, warmup: int, runs: int) -> dict[str, float]:
     """µs per inference of each kind of kernel of the IR ``path``, in this process, OpenVINO's defaults."""
     from mobilenets.deploy.openvino_export import compile_config, openvino_api
+    from mobilenets.deploy.openvino_kernels import timing_input
 
     core = openvino_api().Core()
     config = {**compile_config(threads, "default"), "PERF_COUNT": True}
-    request = core.compile_model(core.read_model(path), "CPU", config).create_infer_request()
-    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
+    compiled = core.compile_model(core.read_model(path), "CPU", config)
+    request = compiled.create_infer_request()
+    x = timing_input(compiled, 224)  # float NCHW, or uint8 NHWC for the IR taking its input quantized
     for _ in range(warmup):
         request.infer({0: x})
     kinds: dict[str, float] = collections.defaultdict(float)
@@ -105,7 +107,8 @@ def main() -> int:
         prepare(files, VARIANTS)
         for variant in VARIANTS:
             side, precision = variant.split("_")[0], variant.split("_")[-1]
-            results[variant] = in_own_process(args, files.openvino(side, int8=precision == "int8"))
+            path = files.openvino(side, int8=precision.endswith("int8"), uint8_input=precision == "uint8")
+            results[variant] = in_own_process(args, path)
     kinds = sorted(
         {_family(kind) for result in results.values() for kind, us in result.items() if us >= SHOWN_US},
         key=lambda family: -max(_total(result, family) for result in results.values()),

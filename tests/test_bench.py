@@ -304,6 +304,46 @@ def test_runtime_latency_goal_is_not_met_against_an_anchor_never_timed(
     ), text
 
 
+def test_runtime_latency_pairs_the_uint8_input_ir_like_for_like_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Our fastest int8 being the IR taking uint8 input, the goal is judged against the anchors as
+    before, and a third pair against torchvision's IR given the same input says how much of the lead
+    the input contract is; it does not enter the goal's verdict."""
+    monkeypatch.syspath_prepend(str(REPO_ROOT / "benchmarks"))
+    latency = importlib.import_module("runtime_latency")
+    reports = {
+        "ours_openvino_uint8": (_report(1.0, 1.0),),
+        "ours_openvino_int8": (_report(1.1, 1.1),),
+        "torchvision_ort_int8": (_report(2.0, 2.0),),
+        "torchvision_openvino_int8": (_report(2.0, 2.0),),
+        "torchvision_openvino_uint8": (_report(1.2, 1.2),),
+    }
+    result = _result(reports)
+    pairs = latency.goal_pairs(result)
+    assert pairs == [
+        ("ours_openvino_uint8", "torchvision_ort_int8"),
+        ("ours_openvino_uint8", "torchvision_openvino_int8"),
+        ("ours_openvino_uint8", "torchvision_openvino_uint8"),
+    ]
+    seconds = {
+        "torchvision_ort_int8": 2.0,
+        "torchvision_openvino_int8": 2.0,
+        "torchvision_openvino_uint8": 1.2,
+    }
+    paired = [
+        PairedResult(first, second, ((1.0,),) * 10, ((seconds[second],),) * 10) for first, second in pairs
+    ]
+    text = latency.verdict(result, paired)
+    assert (
+        "0.500–0.500× over 10 paired turns in 10 blocks: met; the rounds alone: 0.50×, 0.50–0.50×): met."
+        in text
+    )
+    assert text.endswith(
+        " Like for like, torchvision's int8 IR taking the same uint8 input: ours_openvino_uint8 at 0.833× "
+        "torchvision_openvino_uint8 (95% interval 0.833–0.833× over 10 paired turns in 10 blocks: not met; "
+        "the rounds alone: 0.83×, 0.83–0.83×)."
+    ), text
+
+
 def test_prepare_skips_what_a_plain_install_lacks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`pip install mobilenets` without the deploy extra: the runtimes' variants are skipped, saying why."""
     import importlib.util

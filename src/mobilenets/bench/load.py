@@ -63,13 +63,16 @@ def _executorch(files: WorkFiles, variant: str, x: torch.Tensor, threads: int) -
 
 def _openvino(files: WorkFiles, variant: str, x: np.ndarray, threads: int) -> Callable[[], Any]:
     from ..deploy.openvino_export import compile_config, openvino_api
+    from ..deploy.openvino_input import input_quantization
 
     side, precision = variant.split("_")[0], variant.split("_")[-1]
     core = openvino_api().Core()
-    model = core.read_model(str(files.openvino(side, int8=precision == "int8")))
+    path = files.openvino(side, int8=precision.endswith("int8"), uint8_input=precision == "uint8")
+    model = core.read_model(str(path))
+    quantization = input_quantization(model)  # uint8: the batch as the app hands it over, quantized
     config = compile_config(threads, "fp32" if precision == "fp32" else "default")
     request = core.compile_model(model, "CPU", config).create_infer_request()
-    return functools.partial(request.infer, {0: x})
+    return functools.partial(request.infer, {0: x if quantization is None else quantization.quantize(x)})
 
 
 def load_variant(files: WorkFiles, variant: str, *, threads: int) -> Callable[[], object]:

@@ -86,12 +86,13 @@ def _executorch(files: WorkFiles, variant: str, ours: nn.Module, calibration: to
 
 
 def _openvino(files: WorkFiles, variant: str, source: nn.Module, calibration: torch.Tensor) -> None:
-    """OpenVINO IR of ``source`` (int8: NNCF); ours as ``mobilenets export --format openvino --kernels
-    tune`` writes it (the convolution kernels timed fastest on this machine), torchvision's from its
-    ONNX file, as issue 21 measured the anchor: the ONNX file a user already has, read by OpenVINO
-    with its defaults."""
-    side, int8 = variant.split("_")[0], variant.endswith("int8")
-    path = files.openvino(side, int8=int8)
+    """OpenVINO IR of ``source`` (int8: NNCF; ``*_uint8``: the int8 IR taking uint8 NHWC input); ours
+    as ``mobilenets export --format openvino --kernels tune [--uint8-input]`` writes it (the
+    convolution kernels timed fastest on this machine), torchvision's from its ONNX file, as issue 21
+    measured the anchor: the ONNX file a user already has, read by OpenVINO with its defaults (its
+    ``uint8`` IR is that int8 IR with :func:`~mobilenets.deploy.openvino_input.take_quantized_input`)."""
+    side, int8, uint8 = variant.split("_")[0], variant.endswith("int8"), variant.endswith("uint8")
+    path = files.openvino(side, int8=int8, uint8_input=uint8)
     if path.exists():
         return
     if side == "ours":
@@ -104,18 +105,26 @@ def _openvino(files: WorkFiles, variant: str, source: nn.Module, calibration: to
             dynamic_batch=files.dynamic_batch,
             calibration=calibration if int8 else None,
             kernels="tune",
+            uint8_input=uint8,
         )
         return
     from ..deploy import export_onnx
     from ..deploy.openvino_export import openvino_api, quantize_nncf, staged_ir
+    from ..deploy.openvino_input import take_quantized_input
 
     ov = openvino_api()
-    onnx = files.onnx(side, int8=False)
-    if not onnx.exists():
-        export_onnx(source, onnx, resolution=files.resolution, dynamic_batch=files.dynamic_batch)
-    model = ov.Core().read_model(str(onnx))
+    if uint8:
+        _openvino(files, "torchvision_openvino_int8", source, calibration)
+        model = ov.Core().read_model(str(files.openvino(side, int8=True)))
+        model, _ = take_quantized_input(model, dynamic_batch=files.dynamic_batch)
+    else:
+        onnx = files.onnx(side, int8=False)
+        if not onnx.exists():
+            export_onnx(source, onnx, resolution=files.resolution, dynamic_batch=files.dynamic_batch)
+        model = ov.Core().read_model(str(onnx))
+        model = quantize_nncf(model, calibration) if int8 else model
     with staged_ir(path) as staged:  # a half-written IR would be reused by the next run in this folder
-        ov.save_model(quantize_nncf(model, calibration) if int8 else model, staged, compress_to_fp16=False)
+        ov.save_model(model, staged, compress_to_fp16=False)
 
 
 def missing_packages(variant: str) -> list[str]:

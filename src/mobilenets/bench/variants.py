@@ -2,10 +2,12 @@
 
 ``torchvision_*`` run torchvision's model, ``ours_*`` ours, both with the same weights; ``*_ort_*`` and
 ``ours_int8`` run an ONNX file in ONNX Runtime, ``*_executorch_*`` an ExecuTorch program (XNNPACK),
-``*_openvino_*`` OpenVINO (``bf16``: OpenVINO's default precision, bf16 on CPUs that have it), the
-others run in PyTorch. ``torchvision_openvino_*`` is the anchor of issue 21: torchvision's model's
-ONNX file read by OpenVINO with its defaults (int8: NNCF's defaults). Ratios are reported against
-:data:`REFERENCE`, torchvision's model run eagerly on NCHW input: what most people run.
+``*_openvino_*`` OpenVINO (``bf16``: OpenVINO's default precision, bf16 on CPUs that have it;
+``uint8``: the int8 IR taking its input already quantized, uint8 NHWC, timed on the same image
+quantized), the others run in PyTorch. ``torchvision_openvino_bf16`` and ``_int8`` are the anchors of
+issue 21: torchvision's model's ONNX file read by OpenVINO with its defaults (int8: NNCF's
+defaults). Ratios are reported against :data:`REFERENCE`, torchvision's model run eagerly on NCHW
+input: what most people run.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ OPENVINO_VARIANTS = (
     "ours_openvino_fp32",
     "ours_openvino_bf16",
     "ours_openvino_int8",
+    "torchvision_openvino_uint8",
+    "ours_openvino_uint8",
 )
 EXTRA_VARIANTS = ("ours_pt2e_int8", *EXECUTORCH_VARIANTS, *OPENVINO_VARIANTS)
 ALL_VARIANTS = VARIANTS + EXTRA_VARIANTS

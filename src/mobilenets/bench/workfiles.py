@@ -83,6 +83,7 @@ class WorkFiles:
         """Our model as an ExecuTorch program (XNNPACK), fp32 or int8, taking this batch."""
         return self._name("ours", int8, ".pte")
 
-    def openvino(self, side: str, *, int8: bool) -> Path:
-        """``side``'s model as OpenVINO IR (``.xml``) taking this batch, or NNCF's int8 of it."""
-        return self._name(side, int8, ".openvino.xml")
+    def openvino(self, side: str, *, int8: bool, uint8_input: bool = False) -> Path:
+        """``side``'s model as OpenVINO IR (``.xml``) taking this batch, or NNCF's int8 of it; with
+        ``uint8_input``, that int8 IR taking its input quantized (uint8 NHWC)."""
+        return self._name(side, int8, ".uint8-input.openvino.xml" if uint8_input else ".openvino.xml")

@@ -169,6 +169,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "order), jit (its direct kernels first) or tune (jit only if timed faster on this machine)",
     )
     parser.add_argument(
+        "--uint8-input",
+        action="store_true",
+        default=None,
+        help="--format openvino --int8: the IR takes its input quantized, uint8 NHWC (apps map pixels "
+        "through a table per channel), which skips the input's quantize and reorder",
+    )
+    parser.add_argument(
         "--verify-data", default=None, help="images to verify on (default: --calib, else the data)"
     )
     parser.add_argument(
@@ -230,6 +237,11 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"{', '.join(memory)}: only for --format executorch in fp32 (not --int8)")
     if args.kernels is not None and args.format != "openvino":
         raise UsageError(f"--kernels: only for --format openvino, not --format {args.format}")
+    if args.uint8_input and (args.format != "openvino" or not args.int8):
+        raise UsageError(
+            f"--uint8-input: only for --format openvino --int8 (an int8 IR's quantized input), not "
+            f"--format {args.format}{' --int8' if args.int8 else ''}"
+        )
     qat = [flag for name, flag in QAT_OPTIONS.items() if getattr(args, name) is not None]
     if qat and args.format != "exported-program":
         raise UsageError(f"{', '.join(qat)}: only for --format exported-program --int8 (torchao PT2E)")
@@ -327,6 +339,11 @@ def _message(report: ExportReport) -> str:
         arena += f", direct convolution kernels preferred{timed}"
     elif report.kernel_ratio is not None:
         arena += f", OpenVINO's kernel order kept (the direct kernels timed {report.kernel_ratio:.2f}×)"
+    if report.uint8_input is not None:
+        quantization = report.uint8_input
+        arena += (
+            f", input uint8 NHWC (value = (q - {quantization['zero_point']}) × {quantization['scale']:.6g})"
+        )
     if report.int8 is not None:
         compiled = " + compile_int8" if report.format == "exported-program" else ""
         return (
@@ -386,6 +403,7 @@ def run(args: argparse.Namespace) -> int:
         qat_lr=args.qat_lr,
         portable=bool(args.portable),
         kernels=args.kernels or "default",
+        uint8_input=bool(args.uint8_input),
     )
     print(json.dumps(report.to_dict()) if args.json else _message(report))
     return 0

@@ -94,6 +94,7 @@ def check_combination(
     qat_lr: float | None,
     portable: bool = False,
     kernels: str = "default",
+    uint8_input: bool = False,
 ) -> None:
     """Options that only mean something together with others."""
     if portable and (format != "executorch" or int8):
@@ -102,6 +103,8 @@ def check_combination(
         )
     if kernels != "default" and format != "openvino":
         raise UsageError(f"kernels={kernels!r}: only for format 'openvino' (OpenVINO's CPU kernels)")
+    if uint8_input and (format != "openvino" or not int8):
+        raise UsageError("uint8_input: only for format 'openvino' with int8=True (an int8 IR's input)")
     if int8 and format not in INT8_FORMATS:
         formats = f"{', '.join(INT8_FORMATS[:-1])} or {INT8_FORMATS[-1]}"
         raise UsageError(f"int8: format {format!r} has no int8 export; use {formats}")

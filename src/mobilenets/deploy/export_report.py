@@ -25,7 +25,8 @@ class ExportReport:
     (``"xnnpack"``, or ``"portable"``: every operator in the planned arena); for an OpenVINO IR,
     ``kernels`` says whether its convolutions prefer OpenVINO's direct kernels (``"jit"``) or not
     (``"default"``), and ``kernel_ratio`` what the preference's time was over the default order's
-    where the export timed both (``--kernels tune``). ``export_seconds`` covers
+    where the export timed both (``--kernels tune``); ``uint8_input``, for an int8 IR taking its input
+    quantized, the ``scale`` and ``zero_point`` of that input. ``export_seconds`` covers
     writing (and quantizing), not verifying. Fields that do not apply are None.
     """
 
@@ -51,6 +52,7 @@ class ExportReport:
     arena_bytes: int | None = None  # ExecuTorch: the memory planner's activation arena of forward
     kernels: str | None = None  # ExecuTorch: "xnnpack" or "portable"; OpenVINO: "default" or "jit"
     kernel_ratio: float | None = None  # OpenVINO, kernels "tune": the jit preference's time over default's
+    uint8_input: dict[str, Any] | None = None  # OpenVINO int8 taking uint8 NHWC: its InputQuantization
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as JSON-ready values (paths as strings), leaving out those that are None.

@@ -39,6 +39,7 @@ from ..errors import MissingFileError, UsageError, external_step
 from ..weights.card import ModelCard
 from .captured import MAX_BATCH, ExportedClassifier, check_batch, check_not_empty, check_threads
 from .fuse import fuse, out_of_place
+from .openvino_input import InputQuantization, input_quantization, take_quantized_input
 from .openvino_kernels import check_kernels, prefer_kernels, tune_kernels
 from .pt2e import check_options, in_modules, no_operation_error
 from .torch_export import card_from_metadata, torch_metadata
@@ -183,6 +184,7 @@ def export_openvino(
     calibration: torch.Tensor | None = None,
     keep_float: Sequence[str] = (),
     kernels: str = "default",
+    uint8_input: bool = False,
 ) -> IrFile:
     """Write ``model`` as OpenVINO IR: ``path`` (``.xml``) and its weights (``.bin`` beside it).
 
@@ -190,14 +192,18 @@ def export_openvino(
     quantized by :func:`quantize_nncf`. The IR takes float32 NCHW (N, 3, R, R); N is 1 unless
     ``dynamic_batch``. ``kernels``: ``"default"`` (OpenVINO's own choice), ``"jit"`` (the
     convolutions prefer OpenVINO's direct kernels) or ``"tune"`` (that preference only if it runs
-    faster on this machine, timed at export; see :mod:`~mobilenets.deploy.openvino_kernels`). Both
-    files are written to temporary names and renamed, ``.bin`` first.
+    faster on this machine, timed at export; see :mod:`~mobilenets.deploy.openvino_kernels`).
+    ``uint8_input`` (int8 only): the IR takes its input already quantized, uint8 (N, R, R, 3), which
+    saves the input's quantize and reorder (:mod:`~mobilenets.deploy.openvino_input`). Both files are
+    written to temporary names and renamed, ``.bin`` first.
     """
     ov = openvino_api()
     path = Path(path)
     if path.suffix != ".xml":
         raise UsageError(f"an OpenVINO IR file must end in .xml, got {str(path)!r}")
     check_kernels(kernels)
+    if uint8_input and calibration is None:
+        raise UsageError("uint8_input (--uint8-input): only for an int8 IR (--int8): its input is quantized")
     check_options(model, resolution, keep_float)
     for target in (path, path.with_suffix(".bin")):  # found before the .bin is renamed into place
         if target.is_dir():
@@ -206,6 +212,8 @@ def export_openvino(
     if calibration is not None:
         patterns = keep_float_patterns(program, keep_float)
         ov_model = quantize_nncf(ov_model, calibration, ignored_patterns=patterns)
+        if uint8_input:
+            ov_model, _ = take_quantized_input(ov_model, dynamic_batch=dynamic_batch)
     metadata = torch_metadata(
         card, file_format=OPENVINO_FORMAT, resolution=resolution, dynamic_batch=dynamic_batch, input_name="x"
     )
@@ -351,17 +359,22 @@ def compile_config(threads: int | None, precision: str) -> dict[str, Any]:
 
 
 class _Request(nn.Module):
-    """A compiled OpenVINO model's infer request as a module: float32 NCHW tensor in, logits out."""
+    """A compiled OpenVINO model's infer request as a module: float32 NCHW tensor in, logits out. An IR
+    taking uint8 NHWC (``quantization``) gets the batch quantized as its input expects."""
 
-    def __init__(self, compiled: Any, resolution: int) -> None:
+    def __init__(self, compiled: Any, resolution: int, quantization: InputQuantization | None) -> None:
         super().__init__()
         self.request = compiled.create_infer_request()
         self.resolution = resolution
+        self.quantization = quantization
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_batch(x, self.resolution, "this OpenVINO model")
         check_not_empty(x, "this OpenVINO model")
-        out = self.request.infer({0: np.ascontiguousarray(x.detach().float().numpy())})[0]
+        batch = np.ascontiguousarray(x.detach().float().numpy())
+        if self.quantization is not None:
+            batch = self.quantization.quantize(batch)
+        out = self.request.infer({0: batch})[0]
         return torch.from_numpy(np.array(out, dtype=np.float32))
 
 
@@ -372,6 +385,8 @@ class OpenVINOClassifier(ExportedClassifier):
     instructions) or ``"default"`` (OpenVINO's choice: bf16 where the CPU has it). ``threads``: the
     plugin's inference threads (default: OpenVINO's choice, the physical cores). A fixed-batch IR runs
     bigger batches one image at a time. ``metadata`` is the file's document (card, resolution, int8).
+    An IR taking uint8 NHWC (``input_quantization``, see :mod:`~mobilenets.deploy.openvino_input`) is
+    called like the others, with float NCHW images: they are quantized here as its input expects.
     """
 
     def __init__(
@@ -384,9 +399,13 @@ class OpenVINOClassifier(ExportedClassifier):
             compiled = core.compile_model(ov_model, "CPU", compile_config(threads, precision))
         dynamic = bool(metadata.get("dynamic_batch"))
         resolution = int(metadata["resolution"])
+        quantization = input_quantization(ov_model)
         super().__init__(
-            _Request(compiled, resolution), fixed_batch=None if dynamic else 1, resolution=resolution
+            _Request(compiled, resolution, quantization),
+            fixed_batch=None if dynamic else 1,
+            resolution=resolution,
         )
+        self.input_quantization = quantization
         self.metadata = metadata
         self.precision = precision
         self.path = Path(path)

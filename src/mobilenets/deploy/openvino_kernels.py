@@ -111,7 +111,7 @@ def time_kernels(
     rounds: int = TUNE_ROUNDS,
 ) -> KernelTiming:
     """Time the IR ``xml_path`` with :func:`prefer_kernels`'s preference and without, compiled by
-    OpenVINO's ``core`` with ``config``, on one (1, 3, ``resolution``, ``resolution``) image (what a
+    OpenVINO's ``core`` with ``config``, on one image of ``resolution`` (:func:`timing_input`: what a
     fixed-batch IR takes; an IR whose shape is free is timed on that too), in this process, taking
     turns."""
     path = Path(xml_path)
@@ -123,7 +123,7 @@ def time_kernels(
         requests = [
             core.compile_model(core.read_model(str(xml), weights), "CPU", config) for xml in (path, preferred)
         ]
-    x = np.random.default_rng(0).standard_normal((1, 3, resolution, resolution), dtype=np.float32)
+    x = timing_input(requests[0], resolution)
     runs = [request.create_infer_request() for request in requests]
     ratios = []
     for turn in range(rounds):
@@ -132,6 +132,15 @@ def time_kernels(
             medians[index] = _median_call(runs[index], x)
         ratios.append(medians[1] / medians[0])
     return KernelTiming(tuple(ratios))
+
+
+def timing_input(compiled: Any, resolution: int) -> np.ndarray:
+    """One seeded image of ``resolution`` as ``compiled`` takes it: float NCHW, or uint8 NHWC for an
+    IR taking its input quantized (:mod:`~mobilenets.deploy.openvino_input`)."""
+    rng = np.random.default_rng(0)
+    if compiled.input(0).get_element_type().get_type_name() == "u8":
+        return rng.integers(0, 256, (1, resolution, resolution, 3), dtype=np.uint8)
+    return rng.standard_normal((1, 3, resolution, resolution), dtype=np.float32)
 
 
 def _median_call(request: Any, x: np.ndarray) -> float:

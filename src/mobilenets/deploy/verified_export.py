@@ -117,6 +117,7 @@ def export_verified(
     qat_lr: float | None = None,
     portable: bool = False,
     kernels: str = "default",
+    uint8_input: bool = False,
 ) -> ExportReport:
     """Export ``model`` to ``out``, reload the file in its runtime and check it against PyTorch.
 
@@ -143,7 +144,8 @@ def export_verified(
     activation then lives in the memory planner's arena (``arena_bytes``), which is where the chunked
     and tiled models of :mod:`~mobilenets.deploy.memory_efficient` keep their saving.
     ``kernels`` (OpenVINO only): ``"default"``, ``"jit"`` or ``"tune"``, the convolution kernels the IR
-    asks OpenVINO for (:func:`~mobilenets.deploy.openvino_export.export_openvino`).
+    asks OpenVINO for (:func:`~mobilenets.deploy.openvino_export.export_openvino`); ``uint8_input``
+    (OpenVINO int8) makes the IR take its input quantized, uint8 NHWC (the report's ``uint8_input``).
     ``model`` is put in eval mode and not otherwise changed.
     """
     check_export_values(
@@ -167,6 +169,7 @@ def export_verified(
         qat_lr=qat_lr,
         portable=portable,
         kernels=check_kernels(kernels),
+        uint8_input=uint8_input,
     )
     if resolution is None:
         if card is None:
@@ -211,7 +214,9 @@ def export_verified(
         if format == "executorch":
             return _executorch(model, at, card, resolution, verify, settings, portable=portable)
         if format == "openvino":
-            return _openvino(model, at, card, resolution, verify, settings, kernels=kernels)
+            return _openvino(
+                model, at, card, resolution, verify, settings, kernels=kernels, uint8_input=uint8_input
+            )
         return (_onnx if format == "onnx" else _torch)(model, at, card, resolution, verify, settings)
 
     return export_checked(Path(out), format, export)
@@ -433,6 +438,7 @@ def _openvino(
     settings: _Int8Settings,
     *,
     kernels: str,
+    uint8_input: bool,
 ) -> ExportReport:
     """OpenVINO IR (fp32, or int8 by NNCF), compiled by OpenVINO in fp32 and checked against PyTorch."""
     from .openvino_export import OpenVINOClassifier, export_openvino
@@ -448,11 +454,14 @@ def _openvino(
         calibration=calibration,
         keep_float=settings.keep_float,
         kernels=kernels,
+        uint8_input=uint8_input,
     )
     export_seconds = time.perf_counter() - started
     loaded = OpenVINOClassifier(out, precision="fp32")
+    quantization = loaded.input_quantization
     batches = verification_batches(verify, fixed_batch=not base.dynamic_batch)
     return _checked(
         base, model, loaded, batches, calibration, "nncf", seconds=export_seconds, size=written.bytes,
         kernels=written.kernels, kernel_ratio=written.kernel_ratio,
+        uint8_input=None if quantization is None else quantization.to_dict(),
     )  # fmt: skip
