@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+import mobilenets
 from mobilenets.bench.load import load_variant
 from mobilenets.bench.prepare import prepare
 from mobilenets.bench.workfiles import WorkFiles
@@ -27,6 +28,11 @@ from mobilenets.weights import ModelCard
 from tests.conftest import run_cli
 
 INT8_CALIBRATION = ["--calib", "digits", "--calib-images", "40"]
+
+
+def _input_shapes(*paths: Path) -> list[str]:
+    core = openvino_api().Core()
+    return [str(core.read_model(str(path)).inputs[0].get_partial_shape()) for path in paths]
 
 
 def _stem_kernel(path: Path) -> str:
@@ -97,10 +103,21 @@ def test_uint8_input_with_a_free_batch_and_the_refusals(
         model, tmp_path / "d.xml", resolution=32, card=card, calibration=calibration, dynamic_batch=True,
         uint8_input=True,
     )  # fmt: skip
-    assert (
-        str(openvino_api().Core().read_model(str(free.path)).inputs[0].get_partial_shape()) == "[?,32,32,3]"
-    )
+    assert _input_shapes(free.path) == ["[?,32,32,3]"]
     assert OpenVINOClassifier(free.path)(torch.rand(3, 3, 32, 32)).shape == (3, 10)
+    # A GroupNorm network's IR keeps its whole input shape free (OpenVINO crashes on a fixed one): so
+    # does its uint8 input, and it computes what the float-input int8 IR does.
+    grouped = mobilenets.create_model(
+        "mobilenet_v2", width_mult=0.25, num_classes=10, norm="groupnorm"
+    ).eval()
+    written = [
+        export_openvino(grouped, tmp_path / name, resolution=32, calibration=calibration, uint8_input=uint8)
+        for name, uint8 in (("g.xml", False), ("gu.xml", True))
+    ]
+    assert _input_shapes(written[1].path) == ["[?,?,?,3]"]
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    plain, quantized = (OpenVINOClassifier(ir.path)(x) for ir in written)
+    torch.testing.assert_close(quantized, plain, atol=1e-4, rtol=1e-4)
     with pytest.raises(ValueError, match=r"uint8_input \(--uint8-input\): only for an int8 IR"):
         export_openvino(model, tmp_path / "f.xml", resolution=32, uint8_input=True)
     with pytest.raises(ValueError, match=r"input is not quantized.*drop the stem from keep_float"):

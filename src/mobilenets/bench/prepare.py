@@ -116,7 +116,7 @@ def _openvino(files: WorkFiles, variant: str, source: nn.Module, calibration: to
     if uint8:
         _openvino(files, "torchvision_openvino_int8", source, calibration)
         model = ov.Core().read_model(str(files.openvino(side, int8=True)))
-        model, _ = take_quantized_input(model, dynamic_batch=files.dynamic_batch)
+        model, _ = take_quantized_input(model)
     else:
         onnx = files.onnx(side, int8=False)
         if not onnx.exists():

@@ -213,7 +213,7 @@ def export_openvino(
         patterns = keep_float_patterns(program, keep_float)
         ov_model = quantize_nncf(ov_model, calibration, ignored_patterns=patterns)
         if uint8_input:
-            ov_model, _ = take_quantized_input(ov_model, dynamic_batch=dynamic_batch)
+            ov_model, _ = take_quantized_input(ov_model)
     metadata = torch_metadata(
         card, file_format=OPENVINO_FORMAT, resolution=resolution, dynamic_batch=dynamic_batch, input_name="x"
     )

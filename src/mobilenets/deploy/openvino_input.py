@@ -50,12 +50,13 @@ def input_quantization(ov_model: Any) -> InputQuantization | None:
     return InputQuantization(float(entry["scale"]), int(entry["zero_point"]))
 
 
-def take_quantized_input(ov_model: Any, *, dynamic_batch: bool) -> tuple[Any, InputQuantization]:
+def take_quantized_input(ov_model: Any) -> tuple[Any, InputQuantization]:
     """``ov_model`` (an NNCF int8 IR taking float NCHW), changed in place to take uint8 NHWC instead,
     and its mapping, which the model also records (:func:`input_quantization`).
 
-    The FakeQuantize on the input is cut out; a new input of uint8 (N, R, R, 3) is dequantized in the
-    graph and transposed to NCHW where the FakeQuantize's output went. Refused (``UsageError``) when
+    The FakeQuantize on the input is cut out; a new input of uint8 (N, R, R, 3), its dimensions free
+    where the float input's were, is dequantized in the graph and transposed to NCHW where the
+    FakeQuantize's output went. Refused (``UsageError``) when
     the input is not quantized by one per-tensor uint8 FakeQuantize, for example with the stem left
     float (``keep_float``).
     """
@@ -80,7 +81,9 @@ def take_quantized_input(ov_model: Any, *, dynamic_batch: bool) -> tuple[Any, In
             f"uint8_input (--uint8-input): the input's quantization range {low:g}..{high:g} puts zero "
             "off the uint8 grid; export with float input"
         )
-    size = [-1 if dynamic_batch else shape[0].get_length(), shape[2].get_length(), shape[3].get_length(), 3]
+    # The float input's dimensions in NHWC order, free where they were free (a GroupNorm network's IR
+    # keeps its spatial size free: OpenVINO's compiler crashes on it with a fixed one).
+    size = [shape[index] for index in (0, 2, 3, 1)]
     pixels = ops.parameter(ov.PartialShape(size), ov.Type.u8, name=parameter.get_friendly_name())
     shifted = ops.subtract(ops.convert(pixels, ov.Type.f32), ops.constant(np.float32(zero_point)))
     values = ops.multiply(shifted, ops.constant(np.float32(scale)))
