@@ -169,6 +169,26 @@ def test_ablate_passes_the_whole_recipe_and_reports_it(monkeypatch: pytest.Monke
     assert "Recipe: weight_decay 0.0005, label_smoothing 0.1, warmup_epochs 2.0, lr 0.1." in markdown(report)
 
 
+def test_an_interrupted_ablation_exits_130_like_train(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C or SIGTERM stops the arm's training, which saves its state and says so; the ablation
+    then stops as `train` does (exit 130, "interrupted"), not with an error about a short run."""
+    import mobilenets.ablation.run as running
+
+    calls: list[object] = []
+
+    def interrupted(config: object) -> dict[str, object]:
+        calls.append(config)
+        return {"interrupted": True}
+
+    monkeypatch.setattr(running, "train", interrupted)
+    code, _, err = run_cli(
+        ["ablate", "separable", "--seeds", "1", "--epochs", "2", "--out", str(tmp_path / "a")]
+    )
+    assert (code, err.strip(), len(calls)) == (130, "mobilenets ablate: interrupted", 1)
+
+
 def test_expansion_shortcuts_are_one_fewer_per_stage() -> None:
     """A stage's first block changes width or stride: its expansion joins nothing (n blocks, n - 2 joins)."""
     counts = {shortcut: count_skips(mobilenets.mobilenet_v2(shortcut=shortcut)) for shortcut in SHORTCUTS}

@@ -430,6 +430,22 @@ def test_cache_converts_and_skips(
     _check_skip_reasons(bad_folder, _skip_warnings(recorded), bad)
 
 
+def test_cache_skips_a_thin_strip_before_resizing_it(
+    tmp_path: Path, recorded: list[warnings.WarningMessage]
+) -> None:
+    """The cache (eval and train on folders) fits each image's shorter side to the size: a 200000×1
+    strip at 32 px would take 2.4 GB, so it is skipped with the reason, as predict refuses it."""
+    strip, good = tmp_path / "strip.png", tmp_path / "good.png"
+    Image.new("RGB", (200_000, 1)).save(strip)
+    Image.new("RGB", (SIZE, SIZE), (9, 8, 7)).save(good)
+    images, kept, skipped = decode_all([str(good), str(strip)], SIZE, workers=0)
+    assert (tuple(images.shape), kept.tolist(), skipped) == ((1, 3, SIZE, SIZE), [0], [str(strip)])
+    reason = f"{strip} is 200000×1: resized to {SIZE} on its shorter side it would have"
+    messages = [str(record.message) for record in recorded]
+    assert len(messages) == 1 and messages[0].startswith(SKIP_PREFIX + reason), messages
+    assert "over MAX_IMAGE_PIXELS" in messages[0]
+
+
 def _square(image: torch.Tensor) -> torch.Tensor:
     """The lazy dataset's transform here: uint8 (3, SIZE, SIZE), pixels unchanged for SIZE×SIZE inputs."""
     return fit_square(image, SIZE)

@@ -36,6 +36,13 @@ def test_console_entry_point_lists_models_and_reports_bad_input() -> None:
     bad = run_cli_process("summary", "mobilenet_v5")
     assert bad.returncode == 2 and "unknown model 'mobilenet_v5'" in bad.stderr
     assert "Traceback" not in bad.stderr
+    # A library warning is one line on stderr, like an error: no source path, no source line.
+    warned = run_cli_process("summary", "mobilenet_v1", "--width-mult", "0.25", "--memory-efficient", "4")
+    assert warned.returncode == 0 and warned.stderr.startswith(
+        "mobilenets summary: warning: memory_efficient"
+    )
+    assert len([line for line in warned.stderr.splitlines() if "warning" in line]) == 1, warned.stderr
+    assert ".py:" not in warned.stderr, warned.stderr
 
 
 def test_the_cli_starts_without_libraries_only_some_commands_use() -> None:

@@ -289,7 +289,9 @@ def run_ablation(
         int8: list[float] = []
         train_seconds = 0.0
         for config in configs[arm.name]:
-            train(TrainConfig(**{**config.to_dict(), "resume": _saved_run(config)}))
+            summary = train(TrainConfig(**{**config.to_dict(), "resume": _saved_run(config)}))
+            if summary["interrupted"]:  # Ctrl-C or SIGTERM: the run saved its state; so does the ablation
+                raise KeyboardInterrupt
             top1.append(_final_top1(Path(config.out), epochs))
             train_seconds += _run_seconds(Path(config.out))
             if claim.metric == "int8_drop":

@@ -14,6 +14,7 @@ import io
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
@@ -60,6 +61,26 @@ def _sigterm_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+@contextmanager
+def _one_line_warnings(command: str) -> Iterator[None]:
+    """Warnings shown while a command runs are one line on stderr, like its errors
+    (``mobilenets eval: warning: ...``), without Python's source path and line. Only the format
+    changes: where warnings are recorded instead (``catch_warnings(record=True)``), they still are."""
+    formatted = warnings.formatwarning
+
+    def one_line(
+        message: Warning | str, category: type[Warning], filename: str, lineno: int, line: str | None = None
+    ) -> str:
+        kind = "" if category is UserWarning else f" ({category.__name__})"
+        return f"mobilenets {command}: warning{kind}: {message}\n"
+
+    warnings.formatwarning = one_line
+    try:
+        yield
+    finally:
+        warnings.formatwarning = formatted
+
+
 def _given_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> frozenset[str]:
     """The destinations of the options ``argv`` sets for ``args.command`` (not those at their defaults):
     a resumed run takes the others from its saved options. ``parser`` has parsed ``argv`` already."""
@@ -90,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.given = _given_options(parser, argv)
     prefix = f"mobilenets {args.command}: error:"
     try:
-        with _sigterm_interrupts():
+        with _sigterm_interrupts(), _one_line_warnings(args.command):
             return int(args.run(args) or 0)
     except KeyboardInterrupt:
         print(f"mobilenets {args.command}: interrupted", file=sys.stderr)

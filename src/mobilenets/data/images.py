@@ -176,10 +176,22 @@ def _decode(path: str | Path) -> torch.Tensor:
     return image
 
 
-def fit_square(image: torch.Tensor, size: int) -> torch.Tensor:
-    """``image`` (3, H, W) as (3, size, size): shorter side resized to ``size``, then centre-cropped."""
+def fit_square(image: torch.Tensor, size: int, path: str = "an image") -> torch.Tensor:
+    """``image`` (3, H, W) as (3, size, size): shorter side resized to ``size``, then centre-cropped.
+
+    ``ImageDecodeError`` (the file is skipped like an unreadable one) where the resize would make more
+    than :data:`MAX_IMAGE_PIXELS`: a thin strip's longer side grows with the shorter one (a 200000×1
+    strip at 32 would take 2.4 GB), as predict's preprocessing refuses it too.
+    """
     if image.shape[-2:] == (size, size):
         return image
+    height, width = image.shape[-2:]
+    pixels = size * round(max(height, width) * size / max(min(height, width), 1))
+    if pixels > MAX_IMAGE_PIXELS:
+        raise ImageDecodeError(
+            f"{path} is {width}×{height}: resized to {size} on its shorter side it would have {pixels:,} "
+            f"pixels, over MAX_IMAGE_PIXELS = {MAX_IMAGE_PIXELS:,}"
+        )
     resized = TF.resize(image, [size], antialias=True)
     return TF.center_crop(resized, [size, size])
 
@@ -230,7 +242,7 @@ class _Chunks(Dataset[tuple[torch.Tensor, torch.Tensor, list[str]]]):
         with _quiet_decoders():
             for path in chunk:
                 try:
-                    images.append(fit_square(_decode(path), self.size))
+                    images.append(fit_square(_decode(path), self.size, path))
                     ok.append(True)
                 except ImageDecodeError as err:
                     images.append(blank)

@@ -255,7 +255,7 @@ def load_pretrained(
         if overrides:
             raise UsageError(
                 f"{str(path)!r} carries its own model card (model, build options, preprocessing); "
-                f"{', '.join(overrides)} apply only to bare weights from another project"
+                f"{', '.join(overrides)}: only for bare weights from another project"
             )
         trained = load_trained_model(path)
         if model is not None and model != trained.card.model:
