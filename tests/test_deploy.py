@@ -641,6 +641,11 @@ def test_patches_lower_the_chunked_peak_and_reject_what_they_cannot_tile() -> No
         assert isinstance(small.stem, PatchedStem) and small.stem.names[-1] == "blocks.4.2", size
     with pytest.raises(ValueError, match="patch stride must be a positive integer"):
         memory_efficient(model, 4, patches=2, patch_stride=0)
+    # More tiles than the tiled map has pixels would make fewer than asked for: said instead.
+    with pytest.raises(
+        ValueError, match=r"patches=17: the tiles divide a 16×16 map .* at most 16 tiles per side"
+    ):
+        memory_efficient(model, 4, patches=17, resolution=64)
     with pytest.raises(ValueError, match=r"patch stride 3: .* blocks reach 2, 4, 8, 16, 32"):
         memory_efficient(model, 4, patches=2, patch_stride=3)
     with pytest.raises(ValueError, match="BatchNorm must be folded first"):

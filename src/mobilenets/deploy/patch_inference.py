@@ -259,11 +259,18 @@ def patch_stem(
         x = model.stem(x)
         if x.shape[-1] < smallest:
             raise UsageError(f"the stem alone reduces the input by more than the patch stride {stride}")
+        tiled = tuple(x.shape[-2:])  # the map the tiles divide: the last taken module's output
         for name, block in model.iter_blocks():
             x = block(x)
             if x.shape[-1] < smallest:
                 break
             taken.append((name, block))
+            tiled = tuple(x.shape[-2:])
+    if patches > min(tiled):  # more tiles than pixels: fewer would be made than asked for
+        raise UsageError(
+            f"patches={patches}: the tiles divide a {tiled[0]}×{tiled[1]} map (output stride {stride} at "
+            f"{size} px), so at most {min(tiled)} tiles per side"
+        )
     model.stem = PatchedStem(taken, patches)
     for name, _ in taken[1:]:
         stage, position = name.split(".")[1:]
