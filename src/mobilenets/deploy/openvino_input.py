@@ -1,9 +1,10 @@
 """int8 OpenVINO IRs that take their input already quantized: uint8 values in NHWC.
 
 NNCF's int8 IR begins with a FakeQuantize of the float NCHW input. OpenVINO runs it as a quantize
-followed by a reorder to the channels-last layout its int8 stem convolution reads: about 5% of a
-mobilenet_v2 call on the AVX-512 EPYC (``benchmarks/runtime_latency.py``). An IR that takes the
-quantized values themselves, uint8 in NHWC as cameras and decoders deliver pixels, skips both. The
+followed by a reorder to the channels-last layout its int8 stem convolution reads: about 3% of a
+mobilenet_v2 call on the AVX-512 EPYC (``mobilenets bench --pair
+ours_openvino_uint8,ours_openvino_int8``). An IR that takes the quantized values themselves, uint8 in
+NHWC as cameras and decoders deliver pixels, skips both. The
 app maps each pixel through one table per channel (:func:`pixel_table`: normalise, then quantize)
 instead of normalising floats and transposing to NCHW; TensorFlow Lite's uint8-input models work the
 same way. The network is unchanged: the IR dequantizes the input as the FakeQuantize would,
@@ -56,9 +57,8 @@ def take_quantized_input(ov_model: Any) -> tuple[Any, InputQuantization]:
 
     The FakeQuantize on the input is cut out; a new input of uint8 (N, R, R, 3), its dimensions free
     where the float input's were, is dequantized in the graph and transposed to NCHW where the
-    FakeQuantize's output went. Refused (``UsageError``) when
-    the input is not quantized by one per-tensor uint8 FakeQuantize, for example with the stem left
-    float (``keep_float``).
+    FakeQuantize's output went. Refused (``UsageError``) when the input is not quantized by one
+    per-tensor uint8 FakeQuantize, for example with the stem left float (``keep_float``).
     """
     import openvino as ov
     import openvino.opset13 as ops
