@@ -62,6 +62,14 @@ def test_shortcut_options_move_or_remove_the_skips() -> None:
         mobilenets.mobilenet_v2(shortcut="resnet")
     with pytest.raises(ValueError, match="no per-block features"):
         mobilenets.mobilenet_v2(shortcut="expansion", features_only=True)
+    # Nor from the classifier: run block by block, its stages' shortcuts were silently left out.
+    expansion = mobilenets.mobilenet_v2(width_mult=0.25, shortcut="expansion")
+    for timm_call in (
+        lambda: expansion.forward_intermediates(torch.randn(1, 3, 64, 64)),
+        lambda: expansion.prune_intermediate_layers(2),
+    ):
+        with pytest.raises(ValueError, match="no per-block features"):
+            timm_call()
 
 
 def test_expansion_shortcuts_join_consecutive_expanded_layers() -> None:
@@ -157,10 +165,13 @@ def test_ablate_passes_the_whole_recipe_and_reports_it(monkeypatch: pytest.Monke
 
     monkeypatch.setattr(ablation, "run_ablation", stop)
     argv = ["ablate", "separable", "--out", "unused", "--weight-decay", "5e-4", "--label-smoothing", "0.1"]
-    code, _, err = run_cli([*argv, "--warmup-epochs", "2", "--lr", "0.1"])
+    # --grad-clip and --precision: the levers a diverged arm's error names (train's message)
+    code, _, err = run_cli(
+        [*argv, "--warmup-epochs", "2", "--lr", "0.1", "--grad-clip", "1", "--precision", "fp32"]
+    )
     assert code == 2 and "stopped here" in err
     options = {"weight_decay": 5e-4, "label_smoothing": 0.1, "warmup_epochs": 2.0, "lr": 0.1}
-    assert seen["train_options"] == options
+    assert seen["train_options"] == {**options, "grad_clip": 1.0, "precision": "fp32"}
     recipe = {"model": "m", "data": "d", "epochs": 1, "width_mult": 1.0, "img_size": 32, "batch_size": 8}
     report = {
         "claim": "c", "source": "s", "statement": "s", "model": "m", "seeds": [0], "metric": "top-1 (%)",

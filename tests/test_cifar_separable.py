@@ -76,6 +76,23 @@ def test_pooled_separable_conv_pools_after_the_pointwise_conv() -> None:
         PooledSeparableConv(8, 16, stride=3)
 
 
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        ({"dilation": 0}, "dilation"),  # built, then failed at the first forward with torch's message
+        ({"dilation": -1}, "dilation"),
+        ({"kernel_size": 0}, "kernel_size"),  # was told it "spans an even number of pixels"
+        ({"in_channels": 0}, "in_channels"),  # was torch's bare "groups must be a positive integer"
+        ({"out_channels": 2.0}, "out_channels"),
+    ],
+)
+def test_pooled_separable_conv_names_a_bad_size_when_built(options: dict, named: str) -> None:
+    sizes = {"in_channels": 8, "out_channels": 16}
+    sizes.update({key: options.pop(key) for key in list(options) if key in sizes})
+    with pytest.raises(UsageError, match=f"^{named} must be a positive integer"):
+        PooledSeparableConv(sizes["in_channels"], sizes["out_channels"], **options)
+
+
 def test_pooled_separable_conv_gates_its_output_channels_with_squeeze_excite() -> None:
     block = PooledSeparableConv(8, 16, stride=2, se_channels=4).eval()
     assert isinstance(block.se, SqueezeExcite) and block.se.fc1.out_channels == 4

@@ -147,6 +147,7 @@ def test_nan_loss_mid_run_stops_naming_the_step_and_keeps_the_last_checkpoint(
     with pytest.raises(TrainingError, match=r"loss became nan at epoch 2, step 3; try a lower --lr") as error:
         train(TrainConfig(**FAST, epochs=2, out=str(tmp_path)))
     assert "last good checkpoint" in str(error.value) and "unchanged" in str(error.value)
+    assert "--precision" not in str(error.value)  # the run was fp32 already (autocast only on CUDA)
     assert check_run_directory(tmp_path) == "" and load_training_state(tmp_path)["epoch"] == 1
 
 

@@ -7,6 +7,7 @@ import contextlib
 import json
 import sys
 
+from ..training.config import PRECISIONS
 from .common import add_small_input_argument, path_argument
 
 
@@ -38,6 +39,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--warmup-epochs", type=float, default=None, help="linear warm-up (default: 1, at most epochs / 10)"
     )
     parser.add_argument("--augment", default=None, help="training augmentation (default none)")
+    parser.add_argument("--grad-clip", type=float, default=None, help="max grad norm (default 0: off)")
+    parser.add_argument(
+        "--precision", choices=PRECISIONS, default=None, help="autocast (default auto: bf16 on CUDA only)"
+    )
     parser.add_argument("--workers", type=int, default=None, help="data-loading workers (default 2)")
     add_small_input_argument(parser)
     parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
@@ -59,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
             ("label_smoothing", args.label_smoothing),
             ("warmup_epochs", args.warmup_epochs),
             ("augment", args.augment),
+            ("grad_clip", args.grad_clip),
+            ("precision", args.precision),
             ("workers", args.workers),
             ("small_input", args.small_input or None),
         )

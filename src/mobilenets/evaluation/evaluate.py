@@ -112,14 +112,16 @@ def evaluate(
                         "(a features_only model cannot be evaluated)"
                     )
                 logits = output.float()
-                # topk ranks NaN first: a broken model would still get a plausible score. (Training
+                # topk ranks NaN first and breaks ties between infinities arbitrarily: a broken model
+                # would still get a plausible score, so it gets none, as `predict` gives none. (Training
                 # evaluates `into` its own metrics, and checks its weights itself, on every process.)
-                broken = int(logits.isnan().any(dim=1).sum()) if into is None and logits.ndim == 2 else 0
+                checked = into is None and logits.ndim == 2
+                broken = int((~logits.isfinite().all(dim=1)).sum()) if checked else 0
                 if broken:
                     raise UsageError(
-                        f"the model gave NaN logits for {broken} of {logits.shape[0]} images in a batch: "
-                        "its weights or its precision are broken (a NaN weight, an overflow); no accuracy "
-                        "is reported"
+                        f"the model gave NaN or infinite logits for {broken} of {logits.shape[0]} images "
+                        "in a batch: its weights or its precision are broken (a NaN weight, an overflow); "
+                        "no accuracy is reported"
                     )
                 if metrics is None:
                     if logits.ndim != 2:

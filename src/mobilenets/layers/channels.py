@@ -36,6 +36,13 @@ def is_positive_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
+def check_positive_ints(**values: object) -> None:
+    """Raise a :class:`UsageError` naming the first of ``values`` (name=value) not a positive int."""
+    for label, value in values.items():
+        if not is_positive_int(value):
+            raise UsageError(f"{label} must be a positive integer, got {value!r}")
+
+
 def is_real(value: object) -> TypeGuard[float]:
     """Whether ``value`` is a real number (int, float, NumPy scalars; not a bool), NaN included."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)

@@ -7,7 +7,7 @@ from torch import nn
 
 from ..errors import UsageError, WrongTypeError
 from .activations import create_activation
-from .channels import is_positive_int
+from .channels import check_positive_ints, is_positive_int
 from .norm import NormConfig
 from .padding import create_conv2d
 
@@ -35,15 +35,13 @@ class ConvNormAct(nn.Module):
         padding: str = "symmetric",
     ) -> None:
         super().__init__()
-        for label, value in (
-            ("in_channels", in_channels),
-            ("out_channels", out_channels),
-            ("kernel_size", kernel_size),
-            ("stride", stride),
-            ("dilation", dilation),
-        ):
-            if not is_positive_int(value):
-                raise UsageError(f"{label} must be a positive integer, got {value!r}")
+        check_positive_ints(
+            in_channels=in_channels,
+            out_channels=out_channels,
+            kernel_size=kernel_size,
+            stride=stride,
+            dilation=dilation,
+        )
         if not is_positive_int(groups) or in_channels % groups or out_channels % groups:
             raise UsageError(
                 f"groups={groups!r} must be a positive integer dividing in_channels={in_channels} "

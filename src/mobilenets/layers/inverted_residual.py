@@ -9,7 +9,7 @@ from torch import nn
 
 from ..errors import UsageError
 from .activations import check_activation
-from .channels import is_positive_int, is_real
+from .channels import check_positive_ints, is_positive_int, is_real
 from .conv_norm_act import ConvNormAct
 from .drop_path import DropPath
 from .norm import NormConfig
@@ -66,13 +66,9 @@ class InvertedResidual(nn.Module):
         shortcut: str = "bottleneck",
     ) -> None:
         super().__init__()
-        for label, value in (
-            ("in_channels", in_channels),
-            ("out_channels", out_channels),
-            ("hidden_channels", hidden_channels),
-        ):
-            if not is_positive_int(value):
-                raise UsageError(f"{label} must be a positive integer, got {value!r}")
+        check_positive_ints(
+            in_channels=in_channels, out_channels=out_channels, hidden_channels=hidden_channels
+        )
         if not (is_positive_int(se_channels) or (type(se_channels) is int and se_channels == 0)):
             raise UsageError(
                 f"se_channels must be a non-negative integer (0: no squeeze-excite), got {se_channels!r}"

@@ -7,6 +7,7 @@ from torch import nn
 
 from ..errors import UsageError
 from .activations import create_activation
+from .channels import check_positive_ints
 from .conv_norm_act import ConvNormAct
 from .norm import NormConfig
 from .padding import create_conv2d
@@ -91,6 +92,9 @@ class PooledSeparableConv(nn.Module):
         depthwise_last: bool = False,
     ) -> None:
         super().__init__()
+        check_positive_ints(
+            in_channels=in_channels, out_channels=out_channels, kernel_size=kernel_size, dilation=dilation
+        )
         if stride not in (1, 2):
             raise UsageError(f"stride must be 1 or 2 (a 2×2 max pool), got {stride!r}")
         if type(se_channels) is not int or se_channels < 0:

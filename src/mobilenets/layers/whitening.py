@@ -16,7 +16,7 @@ from torch import nn
 
 from ..errors import UsageError
 from .activations import create_activation, is_tracing
-from .channels import is_positive_int
+from .channels import check_positive_ints
 
 # Added to each eigenvalue before its square root: the patch directions with almost no variance (the
 # finest checkerboard patterns) are amplified at most 1/√eps, not without bound. For inputs normalised
@@ -37,9 +37,7 @@ class PatchWhitening(nn.Module):
         self, in_channels: int = 3, kernel_size: int = 2, *, activation: str | None = "gelu"
     ) -> None:
         super().__init__()
-        for label, value in (("in_channels", in_channels), ("kernel_size", kernel_size)):
-            if not is_positive_int(value):
-                raise UsageError(f"{label} must be a positive integer, got {value!r}")
+        check_positive_ints(in_channels=in_channels, kernel_size=kernel_size)
         self.kernel_size = kernel_size
         out_channels = 2 * in_channels * kernel_size * kernel_size
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, bias=True)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import UsageError, WrongTypeError
+from ..layers.inverted_residual import ExpansionShortcutStage
 from ..layers.whitening import PatchWhitening
 from .data_config import data_config
 from .features import FeatureInfo, FeatureLevel, Indices, take_indices
@@ -226,7 +227,16 @@ class MobileNet(nn.Module):
                 yield f"blocks.{stage_index}.{block_index}", block
 
     def _sequence(self) -> list[nn.Module]:
-        """Stem and every block in execution order: the positions ``feature_info`` refers to."""
+        """Stem and every block in execution order: the positions ``feature_info`` refers to.
+
+        Run one by one, the blocks of a ``shortcut="expansion"`` stage would lose the shortcuts their
+        stage adds between them, so such a network has no per-block features (as the builder says of
+        ``features_only``)."""
+        if any(isinstance(stage, ExpansionShortcutStage) for stage in self.blocks.children()):
+            raise UsageError(
+                "shortcut='expansion' (an ablation arm) has no per-block features: its shortcuts join "
+                "blocks inside each stage; use forward_features or a model with shortcut='bottleneck'"
+            )
         return [self.stem, *(block for _, block in self.iter_blocks())]
 
     def forward_intermediates(

@@ -248,10 +248,10 @@ class Trainer:
         loss = self.criterion(logits.float(), labels)
         loss_value = float(loss.detach())
         if not math.isfinite(loss_value):
+            fp32 = "" if self.amp_dtype is None else ", or --precision fp32"  # (only if autocast was on)
             raise TrainingError(
-                f"loss became {loss_value} at epoch {self.epoch}, step {self.step_in_epoch + 1}; "
-                f"try a lower --lr (now {self.config.peak_lr:g}), --grad-clip 1.0 or --precision fp32. "
-                f"{kept_checkpoint(self.out)}"
+                f"loss became {loss_value} at epoch {self.epoch}, step {self.step_in_epoch + 1}; try a lower "
+                f"--lr (now {self.config.peak_lr:g}) or --grad-clip 1.0{fp32}. {kept_checkpoint(self.out)}"
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
