@@ -148,7 +148,8 @@ def test_export_cli_uint8_input_then_eval(
         "path": Path(report["path"]),
         "verified_batch_sizes": tuple(report["verified_batch_sizes"]),
     }
-    assert "input uint8 NHWC (value = (q - " in _message(ExportReport(**fields))
+    said = _message(ExportReport(**fields))
+    assert "input uint8 NHWC (value = (q - " in said and "calibrated on 40 images: top-1 agrees" in said
     scored = []
     for path in (quantized, plain):
         code, stdout, err = run_cli(["eval", "--openvino", str(path), "--json", "--no-confusion"])

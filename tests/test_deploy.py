@@ -179,6 +179,30 @@ def test_quantize_keeps_named_modules_in_float(tmp_path: Path) -> None:
         quantize_onnx(fp32, tmp_path / "x.onnx", torch.randn(3, 64, 64))
 
 
+def test_keep_float_keeps_mobilenet_v3s_hard_swish_float(tmp_path: Path) -> None:
+    """ONNX Runtime's pre-processing inlines HardSwish into an unnamed HardSigmoid and Mul: they are
+    named after their module again, so `stem` keeps its activation float and `stem.act` is found."""
+    model = mobilenets.mobilenet_v3_small(width_mult=0.25).eval()
+    fp32 = export_onnx(model, tmp_path / "fp32.onnx", resolution=64, dynamic_batch=True)
+    calibration = torch.randn(8, 3, 64, 64)
+    for kept in ("stem", "stem.act"):
+        int8 = quantize_onnx(fp32, tmp_path / "int8.onnx", calibration, method="minmax", exclude=[kept])
+        proto = onnx.load(str(int8))
+        nodes = {node.name: node for node in proto.graph.node}
+        assert "" not in nodes  # every node named
+        # float: what the HardSigmoid writes goes to the Mul unquantized (int8, a Q/DQ pair sits between)
+        gate = nodes["stem.act/HardSigmoid"].output[0]
+        assert gate in nodes["stem.act/Mul"].input and gate not in quantized_tensors(proto), kept
+    unkept = onnx.load(str(quantize_onnx(fp32, tmp_path / "all.onnx", calibration, method="minmax")))
+    stem_gate = next(node for node in unkept.graph.node if node.op_type == "HardSigmoid").output[0]
+    assert stem_gate in quantized_tensors(unkept)  # int8 when nothing is kept float
+
+
+def quantized_tensors(proto: Any) -> set[str]:
+    """The tensors a QDQ file quantizes (each a QuantizeLinear's input)."""
+    return {node.input[0] for node in proto.graph.node if node.op_type == "QuantizeLinear"}
+
+
 def test_quantize_calibrates_a_fixed_batch_file_like_a_dynamic_one(tmp_path: Path) -> None:
     """A file exported without a dynamic batch takes batches of 1 only: calibration feeds it those, and
     the activation ranges come out as for the same images in batches of 10."""

@@ -360,6 +360,7 @@ def test_calibration_never_takes_the_held_out_images_and_spreads_over_a_folder(
 
     from mobilenets.data import card_eval_set, first_images
     from mobilenets.data.card import calibration_images
+    from mobilenets.errors import UsageError
 
     _, _, card = digits_checkpoint
     own = calibration_images(card, "digits", 300)  # the data it trained on: its training part
@@ -373,6 +374,22 @@ def test_calibration_never_takes_the_held_out_images_and_spreads_over_a_folder(
             Image.new("RGB", (32, 32), (shade, shade, shade)).save(tmp_path / f"c{label}" / f"{index}.png")
     spread = calibration_images(card, str(tmp_path), 4)
     assert len(spread) == 4 and len({round(float(image.mean()), 3) for image in spread}) == 4
+    # Fewer images than asked are said, not only counted in --json; none readable is a UsageError, not
+    # torch.cat's traceback.
+    with pytest.warns(UserWarning, match=rf"calibrating on 40 images, not 300: {tmp_path} has 40 images"):
+        assert len(calibration_images(card, str(tmp_path), 300)) == 40
+    listing = tmp_path / "calib.txt"
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    listing.write_text(f"{tmp_path / 'broken.png'}, 0\n{tmp_path / 'c1' / '0.png'}, 1\n")
+    with (
+        pytest.warns(UserWarning, match="skipping unreadable image"),
+        pytest.raises(UsageError, match="none of the 1 images asked for could be read"),
+    ):
+        calibration_images(card, str(listing), 1)
+    with pytest.warns(UserWarning) as caught:
+        assert len(calibration_images(card, str(listing), 2)) == 1
+    said = [str(warning.message) for warning in caught]
+    assert said[-1] == "calibrating on 1 images, not 2: some could not be read", said
 
 
 def test_a_refused_int8_export_leaves_no_file(

@@ -328,7 +328,8 @@ def _message(report: ExportReport) -> str:
         ]
         if report.int8 is not None:
             lines.append(
-                f"{report.path}: int8, {report.bytes / 1e6:.1f} MB, top-1 agrees with PyTorch on "
+                f"{report.path}: int8, {report.bytes / 1e6:.1f} MB, calibrated on "
+                f"{report.calibration_images} images, top-1 agrees with PyTorch on "
                 f"{100 * (report.int8_top1_agreement or 0):.1f}% of the verification images"
             )
         return "\n".join(lines)
@@ -348,8 +349,9 @@ def _message(report: ExportReport) -> str:
         compiled = " + compile_int8" if report.format == "exported-program" else ""
         return (
             f"{report.path}: int8 ({QUANTIZERS[report.format]}) {report.format}, {report.bytes / 1e6:.1f} MB"
-            f"{arena}, {runtime}{compiled}: top-1 agrees with PyTorch on "
-            f"{100 * (report.int8_top1_agreement or 0):.1f}% of {report.verified_on}, batch sizes {sizes}"
+            f"{arena}, {runtime}{compiled}, calibrated on {report.calibration_images} images: top-1 agrees "
+            f"with PyTorch on {100 * (report.int8_top1_agreement or 0):.1f}% of {report.verified_on}, batch "
+            f"sizes {sizes}"
         )
     return (
         f"{report.path}: {report.format}, {report.bytes / 1e6:.1f} MB{arena}, {runtime} vs PyTorch max |Δ| "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -114,8 +115,14 @@ def calibration_images(card: ModelCard, data: str, count: int) -> torch.Tensor:
     """
     dataset = card_calibration_set(card, data)
     if parse_data_spec(data).kind == "list":
-        return first_images(dataset, count)
-    return spread_images(dataset, count)
+        images = first_images(dataset, count)
+    else:
+        images = spread_images(dataset, count)
+    if len(images) < count:  # a small folder, or unreadable files (each warned of by the loader)
+        total = len(dataset)  # type: ignore[arg-type]
+        why = f"{data} has {total} images" if total < count else "some could not be read"
+        warnings.warn(f"calibrating on {len(images)} images, not {count}: {why}", stacklevel=2)
+    return images
 
 
 def spread_images(dataset: Dataset[Any], count: int, *, workers: int = 0) -> torch.Tensor:
@@ -128,4 +135,7 @@ def spread_images(dataset: Dataset[Any], count: int, *, workers: int = 0) -> tor
 
 def _images_at(dataset: Dataset[Any], indices: Sequence[int], workers: int = 0) -> torch.Tensor:
     loader = build_loader(Subset(dataset, indices), batch_size=64, train=False, seed=0, workers=workers)
-    return torch.cat([images for images, _ in loader])
+    batches = [images for images, _ in loader]
+    if not batches:
+        raise UsageError(f"none of the {len(indices)} images asked for could be read (see the warnings)")
+    return torch.cat(batches)

@@ -22,6 +22,7 @@ ImageNet photos, 0.5 with 8-bit ones (issue 21). A file meant for another machin
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import logging
@@ -140,6 +141,36 @@ def nodes_in_modules(model_proto: Any, modules: Sequence[str]) -> list[str]:
     return selected
 
 
+def name_inlined_nodes(original: Any, prepared: Any) -> None:
+    """Give the nodes of ``prepared`` that ONNX Runtime's pre-processing made without a name the module
+    path of the ``original`` node they came from, so that :func:`nodes_in_modules` finds them.
+
+    The pre-processing inlines ONNX functions: HardSwish (MobileNet v3) becomes an unnamed HardSigmoid
+    and Mul, which ``--keep-float stem`` would otherwise leave int8 (and ``stem.act`` would match
+    nothing). The node that writes the function's output takes its name; the ones inside it take the
+    name of the node their output feeds.
+    """
+    producer = {output: node.name for node in original.graph.node for output in node.output}
+    consumers: dict[str, list[Any]] = collections.defaultdict(list)
+    for node in prepared.graph.node:
+        for name in node.input:
+            consumers[name].append(node)
+    taken = {node.name for node in prepared.graph.node}
+    unnamed = [node for node in reversed(prepared.graph.node) if not node.name]  # consumers first
+    for node in unnamed:
+        source = next((producer[out] for out in node.output if out in producer), None)
+        if source is None:
+            source = next((user.name for out in node.output for user in consumers[out] if user.name), None)
+        if source is None:
+            continue
+        module = source.split("/")[0]
+        name, index = f"{module}/{node.op_type}", 1
+        while name in taken:
+            name, index = f"{module}/{node.op_type}_{index}", index + 1
+        node.name = name
+        taken.add(name)
+
+
 def quantize_onnx(
     fp32_path: str | os.PathLike[str],
     out_path: str | os.PathLike[str],
@@ -187,6 +218,9 @@ def quantize_onnx(
         prepared = Path(tmp) / "prepared.onnx"
         quantized = Path(tmp) / "int8.onnx"
         quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        prepared_proto = onnx.load(str(prepared))
+        name_inlined_nodes(onnx.load(str(fp32_path), load_external_data=False), prepared_proto)
+        onnx.save(prepared_proto, str(prepared))
         # ORT prints calibration progress on stdout and warns through the root logger; keep both quiet
         # so stdout stays the caller's (e.g. one JSON object). Bias overflow warnings are expected:
         # ORT widens those channels' weight scales to fit the bias, as intended.
@@ -204,7 +238,7 @@ def quantize_onnx(
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QUInt8 if weight_dtype == "uint8" else QuantType.QInt8,
                 calibrate_method=calibrate,
-                nodes_to_exclude=nodes_in_modules(onnx.load(str(prepared)), exclude),
+                nodes_to_exclude=nodes_in_modules(prepared_proto, exclude),
                 extra_options=extra,
             )
         model_proto = onnx.load(str(quantized))
