@@ -230,6 +230,13 @@ def test_summary_rejects_bad_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
     grey = mobilenets.mobilenet_v2(width_mult=0.35, in_channels=1)
     with pytest.raises(ValueError, match=r"analysing a 1×1×105×105 input would hold about 0.0 GiB"):
         summarize(grey, resolution=105)
+    # memory_efficient's own full-resolution schedules come after the check, not before it (at 4096
+    # px, 10 GB and a minute went by before the refusal)
+    import mobilenets.deploy.memory_efficient as lean
+
+    monkeypatch.setattr(lean, "probe_image", lambda *_: pytest.fail("probed before the budget check"))
+    with pytest.raises(ValueError, match=r"analysing a 1×3×128×128 input"):
+        summarize_memory_efficient(mobilenets.mobilenet_v2(width_mult=0.35), 4, resolution=128)
 
 
 def test_saved_for_backward_bytes_counts_each_saved_storage_once() -> None:

@@ -43,6 +43,11 @@ def test_console_entry_point_lists_models_and_reports_bad_input() -> None:
     )
     assert len([line for line in warned.stderr.splitlines() if "warning" in line]) == 1, warned.stderr
     assert ".py:" not in warned.stderr, warned.stderr
+    # argparse's own refusals too: one line (not the 12-line usage block), status 2
+    choice = run_cli_process("summary", "mobilenet_v2", "--dtype", "float64")
+    assert choice.returncode == 2 and choice.stderr.count("\n") == 1, choice.stderr
+    assert choice.stderr.startswith("mobilenets summary: error: argument --dtype: invalid choice: 'float64'")
+    assert choice.stderr.rstrip().endswith("(`mobilenets summary --help` lists the options)")
 
 
 def test_the_cli_starts_without_libraries_only_some_commands_use() -> None:
@@ -140,6 +145,11 @@ def test_summary_table_and_csv() -> None:
     table = run_cli("summary", "mobilenet_v3_small", "--compare-standard")
     assert table.returncode == 0, table.stderr
     assert "Peak activation memory" in table.stdout and "1/C_out + 1/K²" in table.stdout
+    # Pairs run pointwise first are marked, and the theory column names C, not C_out (64→256: 1/64)
+    widening = run_cli("summary", "cifar_separable_dwlast", "--compare-standard").stdout
+    row = next(line for line in widening.splitlines() if "64→256" in line)
+    assert "blocks.2.0.conv_dw *" in row and f"{1 / 64 + 1 / 9:.4f}" in row and "1/C_out" not in widening
+    assert "C: C_out, or C_in for a pair run pointwise first (*)" in widening
     csv = run_cli("summary", "mobilenet_v3_small", "--format", "csv")
     assert csv.returncode == 0
     assert csv.stdout.splitlines()[0].startswith("name,kind")
@@ -364,3 +374,21 @@ def test_threads_beyond_the_cpus_or_below_one_are_refused(command: str) -> None:
         code, _, err = run_cli_argv([command, *extra, "--threads", wrong])
         assert code == 2 and "argument --threads" in err, (wrong, err)
         assert (f"give 1 to {usable}" in err) if wrong != "two" else ("not a whole number" in err), err
+
+
+@pytest.mark.parametrize("command", [("summary", "mobilenet_v3_small"), ("list",)])
+def test_a_reader_that_stops_early_ends_the_command_with_status_0(command: tuple[str, ...]) -> None:
+    """`mobilenets summary ... | head -1`: rich's tables met the closed pipe with SystemExit(1), which
+    fails scripts under `set -o pipefail`; the CLI ends a closed pipe with 0, as for its plain prints."""
+    import os
+
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line: every write meets a closed pipe
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "mobilenets", *command], stdout=write, stderr=subprocess.PIPE, text=True,
+            timeout=300, check=False,
+        )  # fmt: skip
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (0, "")

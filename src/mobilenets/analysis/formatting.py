@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sys
 
 from rich.console import Console
@@ -24,6 +25,17 @@ CSV_COLUMNS = (
     "activation_bytes",
     "arithmetic_intensity",
 )
+
+
+class StdoutConsole(Console):
+    """rich's console for stdout, whose reader may stop early (``| head``): the end of the pipe raises
+    Python's ``BrokenPipeError``, which the CLI ends with status 0, instead of rich's ``SystemExit(1)``."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's own flush at exit then writes nowhere
+        raise BrokenPipeError
 
 
 def to_json(summary: ModelSummary) -> str:
@@ -75,7 +87,7 @@ def _mega(value: float) -> str:
 
 def print_table(summary: ModelSummary, console: Console | None = None) -> None:
     """Per-layer table, totals, shares by kind and (if computed) separable-vs-standard ratios."""
-    console = console or Console(width=None if sys.stdout.isatty() else 160)
+    console = console or StdoutConsole(width=None if sys.stdout.isatty() else 160)
     shape = "×".join(map(str, summary.input_shape))
     table = Table(title=f"{summary.model} @ {shape} ({summary.dtype})")
     for column in ("layer", "kind", "output", "params", "mult-adds", "act. bytes", "FLOP/byte"):
@@ -105,12 +117,18 @@ def print_table(summary: ModelSummary, console: Console | None = None) -> None:
         f"[bold]{summary.peak_activation_bytes:,} bytes[/bold] at {summary.peak_op}"
     )
     if summary.comparisons:
-        ratios = Table(title="Depthwise separable vs standard convolution (mult-adds)")
-        for column in ("depthwise", "C_in→C_out", "K", "separable", "standard", "1/C_out + 1/K²", "counted"):
+        # A pair run pointwise first filters the widened channels: its theory is 1/C_in + 1/K²
+        pointwise_first = not all(c.depthwise_first for c in summary.comparisons)
+        ratios = Table(
+            title="Depthwise separable vs standard convolution (mult-adds)",
+            caption="C: C_out, or C_in for a pair run pointwise first (*)" if pointwise_first else None,
+        )
+        theory = "1/C + 1/K²" if pointwise_first else "1/C_out + 1/K²"
+        for column in ("depthwise", "C_in→C_out", "K", "separable", "standard", theory, "counted"):
             ratios.add_column(column, justify="left" if column == "depthwise" else "right")
         for c in summary.comparisons:
             ratios.add_row(
-                c.depthwise,
+                c.depthwise + ("" if c.depthwise_first else " *"),
                 f"{c.in_channels}→{c.out_channels}",
                 str(c.kernel_size),
                 _mega(c.separable_macs),

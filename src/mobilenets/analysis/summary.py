@@ -121,15 +121,7 @@ def summarize(
     modes = _training_modes(model, scheduled_model)
     model.eval()
     try:
-        needed = None
-        if batch_size * 3 * resolution**2 > UNCHECKED_INPUT_VALUES:  # as RGB: grey input, same activations
-            needed = estimated_activation_bytes(model, shape)
-        if needed is not None and needed > ANALYSIS_BUDGET_BYTES:
-            raise UsageError(
-                f"analysing a {'×'.join(map(str, shape))} input would hold about {needed / 1024**3:,.1f} GiB "
-                f"of activations (at most {ANALYSIS_BUDGET_BYTES / 1024**3:g} GiB); lower the resolution "
-                "or batch_size"
-            )
+        check_analysis_budget(model, shape)
         # The input takes the model's own dtype and device (a half or bf16 model, one on a GPU): the
         # counts do not depend on them; ``dtype`` sets the bytes the memory figures count per value.
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
@@ -173,6 +165,21 @@ def _is_int(value: object) -> bool:
 def _input_dtype(model: nn.Module) -> torch.dtype:
     """The dtype of ``model``'s floating-point weights (float32 for a model without any)."""
     return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+
+
+def check_analysis_budget(model: nn.Module, shape: tuple[int, int, int, int]) -> None:
+    """Refuse, before running anything, an input whose analysis would hold more than
+    :data:`ANALYSIS_BUDGET_BYTES` of activations (:func:`estimated_activation_bytes`)."""
+    batch_size, _, height, width = shape
+    if batch_size * 3 * height * width <= UNCHECKED_INPUT_VALUES:  # as RGB: grey input, same activations
+        return
+    needed = estimated_activation_bytes(model, shape)
+    if needed is not None and needed > ANALYSIS_BUDGET_BYTES:
+        raise UsageError(
+            f"analysing a {'×'.join(map(str, shape))} input would hold about {needed / 1024**3:,.1f} GiB "
+            f"of activations (at most {ANALYSIS_BUDGET_BYTES / 1024**3:g} GiB); lower the resolution "
+            "or batch_size"
+        )
 
 
 def estimated_activation_bytes(model: nn.Module, shape: tuple[int, ...]) -> int | None:

@@ -187,13 +187,14 @@ class _Relabelled:
 
 
 def _print_report(report: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from ..analysis.formatting import StdoutConsole
 
     def percent(value: float | None) -> str:
         return "n/a" if value is None else f"{100 * value:.2f}%"
 
-    console = Console()
+    console = StdoutConsole()
     print(f"{report['model']} on {report['data']}")
     summary = Table(show_header=False)
     summary.add_column("metric")

@@ -18,6 +18,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import FrameType
+from typing import NoReturn
 
 from .. import __version__
 from ..errors import ExternalError, TrainingError, UsageError
@@ -27,8 +28,16 @@ from . import eval as eval_command
 COMMANDS = (models, summary, demo, train, eval_command, convert, predict, export, bench, ablate)
 
 
+class _OneLineErrors(argparse.ArgumentParser):
+    """argparse's own refusals (a bad choice, a missing value) on one line, like ours, with where to
+    look, instead of the whole usage block above them; still exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the options)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineErrors(
         prog="mobilenets",
         description="Build, analyse, train, export and benchmark MobileNet-family networks.",
     )

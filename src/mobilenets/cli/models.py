@@ -7,9 +7,9 @@ import fnmatch
 import json
 
 import torch
-from rich.console import Console
 from rich.table import Table
 
+from ..analysis.formatting import StdoutConsole
 from ..errors import UsageError
 from ..models import create_model, list_models
 from ..weights.registry import pretrained_for
@@ -71,7 +71,9 @@ def run_pretrained(args: argparse.Namespace) -> int:
             _percent(measured.get("top1")),
             "" if int8 is None else f"{-int8:+.1f}",
         )
-    console = Console() if Console().is_terminal else Console(width=120)  # pipes: no 80-column squeeze
+    console = StdoutConsole()
+    if not console.is_terminal:  # pipes: no 80-column squeeze
+        console = StdoutConsole(width=120)
     console.print(table)
     console.print(
         "input: crop/resize. published: top-1 by the weights' authors on the 50,000 ImageNet validation "
@@ -105,5 +107,5 @@ def run(args: argparse.Namespace) -> int:
         params = sum(p.numel() for p in model.parameters())
         tags = ", ".join(entry.tag for entry in pretrained_for(name))
         table.add_row(name, f"{params:,}", f"{model.default_resolution}×{model.default_resolution}", tags)
-    Console().print(table)
+    StdoutConsole().print(table)
     return 0

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..analysis.memory import schedule_memory
-from ..analysis.summary import ModelSummary, summarize
+from ..analysis.summary import ModelSummary, check_analysis_budget, summarize
 from ..errors import UsageError
 from ..layers.conv_norm_act import ConvNormAct
 from ..layers.inverted_residual import ExpansionShortcutStage, InvertedResidual
@@ -293,6 +293,8 @@ def memory_efficient(
         )
     if not only_where_needed or not replaced:
         return fused
+    # The relaxation runs the schedule at full resolution, several times: refuse a size too big first.
+    check_analysis_budget(model, (1, getattr(model, "in_channels", 3), size, size))
     example = probe_image(fused, size)
     live_plain = _block_peaks(fuse(copy.deepcopy(model)), example)
     # Never above the plain schedule's peak either (one chunk keeps a block's input beside its expansion).
