@@ -354,6 +354,10 @@ def test_int8_export_through_the_cli_then_eval(
     assert result["int8"] == {"executorch": "xnnpack", "openvino": "nncf"}[file_format]
     assert result["calibration_images"] == 40 and "32 images of digits" in result["verified_on"]
     assert result["int8_top1_agreement"] >= 0.75, result
+    # The file says how it was made, as ONNX's int8 files do (its report reads it back from the file)
+    quantizer = {"executorch": "XNNPACK's quantizer (PT2E)", "openvino": "NNCF"}[file_format]
+    assert result["quantization"].startswith(quantizer), result["quantization"]
+    assert "calibrated on 40 images" in result["quantization"]
     code, stdout, err = run_cli(["eval", flag, str(out), "--json", "--no-confusion"])
     assert code == 0, err
     report = json.loads(stdout)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -87,21 +88,34 @@ def load_deployed(
     return module.eval(), card
 
 
-def deployed_int8(path: str | os.PathLike[str]) -> str | None:
-    """Whose int8 the exported file ``path`` computes (``"onnxruntime"``, ``"xnnpack"``, ``"nncf"``,
-    ``"pt2e"``), or None for a float file: what a report of its scores says beside its precision."""
+def _metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The mobilenets metadata the exported file ``path`` carries, whatever its format."""
     suffix = Path(path).suffix.lower()
     if suffix == EXECUTORCH_SUFFIX:
         from .executorch_export import read_pte_metadata
 
-        metadata = read_pte_metadata(path)
-    elif suffix == OPENVINO_SUFFIX:
+        return dict(read_pte_metadata(path))
+    if suffix == OPENVINO_SUFFIX:
         from .openvino_export import read_openvino_metadata
 
-        metadata = read_openvino_metadata(path)
-    elif is_torch_file(path):
-        metadata = read_torch_metadata(path)
-    else:
-        return "onnxruntime" if "quantization" in read_metadata(path) else None
+        return dict(read_openvino_metadata(path))
+    if is_torch_file(path):
+        return dict(read_torch_metadata(path))
+    return dict(read_metadata(path))  # ONNX's
+
+
+def deployed_int8(path: str | os.PathLike[str]) -> str | None:
+    """Whose int8 the exported file ``path`` computes (``"onnxruntime"``, ``"xnnpack"``, ``"nncf"``,
+    ``"pt2e"``), or None for a float file: what a report of its scores says beside its precision."""
+    metadata = _metadata(path)
+    if "int8" not in metadata and "quantization" in metadata:  # ONNX Runtime's QDQ files say only this
+        return "onnxruntime"
     kind = metadata.get("int8")
     return str(kind) if kind else None
+
+
+def deployed_quantization(path: str | os.PathLike[str]) -> str | None:
+    """How the int8 file ``path`` was made (its quantizer, calibration images, float modules), as its
+    metadata records it; None for a float file or one exported before files recorded it."""
+    said = _metadata(path).get("quantization")
+    return str(said) if said else None

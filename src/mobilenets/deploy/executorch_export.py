@@ -35,7 +35,7 @@ from ..errors import ExternalError, MissingFileError, UsageError, external_step
 from ..weights.card import ModelCard
 from .captured import ExportedClassifier, check_batch, check_not_empty, check_threads
 from .fuse import fuse
-from .pt2e import Int8Model, calibrate_pt2e, check_options, in_modules
+from .pt2e import Int8Model, calibrate_pt2e, check_options, describe_int8, in_modules
 from .torch_export import card_from_metadata, torch_metadata
 
 EXECUTORCH_REQUIREMENT = "executorch==1.5.1"  # the version this module is tested with
@@ -108,7 +108,11 @@ def quantize_xnnpack(
     """
     check_options(model, resolution, keep_float)
     quantizer = xnnpack_quantizer(executorch_api(), keep_float)
-    return calibrate_pt2e(model, calibration_batches, resolution=resolution, quantizer=quantizer, hint=_HINT)
+    int8 = calibrate_pt2e(model, calibration_batches, resolution=resolution, quantizer=quantizer, hint=_HINT)
+    int8.quantization = describe_int8(
+        "XNNPACK's quantizer (PT2E), symmetric per-channel", int8.calibration_images, keep_float
+    )
+    return int8
 
 
 def annotate_conv_relu6(graph_module: torch.fx.GraphModule, config: Any, keep: Any = None) -> None:
@@ -214,6 +218,7 @@ def export_executorch(
     metadata["delegate"] = "xnnpack" if delegate else "portable"
     if int8:
         metadata["int8"] = XNNPACK_INT8
+        metadata["quantization"] = model.quantization
     constants = {METADATA_METHOD: _metadata_tensor(metadata)}
     with torch.inference_mode(False), torch.no_grad():
         with external_step("torch.export for ExecuTorch", _HINT):

@@ -41,7 +41,7 @@ from .captured import MAX_BATCH, ExportedClassifier, check_batch, check_not_empt
 from .fuse import fuse, out_of_place
 from .openvino_input import InputQuantization, input_quantization, take_quantized_input
 from .openvino_kernels import check_kernels, prefer_kernels, tune_kernels
-from .pt2e import check_options, in_modules, no_operation_error
+from .pt2e import check_options, describe_int8, in_modules, no_operation_error
 from .torch_export import card_from_metadata, torch_metadata
 
 OPENVINO_REQUIREMENT = "openvino==2026.4.1 nncf==3.4.0"  # the versions this module is tested with
@@ -219,6 +219,9 @@ def export_openvino(
     )
     if calibration is not None:
         metadata["int8"] = NNCF_INT8
+        metadata["quantization"] = describe_int8("NNCF", len(calibration), keep_float) + (
+            ", uint8 NHWC input" if uint8_input else ""
+        )
     ov_model.set_rt_info(json.dumps(metadata, sort_keys=True), METADATA_PATH)
     with staged_ir(path) as staged:
         with external_step("openvino.save_model", _HINT):

@@ -108,6 +108,16 @@ def check_batch(batch: object, index: int, resolution: int, what: str = "calibra
     return batch.float()
 
 
+X86_QUANTIZER = "torchao's x86 quantizer (PT2E)"
+
+
+def describe_int8(quantizer: str, images: int, keep_float: Sequence[str], *, how: str = "calibrated") -> str:
+    """What an int8 file records of its making (metadata ``quantization``, as ONNX's files carry):
+    e.g. ``"NNCF, calibrated on 300 images, float modules: stem"``."""
+    said = f"{quantizer}, {how} on {images} images"
+    return f"{said}, float modules: {', '.join(keep_float)}" if keep_float else said
+
+
 def check_options(model: nn.Module, resolution: int, keep_float: Sequence[str]) -> None:
     """A clear error for a resolution out of range or a ``keep_float`` module ``model`` lacks."""
     check_resolution(resolution)
@@ -189,8 +199,10 @@ class Int8Model(ExportedClassifier):
     works (and returns the module, so ``evaluate`` and ``.eval()`` chains do), ``train()`` refuses.
     """
 
-    def __init__(self, graph_module: torch.fx.GraphModule) -> None:
+    def __init__(self, graph_module: torch.fx.GraphModule, *, calibration_images: int = 0) -> None:
         super().__init__(graph_module)
+        self.calibration_images = calibration_images
+        self.quantization = ""  # how it was made (describe_int8), for the metadata of its exported file
 
     @property
     def graph_module(self) -> torch.fx.GraphModule:
@@ -218,7 +230,9 @@ def quantize_pt2e(
     """
     check_options(model, resolution, keep_float)
     quantizer = x86_quantizer(torchao_api(), reduce_range=reduce_range, keep_float=keep_float)
-    return calibrate_pt2e(model, calibration_batches, resolution=resolution, quantizer=quantizer)
+    int8 = calibrate_pt2e(model, calibration_batches, resolution=resolution, quantizer=quantizer)
+    int8.quantization = describe_int8(X86_QUANTIZER, int8.calibration_images, keep_float)
+    return int8
 
 
 def calibrate_pt2e(
@@ -250,12 +264,15 @@ def calibrate_pt2e(
         with external_step("torchao's prepare_pt2e", hint):
             prepared = ao.prepare_pt2e(captured, quantizer)
         prepared(first)
+        images = len(first)
         for index, batch in enumerate(batches, start=1):
-            prepared(check_batch(batch, index, resolution))
+            batch = check_batch(batch, index, resolution)
+            prepared(batch)
+            images += len(batch)
         with external_step("torchao's convert_pt2e", hint):
             converted = ao.convert_pt2e(prepared)
     drop_unused_tensors(converted)
-    return Int8Model(converted)
+    return Int8Model(converted, calibration_images=images)
 
 
 def drop_unused_tensors(graph_module: torch.fx.GraphModule) -> None:

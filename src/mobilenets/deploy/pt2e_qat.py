@@ -30,10 +30,12 @@ from torch.nn import functional as F
 
 from ..errors import UsageError, WrongTypeError
 from .pt2e import (
+    X86_QUANTIZER,
     Int8Model,
     capture,
     check_batch,
     check_options,
+    describe_int8,
     drop_unused_tensors,
     torchao_api,
     x86_quantizer,
@@ -130,10 +132,12 @@ def quantize_qat_pt2e(
     prepared = ao.prepare_qat_pt2e(capture(copy.deepcopy(model), resolution, train=True), quantizer)
     ao.move_to_eval(prepared)  # frozen BatchNorm statistics, no dropout; weights and ranges still learn
     optimizer = torch.optim.SGD(prepared.parameters(), lr=lr, momentum=momentum)
+    seen = 0  # images per epoch
     with torch.inference_mode(False), torch.enable_grad():
         for epoch in range(epochs):
             for index, batch in enumerate(batches):
                 images = check_batch(batch, index, resolution, what="training")
+                seen += len(images) if epoch == 0 else 0
                 with torch.no_grad():
                     target = F.log_softmax(teacher(images).float(), dim=1)
                 student = F.log_softmax(prepared(images), dim=1)
@@ -149,4 +153,7 @@ def quantize_qat_pt2e(
     with torch.inference_mode(False), torch.no_grad(), _fold_only_present_convolutions():
         converted = ao.convert_pt2e(prepared)
     drop_unused_tensors(converted)
-    return Int8Model(converted)
+    int8 = Int8Model(converted, calibration_images=seen)
+    how = f"fine-tuned {epochs} epochs at lr {lr:g} with int8 fake quantization"
+    int8.quantization = describe_int8(X86_QUANTIZER, int8.calibration_images, keep_float, how=how)
+    return int8

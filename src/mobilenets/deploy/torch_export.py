@@ -129,6 +129,7 @@ def export_program(
     )
     if int8:
         metadata["int8"] = PT2E_INT8
+        metadata["quantization"] = model.quantization
     extra = {METADATA_FILE: json.dumps(metadata, sort_keys=True)}
     save_atomic(path, lambda handle: torch.export.save(program, handle, extra_files=extra))
     return Path(path)

@@ -24,6 +24,7 @@ from torch import nn
 
 from ..errors import ExternalError, UsageError, WrongTypeError
 from ..weights.card import ModelCard
+from .deployed import deployed_quantization
 from .export_checks import check_combination, check_export_values
 from .export_report import ExportReport
 from .onnx_export import OnnxClassifier, export_onnx, max_abs_difference, read_metadata
@@ -384,6 +385,7 @@ def _int8_report(
     return dataclasses.replace(
         report,
         int8=quantizer,
+        quantization=deployed_quantization(report.path),
         calibration_images=images,
         int8_top1_agreement=agreement,
         int8_max_abs_diff=int8_diff,
