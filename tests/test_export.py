@@ -300,7 +300,7 @@ def test_export_int8_program_through_pt2e(
     assert result["int8"] == "pt2e" and result["calibration_images"] == 40
     assert result["qat_epochs"] == 1 and result["qat_lr"] == 1e-5
     assert result["quantization"] == (
-        "torchao's x86 quantizer (PT2E), fine-tuned 1 epochs at lr 1e-05 with int8 fake quantization on "
+        "torchao's x86 quantizer (PT2E), fine-tuned 1 epoch at lr 1e-05 with int8 fake quantization on "
         "40 images, float modules: classifier"
     )
     assert result["verified_batch_sizes"] == [1] and 0.0 <= result["int8_top1_agreement"] <= 1.0

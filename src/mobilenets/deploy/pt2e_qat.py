@@ -154,6 +154,6 @@ def quantize_qat_pt2e(
         converted = ao.convert_pt2e(prepared)
     drop_unused_tensors(converted)
     int8 = Int8Model(converted, calibration_images=seen)
-    how = f"fine-tuned {epochs} epochs at lr {lr:g} with int8 fake quantization"
+    how = f"fine-tuned {epochs} epoch{'' if epochs == 1 else 's'} at lr {lr:g} with int8 fake quantization"
     int8.quantization = describe_int8(X86_QUANTIZER, int8.calibration_images, keep_float, how=how)
     return int8
