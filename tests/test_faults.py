@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -190,8 +191,10 @@ def _damage(kind: str, path: Path, tmp_path: Path) -> None:
         path.write_bytes(data[: len(data) // 2])
     elif kind == "empty":
         path.write_bytes(b"")
-    elif kind == "garbage":
-        path.write_bytes(os.urandom(4096))
+    elif kind == "garbage":  # seeded: 1 in 256 random files starts like a pickle (see pickle_garbage)
+        path.write_bytes(random.Random(0).randbytes(4096))
+    elif kind == "pickle_garbage":  # a pickle's first byte, then damage
+        path.write_bytes(b"\x80" + random.Random(0).randbytes(4095))
     elif kind == "code_payload":
         torch.save({"optimizer": CodePayload(tmp_path / "pwned")}, path)
     elif kind == "foreign":
@@ -211,7 +214,9 @@ def test_damaged_or_hostile_training_state_is_refused_on_resume(
     assert not (tmp_path / "pwned").exists()
 
 
-@pytest.mark.parametrize("kind", ["truncated", "empty", "garbage", "other_architecture", "other_classes"])
+@pytest.mark.parametrize(
+    "kind", ["truncated", "empty", "garbage", "pickle_garbage", "other_architecture", "other_classes"]
+)
 def test_damaged_or_mismatched_weights_are_refused_by_eval(
     reference: Reference, tmp_path: Path, kind: str
 ) -> None:
@@ -220,11 +225,15 @@ def test_damaged_or_mismatched_weights_are_refused_by_eval(
     path = tmp_path / "weights.safetensors"
     shutil.copy(reference.out / "last.safetensors", path)
     argv = ["eval", "--checkpoint", str(path), "--data", "digits"]
-    if kind in ("truncated", "empty", "garbage"):
+    if kind in ("truncated", "empty", "garbage", "pickle_garbage"):
         _damage(kind, path, tmp_path)
-        expected = {"truncated": "not a readable", "empty": "is empty", "garbage": "neither a safetensors"}[
-            kind
-        ]
+        # pickle_garbage: torch.load read a name ending in .safetensors with safetensors (a traceback)
+        expected = {
+            "truncated": "not a readable",
+            "empty": "is empty",
+            "garbage": "neither a safetensors",
+            "pickle_garbage": "not a readable PyTorch weights file",
+        }[kind]
     else:
         other = "mobilenet_v2" if kind == "other_architecture" else "mobilenet_v1"
         model = mobilenets.create_model(other, width_mult=0.25, num_classes=1000)

@@ -118,7 +118,10 @@ def _read_torch(path: Path) -> dict[str, torch.Tensor]:
             "run it with --program, or give the weights it was exported from"
         )
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
+        # A handle, not the name: torch.load reads a name ending in .safetensors with safetensors, whatever
+        # the first bytes say (a .pth renamed, or damage that looks like a pickle, gave a traceback).
+        with path.open("rb") as handle:
+            loaded = torch.load(handle, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         detail = _unpickler_detail(error)
         if _OPCODE.search(detail):  # pickle.dump's protocol 4 or 5 (torch.save writes 2): nothing was read
